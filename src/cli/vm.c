@@ -1,0 +1,426 @@
+/* capsule vm: run a micro-VM (a Linux kernel, or a ring-3 test payload) on KVM.
+ * Settings come from --config (JSON) and then flags, which override it. */
+#include <ctype.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "common/util.h"
+#include "vmm/vm.h"
+
+#define VM_DEFAULT_CPUS 1
+#define VM_MAX_CPUS 254 /* xAPIC IDs below the broadcast ID 0xff */
+#define VM_DEFAULT_MEMORY (256ULL << 20)
+#define VM_MIN_MEMORY (16ULL << 20)
+#define VM_MAX_MEMORY (1ULL << 40)
+#define VM_DEFAULT_CMDLINE "console=ttyS0 reboot=k panic=-1"
+
+static const char vm_help[] =
+        "usage: capsule vm run [options]\n"
+        "\n"
+        "Boot a micro-VM on KVM and wait for it to stop: a Linux kernel (vmlinux or bzImage)\n"
+        "with a serial console, or a test payload (a static ELF started in 64-bit ring 3).\n"
+        "\n"
+        "Options:\n"
+        "  --kernel IMAGE     Linux kernel: vmlinux ELF (64-bit or PVH entry) or bzImage; default\n"
+        "                     $CAPSULE_KERNEL, else ${CAPSULE_CACHE:-/var/cache/capsule}/kernel/current/vmlinux\n"
+        "  --initrd FILE      initramfs for the kernel\n"
+        "  --cmdline STR      kernel command line (default \"" VM_DEFAULT_CMDLINE "\")\n"
+        "  --cpus N           number of vCPUs, 1 to 254 (default 1)\n"
+        "  --memory SIZE      guest RAM: bytes or a K, M, G or T suffix (binary units), 16M to 1T\n"
+        "                     (default 256M)\n"
+        "  --console MODE     the guest's serial console (COM1): stdio (default), file:PATH, or none\n"
+        "  --hugepages        back guest RAM with 2 MiB huge pages (reserved up front)\n"
+        "  --payload ELF      run a ring-3 test payload instead of a kernel\n"
+        "  --bzimage-decompress WHO\n"
+        "                     who decompresses a bzImage's compressed kernel: guest (default) or host.\n"
+        "                     guest boots the bzImage through the 64-bit boot protocol and its own\n"
+        "                     decompressor; host decompresses a gzip, xz, lzma, zstd or lz4 payload in\n"
+        "                     capsule and boots the vmlinux inside (its PVH entry if it has one),\n"
+        "                     falling back to guest for other codecs or a payload that fails. Guest is\n"
+        "                     the default: measured, host decompression delays the guest's start by\n"
+        "                     about as much as it saves it. A vmlinux needs no decompression at all.\n"
+        "  --config FILE      JSON object with the same settings: kernel, initrd, cmdline (strings),\n"
+        "                     cpus (integer), memory (\"512M\" or bytes), console (string), hugepages\n"
+        "                     (boolean), payload, bzimage-decompress (strings); relative paths are\n"
+        "                     relative to FILE's folder; flags override it\n"
+        "  --help             this help\n"
+        "\n"
+        "Exit status:\n"
+        "  0       the guest powered off (ACPI S5)\n"
+        "  N       a payload wrote byte N to the debug exit port (0xf4)\n"
+        "  1       capsule failed: bad settings, KVM errors, a KVM emulation or internal error\n"
+        "  80      the guest rebooted (i8042 reset, ACPI reset register)\n"
+        "  81      the guest panicked (pvpanic)\n"
+        "  82      a vCPU triple-faulted\n"
+        "  128+N   stopped by signal N (SIGINT 130, SIGTERM 143)\n"
+        "\n"
+        "On a PVM host (/dev/kvm from kvm_pvm) only payloads run: guest ring 0 is emulated there,\n"
+        "so a stock kernel cannot boot; use the testbed (tests/testbed/run).\n";
+
+enum vm_opt { OPT_KERNEL, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEMORY, OPT_CONSOLE, OPT_HUGEPAGES, OPT_PAYLOAD,
+              OPT_BZIMAGE_DECOMPRESS, OPT_CONFIG, OPT_HELP, N_OPTS };
+
+static const struct option vm_opts[] = {
+        { "kernel", required_argument, NULL, OPT_KERNEL },
+        { "initrd", required_argument, NULL, OPT_INITRD },
+        { "cmdline", required_argument, NULL, OPT_CMDLINE },
+        { "cpus", required_argument, NULL, OPT_CPUS },
+        { "memory", required_argument, NULL, OPT_MEMORY },
+        { "console", required_argument, NULL, OPT_CONSOLE },
+        { "hugepages", no_argument, NULL, OPT_HUGEPAGES },
+        { "payload", required_argument, NULL, OPT_PAYLOAD },
+        { "bzimage-decompress", required_argument, NULL, OPT_BZIMAGE_DECOMPRESS },
+        { "config", required_argument, NULL, OPT_CONFIG },
+        { "help", no_argument, NULL, OPT_HELP },
+        { 0 },
+};
+
+/* Where each path setting came from, for error messages ("--kernel", "vm.json: kernel"). */
+struct vm_settings {
+        struct vm_config cfg;
+        char *origin_kernel, *origin_initrd, *origin_payload;
+};
+
+static void vm_settings_free(struct vm_settings *s)
+{
+        vm_config_free(&s->cfg);
+        free(s->origin_kernel);
+        free(s->origin_initrd);
+        free(s->origin_payload);
+}
+
+/* "512M", "1G", "268435456", "64MiB"; -1 on garbage or overflow. */
+static int parse_size(const char *s, uint64_t *out)
+{
+        static const struct {
+                const char *suffix;
+                int shift;
+        } units[] = {
+                { "", 0 },    { "B", 0 },    { "K", 10 },   { "KiB", 10 }, { "KB", 10 }, { "M", 20 }, { "MiB", 20 },
+                { "MB", 20 }, { "G", 30 },   { "GiB", 30 }, { "GB", 30 },  { "T", 40 }, { "TiB", 40 }, { "TB", 40 },
+        };
+        if (!isdigit((unsigned char)s[0]))
+                return -1;
+        errno = 0;
+        char *end;
+        unsigned long long v = strtoull(s, &end, 10);
+        if (errno)
+                return -1;
+        for (size_t i = 0; i < ARRAY_SIZE(units); i++) {
+                if (strcasecmp(end, units[i].suffix) != 0)
+                        continue;
+                if (v > (UINT64_MAX >> units[i].shift))
+                        return -1;
+                *out = (uint64_t)v << units[i].shift;
+                return 0;
+        }
+        return -1;
+}
+
+static int set_memory(struct vm_config *cfg, uint64_t bytes, const char *text, const char *origin, cap_error_t *err)
+{
+        if (bytes < VM_MIN_MEMORY)
+                return cap_fail(err, 0, "%s: %s is too small (at least %lluM)", origin, text, VM_MIN_MEMORY >> 20);
+        if (bytes > VM_MAX_MEMORY)
+                return cap_fail(err, 0, "%s: %s is too large (at most %lluT)", origin, text, VM_MAX_MEMORY >> 40);
+        cfg->memory = bytes;
+        return 0;
+}
+
+static int set_memory_text(struct vm_config *cfg, const char *text, const char *origin, cap_error_t *err)
+{
+        uint64_t bytes;
+        if (parse_size(text, &bytes) < 0)
+                return cap_fail(err, 0, "%s: `%s` is not a size (bytes, or a number with K, M, G or T)", origin, text);
+        return set_memory(cfg, bytes, text, origin, err);
+}
+
+static int set_cpus(struct vm_config *cfg, long long n, const char *text, const char *origin, cap_error_t *err)
+{
+        if (n < 1 || n > VM_MAX_CPUS)
+                return cap_fail(err, 0, "%s: %s is out of range (1 to %d)", origin, text, VM_MAX_CPUS);
+        cfg->cpus = (int)n;
+        return 0;
+}
+
+static int set_cpus_text(struct vm_config *cfg, const char *text, const char *origin, cap_error_t *err)
+{
+        long long n;
+        if (parse_i64(text, &n) < 0)
+                return cap_fail(err, 0, "%s: `%s` is not a number", origin, text);
+        return set_cpus(cfg, n, text, origin, err);
+}
+
+static int set_console(struct vm_config *cfg, const char *text, const char *origin, cap_error_t *err)
+{
+        free(cfg->console_path);
+        cfg->console_path = NULL;
+        if (strcmp(text, "stdio") == 0) {
+                cfg->console = VM_CONSOLE_STDIO;
+        } else if (strcmp(text, "none") == 0) {
+                cfg->console = VM_CONSOLE_NONE;
+        } else if (str_has_prefix(text, "file:") && text[5]) {
+                cfg->console = VM_CONSOLE_FILE;
+                cfg->console_path = xstrdup(text + 5);
+        } else {
+                return cap_fail(err, 0, "%s: `%s` is not stdio, file:PATH or none", origin, text);
+        }
+        return 0;
+}
+
+static int set_bzimage_decompress(struct vm_config *cfg, const char *text, const char *origin, cap_error_t *err)
+{
+        if (strcmp(text, "guest") == 0)
+                cfg->bzimage_decompress = VM_BZIMAGE_DECOMPRESS_GUEST;
+        else if (strcmp(text, "host") == 0)
+                cfg->bzimage_decompress = VM_BZIMAGE_DECOMPRESS_HOST;
+        else
+                return cap_fail(err, 0, "%s: `%s` is not guest or host", origin, text);
+        return 0;
+}
+
+static void set_string(char **dst, const char *value)
+{
+        free(*dst);
+        *dst = xstrdup(value);
+}
+
+/* value, or base_dir/value when it is relative and there is a base_dir */
+static char *path_in(const char *value, const char *base_dir)
+{
+        return value[0] != '/' && base_dir ? xasprintf("%s/%s", base_dir, value) : xstrdup(value);
+}
+
+static void set_path(char **dst, char **origin_dst, const char *value, const char *base_dir, const char *origin)
+{
+        free(*dst);
+        *dst = path_in(value, base_dir);
+        set_string(origin_dst, origin);
+}
+
+static int json_string_setting(json_t *v, const char *origin, const char **out, cap_error_t *err)
+{
+        if (!json_is_string(v))
+                return cap_fail(err, 0, "%s: expected a string", origin);
+        *out = json_string_value(v);
+        return 0;
+}
+
+static int load_config_key(struct vm_settings *s, const char *key, json_t *v, const char *origin, const char *dir, cap_error_t *err)
+{
+        struct vm_config *cfg = &s->cfg;
+        const char *str = NULL;
+        if (strcmp(key, "cpus") == 0) {
+                if (!json_is_integer(v))
+                        return cap_fail(err, 0, "%s: expected an integer", origin);
+                char text[32];
+                snprintf(text, sizeof(text), "%lld", (long long)json_integer_value(v));
+                return set_cpus(cfg, json_integer_value(v), text, origin, err);
+        }
+        if (strcmp(key, "memory") == 0) {
+                if (json_is_integer(v)) {
+                        char text[32];
+                        snprintf(text, sizeof(text), "%lld", (long long)json_integer_value(v));
+                        if (json_integer_value(v) < 0)
+                                return cap_fail(err, 0, "%s: %s is negative", origin, text);
+                        return set_memory(cfg, (uint64_t)json_integer_value(v), text, origin, err);
+                }
+                if (!json_is_string(v))
+                        return cap_fail(err, 0, "%s: expected a size string (\"512M\") or a number of bytes", origin);
+                return set_memory_text(cfg, json_string_value(v), origin, err);
+        }
+        if (strcmp(key, "hugepages") == 0) {
+                if (!json_is_boolean(v))
+                        return cap_fail(err, 0, "%s: expected true or false", origin);
+                cfg->hugepages = json_is_true(v);
+                return 0;
+        }
+        if (strcmp(key, "kernel") == 0 || strcmp(key, "initrd") == 0 || strcmp(key, "payload") == 0 ||
+            strcmp(key, "cmdline") == 0 || strcmp(key, "console") == 0 || strcmp(key, "bzimage-decompress") == 0) {
+                if (json_string_setting(v, origin, &str, err) < 0)
+                        return -1;
+                if (strcmp(key, "kernel") == 0)
+                        set_path(&cfg->kernel, &s->origin_kernel, str, dir, origin);
+                else if (strcmp(key, "initrd") == 0)
+                        set_path(&cfg->initrd, &s->origin_initrd, str, dir, origin);
+                else if (strcmp(key, "payload") == 0)
+                        set_path(&cfg->payload, &s->origin_payload, str, dir, origin);
+                else if (strcmp(key, "cmdline") == 0)
+                        set_string(&cfg->cmdline, str);
+                else if (strcmp(key, "bzimage-decompress") == 0)
+                        return set_bzimage_decompress(cfg, str, origin, err);
+                else if (set_console(cfg, str, origin, err) < 0)
+                        return -1;
+                else if (cfg->console == VM_CONSOLE_FILE) {
+                        char *path = path_in(cfg->console_path, dir);
+                        free(cfg->console_path);
+                        cfg->console_path = path;
+                }
+                return 0;
+        }
+        return cap_fail(err, 0, "%s: unknown key `%s` (known: kernel, initrd, cmdline, cpus, memory, console, hugepages, payload, "
+                        "bzimage-decompress)",
+                        origin, key);
+}
+
+static int load_config(struct vm_settings *s, const char *path, cap_error_t *err)
+{
+        json_error_t jerr;
+        json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+        if (!root) {
+                if (access(path, R_OK) < 0)
+                        return cap_fail(err, errno, "--config: cannot read %s", path);
+                return cap_fail(err, 0, "%s: invalid JSON at line %d column %d: %s", path, jerr.line, jerr.column, jerr.text);
+        }
+        int r = 0;
+        if (!json_is_object(root)) {
+                r = cap_fail(err, 0, "%s: must be a JSON object", path);
+        } else {
+                cleanup_free char *copy = xstrdup(path);
+                const char *dir = dirname(copy);
+                const char *key;
+                json_t *v;
+                json_object_foreach (root, key, v) {
+                        cleanup_free char *origin = xasprintf("%s: %s", path, key);
+                        if ((r = load_config_key(s, key, v, origin, dir, err)) < 0)
+                                break;
+                }
+        }
+        json_decref(root);
+        return r;
+}
+
+static int apply_flag(struct vm_settings *s, int opt, const char *value, cap_error_t *err)
+{
+        struct vm_config *cfg = &s->cfg;
+        const char *name = vm_opts[opt].name;
+        cleanup_free char *origin = xasprintf("--%s", name);
+        switch (opt) {
+        case OPT_KERNEL:
+                set_path(&cfg->kernel, &s->origin_kernel, value, NULL, origin);
+                return 0;
+        case OPT_INITRD:
+                set_path(&cfg->initrd, &s->origin_initrd, value, NULL, origin);
+                return 0;
+        case OPT_PAYLOAD:
+                set_path(&cfg->payload, &s->origin_payload, value, NULL, origin);
+                return 0;
+        case OPT_CMDLINE:
+                set_string(&cfg->cmdline, value);
+                return 0;
+        case OPT_CPUS:
+                return set_cpus_text(cfg, value, origin, err);
+        case OPT_MEMORY:
+                return set_memory_text(cfg, value, origin, err);
+        case OPT_CONSOLE:
+                return set_console(cfg, value, origin, err);
+        case OPT_HUGEPAGES:
+                cfg->hugepages = true;
+                return 0;
+        case OPT_BZIMAGE_DECOMPRESS:
+                return set_bzimage_decompress(cfg, value, origin, err);
+        default:
+                return 0;
+        }
+}
+
+static int check_readable(const char *path, const char *origin, cap_error_t *err)
+{
+        if (access(path, R_OK) < 0)
+                return cap_fail(err, errno, "%s: cannot read %s", origin, path);
+        return 0;
+}
+
+/* The kernel: the setting, else $CAPSULE_KERNEL, else the cache's current kernel. */
+static int resolve_kernel(struct vm_settings *s, cap_error_t *err)
+{
+        if (s->cfg.kernel)
+                return check_readable(s->cfg.kernel, s->origin_kernel, err);
+        const char *env = getenv("CAPSULE_KERNEL");
+        if (env && *env) {
+                set_path(&s->cfg.kernel, &s->origin_kernel, env, NULL, "$CAPSULE_KERNEL");
+                return check_readable(s->cfg.kernel, s->origin_kernel, err);
+        }
+        const char *cache = getenv("CAPSULE_CACHE");
+        cleanup_free char *def = xasprintf("%s/kernel/current/vmlinux", cache && *cache ? cache : "/var/cache/capsule");
+        if (access(def, R_OK) < 0)
+                return cap_fail(err, 0, "no kernel: pass --kernel or --payload, set CAPSULE_KERNEL, or install one at %s", def);
+        set_path(&s->cfg.kernel, &s->origin_kernel, def, NULL, "kernel");
+        return 0;
+}
+
+static int vm_settings_finish(struct vm_settings *s, cap_error_t *err)
+{
+        struct vm_config *cfg = &s->cfg;
+        if (cfg->payload) {
+                if (cfg->kernel)
+                        return cap_fail(err, 0, "%s and %s: a VM runs either a kernel or a payload", s->origin_kernel, s->origin_payload);
+                if (cfg->initrd)
+                        return cap_fail(err, 0, "%s: an initrd needs a kernel, not a payload", s->origin_initrd);
+                return check_readable(cfg->payload, s->origin_payload, err);
+        }
+        if (resolve_kernel(s, err) < 0)
+                return -1;
+        if (cfg->initrd && check_readable(cfg->initrd, s->origin_initrd, err) < 0)
+                return -1;
+        if (!cfg->cmdline)
+                cfg->cmdline = xstrdup(VM_DEFAULT_CMDLINE);
+        return 0;
+}
+
+static int vm_cmd_run(int argc, char **argv, cap_error_t *err)
+{
+        const char *flags[N_OPTS] = { 0 };
+        int c;
+        opterr = 0;
+        while ((c = getopt_long_only(argc, argv, "+:", vm_opts, NULL)) != -1) {
+                if (c == OPT_HELP) {
+                        fputs(vm_help, stdout);
+                        return 0;
+                }
+                if (c == ':')
+                        return cli_usage(err, "vm run", "%s needs a value", argv[optind - 1]);
+                if (c < 0 || c >= N_OPTS)
+                        return cli_usage(err, "vm run", "unknown option `%s`; see capsule vm --help", argv[optind - 1]);
+                flags[c] = optarg ? optarg : ""; /* the last one wins */
+        }
+        if (optind < argc)
+                return cli_usage(err, "vm run", "unexpected argument `%s`; see capsule vm --help", argv[optind]);
+
+        __attribute__((cleanup(vm_settings_free))) struct vm_settings s = {
+                .cfg = { .cpus = VM_DEFAULT_CPUS, .memory = VM_DEFAULT_MEMORY, .console = VM_CONSOLE_STDIO },
+        };
+        if (flags[OPT_CONFIG] && load_config(&s, flags[OPT_CONFIG], err) < 0)
+                return -1;
+        for (int opt = 0; opt < N_OPTS; opt++)
+                if (flags[opt] && apply_flag(&s, opt, flags[opt], err) < 0)
+                        return -1;
+        if (vm_settings_finish(&s, err) < 0)
+                return -1;
+        int status = 0;
+        if (vm_run(&s.cfg, &status, err) < 0)
+                return -1;
+        return status;
+}
+
+static int cmd_vm(struct cli_global *g, int argc, char **argv, cap_error_t *err)
+{
+        (void)g;
+        if (argc < 2)
+                return cli_usage(err, "vm", "missing subcommand; usage: capsule vm run [options] (see capsule vm --help)");
+        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+                fputs(vm_help, stdout);
+                return 0;
+        }
+        if (strcmp(argv[1], "run") == 0)
+                return vm_cmd_run(argc - 1, argv + 1, err);
+        return cli_usage(err, "vm", "unknown subcommand `%s`; usage: capsule vm run [options]", argv[1]);
+}
+
+CLI_COMMAND(vm, "vm", "run a micro-VM (a Linux kernel or a test payload) on KVM", cmd_vm)

@@ -1,0 +1,10 @@
+#ifndef CAPSULE_COMMON_VERSION_H
+#define CAPSULE_COMMON_VERSION_H
+
+#define CAPSULE_VERSION "0.1.0"
+#define CAPSULE_OCI_VERSION "1.1.0"
+#ifndef CAPSULE_COMMIT
+#define CAPSULE_COMMIT "unknown"
+#endif
+
+#endif

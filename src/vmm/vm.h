@@ -1,0 +1,52 @@
+/* A micro-VM: KVM VM fd, guest memory, in-kernel irqchip (and PIT for Linux), devices,
+ * one thread per vCPU and one event-loop thread. */
+#ifndef CAPSULE_VMM_VM_H
+#define CAPSULE_VMM_VM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/error.h"
+
+enum vm_console { VM_CONSOLE_STDIO, VM_CONSOLE_FILE, VM_CONSOLE_NONE };
+
+/* Who decompresses a bzImage's payload (the compressed vmlinux). */
+enum vm_bzimage_decompress {
+        VM_BZIMAGE_DECOMPRESS_GUEST, /* the kernel's own decompressor, entered through the 64-bit boot protocol */
+        VM_BZIMAGE_DECOMPRESS_HOST,  /* capsule, which then boots the vmlinux inside (PVH entry when it has one) */
+};
+
+struct vm_config {
+        char *kernel;  /* vmlinux (ELF, 64-bit or PVH entry) or bzImage */
+        char *initrd;  /* NULL: none */
+        char *cmdline;
+        char *payload; /* test payload ELF started in 64-bit ring 3 (instead of a kernel) */
+        int cpus;
+        uint64_t memory; /* bytes */
+        bool hugepages;
+        enum vm_console console;
+        char *console_path; /* for VM_CONSOLE_FILE */
+        enum vm_bzimage_decompress bzimage_decompress;
+};
+
+/* Why the VM stopped. The process exit status for each is documented in the README. */
+enum vm_exit_reason {
+        VM_EXIT_POWEROFF,     /* ACPI S5: status 0 */
+        VM_EXIT_REBOOT,       /* i8042 reset or ACPI reset register: status 80 */
+        VM_EXIT_PANIC,        /* pvpanic: status 81 */
+        VM_EXIT_TRIPLE_FAULT, /* KVM_EXIT_SHUTDOWN: status 82 */
+        VM_EXIT_DEBUG_PORT,   /* the guest wrote a byte to the debug exit port: that byte */
+        VM_EXIT_SIGNAL,       /* SIGINT/SIGTERM: 128 + signal */
+        VM_EXIT_ERROR,        /* a VMM failure (emulation failure, internal error): status 1 */
+};
+
+#define VM_STATUS_REBOOT 80
+#define VM_STATUS_PANIC 81
+#define VM_STATUS_TRIPLE_FAULT 82
+
+/* Boot the VM and run it to the end. *status is the process exit status for the reason. */
+int vm_run(const struct vm_config *cfg, int *status, cap_error_t *err);
+
+void vm_config_free(struct vm_config *cfg);
+
+#endif

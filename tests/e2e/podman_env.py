@@ -1,0 +1,294 @@
+"""A private podman installation that drives build/capsule.
+
+Everything podman writes goes below one temporary directory: storage (vfs), run root, libpod's tmpdir
+(file locks instead of /dev/shm/libpod_lock, events, exit files), network config (CNI backend; containers
+use --network none) and TMPDIR. Two things podman would still write on the host are kept private:
+`podman import` records blobs in /var/lib/containers/cache (root ignores the graph root there), so it runs
+in a private mount namespace with an empty /var/lib bound over the real one; and the default ulimits are
+lowered to what this process may set (it lacks CAP_SYS_RESOURCE).
+
+podman has no way to pass --root to the runtime for `podman container cleanup` (conmon's exit command
+drops --runtime-flag), so capsule keeps its state in its default root, /run/capsule; each container's
+entry there is checked to be gone at teardown.
+
+cgroups go below this process's own cgroup: on a pure cgroup v2 host (/sys/fs/cgroup is cgroup2fs) the
+one in /proc/self/cgroup's "0::" line, in the unified hierarchy mounted there; otherwise the memory cgroup,
+in every hierarchy (the others are at their root, so the same path is below them too). The parent,
+conmon's cgroup and any ancestor podman had to create are removed at teardown.
+"""
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+import time
+
+from conftest import CAPSULE, build_rootfs
+
+CAPSULE_ROOT = "/run/capsule"
+IMAGE = "localhost/capsule-busybox:test"
+CGROUP_FS = "/sys/fs/cgroup"
+CGROUP_V2 = subprocess.run(["stat", "-f", "-c", "%T", CGROUP_FS], capture_output=True, text=True,
+                           check=True).stdout.strip() == "cgroup2fs"
+
+CONTAINERS_CONF = """\
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=10000:10000"]
+log_driver = "k8s-file"
+netns = "none"
+
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+lock_type = "file"
+tmp_dir = "{base}/libpod"
+volume_path = "{base}/volumes"
+
+[network]
+network_backend = "cni"
+network_config_dir = "{base}/netconf"
+"""
+
+STORAGE_CONF = """\
+[storage]
+driver = "vfs"
+graphroot = "{base}/root"
+runroot = "{base}/runroot"
+"""
+
+
+def build_rootfs_tar(dest_tar):
+    """A busybox rootfs as an uncompressed tarball, for `podman import`."""
+    with tempfile.TemporaryDirectory() as d:
+        build_rootfs(d)
+        with tarfile.open(dest_tar, "w") as tar:
+            for name in sorted(os.listdir(d)):
+                tar.add(os.path.join(d, name), arcname=name)
+
+
+def cgroup_of(pid="self"):
+    """pid's cgroup path in the hierarchy that holds our cgroups: the unified one on pure v2, else memory."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            hid, ctrls, path = line.rstrip("\n").split(":", 2)
+            if CGROUP_V2 and hid == "0" and ctrls == "":
+                return path
+            if not CGROUP_V2 and "memory" in ctrls.split(","):
+                return path
+    raise AssertionError(f"/proc/{pid}/cgroup has no {'0::' if CGROUP_V2 else 'memory'} line")
+
+
+def cgroup_file(rel, name):
+    """The path of interface file name of cgroup rel (as cgroup_of gives it) in that hierarchy."""
+    hierarchy = CGROUP_FS if CGROUP_V2 else f"{CGROUP_FS}/memory"
+    return f"{hierarchy}{rel.rstrip('/')}/{name}"
+
+
+def cgroup_hierarchies():
+    """Mount points of every cgroup hierarchy: /sys/fs/cgroup itself on pure v2, else the v1
+    controllers, named ones and the unified one below it."""
+    if CGROUP_V2:
+        return [CGROUP_FS]
+    mounts = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            fstype = fields[fields.index("-") + 1]
+            if fstype in ("cgroup", "cgroup2") and fields[4].startswith(CGROUP_FS + "/"):
+                mounts.append(fields[4])
+    return sorted(set(mounts))
+
+
+def mounts_below(path):
+    """Mount points at or below path, deepest first."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            mp = line.split()[4].replace("\\040", " ")
+            if mp == path or mp.startswith(path + "/"):
+                found.append(mp)
+    return sorted(found, key=len, reverse=True)
+
+
+def rmdir_tree(path):
+    """Remove a cgroup directory and its children (cgroup dirs hold only virtual files)."""
+    if not os.path.isdir(path):
+        return
+    for top, dirs, _ in os.walk(path, topdown=False):
+        for d in dirs:
+            os.rmdir(os.path.join(top, d))
+    os.rmdir(path)
+
+
+class Podman:
+    def __init__(self, image_tar, name):
+        self.base = tempfile.mkdtemp(prefix="cpm-", dir="/tmp")
+        for d in ("libpod", "volumes", "netconf", "root", "runroot", "tmp", "varlib"):
+            os.makedirs(os.path.join(self.base, d))
+        self.conf = os.path.join(self.base, "containers.conf")
+        with open(self.conf, "w") as f:
+            f.write(CONTAINERS_CONF.format(base=self.base))
+        self.storage_conf = os.path.join(self.base, "storage.conf")
+        with open(self.storage_conf, "w") as f:
+            f.write(STORAGE_CONF.format(base=self.base))
+        self.registries_conf = os.path.join(self.base, "registries.conf")
+        open(self.registries_conf, "w").close()
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "HOME": self.base,
+            "CONTAINERS_CONF": self.conf,
+            "CONTAINERS_STORAGE_CONF": self.storage_conf,
+            "CONTAINERS_REGISTRIES_CONF": self.registries_conf,
+            "TMPDIR": os.path.join(self.base, "tmp"),
+        }
+        self.cgroup_parent = f"{cgroup_of().rstrip('/')}/{name}"
+        self.cgroup_existing = self._existing_cgroup_ancestors()
+        self.capsule_root_existed = os.path.isdir(CAPSULE_ROOT)
+        self.ids = []
+        self.image_tar = image_tar
+
+    def global_args(self):
+        b = self.base
+        return ["podman", "--root", f"{b}/root", "--runroot", f"{b}/runroot", "--tmpdir", f"{b}/libpod",
+                "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file",
+                "--network-backend", "cni", "--network-config-dir", f"{b}/netconf", "--runtime", CAPSULE]
+
+    def cmd(self, *args):
+        return self.global_args() + [str(a) for a in args]
+
+    def run(self, *args, check=True, timeout=60, input=None):
+        # Files, not pipes: conmon of a detached container would otherwise hold a pipe open.
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            rc = subprocess.run(self.cmd(*args), env=self.env, timeout=timeout, stdout=out, stderr=err,
+                                stdin=subprocess.DEVNULL if input is None else None, input=input,
+                                text=True).returncode
+            out.seek(0)
+            err.seek(0)
+            p = subprocess.CompletedProcess(args, rc, out.read(), err.read())
+        if check and p.returncode != 0:
+            raise AssertionError(f"podman {' '.join(map(str, args))} failed ({rc}): {p.stderr}")
+        return p
+
+    def import_image(self):
+        # /var/lib/containers/cache would be written on the host: give podman an empty /var/lib
+        # (mount -n: no /run/mount/utab on the host either).
+        script = 'mount -n --make-rprivate / && mount -n --bind "$1" /var/lib && shift && exec "$@"'
+        argv = ["unshare", "-m", "sh", "-c", script, "sh", os.path.join(self.base, "varlib")]
+        argv += self.cmd("import", "--change", "CMD=/bin/sh", self.image_tar, IMAGE)
+        p = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, f"podman import failed: {p.stderr}"
+
+    def container_args(self, *extra):
+        """Options every container gets: no network, cgroups below ours."""
+        return ["--network", "none", "--cgroup-parent", self.cgroup_parent] + list(extra)
+
+    def create_detached(self, *args, opts=()):
+        p = self.run("run", "-d", *self.container_args(*opts), IMAGE, *args)
+        cid = p.stdout.strip().splitlines()[-1]
+        self.ids.append(cid)
+        return cid
+
+    def inspect(self, cid):
+        return json.loads(self.run("inspect", cid).stdout)[0]
+
+    def capsule_state(self, cid):
+        p = subprocess.run([CAPSULE, "--root", CAPSULE_ROOT, "state", cid], capture_output=True, text=True)
+        return json.loads(p.stdout) if p.returncode == 0 else None
+
+    def wait_for(self, pred, timeout=10, what="condition"):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            v = pred()
+            if v:
+                return v
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    # cgroups
+
+    def _cgroup_dirs(self, rel):
+        return [os.path.join(h, rel.lstrip("/")) for h in cgroup_hierarchies()]
+
+    def _existing_cgroup_ancestors(self):
+        existing = set()
+        parts = self.cgroup_parent.strip("/").split("/")
+        for i in range(1, len(parts) + 1):
+            for d in self._cgroup_dirs("/".join(parts[:i])):
+                if os.path.isdir(d):
+                    existing.add(d)
+        return existing
+
+    def cgroup_leftovers(self):
+        return [d for d in self._cgroup_dirs(self.cgroup_parent) if os.path.isdir(d)]
+
+    def _remove_cgroups(self):
+        for d in self._cgroup_dirs(self.cgroup_parent):
+            rmdir_tree(d)
+        parts = self.cgroup_parent.strip("/").split("/")
+        for i in range(len(parts) - 1, 0, -1):
+            for d in self._cgroup_dirs("/".join(parts[:i])):
+                if d in self.cgroup_existing or not os.path.isdir(d):
+                    continue
+                try:
+                    os.rmdir(d)
+                except OSError as e:
+                    # Someone else started using it meanwhile: theirs now.
+                    if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+                        raise
+
+    # teardown
+
+    def _our_processes(self):
+        """conmon (and anything else) still running with our directory on its command line."""
+        pids = []
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                with open(f"/proc/{p}/cmdline", "rb") as f:
+                    if self.base.encode() in f.read():
+                        pids.append(int(p))
+            except OSError:
+                pass
+        return pids
+
+    def cleanup(self):
+        """Remove containers, images, storage, mounts and cgroups; return what had been left behind."""
+        problems = []
+        self.run("rm", "--all", "--force", "--time", "0", check=False, timeout=120)
+        self.run("rmi", "--all", "--force", check=False, timeout=120)
+        for pid in self._our_processes():
+            problems.append(f"process {pid} still running")
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for cid in self.ids:
+            st = os.path.join(CAPSULE_ROOT, cid)
+            if os.path.exists(st):
+                problems.append(f"capsule state {st} left behind")
+                subprocess.run([CAPSULE, "--root", CAPSULE_ROOT, "delete", "--force", cid], capture_output=True)
+        for mp in mounts_below(self.base):
+            problems.append(f"mount {mp} left behind")
+            subprocess.run(["umount", "-l", mp], check=False)
+        shutil.rmtree(self.base, ignore_errors=True)
+        left = self.cgroup_leftovers()
+        # The container cgroups must be gone; conmon's (podman's, not capsule's) and the parent stay.
+        busy = [d for d in left if os.path.exists(os.path.join(d, "cgroup.procs"))
+                and open(os.path.join(d, "cgroup.procs")).read().strip()]
+        for d in left:
+            for sub in os.listdir(d):
+                if sub.startswith("libpod-") and os.path.isdir(os.path.join(d, sub)):
+                    problems.append(f"container cgroup {d}/{sub} left behind")
+        if busy:
+            problems.append(f"cgroups still in use: {busy}")
+        self._remove_cgroups()
+        if not self.capsule_root_existed:
+            try:
+                os.rmdir(CAPSULE_ROOT)
+            except OSError:
+                pass
+        return problems

@@ -1,0 +1,347 @@
+"""`capsule vm run` on this host: ring-3 test payloads (which run even on PVM, where guest ring 0 is
+emulated), exit statuses, signals, settings from flags and --config, and bad input. Every payload test
+runs with the normal and, when built, the ASan+UBSan binary."""
+import datetime
+import json
+import os
+import pty
+import re
+import signal
+import subprocess
+import termios
+import time
+
+import pytest
+
+from conftest import BUILD, CAPSULE
+
+ASAN_CAPSULE = os.path.join(BUILD, "asan", "capsule")
+PAYLOADS = os.path.join(BUILD, "payloads")
+PVM = os.path.isdir("/sys/module/kvm_pvm") and not any(
+    os.path.isdir(f"/sys/module/{m}") for m in ("kvm_intel", "kvm_amd"))
+PVM_REFUSAL = ("capsule: this host's /dev/kvm is PVM (kvm_pvm): it emulates guest ring-0 code, so a stock Linux "
+               "kernel cannot boot here; run it inside the testbed (tests/testbed/run) or on a host with "
+               "kvm_intel/kvm_amd")
+
+pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK), reason="needs /dev/kvm")
+
+BINARIES = [pytest.param(CAPSULE, id="normal"),
+            pytest.param(ASAN_CAPSULE, id="asan",
+                         marks=pytest.mark.skipif(not os.path.exists(ASAN_CAPSULE), reason="make asan not built"))]
+
+
+@pytest.fixture(params=BINARIES)
+def capsule_bin(request):
+    return request.param
+
+
+def payload(name):
+    return os.path.join(PAYLOADS, name + ".elf")
+
+
+def vm_run(binary, *args, timeout=30, env=None):
+    full_env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1", UBSAN_OPTIONS="halt_on_error=1")
+    full_env.update(env or {})
+    return subprocess.run([binary, "vm", "run", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL, env=full_env)
+
+
+def run_payload(binary, name, *args, **kw):
+    return vm_run(binary, "--payload", payload(name), "--console", "stdio", *args, **kw)
+
+
+def one_line_error(p, *needles):
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+# Payloads
+
+def test_hello(capsule_bin):
+    p = run_payload(capsule_bin, "hello")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "hello from ring 3\n"
+    assert p.stderr == ""
+
+
+def test_console_file(capsule_bin, tmp_path):
+    out = tmp_path / "console.txt"
+    p = vm_run(capsule_bin, "--payload", payload("hello"), "--console", f"file:{out}")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == ""
+    assert out.read_text() == "hello from ring 3\n"
+
+
+def test_console_none(capsule_bin):
+    p = vm_run(capsule_bin, "--payload", payload("hello"), "--console", "none")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == ""
+
+
+def test_exit_code(capsule_bin):
+    assert run_payload(capsule_bin, "exit_code").returncode == 42
+
+
+def test_pci_host_bridge(capsule_bin):
+    p = run_payload(capsule_bin, "pci")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert re.search(r"pci 00:00.0 vendor=[0-9a-f]{4} device=[0-9a-f]{4} class=0600", p.stdout), p.stdout
+    assert "pci 00:1f.0 ffffffff" in p.stdout
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 4])
+def test_smp(capsule_bin, cpus):
+    p = run_payload(capsule_bin, "smp", "--cpus", cpus)
+    assert p.returncode == cpus, p.stdout + p.stderr
+    assert sorted(p.stdout.splitlines()) == sorted(f"cpu {i}" for i in range(cpus))
+
+
+def test_rtc(capsule_bin):
+    p = run_payload(capsule_bin, "rtc")
+    assert p.returncode == 0, p.stdout + p.stderr
+    m = re.search(r"rtc (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", p.stdout)
+    assert m, p.stdout
+    guest = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
+    now = [datetime.datetime.utcnow(), datetime.datetime.now()]
+    assert min(abs((guest - t).total_seconds()) for t in now) < 120, (guest, now)
+
+
+def test_i8042_reset_is_reboot(capsule_bin):
+    p = run_payload(capsule_bin, "i8042_reset")
+    assert p.returncode == 80, p.stdout + p.stderr
+
+
+def test_fault_is_triple_fault(capsule_bin):
+    p = run_payload(capsule_bin, "fault")
+    assert p.returncode == 82, p.stdout + p.stderr
+
+
+def test_mmio_outside_ram(capsule_bin):
+    p = run_payload(capsule_bin, "mmio_oob", "--memory", "256M")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "mmio ok" in p.stdout
+
+
+def test_high_memory(capsule_bin):
+    """More than 3 GiB: RAM continues above 4 GiB (the payload's page tables cover it)."""
+    p = run_payload(capsule_bin, "hello", "--memory", "5G")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "hello from ring 3\n"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_vm(capsule_bin, sig):
+    proc = subprocess.Popen([capsule_bin, "vm", "run", "--payload", payload("spin"), "--cpus", "2",
+                             "--console", "stdio"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout.readline() == "spinning\n"
+        start = time.monotonic()
+        proc.send_signal(sig)
+        rc = proc.wait(timeout=5)
+        assert time.monotonic() - start < 1.0
+    finally:
+        proc.kill()
+        proc.wait()
+    assert rc == 128 + sig
+    assert proc.stderr.read() == ""
+
+
+def test_sigterm_restores_terminal(capsule_bin):
+    """With the console on a terminal, the terminal settings are put back after a signal stop."""
+    master, slave = pty.openpty()
+    proc = None
+    try:
+        before = termios.tcgetattr(slave)
+        proc = subprocess.Popen([capsule_bin, "vm", "run", "--payload", payload("spin"), "--console", "stdio"],
+                                stdin=slave, stdout=slave, stderr=subprocess.PIPE)
+        buf = b""
+        deadline = time.monotonic() + 10
+        while b"spinning" not in buf and time.monotonic() < deadline:
+            buf += os.read(master, 100)
+        assert b"spinning" in buf
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 143
+        assert termios.tcgetattr(slave) == before
+    finally:
+        if proc and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+        os.close(slave)
+
+
+# Settings
+
+def test_config_file_and_flag_override(capsule_bin, tmp_path):
+    os.symlink(payload("smp"), tmp_path / "smp.elf")
+    cfg = tmp_path / "vm.json"
+    cfg.write_text(json.dumps({"payload": "smp.elf", "cpus": 2, "memory": "64M", "console": "stdio",
+                               "hugepages": False}))
+    p = vm_run(capsule_bin, "--config", cfg)
+    assert p.returncode == 2, p.stderr
+    p = vm_run(capsule_bin, "--config", cfg, "--cpus", "3")
+    assert p.returncode == 3, p.stderr
+    cfg.write_text(json.dumps({"payload": str(tmp_path / "smp.elf"), "memory": 67108864, "console": "file:out.txt"}))
+    assert vm_run(capsule_bin, "--config", cfg).returncode == 1
+    assert (tmp_path / "out.txt").read_text() == "cpu 0\n"
+    p = vm_run(capsule_bin, "--config", cfg, "--console", "stdio")
+    assert p.returncode == 1 and p.stdout == "cpu 0\n" 
+
+
+def test_help_documents_everything():
+    p = subprocess.run([CAPSULE, "vm", "--help"], capture_output=True, text=True)
+    assert p.returncode == 0
+    for opt in ("--kernel", "--initrd", "--cmdline", "--cpus", "--memory", "--console", "--hugepages",
+                "--payload", "--bzimage-decompress", "--config", "--help"):
+        assert opt in p.stdout, opt
+    for status in ("80", "81", "82", "128+N", "0xf4"):
+        assert status in p.stdout, status
+    assert subprocess.run([CAPSULE, "vm", "run", "--help"], capture_output=True, text=True).stdout == p.stdout
+    assert "vm" in subprocess.run([CAPSULE, "--help"], capture_output=True, text=True).stdout
+
+
+# Bad input: one line, status 1
+
+def test_missing_kernel_file():
+    one_line_error(vm_run(CAPSULE, "--kernel", "/nonexistent/vmlinux"), "--kernel", "/nonexistent/vmlinux",
+                   "No such file")
+
+
+def test_no_default_kernel(tmp_path):
+    p = vm_run(CAPSULE, env={"CAPSULE_KERNEL": "", "CAPSULE_CACHE": str(tmp_path)})
+    one_line_error(p, "no kernel", str(tmp_path / "kernel/current/vmlinux"))
+
+
+def test_missing_initrd(tmp_path):
+    kernel = tmp_path / "bzImage"
+    kernel.write_bytes(b"\0" * 1024)
+    one_line_error(vm_run(CAPSULE, "--kernel", kernel, "--initrd", tmp_path / "nope"), "--initrd", "nope")
+
+
+def test_non_elf_payload(tmp_path):
+    f = tmp_path / "junk.elf"
+    f.write_text("#!/bin/sh\necho not an ELF\n")
+    one_line_error(vm_run(CAPSULE, "--payload", f), str(f), "not an ELF file")
+
+
+def test_dynamic_elf_payload():
+    one_line_error(vm_run(CAPSULE, "--payload", "/bin/true"), "/bin/true")
+
+
+@pytest.mark.parametrize("value,needle", [("garbage", "not a size"), ("1M", "1M is too small (at least 16M)"),
+                                          ("12Q", "not a size"), ("99999999999999999999", "not a size"),
+                                          ("2T", "too large")])
+def test_bad_memory(value, needle):
+    one_line_error(vm_run(CAPSULE, "--payload", payload("hello"), "--memory", value), "--memory", needle)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "255", "two"])
+def test_bad_cpus(value):
+    one_line_error(vm_run(CAPSULE, "--payload", payload("hello"), "--cpus", value), "--cpus")
+
+
+def test_bad_console():
+    one_line_error(vm_run(CAPSULE, "--payload", payload("hello"), "--console", "tty"), "--console", "tty")
+
+
+def test_bad_bzimage_decompress():
+    one_line_error(vm_run(CAPSULE, "--payload", payload("hello"), "--bzimage-decompress", "both"),
+                   "--bzimage-decompress", "both", "guest or host")
+
+
+def test_unknown_flag():
+    one_line_error(vm_run(CAPSULE, "--payload", payload("hello"), "--frobnicate"), "--frobnicate")
+
+
+def test_kernel_and_payload_exclusive(tmp_path):
+    one_line_error(vm_run(CAPSULE, "--payload", payload("hello"), "--kernel", payload("hello")), "--kernel",
+                   "--payload")
+
+
+@pytest.mark.parametrize("content,needles", [
+    ('{"cpus": 2,', ["vm.json", "invalid JSON", "line"]),
+    ('[1, 2]', ["vm.json", "JSON object"]),
+    ('{"cpuz": 2}', ["vm.json", "cpuz", "unknown key"]),
+    ('{"cpus": "2"}', ["vm.json: cpus", "integer"]),
+    ('{"memory": true}', ["vm.json: memory"]),
+    ('{"memory": "lots"}', ["vm.json: memory", "not a size"]),
+    ('{"hugepages": "yes"}', ["vm.json: hugepages", "true or false"]),
+    ('{"kernel": 5}', ["vm.json: kernel", "string"]),
+    ('{"bzimage-decompress": "auto"}', ["vm.json: bzimage-decompress", "auto", "guest or host"]),
+    ('{"bzimage-decompress": true}', ["vm.json: bzimage-decompress", "string"]),
+])
+def test_bad_config(tmp_path, content, needles):
+    cfg = tmp_path / "vm.json"
+    cfg.write_text(content)
+    one_line_error(vm_run(CAPSULE, "--config", cfg, "--payload", payload("hello")), *needles)
+
+
+def test_missing_config(tmp_path):
+    one_line_error(vm_run(CAPSULE, "--config", tmp_path / "nope.json"), "--config", "nope.json")
+
+
+def test_hugepages_unavailable():
+    with open("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages") as f:
+        if int(f.read()) >= 128:
+            pytest.skip("this host has huge pages")
+    one_line_error(vm_run(CAPSULE, "--payload", payload("hello"), "--hugepages"), "--hugepages", "huge pages")
+
+
+@pytest.mark.skipif(not PVM, reason="only a PVM host refuses stock kernels")
+def test_pvm_refuses_kernel(tmp_path):
+    """A (fake) bzImage: refused with one line before anything is set up."""
+    image = bytearray(8192)
+    image[0x1f1] = 4                      # setup_sects
+    image[0x1fe:0x200] = b"\x55\xaa"
+    image[0x202:0x206] = b"HdrS"
+    image[0x206:0x208] = (0x020f).to_bytes(2, "little")
+    kernel = tmp_path / "bzImage"
+    kernel.write_bytes(bytes(image))
+    p = vm_run(CAPSULE, "--kernel", kernel, "--console", "stdio")
+    assert p.returncode == 1
+    assert p.stderr.strip() == PVM_REFUSAL
+    assert p.stdout == ""
+    cfg = tmp_path / "vm.json"
+    cfg.write_text(json.dumps({"kernel": "bzImage"}))
+    assert vm_run(CAPSULE, "--config", cfg).stderr.strip() == PVM_REFUSAL
+
+
+def test_hugepages_back_guest_memory(tmp_path):
+    """Reserve 2 MiB pages for the test only (restored afterwards); the guest runs on them."""
+    nr = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
+    free = "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
+    with open(nr) as f:
+        before = int(f.read())
+    try:
+        with open(nr, "w") as f:
+            f.write(str(before + 16))
+        with open(free) as f:
+            assert int(f.read()) >= 16, "the kernel could not reserve 16 huge pages"
+        p = run_payload(CAPSULE, "hello", "--hugepages", "--memory", "32M")
+        assert p.returncode == 0, p.stderr
+        assert "hello from ring 3" in p.stdout
+        # while a guest runs, its 32 MiB are 16 huge pages in use or reserved
+        spin = subprocess.Popen([CAPSULE, "vm", "run", "--payload", payload("spin"), "--hugepages", "--memory", "32M",
+                                 "--console", "none"], stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.time() + 10
+            while True:
+                info = dict(line.split(":") for line in open("/proc/meminfo") if line.startswith("HugePages_"))
+                taken = int(info["HugePages_Total"]) - int(info["HugePages_Free"]) + int(info["HugePages_Rsvd"])
+                if taken >= 16 or time.time() > deadline:
+                    break
+                time.sleep(0.05)
+            assert taken >= 16, info
+        finally:
+            spin.terminate()
+            assert spin.wait(timeout=10) == 143
+    finally:
+        with open(nr, "w") as f:
+            f.write(str(before))
+    with open(nr) as f:
+        assert int(f.read()) == before

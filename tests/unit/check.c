@@ -1,0 +1,53 @@
+#include "check.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+struct test {
+        const char *name;
+        void (*fn)(void);
+};
+
+static struct test tests[512];
+static int n_tests;
+static bool failed;
+
+void test_register(const char *name, void (*fn)(void))
+{
+        if (n_tests < (int)(sizeof(tests) / sizeof(tests[0])))
+                tests[n_tests++] = (struct test){ name, fn };
+}
+
+void test_fail(const char *file, int line, const char *what)
+{
+        fprintf(stderr, "%s:%d: check failed: %s\n", file, line, what);
+        failed = true;
+}
+
+int main(int argc, char **argv)
+{
+        int passed = 0, nfailed = 0;
+
+        if (argc > 1 && strcmp(argv[1], "--list") == 0) {
+                for (int i = 0; i < n_tests; i++)
+                        printf("%s\n", tests[i].name);
+                return 0;
+        }
+        for (int i = 0; i < n_tests; i++) {
+                if (argc > 1 && strcmp(argv[1], tests[i].name) != 0)
+                        continue;
+                failed = false;
+                tests[i].fn();
+                printf("%s %s\n", failed ? "not ok" : "ok", tests[i].name);
+                if (failed)
+                        nfailed++;
+                else
+                        passed++;
+        }
+        if (argc > 1 && passed + nfailed == 0) {
+                fprintf(stderr, "no test named %s\n", argv[1]);
+                return 2;
+        }
+        printf("%d passed, %d failed\n", passed, nfailed);
+        return nfailed ? 1 : 0;
+}
