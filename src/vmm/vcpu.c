@@ -45,6 +45,22 @@ static unsigned long long vcpu_rip(struct vcpu *v)
         return ioctl(v->fd, KVM_GET_REGS, &regs) == 0 ? regs.rip : 0;
 }
 
+/* The state a triple fault leaves behind: where the guest was and which tables it used. */
+static void vcpu_describe(struct vcpu *v, char *buf, size_t len)
+{
+        struct kvm_regs regs;
+        struct kvm_sregs sregs;
+        if (ioctl(v->fd, KVM_GET_REGS, &regs) < 0 || ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0) {
+                snprintf(buf, len, "vCPU %d: triple fault", v->index);
+                return;
+        }
+        snprintf(buf, len,
+                 "vCPU %d: triple fault at rip %#llx rsp %#llx (cs %#x cr0 %#llx cr2 %#llx cr3 %#llx cr4 %#llx efer %#llx "
+                 "idt %#llx+%#x)",
+                 v->index, regs.rip, regs.rsp, sregs.cs.selector, sregs.cr0, sregs.cr2, sregs.cr3, sregs.cr4, sregs.efer,
+                 sregs.idt.base, sregs.idt.limit);
+}
+
 static const char *internal_error_name(uint32_t suberror)
 {
         switch (suberror) {
@@ -88,9 +104,12 @@ static bool handle_exit(struct vcpu *v)
         case KVM_EXIT_HLT:
                 env->halted(env->vm);
                 return false;
-        case KVM_EXIT_SHUTDOWN:
-                env->exit(env->vm, VM_EXIT_TRIPLE_FAULT, VM_STATUS_TRIPLE_FAULT, NULL);
+        case KVM_EXIT_SHUTDOWN: {
+                char msg[256];
+                vcpu_describe(v, msg, sizeof(msg));
+                env->exit(env->vm, VM_EXIT_TRIPLE_FAULT, VM_STATUS_TRIPLE_FAULT, msg);
                 return false;
+        }
         case KVM_EXIT_SYSTEM_EVENT:
                 switch (run->system_event.type) {
                 case KVM_SYSTEM_EVENT_SHUTDOWN:

@@ -12,6 +12,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "common/util.h"
 #include "vmm/bus.h"
 #include "vmm/device.h"
@@ -323,6 +324,8 @@ int vm_run(const struct vm_config *cfg, int *status, cap_error_t *err)
         *status = vm.exit_status;
         if (vm.exit_reason == VM_EXIT_ERROR)
                 return cap_fail(err, 0, "%s", msg ? msg : "the VM failed");
+        if (vm.exit_reason == VM_EXIT_TRIPLE_FAULT)
+                log_warning("the guest triple-faulted: %s", msg);
         return 0;
 }
 

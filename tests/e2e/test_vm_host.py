@@ -118,6 +118,12 @@ def test_i8042_reset_is_reboot(capsule_bin):
 def test_fault_is_triple_fault(capsule_bin):
     p = run_payload(capsule_bin, "fault")
     assert p.returncode == 82, p.stdout + p.stderr
+    # One line says where: the payload runs in ring 3 (cs RPL 3) of 64-bit long mode (EFER.LMA).
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the guest triple-faulted: vCPU 0: triple fault at rip 0x" in lines[0], p.stderr
+    efer = int(re.search(r"efer (0x[0-9a-f]+)", lines[0]).group(1), 16)
+    cs = int(re.search(r"cs (0x[0-9a-f]+)", lines[0]).group(1), 16)
+    assert efer & 0x400 and cs & 3 == 3, lines[0]
 
 
 def test_mmio_outside_ram(capsule_bin):

@@ -29,7 +29,7 @@ BOOTS = {
     "cpus2": (["--cpus", "2", "--memory", "512M",
                "--cmdline", "console=ttyS0 quiet panic=-1 guest_action=reboot capsule.probe=cmdline-7f3a"], 512, 2),
     "bzimage": (["--kernel", "BZIMAGE", "--cpus", "4", "--memory", "384M", "--console", "file:{console}",
-                 "--cmdline", "console=ttyS0 quiet panic=-1 guest_action=panic"], 384, 4),
+                 "--cmdline", "console=ttyS0 panic=-1 guest_action=panic"], 384, 4),
 }
 # name -> capsule's global options for that boot: --debug logs which boot path the loader took.
 GLOBAL_OPTS = {"bzimage": ["--debug"]}
@@ -193,6 +193,12 @@ def test_memtotal_matches_memory(boots, name):
     check_memory(boots[0][name], BOOTS[name][1])
 
 
+@pytest.mark.parametrize("name", BOOTS)
+def test_no_nested_virtualization_offered(boots, name):
+    """capsule hides VMX and SVM: the guest's /proc/cpuinfo shows neither flag."""
+    assert boots[0][name].guest("nested_virt_flags").strip() == "", boots[0][name].tail()
+
+
 def test_cmdline_reaches_guest(boots):
     b = boots[0]["cpus2"]
     assert b.guest("cmdline") == "console=ttyS0 quiet panic=-1 guest_action=reboot capsule.probe=cmdline-7f3a"
@@ -216,7 +222,7 @@ def test_panic_exit_status(boots):
 def test_bzimage_boots_with_console_file(boots):
     b = boots[0]["bzimage"]
     assert "guest: hello from inside a capsule micro-VM" in b.console, b.tail()
-    assert b.guest("cmdline") == "console=ttyS0 quiet panic=-1 guest_action=panic"
+    assert b.guest("cmdline") == "console=ttyS0 panic=-1 guest_action=panic"
     assert b.stdout == "", "--console file: the console went to stdout too"
 
 

@@ -137,3 +137,24 @@ TEST(no_topology_leaf_when_host_lacks_it)
         CHECK(count(c, 0x1f) == 0);
         CHECK(count(c, 0xb) == 3);
 }
+
+/* An AMD host with nested SVM: the guest sees neither SVM nor its feature leaf. */
+TEST(no_nested_svm)
+{
+        static const struct kvm_cpuid_entry2 entries[] = {
+                { .function = 0, .eax = 0x10, .ebx = 0x68747541, .edx = 0x69746e65, .ecx = 0x444d4163 },
+                { .function = 1, .eax = 0x830f10, .ecx = 0x80202001 },
+                { .function = 0x80000000, .eax = 0x8000001e },
+                { .function = 0x80000001, .ecx = 0x75c237ff, .edx = 0x2fd3fbff },
+                { .function = 0x8000000a, .eax = 1, .ebx = 0x8000, .edx = 0x1b6bf },
+        };
+        cleanup_free struct kvm_cpuid2 *sup = xmalloc0(sizeof(*sup) + sizeof(entries));
+        sup->nent = ARRAY_SIZE(entries);
+        memcpy(sup->entries, entries, sizeof(entries));
+        cleanup_free struct kvm_cpuid2 *c = cpuid_for_vcpu(sup, 0, 2);
+        struct kvm_cpuid_entry2 *ext = cpuid_find(c, 0x80000001, 0);
+        CHECK(ext && !(ext->ecx & (1u << 2)));
+        CHECK(ext->ecx & (1u << 1));             /* CmpLegacy with two vCPUs */
+        CHECK((ext->ecx | (1u << 2)) == 0x75c237ff); /* nothing else changed */
+        CHECK(count(c, 0x8000000a) == 0);
+}
