@@ -12,7 +12,9 @@ COMMIT := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # -Ulinux: gnu11 predefines `linux`, which would clash with the OCI field name spec->linux.
 CFLAGS := -DCAPSULE_COMMIT=\"$(COMMIT)\" -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -Ulinux -Isrc -g $(OPT) $(SAN_FLAGS) $(PKG_CFLAGS) -MMD -MP
 LDFLAGS := $(SAN_FLAGS)
-LDLIBS := $(PKG_LIBS) -lpthread
+# The libraries are linked statically (glibc stays dynamic): every runtime command is a fresh exec,
+# and resolving seven shared objects was a third of capsule's 1 ms start-up.
+LDLIBS := -Wl,-Bstatic $(PKG_LIBS) -Wl,-Bdynamic -lpthread
 
 LIB_SRC := $(wildcard src/common/*.c src/runtime/*.c src/vmm/*.c src/vmm/*/*.c)
 CLI_SRC := $(wildcard src/cli/*.c)
