@@ -1,9 +1,12 @@
 /* create/start/kill/delete/pause/update/exec.
  *
- * Processes in `create`: the runtime forks a *setup* process that joins and
- * unshares namespaces (the runtime writes its id maps); setup forks *init*, which
- * becomes pid 1 of a new pid namespace, builds the rootfs and then waits on the
- * exec socket for `start`. They talk to the runtime over a SEQPACKET socketpair. */
+ * Processes in `create`: when the container joins no namespace by path and wants
+ * no time namespace, the runtime clones *init* directly into its new namespaces.
+ * Otherwise it forks a *setup* process that joins and unshares them, and setup
+ * forks init (a joined pid namespace, or a time namespace, only applies to
+ * children). Either way the runtime writes the id maps, and init, pid 1 of a new
+ * pid namespace, builds the rootfs and then waits on the exec socket for `start`.
+ * They talk to the runtime over a SEQPACKET socketpair. */
 #include "runtime/container.h"
 
 #include <fcntl.h>
@@ -46,8 +49,8 @@
 #define KEYCTL_JOIN_SESSION_KEYRING 1
 
 enum sync_type {
-        SYNC_GO = 1,      /* runtime → setup: you are in the cgroup */
-        SYNC_USERMAP,     /* setup → runtime: write my id maps */
+        SYNC_GO = 1,      /* runtime → setup (or init): you are in the cgroup */
+        SYNC_USERMAP,     /* setup (or init) → runtime: write my id maps */
         SYNC_USERMAP_ACK,
         SYNC_CHILD_PID,   /* setup → runtime: init's pid */
         SYNC_HOOKS,       /* init → runtime: rootfs ready, run prestart/createRuntime */
@@ -123,15 +126,17 @@ static void child_fork_report(int sync_fd, const char *what)
         }
 }
 
-/* Open the sync channel and fork the setup child: it gets 0 and keeps fds[1], the
- * parent gets its pid and keeps fds[0]. */
-static pid_t setup_fork(int fds[2], cap_error_t *err)
+/* Open the sync channel and fork a child, in new namespaces when clone_flags asks
+ * for them: the child gets 0 and keeps fds[1], the parent gets its pid and keeps fds[0]. */
+static pid_t child_fork(int fds[2], int clone_flags, cap_error_t *err)
 {
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) < 0)
                 return cap_fail(err, errno, "socketpair");
-        pid_t pid = fork();
+        /* A fork that also creates namespaces: the runtime is single-threaded here, so the
+         * raw syscall leaves glibc's state as consistent as fork() would. */
+        pid_t pid = clone_flags ? (pid_t)syscall(SYS_clone, (unsigned long)clone_flags | SIGCHLD, NULL, NULL, NULL, 0UL) : fork();
         if (pid < 0)
-                return cap_fail(err, errno, "fork");
+                return cap_fail(err, errno, clone_flags ? "linux.namespaces: clone" : "fork");
         if (pid == 0)
                 close(fds[0]);
         else
@@ -415,6 +420,21 @@ static __attribute__((noreturn)) void init_main(struct launch *l)
         process_exec_final(proc, l->prep, l->seccomp, host_pid, start_state, exe, l->opts->preserve_fds, conn);
 }
 
+/* In a new user namespace: have the runtime write the id maps, then become root of the
+ * namespace if it maps 0 (it almost always does). */
+static void child_enter_userns(struct launch *l)
+{
+        cleanup_error cap_error_t err = NULL;
+        if (l->ns.new_userns) {
+                if (sync_send(l->sync_fd, SYNC_USERMAP, 0, NULL) < 0 || sync_expect(l->sync_fd, SYNC_USERMAP_ACK, NULL, NULL, &err) < 0)
+                        _exit(1);
+        }
+        if (l->ns.in_userns) {
+                if (setresgid(0, 0, 0) == 0)
+                        setresuid(0, 0, 0);
+        }
+}
+
 static __attribute__((noreturn)) void setup_main(struct launch *l)
 {
         cleanup_error cap_error_t err = NULL;
@@ -427,20 +447,39 @@ static __attribute__((noreturn)) void setup_main(struct launch *l)
                 cap_fail(&err, errno, "linux.namespaces: unshare");
                 child_fail(l->sync_fd, &err);
         }
-        if (l->ns.new_userns) {
-                if (sync_send(l->sync_fd, SYNC_USERMAP, 0, NULL) < 0 || sync_expect(l->sync_fd, SYNC_USERMAP_ACK, NULL, NULL, &err) < 0)
-                        _exit(1);
-        }
-        if (l->ns.in_userns) {
-                /* Become root of the user namespace if it maps 0 (it almost always does). */
-                if (setresgid(0, 0, 0) == 0)
-                        setresuid(0, 0, 0);
-        }
+        child_enter_userns(l);
         if ((l->ns.unshare_flags & CLONE_NEWTIME) && write_time_offsets(l->spec, &err) < 0)
                 child_fail(l->sync_fd, &err);
 
         child_fork_report(l->sync_fd, "fork container init");
         init_main(l);
+}
+
+/* Init cloned straight into its namespaces. The cgroup namespace comes last, once the
+ * runtime has moved init into the container's cgroup, so that it is rooted there. */
+static __attribute__((noreturn)) void direct_init_main(struct launch *l)
+{
+        cleanup_error cap_error_t err = NULL;
+
+        if (sync_expect(l->sync_fd, SYNC_GO, NULL, NULL, &err) < 0)
+                _exit(1);
+        child_enter_userns(l);
+        if ((l->ns.unshare_flags & CLONE_NEWCGROUP) && unshare(CLONE_NEWCGROUP) < 0) {
+                cap_fail(&err, errno, "linux.namespaces: unshare the cgroup namespace");
+                child_fail(l->sync_fd, &err);
+        }
+        init_main(l);
+}
+
+/* Whether init can be cloned into its namespaces directly: nothing is joined by path,
+ * and there is no time namespace (clone cannot create one). */
+static bool ns_plan_direct(const struct ns_plan *p)
+{
+        for (size_t i = 0; i < N_NS; i++) {
+                if (p->join_fd[i] >= 0)
+                        return false;
+        }
+        return !(p->unshare_flags & CLONE_NEWTIME);
 }
 
 /* ---- create ---- */
@@ -594,13 +633,18 @@ int container_create(const struct container_opts *o, pid_t *init_pid, cap_error_
         l.spec = spec;
         l.prep = prep;
         l.seccomp = seccomp;
-        setup_pid = setup_fork(fds, err);
+        bool direct = ns_plan_direct(&l.ns);
+        setup_pid = child_fork(fds, direct ? l.ns.unshare_flags & ~CLONE_NEWCGROUP : 0, err);
         if (setup_pid < 0)
                 goto out;
         if (setup_pid == 0) {
                 l.sync_fd = fds[1];
+                if (direct)
+                        direct_init_main(&l);
                 setup_main(&l);
         }
+        if (direct)
+                *init_pid = setup_pid;
         ns_plan_close(&l.ns);
         if (create_talk(fds[0], setup_pid, o, spec, cg, init_pid, err) < 0)
                 goto out;
@@ -620,7 +664,8 @@ out:
         if (ret < 0) {
                 /* A failed create leaves nothing behind. */
                 kill_and_reap(*init_pid);
-                kill_and_reap(setup_pid);
+                if (setup_pid != *init_pid)
+                        kill_and_reap(setup_pid);
                 cleanup_error cap_error_t ignored = NULL;
                 if (cg_created)
                         cgroup_destroy(cg, &ignored);
@@ -945,7 +990,7 @@ int container_exec(const struct exec_opts *o, pid_t *pid, cap_error_t *err)
                 }
                 l.console_fd = console[0];
         }
-        setup_pid = setup_fork(fds, err);
+        setup_pid = child_fork(fds, 0, err);
         if (setup_pid < 0)
                 goto out;
         if (setup_pid == 0) {
