@@ -46,6 +46,26 @@ for part in $(echo "$cgparent" | tr / ' '); do
         done
 done
 
+# The parent cgroup exists before the runs, as a pod's or a slice's does in a real deployment, so each
+# runtime creates and removes only its own leaf (capsule removes an empty parent it created itself,
+# crun and runc keep it: without this, capsule would pay a mkdir and rmdir per hierarchy more).
+# A new v1 cpuset starts with no CPUs or memory nodes: it gets its parent's.
+precreate_parent() {
+        for h in $hierarchies; do
+                prefix=""
+                for part in $(echo "$cgparent" | tr / ' '); do
+                        parent="$h$prefix"
+                        prefix="$prefix/$part"
+                        [ -d "$h$prefix" ] || mkdir "$h$prefix"
+                        for f in cpuset.cpus cpuset.mems; do
+                                if [ -f "$h$prefix/$f" ] && [ -z "$(cat "$h$prefix/$f")" ]; then
+                                        cat "$parent/$f" >"$h$prefix/$f"
+                                fi
+                        done
+                done
+        done
+}
+
 cleanup() {
         rm -rf "$work"
         for h in $hierarchies; do
@@ -58,6 +78,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+precreate_parent
 
 # A private copy: a rebuild of build/capsule during the run must not make runs fail.
 cp "$CAPSULE" "$work/capsule"
