@@ -161,8 +161,9 @@ class Podman:
 
     def run(self, *args, check=True, timeout=60, input=None):
         # Files, not pipes: conmon of a detached container would otherwise hold a pipe open.
+        # cwd: conmon writes an `oom` file into its working directory when the container is OOM-killed.
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            rc = subprocess.run(self.cmd(*args), env=self.env, timeout=timeout, stdout=out, stderr=err,
+            rc = subprocess.run(self.cmd(*args), env=self.env, timeout=timeout, stdout=out, stderr=err, cwd=self.base,
                                 stdin=subprocess.DEVNULL if input is None else None, input=input,
                                 text=True).returncode
             out.seek(0)
