@@ -62,7 +62,9 @@ for name, c in code.items():
     open(f"{sys.argv[1]}/{name}", "wb").write(img)
 PY
 
-qemu_base="qemu-system-x86_64 -accel kvm -cpu host -smp 1 -m $MEMORY -nodefaults -no-user-config -display none"
+# arch-capabilities=off: some KVMs (PVM here) report IA32_ARCH_CAPABILITIES bits that they then refuse to
+# have written back, and QEMU aborts ("failed to set MSR 0x10a"). capsule does not write that MSR.
+qemu_base="qemu-system-x86_64 -accel kvm -cpu host,arch-capabilities=off -smp 1 -m $MEMORY -nodefaults -no-user-config -display none"
 qemu_machine="microvm,x-option-roms=off,isa-serial=off,rtc=off,acpi=off,auto-kernel-cmdline=off"
 capsule_launch="$work/capsule vm run --payload $PAYLOADS/exit_code.elf --memory $MEMORY --console none"
 qemu_launch="$qemu_base -M $qemu_machine -bios $work/exit.bin -device isa-debug-exit,iobase=0xf4,iosize=4"
