@@ -123,6 +123,43 @@ def rmdir_tree(path):
     os.rmdir(path)
 
 
+def rmdir_unless_used(d):
+    """Remove the directory d we created, unless someone else started using it meanwhile: theirs now."""
+    try:
+        os.rmdir(d)
+    except OSError as e:
+        if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+            raise
+
+
+def cgroup_dirs(rel):
+    """rel (a path as cgroup_of gives it) in every hierarchy."""
+    return [os.path.join(h, rel.lstrip("/")) for h in cgroup_hierarchies()]
+
+
+class CgroupParent:
+    """The cgroup a test client puts its containers below, in every hierarchy: remove() takes it away
+    with each ancestor that did not exist when the client was set up."""
+
+    def __init__(self, rel):
+        self.rel = rel
+        parts = rel.strip("/").split("/")
+        self.ancestors = ["/".join(parts[:i]) for i in range(1, len(parts))]
+        self.existing = {d for a in self.ancestors + [rel] for d in cgroup_dirs(a) if os.path.isdir(d)}
+
+    def leftovers(self):
+        return [d for d in cgroup_dirs(self.rel) if os.path.isdir(d)]
+
+    def remove(self):
+        for d in cgroup_dirs(self.rel):
+            if d not in self.existing:
+                rmdir_tree(d)
+        for a in reversed(self.ancestors):
+            for d in cgroup_dirs(a):
+                if d not in self.existing and os.path.isdir(d):
+                    rmdir_unless_used(d)
+
+
 class Podman:
     def __init__(self, image_tar, name):
         self.base = tempfile.mkdtemp(prefix="cpm-", dir="/tmp")
@@ -145,7 +182,7 @@ class Podman:
             "TMPDIR": os.path.join(self.base, "tmp"),
         }
         self.cgroup_parent = f"{cgroup_of().rstrip('/')}/{name}"
-        self.cgroup_existing = self._existing_cgroup_ancestors()
+        self.cgroup = CgroupParent(self.cgroup_parent)
         self.capsule_root_existed = os.path.isdir(CAPSULE_ROOT)
         self.ids = []
         self.image_tar = image_tar
@@ -208,37 +245,8 @@ class Podman:
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {what}")
 
-    # cgroups
-
-    def _cgroup_dirs(self, rel):
-        return [os.path.join(h, rel.lstrip("/")) for h in cgroup_hierarchies()]
-
-    def _existing_cgroup_ancestors(self):
-        existing = set()
-        parts = self.cgroup_parent.strip("/").split("/")
-        for i in range(1, len(parts) + 1):
-            for d in self._cgroup_dirs("/".join(parts[:i])):
-                if os.path.isdir(d):
-                    existing.add(d)
-        return existing
-
     def cgroup_leftovers(self):
-        return [d for d in self._cgroup_dirs(self.cgroup_parent) if os.path.isdir(d)]
-
-    def _remove_cgroups(self):
-        for d in self._cgroup_dirs(self.cgroup_parent):
-            rmdir_tree(d)
-        parts = self.cgroup_parent.strip("/").split("/")
-        for i in range(len(parts) - 1, 0, -1):
-            for d in self._cgroup_dirs("/".join(parts[:i])):
-                if d in self.cgroup_existing or not os.path.isdir(d):
-                    continue
-                try:
-                    os.rmdir(d)
-                except OSError as e:
-                    # Someone else started using it meanwhile: theirs now.
-                    if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):
-                        raise
+        return self.cgroup.leftovers()
 
     # teardown
 
@@ -286,7 +294,7 @@ class Podman:
                     problems.append(f"container cgroup {d}/{sub} left behind")
         if busy:
             problems.append(f"cgroups still in use: {busy}")
-        self._remove_cgroups()
+        self.cgroup.remove()
         if not self.capsule_root_existed:
             try:
                 os.rmdir(CAPSULE_ROOT)

@@ -21,7 +21,6 @@ the container cgroups and our shim sockets are gone, removes what we created (ba
 capsule-ctr-<pid> cgroups and any ancestor that did not exist, /run/containerd/s and /run/containerd
 if they did not exist), and fails if anything had been left behind.
 """
-import errno
 import gzip
 import hashlib
 import io
@@ -38,7 +37,8 @@ import time
 import pytest
 
 from conftest import CAPSULE, build_rootfs
-from podman_env import CGROUP_V2, cgroup_file, cgroup_hierarchies, cgroup_of, mounts_below, rmdir_tree
+from podman_env import (CGROUP_V2, CgroupParent, cgroup_dirs, cgroup_file, cgroup_of, mounts_below,
+                        rmdir_unless_used)
 
 IMAGE = "localhost/capsule-busybox:test"
 RUN_CONTAINERD = "/run/containerd"
@@ -146,7 +146,7 @@ class Containerd:
         self.runc_root = os.path.join(self.base, "runc")
         self.capsule_root = os.path.join(self.runc_root, self.ns)  # where the shim's --root points
         self.cgroup_parent = f"{cgroup_of().rstrip('/')}/capsule-ctr-{self.pid}"
-        self.cgroup_existing = self._existing_cgroup_ancestors()
+        self.cgroup = CgroupParent(self.cgroup_parent)
         self.run_containerd_existed = os.path.isdir(RUN_CONTAINERD)
         self.shim_sockets_existed = os.path.isdir(SHIM_SOCKETS)
         self.env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
@@ -244,34 +244,6 @@ class Containerd:
         self.run("task", "delete", cid, check=False)
         self.run("container", "delete", cid)
 
-    # cgroups
-
-    def cgroup_dirs(self, rel):
-        return [os.path.join(h, rel.lstrip("/")) for h in cgroup_hierarchies()]
-
-    def _existing_cgroup_ancestors(self):
-        existing = set()
-        parts = self.cgroup_parent.strip("/").split("/")
-        for i in range(1, len(parts) + 1):
-            existing.update(d for d in self.cgroup_dirs("/".join(parts[:i])) if os.path.isdir(d))
-        return existing
-
-    def _remove_cgroups(self):
-        parts = self.cgroup_parent.strip("/").split("/")
-        for i in range(len(parts), 0, -1):
-            for d in self.cgroup_dirs("/".join(parts[:i])):
-                if d in self.cgroup_existing or not os.path.isdir(d):
-                    continue
-                if i == len(parts):
-                    rmdir_tree(d)
-                    continue
-                try:
-                    os.rmdir(d)
-                except OSError as e:
-                    # An ancestor someone else started using meanwhile: theirs now.
-                    if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):
-                        raise
-
     # teardown
 
     def _shim_socket(self, cid):
@@ -327,7 +299,7 @@ class Containerd:
             problems.append(f"mount {mp} left behind")
             subprocess.run(["umount", "-l", mp], check=False)
         shutil.rmtree(self.base, ignore_errors=True)
-        for parent in self.cgroup_dirs(self.cgroup_parent):
+        for parent in cgroup_dirs(self.cgroup_parent):
             if not os.path.isdir(parent):
                 continue
             for sub in sorted(os.listdir(parent)):
@@ -347,7 +319,7 @@ class Containerd:
                              what=f"{d} to empty")
                 except AssertionError as e:
                     problems.append(str(e))
-        self._remove_cgroups()
+        self.cgroup.remove()
         problems += self._clean_run_containerd()
         return problems
 
@@ -373,14 +345,9 @@ class Containerd:
                     else:
                         os.unlink(path)
         for d, existed in ((SHIM_SOCKETS, self.shim_sockets_existed), (RUN_CONTAINERD, self.run_containerd_existed)):
-            if existed or not os.path.isdir(d):
-                continue
-            try:
-                os.rmdir(d)
-            except OSError as e:
-                # Another containerd's shims (or another copy of this module's) live there now.
-                if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):
-                    raise
+            # Unless another containerd's shims (or another copy of this module's) live there now.
+            if not existed and os.path.isdir(d):
+                rmdir_unless_used(d)
         return problems
 
 
@@ -389,7 +356,7 @@ def ctrd():
     for prog in ("containerd", "ctr", "containerd-shim-runc-v2"):
         assert shutil.which(prog), f"{prog} is not installed: run scripts/install-deps"
     c = Containerd()
-    assert not any(os.path.isdir(d) for d in c.cgroup_dirs(c.cgroup_parent)), \
+    assert not any(os.path.isdir(d) for d in cgroup_dirs(c.cgroup_parent)), \
         f"cgroup {c.cgroup_parent} exists already"
     try:
         c.start()
@@ -399,11 +366,11 @@ def ctrd():
         problems = c.cleanup()
     assert problems == []
     assert not os.path.exists(c.base)
-    assert [d for d in c.cgroup_dirs(c.cgroup_parent) if os.path.isdir(d)] == []
+    assert [d for d in cgroup_dirs(c.cgroup_parent) if os.path.isdir(d)] == []
 
 
 def cgroup_gone(c, cid):
-    return [d for d in c.cgroup_dirs(c.cgroup_path(cid)) if os.path.exists(d)] == []
+    return [d for d in cgroup_dirs(c.cgroup_path(cid)) if os.path.exists(d)] == []
 
 
 def test_run_prints_output_and_returns_exit_code(ctrd):
