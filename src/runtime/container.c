@@ -588,7 +588,7 @@ int container_create(const struct container_opts *o, pid_t *init_pid, cap_error_
         cleanup_cgroup struct cgroup *cg = NULL;
         struct launch l = { .opts = o, .sync_fd = -1, .listen_fd = -1 };
         cleanup_free char *dir = NULL;
-        pid_t setup_pid = -1;
+        pid_t child_pid = -1; /* the setup process, or init itself when cloned directly */
         int fds[2] = { -1, -1 };
         int ret = -1;
         bool dir_created = false, cg_created = false;
@@ -634,19 +634,19 @@ int container_create(const struct container_opts *o, pid_t *init_pid, cap_error_
         l.prep = prep;
         l.seccomp = seccomp;
         bool direct = ns_plan_direct(&l.ns);
-        setup_pid = child_fork(fds, direct ? l.ns.unshare_flags & ~CLONE_NEWCGROUP : 0, err);
-        if (setup_pid < 0)
+        child_pid = child_fork(fds, direct ? l.ns.unshare_flags & ~CLONE_NEWCGROUP : 0, err);
+        if (child_pid < 0)
                 goto out;
-        if (setup_pid == 0) {
+        if (child_pid == 0) {
                 l.sync_fd = fds[1];
                 if (direct)
                         direct_init_main(&l);
                 setup_main(&l);
         }
         if (direct)
-                *init_pid = setup_pid;
+                *init_pid = child_pid;
         ns_plan_close(&l.ns);
-        if (create_talk(fds[0], setup_pid, o, spec, cg, init_pid, err) < 0)
+        if (create_talk(fds[0], child_pid, o, spec, cg, init_pid, err) < 0)
                 goto out;
         {
                 cleanup_state struct state *st = state_new(o, spec, *init_pid, cg);
@@ -664,8 +664,8 @@ out:
         if (ret < 0) {
                 /* A failed create leaves nothing behind. */
                 kill_and_reap(*init_pid);
-                if (setup_pid != *init_pid)
-                        kill_and_reap(setup_pid);
+                if (child_pid != *init_pid)
+                        kill_and_reap(child_pid);
                 cleanup_error cap_error_t ignored = NULL;
                 if (cg_created)
                         cgroup_destroy(cg, &ignored);

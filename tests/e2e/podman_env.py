@@ -123,6 +123,41 @@ def rmdir_tree(path):
     os.rmdir(path)
 
 
+def wait_for(pred, timeout=10, what="condition"):
+    """Poll pred until it returns something true (which is returned), or fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead too
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def kill_left_behind(pids, problems, where=lambda pid: ""):
+    """SIGKILL processes a teardown found still running, each reported in problems."""
+    for pid in pids:
+        problems.append(f"process {pid} still running{where(pid)}")
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def rmdir_unless_used(d):
     """Remove the directory d we created, unless someone else started using it meanwhile: theirs now."""
     try:
@@ -236,14 +271,7 @@ class Podman:
         p = subprocess.run([CAPSULE, "--root", CAPSULE_ROOT, "state", cid], capture_output=True, text=True)
         return json.loads(p.stdout) if p.returncode == 0 else None
 
-    def wait_for(self, pred, timeout=10, what="condition"):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            v = pred()
-            if v:
-                return v
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}")
+    wait_for = staticmethod(wait_for)
 
     def cgroup_leftovers(self):
         return self.cgroup.leftovers()
@@ -269,12 +297,7 @@ class Podman:
         problems = []
         self.run("rm", "--all", "--force", "--time", "0", check=False, timeout=120)
         self.run("rmi", "--all", "--force", check=False, timeout=120)
-        for pid in self._our_processes():
-            problems.append(f"process {pid} still running")
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_left_behind(self._our_processes(), problems)
         for cid in self.ids:
             st = os.path.join(CAPSULE_ROOT, cid)
             if os.path.exists(st):

@@ -1,5 +1,4 @@
 """Bad input: one clear line naming the field or file, a non-zero exit, and nothing left behind."""
-import json
 import os
 
 import pytest

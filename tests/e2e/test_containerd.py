@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import tarfile
 import tempfile
@@ -37,8 +36,8 @@ import time
 import pytest
 
 from conftest import CAPSULE, build_rootfs
-from podman_env import (CGROUP_V2, CgroupParent, cgroup_dirs, cgroup_file, cgroup_of, mounts_below,
-                        rmdir_unless_used)
+from podman_env import (CGROUP_V2, CgroupParent, cgroup_dirs, cgroup_file, cgroup_of, kill_left_behind,
+                        mounts_below, pid_alive, rmdir_unless_used, wait_for)
 
 IMAGE = "localhost/capsule-busybox:test"
 RUN_CONTAINERD = "/run/containerd"
@@ -108,30 +107,6 @@ def oci_image_archive(dest):
         with tarfile.open(dest, "w") as tar:
             for name in sorted(os.listdir(layout)):
                 tar.add(os.path.join(layout, name), arcname=name)
-
-
-def wait_for(pred, timeout=10, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead too
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 class Containerd:
@@ -279,12 +254,7 @@ class Containerd:
             except AssertionError:
                 pass
         self.stop()
-        for pid in self._our_processes():
-            problems.append(f"process {pid} still running: {self._cmdline(pid)}")
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_left_behind(self._our_processes(), problems, lambda pid: f": {self._cmdline(pid)}")
         if os.path.isdir(self.capsule_root):
             for cid in os.listdir(self.capsule_root):
                 problems.append(f"capsule state {self.capsule_root}/{cid} left behind")
@@ -308,12 +278,7 @@ class Containerd:
                     continue
                 problems.append(f"container cgroup {d} left behind")
                 with open(os.path.join(d, "cgroup.procs")) as f:
-                    for pid in f.read().split():
-                        problems.append(f"process {pid} still in {d}")
-                        try:
-                            os.kill(int(pid), signal.SIGKILL)
-                        except ProcessLookupError:
-                            pass
+                    kill_left_behind(f.read().split(), problems, lambda pid: f" in {d}")
                 try:
                     wait_for(lambda: not open(os.path.join(d, "cgroup.procs")).read().strip(),
                              what=f"{d} to empty")

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import CAPSULE
-from podman_env import CAPSULE_ROOT, CGROUP_V2, IMAGE, Podman, build_rootfs_tar, cgroup_file, cgroup_of
+from podman_env import CAPSULE_ROOT, CGROUP_V2, IMAGE, Podman, build_rootfs_tar, cgroup_file, cgroup_of, pid_alive
 
 _n = [0]
 
@@ -48,16 +48,6 @@ def status_of(pm, cid):
     p = pm.run("ps", "--all", "--no-trunc", "--filter", f"id={cid}", "--format", "{{.ID}} {{.Status}}")
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith(cid)]
     return lines[0].split(" ", 1)[1] if lines else None
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead too
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_podman_really_uses_capsule(podman):

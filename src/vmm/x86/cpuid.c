@@ -11,13 +11,12 @@
 #define LEAF1_ECX_DROP ((1u << 2) | (1u << 3) | (1u << 4) | (1u << 5) | (1u << 6) | (1u << 7) | (1u << 8) | (1u << 14) | (1u << 15))
 #define LEAF1_EDX_DROP ((1u << 21) | (1u << 22) | (1u << 29) | (1u << 31))
 #define LEAF1_ECX_HYPERVISOR (1u << 31)
-/* Nested virtualization is not offered on either vendor: VMX is dropped from leaf 1, SVM
- * from 0x80000001 together with its feature leaf 0x8000000a. A guest hypervisor widens the
- * attack surface and, nested again under KVM, proved unreliable (a 4-vCPU guest whose
- * kvm_amd initialised triple-faulted at random in the testbed). */
+#define LEAF1_EDX_HTT (1u << 28)
+/* Nested virtualization is offered on neither vendor: VMX is dropped from leaf 1, SVM from
+ * 0x80000001 together with its feature leaf 0x8000000a. A guest hypervisor widens the attack
+ * surface, and a 4-vCPU testbed guest that saw SVM once triple-faulted after its KVM initcalls. */
 #define EXT1_ECX_SVM (1u << 2)
 #define SVM_FEATURES_LEAF 0x8000000au
-#define LEAF1_EDX_HTT (1u << 28)
 
 #define KVM_LEAF_SIGNATURE 0x40000000u
 #define KVM_LEAF_FEATURES 0x40000001u
