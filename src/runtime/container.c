@@ -741,6 +741,10 @@ static int state_cgroup(const struct state *st, struct cgroup **cg, cap_error_t 
         return st->cgroup ? cgroup_load(st->cgroup, cg, err) : 0;
 }
 
+/* runc's meaning: --all signals whatever is in the container's cgroup, even once init has exited
+ * (a container that shares a pid namespace, as in a CRI pod, can leave processes behind), and
+ * succeeds when there is nothing left. Without --all only a live init is signalled. The texts
+ * are runc's: containerd's shim takes "container not running" to mean the process is gone. */
 int container_kill(const char *root, const char *id, int sig, bool all, cap_error_t *err)
 {
         cleanup_state struct state *st = NULL;
@@ -748,16 +752,21 @@ int container_kill(const char *root, const char *id, int sig, bool all, cap_erro
         const char *status;
         if (load_with_status(root, id, &st, &status, err) < 0)
                 return -1;
-        if (strcmp(status, "stopped") == 0)
-                return cap_fail(err, 0, "container \"%s\" is not running", id);
         if (all) {
                 if (state_cgroup(st, &cg, err) < 0)
                         return -1;
                 if (cg)
                         return cgroup_kill(cg, sig, err);
+                if (strcmp(status, "stopped") == 0)
+                        return 0;
+        } else if (strcmp(status, "stopped") == 0) {
+                return cap_fail(err, 0, "cannot kill container \"%s\": container not running", id);
         }
         if (kill(st->pid, sig) < 0)
-                return cap_fail(err, errno, "kill container \"%s\"", id);
+                return cap_fail(err, errno, "kill container \"%s\": unable to signal init", id);
+        /* a task in a frozen v1 cgroup cannot die: thaw for SIGKILL, as runc does */
+        if (sig == SIGKILL && strcmp(status, "paused") == 0 && state_cgroup(st, &cg, err) == 0 && cg)
+                return cgroup_freeze(cg, false, err);
         return 0;
 }
 
