@@ -70,9 +70,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
 LIMIT_FILE = "memory.max" if CGROUP_V2 else "memory.limit_in_bytes"
 
 
-def oci_image_archive(dest):
+def oci_image_archive(dest, ref=IMAGE, cmd=("/bin/sh",)):
     """An OCI image layout (oci-layout, index.json, blobs/sha256/...) as a tar, for `ctr images import`:
-    one gzip layer with the busybox rootfs, a config and a manifest, named by the index annotation."""
+    one gzip layer with the busybox rootfs, a config (running cmd) and a manifest, named by the index
+    annotation."""
     arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
     with tempfile.TemporaryDirectory() as rootfs, tempfile.TemporaryDirectory() as layout:
         os.makedirs(os.path.join(layout, "blobs", "sha256"))
@@ -92,14 +93,14 @@ def oci_image_archive(dest):
         layer = blob(gzip.compress(layer_tar, mtime=0), "application/vnd.oci.image.layer.v1.tar+gzip")
         config = blob(json.dumps({
             "architecture": arch, "os": "linux",
-            "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},
+            "config": {"Cmd": list(cmd), "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},
             "rootfs": {"type": "layers", "diff_ids": [f"sha256:{hashlib.sha256(layer_tar).hexdigest()}"]},
         }).encode(), "application/vnd.oci.image.config.v1+json")
         manifest = blob(json.dumps({
             "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": config, "layers": [layer],
         }).encode(), "application/vnd.oci.image.manifest.v1+json")
-        manifest["annotations"] = {"org.opencontainers.image.ref.name": IMAGE}
+        manifest["annotations"] = {"org.opencontainers.image.ref.name": ref}
         with open(os.path.join(layout, "oci-layout"), "w") as f:
             json.dump({"imageLayoutVersion": "1.0.0"}, f)
         with open(os.path.join(layout, "index.json"), "w") as f:
@@ -131,9 +132,12 @@ class Containerd:
 
     # the daemon
 
+    def config(self):
+        return CONFIG.format(base=self.base)
+
     def start(self):
         with open(os.path.join(self.base, "config.toml"), "w") as f:
-            f.write(CONFIG.format(base=self.base))
+            f.write(self.config())
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(["containerd", "--config", os.path.join(self.base, "config.toml")],
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env,
