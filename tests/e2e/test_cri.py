@@ -3,19 +3,22 @@ answers the shim as runc does.
 
 The first tests run capsule and runc side by side on the calls the shim and conmon make on containers
 that have stopped or do not exist, and check the texts those clients parse (containerd's
-checkKillError and task delete, podman's state check). The rest is in the second half of the file.
+checkKillError and task delete, podman's state check). The others drive containerd's CRI plugin as
+kubelet does (see the comment above them).
 """
+import importlib.util
 import json
 import os
 import shutil
 import signal
 import subprocess
-import time
+import tempfile
 
 import pytest
 
 from conftest import CAPSULE, Capsule
-from podman_env import pid_alive, wait_for
+from podman_env import CgroupParent, cgroup_dirs, cgroup_of, mounts_below, pid_alive, rmdir_unless_used, wait_for
+from test_containerd import IMAGE, Containerd, oci_image_archive
 
 RUNC = shutil.which("runc")
 RUNTIMES = ["capsule", "runc"]
@@ -23,10 +26,8 @@ RUNTIMES = ["capsule", "runc"]
 
 @pytest.fixture(params=RUNTIMES)
 def runtime(request, tmp_path):
-    if request.param == "runc" and not RUNC:
-        pytest.skip("runc is not installed: run scripts/install-deps")
+    assert RUNC, "runc is not installed: run scripts/install-deps"
     rt = Capsule(str(tmp_path / "state"), CAPSULE if request.param == "capsule" else RUNC)
-    rt.name = request.param
     yield rt
     rt.cleanup()
     assert not os.path.isdir(rt.root) or os.listdir(rt.root) == []
@@ -119,12 +120,6 @@ def test_missing_container_does_not_exist(runtime, args):
 # Images come from no registry: a pause image (a shell that reaps orphans, as pause does) and a
 # workload image, both busybox, are written as OCI archives and imported with `ctr -n k8s.io images
 # import`; the pause image is the plugin's sandbox_image.
-
-import importlib.util  # noqa: E402
-import tempfile  # noqa: E402
-
-from podman_env import cgroup_dirs, cgroup_of, CgroupParent, mounts_below, rmdir_unless_used  # noqa: E402
-from test_containerd import IMAGE, Containerd, oci_image_archive  # noqa: E402
 
 PROTO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cri")
 PAUSE_IMAGE = "localhost/capsule-pause:test"
@@ -296,6 +291,7 @@ class CriContainerd(Containerd):
 def cri():
     for prog in ("containerd", "ctr", "containerd-shim-runc-v2", "runc"):
         assert shutil.which(prog), f"{prog} is not installed: run scripts/install-deps"
+    assert importlib.util.find_spec("grpc"), "python3-grpcio is not installed: run scripts/install-deps"
     for plugin in ("static", "loopback"):
         assert os.path.exists(os.path.join(CNI_BIN, plugin)), \
             f"CNI plugin {plugin} is not installed (containernetworking-plugins): run scripts/install-deps"
