@@ -446,6 +446,30 @@ def test_pod_lifecycle(cri, handler, network):
     assert not os.path.exists(os.path.join(cri.capsule_root, cid))
     assert [d for d in cgroup_dirs(f"{cri.cgroup_parent}/{cid}") if os.path.isdir(d)] == []
 
+    # kubelet's default for a pod: each container in a pid namespace of its own, where it is pid 1
+    # (so SIGTERM needs a trap) and its exit takes everything in that namespace along
+    solo_config = pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name="solo"),
+        image=pb.ImageSpec(image=IMAGE),
+        command=["sh", "-c", "trap 'exit 0' TERM; sleep 1000 & while :; do sleep 1; done"],
+        log_path="solo.log",
+        linux=pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(
+            namespace_options=pb.NamespaceOption(network=ns_mode, pid=pb.CONTAINER, ipc=pb.POD))))
+    solo = call("CreateContainer", pod_sandbox_id=sandbox_id, config=solo_config,
+                sandbox_config=sandbox_config).container_id
+    call("StartContainer", container_id=solo)
+    solo_pid = json.loads(call("ContainerStatus", container_id=solo, verbose=True).info["info"])["pid"]
+    r = call("ExecSync", container_id=solo, cmd=["cat", "/proc/1/cmdline"], timeout=30)
+    assert r.exit_code == 0 and r.stdout.split(b"\0")[2].startswith(b"trap 'exit 0' TERM"), r.stdout
+    assert netns_inode(solo_pid) == netns_inode(pause_pid)
+    call("StopContainer", container_id=solo, timeout=10)
+    st = call("ContainerStatus", container_id=solo).status
+    assert (st.state, st.exit_code) == (pb.CONTAINER_EXITED, 0), f"{st}\n{cri.log_tail(80)}"
+    assert not pid_alive(solo_pid)
+    call("RemoveContainer", container_id=solo)
+    assert not os.path.exists(os.path.join(cri.capsule_root, solo))
+    assert [d for d in cgroup_dirs(f"{cri.cgroup_parent}/{solo}") if os.path.isdir(d)] == []
+
     # and the pod
     call("StopPodSandbox", pod_sandbox_id=sandbox_id)
     assert call("PodSandboxStatus", pod_sandbox_id=sandbox_id).status.state == pb.SANDBOX_NOTREADY
@@ -454,6 +478,6 @@ def test_pod_lifecycle(cri, handler, network):
     wait_for(lambda: not shim_pids(cri, sandbox_id), what="the pod's shim to exit")
     assert not os.path.exists(os.path.join(cri.capsule_root, sandbox_id))
     assert [d for d in cgroup_dirs(f"{cri.cgroup_parent}/{sandbox_id}") if os.path.isdir(d)] == []
-    assert [m for m in mounts_below(cri.base) if sandbox_id in m or cid in m] == []
+    assert [m for m in mounts_below(cri.base) if sandbox_id in m or cid in m or solo in m] == []
     assert [m for m in mounts_below(cri.base) if "/netns/" in m] == []
     assert not os.path.exists(cri._shim_socket(sandbox_id))
