@@ -92,6 +92,17 @@ def test_kill_stopped_container_with_own_pid_namespace(runtime, bundle):
     runtime.run("delete", bundle.id, check=True)
 
 
+def test_sigkill_reaches_a_paused_container(runtime, bundle):
+    """A frozen task cannot die: SIGKILL to a paused container's init thaws it, as runc does."""
+    bundle.set_args("sleep", "1000")
+    runtime.run("run", "-d", "-b", bundle.path, bundle.id, check=True)
+    runtime.run("pause", bundle.id, check=True)
+    assert runtime.status(bundle.id) == "paused"
+    runtime.run("kill", bundle.id, "KILL", check=True)
+    wait_stopped(runtime, bundle.id)
+    runtime.run("delete", bundle.id, check=True)
+
+
 @pytest.mark.parametrize("args", [["state"], ["kill"], ["kill", "--all"], ["delete"], ["pause"], ["resume"],
                                   ["ps"], ["exec"]])
 def test_missing_container_does_not_exist(runtime, args):
