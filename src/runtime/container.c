@@ -765,8 +765,12 @@ int container_kill(const char *root, const char *id, int sig, bool all, cap_erro
         if (kill(st->pid, sig) < 0)
                 return cap_fail(err, errno, "kill container \"%s\": unable to signal init", id);
         /* a task in a frozen v1 cgroup cannot die: thaw for SIGKILL, as runc does */
-        if (sig == SIGKILL && strcmp(status, "paused") == 0 && state_cgroup(st, &cg, err) == 0 && cg)
-                return cgroup_freeze(cg, false, err);
+        if (sig == SIGKILL && strcmp(status, "paused") == 0) {
+                if (state_cgroup(st, &cg, err) < 0)
+                        return -1;
+                if (cg)
+                        return cgroup_freeze(cg, false, err);
+        }
         return 0;
 }
 

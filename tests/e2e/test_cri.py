@@ -16,18 +16,28 @@ import tempfile
 
 import pytest
 
-from conftest import CAPSULE, Capsule
+from conftest import BUILD, CAPSULE, Capsule
 from podman_env import CgroupParent, cgroup_dirs, cgroup_of, mounts_below, pid_alive, rmdir_unless_used, wait_for
 from test_containerd import IMAGE, Containerd, oci_image_archive
 
 RUNC = shutil.which("runc")
-RUNTIMES = ["capsule", "runc"]
+RUNTIMES = ["capsule", "runc"]  # the CRI handlers
+# the runtime-level tests also run capsule's ASan+UBSan build
+BINARIES = {"capsule": CAPSULE, "asan": os.path.join(BUILD, "asan", "capsule"), "runc": RUNC}
 
 
-@pytest.fixture(params=RUNTIMES)
+class Runtime(Capsule):
+    def run(self, *args, **kw):
+        p = super().run(*args, **kw)
+        # an expected failure is no excuse for a sanitizer report
+        assert "Sanitizer" not in p.stderr and "runtime error:" not in p.stderr, p.stderr
+        return p
+
+
+@pytest.fixture(params=list(BINARIES))
 def runtime(request, tmp_path):
     assert RUNC, "runc is not installed: run scripts/install-deps"
-    rt = Capsule(str(tmp_path / "state"), CAPSULE if request.param == "capsule" else RUNC)
+    rt = Runtime(str(tmp_path / "state"), BINARIES[request.param])
     yield rt
     rt.cleanup()
     assert not os.path.isdir(rt.root) or os.listdir(rt.root) == []
