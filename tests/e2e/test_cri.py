@@ -262,7 +262,7 @@ class CriContainerd(Containerd):
         self.capsule_root = os.path.join(self.runc_root, self.ns)
         self.cgroup_parent = f"{cgroup_of().rstrip('/')}/capsule-cri-{self.pid}"
         self.cgroup = CgroupParent(self.cgroup_parent)
-        self.var_lib_cni_existed = os.path.isdir(VAR_LIB_CNI)
+        self.cni_cache_existed = {d: os.path.isdir(d) for d in (VAR_LIB_CNI, os.path.join(VAR_LIB_CNI, "results"))}
         self.run_netns_existed = os.path.isdir(RUN_NETNS)
         self.client = None
         for d in ("cni/bin", "cni/conf", "logs"):
@@ -296,12 +296,17 @@ class CriContainerd(Containerd):
                     except self.client.grpc.RpcError:
                         pass
         problems = super().cleanup()
-        # libcni keeps its result cache in /var/lib/cni (no setting moves it); each entry goes with
-        # CNI DEL, the directories stay. Ours if they did not exist.
-        if not self.var_lib_cni_existed and os.path.isdir(VAR_LIB_CNI):
-            left = [os.path.join(top, f) for top, _, files in os.walk(VAR_LIB_CNI) for f in files]
-            problems += [f"CNI cache entry {f} left behind" for f in left]
-            shutil.rmtree(VAR_LIB_CNI)
+        # libcni keeps its result cache in /var/lib/cni/results (no setting moves it): each of our
+        # entries (named after our network) goes with CNI DEL; the directories stay, ours if new.
+        results = os.path.join(VAR_LIB_CNI, "results")
+        if os.path.isdir(results):
+            for name in os.listdir(results):
+                if name.startswith(CNI_CONFLIST["name"] + "-"):
+                    problems.append(f"CNI cache entry {results}/{name} left behind")
+                    os.unlink(os.path.join(results, name))
+        for d in (results, VAR_LIB_CNI):
+            if not self.cni_cache_existed[d] and os.path.isdir(d):
+                rmdir_unless_used(d)
         if not self.run_netns_existed and os.path.isdir(RUN_NETNS):
             problems.append(f"{RUN_NETNS} created")
             rmdir_unless_used(RUN_NETNS)
