@@ -376,6 +376,21 @@ def netns_inode(pid="self"):
     return os.stat(f"/proc/{pid}/ns/net").st_ino
 
 
+def handler_state(cri, handler, cid):
+    """(status, pid) as the handler's own binary reports from the root the shim gave it: capsule's
+    and runc's state files differ, so this also tells which one runs the container."""
+    binary = CAPSULE if handler == "capsule" else RUNC
+    p = subprocess.run([binary, "--root", cri.capsule_root, "state", cid], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    state = json.loads(p.stdout)
+    return state["status"], state["pid"]
+
+
+def container_procs(cri, cid):
+    files = [os.path.join(d, "cgroup.procs") for d in cgroup_dirs(f"{cri.cgroup_parent}/{cid}")]
+    return sorted({int(p) for f in files if os.path.exists(f) for p in open(f).read().split()})
+
+
 def shim_pids(cri, sandbox_id):
     return [pid for pid in cri._our_processes() if sandbox_id in cri._cmdline(pid)]
 
@@ -404,12 +419,7 @@ def test_pod_lifecycle(cri, handler, network):
     assert status.status.runtime_handler == handler
     assert status.status.network.ip == ("" if network == "host" else "127.0.0.1")
     pause_pid = json.loads(status.info["info"])["pid"]
-    # the handler's binary runs the pause container: its state sits in the handler's root
-    state_file = os.path.join(cri.capsule_root, sandbox_id, "state.json")
-    if handler == "capsule":
-        assert os.path.exists(state_file)
-        assert json.loads(subprocess.run([CAPSULE, "--root", cri.capsule_root, "state", sandbox_id],
-                                         capture_output=True, text=True, check=True).stdout)["pid"] == pause_pid
+    assert handler_state(cri, handler, sandbox_id) == ("running", pause_pid)
 
     # The workload leaves a child behind when it is stopped: it shares the pod's pid namespace, so
     # its init's death does not take the child along, and the shim's `kill --all` must.
@@ -430,15 +440,13 @@ def test_pod_lifecycle(cri, handler, network):
     st = call("ContainerStatus", container_id=cid, verbose=True)
     assert st.status.state == pb.CONTAINER_RUNNING
     init_pid = json.loads(st.info["info"])["pid"]
-    if handler == "capsule":
-        assert subprocess.run([CAPSULE, "--root", cri.capsule_root, "state", cid], capture_output=True,
-                              text=True, check=True).stdout.count('"running"') == 1
+    assert handler_state(cri, handler, cid) == ("running", init_pid)
 
     # ExecSync: output, exit codes, and the pod's namespaces
     r = call("ExecSync", container_id=cid, cmd=["sh", "-c", "echo $GREETING; echo oops >&2; exit 7"], timeout=30)
     assert (r.stdout, r.stderr, r.exit_code) == (b"hi there\n", b"oops\n", 7)
     r = call("ExecSync", container_id=cid, cmd=["cat", "/proc/1/cmdline"], timeout=30)
-    assert r.exit_code == 0 and r.stdout.split(b"\0")[:2] == [b"sh", b"-c"]  # pid 1 is the pause container
+    assert r.stdout.split(b"\0")[:-1] == [a.encode() for a in PAUSE_CMD], r  # pid 1 is the pause container
     r = call("ExecSync", container_id=cid, cmd=["ip", "-o", "link"], timeout=30)
     assert r.exit_code == 0, r.stderr
     if network == "host":
@@ -457,9 +465,9 @@ def test_pod_lifecycle(cri, handler, network):
     wait_for(lambda: os.path.exists(log) and len(cri_log_lines(log)) >= 2, what="the container log")
     assert sorted(cri_log_lines(log)) == [("stderr", "to stderr"), ("stdout", "hello from the pod")]
 
-    cgroup_procs = [os.path.join(d, "cgroup.procs") for d in cgroup_dirs(f"{cri.cgroup_parent}/{cid}")]
-    procs = sorted({int(p) for f in cgroup_procs if os.path.exists(f) for p in open(f).read().split()})
-    assert init_pid in procs and len(procs) >= 2, procs  # sh and its sleeps
+    procs = wait_for(lambda: len(container_procs(cri, cid)) >= 2 and container_procs(cri, cid),
+                     what="sh and its sleeps in the container's cgroup")
+    assert init_pid in procs
 
     # StopContainer: TERM to init, then the shim's kill --all for what is left
     call("StopContainer", container_id=cid, timeout=10)
@@ -485,13 +493,17 @@ def test_pod_lifecycle(cri, handler, network):
                 sandbox_config=sandbox_config).container_id
     call("StartContainer", container_id=solo)
     solo_pid = json.loads(call("ContainerStatus", container_id=solo, verbose=True).info["info"])["pid"]
+    solo_procs = wait_for(lambda: len(container_procs(cri, solo)) >= 2 and container_procs(cri, solo),
+                          what="sh and its sleeps in the container's cgroup")
+    assert solo_pid in solo_procs
     r = call("ExecSync", container_id=solo, cmd=["cat", "/proc/1/cmdline"], timeout=30)
     assert r.exit_code == 0 and r.stdout.split(b"\0")[2].startswith(b"trap 'exit 0' TERM"), r.stdout
     assert netns_inode(solo_pid) == netns_inode(pause_pid)
     call("StopContainer", container_id=solo, timeout=10)
     st = call("ContainerStatus", container_id=solo).status
     assert (st.state, st.exit_code) == (pb.CONTAINER_EXITED, 0), f"{st}\n{cri.log_tail(80)}"
-    assert not pid_alive(solo_pid)
+    for pid in solo_procs:
+        wait_for(lambda: not pid_alive(pid), what=f"container process {pid} to die")
     call("RemoveContainer", container_id=solo)
     assert not os.path.exists(os.path.join(cri.capsule_root, solo))
     assert [d for d in cgroup_dirs(f"{cri.cgroup_parent}/{solo}") if os.path.isdir(d)] == []
