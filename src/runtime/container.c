@@ -545,7 +545,10 @@ static int create_talk(int sync_fd, pid_t setup_pid, const struct container_opts
                 case SYNC_HOOKS: {
                         cleanup_state struct state *st = state_new(o, spec, *init_pid, cg);
                         cleanup_free char *json = state_oci_string(st, "creating");
-                        if (hooks_run(&spec->hooks.prestart, "prestart", json, err) < 0 ||
+                        /* The runtime-spec runs prestart after `start` is called, so it sees "created"
+                         * (runtime-tools' hooks_stdin checks it; runc says "creating"). */
+                        cleanup_free char *prestart_json = state_oci_string(st, "created");
+                        if (hooks_run(&spec->hooks.prestart, "prestart", prestart_json, err) < 0 ||
                             hooks_run(&spec->hooks.create_runtime, "createRuntime", json, err) < 0)
                                 return -1;
                         sync_send(sync_fd, SYNC_HOOKS_ACK, *init_pid, json);

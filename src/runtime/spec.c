@@ -1091,6 +1091,29 @@ static const char *const propagations[] = {
         "shared", "slave", "private", "unbindable", "rshared", "rslave", "rprivate", "runbindable",
 };
 
+/* The nodes of linux.devices are made with mknod once init is in its device cgroup: allow
+ * that mknod, and only that (reading and writing them stays for linux.resources.devices to
+ * allow). Appended, so it holds after a deny-all. runc allows mknod of every device instead. */
+static void allow_device_nodes(struct spec_linux *l)
+{
+        struct spec_resources *r = l->resources;
+        if (!r || !r->n_devices)
+                return;
+        size_t n = r->n_devices;
+        r->devices = realloc(r->devices, (n + l->n_devices) * sizeof(*r->devices));
+        if (!r->devices)
+                abort();
+        for (size_t i = 0; i < l->n_devices; i++) {
+                const struct spec_device *d = &l->devices[i];
+                if (d->type == 'p')
+                        continue;
+                r->devices[n++] = (struct spec_device_cgroup){ .allow = true, .type = d->type == 'b' ? 'b' : 'c',
+                                                               .major = d->major, .minor = d->minor,
+                                                               .access = xstrdup("m") };
+        }
+        r->n_devices = n;
+}
+
 static int parse_linux(struct pctx *c, json_t *root, struct spec_linux *l)
 {
         json_t *lx;
@@ -1115,6 +1138,7 @@ static int parse_linux(struct pctx *c, json_t *root, struct spec_linux *l)
         if (l->rootfs_propagation && *l->rootfs_propagation &&
             name_lookup(propagations, ARRAY_SIZE(propagations), l->rootfs_propagation) < 0)
                 return pfail(c, "linux.rootfsPropagation", "unknown propagation \"%s\"", l->rootfs_propagation);
+        allow_device_nodes(l);
         return 0;
 }
 

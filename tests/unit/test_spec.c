@@ -249,7 +249,7 @@ TEST(parse_full_resources)
         CHECK(spec_parse(full_config, "config.json", &s, &err) == 0);
         struct spec_resources *r = s->linux.resources;
         CHECK(r != NULL);
-        CHECK(r->n_devices == 3);
+        CHECK(r->n_devices == 4);
         CHECK(!r->devices[0].allow && r->devices[0].type == 'a' && r->devices[0].major == -1 &&
               r->devices[0].minor == -1);
         CHECK_STR(r->devices[0].access, "rwm");
@@ -258,6 +258,10 @@ TEST(parse_full_resources)
         CHECK_STR(r->devices[1].access, "rw");
         CHECK(r->devices[2].type == 'b' && r->devices[2].major == 8 && r->devices[2].minor == -1);
         CHECK_STR(r->devices[2].access, "rwm");
+        /* linux.devices' /dev/fuse may be made with mknod (the fifo needs no rule) */
+        CHECK(r->devices[3].allow && r->devices[3].type == 'c' && r->devices[3].major == 10 &&
+              r->devices[3].minor == 229);
+        CHECK_STR(r->devices[3].access, "m");
 
         CHECK(r->memory.limit.set && r->memory.limit.v == 536870912);
         CHECK(r->memory.reservation.v == 268435456);

