@@ -924,7 +924,10 @@ int rootfs_setup(const struct spec *spec, bool in_userns, cap_error_t *err)
                 return cap_fail(err, EINVAL, "root.path: missing");
         if (rootfs_propagation_flags(spec, &prop, err) < 0)
                 return -1;
-        /* Nothing mounted from now on may reach the host. */
+        /* Nothing mounted from now on may reach the host. An unbindable / could not be bound
+         * from: rootfs_enter makes the new / unbindable once everything is in place. */
+        if (prop & MS_UNBINDABLE)
+                prop = 0;
         if (mount(NULL, "/", NULL, prop ? prop : MS_SLAVE | MS_REC, NULL) < 0)
                 return cap_fail(err, errno, "make / %s", prop ? spec->linux.rootfs_propagation : "rslave");
         if (rootfs_parent_mount_private(root, err) < 0)
@@ -1102,8 +1105,6 @@ int rootfs_enter(const struct spec *spec, bool no_pivot, cap_error_t *err)
                 return -1;
         if ((no_pivot ? chroot_into(spec->root_path, err) : pivot_into(spec->root_path, err)) < 0)
                 return -1;
-        if (prop && mount(NULL, "/", NULL, prop, NULL) < 0)
-                return cap_fail(err, errno, "linux.rootfsPropagation: apply `%s` to /", spec->linux.rootfs_propagation);
 
         /* runc's order: sysctls before readonlyPaths (which usually hold /proc/sys). */
         if (spec->hostname && *spec->hostname && sethostname(spec->hostname, strlen(spec->hostname)) < 0)
@@ -1117,5 +1118,8 @@ int rootfs_enter(const struct spec *spec, bool no_pivot, cap_error_t *err)
                 if (mount(NULL, "/", NULL, flags, NULL) < 0)
                         return cap_fail(err, errno, "root.readonly: remount / read-only");
         }
+        /* Last: the paths above are bind mounts, which an unbindable / would refuse. */
+        if (prop && mount(NULL, "/", NULL, prop, NULL) < 0)
+                return cap_fail(err, errno, "linux.rootfsPropagation: apply `%s` to /", spec->linux.rootfs_propagation);
         return 0;
 }

@@ -84,3 +84,37 @@ def test_network_limits_are_applied_or_refused(capsule, bundle, field, value, co
                                         else f"the {controller} controller is not available")), p.stderr
     assert not os.path.exists(os.path.join(capsule.root, bundle.id))
     assert not os.path.exists(procs_cgroup_dir(f"capsule-test/{bundle.id}"))
+
+
+def root_optional_fields(mountinfo):
+    """The optional fields (shared:N, master:N, unbindable) of the container's / mount."""
+    for line in mountinfo.splitlines():
+        f = line.split()
+        if len(f) > 6 and f[4] == "/":
+            return f[6:f.index("-")]
+    raise AssertionError(f"no / in:\n{mountinfo}")
+
+
+@pytest.mark.parametrize("root_path", [".", "rootfs"])
+@pytest.mark.parametrize("propagation,expect", [
+    ("shared", "shared:"), ("rshared", "shared:"), ("private", None), ("rprivate", None),
+    ("slave", None), ("rslave", None), ("unbindable", "unbindable"), ("runbindable", "unbindable"),
+])
+def test_rootfs_propagation(capsule, bundle, root_path, propagation, expect):
+    """runtime-tools gives root.path "." (the bundle is the rootfs); runc 1.1 fails (r)unbindable with EINVAL."""
+    if root_path == ".":
+        bundle.path = bundle.rootfs
+    bundle.config["root"]["path"] = root_path
+    bundle.config["linux"]["rootfsPropagation"] = propagation
+    bundle.set_args("sh", "-c", "cat /proc/self/mountinfo")
+    p = capsule.run("run", "-b", bundle.path, bundle.id)
+    assert p.returncode == 0, p.stderr
+    fields = root_optional_fields(p.stdout)
+    if expect:
+        assert any(f.startswith(expect) for f in fields), fields
+    else:
+        assert not any(f.startswith(("shared:", "unbindable")) for f in fields), fields
+    if propagation == "runbindable":
+        # every mount of the container, not only /
+        info = [l.split() for l in p.stdout.splitlines()]
+        assert all("unbindable" in f[6:f.index("-")] for f in info), p.stdout
