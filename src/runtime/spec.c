@@ -1091,9 +1091,20 @@ static const char *const propagations[] = {
         "shared", "slave", "private", "unbindable", "rshared", "rslave", "rprivate", "runbindable",
 };
 
+static bool device_has_own_rule(const struct spec_resources *r, size_t n, char type, int64_t major, int64_t minor)
+{
+        for (size_t i = 0; i < n; i++) {
+                const struct spec_device_cgroup *c = &r->devices[i];
+                if ((c->type == type || c->type == 'a') && c->major == major && (c->minor == -1 || c->minor == minor))
+                        return true;
+        }
+        return false;
+}
+
 /* The nodes of linux.devices are made with mknod once init is in its device cgroup: allow
  * that mknod, and only that (reading and writing them stays for linux.resources.devices to
- * allow). Appended, so it holds after a deny-all. runc allows mknod of every device instead. */
+ * allow). Appended, so it holds after a deny-all; a device that linux.resources.devices names
+ * by number keeps exactly its rules. runc allows mknod of every device instead. */
 static void allow_device_nodes(struct spec_linux *l)
 {
         struct spec_resources *r = l->resources;
@@ -1105,9 +1116,10 @@ static void allow_device_nodes(struct spec_linux *l)
                 abort();
         for (size_t i = 0; i < l->n_devices; i++) {
                 const struct spec_device *d = &l->devices[i];
-                if (d->type == 'p')
+                char type = d->type == 'b' ? 'b' : 'c';
+                if (d->type == 'p' || device_has_own_rule(r, r->n_devices, type, d->major, d->minor))
                         continue;
-                r->devices[n++] = (struct spec_device_cgroup){ .allow = true, .type = d->type == 'b' ? 'b' : 'c',
+                r->devices[n++] = (struct spec_device_cgroup){ .allow = true, .type = type,
                                                                .major = d->major, .minor = d->minor,
                                                                .access = xstrdup("m") };
         }

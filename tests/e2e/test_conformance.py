@@ -50,18 +50,6 @@ def test_devices_without_host_node_are_created(capsule, bundle):
     ]
 
 
-def test_devices_node_is_made_but_not_opened_without_allow_rule(capsule, bundle):
-    """mknod is all a linux.devices entry gets: linux.resources.devices still decides access."""
-    null2 = {"path": "/dev/null2", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666}
-    mem = {"path": "/dev/mem2", "type": "c", "major": 1, "minor": 1, "fileMode": 0o666}
-    bundle.config["linux"]["devices"] = [null2, mem]
-    bundle.set_args("sh", "-c", "echo x > /dev/null2 && echo null2-ok; head -c1 /dev/mem2 >/dev/null && echo mem-read;"
-                    " ls /dev/mem2")
-    p = capsule.run("run", "-b", bundle.path, bundle.id)
-    assert p.stdout == "null2-ok\n/dev/mem2\n", p.stderr
-    assert "Operation not permitted" in p.stderr
-
-
 @pytest.mark.parametrize("field,value,controller", [
     ("classID", 0x100001, "net_cls"),
     ("priorities", [{"name": "lo", "priority": 5}], "net_prio"),
