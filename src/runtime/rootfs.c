@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <linux/openat2.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -915,6 +916,19 @@ static int rootfs_propagation_flags(const struct spec *spec, unsigned long *out,
         return 0;
 }
 
+/* In the container's mount namespace: nothing mounted from now on may reach the host, and the
+ * rootfs becomes a mount point, which pivot_root needs. */
+static int rootfs_private_root(const char *root, unsigned long prop, const char *prop_name, cap_error_t *err)
+{
+        if (mount(NULL, "/", NULL, prop ? prop : MS_SLAVE | MS_REC, NULL) < 0)
+                return cap_fail(err, errno, "make / %s", prop ? prop_name : "rslave");
+        if (rootfs_parent_mount_private(root, err) < 0)
+                return -1;
+        if (mount(root, root, NULL, MS_BIND | MS_REC, NULL) < 0)
+                return cap_fail(err, errno, "root.path: bind mount `%s`", root);
+        return 0;
+}
+
 int rootfs_setup(const struct spec *spec, bool in_userns, cap_error_t *err)
 {
         const char *root = spec->root_path;
@@ -924,17 +938,14 @@ int rootfs_setup(const struct spec *spec, bool in_userns, cap_error_t *err)
                 return cap_fail(err, EINVAL, "root.path: missing");
         if (rootfs_propagation_flags(spec, &prop, err) < 0)
                 return -1;
-        /* Nothing mounted from now on may reach the host. An unbindable / could not be bound
-         * from: rootfs_enter makes the new / unbindable once everything is in place. */
+        /* An unbindable / could not be bound from: rootfs_enter makes the new / unbindable
+         * once everything is in place. */
         if (prop & MS_UNBINDABLE)
                 prop = 0;
-        if (mount(NULL, "/", NULL, prop ? prop : MS_SLAVE | MS_REC, NULL) < 0)
-                return cap_fail(err, errno, "make / %s", prop ? spec->linux.rootfs_propagation : "rslave");
-        if (rootfs_parent_mount_private(root, err) < 0)
+        /* Without a mount namespace of its own (as runc allows), the host's mount tree is left
+         * as it is: the config's mounts go below the rootfs, which is entered by chroot. */
+        if (spec_namespace(spec, CLONE_NEWNS) && rootfs_private_root(root, prop, spec->linux.rootfs_propagation, err) < 0)
                 return -1;
-        /* pivot_root needs the new root to be a mount point. */
-        if (mount(root, root, NULL, MS_BIND | MS_REC, NULL) < 0)
-                return cap_fail(err, errno, "root.path: bind mount `%s`", root);
         cleanup_close int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (rootfd < 0)
                 return cap_fail(err, errno, "root.path: open `%s`", root);
@@ -979,6 +990,62 @@ static int chroot_into(const char *root, cap_error_t *err)
                 return cap_fail(err, errno, "root.path: chdir `%s`", root);
         if (mount(root, "/", NULL, MS_MOVE, NULL) < 0)
                 return cap_fail(err, errno, "move `%s` to /", root);
+        if (chroot(".") < 0)
+                return cap_fail(err, errno, "chroot `%s`", root);
+        if (chdir("/") < 0)
+                return cap_fail(err, errno, "chdir /");
+        return 0;
+}
+
+/* The mount fd refers to, or -1. */
+static long long mount_id_of(int fd)
+{
+        struct statx stx;
+        if (statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &stx) < 0 || !(stx.stx_mask & STATX_MNT_ID))
+                return -1;
+        return (long long)stx.stx_mnt_id;
+}
+
+int rootfs_host_mounts_detach(const char *root, cap_error_t *err)
+{
+        cleanup_free char *real = realpath(root, NULL);
+        if (!real)
+                return cap_fail(err, errno, "root.path: `%s`", root);
+        cleanup_close int rootfd = open(real, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (rootfd < 0)
+                return cap_fail(err, errno, "root.path: open `%s`", real);
+        struct mountinfo *mi;
+        size_t n;
+        if (mountinfo_read(&mi, &n, err) < 0)
+                return -1;
+        size_t len = strlen(real);
+        int ret = 0;
+        /* Newest first: submounts, and the top of a stack, go before what they cover. */
+        for (size_t i = n; i-- > 0;) {
+                const char *mp = mi[i].mount_point;
+                if (strncmp(mp, real, len) != 0 || mp[len] != '/' || mp[len + 1] == '\0')
+                        continue;
+                /* The container could have swapped a directory on the way for a symlink: reach
+                 * the mount beneath the rootfs, following none, and check it is that mount. */
+                struct open_how how = { .flags = O_PATH | O_CLOEXEC,
+                                        .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS };
+                cleanup_close int fd = (int)syscall(SYS_openat2, rootfd, mp + len + 1, &how, sizeof(how));
+                if (fd < 0 || mount_id_of(fd) != mi[i].id)
+                        continue;
+                char buf[FD_PATH_MAX];
+                if (umount2(fd_path(buf, fd), MNT_DETACH) < 0 && ret == 0)
+                        ret = cap_fail(err, errno, "unmount `%s`", mp);
+        }
+        mountinfo_free(mi, n);
+        return ret;
+}
+
+/* In the host's mount namespace: chroot only; moving the rootfs onto / (--no-pivot) would
+ * move it over the host's /. */
+static int chroot_only(const char *root, cap_error_t *err)
+{
+        if (chdir(root) < 0)
+                return cap_fail(err, errno, "root.path: chdir `%s`", root);
         if (chroot(".") < 0)
                 return cap_fail(err, errno, "chroot `%s`", root);
         if (chdir("/") < 0)
@@ -1103,8 +1170,12 @@ int rootfs_enter(const struct spec *spec, bool no_pivot, cap_error_t *err)
 
         if (validate_enter(spec, err) < 0 || rootfs_propagation_flags(spec, &prop, err) < 0)
                 return -1;
-        if ((no_pivot ? chroot_into(spec->root_path, err) : pivot_into(spec->root_path, err)) < 0)
+        if (!spec_namespace(spec, CLONE_NEWNS)) {
+                if (chroot_only(spec->root_path, err) < 0)
+                        return -1;
+        } else if ((no_pivot ? chroot_into(spec->root_path, err) : pivot_into(spec->root_path, err)) < 0) {
                 return -1;
+        }
 
         /* runc's order: sysctls before readonlyPaths (which usually hold /proc/sys). */
         if (spec->hostname && *spec->hostname && sethostname(spec->hostname, strlen(spec->hostname)) < 0)

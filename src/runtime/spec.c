@@ -1201,6 +1201,19 @@ static int parse_root_object(struct pctx *c, json_t *root, struct spec *spec)
                 if (spec->domainname && *spec->domainname)
                         return pfail(c, "domainname", "requires a uts namespace in linux.namespaces");
         }
+        /* Without a mount namespace of its own, these would remount or cover the host's paths
+         * (runc refuses the masked and read-only paths; it ignores root.readonly and applies
+         * rootfsPropagation to the host's /). */
+        if (!spec_namespace(spec, CLONE_NEWNS)) {
+                const char *field = spec->root_readonly                                          ? "root.readonly"
+                                    : spec->linux.masked_paths && spec->linux.masked_paths[0]     ? "linux.maskedPaths"
+                                    : spec->linux.readonly_paths && spec->linux.readonly_paths[0] ? "linux.readonlyPaths"
+                                    : spec->linux.rootfs_propagation && *spec->linux.rootfs_propagation
+                                            ? "linux.rootfsPropagation"
+                                            : NULL;
+                if (field)
+                        return pfail(c, field, "requires a mount namespace in linux.namespaces");
+        }
         return 0;
 }
 

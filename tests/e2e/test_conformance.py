@@ -2,6 +2,7 @@
 linux.devices without a host node, unavailable cgroup controllers, rootfsPropagation with a
 root given as ".", and a container without a mount namespace of its own."""
 import os
+import shlex
 import subprocess
 
 import pytest
@@ -106,3 +107,85 @@ def test_rootfs_propagation(capsule, bundle, root_path, propagation, expect):
         # every mount of the container, not only /
         info = [l.split() for l in p.stdout.splitlines()]
         assert all("unbindable" in f[6:f.index("-")] for f in info), p.stdout
+
+
+def without_mount_ns(bundle):
+    """runtime-tools' linux_ns_itype: no mount namespace (runc also needs no masked/read-only paths)."""
+    cfg = bundle.config
+    cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"] if n["type"] != "mount"]
+    cfg["linux"].pop("maskedPaths", None)
+    cfg["linux"].pop("readonlyPaths", None)
+    bundle.write()
+
+
+def in_private_mount_ns(script):
+    """Run script as the "host" in a mount namespace of its own whose / is shared, as on systemd hosts:
+    the container's mounts must neither stay behind nor change the propagation there."""
+    p = subprocess.run(["unshare", "--mount", "--propagation", "unchanged", "sh", "-euc",
+                        "mount --make-rshared /\n" + script], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout
+
+
+def host_view(bundle):
+    """Shell that prints what the host sees: its mount namespace, /'s propagation, mounts below the rootfs."""
+    rootfs = os.path.realpath(bundle.rootfs)
+    return (f"echo host-ns $(readlink /proc/self/ns/mnt); findmnt -n -o PROPAGATION /;"
+            f" grep -c ' {rootfs}/' /proc/self/mountinfo || true\n")
+
+
+def test_no_mount_namespace_runs_chrooted_in_the_hosts(capsule, bundle):
+    without_mount_ns(bundle)
+    bundle.set_args("sh", "-c", "echo ctr-ns $(readlink /proc/self/ns/mnt); ls /; test -e /etc/debian_version && echo host-visible;"
+                    " grep -c ' /proc ' /proc/self/mountinfo; echo x > /dev/null && echo devnull-ok")
+    out = in_private_mount_ns(host_view(bundle) + shlex.join(capsule.cmd("run", "-b", bundle.path, bundle.id))
+                              + "\n" + host_view(bundle))
+    lines = out.splitlines()
+    host_ns, prop, below = lines[0:3]
+    assert lines[3] == "ctr-ns " + host_ns.split()[1], out  # the host's mount namespace
+    assert "bin" in lines and "work" not in lines and "host-visible" not in lines, out
+    assert "devnull-ok" in lines, out
+    # after the container: the same propagation, and nothing mounted below its rootfs
+    assert (prop, below) == ("shared", "0") and lines[-3:] == [host_ns, "shared", "0"], out
+
+
+def test_no_mount_namespace_mounts_are_the_hosts_until_delete(capsule, bundle):
+    without_mount_ns(bundle)
+    bundle.set_args("sleep", "100")
+    run = shlex.join(capsule.cmd("run", "-d", "-b", bundle.path, bundle.id))
+    exe = shlex.join(capsule.cmd("exec", bundle.id, "sh", "-c", "ls /bin/busybox /proc/1/status"))
+    delete = shlex.join(capsule.cmd("delete", "--force", bundle.id))
+    out = in_private_mount_ns(f"{run}\n{host_view(bundle)}{exe}\n{delete}\n{host_view(bundle)}")
+    lines = out.splitlines()
+    assert int(lines[2]) >= 5, out  # proc, /dev, its submounts, sysfs...: in the host's namespace, as runc
+    assert lines[3:5] == ["/bin/busybox", "/proc/1/status"], out  # exec enters the same chroot
+    assert lines[-2:] == ["shared", "0"], out
+    assert not os.path.exists(os.path.join(capsule.root, bundle.id))
+
+
+def test_no_mount_namespace_failed_create_leaves_no_mount(capsule, bundle):
+    without_mount_ns(bundle)
+    bundle.config["mounts"].append({"destination": "/data", "type": "bind", "source": "/nonexistent-capsule-src",
+                                    "options": ["bind"]})
+    bundle.set_args("true")
+    create = shlex.join(capsule.cmd("create", "-b", bundle.path, bundle.id))
+    out = in_private_mount_ns(f"{create} 2>&1 && exit 1 || true\n{host_view(bundle)}")
+    assert "mounts[" in out and "/nonexistent-capsule-src" in out, out
+    assert out.splitlines()[-2:] == ["shared", "0"], out
+    assert not os.path.exists(os.path.join(capsule.root, bundle.id))
+
+
+@pytest.mark.parametrize("field,setting", [
+    ("root.readonly", lambda c: c["root"].update(readonly=True)),
+    ("linux.maskedPaths", lambda c: c["linux"].update(maskedPaths=["/proc/kcore"])),
+    ("linux.readonlyPaths", lambda c: c["linux"].update(readonlyPaths=["/proc/sys"])),
+    ("linux.rootfsPropagation", lambda c: c["linux"].update(rootfsPropagation="shared")),
+])
+def test_no_mount_namespace_refuses_what_would_touch_host_mounts(capsule, bundle, field, setting):
+    without_mount_ns(bundle)
+    setting(bundle.config)
+    bundle.set_args("true")
+    p = capsule.run("create", "-b", bundle.path, bundle.id)
+    assert p.returncode != 0
+    assert p.stderr.strip() == f"capsule: config.json: {field}: requires a mount namespace in linux.namespaces", p.stderr
+    assert not os.path.exists(os.path.join(capsule.root, bundle.id))
