@@ -688,6 +688,16 @@ static const char *userns_fallback_source(const char *type)
         return NULL;
 }
 
+/* Whether dest resolves to the root itself. In the host's mount namespace a mount there would
+ * cover the rootfs directory, where it cannot be told from a mount the host made. */
+static bool is_root(int rootfd, const char *dest)
+{
+        cleanup_error cap_error_t ignored = NULL;
+        cleanup_close int fd = open_in_root(rootfd, dest, CREATE_NONE, &ignored);
+        struct stat a, b;
+        return fd >= 0 && fstat(fd, &a) == 0 && fstat(rootfd, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 static int mount_entry(int rootfd, const struct spec *spec, const struct spec_mount *m, bool in_userns,
                        cap_error_t *err)
 {
@@ -696,6 +706,8 @@ static int mount_entry(int rootfd, const struct spec *spec, const struct spec_mo
                 return -1;
         if (!m->destination || m->destination[0] != '/')
                 return cap_fail(err, EINVAL, "destination must be an absolute path");
+        if (!spec_namespace(spec, CLONE_NEWNS) && is_root(rootfd, m->destination))
+                return cap_fail(err, EINVAL, "destination is the rootfs itself: that needs a mount namespace");
 
         int ret;
         if (is_bind(m, &mo)) {

@@ -189,3 +189,19 @@ def test_no_mount_namespace_refuses_what_would_touch_host_mounts(capsule, bundle
     assert p.returncode != 0
     assert p.stderr.strip() == f"capsule: config.json: {field}: requires a mount namespace in linux.namespaces", p.stderr
     assert not os.path.exists(os.path.join(capsule.root, bundle.id))
+
+
+@pytest.mark.parametrize("dest", ["/", "/up/.."])
+def test_no_mount_namespace_refuses_a_mount_over_the_rootfs(capsule, bundle, dest):
+    """It would cover the host's rootfs directory, where delete could not tell it from the host's own."""
+    os.symlink("/", os.path.join(bundle.rootfs, "up"))
+    without_mount_ns(bundle)
+    bundle.config["mounts"].append({"destination": dest, "type": "tmpfs", "source": "tmpfs", "options": []})
+    bundle.set_args("true")
+    create = shlex.join(capsule.cmd("create", "-b", bundle.path, bundle.id))
+    rootfs = os.path.realpath(bundle.rootfs)
+    out = in_private_mount_ns(f"{create} 2>&1 && exit 1 || true\n{host_view(bundle)}"
+                              f"grep -c ' {rootfs} ' /proc/self/mountinfo || true")
+    assert f"({dest}): destination is the rootfs itself: that needs a mount namespace" in out, out
+    assert out.splitlines()[-3:] == ["shared", "0", "0"], out
+    assert not os.path.exists(os.path.join(capsule.root, bundle.id))
