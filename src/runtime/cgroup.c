@@ -931,7 +931,7 @@ static const char *blkio_field(const struct spec_blkio *b)
 /* One group of resources: the v1 controller that holds it, or its v2 controller ("" when it
  * needs none, NULL when v2 has no equivalent). */
 static int apply_group(struct cgroup *cg, const char *group, const char *v1, const char *v2, const char *field,
-                       bool optional, const struct spec_resources *res, cap_error_t *err)
+                       const struct spec_resources *res, cap_error_t *err)
 {
         struct cgroup_hier *h = hier_v1(cg, v1);
         if (h)
@@ -942,10 +942,10 @@ static int apply_group(struct cgroup *cg, const char *group, const char *v1, con
                         return -1;
                 return cgroup_v2_apply(h, group, res, err);
         }
-        if (optional) {
-                log_debug("%s: no %s controller, skipped", field, v1);
-                return 0;
-        }
+        /* A limit that cannot be applied is an error, never skipped (runc refuses net_cls and
+         * net_prio too when they are not mounted). */
+        if (!v2 && cg->mode == CGROUP_MODE_V2)
+                return cap_fail(err, 0, "%s: cgroup v2 has no %s controller", field, v1);
         if (cg->denied)
                 return cap_fail(err, 0, "%s: the %s controller is not available (rootless: %s)", field, v1, cg->denied);
         return cap_fail(err, 0, "%s: the %s controller is not available", field, v1);
@@ -969,28 +969,28 @@ int cgroup_apply(struct cgroup *cg, const struct spec_resources *res, cap_error_
                         return cap_fail(err, 0, "linux.resources: limits are set but there is no cgroup");
                 return 0;
         }
-        if ((f = memory_field(&res->memory)) && apply_group(cg, "memory", "memory", "memory", f, false, res, err) < 0)
+        if ((f = memory_field(&res->memory)) && apply_group(cg, "memory", "memory", "memory", f, res, err) < 0)
                 return -1;
-        if ((f = cpu_field(&res->cpu)) && apply_group(cg, "cpu", "cpu", "cpu", f, false, res, err) < 0)
+        if ((f = cpu_field(&res->cpu)) && apply_group(cg, "cpu", "cpu", "cpu", f, res, err) < 0)
                 return -1;
         if ((res->cpu.cpus || res->cpu.mems) &&
             apply_group(cg, "cpuset", "cpuset", "cpuset",
-                        res->cpu.cpus ? "linux.resources.cpu.cpus" : "linux.resources.cpu.mems", false, res, err) < 0)
+                        res->cpu.cpus ? "linux.resources.cpu.cpus" : "linux.resources.cpu.mems", res, err) < 0)
                 return -1;
-        if (res->pids_limit.set && apply_group(cg, "pids", "pids", "pids", "linux.resources.pids.limit", false, res, err) < 0)
+        if (res->pids_limit.set && apply_group(cg, "pids", "pids", "pids", "linux.resources.pids.limit", res, err) < 0)
                 return -1;
-        if ((f = blkio_field(&res->blkio)) && apply_group(cg, "blkio", "blkio", "io", f, false, res, err) < 0)
+        if ((f = blkio_field(&res->blkio)) && apply_group(cg, "blkio", "blkio", "io", f, res, err) < 0)
                 return -1;
         if (res->n_hugepage_limits &&
-            apply_group(cg, "hugetlb", "hugetlb", "hugetlb", "linux.resources.hugepageLimits", false, res, err) < 0)
+            apply_group(cg, "hugetlb", "hugetlb", "hugetlb", "linux.resources.hugepageLimits", res, err) < 0)
                 return -1;
         if (res->net_class_id.set &&
-            apply_group(cg, "net_cls", "net_cls", NULL, "linux.resources.network.classID", true, res, err) < 0)
+            apply_group(cg, "net_cls", "net_cls", NULL, "linux.resources.network.classID", res, err) < 0)
                 return -1;
         if (res->n_net_priorities &&
-            apply_group(cg, "net_prio", "net_prio", NULL, "linux.resources.network.priorities", true, res, err) < 0)
+            apply_group(cg, "net_prio", "net_prio", NULL, "linux.resources.network.priorities", res, err) < 0)
                 return -1;
-        if (res->n_devices && apply_group(cg, "devices", "devices", "", "linux.resources.devices", false, res, err) < 0)
+        if (res->n_devices && apply_group(cg, "devices", "devices", "", "linux.resources.devices", res, err) < 0)
                 return -1;
         if (res->unified && res->unified[0]) {
                 struct cgroup_hier *u = hier_unified(cg);

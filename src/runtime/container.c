@@ -545,7 +545,10 @@ static int create_talk(int sync_fd, pid_t setup_pid, const struct container_opts
                 case SYNC_HOOKS: {
                         cleanup_state struct state *st = state_new(o, spec, *init_pid, cg);
                         cleanup_free char *json = state_oci_string(st, "creating");
-                        if (hooks_run(&spec->hooks.prestart, "prestart", json, err) < 0 ||
+                        /* The runtime-spec runs prestart after `start` is called, so it sees "created"
+                         * (runtime-tools' hooks_stdin checks it; runc says "creating"). */
+                        cleanup_free char *prestart_json = state_oci_string(st, "created");
+                        if (hooks_run(&spec->hooks.prestart, "prestart", prestart_json, err) < 0 ||
                             hooks_run(&spec->hooks.create_runtime, "createRuntime", json, err) < 0)
                                 return -1;
                         sync_send(sync_fd, SYNC_HOOKS_ACK, *init_pid, json);
@@ -600,8 +603,6 @@ int container_create(const struct container_opts *o, pid_t *init_pid, cap_error_
                 return -1;
         if (!spec->process)
                 return cap_fail(err, 0, "config.json: process: required to create a container");
-        if (!spec_namespace(spec, CLONE_NEWNS))
-                return cap_fail(err, 0, "config.json: linux.namespaces: a mount namespace is required");
         if (spec->process->terminal && o->console_socket_fd < 0)
                 return cap_fail(err, 0, "process.terminal is true: --console-socket is required (or run without --detach)");
         if (process_prepare(spec->process, spec->linux.personality_domain, &prep, err) < 0)
@@ -667,6 +668,9 @@ out:
                 if (child_pid != *init_pid)
                         kill_and_reap(child_pid);
                 cleanup_error cap_error_t ignored = NULL;
+                if (child_pid > 0 && !spec_namespace(spec, CLONE_NEWNS))
+                        rootfs_host_mounts_detach(spec->root_path, &ignored);
+                cap_error_free(&ignored);
                 if (cg_created)
                         cgroup_destroy(cg, &ignored);
                 cap_error_free(&ignored);
@@ -819,6 +823,8 @@ int container_delete(const char *root, const char *id, bool force, cap_error_t *
         } else {
                 log_warning("%s", hook_err->msg);
         }
+        if (spec && !spec_namespace(spec, CLONE_NEWNS) && rootfs_host_mounts_detach(st->rootfs, &hook_err) < 0)
+                log_warning("%s", hook_err->msg);
         cleanup_free char *dir = state_dir(root, id);
         log_debug("deleted container %s (was %s)", id, status);
         return rm_rf(dir, err);

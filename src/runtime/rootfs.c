@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <linux/openat2.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -687,6 +688,16 @@ static const char *userns_fallback_source(const char *type)
         return NULL;
 }
 
+/* Whether dest resolves to the root itself. In the host's mount namespace a mount there would
+ * cover the rootfs directory, where it cannot be told from a mount the host made. */
+static bool is_root(int rootfd, const char *dest)
+{
+        cleanup_error cap_error_t ignored = NULL;
+        cleanup_close int fd = open_in_root(rootfd, dest, CREATE_NONE, &ignored);
+        struct stat a, b;
+        return fd >= 0 && fstat(fd, &a) == 0 && fstat(rootfd, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
 static int mount_entry(int rootfd, const struct spec *spec, const struct spec_mount *m, bool in_userns,
                        cap_error_t *err)
 {
@@ -695,6 +706,8 @@ static int mount_entry(int rootfd, const struct spec *spec, const struct spec_mo
                 return -1;
         if (!m->destination || m->destination[0] != '/')
                 return cap_fail(err, EINVAL, "destination must be an absolute path");
+        if (!spec_namespace(spec, CLONE_NEWNS) && is_root(rootfd, m->destination))
+                return cap_fail(err, EINVAL, "destination is the rootfs itself: that needs a mount namespace");
 
         int ret;
         if (is_bind(m, &mo)) {
@@ -915,6 +928,19 @@ static int rootfs_propagation_flags(const struct spec *spec, unsigned long *out,
         return 0;
 }
 
+/* In the container's mount namespace: nothing mounted from now on may reach the host, and the
+ * rootfs becomes a mount point, which pivot_root needs. */
+static int rootfs_private_root(const char *root, unsigned long prop, const char *prop_name, cap_error_t *err)
+{
+        if (mount(NULL, "/", NULL, prop ? prop : MS_SLAVE | MS_REC, NULL) < 0)
+                return cap_fail(err, errno, "make / %s", prop ? prop_name : "rslave");
+        if (rootfs_parent_mount_private(root, err) < 0)
+                return -1;
+        if (mount(root, root, NULL, MS_BIND | MS_REC, NULL) < 0)
+                return cap_fail(err, errno, "root.path: bind mount `%s`", root);
+        return 0;
+}
+
 int rootfs_setup(const struct spec *spec, bool in_userns, cap_error_t *err)
 {
         const char *root = spec->root_path;
@@ -924,14 +950,14 @@ int rootfs_setup(const struct spec *spec, bool in_userns, cap_error_t *err)
                 return cap_fail(err, EINVAL, "root.path: missing");
         if (rootfs_propagation_flags(spec, &prop, err) < 0)
                 return -1;
-        /* Nothing mounted from now on may reach the host. */
-        if (mount(NULL, "/", NULL, prop ? prop : MS_SLAVE | MS_REC, NULL) < 0)
-                return cap_fail(err, errno, "make / %s", prop ? spec->linux.rootfs_propagation : "rslave");
-        if (rootfs_parent_mount_private(root, err) < 0)
+        /* An unbindable / could not be bound from: rootfs_enter makes the new / unbindable
+         * once everything is in place. */
+        if (prop & MS_UNBINDABLE)
+                prop = 0;
+        /* Without a mount namespace of its own (as runc allows), the host's mount tree is left
+         * as it is: the config's mounts go below the rootfs, which is entered by chroot. */
+        if (spec_namespace(spec, CLONE_NEWNS) && rootfs_private_root(root, prop, spec->linux.rootfs_propagation, err) < 0)
                 return -1;
-        /* pivot_root needs the new root to be a mount point. */
-        if (mount(root, root, NULL, MS_BIND | MS_REC, NULL) < 0)
-                return cap_fail(err, errno, "root.path: bind mount `%s`", root);
         cleanup_close int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (rootfd < 0)
                 return cap_fail(err, errno, "root.path: open `%s`", root);
@@ -976,6 +1002,62 @@ static int chroot_into(const char *root, cap_error_t *err)
                 return cap_fail(err, errno, "root.path: chdir `%s`", root);
         if (mount(root, "/", NULL, MS_MOVE, NULL) < 0)
                 return cap_fail(err, errno, "move `%s` to /", root);
+        if (chroot(".") < 0)
+                return cap_fail(err, errno, "chroot `%s`", root);
+        if (chdir("/") < 0)
+                return cap_fail(err, errno, "chdir /");
+        return 0;
+}
+
+/* The mount fd refers to, or -1. */
+static long long mount_id_of(int fd)
+{
+        struct statx stx;
+        if (statx(fd, "", AT_EMPTY_PATH, STATX_MNT_ID, &stx) < 0 || !(stx.stx_mask & STATX_MNT_ID))
+                return -1;
+        return (long long)stx.stx_mnt_id;
+}
+
+int rootfs_host_mounts_detach(const char *root, cap_error_t *err)
+{
+        cleanup_free char *real = realpath(root, NULL);
+        if (!real)
+                return cap_fail(err, errno, "root.path: `%s`", root);
+        cleanup_close int rootfd = open(real, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (rootfd < 0)
+                return cap_fail(err, errno, "root.path: open `%s`", real);
+        struct mountinfo *mi;
+        size_t n;
+        if (mountinfo_read(&mi, &n, err) < 0)
+                return -1;
+        size_t len = strlen(real);
+        int ret = 0;
+        /* Newest first: submounts, and the top of a stack, go before what they cover. */
+        for (size_t i = n; i-- > 0;) {
+                const char *mp = mi[i].mount_point;
+                if (strncmp(mp, real, len) != 0 || mp[len] != '/' || mp[len + 1] == '\0')
+                        continue;
+                /* The container could have swapped a directory on the way for a symlink: reach
+                 * the mount beneath the rootfs, following none, and check it is that mount. */
+                struct open_how how = { .flags = O_PATH | O_CLOEXEC,
+                                        .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS };
+                cleanup_close int fd = (int)syscall(SYS_openat2, rootfd, mp + len + 1, &how, sizeof(how));
+                if (fd < 0 || mount_id_of(fd) != mi[i].id)
+                        continue;
+                char buf[FD_PATH_MAX];
+                if (umount2(fd_path(buf, fd), MNT_DETACH) < 0 && ret == 0)
+                        ret = cap_fail(err, errno, "unmount `%s`", mp);
+        }
+        mountinfo_free(mi, n);
+        return ret;
+}
+
+/* In the host's mount namespace: chroot only; moving the rootfs onto / (--no-pivot) would
+ * move it over the host's /. */
+static int chroot_only(const char *root, cap_error_t *err)
+{
+        if (chdir(root) < 0)
+                return cap_fail(err, errno, "root.path: chdir `%s`", root);
         if (chroot(".") < 0)
                 return cap_fail(err, errno, "chroot `%s`", root);
         if (chdir("/") < 0)
@@ -1100,10 +1182,12 @@ int rootfs_enter(const struct spec *spec, bool no_pivot, cap_error_t *err)
 
         if (validate_enter(spec, err) < 0 || rootfs_propagation_flags(spec, &prop, err) < 0)
                 return -1;
-        if ((no_pivot ? chroot_into(spec->root_path, err) : pivot_into(spec->root_path, err)) < 0)
+        if (!spec_namespace(spec, CLONE_NEWNS)) {
+                if (chroot_only(spec->root_path, err) < 0)
+                        return -1;
+        } else if ((no_pivot ? chroot_into(spec->root_path, err) : pivot_into(spec->root_path, err)) < 0) {
                 return -1;
-        if (prop && mount(NULL, "/", NULL, prop, NULL) < 0)
-                return cap_fail(err, errno, "linux.rootfsPropagation: apply `%s` to /", spec->linux.rootfs_propagation);
+        }
 
         /* runc's order: sysctls before readonlyPaths (which usually hold /proc/sys). */
         if (spec->hostname && *spec->hostname && sethostname(spec->hostname, strlen(spec->hostname)) < 0)
@@ -1117,5 +1201,8 @@ int rootfs_enter(const struct spec *spec, bool no_pivot, cap_error_t *err)
                 if (mount(NULL, "/", NULL, flags, NULL) < 0)
                         return cap_fail(err, errno, "root.readonly: remount / read-only");
         }
+        /* Last: the paths above are bind mounts, which an unbindable / would refuse. */
+        if (prop && mount(NULL, "/", NULL, prop, NULL) < 0)
+                return cap_fail(err, errno, "linux.rootfsPropagation: apply `%s` to /", spec->linux.rootfs_propagation);
         return 0;
 }

@@ -1,4 +1,5 @@
-/* The container's filesystem view, built inside its new mount namespace:
+/* The container's filesystem view, built inside its new mount namespace (or, without one,
+ * below the rootfs in the host's, entered by chroot):
  * rootfs propagation, the bind of the rootfs onto itself, every OCI mount
  * (bind/rbind, propagation, read-only remounts of binds, tmpfs, proc, sysfs,
  * mqueue, devpts, cgroup), the default /dev and linux.devices, pivot_root (or
@@ -31,5 +32,9 @@ int rootfs_setup(const struct spec *spec, bool in_userns, cap_error_t *err);
 /* After the createContainer hooks: pivot_root (or chroot with no_pivot), then
  * maskedPaths, readonlyPaths, read-only root, sysctl, hostname and domainname. */
 int rootfs_enter(const struct spec *spec, bool no_pivot, cap_error_t *err);
+
+/* A container without a mount namespace of its own mounts in the host's, below its rootfs:
+ * detach everything mounted there (delete, failed create). */
+int rootfs_host_mounts_detach(const char *root, cap_error_t *err);
 
 #endif

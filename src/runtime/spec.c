@@ -1091,6 +1091,41 @@ static const char *const propagations[] = {
         "shared", "slave", "private", "unbindable", "rshared", "rslave", "rprivate", "runbindable",
 };
 
+static bool device_has_own_rule(const struct spec_resources *r, size_t n, char type, int64_t major, int64_t minor)
+{
+        for (size_t i = 0; i < n; i++) {
+                const struct spec_device_cgroup *c = &r->devices[i];
+                if ((c->type == type || c->type == 'a') && c->major == major && (c->minor == -1 || c->minor == minor))
+                        return true;
+        }
+        return false;
+}
+
+/* The nodes of linux.devices are made with mknod once init is in its device cgroup: allow
+ * that mknod, and only that (reading and writing them stays for linux.resources.devices to
+ * allow). Appended, so it holds after a deny-all; a device that linux.resources.devices names
+ * by number keeps exactly its rules. runc allows mknod of every device instead. */
+static void allow_device_nodes(struct spec_linux *l)
+{
+        struct spec_resources *r = l->resources;
+        if (!r || !r->n_devices)
+                return;
+        size_t n = r->n_devices;
+        r->devices = realloc(r->devices, (n + l->n_devices) * sizeof(*r->devices));
+        if (!r->devices)
+                abort();
+        for (size_t i = 0; i < l->n_devices; i++) {
+                const struct spec_device *d = &l->devices[i];
+                char type = d->type == 'b' ? 'b' : 'c';
+                if (d->type == 'p' || device_has_own_rule(r, r->n_devices, type, d->major, d->minor))
+                        continue;
+                r->devices[n++] = (struct spec_device_cgroup){ .allow = true, .type = type,
+                                                               .major = d->major, .minor = d->minor,
+                                                               .access = xstrdup("m") };
+        }
+        r->n_devices = n;
+}
+
 static int parse_linux(struct pctx *c, json_t *root, struct spec_linux *l)
 {
         json_t *lx;
@@ -1115,6 +1150,7 @@ static int parse_linux(struct pctx *c, json_t *root, struct spec_linux *l)
         if (l->rootfs_propagation && *l->rootfs_propagation &&
             name_lookup(propagations, ARRAY_SIZE(propagations), l->rootfs_propagation) < 0)
                 return pfail(c, "linux.rootfsPropagation", "unknown propagation \"%s\"", l->rootfs_propagation);
+        allow_device_nodes(l);
         return 0;
 }
 
@@ -1164,6 +1200,19 @@ static int parse_root_object(struct pctx *c, json_t *root, struct spec *spec)
                         return pfail(c, "hostname", "requires a uts namespace in linux.namespaces");
                 if (spec->domainname && *spec->domainname)
                         return pfail(c, "domainname", "requires a uts namespace in linux.namespaces");
+        }
+        /* Without a mount namespace of its own, these would remount or cover the host's paths
+         * (runc refuses the masked and read-only paths; it ignores root.readonly and applies
+         * rootfsPropagation to the host's /). */
+        if (!spec_namespace(spec, CLONE_NEWNS)) {
+                const char *field = spec->root_readonly                                          ? "root.readonly"
+                                    : spec->linux.masked_paths && spec->linux.masked_paths[0]     ? "linux.maskedPaths"
+                                    : spec->linux.readonly_paths && spec->linux.readonly_paths[0] ? "linux.readonlyPaths"
+                                    : spec->linux.rootfs_propagation && *spec->linux.rootfs_propagation
+                                            ? "linux.rootfsPropagation"
+                                            : NULL;
+                if (field)
+                        return pfail(c, field, "requires a mount namespace in linux.namespaces");
         }
         return 0;
 }

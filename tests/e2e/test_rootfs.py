@@ -270,14 +270,14 @@ def test_linux_devices(capsule, bundle):
     assert p.returncode != 0 and "Permission denied" in p.stderr
 
 
-def test_device_outside_the_allowlist_fails_create(capsule, bundle):
-    """The device cgroup applies before /dev is built: a node it denies cannot even be created."""
+def test_device_outside_the_allowlist_is_made_but_cannot_be_opened(capsule, bundle):
+    """The device cgroup applies before /dev is built: a linux.devices node is still made (mknod only
+    is allowed for it, as runc allows), but only linux.resources.devices can let it be opened."""
     bundle.config["linux"]["devices"] = [{"path": "/dev/mem0", "type": "c", "major": 1, "minor": 1, "fileMode": 0o666}]
-    bundle.write()
-    p = capsule.run("create", "-b", bundle.path, bundle.id)
-    assert p.returncode != 0 and "/dev/mem0" in p.stderr
-    assert not os.path.exists(os.path.join(capsule.root, bundle.id))
-    assert not os.path.exists(os.path.join(bundle.rootfs, "dev", "mem0"))
+    bundle.set_args("sh", "-c", "stat -c '%F %t:%T' /dev/mem0; head -c1 /dev/mem0 >/dev/null && echo read")
+    p = capsule.run("run", "-b", bundle.path, bundle.id)
+    assert p.stdout == "character special file 1:1\n", p.stderr
+    assert "Operation not permitted" in p.stderr
 
 
 def allow_without_mknod(bundle, major, minor):

@@ -35,6 +35,7 @@ pytestmark = pytest.mark.testbed
 MODULES = [
     "tests/e2e/test_bad_input.py",
     "tests/e2e/test_cgroups.py",
+    "tests/e2e/test_conformance.py",
     "tests/e2e/test_containerd.py",
     "tests/e2e/test_hooks.py",
     "tests/e2e/test_lifecycle.py",

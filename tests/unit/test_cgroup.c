@@ -536,11 +536,12 @@ TEST(apply_errors_name_fields)
         CHECK(err && strstr(err->msg, "linux.resources.pids.limit") && strstr(err->msg, "pids controller"));
         cap_error_free(&err);
 
-        /* net_cls is not mounted here: skipped without error */
+        /* a limit whose controller is missing is refused, never skipped (net_cls, as runc does) */
         struct spec_resources net = { 0 };
         net.net_class_id = (opt_u64){ true, 0x100001 };
-        if (!cgroup_controller_path(cg, "net_cls"))
-                CHECK(cgroup_apply(mem_only, &net, &err) == 0);
+        CHECK(cgroup_apply(mem_only, &net, &err) < 0);
+        CHECK(err && strstr(err->msg, "linux.resources.network.classID") && strstr(err->msg, "net_cls controller"));
+        cap_error_free(&err);
 }
 
 TEST(rootless_without_cgroup)

@@ -336,6 +336,28 @@ TEST(parse_minimal)
         CHECK(spec_namespace(s, CLONE_NEWPID) == NULL);
 }
 
+TEST(linux_devices_may_be_made_in_a_deny_all_cgroup)
+{
+        cleanup_spec struct spec *s = NULL;
+        cleanup_error cap_error_t err = NULL;
+
+        CHECK(spec_parse("{\"ociVersion\": \"1.0.2\", \"root\": {\"path\": \"rootfs\"}, \"linux\": {\"devices\": [\n"
+                         "  {\"path\": \"/dev/mem0\", \"type\": \"c\", \"major\": 1, \"minor\": 1},\n"
+                         "  {\"path\": \"/dev/sdz\", \"type\": \"b\", \"major\": 8, \"minor\": 7},\n"
+                         "  {\"path\": \"/dev/fuse\", \"type\": \"c\", \"major\": 10, \"minor\": 229},\n"
+                         "  {\"path\": \"/dev/fifo\", \"type\": \"p\"}],\n"
+                         " \"resources\": {\"devices\": [{\"allow\": false, \"access\": \"rwm\"},\n"
+                         "  {\"allow\": true, \"type\": \"c\", \"major\": 10, \"minor\": -1, \"access\": \"rw\"}]}}}",
+                         NULL, &s, &err) == 0);
+        struct spec_resources *r = s->linux.resources;
+        /* mknod only, after the config's rules; /dev/fuse keeps the rules that name it; a fifo needs none */
+        CHECK(r->n_devices == 4);
+        CHECK(r->devices[2].allow && r->devices[2].type == 'c' && r->devices[2].major == 1 && r->devices[2].minor == 1);
+        CHECK_STR(r->devices[2].access, "m");
+        CHECK(r->devices[3].allow && r->devices[3].type == 'b' && r->devices[3].major == 8 && r->devices[3].minor == 7);
+        CHECK_STR(r->devices[3].access, "m");
+}
+
 static bool has_cgroup2(void)
 {
         struct statfs fs;
