@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/util.h"
+#include "runtime/procfs.h"
 
 /* Longest fd path: "/proc/self/fd/" plus an int. */
 #define FD_PATH_MAX 32
@@ -1046,7 +1047,7 @@ static int sysctl_write(const struct spec *spec, cap_error_t *err)
                 for (char *c = path + strlen("/proc/sys/"); *c; c++)
                         if (*c == '.')
                                 *c = '/';
-                if (write_file(path, sysctl[i + 1], strlen(sysctl[i + 1]), err) < 0)
+                if (procfs_write(path, sysctl[i + 1], strlen(sysctl[i + 1]), err) < 0)
                         return cap_error_prefix(err, "linux.sysctl.%s", sysctl[i]);
         }
         return 0;
