@@ -436,10 +436,11 @@ static int process_exec_prepare(const struct spec_process *proc, int console_fd,
         return process_find_executable(proc, exe, err);
 }
 
-/* host_pid: the process's pid as the runtime sees it, for the seccomp listener. */
+/* host_pid: the process's pid as the runtime sees it, for the seccomp listener. An error goes
+ * to report_fd as a SYNC_ERROR message when sync, else as plain text (`start`'s connection). */
 static __attribute__((noreturn)) void process_exec_final(const struct spec_process *proc, const struct process_prep *prep,
                                                          const struct seccomp_prog *seccomp, pid_t host_pid, const char *state_json,
-                                                         const char *exe, int report_fd)
+                                                         const char *exe, int report_fd, bool sync)
 {
         cleanup_error cap_error_t err = NULL;
 
@@ -454,7 +455,10 @@ static __attribute__((noreturn)) void process_exec_final(const struct spec_proce
         execve(exe, proc->args, proc->env ? proc->env : (char *[]){ NULL });
         cap_fail(&err, errno, "exec `%s`", exe);
 fail:
-        dprintf(report_fd, "%s", err->msg);
+        if (sync)
+                sync_send(report_fd, SYNC_ERROR, 0, err->msg);
+        else
+                dprintf(report_fd, "%s", err->msg);
         _exit(127);
 }
 
@@ -507,7 +511,7 @@ static __attribute__((noreturn)) void init_main(struct launch *l)
                 dprintf(conn, "%s", err->msg);
                 _exit(1);
         }
-        process_exec_final(proc, l->prep, l->seccomp, host_pid, start_state, exe, conn);
+        process_exec_final(proc, l->prep, l->seccomp, host_pid, start_state, exe, conn, false);
 }
 
 /* In a new user namespace: have the runtime write the id maps, then become root of the
@@ -987,7 +991,7 @@ static __attribute__((noreturn)) void exec_process_main(struct exec_launch *l)
         if (l->wait_ack && (sync_send(l->sync_fd, SYNC_EXEC_WAIT, 0, NULL) < 0 ||
                             sync_expect(l->sync_fd, SYNC_EXEC_ACK, &host_pid, NULL, &err) < 0))
                 _exit(1);
-        process_exec_final(proc, l->prep, l->seccomp, host_pid, l->state_json, exe, l->sync_fd);
+        process_exec_final(proc, l->prep, l->seccomp, host_pid, l->state_json, exe, l->sync_fd, true);
 }
 
 static __attribute__((noreturn)) void exec_setup_main(struct exec_launch *l)
@@ -1124,7 +1128,6 @@ int container_exec(const struct exec_opts *o, pid_t *pid, cap_error_t *err)
                 } else if (h.type == SYNC_EXEC_WAIT) {
                         child_waits = true;
                 } else {
-                        /* process_exec_final reports with plain text, anything else is an error too */
                         cap_fail(err, 0, "exec: %s", h.type == SYNC_ERROR ? msg : "unexpected message");
                         goto out;
                 }
