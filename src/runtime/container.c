@@ -3,8 +3,10 @@
  * Processes in `create`: when the container joins no namespace by path and wants
  * no time namespace, the runtime clones *init* directly into its new namespaces.
  * Otherwise it forks a *setup* process that joins and unshares them, and setup
- * forks init (a joined pid namespace, or a time namespace, only applies to
- * children). Either way the runtime writes the id maps, and init, pid 1 of a new
+ * clones init as the runtime's child (a joined pid namespace, or a time namespace,
+ * only applies to children) and passes the runtime a pidfd of it. `exec` works
+ * the same way. Nothing that comes from the container is trusted: a pid only
+ * counts once its pidfd is known to be the runtime's own child. Either way the runtime writes the id maps, and init, pid 1 of a new
  * pid namespace, builds the rootfs and then waits on the exec socket for `start`.
  * They talk to the runtime over a SEQPACKET socketpair. */
 #include "runtime/container.h"

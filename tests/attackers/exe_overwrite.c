@@ -12,19 +12,19 @@ static void attack(int pid, const char *argv0, long long deadline)
         snprintf(path, sizeof(path), "/proc/%d/exe", pid);
         /* Keep trying while the process still runs capsule's code: its window may come late. */
         while (fd < 0 && ms_now() < deadline && argv0_is(pid, argv0)) {
-                attempts++;
                 fd = open(path, O_RDONLY | O_CLOEXEC);
+                if (fd >= 0 && !argv0_is(pid, argv0)) {
+                        /* Opened just after it exec'd the workload: not capsule's binary. */
+                        close(fd);
+                        fd = -1;
+                        break;
+                }
+                attempts++;
                 if (fd < 0 && errno != ENOENT) /* ENOENT: it just exited */
                         last = errno;
         }
         if (fd < 0) {
                 report("open-exe pid=%d failed after %d attempts: %s", pid, attempts, strerror(last));
-                return;
-        }
-        /* Opened just after the process exec'd the workload: that is not capsule's binary. */
-        if (!argv0_is(pid, argv0)) {
-                close(fd);
-                report("open-exe pid=%d failed after 0 attempts: it exec'd first", pid);
                 return;
         }
         char target[256] = "";
@@ -71,5 +71,7 @@ int main(int argc, char **argv)
                         usleep(1000);
         }
         report("done");
-        return 0;
+        /* As the container's pid 1, exiting would kill what capsule runs next to us. */
+        for (;;)
+                pause();
 }

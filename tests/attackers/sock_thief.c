@@ -27,7 +27,8 @@ static void attack(int pid, const char *argv0, int victim, long long deadline)
                 for (int fd = 3; fd < 64 && !stolen; fd++) {
                         int s = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
                         if (s < 0) {
-                                if (errno != EBADF) {
+                                /* EBADF: no such fd; ESRCH: it just exited */
+                                if (errno != EBADF && errno != ESRCH) {
                                         attempts++;
                                         last = errno;
                                 }
@@ -72,5 +73,7 @@ int main(int argc, char **argv)
                         usleep(1000);
         }
         report("done");
-        return 0;
+        /* As the container's pid 1, exiting would kill what capsule runs next to us. */
+        for (;;)
+                pause();
 }

@@ -4,11 +4,14 @@ that it reached the moment it attacks, and that the attack fails.
 
 The binary-overwrite tests run a copy of build/capsule from a temporary directory: if an attack
 ever succeeds, it damages only that copy."""
+import array
 import fcntl
 import hashlib
 import json
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import threading
 import time
@@ -80,22 +83,61 @@ def attempted(lines):
     return out
 
 
-def exec_until_attacked(capsule, bundle, *exec_args, tries=60):
-    """Run `capsule exec` until the attacker has acted on capsule's exec child while it ran
-    capsule's code (the window between fork and execve is a few ms)."""
-    for _ in range(tries):
-        p = capsule.run("exec", *exec_args)
-        assert p.returncode == 0, p.stderr
-        time.sleep(0.05)  # let the attacker write its result for this round
-        lines = report_lines(bundle)
-        if attempted(lines):
-            return lines
-    raise AssertionError(f"the attacker never caught capsule's exec child: {report_lines(bundle)}")
+SECCOMP_IOCTL_NOTIF_RECV = 0xC0502100  # _IOWR('!', 0, struct seccomp_notif)
+SECCOMP_IOCTL_NOTIF_SEND = 0xC0182101  # _IOWR('!', 1, struct seccomp_notif_resp)
+SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
 
 
-# A PATH that is long to search: capsule's exec child looks for `true` through it before execve,
-# which widens the attacker's window without changing what capsule does.
-SLOW_PATH = "PATH=" + ":".join(f"/x/{i}" for i in range(12000)) + ":/bin"  # under 128 KiB
+class SlowAgent(threading.Thread):
+    """A seccomp agent (linux.seccomp.listenerPath) that lets every execve through, after
+    HOLD seconds. The exec child's window, from dropping capabilities to execve, is a few
+    microseconds, which a real attacker wins by retrying; held in execve, the child sits in
+    that window (still capsule's image, capabilities dropped) long enough for one try."""
+    HOLD = 0.5
+
+    def __init__(self, path):
+        super().__init__(daemon=True)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(8)
+        self.held = 0
+
+    def serve(self, fd):
+        while True:
+            buf = bytearray(80)
+            try:
+                fcntl.ioctl(fd, SECCOMP_IOCTL_NOTIF_RECV, buf)
+            except OSError:
+                return  # the filter's last user is gone
+            notif_id = struct.unpack_from("Q", buf)[0]
+            time.sleep(self.HOLD)
+            self.held += 1
+            try:
+                fcntl.ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND,
+                            bytearray(struct.pack("QqiI", notif_id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)))
+            except OSError:
+                pass
+
+    def run(self):
+        while True:
+            conn, _ = self.sock.accept()
+            with conn:
+                fds = array.array("i")
+                _, anc, _, _ = conn.recvmsg(65536, socket.CMSG_SPACE(fds.itemsize))
+            for level, typ, data in anc:
+                if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                    fds.frombytes(data[:len(data) - (len(data) % fds.itemsize)])
+            for fd in fds:
+                threading.Thread(target=self.serve, args=(fd,), daemon=True).start()
+
+
+def hold_execve(config, tmp_path):
+    path = str(tmp_path / "agent.sock")
+    agent = SlowAgent(path)
+    agent.start()
+    config["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": path,
+                                  "syscalls": [{"names": ["execve"], "action": "SCMP_ACT_NOTIFY"}]}
+    return agent
 
 
 def test_runtime_runs_from_a_sealed_memfd(copy, bundle):
@@ -121,12 +163,16 @@ def test_runtime_runs_from_a_sealed_memfd(copy, bundle):
         p.wait()
 
 
-def test_exec_child_exe_cannot_be_opened_or_overwritten(copy, bundle):
+def test_exec_child_exe_cannot_be_opened_or_overwritten(copy, bundle, tmp_path):
     install(bundle, "exe_overwrite")
-    start_attacker(copy, bundle, "/bin/exe_overwrite", "/report", copy.binary, "100", "30000")
-    lines = exec_until_attacked(copy, bundle, "-e", SLOW_PATH, bundle.id, "true")
+    agent = hold_execve(bundle.config, tmp_path)
+    start_attacker(copy, bundle, "/bin/exe_overwrite", "/report", copy.binary, "1", "30000")
+    p = copy.run("exec", bundle.id, "true")
+    assert p.returncode == 0, (p.stderr, report_lines(bundle))
+    lines = wait_report(bundle, lambda l: l == "done")
+    assert agent.held == 2  # init's execve, then the exec child's
     tried = attempted(lines)
-    assert tried and all(l.startswith("open-exe") and "Permission denied" in l for l in tried), lines
+    assert len(tried) == 1 and tried[0].startswith("open-exe") and "Permission denied" in tried[0], lines
     assert not any("OVERWRITTEN" in l for l in lines), lines
 
 
@@ -144,12 +190,14 @@ def test_create_init_in_a_joined_pid_namespace_is_not_reachable(copy, bundle, tm
     config["linux"]["cgroupsPath"] = f"capsule-test/{bundle.id}-b"
     config["linux"]["namespaces"] = [n if n["type"] != "pid" else {"type": "pid", "path": f"/proc/{pid}/ns/pid"}
                                      for n in config["linux"]["namespaces"]]
+    agent = hold_execve(config, tmp_path)
     (other / "config.json").write_text(json.dumps(config))
     copy.run("create", "-b", str(other), bundle.id + "-b", check=True)
     lines = wait_report(bundle, lambda l: l.startswith("saw "))
     time.sleep(0.2)  # the attacker keeps trying while init waits for start
     copy.run("start", bundle.id + "-b", check=True)
     lines = wait_report(bundle, lambda l: l.startswith("open-exe") or l == "done")
+    assert agent.held == 1  # init sat in execve, its capabilities dropped
     tried = [l for l in lines if l.startswith("open-exe")]
     assert len(tried) == 1 and "Permission denied" in tried[0], lines
     attempts = int(tried[0].split("after ")[1].split()[0])
@@ -212,13 +260,17 @@ def test_shebang_proc_self_exe_cannot_overwrite_capsule(copy, bundle):
 
 def test_stolen_sync_socket_cannot_make_capsule_kill_a_host_process(copy, bundle, tmp_path):
     install(bundle, "sock_thief")
+    agent = hold_execve(bundle.config, tmp_path)
     victim = subprocess.Popen(["sleep", "1000"])
     try:
-        start_attacker(copy, bundle, "/bin/sock_thief", "/report", copy.binary, str(victim.pid), "100", "30000")
+        start_attacker(copy, bundle, "/bin/sock_thief", "/report", copy.binary, str(victim.pid), "1", "30000")
         pid_file = tmp_path / "exec.pid"
-        lines = exec_until_attacked(copy, bundle, "--pid-file", pid_file, "-e", SLOW_PATH, bundle.id, "true")
+        p = copy.run("exec", "--pid-file", pid_file, bundle.id, "true")
+        assert p.returncode == 0, p.stderr
+        lines = wait_report(bundle, lambda l: l == "done")
+        assert agent.held == 2
         tried = attempted(lines)
-        assert tried and all(l.startswith("pidfd_getfd") and "Operation not permitted" in l for l in tried), lines
+        assert len(tried) == 1 and tried[0].startswith("pidfd_getfd") and "Operation not permitted" in tried[0], lines
         assert victim.poll() is None, "capsule killed the host process"
         assert int(pid_file.read_text()) != victim.pid
     finally:
