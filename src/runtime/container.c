@@ -353,7 +353,7 @@ static int write_id_map(pid_t pid, const char *file, const struct spec_id_mappin
         for (size_t i = 0; i < n; i++)
                 len += (size_t)sprintf(buf + len, "%u %u %u\n", m[i].container_id, m[i].host_id, m[i].size);
         cleanup_free char *path = xasprintf("/proc/%d/%s", (int)pid, file);
-        if (write_file(path, buf, len, err) < 0)
+        if (procfs_write(path, buf, len, err) < 0)
                 return cap_error_prefix(err, "linux.%s", strcmp(file, "uid_map") == 0 ? "uidMappings" : "gidMappings");
         return 0;
 }
@@ -364,7 +364,7 @@ static int write_id_maps(pid_t pid, const struct spec *spec, cap_error_t *err)
         if (geteuid() != 0) {
                 /* An unprivileged writer must deny setgroups before it may write gid_map. */
                 cleanup_free char *path = xasprintf("/proc/%d/setgroups", (int)pid);
-                if (write_file(path, "deny", 4, err) < 0)
+                if (procfs_write(path, "deny", 4, err) < 0)
                         return -1;
         }
         if (write_id_map(pid, "uid_map", l->uid_mappings, l->n_uid_mappings, err) < 0)
