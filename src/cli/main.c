@@ -1,4 +1,5 @@
 /* capsule: dispatch global options and the command. */
+#include <elf.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -95,6 +96,25 @@ static bool running_sealed(void)
         return seals >= 0 && (seals & EXE_SEALS) == EXE_SEALS;
 }
 
+/* The bytes of the ELF file exe that execve loads: up to the end of its last PT_LOAD segment.
+ * The debug sections after it (most of the file) are not copied; on any doubt, the whole file. */
+static off_t loaded_size(int exe, off_t file_size)
+{
+        Elf64_Ehdr eh;
+        if (pread(exe, &eh, sizeof(eh), 0) != (ssize_t)sizeof(eh) || memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
+            eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum == 0)
+                return file_size;
+        off_t end = (off_t)(eh.e_phoff + (Elf64_Off)eh.e_phnum * sizeof(Elf64_Phdr));
+        for (unsigned i = 0; i < eh.e_phnum; i++) {
+                Elf64_Phdr ph;
+                if (pread(exe, &ph, sizeof(ph), (off_t)(eh.e_phoff + i * sizeof(ph))) != (ssize_t)sizeof(ph))
+                        return file_size;
+                if (ph.p_type == PT_LOAD && (off_t)(ph.p_offset + ph.p_filesz) > end)
+                        end = (off_t)(ph.p_offset + ph.p_filesz);
+        }
+        return end < file_size ? end : file_size;
+}
+
 /* Copy /proc/self/exe into a sealed memfd and execute that; returns only on failure. */
 static int reexec_sealed(char **argv, cap_error_t *err)
 {
@@ -105,7 +125,7 @@ static int reexec_sealed(char **argv, cap_error_t *err)
         cleanup_close int mem = memfd_create("capsule", MFD_CLOEXEC | MFD_ALLOW_SEALING);
         if (mem < 0)
                 return cap_fail(err, errno, "memfd_create");
-        for (off_t left = st.st_size; left > 0;) {
+        for (off_t left = loaded_size(exe, st.st_size); left > 0;) {
                 ssize_t n = sendfile(mem, exe, NULL, (size_t)left);
                 if (n <= 0)
                         return cap_fail(err, n < 0 ? errno : EIO, "copy /proc/self/exe to a memfd");
