@@ -4,11 +4,12 @@
  * no time namespace, the runtime clones *init* directly into its new namespaces.
  * Otherwise it forks a *setup* process that joins and unshares them, and setup
  * clones init as the runtime's child (a joined pid namespace, or a time namespace,
- * only applies to children) and passes the runtime a pidfd of it. `exec` works
- * the same way. Nothing that comes from the container is trusted: a pid only
- * counts once its pidfd is known to be the runtime's own child. Either way the runtime writes the id maps, and init, pid 1 of a new
- * pid namespace, builds the rootfs and then waits on the exec socket for `start`.
- * They talk to the runtime over a SEQPACKET socketpair. */
+ * only applies to children) and passes the runtime a pidfd of it. Either way the
+ * runtime writes the id maps, and init, pid 1 of a new pid namespace, builds the
+ * rootfs and then waits on the exec socket for `start`. `exec` also goes through a
+ * setup process. They talk to the runtime over a SEQPACKET socketpair; nothing that
+ * comes from the container is trusted: a pid only counts once its pidfd is known to
+ * be the runtime's own child, and the children stay non-dumpable until execve. */
 #include "runtime/container.h"
 
 #include <dirent.h>
@@ -384,8 +385,8 @@ static int write_time_offsets(const struct spec *spec, cap_error_t *err)
                                 spec->linux.time_boottime.nanosecs);
         if (len == 0)
                 return 0;
-        /* Not dumpable, we could not open our own file in a new user namespace. The setup
-         * process is in no pid namespace the container can see. */
+        /* While we are not dumpable, our /proc files belong to the host's root, which a new user
+         * namespace cannot write. The setup process is in no pid namespace the container sees. */
         prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
         int r = procfs_write("/proc/self/timens_offsets", buf, (size_t)len, err);
         prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
