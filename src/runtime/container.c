@@ -15,7 +15,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/sched.h>
 #include <poll.h>
 #include <pwd.h>
 #include <sched.h>
@@ -146,10 +145,10 @@ static void child_fork_report(int sync_fd, const char *what)
 {
         cleanup_error cap_error_t err = NULL;
         int pidfd = -1;
-        /* exit_signal stays 0: with CLONE_PARENT the child signals the runtime as setup would. The
-         * raw syscall, as in child_fork: the process is single-threaded. */
-        struct clone_args args = { .flags = CLONE_PARENT | CLONE_PIDFD, .pidfd = (uintptr_t)&pidfd };
-        long pid = syscall(SYS_clone3, &args, sizeof(args));
+        /* The raw syscall, as in child_fork: the process is single-threaded. clone, not clone3,
+         * which some seccomp profiles (Docker's) refuse. With CLONE_PARENT the child's exit
+         * signal is setup's own, SIGCHLD; CLONE_PIDFD stores the pidfd through parent_tid. */
+        long pid = syscall(SYS_clone, (unsigned long)(CLONE_PARENT | CLONE_PIDFD), NULL, &pidfd, NULL, 0UL);
         if (pid < 0) {
                 cap_fail(&err, errno, "%s", what);
                 child_fail(sync_fd, &err);
