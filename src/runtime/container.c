@@ -640,6 +640,8 @@ static int create_talk(int sync_fd, pid_t setup_pid, const struct container_opts
                         sync_send(sync_fd, SYNC_USERMAP_ACK, 0, NULL);
                         break;
                 case SYNC_CHILD_PID:
+                        if (*init_pid > 0)
+                                return cap_fail(err, 0, "unexpected second pid from the container setup");
                         if ((*init_pid = own_child_pid(passed, err)) < 0)
                                 return -1;
                         waitpid(setup_pid, NULL, 0);
@@ -1043,6 +1045,7 @@ int container_exec(const struct exec_opts *o, pid_t *pid, cap_error_t *err)
         int fds[2] = { -1, -1 };
         int console[2] = { -1, -1 }; /* the process's end, ours: when capsule is the console */
         pid_t setup_pid = -1;
+        int pidfd = -1; /* of the process, once setup has handed it over */
         int ret = -1;
 
         *pid = -1;
@@ -1122,9 +1125,10 @@ int container_exec(const struct exec_opts *o, pid_t *pid, cap_error_t *err)
                         cap_fail(err, 0, "exec: the process exited before running");
                         goto out;
                 }
-                if (h.type == SYNC_CHILD_PID) {
+                if (h.type == SYNC_CHILD_PID && pidfd < 0) {
                         if ((*pid = own_child_pid(passed, err)) < 0)
                                 goto out;
+                        pidfd = steal_fd(&passed);
                         waitpid(setup_pid, NULL, 0);
                         setup_pid = -1;
                 } else if (h.type == SYNC_EXEC_WAIT) {
@@ -1148,12 +1152,16 @@ int container_exec(const struct exec_opts *o, pid_t *pid, cap_error_t *err)
         ret = write_pid_file(o->pid_file, *pid, err);
 out:
         if (ret < 0) {
-                kill_and_reap(*pid);
+                if (pidfd >= 0) {
+                        syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+                        waitpid(*pid, NULL, __WALL);
+                }
                 kill_and_reap(setup_pid);
                 *pid = -1;
                 if (own_console)
                         cap_closep(o->pty_master);
         }
+        cap_closep(&pidfd);
         cap_closep(&fds[0]);
         cap_closep(&fds[1]);
         cap_closep(&console[0]);
