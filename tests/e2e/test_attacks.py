@@ -1,6 +1,8 @@
-"""A hostile container against capsule (issue 7, section 1). Each test runs a small static
-attacker program (tests/attackers/, built into build/attackers/) inside the container, shows
-that it reached the moment it attacks, and that the attack fails.
+"""A hostile container against capsule (issue 7, section 1). The attacks on capsule's processes
+and descriptors run small static attacker programs (tests/attackers/, built into build/attackers/)
+inside the container; each shows that it reached the moment it attacks, and that the attack
+fails. For the image-borne attacks (a /proc symlink into a volume, a deep tmpcopyup tree) the
+image itself is the attacker.
 
 The binary-overwrite tests run a copy of build/capsule from a temporary directory: if an attack
 ever succeeds, it damages only that copy."""
