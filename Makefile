@@ -30,8 +30,12 @@ PAYLOAD_BIN := $(PAYLOAD_SRC:tests/payloads/%.c=$(BUILD)/payloads/%.elf)
 PAYLOAD_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -O2 -ffreestanding -fno-stack-protector -fno-pic -fno-pie -mno-red-zone \
 	-mgeneral-regs-only -fno-asynchronous-unwind-tables -nostdlib -static -no-pie -Wl,--build-id=none -Wl,-T,tests/payloads/payload.ld
 
+# Attacker programs for tests/e2e/test_attacks.py: static, so they run in any container rootfs.
+ATTACKER_SRC := $(wildcard tests/attackers/*.c)
+ATTACKER_BIN := $(ATTACKER_SRC:tests/attackers/%.c=$(BUILD)/attackers/%)
+
 .PHONY: all asan check clean deps
-all: $(BUILD)/capsule $(UNIT_BIN) $(PAYLOAD_BIN)
+all: $(BUILD)/capsule $(UNIT_BIN) $(PAYLOAD_BIN) $(ATTACKER_BIN)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -40,6 +44,10 @@ $(BUILD)/obj/%.o: %.c
 $(BUILD)/payloads/%.elf: tests/payloads/%.c tests/payloads/start.S tests/payloads/payload.h tests/payloads/payload.ld
 	@mkdir -p $(dir $@)
 	$(CC) $(PAYLOAD_CFLAGS) -o $@ tests/payloads/start.S $<
+
+$(BUILD)/attackers/%: tests/attackers/%.c tests/attackers/attack.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -O2 -static -o $@ $<
 
 $(BUILD)/libcapsule.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)

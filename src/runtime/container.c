@@ -3,13 +3,18 @@
  * Processes in `create`: when the container joins no namespace by path and wants
  * no time namespace, the runtime clones *init* directly into its new namespaces.
  * Otherwise it forks a *setup* process that joins and unshares them, and setup
- * forks init (a joined pid namespace, or a time namespace, only applies to
- * children). Either way the runtime writes the id maps, and init, pid 1 of a new
- * pid namespace, builds the rootfs and then waits on the exec socket for `start`.
- * They talk to the runtime over a SEQPACKET socketpair. */
+ * clones init as the runtime's child (a joined pid namespace, or a time namespace,
+ * only applies to children) and passes the runtime a pidfd of it. Either way the
+ * runtime writes the id maps, and init, pid 1 of a new pid namespace, builds the
+ * rootfs and then waits on the exec socket for `start`. `exec` also goes through a
+ * setup process. They talk to the runtime over a SEQPACKET socketpair; nothing that
+ * comes from the container is trusted: a pid only counts once its pidfd is known to
+ * be the runtime's own child, and the children stay non-dumpable until execve. */
 #include "runtime/container.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pwd.h>
 #include <sched.h>
@@ -34,6 +39,7 @@
 #include "common/util.h"
 #include "runtime/cgroup.h"
 #include "runtime/hooks.h"
+#include "runtime/procfs.h"
 #include "runtime/process.h"
 #include "runtime/rootfs.h"
 #include "runtime/seccomp.h"
@@ -46,13 +52,16 @@
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
 #define KEYCTL_JOIN_SESSION_KEYRING 1
 
 enum sync_type {
         SYNC_GO = 1,      /* runtime → setup (or init): you are in the cgroup */
         SYNC_USERMAP,     /* setup (or init) → runtime: write my id maps */
         SYNC_USERMAP_ACK,
-        SYNC_CHILD_PID,   /* setup → runtime: init's pid */
+        SYNC_CHILD_PID,   /* setup → runtime: carries a pidfd of init (or exec's process), cloned as our child */
         SYNC_HOOKS,       /* init → runtime: rootfs ready, run prestart/createRuntime */
         SYNC_HOOKS_ACK,   /* runtime → init: carries the state JSON, and init's pid as the runtime sees it */
         SYNC_READY,       /* init → runtime: created */
@@ -83,14 +92,32 @@ static int sync_send(int fd, enum sync_type type, int value, const char *text)
         return n < 0 ? -1 : 0;
 }
 
-/* Returns 0 on EOF, 1 with a message. *text (may be NULL) is malloc'd and NUL-terminated. */
-static int sync_recv(int fd, struct sync_hdr *h, char **text)
+/* Returns 0 on EOF, 1 with a message. *text (may be NULL) is malloc'd and NUL-terminated.
+ * *passed (may be NULL: then it is closed) receives an fd sent along with the message, or -1. */
+static int sync_recv(int fd, struct sync_hdr *h, char **text, int *passed)
 {
         cleanup_free char *buf = xmalloc0(SYNC_MAX + 1);
+        union {
+                char buf[CMSG_SPACE(sizeof(int))];
+                struct cmsghdr align;
+        } ctl;
+        struct iovec iov = { .iov_base = buf, .iov_len = SYNC_MAX };
+        struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
         ssize_t n;
+        if (passed)
+                *passed = -1;
         do
-                n = recv(fd, buf, SYNC_MAX, 0);
+                n = recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
         while (n < 0 && errno == EINTR);
+        struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&m) : NULL;
+        if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int))) {
+                int got;
+                memcpy(&got, CMSG_DATA(c), sizeof(got));
+                if (passed)
+                        *passed = got;
+                else
+                        close(got);
+        }
         if (n <= 0)
                 return n < 0 ? -1 : 0;
         if ((size_t)n < sizeof(*h))
@@ -110,20 +137,73 @@ static __attribute__((noreturn)) void child_fail(int sync_fd, cap_error_t *err)
         _exit(1);
 }
 
-/* In a setup child: fork the process that stays in the container; the parent
- * reports its pid to the runtime and exits, so only the new child returns. */
+/* In a setup child: create the process that stays in the container as a child of the
+ * runtime (CLONE_PARENT), and hand the runtime a pidfd of it, not a number: the runtime
+ * checks that the pidfd is its own child, so a forged message cannot name a host process.
+ * The setup process then exits, so only the new child returns. */
 static void child_fork_report(int sync_fd, const char *what)
 {
         cleanup_error cap_error_t err = NULL;
-        pid_t pid = fork();
+        int pidfd = -1;
+        /* The raw syscall, as in child_fork: the process is single-threaded. clone, not clone3,
+         * which some seccomp profiles (Docker's) refuse. With CLONE_PARENT the child's exit
+         * signal is setup's own, SIGCHLD; CLONE_PIDFD stores the pidfd through parent_tid. */
+        long pid = syscall(SYS_clone, (unsigned long)(CLONE_PARENT | CLONE_PIDFD), NULL, &pidfd, NULL, 0UL);
         if (pid < 0) {
                 cap_fail(&err, errno, "%s", what);
                 child_fail(sync_fd, &err);
         }
         if (pid > 0) {
-                sync_send(sync_fd, SYNC_CHILD_PID, pid, NULL);
+                struct sync_hdr h = { .type = SYNC_CHILD_PID };
+                send_fd(sync_fd, pidfd, &h, sizeof(h));
                 _exit(0);
         }
+}
+
+/* The pid behind a pidfd from SYNC_CHILD_PID, once it is known to be our own child: waitid
+ * fails with ECHILD for any other process. The pid cannot be reused before we reap it. */
+static pid_t own_child_pid(int pidfd, cap_error_t *err)
+{
+        siginfo_t si;
+        if (pidfd < 0)
+                return cap_fail(err, 0, "the container setup sent no pidfd");
+        if (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED | WNOHANG | WNOWAIT) < 0)
+                return cap_fail(err, errno, "the container setup sent a pidfd of a process that is not capsule's child");
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);
+        cleanup_free char *info = NULL;
+        if (read_file(path, &info, NULL, 0, err) < 0)
+                return -1;
+        const char *line = strstr(info, "\nPid:");
+        long long pid;
+        if (!line || sscanf(line + strlen("\nPid:"), "%lld", &pid) != 1 || pid <= 0)
+                return cap_fail(err, 0, "the container's process is gone before it ran");
+        return (pid_t)pid;
+}
+
+/* Everything the caller left open past the preserved fds gets close-on-exec before anything
+ * from the container runs (CVE-2024-21626). close_range may be missing, or denied by a
+ * seccomp filter capsule runs under: then set the flag fd by fd. */
+static int fds_mark_cloexec(int from, cap_error_t *err)
+{
+        if (syscall(SYS_close_range, from, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
+                return 0;
+        DIR *d = opendir("/proc/self/fd");
+        if (!d)
+                return cap_fail(err, errno, "mark inherited fds close-on-exec: open /proc/self/fd");
+        int ret = 0;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                long long fd;
+                if (parse_i64(de->d_name, &fd) < 0 || fd < from || fd == dirfd(d))
+                        continue;
+                if (set_cloexec((int)fd, true) < 0) {
+                        ret = cap_fail(err, errno, "mark inherited fd %lld close-on-exec", fd);
+                        break;
+                }
+        }
+        closedir(d);
+        return ret;
 }
 
 /* Open the sync channel and fork a child, in new namespaces when clone_flags asks
@@ -137,8 +217,12 @@ static pid_t child_fork(int fds[2], int clone_flags, cap_error_t *err)
         pid_t pid = clone_flags ? (pid_t)syscall(SYS_clone, (unsigned long)clone_flags | SIGCHLD, NULL, NULL, NULL, 0UL) : fork();
         if (pid < 0)
                 return cap_fail(err, errno, clone_flags ? "linux.namespaces: clone" : "fork");
-        if (pid == 0)
+        if (pid == 0) {
+                /* Until execve, nothing in the container may open our /proc/PID/exe, fds or mm,
+                 * nor pidfd_getfd the sync socket; children inherit this. */
+                prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
                 close(fds[0]);
+        }
         else
                 cap_closep(&fds[1]);
         return pid;
@@ -149,7 +233,7 @@ static int sync_expect(int fd, enum sync_type want, int *value, char **text, cap
 {
         struct sync_hdr h;
         cleanup_free char *msg = NULL;
-        int r = sync_recv(fd, &h, &msg);
+        int r = sync_recv(fd, &h, &msg, NULL);
         if (r <= 0)
                 return cap_fail(err, 0, "container process exited during setup");
         if (h.type == SYNC_ERROR)
@@ -269,7 +353,7 @@ static int write_id_map(pid_t pid, const char *file, const struct spec_id_mappin
         for (size_t i = 0; i < n; i++)
                 len += (size_t)sprintf(buf + len, "%u %u %u\n", m[i].container_id, m[i].host_id, m[i].size);
         cleanup_free char *path = xasprintf("/proc/%d/%s", (int)pid, file);
-        if (write_file(path, buf, len, err) < 0)
+        if (procfs_write(path, buf, len, err) < 0)
                 return cap_error_prefix(err, "linux.%s", strcmp(file, "uid_map") == 0 ? "uidMappings" : "gidMappings");
         return 0;
 }
@@ -280,7 +364,7 @@ static int write_id_maps(pid_t pid, const struct spec *spec, cap_error_t *err)
         if (geteuid() != 0) {
                 /* An unprivileged writer must deny setgroups before it may write gid_map. */
                 cleanup_free char *path = xasprintf("/proc/%d/setgroups", (int)pid);
-                if (write_file(path, "deny", 4, err) < 0)
+                if (procfs_write(path, "deny", 4, err) < 0)
                         return -1;
         }
         if (write_id_map(pid, "uid_map", l->uid_mappings, l->n_uid_mappings, err) < 0)
@@ -300,9 +384,12 @@ static int write_time_offsets(const struct spec *spec, cap_error_t *err)
                                 spec->linux.time_boottime.nanosecs);
         if (len == 0)
                 return 0;
-        if (write_file("/proc/self/timens_offsets", buf, (size_t)len, err) < 0)
-                return cap_error_prefix(err, "linux.timeOffsets");
-        return 0;
+        /* While we are not dumpable, our /proc files belong to the host's root, which a new user
+         * namespace cannot write. The setup process is in no pid namespace the container sees. */
+        prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+        int r = procfs_write("/proc/self/timens_offsets", buf, (size_t)len, err);
+        prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+        return r < 0 ? cap_error_prefix(err, "linux.timeOffsets") : 0;
 }
 
 /* ---- the container init process ---- */
@@ -340,15 +427,22 @@ static int process_exec_prepare(const struct spec_process *proc, int console_fd,
                 if (terminal_setup(proc, console_fd, console_mount, err) < 0)
                         return -1;
         }
-        if (chdir(proc->cwd ? proc->cwd : "/") < 0)
-                return cap_fail(err, errno, "process.cwd: chdir `%s`", proc->cwd ? proc->cwd : "/");
+        const char *cwd = proc->cwd ? proc->cwd : "/";
+        if (chdir(cwd) < 0)
+                return cap_fail(err, errno, "process.cwd: chdir `%s`", cwd);
+        /* A path through an inherited fd (/proc/self/fd/N) can lead outside the root: then the
+         * kernel shows the cwd as "(unreachable)" and glibc's getcwd fails. */
+        char where[PATH_MAX];
+        if (!getcwd(where, sizeof(where)) || where[0] != '/')
+                return cap_fail(err, 0, "process.cwd: `%s` is outside the container's root", cwd);
         return process_find_executable(proc, exe, err);
 }
 
-/* host_pid: the process's pid as the runtime sees it, for the seccomp listener. */
+/* host_pid: the process's pid as the runtime sees it, for the seccomp listener. An error goes
+ * to report_fd as a SYNC_ERROR message when sync, else as plain text (`start`'s connection). */
 static __attribute__((noreturn)) void process_exec_final(const struct spec_process *proc, const struct process_prep *prep,
                                                          const struct seccomp_prog *seccomp, pid_t host_pid, const char *state_json,
-                                                         const char *exe, int preserve_fds, int report_fd)
+                                                         const char *exe, int report_fd, bool sync)
 {
         cleanup_error cap_error_t err = NULL;
 
@@ -360,11 +454,13 @@ static __attribute__((noreturn)) void process_exec_final(const struct spec_proce
                 goto fail;
         if (seccomp && proc->no_new_privileges && seccomp_prog_load(seccomp, host_pid, state_json, &err) < 0)
                 goto fail;
-        syscall(SYS_close_range, 3 + preserve_fds, ~0U, CLOSE_RANGE_CLOEXEC);
         execve(exe, proc->args, proc->env ? proc->env : (char *[]){ NULL });
         cap_fail(&err, errno, "exec `%s`", exe);
 fail:
-        dprintf(report_fd, "%s", err->msg);
+        if (sync)
+                sync_send(report_fd, SYNC_ERROR, 0, err->msg);
+        else
+                dprintf(report_fd, "%s", err->msg);
         _exit(127);
 }
 
@@ -417,7 +513,7 @@ static __attribute__((noreturn)) void init_main(struct launch *l)
                 dprintf(conn, "%s", err->msg);
                 _exit(1);
         }
-        process_exec_final(proc, l->prep, l->seccomp, host_pid, start_state, exe, l->opts->preserve_fds, conn);
+        process_exec_final(proc, l->prep, l->seccomp, host_pid, start_state, exe, conn, false);
 }
 
 /* In a new user namespace: have the runtime write the id maps, then become root of the
@@ -426,8 +522,12 @@ static void child_enter_userns(struct launch *l)
 {
         cleanup_error cap_error_t err = NULL;
         if (l->ns.new_userns) {
+                /* A rootless runtime may only write the maps of a dumpable process. Nothing else
+                 * runs yet in the pid namespace we (or setup's children) are in. */
+                prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
                 if (sync_send(l->sync_fd, SYNC_USERMAP, 0, NULL) < 0 || sync_expect(l->sync_fd, SYNC_USERMAP_ACK, NULL, NULL, &err) < 0)
                         _exit(1);
+                prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
         }
         if (l->ns.in_userns) {
                 if (setresgid(0, 0, 0) == 0)
@@ -529,7 +629,8 @@ static int create_talk(int sync_fd, pid_t setup_pid, const struct container_opts
         for (;;) {
                 struct sync_hdr h;
                 cleanup_free char *msg = NULL;
-                int r = sync_recv(sync_fd, &h, &msg);
+                cleanup_close int passed = -1;
+                int r = sync_recv(sync_fd, &h, &msg, &passed);
                 if (r <= 0)
                         return cap_fail(err, 0, "container process exited during setup");
                 switch (h.type) {
@@ -539,7 +640,10 @@ static int create_talk(int sync_fd, pid_t setup_pid, const struct container_opts
                         sync_send(sync_fd, SYNC_USERMAP_ACK, 0, NULL);
                         break;
                 case SYNC_CHILD_PID:
-                        *init_pid = h.value;
+                        if (*init_pid > 0)
+                                return cap_fail(err, 0, "unexpected second pid from the container setup");
+                        if ((*init_pid = own_child_pid(passed, err)) < 0)
+                                return -1;
                         waitpid(setup_pid, NULL, 0);
                         break;
                 case SYNC_HOOKS: {
@@ -599,13 +703,15 @@ int container_create(const struct container_opts *o, pid_t *init_pid, cap_error_
         *init_pid = -1;
         for (size_t i = 0; i < N_NS; i++)
                 l.ns.join_fd[i] = -1;
+        if (fds_mark_cloexec(3 + o->preserve_fds, err) < 0)
+                return -1;
         if (state_check_id(o->id, err) < 0 || spec_load(o->bundle, &spec, err) < 0)
                 return -1;
         if (!spec->process)
                 return cap_fail(err, 0, "config.json: process: required to create a container");
         if (spec->process->terminal && o->console_socket_fd < 0)
                 return cap_fail(err, 0, "process.terminal is true: --console-socket is required (or run without --detach)");
-        if (process_prepare(spec->process, spec->linux.personality_domain, &prep, err) < 0)
+        if (process_prepare(spec->process, spec->linux.personality_domain, &prep, err) < 0 || process_apply_oom(prep, err) < 0)
                 goto out;
         if (spec->linux.seccomp && seccomp_prepare(spec->linux.seccomp, &seccomp, err) < 0)
                 goto out;
@@ -908,7 +1014,7 @@ static __attribute__((noreturn)) void exec_process_main(struct exec_launch *l)
         if (l->wait_ack && (sync_send(l->sync_fd, SYNC_EXEC_WAIT, 0, NULL) < 0 ||
                             sync_expect(l->sync_fd, SYNC_EXEC_ACK, &host_pid, NULL, &err) < 0))
                 _exit(1);
-        process_exec_final(proc, l->prep, l->seccomp, host_pid, l->state_json, exe, l->o->preserve_fds, l->sync_fd);
+        process_exec_final(proc, l->prep, l->seccomp, host_pid, l->state_json, exe, l->sync_fd, true);
 }
 
 static __attribute__((noreturn)) void exec_setup_main(struct exec_launch *l)
@@ -958,11 +1064,14 @@ int container_exec(const struct exec_opts *o, pid_t *pid, cap_error_t *err)
         int fds[2] = { -1, -1 };
         int console[2] = { -1, -1 }; /* the process's end, ours: when capsule is the console */
         pid_t setup_pid = -1;
+        int pidfd = -1; /* of the process, once setup has handed it over */
         int ret = -1;
 
         *pid = -1;
         for (size_t i = 0; i < N_NS; i++)
                 l.ns_fd[i] = -1;
+        if (fds_mark_cloexec(3 + o->preserve_fds, err) < 0)
+                return -1;
         if (load_with_status(o->root, o->id, &st, &status, err) < 0)
                 return -1;
         if (strcmp(status, "stopped") == 0)
@@ -974,7 +1083,7 @@ int container_exec(const struct exec_opts *o, pid_t *pid, cap_error_t *err)
                 return cap_fail(err, 0, "exec -t: a terminal needs --console-socket (or run without --detach)");
         if (container_load_spec(o->root, o->id, &spec, err) < 0)
                 return -1;
-        if (process_prepare(o->process, spec->linux.personality_domain, &prep, err) < 0)
+        if (process_prepare(o->process, spec->linux.personality_domain, &prep, err) < 0 || process_apply_oom(prep, err) < 0)
                 goto out;
         if (spec->linux.seccomp && seccomp_prepare(spec->linux.seccomp, &seccomp, err) < 0)
                 goto out;
@@ -1027,21 +1136,23 @@ int container_exec(const struct exec_opts *o, pid_t *pid, cap_error_t *err)
         for (;;) {
                 struct sync_hdr h;
                 cleanup_free char *msg = NULL;
-                int r = sync_recv(fds[0], &h, &msg);
+                cleanup_close int passed = -1;
+                int r = sync_recv(fds[0], &h, &msg, &passed);
                 if (r == 0 && *pid > 0)
                         break; /* the socket closed on execve */
                 if (r <= 0) {
                         cap_fail(err, 0, "exec: the process exited before running");
                         goto out;
                 }
-                if (h.type == SYNC_CHILD_PID) {
-                        *pid = h.value;
+                if (h.type == SYNC_CHILD_PID && pidfd < 0) {
+                        if ((*pid = own_child_pid(passed, err)) < 0)
+                                goto out;
+                        pidfd = steal_fd(&passed);
                         waitpid(setup_pid, NULL, 0);
                         setup_pid = -1;
                 } else if (h.type == SYNC_EXEC_WAIT) {
                         child_waits = true;
                 } else {
-                        /* process_exec_final reports with plain text, anything else is an error too */
                         cap_fail(err, 0, "exec: %s", h.type == SYNC_ERROR ? msg : "unexpected message");
                         goto out;
                 }
@@ -1060,12 +1171,16 @@ int container_exec(const struct exec_opts *o, pid_t *pid, cap_error_t *err)
         ret = write_pid_file(o->pid_file, *pid, err);
 out:
         if (ret < 0) {
-                kill_and_reap(*pid);
+                if (pidfd >= 0) {
+                        syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+                        waitpid(*pid, NULL, __WALL);
+                }
                 kill_and_reap(setup_pid);
                 *pid = -1;
                 if (own_console)
                         cap_closep(o->pty_master);
         }
+        cap_closep(&pidfd);
         cap_closep(&fds[0]);
         cap_closep(&fds[1]);
         cap_closep(&console[0]);

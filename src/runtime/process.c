@@ -16,6 +16,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "runtime/procfs.h"
 
 /* Kernel ABI (include/uapi/linux/sched.h, ioprio.h); glibc has no wrappers. */
 struct sched_attr_abi {
@@ -280,14 +281,14 @@ int process_prepare(const struct spec_process *proc, const char *personality_dom
         return 0;
 }
 
-static int oom_score_adj_write(int value, cap_error_t *err)
+int process_apply_oom(const struct process_prep *prep, cap_error_t *err)
 {
+        if (!prep->oom_set)
+                return 0;
         char buf[16];
-        int len = snprintf(buf, sizeof(buf), "%d", value);
-        cleanup_close int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-
-        if (fd < 0 || write_all(fd, buf, len) < 0)
-                return cap_fail(err, errno, "process.oomScoreAdj: write /proc/self/oom_score_adj");
+        int len = snprintf(buf, sizeof(buf), "%d", prep->oom_score_adj);
+        if (procfs_write("/proc/self/oom_score_adj", buf, (size_t)len, err) < 0)
+                return cap_error_prefix(err, "process.oomScoreAdj");
         return 0;
 }
 
@@ -298,8 +299,6 @@ int process_apply_early(const struct process_prep *prep, cap_error_t *err)
                 if (setrlimit(l->resource, &l->rl) < 0)
                         return cap_fail(err, errno, "process.rlimits: setrlimit %s", l->type);
         }
-        if (prep->oom_set && oom_score_adj_write(prep->oom_score_adj, err) < 0)
-                return -1;
         if (prep->sched_set && syscall(SYS_sched_setattr, 0, &prep->sched, 0) < 0)
                 return cap_fail(err, errno, "process.scheduler: sched_setattr");
         if (prep->ioprio_set && syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS_ABI, 0, prep->ioprio) < 0)
@@ -367,12 +366,15 @@ static const char *cap_name(int v)
         return cap_names_by_value[v] ? cap_names_by_value[v] : "an unnamed capability";
 }
 
-static int lsm_write(const char *path, const char *value)
+/* AppArmor has its own attr directory since Linux 5.8; older kernels only have the shared one. */
+static int apparmor_write(const char *value, cap_error_t *err)
 {
-        cleanup_close int fd = open(path, O_WRONLY | O_CLOEXEC);
-        if (fd < 0)
+        if (procfs_write("/proc/self/attr/apparmor/exec", value, strlen(value), err) == 0)
+                return 0;
+        if ((*err)->errnum != ENOENT)
                 return -1;
-        return write(fd, value, strlen(value)) < 0 ? -1 : 0;
+        cap_error_free(err);
+        return procfs_write("/proc/self/attr/exec", value, strlen(value), err);
 }
 
 int process_apply_final(const struct process_prep *prep, cap_error_t *err)
@@ -401,11 +403,10 @@ int process_apply_final(const struct process_prep *prep, cap_error_t *err)
                 return cap_fail(err, errno, "prctl(PR_SET_KEEPCAPS)");
         if (prep->no_new_privileges && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
                 return cap_fail(err, errno, "process.noNewPrivileges: prctl(PR_SET_NO_NEW_PRIVS)");
-        if (prep->apparmor_profile && lsm_write("/proc/self/attr/apparmor/exec", prep->apparmor_profile) < 0 &&
-            lsm_write("/proc/self/attr/exec", prep->apparmor_profile) < 0)
-                return cap_fail(err, errno, "process.apparmorProfile: cannot set \"%s\"", prep->apparmor_profile + strlen("exec "));
-        if (prep->selinux_label && lsm_write("/proc/self/attr/exec", prep->selinux_label) < 0)
-                return cap_fail(err, errno, "process.selinuxLabel: cannot set \"%s\"", prep->selinux_label);
+        if (prep->apparmor_profile && apparmor_write(prep->apparmor_profile, err) < 0)
+                return cap_error_prefix(err, "process.apparmorProfile: cannot set \"%s\"", prep->apparmor_profile + strlen("exec "));
+        if (prep->selinux_label && procfs_write("/proc/self/attr/exec", prep->selinux_label, strlen(prep->selinux_label), err) < 0)
+                return cap_error_prefix(err, "process.selinuxLabel: cannot set \"%s\"", prep->selinux_label);
         return 0;
 }
 

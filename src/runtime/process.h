@@ -15,7 +15,11 @@ struct process_prep;
 
 int process_prepare(const struct spec_process *proc, const char *personality_domain, struct process_prep **out, cap_error_t *err);
 
-/* With full privileges, before pivot_root: rlimits, oom_score_adj, scheduler, ioprio, personality. */
+/* In the runtime, before it forks: the children inherit oom_score_adj. They are not dumpable,
+ * so inside a user namespace they could not write their own /proc/self/oom_score_adj. */
+int process_apply_oom(const struct process_prep *prep, cap_error_t *err);
+
+/* With full privileges, before pivot_root: rlimits, scheduler, ioprio, personality. */
 int process_apply_early(const struct process_prep *prep, cap_error_t *err);
 
 /* Last steps before seccomp and execve, inside the container root: umask,

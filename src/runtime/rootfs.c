@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/util.h"
+#include "runtime/procfs.h"
 
 /* Longest fd path: "/proc/self/fd/" plus an int. */
 #define FD_PATH_MAX 32
@@ -422,69 +423,115 @@ static int bind_mount(int rootfd, const char *source, const char *dest, enum cre
         return 0;
 }
 
-/* Copy the tree below src into dst (both directory fds), keeping modes and owners. */
+/* tmpcopyup walks the image's tree with a stack of open directories, not by recursion: a
+ * deep tree must not overflow init's stack. Two fds per level bound it under RLIMIT_NOFILE. */
+#define COPYUP_MAX_DEPTH 256
+
+/* Copy the entry name of src into dst (both directory fds), keeping its mode and owner. For a
+ * directory, *sub_src and *sub_dst receive the pair to copy next. */
+static int copy_entry(int src, int dst, const char *name, int *sub_src, int *sub_dst, cap_error_t *err)
+{
+        struct stat st;
+        if (fstatat(src, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return cap_fail(err, errno, "tmpcopyup: stat `%s`", name);
+        if (S_ISDIR(st.st_mode)) {
+                if (mkdirat(dst, name, st.st_mode & 07777) < 0)
+                        return cap_fail(err, errno, "tmpcopyup: mkdir `%s`", name);
+                *sub_src = openat(src, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                *sub_dst = openat(dst, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+                if (*sub_src < 0 || *sub_dst < 0)
+                        return cap_fail(err, errno, "tmpcopyup: open `%s`", name);
+        } else if (S_ISLNK(st.st_mode)) {
+                char target[PATH_MAX];
+                ssize_t n = readlinkat(src, name, target, sizeof(target) - 1);
+                if (n < 0)
+                        return cap_fail(err, errno, "tmpcopyup: readlink `%s`", name);
+                target[n] = '\0';
+                if (symlinkat(target, dst, name) < 0)
+                        return cap_fail(err, errno, "tmpcopyup: symlink `%s`", name);
+        } else if (S_ISREG(st.st_mode)) {
+                cleanup_close int s = openat(src, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+                cleanup_close int t = openat(dst, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, st.st_mode & 07777);
+                char buf[65536];
+                ssize_t n = 0;
+                if (s < 0 || t < 0)
+                        return cap_fail(err, errno, "tmpcopyup: open `%s`", name);
+                while ((n = read(s, buf, sizeof(buf))) > 0)
+                        if (write_all(t, buf, (size_t)n) < 0)
+                                break;
+                if (n != 0)
+                        return cap_fail(err, errno, "tmpcopyup: copy `%s`", name);
+        } else if (mknodat(dst, name, st.st_mode, st.st_rdev) < 0) {
+                return cap_fail(err, errno, "tmpcopyup: mknod `%s`", name);
+        }
+        if (fchownat(dst, name, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) < 0 ||
+            (!S_ISLNK(st.st_mode) && fchmodat(dst, name, st.st_mode & 07777, 0) < 0))
+                return cap_fail(err, errno, "tmpcopyup: set owner and mode of `%s`", name);
+        return 0;
+}
+
+struct copy_level {
+        DIR *src;
+        int dst;
+};
+
+/* Push the pair (src, dst), taking both fds; a full stack is the depth error. */
+static int copy_push(struct copy_level *stack, int *depth, int src, int dst, const char *name, cap_error_t *err)
+{
+        DIR *d = *depth < COPYUP_MAX_DEPTH ? fdopendir(src) : NULL;
+        if (!d) {
+                int e = errno;
+                close(src);
+                close(dst);
+                if (*depth >= COPYUP_MAX_DEPTH)
+                        return cap_fail(err, 0, "tmpcopyup: `%s` is nested deeper than %d directories", name, COPYUP_MAX_DEPTH);
+                return cap_fail(err, e, "tmpcopyup: opendir `%s`", name);
+        }
+        stack[(*depth)++] = (struct copy_level){ d, dst };
+        return 0;
+}
+
+/* Copy the tree below src into dst (both directory fds, not taken), keeping modes and owners. */
 static int copy_tree(int src, int dst, cap_error_t *err)
 {
-        int dfd = openat(src, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0)
-                return cap_fail(err, errno, "tmpcopyup: open");
-        DIR *d = fdopendir(dfd);
-        if (!d) {
-                close(dfd);
-                return cap_fail(err, errno, "tmpcopyup: opendir");
+        cleanup_free struct copy_level *stack = xmalloc0(sizeof(*stack) * COPYUP_MAX_DEPTH);
+        int depth = 0, ret;
+        int s = openat(src, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int t = s < 0 ? -1 : fcntl(dst, F_DUPFD_CLOEXEC, 0);
+        if (s < 0 || t < 0) {
+                ret = cap_fail(err, errno, "tmpcopyup: open");
+                cap_closep(&s);
+                return ret;
         }
-        int ret = 0;
-        struct dirent *de;
-        while (ret == 0 && (de = readdir(d))) {
-                const char *name = de->d_name;
-                struct stat st;
-                if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        ret = copy_push(stack, &depth, s, t, ".", err);
+        while (ret == 0 && depth > 0) {
+                struct copy_level *top = &stack[depth - 1];
+                errno = 0;
+                struct dirent *de = readdir(top->src);
+                if (!de) {
+                        if (errno)
+                                ret = cap_fail(err, errno, "tmpcopyup: readdir");
+                        closedir(top->src);
+                        close(top->dst);
+                        depth--;
                         continue;
-                if (fstatat(src, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-                        ret = cap_fail(err, errno, "tmpcopyup: stat `%s`", name);
-                        break;
                 }
-                if (S_ISDIR(st.st_mode)) {
-                        if (mkdirat(dst, name, st.st_mode & 07777) < 0) {
-                                ret = cap_fail(err, errno, "tmpcopyup: mkdir `%s`", name);
-                                break;
-                        }
-                        cleanup_close int s = openat(src, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                        cleanup_close int t = openat(dst, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-                        if (s < 0 || t < 0)
-                                ret = cap_fail(err, errno, "tmpcopyup: open `%s`", name);
-                        else
-                                ret = copy_tree(s, t, err);
-                } else if (S_ISLNK(st.st_mode)) {
-                        char target[PATH_MAX];
-                        ssize_t n = readlinkat(src, name, target, sizeof(target) - 1);
-                        if (n < 0)
-                                ret = cap_fail(err, errno, "tmpcopyup: readlink `%s`", name);
-                        else if ((target[n] = '\0', symlinkat(target, dst, name)) < 0)
-                                ret = cap_fail(err, errno, "tmpcopyup: symlink `%s`", name);
-                } else if (S_ISREG(st.st_mode)) {
-                        cleanup_close int s = openat(src, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-                        cleanup_close int t =
-                                openat(dst, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, st.st_mode & 07777);
-                        char buf[65536];
-                        ssize_t n = 0;
-                        if (s < 0 || t < 0) {
-                                ret = cap_fail(err, errno, "tmpcopyup: open `%s`", name);
-                                break;
-                        }
-                        while ((n = read(s, buf, sizeof(buf))) > 0)
-                                if (write_all(t, buf, (size_t)n) < 0)
-                                        break;
-                        if (n != 0)
-                                ret = cap_fail(err, errno, "tmpcopyup: copy `%s`", name);
-                } else if (mknodat(dst, name, st.st_mode, st.st_rdev) < 0) {
-                        ret = cap_fail(err, errno, "tmpcopyup: mknod `%s`", name);
+                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+                        continue;
+                int sub_src = -1, sub_dst = -1;
+                ret = copy_entry(dirfd(top->src), top->dst, de->d_name, &sub_src, &sub_dst, err);
+                if (ret == 0 && sub_src >= 0)
+                        ret = copy_push(stack, &depth, sub_src, sub_dst, de->d_name, err);
+                else if (ret < 0) {
+                        cap_closep(&sub_src);
+                        cap_closep(&sub_dst);
                 }
-                if (ret == 0 && (fchownat(dst, name, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) < 0 ||
-                                 (!S_ISLNK(st.st_mode) && fchmodat(dst, name, st.st_mode & 07777, 0) < 0)))
-                        ret = cap_fail(err, errno, "tmpcopyup: set owner and mode of `%s`", name);
         }
-        closedir(d);
+        while (depth > 0) {
+                depth--;
+                closedir(stack[depth].src);
+                close(stack[depth].dst);
+        }
         return ret;
 }
 
@@ -1128,7 +1175,7 @@ static int sysctl_write(const struct spec *spec, cap_error_t *err)
                 for (char *c = path + strlen("/proc/sys/"); *c; c++)
                         if (*c == '.')
                                 *c = '/';
-                if (write_file(path, sysctl[i + 1], strlen(sysctl[i + 1]), err) < 0)
+                if (procfs_write(path, sysctl[i + 1], strlen(sysctl[i + 1]), err) < 0)
                         return cap_error_prefix(err, "linux.sysctl.%s", sysctl[i]);
         }
         return 0;

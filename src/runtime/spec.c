@@ -1494,10 +1494,11 @@ char *spec_default_json(bool rootless)
         static const char *const sys_opts[] = { "nosuid", "noexec", "nodev", "ro", NULL };
         static const char *const sys_bind_opts[] = { "rbind", "nosuid", "noexec", "nodev", "ro", NULL };
         static const char *const cgroup_opts[] = { "nosuid", "noexec", "nodev", "relatime", "ro", NULL };
-        static const char *const masked[] = { "/proc/acpi",      "/proc/asound",        "/proc/kcore",
-                                              "/proc/keys",      "/proc/latency_stats", "/proc/timer_list",
-                                              "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
-                                              "/proc/scsi",      "/sys/devices/virtual/tpm", NULL };
+        static const char *const masked[] = { "/proc/acpi",      "/proc/asound",        "/proc/interrupts",
+                                              "/proc/kcore",     "/proc/keys",          "/proc/latency_stats",
+                                              "/proc/timer_list", "/proc/timer_stats",  "/proc/sched_debug",
+                                              "/sys/firmware",   "/proc/scsi",          "/sys/devices/virtual/powercap",
+                                              "/sys/devices/virtual/tpm", NULL };
         static const char *const readonly[] = { "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
                                                 NULL };
 

@@ -20,7 +20,7 @@ KERNEL_AUDIT = os.path.exists("/proc/self/loginuid")
 NO_AUDIT = "kernel without CONFIG_AUDIT: seccomp's LOG records do not exist"
 
 # Enough for busybox sh and its applets (echo, cat, ls, uname, sleep), plus what the runtime
-# calls after loading the filter (close_range, execve).
+# calls after loading the filter (execve).
 BUSYBOX_SYSCALLS = [
     "read", "write", "close", "close_range", "mmap", "mprotect", "munmap", "brk", "rt_sigaction", "rt_sigprocmask",
     "rt_sigreturn", "ioctl", "dup", "dup2", "dup3", "getpid", "getppid", "getuid", "geteuid", "getgid", "getegid",

@@ -31,7 +31,7 @@ static int apply_in_child(const struct spec_process *proc, const char *domain, i
         }
         pid_t pid = fork();
         if (pid == 0) {
-                if (process_apply_early(prep, &err) < 0 || process_apply_final(prep, &err) < 0) {
+                if (process_apply_oom(prep, &err) < 0 || process_apply_early(prep, &err) < 0 || process_apply_final(prep, &err) < 0) {
                         fprintf(stderr, "apply: %s\n", err->msg);
                         _exit(100);
                 }

@@ -411,8 +411,9 @@ TEST(default_spec_round_trip)
         CHECK(spec_namespace(s, CLONE_NEWUSER) == NULL);
         CHECK((spec_namespace(s, CLONE_NEWCGROUP) != NULL) == has_cgroup2());
         CHECK(l->n_uid_mappings == 0);
-        CHECK(strv_len(l->masked_paths) == 11 && strv_contains(l->masked_paths, "/proc/kcore") &&
-              strv_contains(l->masked_paths, "/sys/firmware"));
+        CHECK(strv_len(l->masked_paths) == 13 && strv_contains(l->masked_paths, "/proc/kcore") &&
+              strv_contains(l->masked_paths, "/sys/firmware") && strv_contains(l->masked_paths, "/proc/interrupts") &&
+              strv_contains(l->masked_paths, "/sys/devices/virtual/powercap"));
         CHECK(strv_eq(l->readonly_paths, STRV("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")));
 }
 
