@@ -78,6 +78,8 @@ int state_save(const char *root, const struct state *st, cap_error_t *err)
                               st->systemd_cgroup);
         if (!o)
                 return cap_fail(err, ENOMEM, "state.json");
+        if (st->cgroup)
+                json_object_set(o, "cgroup", st->cgroup);
         if (st->creator > 0) {
                 json_object_set_new(o, "creator", json_integer(st->creator));
                 json_object_set_new(o, "creator_start_time", json_integer((json_int_t)st->creator_start_time));
@@ -136,6 +138,8 @@ static struct state *state_from_json(json_t *o)
         st->systemd_cgroup = json_is_true(json_object_get(o, "systemd_cgroup"));
         st->creator = (pid_t)json_integer_value(json_object_get(o, "creator"));
         st->creator_start_time = (unsigned long long)json_integer_value(json_object_get(o, "creator_start_time"));
+        json_t *cg = json_object_get(o, "cgroup");
+        st->cgroup = cg ? json_incref(cg) : NULL;
         return st;
 }
 
@@ -151,8 +155,6 @@ int state_load(const char *root, const char *id, struct state **out, cap_error_t
         json_decref(o);
         if (strcmp(st->id, id) != 0 || st->pid < 0 || st->creator < 0)
                 return cap_fail(err, 0, "%s/%s/state.json: damaged state: wrong id or pid", root, id);
-        if (state_read_json(root, id, STATE_CGROUP, &st->cgroup, err) < 0)
-                return -1;
         *out = steal_pointer(&st);
         return 0;
 }
@@ -165,11 +167,14 @@ struct state *state_salvage(const char *root, const char *id)
         struct state *st = state_from_json(o);
         json_decref(o);
         cap_error_free(&ignored);
-        if (strcmp(st->id, id) != 0 || st->pid < 0 || st->creator < 0)
-                st->pid = st->creator = 0; /* not this container's */
+        if (strcmp(st->id, id) != 0 || st->pid < 0 || st->creator < 0) {
+                state_free(st); /* not this container's */
+                st = state_from_json(NULL);
+        }
         free(st->id);
         st->id = xstrdup(id);
-        state_read_json(root, id, STATE_CGROUP, &st->cgroup, &ignored);
+        if (!st->cgroup)
+                state_read_json(root, id, STATE_CGROUP, &st->cgroup, &ignored);
         return st;
 }
 
