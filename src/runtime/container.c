@@ -56,7 +56,7 @@ enum sync_type {
         SYNC_HOOKS,       /* init → runtime: rootfs ready, run prestart/createRuntime */
         SYNC_HOOKS_ACK,   /* runtime → init: carries the state JSON, and init's pid as the runtime sees it */
         SYNC_READY,       /* init → runtime: created */
-        SYNC_CREATED,     /* runtime → init: the state is saved; init closes the socket once it no longer dies with us */
+        SYNC_CREATED,     /* runtime → init: the state is saved, create is done */
         SYNC_EXEC_WAIT,   /* exec'd process → runtime: send me SYNC_EXEC_ACK before I execve */
         SYNC_EXEC_ACK,    /* runtime → exec'd process: carries its pid as the runtime sees it */
         SYNC_ERROR,       /* any → runtime: carries the message */
@@ -413,10 +413,10 @@ static __attribute__((noreturn)) void init_main(struct launch *l)
                 close(l->opts->console_socket_fd);
 
         init_install_signal_handlers(true);
-        if (sync_send(l->sync_fd, SYNC_READY, 0, NULL) < 0 || sync_expect(l->sync_fd, SYNC_CREATED, NULL, NULL, &err) < 0)
-                _exit(1);
-        /* Created: from now on init outlives the runtime. */
-        if (prctl(PR_SET_PDEATHSIG, 0) < 0)
+        /* Until create is done, init now waits on the sync socket, where the end of a killed runtime
+         * shows: the signal can go, before a successful create exits and would send it. */
+        if (prctl(PR_SET_PDEATHSIG, 0) < 0 || sync_send(l->sync_fd, SYNC_READY, 0, NULL) < 0 ||
+            sync_expect(l->sync_fd, SYNC_CREATED, NULL, NULL, &err) < 0)
                 _exit(1);
         close(l->sync_fd);
 
@@ -594,15 +594,6 @@ static int state_update_cgroup(const char *root, struct state *st, const struct 
         return state_save_cgroup(root, st->id, made, err);
 }
 
-/* Tell init its state is saved, and wait until it closes its end: it no longer dies with us. */
-static int create_finish(int sync_fd, cap_error_t *err)
-{
-        struct sync_hdr h;
-        if (sync_send(sync_fd, SYNC_CREATED, 0, NULL) < 0 || sync_recv(sync_fd, &h, NULL) != 0)
-                return cap_fail(err, 0, "container process exited during setup");
-        return 0;
-}
-
 static void kill_and_reap(pid_t pid)
 {
         if (pid <= 0)
@@ -704,8 +695,12 @@ int container_create(const struct container_opts *o, pid_t *init_pid, cap_error_
         st->pid = *init_pid;
         st->start_time = proc_start_time(*init_pid);
         st->creator = 0;
-        if (state_save(o->root, st, err) < 0 || write_pid_file(o->pid_file, *init_pid, err) < 0 || create_finish(fds[0], err) < 0)
+        if (state_save(o->root, st, err) < 0 || write_pid_file(o->pid_file, *init_pid, err) < 0)
                 goto out;
+        if (sync_send(fds[0], SYNC_CREATED, 0, NULL) < 0) {
+                cap_fail(err, errno, "container process exited during setup");
+                goto out;
+        }
         log_debug("created container %s: init pid %d, bundle %s", o->id, (int)*init_pid, st->bundle);
         ret = 0;
 out:
