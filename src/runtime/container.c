@@ -319,11 +319,12 @@ struct launch {
         int listen_fd;
 };
 
-/* In a child, until the runtime is done with it: die with the runtime, so that a runtime killed
- * while the child blocks (in a hook, on the exec socket) leaves nothing that runs. Only the death
- * of the parent sends the signal, so arm it only while the runtime is our parent, and check again
- * after arming: a runtime that died before the prctl sends nothing. Otherwise the next message on
- * the sync socket finds the runtime gone. */
+/* In a child, until it waits on the sync socket for the runtime's last message: die with the
+ * runtime, so that a runtime killed while the child is busy (building the rootfs, in a blocking
+ * createContainer hook) leaves nothing that runs. Only the death of the parent sends the signal,
+ * so arm it only while the runtime is our parent, and check again after arming: a runtime that
+ * died before the prctl sends nothing. Otherwise the next message on the sync socket finds the
+ * runtime gone. */
 static void child_die_with_runtime(pid_t runtime)
 {
         if (proc_self_parent() != runtime)

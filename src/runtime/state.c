@@ -114,10 +114,10 @@ static int state_read_json(const char *root, const char *id, const char *name, j
         json_error_t jerr;
         json_t *o = json_loads(text, 0, &jerr);
         if (!o)
-                return cap_fail(err, 0, "%s: damaged state: %s", path, jerr.text);
+                return cap_fail(err, 0, "%s: corrupt state: %s", path, jerr.text);
         if (!json_is_object(o)) {
                 json_decref(o);
-                return cap_fail(err, 0, "%s: damaged state: not a JSON object", path);
+                return cap_fail(err, 0, "%s: corrupt state: not a JSON object", path);
         }
         *out = o;
         return 1;
@@ -154,7 +154,7 @@ int state_load(const char *root, const char *id, struct state **out, cap_error_t
         cleanup_state struct state *st = state_from_json(o);
         json_decref(o);
         if (strcmp(st->id, id) != 0 || st->pid < 0 || st->creator < 0)
-                return cap_fail(err, 0, "%s/%s/state.json: damaged state: wrong id or pid", root, id);
+                return cap_fail(err, 0, "%s/%s/state.json: corrupt state: wrong id or pid", root, id);
         *out = steal_pointer(&st);
         return 0;
 }

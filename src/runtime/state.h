@@ -44,7 +44,7 @@ int state_create_dir(const char *root, const char *id, cap_error_t *err);
 int state_save(const char *root, const struct state *st, cap_error_t *err);
 /* Write cgroup.json atomically: the copy of st->cgroup state_salvage() falls back to. */
 int state_save_cgroup(const char *root, const char *id, json_t *cgroup, cap_error_t *err);
-/* Fails with `container "ID" does not exist` without state.json, and on a damaged file. */
+/* Fails with `container "ID" does not exist` without state.json, and on a corrupt one. */
 int state_load(const char *root, const char *id, struct state **out, cap_error_t *err);
 /* For `delete --force` when state_load failed: what can still be read (state.json's content if
  * it parses, else only cgroup.json), the rest empty. */

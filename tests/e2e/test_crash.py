@@ -262,7 +262,7 @@ def test_delete_force_with_damaged_state(capsule, bundle, damage):
     with open(path, "w") as f:
         f.write({"truncated": text[: len(text) // 2], "empty": "", "garbage": "[1, 2"}[damage])
     p = capsule.run("state", bundle.id)
-    assert p.returncode != 0 and "state.json" in p.stderr and "damaged" in p.stderr
+    assert p.returncode != 0 and "state.json" in p.stderr and "corrupt" in p.stderr
     refused = capsule.run("delete", bundle.id)
     assert refused.returncode != 0 and os.path.exists(f"/proc/{pid}")
     p = capsule.run("delete", "--force", bundle.id)
