@@ -58,15 +58,14 @@ def leftover_processes(bundle):
 
 
 def leftovers(capsule, bundle):
-    """Everything of the container that still exists."""
+    """Everything of the container that still exists. Its socket, the exec socket, is a file in
+    the state directory held open by init."""
     left = []
     if os.path.lexists(os.path.join(capsule.root, bundle.id)):
         left.append(f"state dir: {os.listdir(os.path.join(capsule.root, bundle.id))}")
     left += [f"cgroup {d}" for d in container_cgroups(bundle) if os.path.exists(d)]
     with open("/proc/self/mountinfo") as f:
         left += [f"mount {line.split()[4]}" for line in f if bundle.path in line]
-    with open("/proc/net/unix") as f:
-        left += [f"socket {line.split()[-1]}" for line in f if capsule.root in line]
     left += [f"process {p}" for p in leftover_processes(bundle)]
     return left
 
