@@ -1,12 +1,12 @@
 """A runtime killed at any moment leaves nothing that `delete --force` cannot remove.
 
-capsule is killed with SIGKILL at its Nth system call (strace's fault injection, which counts the
-calls of each system call apart: the Nth call is the Kth of its name; strace without -f traces
-capsule alone, not the container's processes) for N across every step of create,
-start, exec, run and delete: right after each system call that changes something outside the
-process (the world only changes there), plus an even spread over the rest. And while hooks block. After each kill: whatever is left settles
-(an init whose create did not finish dies with it), `delete --force` leaves no state, cgroup,
-mount, process or socket, and the same id runs again."""
+capsule is killed with SIGKILL at its Nth system call, for N across every step of create, start,
+exec, run and delete: right after each system call that changes something outside the process
+(the world only changes there), plus an even spread over the rest. strace injects the signal; it
+counts the calls of each system call apart, so the Nth call is named as the Kth of its name, and
+without -f it traces capsule alone, not the container's processes. Also while hooks block.
+After each kill: whatever is left settles (an init whose create did not finish dies with it),
+`delete --force` leaves no state, cgroup, mount, process or socket, and the same id runs again."""
 import json
 import os
 import shutil
