@@ -275,7 +275,7 @@ int state_list(const char *root, char ***ids, cap_error_t *err)
                         continue;
                 cleanup_free char *p = xasprintf("%s/%s/state.json", root, de->d_name);
                 if (access(p, F_OK) < 0)
-                        continue; /* still being created, or not ours */
+                        continue; /* a create in its first step (or killed there), or not ours */
                 if (n + 1 >= cap) {
                         cap *= 2;
                         char **nv = realloc(v, cap * sizeof(char *));
