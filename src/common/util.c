@@ -369,10 +369,10 @@ int recv_fd(int sock, int *fd, void *data, size_t len)
         return (int)n;
 }
 
-unsigned long long proc_start_time(pid_t pid)
+/* Field (numbered from 1, as in proc(5), >= 3) of a /proc/PID/stat file; 0 if unreadable. */
+static unsigned long long proc_stat_field(const char *path, int want)
 {
-        char path[64], buf[1024];
-        snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+        char buf[1024];
         cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
                 return 0;
@@ -385,12 +385,24 @@ unsigned long long proc_start_time(pid_t pid)
         if (!p)
                 return 0;
         p += 2; /* field 3 (state) */
-        for (int field = 3; field < 22 && p; field++) {
+        for (int field = 3; field < want && p; field++) {
                 p = strchr(p, ' ');
                 if (p)
                         p++;
         }
         return p ? strtoull(p, NULL, 10) : 0;
+}
+
+unsigned long long proc_start_time(pid_t pid)
+{
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+        return proc_stat_field(path, 22);
+}
+
+pid_t proc_self_parent(void)
+{
+        return (pid_t)proc_stat_field("/proc/self/stat", 4);
 }
 
 long long now_ms(void)

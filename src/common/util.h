@@ -71,5 +71,8 @@ long long now_ms(void);
 
 /* Start time of pid from /proc/PID/stat (field 22), used to detect pid reuse. 0 if gone. */
 unsigned long long proc_start_time(pid_t pid);
+/* Our parent's pid as /proc shows it (field 4): unlike getppid(), it also names a parent
+ * outside our pid namespace, as long as /proc is still the runtime's. 0 if unreadable. */
+pid_t proc_self_parent(void);
 
 #endif

@@ -573,6 +573,27 @@ static int hier_prepare(struct cgroup_hier *h, cap_error_t *err)
         return 0;
 }
 
+void cgroup_plan(struct cgroup *cg)
+{
+        for (size_t i = 0; i < cg->n_hiers; i++) {
+                struct cgroup_hier *h = &cg->hiers[i];
+                cleanup_free char *p = xstrdup(h->path);
+                cap_strvfreep(&h->created);
+                h->created = xmalloc0(sizeof(char *));
+                for (char *s = p + strlen(h->mount) + 1;; s++) {
+                        if (*s != '/' && *s != '\0')
+                                continue;
+                        char c = *s;
+                        *s = '\0';
+                        if (h->created[0] || access(p, F_OK) < 0)
+                                strv_push(&h->created, xstrdup(p));
+                        *s = c;
+                        if (c == '\0')
+                                break;
+                }
+        }
+}
+
 int cgroup_create(struct cgroup *cg, cap_error_t *err)
 {
         bool rootless = geteuid() != 0;
@@ -580,6 +601,8 @@ int cgroup_create(struct cgroup *cg, cap_error_t *err)
         for (size_t i = 0; i < cg->n_hiers;) {
                 struct cgroup_hier *h = &cg->hiers[i];
                 cleanup_error cap_error_t merr = NULL;
+                cap_strvfreep(&h->created);
+                h->created = xmalloc0(sizeof(char *));
                 if (hier_mkdir(h, &merr) == 0) {
                         i++;
                         continue;

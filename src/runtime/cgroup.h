@@ -26,6 +26,9 @@ const char *cgroup_mode_name(enum cgroup_mode mode); /* "v1", "v2", "hybrid" */
 
 /* Resolve where the container's cgroup goes; creates nothing. */
 int cgroup_resolve(const char *cgroups_path, const char *id, bool systemd, struct cgroup **out, cap_error_t *err);
+/* Fill in the directories cgroup_create would make (those missing now), so that they can be
+ * saved before they exist: cgroup_destroy removes those that then exist. */
+void cgroup_plan(struct cgroup *cg);
 /* mkdir in every hierarchy; fails if the cgroup already holds processes. */
 int cgroup_create(struct cgroup *cg, cap_error_t *err);
 /* Write the limits. Used by create and by `update` (only the fields that are set). */

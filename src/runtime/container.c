@@ -65,6 +65,7 @@ enum sync_type {
         SYNC_HOOKS,       /* init → runtime: rootfs ready, run prestart/createRuntime */
         SYNC_HOOKS_ACK,   /* runtime → init: carries the state JSON, and init's pid as the runtime sees it */
         SYNC_READY,       /* init → runtime: created */
+        SYNC_CREATED,     /* runtime → init: the state is saved, create is done */
         SYNC_EXEC_WAIT,   /* exec'd process → runtime: send me SYNC_EXEC_ACK before I execve */
         SYNC_EXEC_ACK,    /* runtime → exec'd process: carries its pid as the runtime sees it */
         SYNC_ERROR,       /* any → runtime: carries the message */
@@ -400,9 +401,24 @@ struct launch {
         const struct process_prep *prep;
         const struct seccomp_prog *seccomp;
         struct ns_plan ns;
+        pid_t runtime; /* our pid, for the children's parent check */
         int sync_fd;
         int listen_fd;
 };
+
+/* In a child, until it waits on the sync socket for the runtime's last message: die with the
+ * runtime, so that a runtime killed while the child is busy (building the rootfs, in a blocking
+ * createContainer hook) leaves nothing that runs. Only the death of the parent sends the signal,
+ * so arm it only while the runtime is our parent, and check again after arming: a runtime that
+ * died before the prctl sends nothing. Otherwise the next message on the sync socket finds the
+ * runtime gone. */
+static void child_die_with_runtime(pid_t runtime)
+{
+        if (proc_self_parent() != runtime)
+                return;
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || proc_self_parent() != runtime)
+                _exit(1);
+}
 
 static void handle_stop_signal(int sig)
 {
@@ -473,6 +489,7 @@ static __attribute__((noreturn)) void init_main(struct launch *l)
         cleanup_free char *exe = NULL;
         int host_pid = 0;
 
+        child_die_with_runtime(l->runtime);
         if (setsid() < 0) {
                 cap_fail(&err, errno, "setsid");
                 child_fail(l->sync_fd, &err);
@@ -493,7 +510,10 @@ static __attribute__((noreturn)) void init_main(struct launch *l)
                 close(l->opts->console_socket_fd);
 
         init_install_signal_handlers(true);
-        if (sync_send(l->sync_fd, SYNC_READY, 0, NULL) < 0)
+        /* Until create is done, init now waits on the sync socket, where the end of a killed runtime
+         * shows: the signal can go, before a successful create exits and would send it. */
+        if (prctl(PR_SET_PDEATHSIG, 0) < 0 || sync_send(l->sync_fd, SYNC_READY, 0, NULL) < 0 ||
+            sync_expect(l->sync_fd, SYNC_CREATED, NULL, NULL, &err) < 0)
                 _exit(1);
         close(l->sync_fd);
 
@@ -506,8 +526,8 @@ static __attribute__((noreturn)) void init_main(struct launch *l)
         close(l->listen_fd);
         /* `start` sends the state JSON and shuts down its side. */
         cleanup_free char *start_state = xmalloc0(SYNC_MAX + 1);
-        if (read_all(conn, start_state, SYNC_MAX) < 0)
-                _exit(1);
+        if (read_all(conn, start_state, SYNC_MAX) <= 0)
+                _exit(1); /* nothing: `start` died before it sent the state */
         init_install_signal_handlers(false);
         if (hooks_run(&spec->hooks.start_container, "startContainer", start_state, &err) < 0) {
                 dprintf(conn, "%s", err->msg);
@@ -668,6 +688,20 @@ static int create_talk(int sync_fd, pid_t setup_pid, const struct container_opts
         }
 }
 
+/* Rewrite cgroup.json if cgroup_create made other than planned: rootless creation leaves
+ * hierarchies out, and a sibling may have made or removed a shared parent meanwhile. */
+static int state_update_cgroup(const char *root, struct state *st, const struct cgroup *cg, cap_error_t *err)
+{
+        json_t *made = cgroup_save(cg);
+        if (json_equal(made, st->cgroup)) {
+                json_decref(made);
+                return 0;
+        }
+        json_decref(st->cgroup);
+        st->cgroup = made;
+        return state_save_cgroup(root, st->id, made, err);
+}
+
 static void kill_and_reap(pid_t pid)
 {
         if (pid <= 0)
@@ -693,7 +727,8 @@ int container_create(const struct container_opts *o, pid_t *init_pid, cap_error_
         struct process_prep *prep = NULL;
         struct seccomp_prog *seccomp = NULL;
         cleanup_cgroup struct cgroup *cg = NULL;
-        struct launch l = { .opts = o, .sync_fd = -1, .listen_fd = -1 };
+        cleanup_state struct state *st = NULL;
+        struct launch l = { .opts = o, .runtime = getpid(), .sync_fd = -1, .listen_fd = -1 };
         cleanup_free char *dir = NULL;
         pid_t child_pid = -1; /* the setup process, or init itself when cloned directly */
         int fds[2] = { -1, -1 };
@@ -724,6 +759,14 @@ int container_create(const struct container_opts *o, pid_t *init_pid, cap_error_
                 goto out;
         dir_created = true;
         dir = state_dir(o->root, o->id);
+        /* Record the container and where its cgroups go before any of them exists: if we die,
+         * `delete` finds everything made from here on. */
+        cgroup_plan(cg);
+        st = state_new(o, spec, 0, cg);
+        st->creator = l.runtime;
+        st->creator_start_time = proc_start_time(l.runtime);
+        if (state_save(o->root, st, err) < 0 || state_save_cgroup(o->root, o->id, st->cgroup, err) < 0)
+                goto out;
         if (copy_config(o->bundle, dir, err) < 0)
                 goto out;
         if ((l.listen_fd = unix_listen_at(dir, STATE_EXEC_SOCKET, err)) < 0)
@@ -731,6 +774,8 @@ int container_create(const struct container_opts *o, pid_t *init_pid, cap_error_
         if (cgroup_create(cg, err) < 0)
                 goto out;
         cg_created = true;
+        if (state_update_cgroup(o->root, st, cg, err) < 0)
+                goto out;
         if (spec->linux.resources && cgroup_apply(cg, spec->linux.resources, err) < 0)
                 goto out;
         /* listenerPath is a host path: init loads the filter after pivot_root, so connect here. */
@@ -755,13 +800,16 @@ int container_create(const struct container_opts *o, pid_t *init_pid, cap_error_
         ns_plan_close(&l.ns);
         if (create_talk(fds[0], child_pid, o, spec, cg, init_pid, err) < 0)
                 goto out;
-        {
-                cleanup_state struct state *st = state_new(o, spec, *init_pid, cg);
-                st->start_time = proc_start_time(*init_pid);
-                if (state_save(o->root, st, err) < 0 || write_pid_file(o->pid_file, *init_pid, err) < 0)
-                        goto out;
-                log_debug("created container %s: init pid %d, bundle %s", o->id, (int)*init_pid, st->bundle);
+        st->pid = *init_pid;
+        st->start_time = proc_start_time(*init_pid);
+        st->creator = 0;
+        if (state_save(o->root, st, err) < 0 || write_pid_file(o->pid_file, *init_pid, err) < 0)
+                goto out;
+        if (sync_send(fds[0], SYNC_CREATED, 0, NULL) < 0) {
+                cap_fail(err, errno, "container process exited during setup");
+                goto out;
         }
+        log_debug("created container %s: init pid %d, bundle %s", o->id, (int)*init_pid, st->bundle);
         ret = 0;
 out:
         cap_closep(&fds[0]);
@@ -806,6 +854,11 @@ static int load_with_status(const char *root, const char *id, struct state **st,
         if (state_load(root, id, st, err) < 0)
                 return -1;
         *status = state_status(root, *st);
+        /* It has no init pid yet; only `delete --force` may act on it. */
+        if (strcmp(*status, "creating") == 0) {
+                state_freep(st);
+                return cap_fail(err, 0, "container \"%s\" is still being created", id);
+        }
         return 0;
 }
 
@@ -898,40 +951,66 @@ int container_delete(const char *root, const char *id, bool force, cap_error_t *
 {
         cleanup_state struct state *st = NULL;
         cleanup_cgroup struct cgroup *cg = NULL;
-        const char *status;
+        if (state_check_id(id, err) < 0)
+                return -1;
+        cleanup_free char *dir = state_dir(root, id);
+        bool damaged = false;
         if (state_load(root, id, &st, err) < 0) {
-                if (force && *err && strstr((*err)->msg, "does not exist")) {
+                /* --force removes what is left after a create that died before it wrote
+                 * state.json, or whatever a damaged state still names. */
+                struct stat sb;
+                if (!force)
+                        return -1;
+                if (lstat(dir, &sb) < 0 && errno == ENOENT) {
                         cap_error_free(err);
                         return 0;
                 }
-                return -1;
+                cleanup_free char *file = xasprintf("%s/state.json", dir);
+                if (access(file, F_OK) == 0)
+                        log_warning("%s: deleting what it names", (*err)->msg);
+                cap_error_free(err);
+                st = state_salvage(root, id);
+                damaged = true;
         }
-        status = state_status(root, st);
-        if (!force && (strcmp(status, "running") == 0 || strcmp(status, "paused") == 0))
+        const char *status = state_status(root, st);
+        bool created = strcmp(status, "created") == 0, paused = strcmp(status, "paused") == 0;
+        bool alive = created || paused || strcmp(status, "running") == 0;
+        if (!force && !created && strcmp(status, "stopped") != 0)
                 return cap_fail(err, 0, "cannot delete container \"%s\" that is not stopped: %s", id, status);
-        if (state_cgroup(st, &cg, err) < 0)
-                return -1;
-        if (strcmp(status, "stopped") != 0) {
+        if (state_cgroup(st, &cg, err) < 0) {
+                if (!force)
+                        return -1;
+                log_warning("%s: deleting without it", (*err)->msg);
+                cap_error_free(err);
+        }
+        if (alive) {
                 kill(st->pid, SIGKILL);
-                if (cg && strcmp(status, "paused") == 0)
+                if (cg && paused)
                         cgroup_freeze(cg, false, err);
                 wait_gone(root, st);
         }
+        /* A half-created container's cgroup may still hold processes that run: this kills them. */
         if (cg && cgroup_destroy(cg, err) < 0)
                 return -1;
 
+        /* Poststop hooks follow a container that was created, as on create's own failure path.
+         * Without a mount namespace, what create mounted below the rootfs is on the host: detach it. */
         cleanup_spec struct spec *spec = NULL;
-        cleanup_error cap_error_t hook_err = NULL;
-        if (container_load_spec(root, id, &spec, &hook_err) == 0) {
-                cleanup_free char *json = state_oci_string(st, "stopped");
-                if (hooks_run(&spec->hooks.poststop, "poststop", json, &hook_err) < 0)
-                        log_warning("%s", hook_err->msg);
+        cleanup_error cap_error_t spec_err = NULL;
+        if (container_load_spec(root, id, &spec, &spec_err) < 0) {
+                if (!damaged)
+                        log_warning("%s", spec_err->msg);
         } else {
-                log_warning("%s", hook_err->msg);
+                if (!damaged && st->creator == 0) {
+                        cleanup_free char *json = state_oci_string(st, "stopped");
+                        if (hooks_run(&spec->hooks.poststop, "poststop", json, &spec_err) < 0)
+                                log_warning("%s", spec_err->msg);
+                        cap_error_free(&spec_err);
+                }
+                if (!spec_namespace(spec, CLONE_NEWNS) && st->rootfs &&
+                    rootfs_host_mounts_detach(st->rootfs, &spec_err) < 0)
+                        log_warning("%s", spec_err->msg);
         }
-        if (spec && !spec_namespace(spec, CLONE_NEWNS) && rootfs_host_mounts_detach(st->rootfs, &hook_err) < 0)
-                log_warning("%s", hook_err->msg);
-        cleanup_free char *dir = state_dir(root, id);
         log_debug("deleted container %s (was %s)", id, status);
         return rm_rf(dir, err);
 }

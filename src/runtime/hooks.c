@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@ static int hook_run(const struct spec_hook *hook, const char *state_json, int *s
         int in[2];
         if (pipe2(in, O_CLOEXEC) < 0)
                 return cap_fail(err, errno, "pipe");
+        pid_t parent = getpid();
         pid_t pid = fork();
         if (pid < 0) {
                 close(in[0]);
@@ -22,6 +24,10 @@ static int hook_run(const struct spec_hook *hook, const char *state_json, int *s
                 return cap_fail(err, errno, "fork");
         }
         if (pid == 0) {
+                /* A hook that blocks dies with a runtime that was killed while waiting for it
+                 * (checked again after arming, in case the runtime died first). */
+                if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+                        _exit(127);
                 dup2(in[0], STDIN_FILENO);
                 char *default_argv[] = { hook->path, NULL };
                 char *empty_env[] = { NULL };

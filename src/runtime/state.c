@@ -80,33 +80,53 @@ int state_save(const char *root, const struct state *st, cap_error_t *err)
                 return cap_fail(err, ENOMEM, "state.json");
         if (st->cgroup)
                 json_object_set(o, "cgroup", st->cgroup);
+        if (st->creator > 0) {
+                json_object_set_new(o, "creator", json_integer(st->creator));
+                json_object_set_new(o, "creator_start_time", json_integer((json_int_t)st->creator_start_time));
+        }
         cleanup_free char *text = json_dumps(o, JSON_INDENT(2));
         json_decref(o);
-        cleanup_free char *dir = state_dir(root, st->id);
-        cleanup_free char *path = xasprintf("%s/state.json", dir);
+        cleanup_free char *path = xasprintf("%s/%s/state.json", root, st->id);
         return write_file_atomic(path, text, strlen(text), err);
 }
 
-int state_load(const char *root, const char *id, struct state **out, cap_error_t *err)
+int state_save_cgroup(const char *root, const char *id, json_t *cgroup, cap_error_t *err)
 {
-        if (state_check_id(id, err) < 0)
-                return -1;
-        cleanup_free char *path = xasprintf("%s/%s/state.json", root, id);
+        cleanup_free char *text = json_dumps(cgroup, JSON_INDENT(2));
+        if (!text)
+                return cap_fail(err, ENOMEM, STATE_CGROUP);
+        cleanup_free char *path = xasprintf("%s/%s/" STATE_CGROUP, root, id);
+        return write_file_atomic(path, text, strlen(text), err);
+}
+
+/* <root>/<id>/<name> as a JSON object: 1, or 0 if the file does not exist. */
+static int state_read_json(const char *root, const char *id, const char *name, json_t **out, cap_error_t *err)
+{
+        cleanup_free char *path = xasprintf("%s/%s/%s", root, id, name);
         cleanup_free char *text = NULL;
-        cap_error_t local = NULL;
+        cleanup_error cap_error_t local = NULL;
+        *out = NULL;
         if (read_file(path, &text, NULL, 1 << 24, &local) < 0) {
-                bool missing = local->errnum == ENOENT;
-                cap_error_free(&local);
-                if (missing)
-                        return cap_fail(err, 0, "container \"%s\" does not exist", id);
-                return cap_fail(err, errno, "read `%s`", path);
+                if (local->errnum == ENOENT)
+                        return 0;
+                return cap_fail(err, local->errnum, "read `%s`", path);
         }
         json_error_t jerr;
         json_t *o = json_loads(text, 0, &jerr);
         if (!o)
                 return cap_fail(err, 0, "%s: corrupt state: %s", path, jerr.text);
+        if (!json_is_object(o)) {
+                json_decref(o);
+                return cap_fail(err, 0, "%s: corrupt state: not a JSON object", path);
+        }
+        *out = o;
+        return 1;
+}
+
+/* Missing members become "" or 0. */
+static struct state *state_from_json(json_t *o)
+{
         struct state *st = xmalloc0(sizeof(*st));
-        json_t *v;
         st->id = xstrdup(json_string_value(json_object_get(o, "id")));
         st->bundle = xstrdup(json_string_value(json_object_get(o, "bundle")));
         st->rootfs = xstrdup(json_string_value(json_object_get(o, "rootfs")));
@@ -116,11 +136,46 @@ int state_load(const char *root, const char *id, struct state **out, cap_error_t
         st->start_time = (unsigned long long)json_integer_value(json_object_get(o, "start_time"));
         st->annotations = json_to_strv_pairs(json_object_get(o, "annotations"));
         st->systemd_cgroup = json_is_true(json_object_get(o, "systemd_cgroup"));
-        if ((v = json_object_get(o, "cgroup")))
-                st->cgroup = json_incref(v);
+        st->creator = (pid_t)json_integer_value(json_object_get(o, "creator"));
+        st->creator_start_time = (unsigned long long)json_integer_value(json_object_get(o, "creator_start_time"));
+        json_t *cg = json_object_get(o, "cgroup");
+        st->cgroup = cg ? json_incref(cg) : NULL;
+        return st;
+}
+
+int state_load(const char *root, const char *id, struct state **out, cap_error_t *err)
+{
+        if (state_check_id(id, err) < 0)
+                return -1;
+        json_t *o;
+        int r = state_read_json(root, id, "state.json", &o, err);
+        if (r <= 0)
+                return r < 0 ? -1 : cap_fail(err, 0, "container \"%s\" does not exist", id);
+        cleanup_state struct state *st = state_from_json(o);
         json_decref(o);
-        *out = st;
+        if (strcmp(st->id, id) != 0 || st->pid < 0 || st->creator < 0)
+                return cap_fail(err, 0, "%s/%s/state.json: corrupt state: wrong id or pid", root, id);
+        *out = steal_pointer(&st);
         return 0;
+}
+
+struct state *state_salvage(const char *root, const char *id)
+{
+        json_t *o = NULL;
+        cleanup_error cap_error_t ignored = NULL;
+        state_read_json(root, id, "state.json", &o, &ignored);
+        struct state *st = state_from_json(o);
+        json_decref(o);
+        cap_error_free(&ignored);
+        if (strcmp(st->id, id) != 0 || st->pid < 0 || st->creator < 0) {
+                state_free(st); /* not this container's */
+                st = state_from_json(NULL);
+        }
+        free(st->id);
+        st->id = xstrdup(id);
+        if (!st->cgroup)
+                state_read_json(root, id, STATE_CGROUP, &st->cgroup, &ignored);
+        return st;
 }
 
 void state_free(struct state *st)
@@ -164,6 +219,8 @@ static bool process_alive(pid_t pid, unsigned long long start_time)
 
 const char *state_status(const char *root, const struct state *st)
 {
+        if (st->creator > 0) /* until create has finished, the status is that of the create */
+                return process_alive(st->creator, st->creator_start_time) ? "creating" : "stopped";
         if (!process_alive(st->pid, st->start_time))
                 return "stopped";
         cleanup_free char *sock = xasprintf("%s/%s/" STATE_EXEC_SOCKET, root, st->id);
@@ -218,7 +275,7 @@ int state_list(const char *root, char ***ids, cap_error_t *err)
                         continue;
                 cleanup_free char *p = xasprintf("%s/%s/state.json", root, de->d_name);
                 if (access(p, F_OK) < 0)
-                        continue; /* still being created, or not ours */
+                        continue; /* a create in its first step (or killed there), or not ours */
                 if (n + 1 >= cap) {
                         cap *= 2;
                         char **nv = realloc(v, cap * sizeof(char *));

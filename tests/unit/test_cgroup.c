@@ -494,6 +494,44 @@ TEST(saved_state_lists_created_dirs)
         CHECK(ok);
 }
 
+/* create records cgroup_plan()'s output before anything exists; a runtime killed right after
+ * cgroup_create leaves only that record to delete with. */
+TEST(plan_saved_before_create_destroys_it)
+{
+        cleanup_fixture struct fixture fx = { 0 };
+        cleanup_error cap_error_t err = NULL;
+        cleanup_cgroup struct cgroup *cg = NULL;
+        cleanup_free char *name = unique_name();
+        cleanup_free char *rel = xasprintf("%s/inner", name);
+
+        CHECK(cgroup_resolve(rel, "x", false, &cg, &err) == 0);
+        cgroup_plan(cg);
+        json_t *planned = cgroup_save(cg);
+        CHECK(cgroup_load(planned, &fx.cg, &err) == 0);
+        cleanup_strv char **dirs = created_dirs(fx.cg);
+        CHECK(strv_len(dirs) == 2 * fx.cg->n_hiers);
+        for (size_t i = 0; dirs[i]; i++)
+                CHECK(!exists(dirs[i]));
+
+        CHECK(cgroup_create(cg, &err) == 0);
+        json_t *made = cgroup_save(cg);
+        bool same = json_equal(planned, made);
+        json_decref(made);
+        json_decref(planned);
+        CHECK(same);
+        fx.children[0] = fork_sleeper();
+        CHECK(fx.children[0] > 0);
+        CHECK(cgroup_enter(cg, fx.children[0], &err) == 0);
+
+        CHECK(cgroup_destroy(fx.cg, &err) == 0);
+        int status;
+        CHECK(waitpid(fx.children[0], &status, 0) == fx.children[0]);
+        fx.children[0] = 0;
+        CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        for (size_t i = 0; dirs[i]; i++)
+                CHECK(!exists(dirs[i]));
+}
+
 TEST(apply_errors_name_fields)
 {
         cleanup_error cap_error_t err = NULL;
