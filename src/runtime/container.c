@@ -462,6 +462,9 @@ static __attribute__((noreturn)) void process_exec_final(const struct spec_proce
 {
         cleanup_error cap_error_t err = NULL;
 
+        /* The workload outlives the runtime, as with runc: from here on, a runtime killed leaves it
+         * to `delete --force`. Before seccomp, which may deny prctl. */
+        prctl(PR_SET_PDEATHSIG, 0);
         /* Without noNewPrivileges, loading a filter needs CAP_SYS_ADMIN: load it before dropping
          * capabilities. With it, load as late as possible, so the filter sees only the workload. */
         if (seccomp && !proc->no_new_privileges && seccomp_prog_load(seccomp, host_pid, state_json, &err) < 0)
@@ -1076,6 +1079,12 @@ static __attribute__((noreturn)) void exec_process_main(struct exec_launch *l)
         cleanup_error cap_error_t err = NULL;
         cleanup_free char *exe = NULL;
 
+        /* Cloned with CLONE_PARENT, the process is the runtime's child: die with a runtime killed
+         * before the execve. Its pid namespace hides the runtime's pid, so the check after arming
+         * asks the sync socket instead, whose other end only the runtime holds. */
+        struct pollfd hup = { .fd = l->sync_fd, .events = POLLRDHUP };
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || poll(&hup, 1, 0) != 0)
+                _exit(1);
         /* setns(mnt) puts us at the namespace's root mount; the container's root may be a
          * chroot below it (--no-pivot), so enter the root init actually sees. */
         if (fchdir(l->root_fd) < 0 || chroot(".") < 0) {

@@ -186,6 +186,24 @@ def test_kill_exec_at_every_step(capsule, bundle, tmp_path):
     assert_mostly_killed(killed, "exec")
 
 
+def test_exec_killed_before_execve_leaves_no_process(capsule, bundle):
+    """The exec'd process dies with a runtime killed before it has learned the process's pid:
+    that runtime could not have killed it on failure. (Killed later, once the process may have
+    run execve, the workload stays, as with runc, and delete --force removes it.)"""
+    bundle.set_args(*SLEEP)
+    capsule.run("run", "-d", "-b", bundle.path, bundle.id, check=True)
+    init = capsule.state(bundle.id)["pid"]
+    assert kill_at(capsule, ("recvmsg", 1), "exec", bundle.id, "sleep", "77")
+    deadline = time.time() + 5
+    while True:
+        extra = [p for p in leftover_processes(bundle) if not p.startswith(f"{init}:")]
+        if not extra:
+            break
+        assert time.time() < deadline, f"exec killed before it learned the pid, without any delete: {extra}"
+        time.sleep(0.02)
+    assert settle(capsule, bundle) == "running"
+
+
 def test_kill_run_at_every_step(capsule, bundle, tmp_path):
     bundle.set_args("true")
     points = kill_points(capsule, tmp_path, "run", "-b", bundle.path, bundle.id)
