@@ -382,6 +382,9 @@ def test_user_namespace_mqueue_without_ipc_namespace(capsule, public_bundle):
 
 def test_rootless_default_config_readonly_root(rootless):
     """The --rootless spec as written (read-only root, masked and read-only paths, /sys bind) works."""
+    if os.stat("/dev/null").st_mode & 0o777 != 0o666:
+        # without mknod, a rootless container binds the host's node, as runc does
+        pytest.skip("the host's /dev/null is not mode 0666, so an unprivileged user cannot write to it")
     rootless.config["root"]["readonly"] = True
     rootless.config["process"]["args"] = ["sh", "-c", "id -u; touch /x 2>&1; ls /sys/fs/cgroup >/dev/null && echo cg"]
     with open(os.path.join(rootless.bundle, "config.json"), "w") as f:
