@@ -842,6 +842,15 @@ TEST(pvpanic_events_and_panic)
         CHECK(m.vm.exit_calls == 1 && m.vm.exit_reason == VM_EXIT_PANIC && m.vm.exit_status == VM_STATUS_PANIC);
 }
 
+/* ---- debug exit ---- */
+
+TEST(debug_exit_port_off_unless_asked)
+{
+        MACHINE(m, VM_CONSOLE_NONE);
+        outb(&m, PORT_DEBUG_EXIT, 42);
+        CHECK(m.vm.exit_calls == 0);
+}
+
 /* ---- ACPI PM ---- */
 
 TEST(acpi_pm_s5_poweroff)
