@@ -113,6 +113,10 @@ int console_out_open(struct console_out *c, int fd, bool close_fd, struct evloop
         *c = (struct console_out){ .loop = loop, .fd = fd, .close_fd = close_fd, .restore_fl = -1, .kick_fd = -1 };
         pthread_mutex_init(&c->lock, NULL);
         struct stat st;
+        if (fstat(fd, &st) < 0 && errno == EBADF && !close_fd) {
+                c->fd = -1; /* stdout is closed: the output goes nowhere, as it would have */
+                return 0;
+        }
         if (fstat(fd, &st) < 0)
                 return cap_fail(err, errno, "console: fstat");
         if (S_ISREG(st.st_mode)) {
