@@ -83,17 +83,41 @@ clean:
 # input. clang compiles the library again into $(FUZZ_DIR)/obj: the gcc objects
 # have no coverage instrumentation. -Werror stays with the gcc build, which is the
 # one that gates warnings; clang's extra ones must not break fuzzing.
+#
+# `make fuzz` runs every target for FUZZ_SECONDS (not part of `make check`, whose
+# tests/fuzz/test_fuzz.py runs each briefly on a copy of the corpus) and merges the
+# inputs that reach new coverage into the corpus kept in the repository,
+# tests/fuzz/corpus/<target>/: commit what it adds. A crash, leak or sanitizer
+# report stops it with the input in $(FUZZ_DIR)/<target>-crash-*.
+# `make fuzz-build` only builds the targets.
 FUZZ_DIR := $(BUILD)/fuzz
 FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 300
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS := -std=gnu11 -Wall -Wextra -D_GNU_SOURCE -Ulinux -Isrc -g -O1 $(FUZZ_SAN) $(PKG_CFLAGS) -MMD -MP
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
-FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_DIR)/%)
+FUZZ_TARGETS := $(FUZZ_SRC:tests/fuzz/%.c=%)
+FUZZ_BIN := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
 FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
 
-.PHONY: fuzz
+.PHONY: fuzz fuzz-build
 .SECONDARY: $(FUZZ_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
+fuzz-build: $(FUZZ_BIN)
+
+# New inputs collect in a scratch directory first (the first corpus directory is
+# the one libFuzzer writes to); -merge=1 then keeps only those that add coverage.
 fuzz: $(FUZZ_BIN)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		new=$(FUZZ_DIR)/new/$$t; rm -rf $$new; mkdir -p $$new tests/fuzz/corpus/$$t; \
+		dict=; [ ! -f tests/fuzz/$$t.dict ] || dict=-dict=tests/fuzz/$$t.dict; \
+		echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+		$(FUZZ_DIR)/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=2048 -print_final_stats=1 \
+			-artifact_prefix=$(FUZZ_DIR)/$$t- $$dict $$new tests/fuzz/corpus/$$t 2>$(FUZZ_DIR)/$$t.log || \
+			{ tail -n 60 $(FUZZ_DIR)/$$t.log; echo "fuzz: $$t failed (log: $(FUZZ_DIR)/$$t.log)"; exit 1; }; \
+		before=$$(ls tests/fuzz/corpus/$$t | wc -l); \
+		$(FUZZ_DIR)/$$t -merge=1 tests/fuzz/corpus/$$t $$new 2>>$(FUZZ_DIR)/$$t.log; \
+		echo "fuzz: $$t clean; corpus $$before -> $$(ls tests/fuzz/corpus/$$t | wc -l) inputs"; \
+	done
 
 $(FUZZ_DIR)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

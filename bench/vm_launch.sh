@@ -6,13 +6,15 @@
 #
 # (a) Launch: wall time of the whole process, from its start to the guest's first instruction and
 #     back out, for a guest that exits at once (hyperfine -N; medians and the ratio qemu/capsule).
-#     capsule runs build/payloads/exit_code.elf (64-bit ring 3, exits with 42 through port 0xf4).
-#     QEMU runs a 64 KiB firmware image (-bios) whose reset vector does `mov al, 42; out 0xf4, al`
-#     into -device isa-debug-exit: no firmware at all, so nothing precedes the guest's first
-#     instruction but QEMU itself. Both VMs get the same KVM objects (in-kernel irqchip and PIT, one
-#     vCPU, MEMORY of RAM) and no console. On a PVM host guest ring 0 is emulated, which costs QEMU's
-#     guest 3 emulated instructions and capsule's ring-3 payload none: negligible either way, so this
-#     runs on the host rather than in the nested testbed, where every VM exit is ~100x dearer.
+#     Every run must succeed (exit 0): a failed run fails the benchmark instead of being timed.
+#     capsule runs build/payloads/quit.elf (64-bit ring 3, exits with 0 through port 0xf4,
+#     enabled with --debug-exit). QEMU runs a 64 KiB firmware image (-bios) whose reset vector
+#     loads an empty IDT and executes int3: a triple fault, which with -no-reboot ends QEMU with 0.
+#     No firmware at all, so nothing precedes the guest's first instruction but QEMU itself. Both
+#     VMs get the same KVM objects (in-kernel irqchip and no PIT: capsule creates none for
+#     payloads, QEMU's microvm gets pit=off; one vCPU, MEMORY of RAM) and no console. On a PVM
+#     host guest ring 0 is emulated, which costs QEMU's guest 2 emulated instructions and
+#     capsule's ring-3 payload none: negligible either way.
 # (b) Memory overhead: RSS of the VMM process minus the guest RAM actually touched (the Rss of the
 #     guest RAM mapping in /proc/PID/smaps), with the guest parked: capsule runs
 #     build/payloads/spin.elf, QEMU a reset vector doing `cli; hlt`. QEMU's RAM is a
@@ -32,7 +34,7 @@ for tool in hyperfine qemu-system-x86_64 python3; do
         command -v "$tool" >/dev/null || die "$tool is missing (scripts/install-deps)"
 done
 [ -x "$CAPSULE" ] || die "$CAPSULE is missing: make -C $repo"
-for p in exit_code spin; do
+for p in quit spin; do
         [ -f "$PAYLOADS/$p.elf" ] || die "$PAYLOADS/$p.elf is missing: make -C $repo"
 done
 [ -w /dev/kvm ] || die "needs read-write /dev/kvm (run as root)"
@@ -51,13 +53,15 @@ trap 'exit 130' INT TERM
 cp "$CAPSULE" "$work/capsule"
 
 # QEMU's guests: 64 KiB firmware images (QEMU wants a multiple of 64 KiB) filled with hlt, with
-# the code in the last 16 bytes, where the reset vector 0xfffffff0 lands.
+# the code in the last 16 bytes, where the reset vector 0xfffffff0 lands, and an empty IDT
+# descriptor (limit 0, base 0) at offset 0xff00.
 python3 - "$work" <<'PY'
 import sys
-code = {"exit.bin": bytes([0xb0, 42, 0xe6, 0xf4, 0xfa, 0xf4, 0xeb, 0xfd]),  # mov al,42; out 0xf4,al; cli; hlt; jmp $-1
-        "spin.bin": bytes([0xfa, 0xf4, 0xeb, 0xfd])}                          # cli; hlt; jmp $-1
+code = {"exit.bin": bytes([0x2e, 0x0f, 0x01, 0x1e, 0x00, 0xff, 0xcc]),  # lidt cs:[0xff00]; int3: triple fault
+        "spin.bin": bytes([0xfa, 0xf4, 0xeb, 0xfd])}                    # cli; hlt; jmp $-1
 for name, c in code.items():
     img = bytearray(b"\xf4" * 65536)
+    img[0xff00:0xff06] = bytes(6)
     img[0xfff0:0xfff0 + len(c)] = c
     open(f"{sys.argv[1]}/{name}", "wb").write(img)
 PY
@@ -65,20 +69,22 @@ PY
 # arch-capabilities=off: some KVMs (PVM here) report IA32_ARCH_CAPABILITIES bits that they then refuse to
 # have written back, and QEMU aborts ("failed to set MSR 0x10a"). capsule does not write that MSR.
 qemu_base="qemu-system-x86_64 -accel kvm -cpu host,arch-capabilities=off -smp 1 -m $MEMORY -nodefaults -no-user-config -display none"
-qemu_machine="microvm,x-option-roms=off,isa-serial=off,rtc=off,acpi=off,auto-kernel-cmdline=off"
-capsule_launch="$work/capsule vm run --payload $PAYLOADS/exit_code.elf --memory $MEMORY --console none"
-qemu_launch="$qemu_base -M $qemu_machine -bios $work/exit.bin -device isa-debug-exit,iobase=0xf4,iosize=4"
+# pit=off: capsule creates no PIT for payloads, so neither does QEMU (QEMU 7.2 accepts it).
+qemu_machine="microvm,x-option-roms=off,isa-serial=off,rtc=off,acpi=off,pit=off,auto-kernel-cmdline=off"
+capsule_launch="$work/capsule vm run --payload $PAYLOADS/quit.elf --debug-exit --memory $MEMORY --console none"
+qemu_launch="$qemu_base -M $qemu_machine -no-reboot -bios $work/exit.bin"
 
-# Each must really run its guest: capsule exits with 42, QEMU with (42 << 1) | 1.
+# Each must really run its guest and exit 0: capsule with its payload's status, QEMU on the triple
+# fault's reset (-no-reboot; without it QEMU would reset forever).
 rc=0; $capsule_launch || rc=$?
-[ "$rc" = 42 ] || die "capsule's launch payload exited $rc, not 42"
+[ "$rc" = 0 ] || die "capsule's launch payload exited $rc, not 0"
 rc=0; $qemu_launch || rc=$?
-[ "$rc" = 85 ] || die "QEMU's launch guest exited $rc, not 85"
+[ "$rc" = 0 ] || die "QEMU's launch guest exited $rc, not 0"
 
 echo "== (a) launch: process start -> first guest instruction -> exit ($RUNS runs, $MEMORY guest)"
-hyperfine -N -i --style basic --runs "$RUNS" --warmup "$WARMUP" --export-json "$work/launch.json" \
+hyperfine -N --style basic --runs "$RUNS" --warmup "$WARMUP" --export-json "$work/launch.json" \
         -n capsule "$capsule_launch" -n qemu "$qemu_launch" >"$work/hyperfine.log" 2>&1 ||
-        { cat "$work/hyperfine.log" >&2; die "hyperfine failed"; }
+        { cat "$work/hyperfine.log" >&2; die "hyperfine failed (a run failed, or hyperfine itself)"; }
 python3 - "$work/launch.json" <<'PY'
 import json, sys
 res = {r["command"]: r for r in json.load(open(sys.argv[1]))["results"]}

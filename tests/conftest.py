@@ -90,6 +90,20 @@ def rootfs_template(tmp_path_factory):
     return str(d)
 
 
+# A sanitizer report is always a test failure, also on error paths where the test expects a non-zero
+# exit: the build/asan binary exits SANITIZER_EXIT after one, a status capsule itself never uses.
+SANITIZER_EXIT = 86
+SANITIZER_ENV = {"ASAN_OPTIONS": f"exitcode={SANITIZER_EXIT}:detect_leaks=1:abort_on_error=0",
+                 "UBSAN_OPTIONS": f"exitcode={SANITIZER_EXIT}:halt_on_error=1:print_stacktrace=1"}
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def assert_no_sanitizer_report(returncode, stderr, what):
+    found = [m for m in SANITIZER_MARKERS if m in stderr]
+    assert returncode != SANITIZER_EXIT and not found, \
+        f"sanitizer report from capsule {' '.join(map(str, what))} (exit {returncode}):\n{stderr[-6000:]}"
+
+
 class Capsule:
     """Runs build/capsule with a private --root and cleans up whatever is left."""
 
@@ -101,12 +115,14 @@ class Capsule:
         return [self.binary, "--root", self.root] + [str(a) for a in args]
 
     def run(self, *args, check=False, timeout=60, **kw):
+        kw["env"] = dict(kw.get("env") or os.environ, **SANITIZER_ENV)
         # Files, not pipes: a detached container inherits stdio and would keep a pipe open.
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
             rc = subprocess.run(self.cmd(*args), timeout=timeout, stdout=out, stderr=err, **kw).returncode
             out.seek(0)
             err.seek(0)
             p = subprocess.CompletedProcess(args, rc, out.read(), err.read())
+        assert_no_sanitizer_report(p.returncode, p.stderr, args)
         if check and p.returncode != 0:
             raise AssertionError(f"capsule {' '.join(map(str, args))} failed ({p.returncode}): {p.stderr}")
         return p

@@ -6,6 +6,8 @@ import pytest
 
 from conftest import BUILD
 
+SKIPPED_EXIT = 77  # TEST_SKIPPED_EXIT in tests/unit/check.h: the test said why it cannot run here
+
 
 def _cases():
     for variant in ("", "asan"):
@@ -19,4 +21,9 @@ def _cases():
 def test_unit(binary, name):
     env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0", UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
     p = subprocess.run([binary, name], capture_output=True, text=True, env=env, timeout=120)
+    if p.returncode == SKIPPED_EXIT:
+        why = [l.split(": ", 1)[1] for l in p.stdout.splitlines() if l.startswith(f"skip {name}: ")]
+        assert why, p.stdout + p.stderr
+        pytest.skip(why[0])
     assert p.returncode == 0, p.stdout + p.stderr
+    assert f"ok {name}\n" in p.stdout, p.stdout

@@ -37,6 +37,9 @@ static const char vm_help[] =
         "  --console MODE     the guest's serial console (COM1): stdio (default), file:PATH, or none\n"
         "  --hugepages        back guest RAM with 2 MiB huge pages (reserved up front)\n"
         "  --payload ELF      run a ring-3 test payload instead of a kernel\n"
+        "  --debug-exit       enable the debug exit port 0xf4: a byte the guest writes there ends the\n"
+        "                     VM with that byte as the exit status (test payloads). Off by default, so\n"
+        "                     that a guest cannot choose capsule's exit status\n"
         "  --bzimage-decompress WHO\n"
         "                     who decompresses a bzImage's compressed kernel: guest (default) or host.\n"
         "                     guest boots the bzImage through the 64-bit boot protocol and its own\n"
@@ -47,24 +50,24 @@ static const char vm_help[] =
         "                     about as much as it saves it. A vmlinux needs no decompression at all.\n"
         "  --config FILE      JSON object with the same settings: kernel, initrd, cmdline (strings),\n"
         "                     cpus (integer), memory (\"512M\" or bytes), console (string), hugepages\n"
-        "                     (boolean), payload, bzimage-decompress (strings); relative paths are\n"
-        "                     relative to FILE's folder; flags override it\n"
+        "                     (boolean), payload, bzimage-decompress (strings), debug-exit (boolean);\n"
+        "                     relative paths are relative to FILE's folder; flags override it\n"
         "  --help             this help\n"
         "\n"
         "Exit status:\n"
         "  0       the guest powered off (ACPI S5)\n"
-        "  N       a payload wrote byte N to the debug exit port (0xf4)\n"
+        "  N       with --debug-exit: the guest wrote byte N to the debug exit port (0xf4)\n"
         "  1       capsule failed: bad settings, KVM errors, a KVM emulation or internal error\n"
         "  80      the guest rebooted (i8042 reset, ACPI reset register)\n"
         "  81      the guest panicked (pvpanic)\n"
         "  82      a vCPU triple-faulted\n"
-        "  128+N   stopped by signal N (SIGINT 130, SIGTERM 143)\n"
+        "  128+N   stopped by signal N (SIGHUP 129, SIGINT 130, SIGQUIT 131, SIGTERM 143)\n"
         "\n"
         "On a PVM host (/dev/kvm from kvm_pvm) only payloads run: guest ring 0 is emulated there,\n"
         "so a stock kernel cannot boot; use the testbed (tests/testbed/run).\n";
 
 enum vm_opt { OPT_KERNEL, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEMORY, OPT_CONSOLE, OPT_HUGEPAGES, OPT_PAYLOAD,
-              OPT_BZIMAGE_DECOMPRESS, OPT_CONFIG, OPT_HELP, N_OPTS };
+              OPT_BZIMAGE_DECOMPRESS, OPT_DEBUG_EXIT, OPT_CONFIG, OPT_HELP, N_OPTS };
 
 static const struct option vm_opts[] = {
         { "kernel", required_argument, NULL, OPT_KERNEL },
@@ -76,6 +79,7 @@ static const struct option vm_opts[] = {
         { "hugepages", no_argument, NULL, OPT_HUGEPAGES },
         { "payload", required_argument, NULL, OPT_PAYLOAD },
         { "bzimage-decompress", required_argument, NULL, OPT_BZIMAGE_DECOMPRESS },
+        { "debug-exit", no_argument, NULL, OPT_DEBUG_EXIT },
         { "config", required_argument, NULL, OPT_CONFIG },
         { "help", no_argument, NULL, OPT_HELP },
         { 0 },
@@ -235,10 +239,10 @@ static int load_config_key(struct vm_settings *s, const char *key, json_t *v, co
                         return cap_fail(err, 0, "%s: expected a size string (\"512M\") or a number of bytes", origin);
                 return set_memory_text(cfg, json_string_value(v), origin, err);
         }
-        if (strcmp(key, "hugepages") == 0) {
+        if (strcmp(key, "hugepages") == 0 || strcmp(key, "debug-exit") == 0) {
                 if (!json_is_boolean(v))
                         return cap_fail(err, 0, "%s: expected true or false", origin);
-                cfg->hugepages = json_is_true(v);
+                *(strcmp(key, "hugepages") == 0 ? &cfg->hugepages : &cfg->debug_exit) = json_is_true(v);
                 return 0;
         }
         if (strcmp(key, "kernel") == 0 || strcmp(key, "initrd") == 0 || strcmp(key, "payload") == 0 ||
@@ -265,7 +269,7 @@ static int load_config_key(struct vm_settings *s, const char *key, json_t *v, co
                 return 0;
         }
         return cap_fail(err, 0, "%s: unknown key `%s` (known: kernel, initrd, cmdline, cpus, memory, console, hugepages, payload, "
-                        "bzimage-decompress)",
+                        "bzimage-decompress, debug-exit)",
                         origin, key);
 }
 
@@ -322,6 +326,9 @@ static int apply_flag(struct vm_settings *s, int opt, const char *value, cap_err
                 return set_console(cfg, value, origin, err);
         case OPT_HUGEPAGES:
                 cfg->hugepages = true;
+                return 0;
+        case OPT_DEBUG_EXIT:
+                cfg->debug_exit = true;
                 return 0;
         case OPT_BZIMAGE_DECOMPRESS:
                 return set_bzimage_decompress(cfg, value, origin, err);

@@ -52,6 +52,8 @@ struct vm {
         bool mask_changed;
         struct sigaction old_kick;
         bool kick_installed;
+        struct sigaction old_pipe;
+        bool pipe_ignored;
 };
 
 static int status_for(int reason, int status)
@@ -180,14 +182,22 @@ static int vm_create_vcpus(struct vm *vm, const struct boot_info *boot, cap_erro
         return 0;
 }
 
-/* SIGINT/SIGTERM become an orderly stop through a signalfd on the event loop;
- * every thread created afterwards inherits the blocked mask. */
+/* SIGINT/SIGTERM, and SIGQUIT/SIGHUP from a console terminal (Ctrl-\, hangup), become an
+ * orderly stop through a signalfd on the event loop, so the terminal is always restored;
+ * every thread created afterwards inherits the blocked mask. SIGPIPE is ignored: a console
+ * reader that went away costs the guest its output (EPIPE), not the VMM its life. */
 static int vm_setup_signals(struct vm *vm, cap_error_t *err)
 {
+        struct sigaction ign = { .sa_handler = SIG_IGN };
+        if (sigaction(SIGPIPE, &ign, &vm->old_pipe) < 0)
+                return cap_fail(err, errno, "sigaction SIGPIPE");
+        vm->pipe_ignored = true;
         sigset_t set;
         sigemptyset(&set);
         sigaddset(&set, SIGINT);
         sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGQUIT);
+        sigaddset(&set, SIGHUP);
         if (pthread_sigmask(SIG_BLOCK, &set, &vm->old_mask) != 0)
                 return cap_fail(err, errno, "pthread_sigmask");
         vm->mask_changed = true;
@@ -248,6 +258,8 @@ static void vm_destroy(struct vm *vm)
         }
         if (vm->mask_changed)
                 pthread_sigmask(SIG_SETMASK, &vm->old_mask, NULL);
+        if (vm->pipe_ignored)
+                sigaction(SIGPIPE, &vm->old_pipe, NULL);
         guest_mem_destroy(&vm->mem);
         if (vm->vm_fd >= 0)
                 close(vm->vm_fd);
@@ -279,10 +291,13 @@ static int vm_setup(struct vm *vm, cap_error_t *err)
                 return -1;
         }
         vm->loop_ready = true;
+        /* Before the devices: from the moment the console's terminal is raw, a signal must stop us in order. */
+        if (vm_setup_signals(vm, err) < 0)
+                return -1;
         if (devices_init(&vm->devices, err) < 0)
                 return -1;
         vm->devices_ready = true;
-        if (vm_load(vm, &boot, err) < 0 || vm_create_vcpus(vm, &boot, err) < 0 || vm_setup_signals(vm, err) < 0)
+        if (vm_load(vm, &boot, err) < 0 || vm_create_vcpus(vm, &boot, err) < 0)
                 return -1;
         return vm_start(vm, err);
 }

@@ -27,6 +27,7 @@ struct vm_config {
         enum vm_console console;
         char *console_path; /* for VM_CONSOLE_FILE */
         enum vm_bzimage_decompress bzimage_decompress;
+        bool debug_exit; /* the debug exit port 0xf4 (test payloads); off, so no guest sets capsule's status */
 };
 
 /* Why the VM stopped. The process exit status for each is documented in the README. */

@@ -79,12 +79,23 @@ def test_create_start_state_kill_delete(capsule, bundle, tmp_path):
     assert gone.returncode != 0 and "does not exist" in gone.stderr
 
 
-@pytest.mark.parametrize("sig", ["TERM", "SIGTERM", "15", "sigterm"])
-def test_kill_signal_names_and_numbers(capsule, bundle, sig):
-    bundle.set_args("sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done")
+@pytest.mark.parametrize("sig,name", [("TERM", "TERM"), ("SIGTERM", "TERM"), ("15", "TERM"), ("sigterm", "TERM"),
+                                      ("USR1", "USR1"), ("10", "USR1"), ("SIGHUP", "HUP"), ("1", "HUP")])
+def test_kill_signal_names_and_numbers(capsule, bundle, sig, name):
+    # The container records which signal reached it; a wrong signal would leave another name (a
+    # handled one) or none at all (KILL, or one that init ignores: then it never stops).
+    handlers = "; ".join(f"trap 'echo {s} > /tmp/got; exit 0' {s}" for s in ("TERM", "USR1", "HUP", "INT"))
+    bundle.set_args("sh", "-c", f"{handlers}; touch /tmp/ready; while true; do sleep 0.1; done")
     capsule.run("run", "-d", "-b", bundle.path, bundle.id, check=True)
+    ready, got = os.path.join(bundle.rootfs, "tmp", "ready"), os.path.join(bundle.rootfs, "tmp", "got")
+    deadline = time.time() + 10
+    while not os.path.exists(ready):
+        assert time.time() < deadline, "the container never installed its handlers"
+        time.sleep(0.05)
     capsule.run("kill", bundle.id, sig, check=True)
     wait_status(capsule, bundle.id, "stopped")
+    with open(got) as f:
+        assert f.read() == name + "\n"
 
 
 def test_kill_unknown_signal_is_rejected(capsule, bundle):

@@ -2,11 +2,13 @@
 emulated), exit statuses, signals, settings from flags and --config, and bad input. Every payload test
 runs with the normal and, when built, the ASan+UBSan binary."""
 import datetime
+import fcntl
 import json
 import os
 import pty
 import re
 import signal
+import struct
 import subprocess
 import termios
 import time
@@ -39,10 +41,12 @@ def payload(name):
     return os.path.join(PAYLOADS, name + ".elf")
 
 
-def vm_run(binary, *args, timeout=30, env=None):
+def vm_run(binary, *args, timeout=30, env=None, debug_exit=True):
+    """Payloads report their result through the debug exit port, which they must ask for."""
     full_env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1", UBSAN_OPTIONS="halt_on_error=1")
     full_env.update(env or {})
-    return subprocess.run([binary, "vm", "run", *map(str, args)], capture_output=True, text=True,
+    extra = ["--debug-exit"] if debug_exit and "--payload" in args else []
+    return subprocess.run([binary, "vm", "run", *map(str, args), *extra], capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL, env=full_env)
 
 
@@ -181,18 +185,137 @@ def test_sigterm_restores_terminal(capsule_bin):
         os.close(slave)
 
 
+def test_debug_exit_port_is_off_by_default(capsule_bin):
+    """Without --debug-exit a guest's write to port 0xf4 does nothing: exit_code.elf writes 42
+    there, then spins, so the VM runs on until it is stopped."""
+    proc = subprocess.Popen([capsule_bin, "vm", "run", "--payload", payload("exit_code"), "--console", "none"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 143
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.stderr.read() == ""
+
+
+def pipe_bytes(fd):
+    """How many bytes wait in a pipe."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def test_stalled_console_reader_never_blocks(capsule_bin, tmp_path):
+    """stdout is a pipe nobody reads and the guest floods the console: the vCPU and the event loop
+    go on (what does not fit in capsule's ring is dropped), SIGTERM stops the VM at once with 143,
+    and the number of bytes dropped (with what was left in the ring) is reported on stderr."""
+    r, w = os.pipe()
+    fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)
+    err = open(tmp_path / "stderr", "w+")
+    proc = subprocess.Popen([capsule_bin, "vm", "run", "--payload", payload("flood"), "--console", "stdio"],
+                            stdout=w, stderr=err, stdin=subprocess.DEVNULL)
+    os.close(w)
+    try:
+        # The pipe is full when what it holds stops growing (a one-page pipe may refuse a write
+        # that does not fit in what is left of the page); then the output piles up in the ring.
+        deadline = time.monotonic() + 60
+        held, still = -1, 0
+        while still < 5:
+            assert proc.poll() is None, "capsule ended on its own"
+            assert time.monotonic() < deadline, "the guest's output never filled the pipe"
+            time.sleep(0.1)
+            now = pipe_bytes(r)
+            held, still = now, (still + 1 if now == held and now > 0 else 0)
+        time.sleep(1)
+        assert proc.poll() is None, "capsule ended on its own"
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=10)
+        assert time.monotonic() - start < 2.0
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(r)
+    assert rc == 143
+    err.seek(0)
+    text = err.read()
+    m = re.search(r"console: (\d+) bytes of guest output dropped", text)
+    assert m and int(m.group(1)) > 0, text
+
+
+def test_console_output_to_a_closed_pipe(capsule_bin):
+    """SIGPIPE must not kill the VMM: the guest's output is lost, the guest runs to its end."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([capsule_bin, "vm", "run", "--payload", payload("hello"), "--console", "stdio",
+                            "--debug-exit"], stdout=w, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                           text=True, timeout=30)
+    finally:
+        os.close(w)
+    assert p.returncode == 0, (p.returncode, p.stderr)
+    assert re.search(r"console: \d+ bytes of guest output dropped: the output failed", p.stderr), p.stderr
+
+
+def test_pvpanic_notices_are_rate_limited(capsule_bin):
+    """A guest that writes "crash kernel loaded" to pvpanic 20000 times gets a notice a second."""
+    start = time.monotonic()
+    p = run_payload(capsule_bin, "pvpanic_flood", timeout=120)
+    took = time.monotonic() - start
+    assert p.returncode == 0, p.stderr
+    lines = p.stderr.splitlines()
+    assert lines and all("crash kernel is running" in line for line in lines), p.stderr
+    assert len(lines) <= 2 + took, (took, p.stderr)
+
+
+def test_sigquit_from_the_terminal_restores_it(capsule_bin):
+    """Ctrl-\\ on the console's terminal (SIGQUIT from the line discipline) stops the VM in order,
+    with 131, and the terminal is no longer raw."""
+    master, slave = pty.openpty()
+    proc = None
+
+    def controlling_tty():
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    try:
+        before = termios.tcgetattr(slave)
+        proc = subprocess.Popen([capsule_bin, "vm", "run", "--payload", payload("spin"), "--console", "stdio"],
+                                stdin=slave, stdout=slave, stderr=subprocess.PIPE, start_new_session=True,
+                                preexec_fn=controlling_tty)
+        buf = b""
+        deadline = time.monotonic() + 10
+        while b"spinning" not in buf and time.monotonic() < deadline:
+            buf += os.read(master, 100)
+        assert b"spinning" in buf
+        during = termios.tcgetattr(slave)
+        assert not during[3] & termios.ICANON and during[3] & termios.ISIG  # raw, signals on
+        os.write(master, before[6][termios.VQUIT])
+        assert proc.wait(timeout=5) == 128 + signal.SIGQUIT
+        after = termios.tcgetattr(slave)
+        assert after == before
+        assert after[3] & termios.ICANON and after[3] & termios.ECHO
+    finally:
+        if proc and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+        os.close(slave)
+
+
 # Settings
 
 def test_config_file_and_flag_override(capsule_bin, tmp_path):
     os.symlink(payload("smp"), tmp_path / "smp.elf")
     cfg = tmp_path / "vm.json"
     cfg.write_text(json.dumps({"payload": "smp.elf", "cpus": 2, "memory": "64M", "console": "stdio",
-                               "hugepages": False}))
+                               "hugepages": False, "debug-exit": True}))
     p = vm_run(capsule_bin, "--config", cfg)
     assert p.returncode == 2, p.stderr
     p = vm_run(capsule_bin, "--config", cfg, "--cpus", "3")
     assert p.returncode == 3, p.stderr
-    cfg.write_text(json.dumps({"payload": str(tmp_path / "smp.elf"), "memory": 67108864, "console": "file:out.txt"}))
+    cfg.write_text(json.dumps({"payload": str(tmp_path / "smp.elf"), "memory": 67108864, "console": "file:out.txt",
+                               "debug-exit": True}))
     assert vm_run(capsule_bin, "--config", cfg).returncode == 1
     assert (tmp_path / "out.txt").read_text() == "cpu 0\n"
     p = vm_run(capsule_bin, "--config", cfg, "--console", "stdio")
@@ -203,9 +326,9 @@ def test_help_documents_everything():
     p = subprocess.run([CAPSULE, "vm", "--help"], capture_output=True, text=True)
     assert p.returncode == 0
     for opt in ("--kernel", "--initrd", "--cmdline", "--cpus", "--memory", "--console", "--hugepages",
-                "--payload", "--bzimage-decompress", "--config", "--help"):
+                "--payload", "--bzimage-decompress", "--debug-exit", "--config", "--help"):
         assert opt in p.stdout, opt
-    for status in ("80", "81", "82", "128+N", "0xf4"):
+    for status in ("80", "81", "82", "128+N", "0xf4", "SIGQUIT 131"):
         assert status in p.stdout, status
     assert subprocess.run([CAPSULE, "vm", "run", "--help"], capture_output=True, text=True).stdout == p.stdout
     assert "vm" in subprocess.run([CAPSULE, "--help"], capture_output=True, text=True).stdout

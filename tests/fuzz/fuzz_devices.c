@@ -53,7 +53,7 @@ static bool take(struct input *in, void *out, size_t n)
 static struct bus pio, mmio;
 static struct evloop loop;
 static struct guest_mem mem;
-static struct vm_config config = { .console = VM_CONSOLE_FILE, .console_path = "/dev/null" };
+static struct vm_config config = { .console = VM_CONSOLE_FILE, .console_path = "/dev/null", .debug_exit = true };
 static struct vm_devices ctx;
 static struct pci_function fn;
 

@@ -1,8 +1,11 @@
 """The container runtime's end-to-end suite on pure cgroup v2: ONE testbed boot (forced into the
 QEMU TCG micro-VM, whose /sys/fs/cgroup is a lone cgroup2 mount with every controller and the
-runner in its root cgroup) runs the e2e modules below with build/capsule, and this test passes
-only if that inner pytest run passed, collected tests from every module and finished in time.
-Run with -s to watch the inner run; its summary is in the failure message either way.
+runner in its root cgroup) runs the e2e modules below with build/capsule, and every inner test is
+reported here as a test of its own, test_inner[<its node id>]: passed, failed (with its report) or
+skipped (with its reason), so the closing summary line counts the inner skips and failures. The
+inner tests are collected on the host (pytest --collect-only, about 2 s); one that did not run
+inside fails, and test_inner_run checks the run itself (pure cgroup v2, finished in time, no inner
+test the host did not know). Run with -s to watch the inner run.
 test_podman.py is among them: podman 4.3 and conmon drive capsule there, and its harness
 (podman_env.py) sees /sys/fs/cgroup is cgroup2fs, so it puts the containers' cgroup parent below
 the runner's "0::" cgroup and checks memory.max and the leftovers on the unified hierarchy.
@@ -10,12 +13,9 @@ the runner's "0::" cgroup and checks memory.max and the leftovers on the unified
 Left out, on purpose:
 - the [asan] variants (-k "not asan"): their 36 tests took 125 s more under TCG, and they check
   memory safety, which does not depend on the cgroup layout; the host suite runs them.
-- test_vm_host.py: VM boots in the testbed are tests/testbed/test_vm_linux.py's.
-Inside the testbed three tests of the selected modules skip, and the summary says why: seccomp's
-two LOG-record checks (the guest kernel has no CONFIG_AUDIT) and exec --cgroup per v1 controller."""
+- test_vm_host.py: VM boots in the testbed are tests/testbed/test_vm_linux.py's."""
 import os
 import pathlib
-import re
 import shlex
 import signal
 import subprocess
@@ -91,39 +91,85 @@ def stream(cmd, env, timeout):
     return (None if killed else proc.returncode), "".join(lines)
 
 
-def junit_counts(path):
-    """module -> {"tests", "failed", "skipped"} from the inner run's JUnit XML."""
-    counts = {}
+def collect_inner():
+    """Node ids of the inner tests, as pytest collects them on the host."""
+    p = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                        "-k", "not asan"] + MODULES, cwd=REPO, capture_output=True, text=True, timeout=300)
+    ids = [l for l in p.stdout.splitlines() if "::" in l]
+    if p.returncode != 0 or not ids:
+        # A collection error is a failure of its own (test_inner_run), not zero tests.
+        return ["<collection failed>"]
+    return ids
+
+
+INNER = collect_inner()
+
+
+def junit_results(path):
+    """node id -> (outcome, message) from the inner run's JUnit XML."""
+    results = {}
     for case in ET.parse(path).iter("testcase"):
-        module = case.get("classname", "").split(".")[-1] + ".py"
-        c = counts.setdefault(module, {"tests": 0, "failed": 0, "skipped": 0})
-        c["tests"] += 1
-        if case.find("failure") is not None or case.find("error") is not None:
-            c["failed"] += 1
-        elif case.find("skipped") is not None:
-            c["skipped"] += 1
-    return counts
+        nodeid = case.get("classname", "").replace(".", "/") + ".py::" + case.get("name", "")
+        for tag, outcome in (("failure", "failed"), ("error", "failed"), ("skipped", "skipped")):
+            el = case.find(tag)
+            if el is not None:
+                text = el.get("message", "") if outcome == "skipped" else (el.text or el.get("message", ""))
+                results[nodeid] = (outcome, text)
+                break
+        else:
+            results[nodeid] = ("passed", "")
+    return results
 
 
-def test_e2e_suite_passes_on_pure_cgroup_v2():
+class InnerRun:
+    def __init__(self):
+        self.problem = None  # why the run as a whole failed, or None
+        self.results = {}
+        self.summary = ""
+
+
+@pytest.fixture(scope="module")
+def inner_run():
+    run = InnerRun()
     assert os.access(REPO / "build" / "capsule", os.X_OK), "build/capsule is missing: run make"
     OUT.mkdir(parents=True, exist_ok=True)
     junit = OUT / f"runtime-v2-{uuid.uuid4().hex}.xml"
     env = dict(os.environ, TESTBED_MODE="qemu", TESTBED_TIMEOUT=str(INNER_TIMEOUT), TESTBED_VERBOSE="1")
     try:
         rc, out = stream([str(RUN), inner_command(junit)], env, INNER_TIMEOUT + 120)
-        summary = "\n".join(out.splitlines()[-40:])
-        assert rc is not None and rc != 124, f"the inner run timed out:\n{summary}"
-        assert "runtime-v2: cgroup2 with:" in out, f"the testbed is not pure cgroup v2:\n{summary}"
-        assert rc == 0, f"the inner pytest run failed (exit {rc}):\n{summary}"
-        final = [l for l in out.splitlines() if re.search(r"\d+ passed.* in [\d.]+s", l)]
-        assert final and "failed" not in final[-1] and "error" not in final[-1], summary
-        assert junit.exists(), f"the inner run wrote no {junit.name}:\n{summary}"
-        counts = junit_counts(junit)
-        for module in MODULES:
-            name = os.path.basename(module)
-            c = counts.get(name)
-            assert c and c["tests"] > c["skipped"], f"{name}: no test ran inside the testbed ({c}):\n{summary}"
-            assert c["failed"] == 0, f"{name}: {c}:\n{summary}"
+        run.summary = "\n".join(out.splitlines()[-40:])
+        if rc is None or rc == 124:
+            run.problem = "the inner run timed out"
+        elif "runtime-v2: cgroup2 with:" not in out:
+            run.problem = "the testbed is not pure cgroup v2"
+        elif not junit.exists():
+            run.problem = f"the inner run wrote no {junit.name} (exit {rc})"
+        else:
+            run.results = junit_results(junit)
+            if rc != 0 and not any(o == "failed" for o, _ in run.results.values()):
+                run.problem = f"the inner pytest run failed (exit {rc}) with no failed test"
     finally:
         junit.unlink(missing_ok=True)
+    return run
+
+
+def test_inner_run(inner_run):
+    assert inner_run.problem is None, f"{inner_run.problem}:\n{inner_run.summary}"
+    assert INNER != ["<collection failed>"], "collecting the inner tests on the host failed"
+    unknown = sorted(set(inner_run.results) - set(INNER))
+    assert not unknown, f"inner tests the host did not collect: {unknown}"
+    for module in MODULES:
+        ran = [n for n, (o, _) in inner_run.results.items() if n.startswith(module + "::") and o != "skipped"]
+        assert ran, f"{module}: no test ran inside the testbed"
+
+
+@pytest.mark.parametrize("nodeid", INNER)
+def test_inner(inner_run, nodeid):
+    if nodeid not in inner_run.results:
+        pytest.fail(f"{nodeid} did not run inside the testbed"
+                    f"{': ' + inner_run.problem if inner_run.problem else ''}\n{inner_run.summary}", pytrace=False)
+    outcome, message = inner_run.results[nodeid]
+    if outcome == "skipped":
+        pytest.skip(f"inside the testbed: {message}")
+    if outcome == "failed":
+        pytest.fail(f"inside the testbed:\n{message}", pytrace=False)

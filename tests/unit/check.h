@@ -1,5 +1,6 @@
-/* A minimal unit-test harness: TEST() registers a function, CHECK() fails it.
- * Each test binary accepts --list and a test name, so pytest can run tests one by one. */
+/* A minimal unit-test harness: TEST() registers a function, CHECK() fails it, SKIP() says why it
+ * cannot run here. Each test binary accepts --list and a test name, so pytest can run tests one by
+ * one; a test run alone that skipped exits TEST_SKIPPED_EXIT (tests/test_unit.py's pytest skip). */
 #ifndef CAPSULE_TESTS_CHECK_H
 #define CAPSULE_TESTS_CHECK_H
 
@@ -8,6 +9,9 @@
 
 void test_register(const char *name, void (*fn)(void));
 void test_fail(const char *file, int line, const char *what);
+void test_skip(const char *why);
+
+#define TEST_SKIPPED_EXIT 77
 
 #define TEST(name)                                                                      \
         static void name(void);                                                         \
@@ -23,6 +27,12 @@ void test_fail(const char *file, int line, const char *what);
                         test_fail(__FILE__, __LINE__, #cond);   \
                         return;                                 \
                 }                                               \
+        } while (0)
+
+#define SKIP(why)                       \
+        do {                            \
+                test_skip(why);         \
+                return;                 \
         } while (0)
 
 #define CHECK_STR(a, b) CHECK((a) != NULL && strcmp((a), (b)) == 0)

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "common/log.h"
 #include "common/util.h"
 #include "vmm/device.h"
 #include "vmm/devices/pci.h"
@@ -840,6 +841,37 @@ TEST(pvpanic_events_and_panic)
         CHECK(m.vm.exit_calls == 0);
         outb(&m, PORT_PVPANIC, 0x01);
         CHECK(m.vm.exit_calls == 1 && m.vm.exit_reason == VM_EXIT_PANIC && m.vm.exit_status == VM_STATUS_PANIC);
+}
+
+/* A guest writing the port in a loop gets one notice, not thousands. */
+TEST(pvpanic_notices_rate_limited)
+{
+        char log[] = "/tmp/capsule-pvpanic-log-XXXXXX";
+        int fd = mkstemp(log);
+        CHECK(fd >= 0);
+        close(fd);
+        CHECK(log_init(log, NULL, false) == 0);
+        {
+                MACHINE(m, VM_CONSOLE_NONE);
+                for (int i = 0; i < 5000; i++)
+                        outb(&m, PORT_PVPANIC, 0x02);
+                CHECK(m.vm.exit_calls == 0);
+        }
+        cleanup_free char *text = slurp(log);
+        unlink(log);
+        int notices = 0;
+        for (const char *p = text; p && (p = strstr(p, "crash kernel is running")); p++)
+                notices++;
+        CHECK(notices == 1); /* 5000 writes take far less than the one second between notices */
+}
+
+/* ---- debug exit ---- */
+
+TEST(debug_exit_port_off_unless_asked)
+{
+        MACHINE(m, VM_CONSOLE_NONE);
+        outb(&m, PORT_DEBUG_EXIT, 42);
+        CHECK(m.vm.exit_calls == 0);
 }
 
 /* ---- ACPI PM ---- */

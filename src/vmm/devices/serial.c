@@ -1,6 +1,7 @@
 /* 16550A UART on COM1, as the Linux 8250 driver and console=ttyS0 expect it.
- * Transmission is synchronous (THR is always empty again at once), so only
- * the receive side has a FIFO: 64 bytes fed from stdin by the event loop.
+ * Transmission never waits (THR is always empty again at once): bytes go to the
+ * console's output ring (vmm/console.h), so only the receive side has a FIFO:
+ * 64 bytes fed from stdin by the event loop.
  * Every value the guest writes is masked before use: guest data is hostile. */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +15,7 @@
 
 #include "common/error.h"
 #include "common/util.h"
+#include "vmm/console.h"
 #include "vmm/device.h"
 #include "vmm/vm.h"
 #include "vmm/x86/layout.h"
@@ -80,14 +82,13 @@ struct serial {
         int irq_level;
         uint8_t rx[SERIAL_RX_FIFO];
         unsigned int rx_head, rx_count;
-        int out_fd; /* -1: output discarded */
-        bool close_out;
+        struct console_out out; /* fd -1: output discarded */
         bool stdin_polled;
         bool tty_raw;
         struct termios saved_tio;
 };
 
-static struct serial serial = { .lock = PTHREAD_MUTEX_INITIALIZER, .out_fd = -1 };
+static struct serial serial = { .lock = PTHREAD_MUTEX_INITIALIZER, .out = { .fd = -1, .kick_fd = -1, .restore_fl = -1 } };
 
 static uint8_t serial_iir(const struct serial *s)
 {
@@ -181,11 +182,7 @@ static void serial_transmit(struct serial *s, uint8_t byte)
                 serial_rx_push(s, byte);
                 return;
         }
-        if (s->out_fd < 0)
-                return;
-        /* A console that fails (closed pipe, full disk) loses output; the guest must not stall on it. */
-        while (write(s->out_fd, &byte, 1) < 0 && errno == EINTR)
-                ;
+        console_out_put(&s->out, &byte, 1);
 }
 
 static uint8_t serial_read(struct serial *s, unsigned int reg)
@@ -366,10 +363,7 @@ static void serial_exit(struct vm_devices *ctx)
         if (s->tty_raw)
                 tcsetattr(STDIN_FILENO, TCSANOW, &s->saved_tio);
         s->tty_raw = false;
-        if (s->close_out && s->out_fd >= 0)
-                close(s->out_fd);
-        s->out_fd = -1;
-        s->close_out = false;
+        console_out_close(&s->out);
 }
 
 static int serial_init(struct vm_devices *ctx, cap_error_t *err)
@@ -388,20 +382,24 @@ static int serial_init(struct vm_devices *ctx, cap_error_t *err)
 
         switch (cfg ? cfg->console : VM_CONSOLE_NONE) {
         case VM_CONSOLE_STDIO:
-                s->out_fd = STDOUT_FILENO;
-                if (serial_stdin_setup(s, ctx, err) < 0) {
+                if (console_out_open(&s->out, STDOUT_FILENO, false, ctx->loop, err) < 0 ||
+                    serial_stdin_setup(s, ctx, err) < 0) {
                         serial_exit(ctx);
                         return -1;
                 }
                 break;
-        case VM_CONSOLE_FILE:
+        case VM_CONSOLE_FILE: {
                 if (!cfg->console_path || !cfg->console_path[0])
                         return cap_fail(err, 0, "--console file: needs a path");
-                s->out_fd = open(cfg->console_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0644);
-                if (s->out_fd < 0)
+                int fd = open(cfg->console_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0644);
+                if (fd < 0)
                         return cap_fail(err, errno, "--console file:%s: open", cfg->console_path);
-                s->close_out = true;
+                if (console_out_open(&s->out, fd, true, ctx->loop, err) < 0) {
+                        serial_exit(ctx);
+                        return -1;
+                }
                 break;
+        }
         case VM_CONSOLE_NONE:
                 break;
         }
