@@ -33,6 +33,7 @@ OUT = REPO / "build" / "testbed"
 pytestmark = pytest.mark.testbed
 
 MODULES = [
+    "tests/e2e/test_attacks.py",
     "tests/e2e/test_bad_input.py",
     "tests/e2e/test_cgroups.py",
     "tests/e2e/test_conformance.py",
