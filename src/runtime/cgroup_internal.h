@@ -1,4 +1,5 @@
-/* Shared between cgroup.c (layout, lifecycle), cgroup_v1.c, cgroup_v2.c and
+/* Shared between cgroup.c (detection, lifecycle, persistence), cgroup_path.c (path resolution),
+ * cgroup_resources.c (file helpers, resource dispatch), cgroup_v1.c, cgroup_v2.c and
  * cgroup_bpf.c (the v2 device filter). Not part of the public contract. */
 #ifndef CAPSULE_RUNTIME_CGROUP_INTERNAL_H
 #define CAPSULE_RUNTIME_CGROUP_INTERNAL_H
@@ -8,6 +9,9 @@
 #include <stdint.h>
 
 #include "runtime/cgroup.h"
+
+#define CGROUP_ROOT "/sys/fs/cgroup"
+#define CGROUP_UNIFIED CGROUP_ROOT "/unified"
 
 struct cgroup_hier {
         char *controllers; /* v1: "cpu,cpuacct", "name=systemd"; "" for the unified hierarchy */
@@ -23,6 +27,11 @@ struct cgroup {
         size_t n_hiers;
         char *denied; /* rootless: why hierarchies were left out, NULL otherwise */
 };
+
+void hier_clear(struct cgroup_hier *h);
+struct cgroup_hier *hier_add(struct cgroup *cg);
+struct cgroup_hier *hier_v1(struct cgroup *cg, const char *controller);
+struct cgroup_hier *hier_unified(struct cgroup *cg);
 
 /* Write value to DIR/FILE; on failure the error reads "FIELD: write DIR/FILE: strerror". */
 int cgroup_write(const char *dir, const char *file, const char *field, const char *value, cap_error_t *err);
