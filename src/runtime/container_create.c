@@ -241,6 +241,10 @@ static __attribute__((noreturn)) void setup_main(struct launch *l)
                 child_fail(l->sync_fd, &err);
 
         child_fork_report(l->sync_fd, "fork container init");
+        /* Setup's message with our pidfd may trail behind our own: wait until the runtime has it,
+         * or the hooks' state and the saved state would have no pid. */
+        if (sync_expect(l->sync_fd, SYNC_GO, NULL, NULL, &err) < 0)
+                _exit(1);
         init_main(l);
 }
 
@@ -334,6 +338,8 @@ static int create_talk(int sync_fd, pid_t setup_pid, const struct container_opts
                         if ((*init_pid = own_child_pid(passed, err)) < 0)
                                 return -1;
                         waitpid(setup_pid, NULL, 0);
+                        if (sync_send(sync_fd, SYNC_GO, 0, NULL) < 0)
+                                return cap_fail(err, errno, "start container init");
                         break;
                 case SYNC_HOOKS: {
                         cleanup_state struct state *st = state_new(o, spec, *init_pid, cg);

@@ -267,6 +267,50 @@ def test_join_another_containers_uts_and_ipc(capsule, bundle, tmp_path, rootfs_t
     assert exec_out(capsule, bundle.id, "hostname").strip() == "renamed-box"
 
 
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed (scripts/install-deps)")
+def test_join_pid_namespace_when_setup_reports_init_late(capsule, bundle, tmp_path, rootfs_template):
+    """Joining a pid namespace by path, a setup process clones init and hands its pidfd to the
+    runtime. When that message comes late (strace delays setup's sendmsg, the only one), init must
+    still wait for it: the state, the hooks and `start` need init's pid."""
+    first_pid = start_sleeping(capsule, bundle)
+    second = tmp_path / "second"
+    second.mkdir()
+    shutil.copytree(rootfs_template, second / "rootfs", symlinks=True)
+    cfg = json.loads(json.dumps(bundle.config))
+    cfg["linux"]["cgroupsPath"] += "-2"
+    cfg["linux"]["namespaces"] = [{"type": "mount"}, {"type": "pid", "path": f"/proc/{first_pid}/ns/pid"}]
+    cfg.pop("hostname", None)
+    cfg["process"]["args"] = ["sh", "-c", "echo $$; ls /proc | grep -c '^[0-9]'"]
+    (second / "config.json").write_text(json.dumps(cfg))
+    sid = bundle.id + "-2"
+    delayed = ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=sendmsg",
+               "-e", "inject=sendmsg:delay_enter=400000"] + capsule.cmd("create", "-b", second, sid)
+    # strace -f ends with the last process it follows: init, once the workload exits
+    with tempfile.TemporaryFile("w+") as out:
+        tracer = subprocess.Popen(delayed, stdout=out, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.time() + 30
+            while capsule.run("state", sid).returncode != 0 or capsule.status(sid) != "created":
+                assert tracer.poll() in (None, 0) and time.time() < deadline, "create did not finish"
+                time.sleep(0.05)
+            st = capsule.state(sid)
+            assert st["pid"] > 0, st
+            with open(f"/proc/{st['pid']}/status") as f:
+                nspid = [line.split()[1:] for line in f if line.startswith("NSpid:")][0]
+            assert nspid[0] == str(st["pid"]) and len(nspid) == 2, nspid  # in the joined namespace
+            p = capsule.run("start", sid)
+            assert p.returncode == 0, p.stderr
+            assert tracer.wait(timeout=30) == 0
+        finally:
+            if tracer.poll() is None:
+                tracer.kill()
+                tracer.wait()
+        out.seek(0)
+        pid_in_ns, nprocs = out.read().split()
+    # the workload shares the first container's pid namespace: it is not pid 1 and sees sleep
+    assert pid_in_ns != "1" and int(nprocs) >= 2
+
+
 NOBODY = 65534
 
 
