@@ -25,6 +25,11 @@ PVM_REFUSAL = ("capsule: this host's /dev/kvm is PVM (kvm_pvm): it emulates gues
                "kernel cannot boot here; run it inside the testbed (tests/testbed/run) or on a host with "
                "kvm_intel/kvm_amd")
 
+# KVM on AMD SVM re-initialises the vCPU (its VMCB) when it intercepts a triple fault's shutdown,
+# before it returns KVM_EXIT_SHUTDOWN (svm.c, shutdown_interception), so no register of the fault
+# is left to dump: the testbed's nested KVM (QEMU TCG emulates SVM) is one.
+with open("/proc/cpuinfo") as cpuinfo:
+    SVM = not PVM and any(l.startswith("flags") and "svm" in l.split() for l in cpuinfo)
 pytestmark = pytest.mark.skipif(not os.access("/dev/kvm", os.R_OK | os.W_OK), reason="needs /dev/kvm")
 
 BINARIES = [pytest.param(CAPSULE, id="normal"),
@@ -125,6 +130,9 @@ def test_fault_is_triple_fault(capsule_bin):
     # One line says where: the payload runs in ring 3 (cs RPL 3) of 64-bit long mode (EFER.LMA).
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "the guest triple-faulted: vCPU 0: triple fault at rip 0x" in lines[0], p.stderr
+    if SVM:
+        pytest.skip("KVM on AMD SVM resets the vCPU at a triple fault before capsule can read its registers: "
+                    f"{lines[0]}")
     efer = int(re.search(r"efer (0x[0-9a-f]+)", lines[0]).group(1), 16)
     cs = int(re.search(r"cs (0x[0-9a-f]+)", lines[0]).group(1), 16)
     assert efer & 0x400 and cs & 3 == 3, lines[0]
