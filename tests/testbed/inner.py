@@ -1,9 +1,10 @@
 """Runs pytest modules inside ONE boot of the QEMU TCG testbed and reports every inner test as an
-outer test of its own: the inner tests are collected on the host (pytest --collect-only), the
-inner run writes JUnit XML into build/testbed/, and report() turns one inner result into a pass,
-a failure (with its report) or a skip (with its reason), so the closing summary counts them.
-check_run() fails when the run as a whole went wrong (timeout, its precondition, no XML, an inner
-test the host did not collect, a module of which nothing ran)."""
+outer test of its own. A test module subclasses Suite as a Test* class: its inner tests are
+collected on the host (pytest --collect-only), the inner run writes JUnit XML into build/testbed/,
+and test_inner[<node id>] passes, fails (with the inner report) or skips (with the inner reason)
+as that inner test did, so the closing summary counts them; test_inner_run fails when the run as
+a whole went wrong (timeout, its precondition, no XML, an inner test the host did not collect, a
+module of which nothing ran)."""
 import os
 import pathlib
 import shlex
@@ -133,3 +134,29 @@ def report(inner, nodeid):
         pytest.skip(f"inside the testbed: {message}")
     if outcome == "failed":
         pytest.fail(f"inside the testbed:\n{message}", pytrace=False)
+
+
+class Suite:
+    """Set these in the subclass: name (of the XML file), modules, kexpr (pytest -k), timeout
+    (seconds), precondition (shell lines that print `ready` or exit non-zero with their reason) and
+    collected = collect(modules, kexpr)."""
+    name = modules = kexpr = timeout = precondition = ready = None
+    collected = []
+
+    def pytest_generate_tests(self, metafunc):
+        if "nodeid" in metafunc.fixturenames:
+            metafunc.parametrize("nodeid", self.collected)
+
+    @pytest.fixture(scope="class", autouse=True)
+    def kernel(self):
+        build_kernel()
+
+    @pytest.fixture(scope="class")
+    def inner_run(self):
+        return run(self.name, self.modules, self.kexpr, self.timeout, self.precondition, self.ready)
+
+    def test_inner_run(self, inner_run):
+        check_run(inner_run, self.collected, self.modules)
+
+    def test_inner(self, inner_run, nodeid):
+        report(inner_run, nodeid)
