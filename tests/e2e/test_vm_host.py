@@ -199,6 +199,12 @@ def test_debug_exit_port_is_off_by_default(capsule_bin):
     proc = subprocess.Popen([capsule_bin, "vm", "run", "--payload", payload("exit_code"), "--console", "none"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     try:
+        # the VM runs once its threads exist (signals are routed to the event loop before that);
+        # a slow ASan build under nested KVM can take more than a second to get there
+        deadline = time.time() + 30
+        while len(os.listdir(f"/proc/{proc.pid}/task")) < 2:
+            assert proc.poll() is None and time.time() < deadline, proc.returncode
+            time.sleep(0.05)
         with pytest.raises(subprocess.TimeoutExpired):
             proc.wait(timeout=2)
         proc.send_signal(signal.SIGTERM)
