@@ -6,14 +6,12 @@ image itself is the attacker.
 
 The binary-overwrite tests run a copy of build/capsule from a temporary directory: if an attack
 ever succeeds, it damages only that copy."""
-import array
 import fcntl
 import hashlib
 import json
 import os
 import shutil
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -21,6 +19,7 @@ import time
 import pytest
 
 from conftest import BUILD, CAPSULE, Capsule
+from seccomp_agent import SECCOMP_USER_NOTIF_FLAG_CONTINUE, recv_listener_message, serve_notifications
 
 ATTACKERS = os.path.join(BUILD, "attackers")
 
@@ -85,11 +84,6 @@ def attempted(lines):
     return out
 
 
-SECCOMP_IOCTL_NOTIF_RECV = 0xC0502100  # _IOWR('!', 0, struct seccomp_notif)
-SECCOMP_IOCTL_NOTIF_SEND = 0xC0182101  # _IOWR('!', 1, struct seccomp_notif_resp)
-SECCOMP_USER_NOTIF_FLAG_CONTINUE = 1
-
-
 class SlowAgent(threading.Thread):
     """A seccomp agent (linux.seccomp.listenerPath) that lets every execve through, after
     HOLD seconds. The exec child's window, from dropping capabilities to execve, is a few
@@ -104,33 +98,18 @@ class SlowAgent(threading.Thread):
         self.sock.listen(8)
         self.held = 0
 
-    def serve(self, fd):
-        while True:
-            buf = bytearray(80)
-            try:
-                fcntl.ioctl(fd, SECCOMP_IOCTL_NOTIF_RECV, buf)
-            except OSError:
-                return  # the filter's last user is gone
-            notif_id = struct.unpack_from("Q", buf)[0]
-            time.sleep(self.HOLD)
-            self.held += 1
-            try:
-                fcntl.ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND,
-                            bytearray(struct.pack("QqiI", notif_id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)))
-            except OSError:
-                pass
+    def answer(self, _notif_id, _pid, _nr):
+        time.sleep(self.HOLD)
+        self.held += 1
+        return 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE
 
     def run(self):
         while True:
             conn, _ = self.sock.accept()
             with conn:
-                fds = array.array("i")
-                _, anc, _, _ = conn.recvmsg(65536, socket.CMSG_SPACE(fds.itemsize))
-            for level, typ, data in anc:
-                if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
-                    fds.frombytes(data[:len(data) - (len(data) % fds.itemsize)])
+                _, fds = recv_listener_message(conn)
             for fd in fds:
-                threading.Thread(target=self.serve, args=(fd,), daemon=True).start()
+                threading.Thread(target=serve_notifications, args=(fd, self.answer), daemon=True).start()
 
 
 def hold_execve(config, tmp_path):

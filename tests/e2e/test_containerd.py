@@ -42,14 +42,8 @@ from podman_env import (CGROUP_V2, CgroupParent, cgroup_dirs, cgroup_file, cgrou
 IMAGE = "localhost/capsule-busybox:test"
 RUN_CONTAINERD = "/run/containerd"
 SHIM_SOCKETS = f"{RUN_CONTAINERD}/s"
-CONFIG = """\
-version = 2
-root = "{base}/root"
-state = "{base}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs",
-                    "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper",
-                    "io.containerd.snapshotter.v1.zfs"]
-
+# A private containerd's own sockets and directories, below {base}; test_cri.py adds its CRI part.
+SERVER_CONFIG = """\
 [grpc]
   address = "{base}/containerd.sock"
 
@@ -66,6 +60,15 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
 [plugins."io.containerd.internal.v1.opt"]
   path = "{base}/opt"
 """
+CONFIG = """\
+version = 2
+root = "{base}/root"
+state = "{base}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs",
+                    "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper",
+                    "io.containerd.snapshotter.v1.zfs"]
+
+""" + SERVER_CONFIG
 
 LIMIT_FILE = "memory.max" if CGROUP_V2 else "memory.limit_in_bytes"
 

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import BUILD, CAPSULE, Capsule
 from podman_env import CgroupParent, cgroup_dirs, cgroup_of, mounts_below, pid_alive, rmdir_unless_used, wait_for
-from test_containerd import IMAGE, Containerd, oci_image_archive
+from test_containerd import IMAGE, SERVER_CONFIG, Containerd, oci_image_archive
 
 RUNC = shutil.which("runc")
 RUNTIMES = ["capsule", "runc"]  # the CRI handlers
@@ -170,22 +170,7 @@ state = "{base}/state"
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
                     "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]
 
-[grpc]
-  address = "{base}/containerd.sock"
-
-[ttrpc]
-  address = ""
-
-[debug]
-  address = ""
-  level = "debug"
-
-[metrics]
-  address = ""
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{base}/opt"
-
+""" + SERVER_CONFIG + """
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{pause}"
   restrict_oom_score_adj = true

@@ -1,17 +1,16 @@
 """linux.seccomp as a user sees it: ERRNO rules, argument conditions, allowlists, KILL, LOG,
 the LOG filter flag, NOTIFY with a listener, and exec'd processes under the same profile."""
-import array
-import fcntl
 import json
 import os
 import re
 import socket
-import struct
 import subprocess
 import threading
 import time
 
 import pytest
+
+from seccomp_agent import recv_listener_message, serve_notifications
 
 SYS_mkdir = 83  # x86_64
 # SECCOMP_RET_LOG and SECCOMP_FILTER_FLAG_LOG write audit records: a kernel without
@@ -227,10 +226,6 @@ def test_exec_gets_the_container_profile(capsule, bundle):
 
 # ---- SCMP_ACT_NOTIFY ----
 
-SECCOMP_IOCTL_NOTIF_RECV = 0xC0502100  # _IOWR('!', 0, struct seccomp_notif)
-SECCOMP_IOCTL_NOTIF_SEND = 0xC0182101  # _IOWR('!', 1, struct seccomp_notif_resp)
-
-
 class Listener(threading.Thread):
     """Accepts capsule's connections on a unix socket, takes the seccomp fd and state JSON,
     and answers every notification with -EACCES, recording the syscall numbers."""
@@ -246,38 +241,19 @@ class Listener(threading.Thread):
         self.syscalls = []
         self.error = None
 
-    def recv_fd(self, conn):
-        fds = array.array("i")
-        msg, anc, _, _ = conn.recvmsg(65536, socket.CMSG_SPACE(fds.itemsize))
-        for level, typ, data in anc:
-            if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
-                fds.frombytes(data[:len(data) - (len(data) % fds.itemsize)])
-        return msg, list(fds)
-
-    def serve(self, fd):
-        while True:
-            buf = bytearray(80)
-            try:
-                fcntl.ioctl(fd, SECCOMP_IOCTL_NOTIF_RECV, buf)
-            except OSError:
-                return  # the filter's last user is gone
-            notif_id, pid, _flags, nr = struct.unpack_from("QIIi", buf)
-            self.syscalls.append(nr)
-            resp = struct.pack("QqiI", notif_id, 0, -13, 0)  # -EACCES
-            try:
-                fcntl.ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND, bytearray(resp))
-            except OSError:
-                pass
+    def answer(self, _notif_id, _pid, nr):
+        self.syscalls.append(nr)
+        return 0, -13, 0  # -EACCES
 
     def run(self):
         try:
             for _ in range(self.connections):
                 conn, _ = self.sock.accept()
                 with conn:
-                    msg, fds = self.recv_fd(conn)
+                    msg, fds = recv_listener_message(conn)
                 self.states.append(json.loads(msg))
                 assert len(fds) == 1, fds
-                threading.Thread(target=self.serve, args=(fds[0],), daemon=True).start()
+                threading.Thread(target=serve_notifications, args=(fds[0], self.answer), daemon=True).start()
         except Exception as e:  # reported by the test
             self.error = e
 
