@@ -237,16 +237,21 @@ def blocking_hook(bundle, where):
     return ran, release
 
 
+def wait_for_hook(proc, ran):
+    """Wait until the blocking hook has written its marker, while create (proc) still runs."""
+    deadline = time.time() + 10
+    while not os.path.exists(ran):
+        assert time.time() < deadline and proc.poll() is None, "the hook did not run"
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize("where", ["prestart", "createRuntime", "createContainer"])
 def test_kill_create_while_a_hook_blocks(capsule, bundle, where):
     bundle.set_args(*SLEEP)
     ran, _ = blocking_hook(bundle, where)
     proc = subprocess.Popen(capsule.cmd("create", "-b", bundle.path, bundle.id), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 10
-        while not os.path.exists(ran):
-            assert time.time() < deadline and proc.poll() is None, "the hook did not run"
-            time.sleep(0.02)
+        wait_for_hook(proc, ran)
         cgroup_procs = [os.path.join(d, "cgroup.procs") for d in container_cgroups(bundle)]
         # init exists, in the container's cgroup, while the hook blocks
         assert any(open(p).read().strip() for p in cgroup_procs if os.path.exists(p))
@@ -268,10 +273,7 @@ def test_state_of_a_container_being_created(capsule, bundle):
     ran, release = blocking_hook(bundle, "prestart")
     proc = subprocess.Popen(capsule.cmd("create", "-b", bundle.path, bundle.id), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 10
-        while not os.path.exists(ran):
-            assert time.time() < deadline and proc.poll() is None, "the hook did not run"
-            time.sleep(0.02)
+        wait_for_hook(proc, ran)
         st = capsule.state(bundle.id)
         assert (st["status"], st["pid"], st["bundle"]) == ("creating", 0, os.path.realpath(bundle.path))
         for args in (["start"], ["kill"], ["exec"], ["delete"]):
