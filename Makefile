@@ -34,8 +34,13 @@ PAYLOAD_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -O2 -ffreestanding -fno-stack
 ATTACKER_SRC := $(wildcard tests/attackers/*.c)
 ATTACKER_BIN := $(ATTACKER_SRC:tests/attackers/%.c=$(BUILD)/attackers/%)
 
+# Guest tools for the Linux guests capsule boots in the testbed (vsock, virtio checks):
+# static, copied into the busybox initramfs by tests/testbed/mkguestinitramfs.
+GUEST_SRC := $(wildcard tests/guest/*.c)
+GUEST_BIN := $(GUEST_SRC:tests/guest/%.c=$(BUILD)/guest/%)
+
 .PHONY: all asan check clean deps
-all: $(BUILD)/capsule $(UNIT_BIN) $(PAYLOAD_BIN) $(ATTACKER_BIN)
+all: $(BUILD)/capsule $(UNIT_BIN) $(PAYLOAD_BIN) $(ATTACKER_BIN) $(GUEST_BIN)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -46,6 +51,10 @@ $(BUILD)/payloads/%.elf: tests/payloads/%.c tests/payloads/start.S tests/payload
 	$(CC) $(PAYLOAD_CFLAGS) -o $@ tests/payloads/start.S $<
 
 $(BUILD)/attackers/%: tests/attackers/%.c tests/attackers/attack.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -O2 -static -o $@ $<
+
+$(BUILD)/guest/%: tests/guest/%.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -O2 -static -o $@ $<
 

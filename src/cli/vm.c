@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/vm_virtio.h"
 #include "common/util.h"
 #include "vmm/vm.h"
 
@@ -50,9 +51,41 @@ static const char vm_help[] =
         "                     about as much as it saves it. A vmlinux needs no decompression at all.\n"
         "  --config FILE      JSON object with the same settings: kernel, initrd, cmdline (strings),\n"
         "                     cpus (integer), memory (\"512M\" or bytes), console (string), hugepages\n"
-        "                     (boolean), payload, bzimage-decompress (strings), debug-exit (boolean);\n"
-        "                     relative paths are relative to FILE's folder; flags override it\n"
+        "                     (boolean), payload, bzimage-decompress (strings), debug-exit (boolean),\n"
+        "                     and the virtio settings below under their flag's name with the flag's\n"
+        "                     text as value (disk, console-port, share: a list of them; rng: true or\n"
+        "                     the rate); relative paths are relative to FILE's folder; flags override\n"
+        "                     it, and disks, ports and shares from flags are added to its own\n"
         "  --help             this help\n"
+        "\n"
+        "Virtio devices (the guest's stock drivers; --virtio-transport picks how they attach):\n"
+        "  --virtio-transport pci|mmio\n"
+        "                     pci (default): modern virtio-pci functions on bus 0 with MSI-X;\n"
+        "                     mmio: virtio-mmio (version 2) windows, announced to the guest with\n"
+        "                     virtio_mmio.device= on its command line\n"
+        "  --disk PATH[,ro][,direct][,serial=ID][,queues=N]\n"
+        "                     a virtio-blk disk backed by the raw image PATH (repeatable: /dev/vda,\n"
+        "                     /dev/vdb, ...). ro: read-only; direct: O_DIRECT, bypassing the host's\n"
+        "                     page cache; serial=ID: the disk's serial (at most 20 bytes); queues=N:\n"
+        "                     N request queues, 1 to 16 (default 1)\n"
+        "  --console-device serial|virtio\n"
+        "                     where --console attaches: serial (default: COM1, the guest's ttyS0) or\n"
+        "                     virtio (virtio-console's hvc0; pass console=hvc0 in --cmdline)\n"
+        "  --console-port NAME,socket=PATH\n"
+        "                     a named virtio-console port (repeatable): /dev/vportNpM in the guest,\n"
+        "                     whose /sys/class/virtio-ports/vportNpM/name is NAME; capsule listens on\n"
+        "                     the Unix socket PATH and carries bytes both ways for one client at a time\n"
+        "  --rng[=RATE]       a virtio-rng entropy device fed from the host's getrandom(); RATE limits\n"
+        "                     it to that many bytes a second (K or M suffix)\n"
+        "  --vsock CID,socket=PATH\n"
+        "                     a virtio-vsock device for guest CID (3 or more), bridged to Unix sockets\n"
+        "                     (no vhost): a host client connects to PATH and writes \"CONNECT <port>\\n\",\n"
+        "                     answered \"OK <hostport>\\n\"; a guest connection to host port P goes to\n"
+        "                     the Unix socket PATH_P, where a host program listens\n"
+        "  --share DIR,tag=TAG[,socket=PATH]\n"
+        "                     share DIR with the guest through virtio-fs (mount -t virtiofs TAG /mnt);\n"
+        "                     capsule starts and stops /usr/lib/qemu/virtiofsd for it, unless socket=PATH\n"
+        "                     names a vhost-user back-end that is already listening there\n"
         "\n"
         "Exit status:\n"
         "  0       the guest powered off (ACPI S5)\n"
@@ -67,7 +100,8 @@ static const char vm_help[] =
         "so a stock kernel cannot boot; use the testbed (tests/testbed/run).\n";
 
 enum vm_opt { OPT_KERNEL, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEMORY, OPT_CONSOLE, OPT_HUGEPAGES, OPT_PAYLOAD,
-              OPT_BZIMAGE_DECOMPRESS, OPT_DEBUG_EXIT, OPT_CONFIG, OPT_HELP, N_OPTS };
+              OPT_BZIMAGE_DECOMPRESS, OPT_DEBUG_EXIT, OPT_VIRTIO_TRANSPORT, OPT_DISK, OPT_CONSOLE_DEVICE,
+              OPT_CONSOLE_PORT, OPT_RNG, OPT_VSOCK, OPT_SHARE, OPT_CONFIG, OPT_HELP, N_OPTS };
 
 static const struct option vm_opts[] = {
         { "kernel", required_argument, NULL, OPT_KERNEL },
@@ -80,6 +114,13 @@ static const struct option vm_opts[] = {
         { "payload", required_argument, NULL, OPT_PAYLOAD },
         { "bzimage-decompress", required_argument, NULL, OPT_BZIMAGE_DECOMPRESS },
         { "debug-exit", no_argument, NULL, OPT_DEBUG_EXIT },
+        { "virtio-transport", required_argument, NULL, OPT_VIRTIO_TRANSPORT },
+        { "disk", required_argument, NULL, OPT_DISK },
+        { "console-device", required_argument, NULL, OPT_CONSOLE_DEVICE },
+        { "console-port", required_argument, NULL, OPT_CONSOLE_PORT },
+        { "rng", optional_argument, NULL, OPT_RNG },
+        { "vsock", required_argument, NULL, OPT_VSOCK },
+        { "share", required_argument, NULL, OPT_SHARE },
         { "config", required_argument, NULL, OPT_CONFIG },
         { "help", no_argument, NULL, OPT_HELP },
         { 0 },
@@ -216,6 +257,12 @@ static int json_string_setting(json_t *v, const char *origin, const char **out, 
         return 0;
 }
 
+/* Settings given more than once add a device each: a list in the JSON config. */
+static bool is_repeatable(const char *key)
+{
+        return strcmp(key, "disk") == 0 || strcmp(key, "console-port") == 0 || strcmp(key, "share") == 0;
+}
+
 static int load_config_key(struct vm_settings *s, const char *key, json_t *v, const char *origin, const char *dir, cap_error_t *err)
 {
         struct vm_config *cfg = &s->cfg;
@@ -268,8 +315,29 @@ static int load_config_key(struct vm_settings *s, const char *key, json_t *v, co
                 }
                 return 0;
         }
-        return cap_fail(err, 0, "%s: unknown key `%s` (known: kernel, initrd, cmdline, cpus, memory, console, hugepages, payload, "
-                        "bzimage-decompress, debug-exit)",
+        if (is_repeatable(key) && json_is_array(v)) {
+                size_t i;
+                json_t *item;
+                json_array_foreach (v, i, item) {
+                        cleanup_free char *item_origin = xasprintf("%s[%zu]", origin, i);
+                        if (json_string_setting(item, item_origin, &str, err) < 0 ||
+                            vm_virtio_setting(cfg, key, str, dir, item_origin, err) < 0)
+                                return -1;
+                }
+                return 0;
+        }
+        if (strcmp(key, "rng") == 0 && json_is_boolean(v)) {
+                cfg->rng = json_is_true(v);
+                return 0;
+        }
+        if (json_is_string(v)) {
+                int r = vm_virtio_setting(cfg, key, json_string_value(v), dir, origin, err);
+                if (r <= 0)
+                        return r;
+        }
+        return cap_fail(err, 0, "%s: unknown key `%s` or not a string (known: kernel, initrd, cmdline, cpus, memory, console, "
+                        "hugepages, payload, bzimage-decompress, debug-exit, virtio-transport, disk, console-device, "
+                        "console-port, rng, vsock, share)",
                         origin, key);
 }
 
@@ -332,6 +400,14 @@ static int apply_flag(struct vm_settings *s, int opt, const char *value, cap_err
                 return 0;
         case OPT_BZIMAGE_DECOMPRESS:
                 return set_bzimage_decompress(cfg, value, origin, err);
+        case OPT_VIRTIO_TRANSPORT:
+        case OPT_DISK:
+        case OPT_CONSOLE_DEVICE:
+        case OPT_CONSOLE_PORT:
+        case OPT_RNG:
+        case OPT_VSOCK:
+        case OPT_SHARE:
+                return vm_virtio_setting(cfg, name, value, NULL, origin, err) < 0 ? -1 : 0;
         default:
                 return 0;
         }
@@ -384,6 +460,9 @@ static int vm_settings_finish(struct vm_settings *s, cap_error_t *err)
 static int vm_cmd_run(int argc, char **argv, cap_error_t *err)
 {
         const char *flags[N_OPTS] = { 0 };
+        /* Repeatable flags, in order: each adds a device after the config's own. */
+        cleanup_free struct { int opt; const char *value; } *repeated = xmalloc0((size_t)argc * sizeof(*repeated));
+        int n_repeated = 0;
         int c;
         opterr = 0;
         while ((c = getopt_long_only(argc, argv, "+:", vm_opts, NULL)) != -1) {
@@ -395,7 +474,10 @@ static int vm_cmd_run(int argc, char **argv, cap_error_t *err)
                         return cli_usage(err, "vm run", "%s needs a value", argv[optind - 1]);
                 if (c < 0 || c >= N_OPTS)
                         return cli_usage(err, "vm run", "unknown option `%s`; see capsule vm --help", argv[optind - 1]);
-                flags[c] = optarg ? optarg : ""; /* the last one wins */
+                if (is_repeatable(vm_opts[c].name))
+                        repeated[n_repeated++] = (typeof(*repeated)){ c, optarg };
+                else
+                        flags[c] = optarg ? optarg : ""; /* the last one wins */
         }
         if (optind < argc)
                 return cli_usage(err, "vm run", "unexpected argument `%s`; see capsule vm --help", argv[optind]);
@@ -407,6 +489,9 @@ static int vm_cmd_run(int argc, char **argv, cap_error_t *err)
                 return -1;
         for (int opt = 0; opt < N_OPTS; opt++)
                 if (flags[opt] && apply_flag(&s, opt, flags[opt], err) < 0)
+                        return -1;
+        for (int i = 0; i < n_repeated; i++)
+                if (apply_flag(&s, repeated[i].opt, repeated[i].value, err) < 0)
                         return -1;
         if (vm_settings_finish(&s, err) < 0)
                 return -1;

@@ -48,6 +48,14 @@ void *xmalloc0(size_t size)
         return p;
 }
 
+void *xrealloc(void *p, size_t size)
+{
+        void *q = realloc(p, size ? size : 1);
+        if (!q)
+                abort();
+        return q;
+}
+
 char *xstrdup(const char *s)
 {
         char *p = strdup(s ? s : "");

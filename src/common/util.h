@@ -27,6 +27,8 @@ void cap_strvfreep(char ***v);
 #define steal_fd(fdp) ({ int _fd = *(fdp); *(fdp) = -1; _fd; })
 
 void *xmalloc0(size_t size);
+/* realloc that aborts on failure, like the other x* helpers. */
+void *xrealloc(void *p, size_t size);
 char *xstrdup(const char *s);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 char *xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));

@@ -5,6 +5,7 @@
 #ifndef CAPSULE_VMM_DEVICE_H
 #define CAPSULE_VMM_DEVICE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/error.h"
@@ -21,6 +22,21 @@ struct vm_devices {
         const struct vm_config *config;
         /* Raise/lower a GSI through the in-kernel irqchip (KVM_IRQ_LINE). */
         int (*irq_line)(void *vm, uint32_t gsi, int level);
+        /* KVM plumbing for virtio (src/vmm/irq.c), all returning 0 or -1 with err filled:
+         * - ioeventfd: the guest's write of any value to [addr, addr+len) in port or MMIO space
+         *   signals fd inside KVM, with no exit to user space (assign false removes it);
+         * - irqfd: a write to fd raises gsi (edge) inside KVM (assign false removes it);
+         * - gsi_alloc: a free GSI above the IOAPIC's pins, for an MSI route;
+         * - msi_route: point gsi at an MSI message (address, data); masked routes are simply
+         *   not installed (msi_route with mask true). The routing table keeps the IOAPIC and
+         *   PIC pins as KVM's default table has them. */
+        int (*ioeventfd)(void *vm, int fd, uint64_t addr, uint32_t len, bool pio, bool assign, cap_error_t *err);
+        int (*irqfd)(void *vm, int fd, uint32_t gsi, bool assign, cap_error_t *err);
+        int (*gsi_alloc)(void *vm, uint32_t *gsi, cap_error_t *err);
+        int (*msi_route)(void *vm, uint32_t gsi, uint64_t addr, uint32_t data, bool mask, cap_error_t *err);
+        /* The kernel command line's additions from devices (virtio_mmio.device=...): append
+         * " text" before the kernel is loaded. */
+        void (*cmdline_append)(void *vm, const char *text);
         /* Ask the VM to stop with an exit reason (see vm.h) and status. */
         void (*request_exit)(void *vm, int reason, int status);
         void *vm;

@@ -353,5 +353,22 @@ void vm_config_free(struct vm_config *cfg)
         free(cfg->cmdline);
         free(cfg->payload);
         free(cfg->console_path);
+        for (int i = 0; i < cfg->n_disks; i++) {
+                free(cfg->disks[i].path);
+                free(cfg->disks[i].serial);
+        }
+        free(cfg->disks);
+        for (int i = 0; i < cfg->n_console_ports; i++) {
+                free(cfg->console_ports[i].name);
+                free(cfg->console_ports[i].socket);
+        }
+        free(cfg->console_ports);
+        free(cfg->vsock_socket);
+        for (int i = 0; i < cfg->n_shares; i++) {
+                free(cfg->shares[i].dir);
+                free(cfg->shares[i].tag);
+                free(cfg->shares[i].socket);
+        }
+        free(cfg->shares);
         memset(cfg, 0, sizeof(*cfg));
 }

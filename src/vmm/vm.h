@@ -16,6 +16,29 @@ enum vm_bzimage_decompress {
         VM_BZIMAGE_DECOMPRESS_HOST,  /* capsule, which then boots the vmlinux inside (PVH entry when it has one) */
 };
 
+/* Virtio devices (src/vmm/virtio/). Every string and number here comes from the user's
+ * settings; the VMM's errors name the setting ("disk[1]: path"), never a CLI flag. */
+enum vm_virtio_transport { VM_VIRTIO_PCI, VM_VIRTIO_MMIO };
+
+struct vm_disk {
+        char *path;
+        bool readonly;
+        bool direct;   /* O_DIRECT */
+        char *serial;  /* NULL: none; at most 20 bytes (VIRTIO_BLK_ID_BYTES) */
+        int queues;    /* num_queues, 1 or more */
+};
+
+struct vm_console_port {
+        char *name;    /* the port's name in the guest (/sys/class/virtio-ports/vportNpM/name) */
+        char *socket;  /* the host's Unix socket, which capsule listens on */
+};
+
+struct vm_share {
+        char *dir;     /* shared directory (capsule starts virtiofsd on it), or NULL with socket */
+        char *tag;     /* the guest's mount tag */
+        char *socket;  /* an already running vhost-user back-end's socket, or NULL */
+};
+
 struct vm_config {
         char *kernel;  /* vmlinux (ELF, 64-bit or PVH entry) or bzImage */
         char *initrd;  /* NULL: none */
@@ -28,6 +51,18 @@ struct vm_config {
         char *console_path; /* for VM_CONSOLE_FILE */
         enum vm_bzimage_decompress bzimage_decompress;
         bool debug_exit; /* the debug exit port 0xf4 (test payloads); off, so no guest sets capsule's status */
+        enum vm_virtio_transport virtio_transport;
+        struct vm_disk *disks;
+        int n_disks;
+        bool console_hvc;      /* the guest console on virtio-console's hvc0 */
+        struct vm_console_port *console_ports;
+        int n_console_ports;
+        bool rng;
+        uint64_t rng_bytes_per_sec; /* 0: unlimited */
+        uint32_t vsock_cid;    /* 0: no vsock device */
+        char *vsock_socket;
+        struct vm_share *shares;
+        int n_shares;
 };
 
 /* Why the VM stopped. The process exit status for each is documented in the README. */
