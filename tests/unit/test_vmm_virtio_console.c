@@ -7,18 +7,18 @@
 #include "check.h"
 #include "vmm/virtio/console.h"
 
-/* hvc0 at id 0 and two named ports, "alpha" (1) and "beta" (2). */
+/* Three named ports: "alpha" (0), "beta" (1) and "gamma" (2). */
 struct fixture {
         struct console_ctrl_port ports[3];
         struct console_ctrl c;
 };
 
-static void fixture_init(struct fixture *f, bool hvc)
+static void fixture_init(struct fixture *f)
 {
         memset(f, 0, sizeof(*f));
-        f->ports[0] = (struct console_ctrl_port){ .present = hvc, .console = true, .host_open = true };
-        f->ports[1] = (struct console_ctrl_port){ .present = true, .name = "alpha" };
-        f->ports[2] = (struct console_ctrl_port){ .present = true, .name = "beta" };
+        f->ports[0].name = "alpha";
+        f->ports[1].name = "beta";
+        f->ports[2].name = "gamma";
         f->c = (struct console_ctrl){ .n_ports = 3, .ports = f->ports };
 }
 
@@ -56,12 +56,12 @@ static bool handshake(struct fixture *f)
         if (send_msg(f, VIRTIO_CONSOLE_BAD_ID, VIRTIO_CONSOLE_DEVICE_READY, 1) != 0)
                 return false;
         for (uint32_t id = 0; id < 3; id++)
-                if (f->ports[id].present && !take(f, id, VIRTIO_CONSOLE_PORT_ADD, 1, NULL))
+                if (!take(f, id, VIRTIO_CONSOLE_PORT_ADD, 1, NULL))
                         return false;
         if (!nothing_owed(f))
                 return false;
         for (uint32_t id = 0; id < 3; id++)
-                if (f->ports[id].present && send_msg(f, id, VIRTIO_CONSOLE_PORT_READY, 1) != 0)
+                if (send_msg(f, id, VIRTIO_CONSOLE_PORT_READY, 1) != 0)
                         return false;
         return true;
 }
@@ -91,7 +91,7 @@ TEST(console_parse_rejects_other_lengths)
 TEST(console_device_ready_adds_every_port_in_order)
 {
         struct fixture f;
-        fixture_init(&f, true);
+        fixture_init(&f);
         CHECK(nothing_owed(&f));
         CHECK(send_msg(&f, VIRTIO_CONSOLE_BAD_ID, VIRTIO_CONSOLE_DEVICE_READY, 1) == 0);
         CHECK(take(&f, 0, VIRTIO_CONSOLE_PORT_ADD, 1, NULL));
@@ -100,63 +100,54 @@ TEST(console_device_ready_adds_every_port_in_order)
         CHECK(nothing_owed(&f));
 }
 
-TEST(console_port_ready_announces_console_name_and_host_end)
+TEST(console_port_ready_announces_the_name)
 {
         struct fixture f;
-        fixture_init(&f, true);
+        fixture_init(&f);
         CHECK(handshake(&f));
-        /* hvc0: CONSOLE_PORT, and its host end (the VM's console) is open. */
-        CHECK(take(&f, 0, VIRTIO_CONSOLE_CONSOLE_PORT, 1, NULL));
-        CHECK(take(&f, 0, VIRTIO_CONSOLE_PORT_OPEN, 1, NULL));
-        /* Named ports: their names; no client yet, which the driver already assumes. */
-        CHECK(take(&f, 1, VIRTIO_CONSOLE_PORT_NAME, 1, "alpha"));
-        CHECK(take(&f, 2, VIRTIO_CONSOLE_PORT_NAME, 1, "beta"));
+        /* No client yet, which the driver already assumes: no PORT_OPEN. */
+        CHECK(take(&f, 0, VIRTIO_CONSOLE_PORT_NAME, 1, "alpha"));
+        CHECK(take(&f, 1, VIRTIO_CONSOLE_PORT_NAME, 1, "beta"));
+        CHECK(take(&f, 2, VIRTIO_CONSOLE_PORT_NAME, 1, "gamma"));
         CHECK(nothing_owed(&f));
-}
-
-TEST(console_without_hvc_never_mentions_port_0)
-{
-        struct fixture f;
-        fixture_init(&f, false);
-        CHECK(handshake(&f));
-        CHECK(take(&f, 1, VIRTIO_CONSOLE_PORT_NAME, 1, "alpha"));
-        CHECK(take(&f, 2, VIRTIO_CONSOLE_PORT_NAME, 1, "beta"));
-        CHECK(nothing_owed(&f));
-        CHECK(send_msg(&f, 0, VIRTIO_CONSOLE_PORT_OPEN, 1) == -1);
 }
 
 TEST(console_host_client_is_reported_with_port_open)
 {
         struct fixture f;
-        fixture_init(&f, false);
-        console_ctrl_host_open(&f.c, 2, true); /* connected before the guest was ready */
+        fixture_init(&f);
+        console_ctrl_host_open(&f.c, 1, true); /* connected before the guest was ready */
         CHECK(handshake(&f));
-        CHECK(take(&f, 1, VIRTIO_CONSOLE_PORT_NAME, 1, "alpha"));
-        CHECK(take(&f, 2, VIRTIO_CONSOLE_PORT_NAME, 1, "beta"));
-        CHECK(take(&f, 2, VIRTIO_CONSOLE_PORT_OPEN, 1, NULL));
+        CHECK(take(&f, 0, VIRTIO_CONSOLE_PORT_NAME, 1, "alpha"));
+        CHECK(take(&f, 1, VIRTIO_CONSOLE_PORT_NAME, 1, "beta"));
+        CHECK(take(&f, 1, VIRTIO_CONSOLE_PORT_OPEN, 1, NULL));
+        CHECK(take(&f, 2, VIRTIO_CONSOLE_PORT_NAME, 1, "gamma"));
         CHECK(nothing_owed(&f));
-        console_ctrl_host_open(&f.c, 2, false);
-        CHECK(take(&f, 2, VIRTIO_CONSOLE_PORT_OPEN, 0, NULL));
-        /* A client that came and went before the driver took a buffer: nothing to say. */
-        console_ctrl_host_open(&f.c, 1, true);
         console_ctrl_host_open(&f.c, 1, false);
+        CHECK(take(&f, 1, VIRTIO_CONSOLE_PORT_OPEN, 0, NULL));
+        /* A client that came and went before the driver took a buffer: nothing to say. */
+        console_ctrl_host_open(&f.c, 0, true);
+        console_ctrl_host_open(&f.c, 0, false);
+        CHECK(nothing_owed(&f));
+        console_ctrl_host_open(&f.c, 7, true); /* no such port: nothing changes */
         CHECK(nothing_owed(&f));
 }
 
 TEST(console_guest_open_and_close_follow_port_open)
 {
         struct fixture f;
-        fixture_init(&f, false);
+        fixture_init(&f);
         CHECK(handshake(&f));
         CHECK(!f.ports[1].guest_open);
         CHECK(send_msg(&f, 1, VIRTIO_CONSOLE_PORT_OPEN, 1) == 0 && f.ports[1].guest_open);
+        CHECK(!f.ports[0].guest_open && !f.ports[2].guest_open);
         CHECK(send_msg(&f, 1, VIRTIO_CONSOLE_PORT_OPEN, 0) == 0 && !f.ports[1].guest_open);
 }
 
 TEST(console_rejects_messages_that_do_not_fit)
 {
         struct fixture f;
-        fixture_init(&f, true);
+        fixture_init(&f);
         CHECK(send_msg(&f, 1, VIRTIO_CONSOLE_PORT_READY, 1) == -1);  /* before DEVICE_READY */
         CHECK(send_msg(&f, 0, VIRTIO_CONSOLE_DEVICE_READY, 0) == -1); /* the driver failed */
         CHECK(send_msg(&f, 0, VIRTIO_CONSOLE_DEVICE_READY, 1) == 0);
@@ -177,12 +168,14 @@ TEST(console_rejects_messages_that_do_not_fit)
         CHECK(!f.ports[1].ready && !f.ports[1].guest_open);
         CHECK(send_msg(&f, 1, VIRTIO_CONSOLE_PORT_READY, 1) == 0);
         CHECK(send_msg(&f, 1, VIRTIO_CONSOLE_PORT_READY, 1) == -1);          /* twice */
+        CHECK(take(&f, 1, VIRTIO_CONSOLE_PORT_NAME, 1, "beta"));
+        CHECK(nothing_owed(&f));
 }
 
 TEST(console_repeated_messages_owe_nothing_more)
 {
         struct fixture f;
-        fixture_init(&f, true);
+        fixture_init(&f);
         CHECK(handshake(&f));
         for (int i = 0; i < 1000; i++) {
                 send_msg(&f, 1, VIRTIO_CONSOLE_PORT_OPEN, (uint16_t)(i & 1));
@@ -197,26 +190,26 @@ TEST(console_repeated_messages_owe_nothing_more)
                 console_ctrl_sent(&f.c, &m);
                 owed++;
         }
-        CHECK(owed == 4); /* CONSOLE_PORT 0, PORT_OPEN 0, two names */
+        CHECK(owed == 3); /* the three names */
 }
 
 TEST(console_reset_starts_the_protocol_over_but_keeps_the_host_end)
 {
         struct fixture f;
-        fixture_init(&f, false);
-        console_ctrl_host_open(&f.c, 1, true);
+        fixture_init(&f);
+        console_ctrl_host_open(&f.c, 0, true);
         CHECK(handshake(&f));
-        CHECK(take(&f, 1, VIRTIO_CONSOLE_PORT_NAME, 1, "alpha"));
-        CHECK(take(&f, 1, VIRTIO_CONSOLE_PORT_OPEN, 1, NULL));
-        CHECK(take(&f, 2, VIRTIO_CONSOLE_PORT_NAME, 1, "beta"));
-        CHECK(send_msg(&f, 1, VIRTIO_CONSOLE_PORT_OPEN, 1) == 0);
+        CHECK(take(&f, 0, VIRTIO_CONSOLE_PORT_NAME, 1, "alpha"));
+        CHECK(take(&f, 0, VIRTIO_CONSOLE_PORT_OPEN, 1, NULL));
+        CHECK(send_msg(&f, 0, VIRTIO_CONSOLE_PORT_OPEN, 1) == 0);
         console_ctrl_reset(&f.c);
-        CHECK(!f.c.device_ready && !f.ports[1].ready && !f.ports[1].guest_open && f.ports[1].host_open);
+        CHECK(!f.c.device_ready && !f.ports[0].ready && !f.ports[0].guest_open && f.ports[0].host_open);
         CHECK(nothing_owed(&f));
-        CHECK(send_msg(&f, 1, VIRTIO_CONSOLE_PORT_OPEN, 1) == -1);
+        CHECK(send_msg(&f, 0, VIRTIO_CONSOLE_PORT_OPEN, 1) == -1);
         CHECK(handshake(&f));
-        CHECK(take(&f, 1, VIRTIO_CONSOLE_PORT_NAME, 1, "alpha"));
-        CHECK(take(&f, 1, VIRTIO_CONSOLE_PORT_OPEN, 1, NULL));
-        CHECK(take(&f, 2, VIRTIO_CONSOLE_PORT_NAME, 1, "beta"));
+        CHECK(take(&f, 0, VIRTIO_CONSOLE_PORT_NAME, 1, "alpha"));
+        CHECK(take(&f, 0, VIRTIO_CONSOLE_PORT_OPEN, 1, NULL));
+        CHECK(take(&f, 1, VIRTIO_CONSOLE_PORT_NAME, 1, "beta"));
+        CHECK(take(&f, 2, VIRTIO_CONSOLE_PORT_NAME, 1, "gamma"));
         CHECK(nothing_owed(&f));
 }

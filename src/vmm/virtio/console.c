@@ -1,8 +1,8 @@
 /* virtio-console: hvc0 as the guest console (console_hvc: the 8250 then leaves stdio
- * alone) and named ports (console_ports), which the guest sees as /dev/vportNpM and the
- * host as Unix sockets (console_port.c). Queues: port 0's rx/tx are 0 and 1; with
- * MULTIPORT the control queues are 2 (to the driver) and 3 (from it), and port N's
- * rx/tx are 2N+2 and 2N+3.
+ * alone) and, as a second instance, named ports (console_ports), which the guest sees
+ * as /dev/vportNpM and the host as Unix sockets (console_port.c); console.h says why
+ * two. Queues: port 0's rx/tx are 0 and 1; with MULTIPORT the control queues are 2 (to
+ * the driver) and 3 (from it), and port N's rx/tx are 2N+2 and 2N+3.
  *
  * Data only moves when the driver said the port is open (host bytes sent before that
  * would be thrown away by Linux) and has rx buffers; otherwise the port stops reading
@@ -24,7 +24,7 @@
 #define CONSOLE_PUMP_ROUNDS 16 /* host reads per event: a flooding client shares the loop */
 #define CTRL_RX_Q 2
 #define CTRL_TX_Q 3
-/* Every port has two queues, port 0's and the control queues come first. */
+/* Every port has two queues, and the control queues two more. */
 #define CONSOLE_PORTS_MAX (VIRTIO_MAX_QUEUES / 2 - 1)
 
 static unsigned int port_rx_queue(uint32_t id)
@@ -81,7 +81,7 @@ static void console_ctrl_receive(struct console *con)
         if (pushed)
                 virtio_queue_signal(&con->dev, CTRL_TX_Q);
         console_ctrl_flush(con);
-        for (uint32_t id = 0; id < con->ctrl.n_ports; id++)
+        for (uint32_t id = 0; id < con->n_ports; id++)
                 console_port_pump(&con->ports[id]);
 }
 
@@ -142,8 +142,6 @@ static void port_tx_drain(struct console_port *p)
 
 void console_port_pump(struct console_port *p)
 {
-        if (!p->present)
-                return;
         bool open = port_guest_open(p);
         if (open) {
                 port_rx_fill(p);
@@ -175,7 +173,7 @@ static int console_activate(struct virtio_dev *dev, cap_error_t *err)
         struct console *con = dev->opaque;
         (void)err;
         con->live = true;
-        for (uint32_t id = 0; id < con->ctrl.n_ports; id++)
+        for (uint32_t id = 0; id < con->n_ports; id++)
                 console_port_pump(&con->ports[id]);
         return 0;
 }
@@ -187,7 +185,7 @@ static void console_notify(struct virtio_dev *dev, unsigned int q)
                 console_ctrl_flush(con);
         else if (con->multiport && q == CTRL_TX_Q)
                 console_ctrl_receive(con);
-        else if ((q < 2 ? 0 : q / 2 - 1) < con->ctrl.n_ports)
+        else if ((q < 2 ? 0 : q / 2 - 1) < con->n_ports)
                 console_port_pump(&con->ports[q < 2 ? 0 : q / 2 - 1]);
 }
 
@@ -196,7 +194,7 @@ static void console_reset(struct virtio_dev *dev)
         struct console *con = dev->opaque;
         con->live = false;
         console_ctrl_reset(&con->ctrl);
-        for (uint32_t id = 0; id < con->ctrl.n_ports; id++) {
+        for (uint32_t id = 0; id < con->n_ports; id++) {
                 /* The rings are gone: a held chain is forgotten, never touched again. */
                 con->ports[id].tx_held = false;
                 console_port_pump(&con->ports[id]);
@@ -205,7 +203,7 @@ static void console_reset(struct virtio_dev *dev)
 
 static void console_free(struct console *con)
 {
-        for (uint32_t id = 0; id < con->ctrl.n_ports; id++)
+        for (uint32_t id = 0; id < con->n_ports; id++)
                 console_port_close(&con->ports[id]);
         console_in_close(&con->in);
         console_out_close(&con->out);
@@ -228,8 +226,8 @@ static const struct virtio_dev_ops console_ops = {
 
 static int console_check_ports(const struct vm_config *cfg, cap_error_t *err)
 {
-        if (cfg->n_console_ports > CONSOLE_PORTS_MAX - 1)
-                return cap_fail(err, 0, "console-port: at most %d ports", CONSOLE_PORTS_MAX - 1);
+        if (cfg->n_console_ports > CONSOLE_PORTS_MAX)
+                return cap_fail(err, 0, "console-port: at most %d ports", CONSOLE_PORTS_MAX);
         for (int i = 0; i < cfg->n_console_ports; i++) {
                 const char *name = cfg->console_ports[i].name;
                 size_t len = strlen(name);
@@ -244,27 +242,25 @@ static int console_check_ports(const struct vm_config *cfg, cap_error_t *err)
         return 0;
 }
 
-/* Ports, their host ends and the console, before the device is added. */
+/* The ports' host ends, before the device is added. */
 static int console_setup(struct console *con, const struct vm_config *cfg, cap_error_t *err)
 {
-        uint32_t n = con->ctrl.n_ports;
-        for (uint32_t id = 0; id < n; id++)
+        for (uint32_t id = 0; id < con->n_ports; id++)
                 con->ports[id] = (struct console_port){ .con = con, .id = id, .index = -1, .listen_fd = -1, .fd = -1,
                                                         .polled_fd = -1, .tx = xmalloc0(sizeof(struct virtq_chain)) };
-        con->ports[0].present = con->ctrl.ports[0].present = cfg->console_hvc;
-        con->ctrl.ports[0].console = true;
-        con->ctrl.ports[0].host_open = true; /* the VM's console is always there */
         con->out = (struct console_out){ .fd = -1, .kick_fd = -1, .restore_fl = -1 };
-        if (cfg->console_hvc && (console_out_open_config(&con->out, cfg, con->loop, err) < 0 ||
-                                 (cfg->console == VM_CONSOLE_STDIO &&
-                                  console_in_open(&con->in, con->loop, console_stdin_event, con, err) < 0)))
-                return -1;
-        for (int i = 0; i < cfg->n_console_ports; i++) {
-                struct console_port *p = &con->ports[i + 1];
-                p->present = con->ctrl.ports[i + 1].present = true;
-                con->ctrl.ports[i + 1].name = cfg->console_ports[i].name;
-                p->index = i;
-                p->socket_path = cfg->console_ports[i].socket;
+        if (!con->multiport) {
+                if (console_out_open_config(&con->out, cfg, con->loop, err) < 0)
+                        return -1;
+                if (cfg->console == VM_CONSOLE_STDIO)
+                        return console_in_open(&con->in, con->loop, console_stdin_event, con, err);
+                return 0;
+        }
+        for (uint32_t id = 0; id < con->n_ports; id++) {
+                struct console_port *p = &con->ports[id];
+                con->ctrl.ports[id].name = cfg->console_ports[id].name;
+                p->index = (int)id;
+                p->socket_path = cfg->console_ports[id].socket;
                 if (console_port_listen(p, err) < 0)
                         return -1;
                 console_port_poll(p, false, false);
@@ -272,25 +268,25 @@ static int console_setup(struct console *con, const struct vm_config *cfg, cap_e
         return 0;
 }
 
-static int console_init(struct vm_devices *ctx, cap_error_t *err)
+static int console_create(struct vm_devices *ctx, bool multiport, cap_error_t *err)
 {
         const struct vm_config *cfg = ctx->config;
-        if (!cfg || (!cfg->console_hvc && cfg->n_console_ports == 0))
-                return 0;
-        if (console_check_ports(cfg, err) < 0)
-                return -1;
         struct console *con = xmalloc0(sizeof(*con));
         con->loop = ctx->loop;
-        con->multiport = cfg->n_console_ports > 0;
-        con->ctrl.n_ports = con->multiport ? 1 + (uint32_t)cfg->n_console_ports : 1;
-        con->ctrl.ports = xmalloc0(con->ctrl.n_ports * sizeof(*con->ctrl.ports));
-        con->ports = xmalloc0(con->ctrl.n_ports * sizeof(*con->ports));
-        snprintf(con->dev.name, sizeof(con->dev.name), "virtio-console");
+        con->multiport = multiport;
+        con->n_ports = multiport ? (uint32_t)cfg->n_console_ports : 1;
+        con->ports = xmalloc0(con->n_ports * sizeof(*con->ports));
+        snprintf(con->dev.name, sizeof(con->dev.name), multiport ? "virtio-console-ports" : "virtio-console");
         con->dev.device_id = VIRTIO_ID_CONSOLE;
-        con->dev.features = con->multiport ? 1ULL << VIRTIO_CONSOLE_F_MULTIPORT : 0;
-        con->dev.n_queues = con->multiport ? 2 * (con->ctrl.n_ports + 1) : 2;
+        con->dev.n_queues = 2;
+        if (multiport) {
+                con->ctrl.n_ports = con->n_ports;
+                con->ctrl.ports = xmalloc0(con->n_ports * sizeof(*con->ctrl.ports));
+                con->dev.features = 1ULL << VIRTIO_CONSOLE_F_MULTIPORT;
+                con->dev.n_queues = 2 * (con->n_ports + 1);
+                con->config.max_nr_ports = htole32(con->n_ports);
+        }
         con->dev.queue_max = CONSOLE_QUEUE_SIZE;
-        con->config.max_nr_ports = htole32(con->ctrl.n_ports);
         con->dev.config = &con->config;
         con->dev.config_len = sizeof(con->config);
         con->dev.ops = &console_ops;
@@ -300,6 +296,18 @@ static int console_init(struct vm_devices *ctx, cap_error_t *err)
                 return -1;
         }
         return 0;
+}
+
+static int console_init(struct vm_devices *ctx, cap_error_t *err)
+{
+        const struct vm_config *cfg = ctx->config;
+        if (!cfg)
+                return 0;
+        if (console_check_ports(cfg, err) < 0)
+                return -1;
+        if (cfg->console_hvc && console_create(ctx, false, err) < 0)
+                return -1;
+        return cfg->n_console_ports ? console_create(ctx, true, err) : 0;
 }
 
 DEVICE_REGISTER(virtio_console, .name = "virtio-console", .init = console_init)

@@ -1,9 +1,12 @@
 /* virtio-console, inside the device only (console.c: queues and data; console_port.c:
  * the host side of each port; console_ctrl.c: the MULTIPORT control protocol).
  *
- * Port 0 is hvc0, the guest console, when console_hvc is set; named ports are ids
- * 1..n. Without named ports the device offers no MULTIPORT and the driver makes
- * port 0 its console by itself.
+ * Two instances at most. hvc0 (console_hvc) is a device without MULTIPORT, whose only
+ * port the driver makes its console while it probes the device, so /dev/console is
+ * there when the kernel opens it for init. (With MULTIPORT hvc0 would appear only
+ * after a round of control messages through a guest workqueue, which can lose that
+ * race.) The named ports (console_ports) are a second device, with MULTIPORT: ids
+ * 0..n-1, each announced with its name.
  *
  * The control protocol is pure logic over struct console_ctrl, unit-tested and fuzzed
  * alone: every message from the driver is parsed once into a struct console_ctrl_msg
@@ -34,14 +37,12 @@ struct console_ctrl_msg {
 
 struct console_ctrl_port {
         /* Set up by the device. */
-        bool present;          /* this id is a port the device adds */
-        bool console;          /* hvc0: announced with CONSOLE_PORT */
-        const char *name;      /* announced with PORT_NAME; NULL for none */
-        bool host_open;        /* the host end is connected (the client, or stdio) */
+        const char *name;      /* announced with PORT_NAME */
+        bool host_open;        /* the host end (the socket's client) is connected */
         /* The protocol's state, back to false on a device reset. */
         bool add_owed;         /* PORT_ADD not sent yet (after DEVICE_READY) */
         bool ready;            /* the driver sent PORT_READY 1 */
-        bool console_owed, name_owed;
+        bool name_owed;
         bool open_sent;        /* what the driver was told of the host end (false until told) */
         bool guest_open;       /* the driver's last PORT_OPEN value */
 };
@@ -77,7 +78,6 @@ struct console;
 struct console_port {
         struct console *con;
         uint32_t id;
-        bool present;
         /* A named port: the Unix socket capsule listens on and its one client. */
         int index;               /* console-port[index]; -1 for hvc0 */
         const char *socket_path;
@@ -98,12 +98,13 @@ struct console {
         struct virtio_dev dev;
         struct evloop *loop;
         struct virtio_console_config config;
-        bool multiport;
+        bool multiport;          /* the named ports' device; else hvc0's */
         bool live;               /* activated, not reset since */
-        struct console_ctrl ctrl;
-        struct console_port *ports; /* ctrl.n_ports of them, indexed by port id */
-        struct console_out out;  /* hvc0's output: the console the settings name */
-        struct console_in in;    /* hvc0's input: stdin with --console stdio */
+        uint32_t n_ports;
+        struct console_port *ports; /* indexed by port id */
+        struct console_ctrl ctrl;   /* multiport: the same n_ports */
+        struct console_out out;  /* hvc0: its output, the console the settings name */
+        struct console_in in;    /* hvc0: its input, stdin with --console stdio */
         struct virtq_chain chain;
 };
 

@@ -1,6 +1,7 @@
 /* virtio-console's control protocol (VIRTIO_CONSOLE_F_MULTIPORT), as the Linux driver
- * speaks it: DEVICE_READY → PORT_ADD for every port → PORT_READY per port → CONSOLE_PORT
- * (hvc0) or PORT_NAME, and PORT_OPEN both ways. */
+ * speaks it: DEVICE_READY → PORT_ADD for every port → PORT_READY per port → PORT_NAME,
+ * and PORT_OPEN both ways. Consoles (CONSOLE_PORT) are never announced: hvc0 is a
+ * device of its own (console.h). */
 #include "vmm/virtio/console.h"
 
 #include <endian.h>
@@ -26,7 +27,7 @@ void console_ctrl_encode(const struct console_ctrl_msg *m, uint8_t out[CONSOLE_C
 
 static struct console_ctrl_port *ctrl_port(struct console_ctrl *c, uint32_t id)
 {
-        return id < c->n_ports && c->ports[id].present ? &c->ports[id] : NULL;
+        return id < c->n_ports ? &c->ports[id] : NULL;
 }
 
 int console_ctrl_handle(struct console_ctrl *c, const struct console_ctrl_msg *m, const char **why)
@@ -43,7 +44,7 @@ int console_ctrl_handle(struct console_ctrl *c, const struct console_ctrl_msg *m
                 }
                 c->device_ready = true;
                 for (uint32_t i = 0; i < c->n_ports; i++)
-                        c->ports[i].add_owed = c->ports[i].present;
+                        c->ports[i].add_owed = true;
                 return 0;
         }
         struct console_ctrl_port *p = ctrl_port(c, m->id);
@@ -58,8 +59,7 @@ int console_ctrl_handle(struct console_ctrl *c, const struct console_ctrl_msg *m
                         return -1;
                 }
                 p->ready = true;
-                p->console_owed = p->console;
-                p->name_owed = p->name != NULL;
+                p->name_owed = true;
                 p->open_sent = false;
                 return 0;
         case VIRTIO_CONSOLE_PORT_OPEN:
@@ -87,10 +87,6 @@ bool console_ctrl_next(const struct console_ctrl *c, struct console_ctrl_msg *m,
                 }
                 if (!p->ready)
                         continue;
-                if (p->console_owed) {
-                        m->event = VIRTIO_CONSOLE_CONSOLE_PORT;
-                        return true;
-                }
                 if (p->name_owed) {
                         m->event = VIRTIO_CONSOLE_PORT_NAME;
                         *name = p->name;
@@ -115,9 +111,6 @@ void console_ctrl_sent(struct console_ctrl *c, const struct console_ctrl_msg *m)
         case VIRTIO_CONSOLE_PORT_ADD:
                 p->add_owed = false;
                 break;
-        case VIRTIO_CONSOLE_CONSOLE_PORT:
-                p->console_owed = false;
-                break;
         case VIRTIO_CONSOLE_PORT_NAME:
                 p->name_owed = false;
                 break;
@@ -138,7 +131,7 @@ void console_ctrl_reset(struct console_ctrl *c)
         c->device_ready = false;
         for (uint32_t i = 0; i < c->n_ports; i++) {
                 struct console_ctrl_port *p = &c->ports[i];
-                p->add_owed = p->ready = p->console_owed = p->name_owed = false;
+                p->add_owed = p->ready = p->name_owed = false;
                 p->open_sent = p->guest_open = false;
         }
 }
