@@ -29,6 +29,7 @@ struct drv {
         bool heap; /* regions are heap blocks (else guest_mem_init's memfd) */
         struct virtq q;
         struct virtq_chain c;
+        uint16_t size; /* the driver's ring size */
         uint16_t avail_idx;
 };
 
@@ -66,7 +67,7 @@ static void *host(struct drv *d, uint64_t gpa, uint64_t len)
 
 static bool drv_enable(struct drv *d, uint16_t size, bool indirect, bool event_idx)
 {
-        d->q.size = size;
+        d->q.size = d->size = size;
         d->q.desc_gpa = DESC_GPA;
         d->q.avail_gpa = AVAIL_GPA;
         d->q.used_gpa = USED_GPA;
@@ -107,7 +108,7 @@ static void avail_set_idx(struct drv *d, uint16_t idx)
 static void avail_add(struct drv *d, uint16_t head)
 {
         uint16_t v = htole16(head);
-        memcpy(host(d, AVAIL_GPA + 4 + 2ULL * (d->avail_idx % d->q.size), 2), &v, 2);
+        memcpy(host(d, AVAIL_GPA + 4 + 2ULL * (d->avail_idx % d->size), 2), &v, 2);
         avail_set_idx(d, ++d->avail_idx);
 }
 
@@ -120,7 +121,7 @@ static void avail_flags(struct drv *d, uint16_t flags)
 static void used_event_set(struct drv *d, uint16_t ev)
 {
         uint16_t v = htole16(ev);
-        memcpy(host(d, AVAIL_GPA + 4 + 2ULL * d->q.size, 2), &v, 2);
+        memcpy(host(d, AVAIL_GPA + 4 + 2ULL * d->size, 2), &v, 2);
 }
 
 static uint16_t rd16(struct drv *d, uint64_t gpa)
@@ -144,7 +145,7 @@ static uint16_t used_idx(struct drv *d)
 
 static uint16_t avail_event(struct drv *d)
 {
-        return rd16(d, USED_GPA + 4 + 8ULL * d->q.size);
+        return rd16(d, USED_GPA + 4 + 8ULL * d->size);
 }
 
 /* One readable and one writable buffer at head 0: the smallest request. */
@@ -202,6 +203,31 @@ TEST(enable_checks_rings)
         CHECK(drv_enable(d, 16, false, false));
         d->q.used_gpa = R1_GPA + R1_SIZE - 6 - 8 * 16 - 2; /* 4-aligned */
         CHECK(virtq_enable(&d->q, &d->gm));
+}
+
+TEST(size_written_after_enable_is_ignored)
+{
+        /* The used ring ends exactly at the end of RAM; a transport that let the driver
+         * grow size afterwards must not let the rings be indexed past what was checked. */
+        cleanup_drv struct drv *d = drv_new();
+        d->q.size = d->size = 16;
+        d->q.desc_gpa = DESC_GPA;
+        d->q.avail_gpa = AVAIL_GPA;
+        d->q.used_gpa = R1_GPA + R1_SIZE - 6 - 8 * 16 - 2;
+        d->q.event_idx = true;
+        CHECK(virtq_enable(&d->q, &d->gm));
+        chain_simple(d);
+        d->q.size = VIRTQ_MAX_SIZE;
+        for (int i = 0; i < 17; i++) {
+                avail_add(d, 0);
+                CHECK(virtq_pop(&d->q, &d->c) == 1);
+                virtq_push(&d->q, (uint16_t)i, 0);
+        }
+        CHECK(virtq_should_signal(&d->q));
+        CHECK(rd32(d, d->q.used_gpa + 4) == 16); /* the 17th element went to slot 0 */
+        CHECK(rd16(d, d->q.used_gpa + 2) == 17);
+        avail_add(d, 16);
+        CHECK(broken_by(d, "head"));
 }
 
 TEST(not_enabled_queue_is_quiet)
