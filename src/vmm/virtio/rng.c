@@ -211,4 +211,4 @@ static int rng_init(struct vm_devices *ctx, cap_error_t *err)
         return 0;
 }
 
-DEVICE_REGISTER(virtio_rng, .name = "virtio-rng", .init = rng_init)
+DEVICE_REGISTER(virtio_rng, DEVICE_ORDER_VIRTIO, .name = "virtio-rng", .init = rng_init)
