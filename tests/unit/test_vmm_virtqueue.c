@@ -684,6 +684,7 @@ TEST(no_interrupt_flag)
         chain_simple(d);
         avail_add(d, 0);
         avail_add(d, 0);
+        CHECK(!virtq_should_signal(&d->q)); /* nothing pushed yet */
         CHECK(virtq_pop(&d->q, &d->c) == 1);
         virtq_push(&d->q, 0, 0);
         CHECK(virtq_should_signal(&d->q));
@@ -717,7 +718,8 @@ TEST(event_idx_signalling)
         chain_simple(d);
         for (int i = 0; i < 8; i++)
                 avail_add(d, 0);
-        /* The first answer is always yes: nothing was signalled yet. */
+        /* Nothing pushed: no. The first answer after a push is yes: nothing was signalled yet. */
+        CHECK(!virtq_should_signal(&d->q));
         used_event_set(d, 100);
         CHECK(virtq_pop(&d->q, &d->c) == 1);
         virtq_push(&d->q, 0, 0); /* used idx 1 */
