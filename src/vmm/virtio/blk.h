@@ -64,6 +64,7 @@ struct blk_inflight {
 
 /* The io_uring backend of one disk. Every call happens under the device's lock. */
 struct blk_io {
+        char setting[24];        /* "disk[0]": names the disk in logs */
         struct io_uring ring;
         bool ring_ready;
         int event_fd;            /* the ring's completion eventfd, on the VM's event loop */
@@ -73,6 +74,7 @@ struct blk_io {
         uint32_t offset_align;   /* ... and of offsets and lengths (1 when not direct) */
         bool can_punch;          /* the file system punches holes (discard, write-zeroes) */
         bool no_zero_range;      /* FALLOC_FL_ZERO_RANGE failed with EOPNOTSUPP: punch instead */
+        bool told_unaligned;     /* the first unaligned request of a direct disk was logged */
         unsigned int in_kernel;  /* requests submitted whose completion was not reaped */
         uint64_t size;           /* the image's size in bytes */
 };

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
@@ -21,7 +22,7 @@
 
 /* O_DIRECT's alignment for this file (statx, Linux 6.1); 4096 where the file
  * system does not say, which every block size up to a page satisfies. */
-static void direct_alignment(struct blk_io *io, const char *path)
+static void direct_alignment(struct blk_io *io)
 {
         struct statx stx;
         io->mem_align = io->offset_align = 4096;
@@ -30,7 +31,7 @@ static void direct_alignment(struct blk_io *io, const char *path)
                 io->mem_align = stx.stx_dio_mem_align ? stx.stx_dio_mem_align : 1;
                 io->offset_align = stx.stx_dio_offset_align;
         }
-        log_debug("%s: O_DIRECT alignment: buffers %u, offsets %u", path, io->mem_align, io->offset_align);
+        log_debug("%s: O_DIRECT alignment: buffers %u, offsets %u", io->setting, io->mem_align, io->offset_align);
 }
 
 /* Whether the file system punches holes: a hole punched past the end of the file
@@ -62,7 +63,7 @@ static int open_image(struct blk_io *io, const char *setting, const char *path, 
                 io->buffered_fd = open(path, flags);
                 if (io->buffered_fd < 0)
                         return cap_fail(err, errno, "%s: cannot open %s", setting, path);
-                direct_alignment(io, path);
+                direct_alignment(io);
         }
         io->can_punch = !readonly && punch_supported(io->fd, io->size);
         return 0;
@@ -72,6 +73,7 @@ int blk_io_open(struct blk_io *io, const char *setting, const char *path, bool r
                 unsigned int max_inflight, cap_error_t *err)
 {
         memset(io, 0, sizeof(*io));
+        snprintf(io->setting, sizeof(io->setting), "%s", setting);
         io->fd = io->buffered_fd = io->event_fd = -1;
         if (open_image(io, setting, path, readonly, direct, err) < 0)
                 goto fail;
@@ -163,6 +165,10 @@ int blk_io_start(struct blk_io *io, struct blk_inflight *r)
         r->done = 0;
         r->iov_first = 0;
         r->buffered = io->buffered_fd >= 0 && !direct_aligned(io, &r->req);
+        if (r->buffered && !io->told_unaligned) {
+                io->told_unaligned = true;
+                log_debug("%s: a request not aligned for O_DIRECT goes through the page cache (said once)", io->setting);
+        }
         r->punch = r->req.op == BLK_OP_WRITE_ZEROES && (r->req.unmap || io->no_zero_range);
         return prep(io, r);
 }
