@@ -990,6 +990,30 @@ TEST(cmdline_longer_than_the_kernel_accepts_is_reported)
         CHECK(err_has(err, "--cmdline is 2999 bytes, the kernel accepts at most 2047"));
 }
 
+/* The devices' parameters come first and count against the same limit. */
+TEST(cmdline_with_device_parameters)
+{
+        cleanup_mem struct guest_mem gm = { .memfd = -1 };
+        cleanup_error cap_error_t err = NULL;
+        cleanup_free char *longline = xmalloc0(2048);
+        cleanup_tmp char *path = NULL;
+        struct boot_info boot = { 0 };
+        const char *devices = "virtio_mmio.device=4K@0xc0000000:5";
+
+        path = write_elf(&vmlinux_opts);
+        CHECK(path != NULL);
+        CHECK(mem_new(&gm, 64 * MIB));
+        struct vm_config cfg = config(path, 64 * MIB);
+        CHECK(x86_load_linux(&gm, &cfg, devices, &boot, &err) == 0);
+        CHECK_STR((const char *)guest_mem_ptr(&gm, LAYOUT_CMDLINE, 1),
+                  "virtio_mmio.device=4K@0xc0000000:5 console=ttyS0 panic=-1");
+        memset(longline, 'x', 2047 - strlen(devices)); /* one more with the space between */
+        cfg.cmdline = longline;
+        CHECK(x86_load_linux(&gm, &cfg, devices, &boot, &err) < 0);
+        CHECK(err_has(err, "and the devices add 35 (virtio_mmio.device=4K@0xc0000000:5)"));
+        CHECK(err_has(err, "at most 2047"));
+}
+
 /* ---- MP table, page tables, GDT ---- */
 
 static uint8_t sum_bytes(const uint8_t *p, size_t n)

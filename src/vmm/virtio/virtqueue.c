@@ -17,7 +17,7 @@ static void ring_store16(__virtio16 *p, uint16_t v)
 
 static uint16_t *used_avail_event(const struct virtq *q)
 {
-        return (uint16_t *)&q->used->ring[q->size];
+        return (uint16_t *)&q->used->ring[q->num];
 }
 
 static int virtq_break(struct virtq *q, const char *why)
@@ -51,6 +51,7 @@ bool virtq_enable(struct virtq *q, const struct guest_mem *mem)
         q->desc = NULL;
         q->avail = NULL;
         q->used = NULL;
+        q->num = 0;
         q->broken = false;
         q->broken_why = NULL;
         q->last_avail = 0;
@@ -72,6 +73,7 @@ bool virtq_enable(struct virtq *q, const struct guest_mem *mem)
         q->desc = desc;
         q->avail = avail;
         q->used = used;
+        q->num = q->size;
         return true;
 }
 
@@ -122,7 +124,7 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c)
                 return -1;
         if (!q->desc)
                 return 0;
-        uint16_t size = q->size;
+        uint16_t size = q->num;
         /* Acquire: the ring entry and descriptors the driver wrote before idx are visible. */
         uint16_t avail_idx = le16toh(__atomic_load_n(&q->avail->idx, __ATOMIC_ACQUIRE));
         uint16_t pending = (uint16_t)(avail_idx - q->last_avail);
@@ -184,7 +186,7 @@ void virtq_push(struct virtq *q, uint16_t head, uint32_t written)
 {
         if (q->broken || !q->used)
                 return;
-        struct vring_used_elem *e = &q->used->ring[q->used_idx & (q->size - 1)];
+        struct vring_used_elem *e = &q->used->ring[q->used_idx & (q->num - 1)];
         __atomic_store_n(&e->id, htole32(head), __ATOMIC_RELAXED);
         __atomic_store_n(&e->len, htole32(written), __ATOMIC_RELAXED);
         q->used_idx++;
@@ -206,7 +208,7 @@ bool virtq_should_signal(struct virtq *q)
         if (valid && old == q->used_idx)
                 return false;
         if (q->event_idx) {
-                uint16_t used_event = ring_load16(&q->avail->ring[q->size]);
+                uint16_t used_event = ring_load16(&q->avail->ring[q->num]);
                 return !valid || vring_need_event(used_event, q->used_idx, old);
         }
         return !(ring_load16(&q->avail->flags) & VRING_AVAIL_F_NO_INTERRUPT);

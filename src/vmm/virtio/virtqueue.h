@@ -38,11 +38,13 @@ struct virtq {
         bool event_idx;                /* VIRTIO_RING_F_EVENT_IDX */
         /* Device-side state. */
         const struct guest_mem *mem;
-        /* Host addresses of the rings, checked by virtq_enable(); NULL until then. Only
-         * virtqueue.c dereferences them. */
+        /* Host addresses of the rings and the size they were checked for by virtq_enable();
+         * NULL and 0 until then. Only virtqueue.c uses them: a later write to size (a
+         * transport bug) cannot make it index past what was checked. */
         struct vring_desc *desc;
         struct vring_avail *avail;
         struct vring_used *used;
+        uint16_t num;
         bool broken;
         const char *broken_why;        /* a static string naming the violated rule */
         uint16_t last_avail;           /* next avail entry to take */
