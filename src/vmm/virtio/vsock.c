@@ -2,7 +2,7 @@
  * chain's header is copied out of guest memory and parsed once (vsock_pkt_parse) before the
  * host muxer (vsock_mux.c) sees it; rx buffers are filled by the muxer, straight from the
  * host sockets. Everything runs on the event loop under the device lock. */
-#include <errno.h>
+#include <endian.h>
 #include <linux/virtio_vsock.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +30,54 @@ struct vsock_dev {
         bool rx_held;
         struct iovec iov[VIRTQ_MAX_SIZE];
 };
+
+_Static_assert(sizeof(struct virtio_vsock_hdr) == VSOCK_HDR_LEN, "virtio_vsock_hdr is 44 bytes");
+
+enum vsock_parse vsock_pkt_parse(const void *hdr, uint32_t avail, uint64_t guest_cid, struct vsock_pkt *pkt)
+{
+        struct virtio_vsock_hdr h;
+        memcpy(&h, hdr, sizeof(h));
+        *pkt = (struct vsock_pkt){
+                .src_cid = le64toh(h.src_cid),
+                .dst_cid = le64toh(h.dst_cid),
+                .src_port = le32toh(h.src_port),
+                .dst_port = le32toh(h.dst_port),
+                .len = le32toh(h.len),
+                .type = le16toh(h.type),
+                .op = le16toh(h.op),
+                .flags = le32toh(h.flags),
+                .buf_alloc = le32toh(h.buf_alloc),
+                .fwd_cnt = le32toh(h.fwd_cnt),
+        };
+        if (pkt->src_cid != guest_cid || pkt->dst_cid != VSOCK_HOST_CID)
+                return VSOCK_PKT_DROP;
+        if (pkt->len > avail || pkt->len > VSOCK_MAX_PAYLOAD)
+                return VSOCK_PKT_RESET;
+        if (pkt->type != VIRTIO_VSOCK_TYPE_STREAM)
+                return VSOCK_PKT_RESET;
+        if (pkt->op < VIRTIO_VSOCK_OP_REQUEST || pkt->op > VIRTIO_VSOCK_OP_CREDIT_REQUEST)
+                return VSOCK_PKT_RESET;
+        if (pkt->op != VIRTIO_VSOCK_OP_RW && pkt->len != 0)
+                return VSOCK_PKT_RESET;
+        return VSOCK_PKT_OK;
+}
+
+void vsock_pkt_encode(const struct vsock_pkt *pkt, void *hdr)
+{
+        struct virtio_vsock_hdr h = {
+                .src_cid = htole64(pkt->src_cid),
+                .dst_cid = htole64(pkt->dst_cid),
+                .src_port = htole32(pkt->src_port),
+                .dst_port = htole32(pkt->dst_port),
+                .len = htole32(pkt->len),
+                .type = htole16(pkt->type),
+                .op = htole16(pkt->op),
+                .flags = htole32(pkt->flags),
+                .buf_alloc = htole32(pkt->buf_alloc),
+                .fwd_cnt = htole32(pkt->fwd_cnt),
+        };
+        memcpy(hdr, &h, sizeof(h));
+}
 
 /* Entries of iov[0 .. n) from byte skip on, at most len bytes, into out; returns the count. */
 static unsigned int iov_slice(const struct iovec *iov, unsigned int n, size_t skip, size_t len, struct iovec *out)

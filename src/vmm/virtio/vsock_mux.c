@@ -1,6 +1,5 @@
 #include "vmm/virtio/vsock_mux.h"
 
-#include <endian.h>
 #include <errno.h>
 #include <linux/virtio_vsock.h>
 #include <stdio.h>
@@ -12,8 +11,6 @@
 #include <unistd.h>
 
 #include "common/util.h"
-
-_Static_assert(sizeof(struct virtio_vsock_hdr) == VSOCK_HDR_LEN, "virtio_vsock_hdr is 44 bytes");
 
 #define HASH_SIZE 512
 /* Host-side ports of host-initiated connections: far above what guests listen on. */
@@ -75,52 +72,6 @@ struct vsock_mux {
         unsigned int rst_head, rst_len;
         uint32_t next_host_port;
 };
-
-enum vsock_parse vsock_pkt_parse(const void *hdr, uint32_t avail, uint64_t guest_cid, struct vsock_pkt *pkt)
-{
-        struct virtio_vsock_hdr h;
-        memcpy(&h, hdr, sizeof(h));
-        *pkt = (struct vsock_pkt){
-                .src_cid = le64toh(h.src_cid),
-                .dst_cid = le64toh(h.dst_cid),
-                .src_port = le32toh(h.src_port),
-                .dst_port = le32toh(h.dst_port),
-                .len = le32toh(h.len),
-                .type = le16toh(h.type),
-                .op = le16toh(h.op),
-                .flags = le32toh(h.flags),
-                .buf_alloc = le32toh(h.buf_alloc),
-                .fwd_cnt = le32toh(h.fwd_cnt),
-        };
-        if (pkt->src_cid != guest_cid || pkt->dst_cid != VSOCK_HOST_CID)
-                return VSOCK_PKT_DROP;
-        if (pkt->len > avail || pkt->len > VSOCK_MAX_PAYLOAD)
-                return VSOCK_PKT_RESET;
-        if (pkt->type != VIRTIO_VSOCK_TYPE_STREAM)
-                return VSOCK_PKT_RESET;
-        if (pkt->op < VIRTIO_VSOCK_OP_REQUEST || pkt->op > VIRTIO_VSOCK_OP_CREDIT_REQUEST)
-                return VSOCK_PKT_RESET;
-        if (pkt->op != VIRTIO_VSOCK_OP_RW && pkt->len != 0)
-                return VSOCK_PKT_RESET;
-        return VSOCK_PKT_OK;
-}
-
-void vsock_pkt_encode(const struct vsock_pkt *pkt, void *hdr)
-{
-        struct virtio_vsock_hdr h = {
-                .src_cid = htole64(pkt->src_cid),
-                .dst_cid = htole64(pkt->dst_cid),
-                .src_port = htole32(pkt->src_port),
-                .dst_port = htole32(pkt->dst_port),
-                .len = htole32(pkt->len),
-                .type = htole16(pkt->type),
-                .op = htole16(pkt->op),
-                .flags = htole32(pkt->flags),
-                .buf_alloc = htole32(pkt->buf_alloc),
-                .fwd_cnt = htole32(pkt->fwd_cnt),
-        };
-        memcpy(hdr, &h, sizeof(h));
-}
 
 uint32_t vsock_credit(uint32_t buf_alloc, uint32_t fwd_cnt, uint32_t sent)
 {
