@@ -207,7 +207,8 @@ static int request(struct vhost_user *vu, uint32_t req, const void *payload, uin
                 return cap_fail(err, 0, "%s: vhost-user back-end: %s: the connection failed earlier", vu->name,
                                 request_name(req));
         struct vhost_user_msg m = { .hdr = { .request = req, .flags = VHOST_USER_VERSION, .size = size } };
-        memcpy(&m.payload, payload, size);
+        if (size)
+                memcpy(&m.payload, payload, size);
         bool has_reply = vhost_user_reply_size(req) != 0;
         bool ack = !has_reply && (vu->protocol_features & VHOST_USER_OUR_PROTOCOL_FEATURES);
         if (ack)
