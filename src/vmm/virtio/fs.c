@@ -191,7 +191,7 @@ static int fs_connect(struct fs *fs, const struct vm_share *share, cap_error_t *
         int status;
         if (rc < 0 && fs->backend.pid > 0 && vhost_user_backend_exited(&fs->backend, FS_EXIT_WAIT_MS, &status)) {
                 char how[64];
-                cap_error_prefix(err, "virtiofsd %s (its message is above)",
+                cap_error_prefix(err, "virtiofsd %s",
                                  vhost_user_backend_describe(status, how, sizeof(how)));
         }
         return rc;
@@ -255,4 +255,4 @@ static int fs_init(struct vm_devices *ctx, cap_error_t *err)
         return 0;
 }
 
-DEVICE_REGISTER(virtio_fs, .name = "virtio-fs", .init = fs_init)
+DEVICE_REGISTER(virtio_fs, .name = "virtio-fs", .order = DEVICE_ORDER_VIRTIO, .init = fs_init)
