@@ -17,6 +17,7 @@
 
 #include "vmm/virtio/vhost_user.h"
 #include "vmm/virtio/vhost_user_backend.h"
+#include "vmm/virtio/virtqueue.h"
 
 #define MiB (1ULL << 20)
 #define VIRTIOFSD "/usr/lib/qemu/virtiofsd"
@@ -455,4 +456,43 @@ TEST(real_virtiofsd)
         rmdir(src);
         rmdir(sockdir);
         rmdir(tmp);
+}
+
+/* After a back-end dies, capsule goes on from where it left the ring: the used index it
+ * published and the avail_event it left (libvhost-user writes it after each pop). */
+TEST(adopt_continues_where_the_back_end_stopped)
+{
+        struct guest_mem gm;
+        cleanup_error cap_error_t err = NULL;
+        CHECK(guest_mem_init(&gm, 1 * MiB, false, &err) == 0);
+        struct virtq q = { .size = 8, .desc_gpa = 0x1000, .avail_gpa = 0x2000, .used_gpa = 0x3000, .ready = true,
+                           .event_idx = true };
+        CHECK(virtq_enable(&q, &gm));
+        struct vring_desc *desc = (struct vring_desc *)(gm.base + 0x1000);
+        struct vring_avail *avail = (struct vring_avail *)(gm.base + 0x2000);
+        struct vring_used *used = (struct vring_used *)(gm.base + 0x3000);
+        /* The driver made 6 buffers available; the back-end took 5 and returned 3. */
+        for (int i = 0; i < 6; i++) {
+                desc[i] = (struct vring_desc){ .addr = 0x8000 + 0x100 * i, .len = 64, .flags = VRING_DESC_F_WRITE };
+                avail->ring[i] = (uint16_t)i;
+        }
+        avail->idx = 6;
+        used->idx = 3;
+        uint16_t avail_event = 5;
+        memcpy(&used->ring[8], &avail_event, sizeof(avail_event));
+        virtq_adopt(&q);
+        CHECK(q.used_idx == 3 && q.last_avail == 5);
+        struct virtq_chain *c = malloc(sizeof(*c));
+        CHECK(c);
+        CHECK(virtq_pop(&q, c) == 1);
+        CHECK(c->head == 5 && c->n_in == 1 && c->in_len == 64);
+        virtq_push(&q, c->head, 16);
+        CHECK(used->idx == 4 && used->ring[3].id == 5 && used->ring[3].len == 16);
+        CHECK(virtq_pop(&q, c) == 0);
+        free(c);
+        /* Without EVENT_IDX the used index is all there is. */
+        q.event_idx = false;
+        virtq_adopt(&q);
+        CHECK(q.used_idx == 4 && q.last_avail == 4);
+        guest_mem_destroy(&gm);
 }

@@ -5,14 +5,22 @@
  *
  * capsule starts virtiofsd itself unless share[i].socket names a running back-end: the
  * handshake and the memory table happen here, before the VM runs; only the rings are
- * set up at DRIVER_OK. A back-end that dies while the guest runs is noticed on the event
- * loop (its socket hangs up): the device fails (DEVICE_NEEDS_RESET) and the VM goes on. */
+ * set up at DRIVER_OK.
+ *
+ * A back-end that dies while the guest runs is noticed on the event loop (its socket
+ * hangs up). Linux's virtio-fs driver ignores DEVICE_NEEDS_RESET and would wait forever
+ * for its requests, so capsule takes the queues over instead: from where the back-end
+ * left the rings, every request is answered with EIO. The guest's file operations fail,
+ * the guest and the other devices go on. Requests the back-end had taken and not
+ * answered are lost with it (the vhost-user protocol keeps no record of them here). */
+#include <linux/fuse.h>
 #include <linux/virtio_fs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "common/util.h"
@@ -36,6 +44,13 @@
 #define FS_BACKEND_FEATURES                                                                                      \
         ((1ULL << VIRTIO_F_VERSION_1) | (1ULL << VIRTIO_RING_F_INDIRECT_DESC) | (1ULL << VIRTIO_RING_F_EVENT_IDX))
 
+struct fs;
+
+struct fs_kick {
+        struct fs *fs;
+        unsigned int q;
+};
+
 struct fs {
         struct virtio_dev dev;
         struct virtio_fs_config config;
@@ -47,7 +62,10 @@ struct fs {
         bool started[FS_QUEUES];
         bool watching;      /* the socket is on the event loop */
         bool backend_gone;  /* under dev.lock */
-        char why[320];      /* why the device failed: virtio_dev_fail may keep the pointer */
+        /* Once the back-end is gone: capsule answers the queues itself (under dev.lock). */
+        struct fs_kick kicks[FS_QUEUES];
+        bool polling[FS_QUEUES];
+        struct virtq_chain chain;
 };
 
 static void fs_stop_rings(struct fs *fs)
@@ -91,9 +109,77 @@ static int fs_activate(struct virtio_dev *dev, cap_error_t *err)
         return 0;
 }
 
+static void fs_stop_polling(struct fs *fs)
+{
+        for (unsigned int q = 0; q < FS_QUEUES; q++) {
+                if (fs->polling[q])
+                        evloop_del(fs->ctx->loop, fs->dev.io[q].kick_fd);
+                fs->polling[q] = false;
+        }
+}
+
 static void fs_reset(struct virtio_dev *dev)
 {
-        fs_stop_rings(dev->opaque);
+        struct fs *fs = dev->opaque;
+        fs_stop_polling(fs);
+        fs_stop_rings(fs);
+}
+
+/* Answer every request on queue q with EIO (dev.lock held). A request queue's chain
+ * starts with the FUSE header and has room for the reply's; a hiprio FORGET has no
+ * reply. Only the header's unique id is read, and only through the chain helpers. */
+static void fs_fail_requests(struct fs *fs, unsigned int q)
+{
+        struct virtq_chain *c = &fs->chain;
+        bool any = false;
+        while (virtio_queue_pop(&fs->dev, q, c) == 1) {
+                struct fuse_in_header in;
+                uint32_t written = 0;
+                if (c->in_len >= sizeof(struct fuse_out_header) &&
+                    virtq_chain_read(c, 0, &in, sizeof(in)) == sizeof(in)) {
+                        struct fuse_out_header out = {
+                                .len = sizeof(out),
+                                .error = -EIO,
+                                .unique = in.unique,
+                        };
+                        written = (uint32_t)virtq_chain_write(c, 0, &out, sizeof(out));
+                }
+                virtio_queue_push(&fs->dev, q, c->head, written);
+                any = true;
+        }
+        if (any)
+                virtio_queue_signal(&fs->dev, q);
+}
+
+static void fs_kick_ready(void *opaque, uint32_t events)
+{
+        struct fs_kick *k = opaque;
+        uint64_t n;
+        (void)events;
+        if (read(k->fs->dev.io[k->q].kick_fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+                return;
+        virtio_dev_lock(&k->fs->dev);
+        fs_fail_requests(k->fs, k->q);
+        virtio_dev_unlock(&k->fs->dev);
+}
+
+/* The back-end is gone while its rings run (dev.lock held): serve them from here on. */
+static void fs_take_over(struct fs *fs)
+{
+        for (unsigned int q = 0; q < FS_QUEUES; q++) {
+                if (!fs->started[q])
+                        continue;
+                fs->started[q] = false;
+                virtio_queue_adopt(&fs->dev, q);
+                fs->kicks[q] = (struct fs_kick){ .fs = fs, .q = q };
+                cleanup_error cap_error_t err = NULL;
+                if (evloop_add(fs->ctx->loop, fs->dev.io[q].kick_fd, EPOLLIN, fs_kick_ready, &fs->kicks[q], &err) < 0) {
+                        virtio_dev_fail(&fs->dev, err->msg);
+                        return;
+                }
+                fs->polling[q] = true;
+                fs_fail_requests(fs, q);
+        }
 }
 
 /* The back-end's socket hung up (event loop thread): it exited or crashed. */
@@ -119,15 +205,16 @@ static void fs_backend_hup(void *opaque, uint32_t events)
                 } else {
                         snprintf(how, sizeof(how), "the vhost-user back-end closed its connection");
                 }
-                snprintf(fs->why, sizeof(fs->why), "%s: %s; the guest's file system `%s` fails from now on",
-                         fs->setting, how, fs->tag);
-                virtio_dev_fail(&fs->dev, fs->why);
+                log_warning("%s: %s; the guest's file system `%s` fails with EIO from now on", fs->setting, how,
+                            fs->tag);
+                fs_take_over(fs);
         }
         virtio_dev_unlock(&fs->dev);
 }
 
 static void fs_free(struct fs *fs)
 {
+        fs_stop_polling(fs);
         if (fs->watching)
                 evloop_del(fs->ctx->loop, fs->vu.fd);
         vhost_user_close(&fs->vu);
