@@ -6,10 +6,12 @@
 # same vCPUs and memory and the same transport.
 #
 # usage: bench/virtio_io.sh    from the host (builds the initramfs, then enters the testbed);
-#        RUNS=3 FIO_SECONDS=5 VSOCK_MIB=64 CPUS=1 MEMORY=512M DISK_MIB=256 TRANSPORT=pci by default
+#        RUNS=5 FIO_SECONDS=5 VSOCK_MIB=64 CPUS=1 MEMORY=512M DISK_MIB=256 TRANSPORT=pci by default
 #
-# Rows (median of RUNS runs made in one boot per VMM and device; higher is better on each row,
-# so capsule/QEMU >= 1 means capsule is ahead):
+# Runs alternate: run i boots QEMU then capsule (i odd) or capsule then QEMU (i even), one boot
+# per VMM, device and run, so that a change of the machine's load between runs hits both alike
+# (nested TCG is noisy). Each row shows the medians of RUNS runs (min-max) and their ratio; higher
+# is better on every row, so capsule/QEMU >= 1 means capsule is ahead. The rows:
 #   - virtio-blk, fio in the guest on /dev/vda (io_uring, O_DIRECT, time-based): sequential read
 #     and write in 1 MiB blocks at queue depth 4, 4 KiB random reads at queue depth 32.
 #     QEMU: an iothread, aio=io_uring, virtio-blk-pci (virtio-blk-device over mmio).
@@ -18,14 +20,15 @@
 #     capsule ,direct). The testbed's only writable file system is tmpfs, which has no O_DIRECT
 #     before Linux 6.6 (and the testbed kernel has no loop or RAM disk): there both go through
 #     the host page cache (QEMU cache=writeback, capsule without ,direct). The script says which.
-#   - virtio-vsock throughput, VSOCK_MIB MiB per run each way, timed on the host by
-#     bench/vsock_host.py until the last byte is in: QEMU with vhost-vsock (the kernel's
-#     AF_VSOCK), capsule with its hybrid vsock (Unix sockets, no vhost).
+#   - virtio-vsock throughput, VSOCK_MIB MiB each way, timed on the host by bench/vsock_host.py
+#     until the last byte is in: QEMU with vhost-vsock (the kernel's AF_VSOCK), capsule with its
+#     hybrid vsock (Unix sockets, no vhost).
+# Every boot's console, stderr and results are left in build/bench-virtio-io/.
 # A capsule device that is missing or fails is reported "not available" with the reason,
 # never with a number.
 set -eu
 
-RUNS=${RUNS:-3}
+RUNS=${RUNS:-5}
 FIO_SECONDS=${FIO_SECONDS:-5}
 VSOCK_MIB=${VSOCK_MIB:-64}
 CPUS=${CPUS:-1}
@@ -41,8 +44,12 @@ if [ -z "${TESTBED:-}" ]; then
         # On the host: assemble the initramfs here (the testbed reads the repository over 9p).
         BENCH_INITRD=$("$repo/bench/mkbenchinitramfs") || die "cannot assemble the initramfs"
         export BENCH_INITRD RUNS FIO_SECONDS VSOCK_MIB CPUS MEMORY DISK_MIB TRANSPORT
+        echo "virtio_io: host load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+        rc=0
         TESTBED_ENV="BENCH_INITRD RUNS FIO_SECONDS VSOCK_MIB CPUS MEMORY DISK_MIB TRANSPORT" \
-                TESTBED_TIMEOUT=${TESTBED_TIMEOUT:-1800} exec "$repo/tests/testbed/run" "bench/virtio_io.sh"
+                TESTBED_TIMEOUT=${TESTBED_TIMEOUT:-1800} "$repo/tests/testbed/run" "bench/virtio_io.sh" || rc=$?
+        echo "virtio_io: host load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+        exit $rc
 fi
 
 for tool in qemu-system-x86_64 python3; do
@@ -55,6 +62,9 @@ done
 BENCH_INITRD=${BENCH_INITRD:-$("$repo/bench/mkbenchinitramfs")}
 
 work=$(mktemp -d /tmp/capsule-virtio-bench.XXXXXX)
+logs=$repo/build/bench-virtio-io
+rm -rf "$logs"
+mkdir -p "$logs"
 pids=""
 cleanup() {
         for p in $pids; do kill -TERM "$p" 2>/dev/null || :; done
@@ -84,8 +94,8 @@ fi
 cid=3 host_port=5201 guest_port=5202
 vsock_sock=$work/vsock.sock
 cmdline="console=ttyS0 quiet panic=-1"
-blk_args="guest_action=script:bench_blk guest_args=$RUNS,$FIO_SECONDS"
-vsock_args="guest_action=script:bench_vsock guest_args=$host_port,$guest_port,$VSOCK_MIB,$RUNS"
+blk_args="guest_action=script:bench_blk guest_args=1,$FIO_SECONDS"
+vsock_args="guest_action=script:bench_vsock guest_args=$host_port,$guest_port,$VSOCK_MIB,1"
 
 # -cpu host,arch-capabilities=off: see vm_launch.sh. microvm: QEMU's lightest machine; pcie=on
 # gives it the PCI host bridge the pci transport needs.
@@ -105,16 +115,17 @@ capsule() {
                 --cpus "$CPUS" --memory "$MEMORY" --virtio-transport "$TRANSPORT" "$@" </dev/null
 }
 
-# boot VMM DEVICE: one boot of VMM running DEVICE's guest script; console in $work/VMM-DEVICE.log,
-# stderr in .err, exit status in .rc, the host side's results (vsock) in .json.
+# boot VMM DEVICE RUN: one boot of VMM running DEVICE's guest script once; console in
+# $logs/VMM-DEVICE-RUN.log, stderr in .err, exit status in .rc, the host side's results (vsock)
+# in .json.
 boot() {
-        vmm=$1 dev=$2 log=$work/$1-$2
-        echo "== $vmm: $dev ($(date -u +%H:%M:%S))" >&2
+        vmm=$1 dev=$2 log=$logs/$1-$2-$3
+        echo "== run $3: $vmm $dev ($(date -u +%H:%M:%S))"
         host_pid=""
         if [ "$dev" = vsock ]; then
                 if [ "$vmm" = qemu ]; then addr=$cid; else addr=$vsock_sock; fi
                 python3 "$repo/bench/vsock_host.py" "$vmm" "$addr" "$host_port" "$guest_port" \
-                        "$VSOCK_MIB" "$RUNS" "$log.json" 2>"$log.host.err" &
+                        "$VSOCK_MIB" 1 "$log.json" 2>"$log.host.err" &
                 host_pid=$!
                 pids="$pids $host_pid"
                 sleep 1 # the listener is up before the guest connects (vsock_bench retries anyway)
@@ -150,73 +161,88 @@ echo "== virtio I/O, capsule vs QEMU $(qemu-system-x86_64 --version | head -n 1 
         "transport $TRANSPORT, $CPUS vCPU, $MEMORY, $RUNS runs, fio $FIO_SECONDS s per job, vsock $VSOCK_MIB MiB" \
         "per run and way, a $DISK_MIB MiB image on $(df --output=fstype "$img" | tail -n 1)"
 echo "== level: $level"
-for dev in blk vsock; do
-        for vmm in qemu capsule; do
-                boot "$vmm" "$dev"
+# A VMM whose device gave no result in a run is not booted for it again: its row says why.
+failed=""
+run=1
+while [ "$run" -le "$RUNS" ]; do
+        if [ $((run % 2)) = 1 ]; then order="qemu capsule"; else order="capsule qemu"; fi
+        for dev in blk vsock; do
+                for vmm in $order; do
+                        case " $failed " in *" $vmm-$dev "*) continue ;; esac
+                        boot "$vmm" "$dev" "$run"
+                        case $dev in
+                        blk) grep -q "^bench: blk randread " "$logs/$vmm-$dev-$run.log" ;;
+                        vsock) [ -s "$logs/$vmm-$dev-$run.json" ] ;;
+                        esac || failed="$failed $vmm-$dev"
+                done
         done
+        run=$((run + 1))
 done
 
-python3 - "$work" "$RUNS" "$VSOCK_MIB" <<'PY'
+python3 - "$logs" "$RUNS" "$VSOCK_MIB" <<'PY'
 import json, re, statistics, sys
-work, runs, vsock_mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-MIB = 1 << 20
+logs, runs, vsock_mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 ROWS = [("seq read 1M qd4 (MiB/s)", "blk", "seqread", "bw"),
         ("seq write 1M qd4 (MiB/s)", "blk", "seqwrite", "bw"),
         ("rand read 4K qd32 (kIOPS)", "blk", "randread", "iops"),
         ("vsock guest->host (MiB/s)", "vsock", "g2h", None),
         ("vsock host->guest (MiB/s)", "vsock", "h2g", None)]
 
-def read(vmm, dev, ext):
+def read(name):
     try:
-        with open(f"{work}/{vmm}-{dev}.{ext}") as f:
+        with open(f"{logs}/{name}") as f:
             return f.read()
     except FileNotFoundError:
-        return ""
+        return None
 
-def why_not(vmm, dev):
-    """Why a boot gave no numbers: the guest's error, else the VMM's, else its exit status."""
-    log = read(vmm, dev, "log")
-    err = [l for l in log.splitlines() if l.startswith("bench: error")]
+def why_not(base):
+    """Why a boot gave no number: the guest's error, else the VMM's last word, else its status."""
+    log = read(f"{base}.log") or ""
+    err = [l for l in log.splitlines() if l.startswith("bench: error: ")]
     if err:
         return err[0][len("bench: error: "):]
-    rc = read(vmm, dev, "rc").strip()
-    lines = [l for l in (read(vmm, dev, "err") + read(vmm, dev, "host.err")).splitlines() if l.strip()]
+    rc = (read(f"{base}.rc") or "?").strip()
+    lines = [l.strip() for l in ((read(f"{base}.err") or "") + (read(f"{base}.host.err") or "")).splitlines()
+             if l.strip()]
     if lines:
-        return f"exit {rc}: {lines[-1].strip()}"
-    return f"exit {rc}, no results" if rc != "0" else "no results"
+        return f"exit {rc}: {lines[-1]}"
+    return f"exit {rc}, no result"
 
-def samples(vmm, dev, job, what):
-    """The RUNS values of one row, or a string saying why there are none."""
+def sample(vmm, dev, job, what, run):
+    """One run's value, or a string saying why there is none."""
+    base = f"{vmm}-{dev}-{run}"
+    if read(f"{base}.rc") is None:
+        return None
     if dev == "blk":
-        vals = []
-        for m in re.finditer(rf"^bench: blk {job} \d+ bw_kib=(\d+) iops=(\d+)", read(vmm, dev, "log"), re.M):
-            vals.append(int(m.group(1)) / 1024 if what == "bw" else int(m.group(2)) / 1000)
+        m = re.search(rf"^bench: blk {job} \d+ bw_kib=(\d+) iops=(\d+)", read(f"{base}.log") or "", re.M)
+        v = (int(m.group(1)) / 1024 if what == "bw" else int(m.group(2)) / 1000) if m else 0
     else:
         try:
-            vals = [vsock_mib / s for s in json.loads(read(vmm, dev, "json"))[job]]
-        except ValueError:
-            vals = []
-    return vals if len(vals) == runs and all(v > 0 for v in vals) else why_not(vmm, dev)
+            v = vsock_mib / json.loads(read(f"{base}.json") or "")[job][0]
+        except (ValueError, KeyError, IndexError):
+            v = 0
+    return v if v > 0 else f"run {run}: {why_not(base)}"
 
 print()
-print(f"| row | capsule | QEMU | capsule/QEMU | runs |")
-print(f"|---|--:|--:|--:|--:|")
+print("| row | capsule | QEMU | capsule/QEMU | runs |")
+print("|---|--:|--:|--:|--:|")
 notes = []
 for name, dev, job, what in ROWS:
     cells, meds = [], {}
-    for vmm in ("capsule", "qemu"):
-        s = samples(vmm, dev, job, what)
-        if isinstance(s, str):
-            label = "capsule" if vmm == "capsule" else "QEMU"
+    for vmm, label in (("capsule", "capsule"), ("qemu", "QEMU")):
+        vals = [sample(vmm, dev, job, what, run) for run in range(1, runs + 1)]
+        vals = [v for v in vals if v is not None]  # None: not booted again after a failed run
+        bad = [v for v in vals if isinstance(v, str)]
+        if bad:
             cells.append(f"{label}: not available")
-            notes.append(f"{name}, {label}: {s}")
+            notes.append(f"{name}, {label}: {bad[0]}")
         else:
-            meds[vmm] = statistics.median(s)
-            cells.append(f"{meds[vmm]:.1f} ({min(s):.1f}-{max(s):.1f})")
+            meds[vmm] = statistics.median(vals)
+            cells.append(f"{meds[vmm]:.1f} ({min(vals):.1f}-{max(vals):.1f})")
     ratio = f"**{meds['capsule'] / meds['qemu']:.2f}**" if len(meds) == 2 else "-"
     print(f"| {name} | {cells[0]} | {cells[1]} | {ratio} | {runs} |")
 print()
-print("medians (min-max); higher is better on every row")
+print("medians (min-max) of the runs; higher is better on every row; logs in build/bench-virtio-io/")
 for n in notes:
     print(f"not available: {n}")
 PY

@@ -6,6 +6,10 @@
 #   bench: blk JOB RUN bw_kib=N iops=N
 runs=$1 secs=$2
 [ -b /dev/vda ] || { echo "bench: error: no /dev/vda (no virtio-blk disk)"; exit 1; }
+# How the driver set the disk up, for comparing the two VMMs' devices in the logs.
+q=/sys/block/vda/queue
+echo "bench: vda max_sectors_kb=$(cat $q/max_sectors_kb) max_segments=$(cat $q/max_segments)" \
+        "queues=$(ls /sys/block/vda/mq | wc -l) irqs: $(grep virtio /proc/interrupts | awk '{ print $(NF-1), $NF }' | tr '\n' ' ')"
 cat >/tmp/bench.fio <<JOBS
 [global]
 filename=/dev/vda
