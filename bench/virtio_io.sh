@@ -6,7 +6,7 @@
 # same vCPUs and memory and the same transport.
 #
 # usage: bench/virtio_io.sh    from the host (builds the initramfs, then enters the testbed);
-#        RUNS=5 FIO_SECONDS=5 VSOCK_MIB=64 CPUS=1 MEMORY=512M DISK_MIB=256 TRANSPORT=pci by default
+#        RUNS=3 FIO_SECONDS=5 VSOCK_MIB=64 CPUS=1 MEMORY=512M DISK_MIB=256 TRANSPORT=pci by default
 #
 # Runs alternate: run i boots QEMU then capsule (i odd) or capsule then QEMU (i even), one boot
 # per VMM, device and run, so that a change of the machine's load between runs hits both alike
@@ -28,7 +28,7 @@
 # never with a number.
 set -eu
 
-RUNS=${RUNS:-5}
+RUNS=${RUNS:-3}
 FIO_SECONDS=${FIO_SECONDS:-5}
 VSOCK_MIB=${VSOCK_MIB:-64}
 CPUS=${CPUS:-1}
