@@ -15,8 +15,10 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "vmm/bus.h"
+#include "vmm/cmdline.h"
 #include "vmm/device.h"
 #include "vmm/evloop.h"
+#include "vmm/irq.h"
 #include "vmm/kvm.h"
 #include "vmm/memory.h"
 #include "vmm/vcpu.h"
@@ -31,6 +33,9 @@ struct vm {
         const struct vm_config *cfg;
         int kvm_fd, vm_fd;
         struct guest_mem mem;
+        struct vm_irq irq;
+        bool irq_ready;
+        char *device_cmdline; /* the devices' additions to the kernel command line */
         struct bus pio, mmio;
         struct evloop loop;
         bool loop_ready, devices_ready;
@@ -112,6 +117,44 @@ static int vm_irq_line(void *opaque, uint32_t gsi, int level)
         return ioctl(vm->vm_fd, KVM_IRQ_LINE, &irq);
 }
 
+static int vm_ioeventfd(void *opaque, int fd, uint64_t addr, uint32_t len, bool pio, bool assign, cap_error_t *err)
+{
+        struct vm *vm = opaque;
+        return vm_irq_ioeventfd(&vm->irq, fd, addr, len, pio, NULL, assign, err);
+}
+
+static int vm_ioeventfd_match(void *opaque, int fd, uint64_t addr, uint32_t len, bool pio, uint64_t data, bool assign,
+                              cap_error_t *err)
+{
+        struct vm *vm = opaque;
+        return vm_irq_ioeventfd(&vm->irq, fd, addr, len, pio, &data, assign, err);
+}
+
+static int vm_irqfd(void *opaque, int fd, uint32_t gsi, bool assign, cap_error_t *err)
+{
+        struct vm *vm = opaque;
+        return vm_irq_irqfd(&vm->irq, fd, gsi, assign, err);
+}
+
+static int vm_gsi_alloc(void *opaque, uint32_t *gsi, cap_error_t *err)
+{
+        struct vm *vm = opaque;
+        return vm_irq_gsi_alloc(&vm->irq, gsi, err);
+}
+
+static int vm_msi_route(void *opaque, uint32_t gsi, uint64_t addr, uint32_t data, bool mask, cap_error_t *err)
+{
+        struct vm *vm = opaque;
+        return vm_irq_msi_route(&vm->irq, gsi, addr, data, mask, err);
+}
+
+/* Devices announce themselves before the kernel is loaded (devices_init runs first). */
+static void vm_cmdline_append(void *opaque, const char *text)
+{
+        struct vm *vm = opaque;
+        cmdline_append(&vm->device_cmdline, text);
+}
+
 static void vm_signal_ready(void *opaque, uint32_t events)
 {
         struct vm *vm = opaque;
@@ -133,6 +176,10 @@ static int vm_create_kvm(struct vm *vm, cap_error_t *err)
                 return cap_fail(err, errno, "KVM_SET_IDENTITY_MAP_ADDR");
         if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
                 return cap_fail(err, errno, "KVM_CREATE_IRQCHIP");
+        int r = vm_irq_init(&vm->irq, vm->vm_fd, kvm_cap(vm->kvm_fd, KVM_CAP_IRQ_ROUTING), err);
+        vm->irq_ready = true;
+        if (r < 0)
+                return -1;
         /* The PIT is there for Linux (timer calibration, the timer check); payloads never touch
          * ports 0x40-0x43 or 0x61. Without one a launch also skips the PIT's share of KVM's
          * SRCU waits: turning reinjection off below (two irq SRCU grace periods, 0.1-16 ms
@@ -157,7 +204,7 @@ static int vm_load(struct vm *vm, struct boot_info *boot, cap_error_t *err)
 {
         if (vm->cfg->payload)
                 return x86_load_payload(&vm->mem, vm->cfg, boot, err);
-        return x86_load_linux(&vm->mem, vm->cfg, boot, err);
+        return x86_load_linux(&vm->mem, vm->cfg, vm->device_cmdline, boot, err);
 }
 
 static int vm_create_vcpus(struct vm *vm, const struct boot_info *boot, cap_error_t *err)
@@ -261,6 +308,9 @@ static void vm_destroy(struct vm *vm)
         if (vm->pipe_ignored)
                 sigaction(SIGPIPE, &vm->old_pipe, NULL);
         guest_mem_destroy(&vm->mem);
+        if (vm->irq_ready)
+                vm_irq_destroy(&vm->irq);
+        free(vm->device_cmdline);
         if (vm->vm_fd >= 0)
                 close(vm->vm_fd);
         if (vm->kvm_fd >= 0)
@@ -316,6 +366,12 @@ int vm_run(const struct vm_config *cfg, int *status, cap_error_t *err)
                 .loop = &vm.loop,
                 .config = cfg,
                 .irq_line = vm_irq_line,
+                .ioeventfd = vm_ioeventfd,
+                .ioeventfd_match = vm_ioeventfd_match,
+                .irqfd = vm_irqfd,
+                .gsi_alloc = vm_gsi_alloc,
+                .msi_route = vm_msi_route,
+                .cmdline_append = vm_cmdline_append,
                 .request_exit = vm_request_exit,
                 .vm = &vm,
         };

@@ -140,7 +140,7 @@ static void load_linux(const uint8_t *data, size_t size, uint8_t mode)
 
         if (ftruncate(kernel_fd, 0) < 0 || pwrite(kernel_fd, data, size, 0) != (ssize_t)size)
                 abort();
-        if (x86_load_linux(&mem, &cfg, &boot, &err) < 0) {
+        if (x86_load_linux(&mem, &cfg, NULL, &boot, &err) < 0) {
                 if (err == NULL)
                         abort();
                 cap_error_free(&err);

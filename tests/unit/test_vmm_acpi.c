@@ -6,6 +6,7 @@
 #include "check.h"
 #include "common/error.h"
 #include "common/util.h"
+#include "vmm/devices/pci.h"
 #include "vmm/memory.h"
 #include "vmm/x86/acpi.h"
 #include "vmm/x86/aml.h"
@@ -273,23 +274,30 @@ static const uint8_t *find_bytes(const uint8_t *hay, size_t n, const void *needl
         return NULL;
 }
 
+/* The DSDT that the FADT points at, through the RSDP and the XSDT. */
+static const struct acpi_header *dsdt_find(const struct guest_mem *gm, uint64_t rsdp_addr)
+{
+        const struct acpi_rsdp *rsdp = guest_mem_ptr(gm, rsdp_addr, sizeof(*rsdp));
+        const struct acpi_header *xsdt, *fadt;
+
+        xsdt = table_at(gm, rsdp->xsdt_address, "XSDT");
+        if (xsdt == NULL)
+                return NULL;
+        fadt = table_at(gm, xsdt_find(gm, xsdt, "FACP"), "FACP");
+        return fadt ? table_at(gm, rd64(fadt, 140), "DSDT") : NULL;
+}
+
 TEST(dsdt_parses)
 {
         cleanup_mem struct guest_mem gm = { .memfd = -1 };
-        const struct acpi_rsdp *rsdp;
-        const struct acpi_header *xsdt, *fadt, *dsdt;
+        const struct acpi_header *dsdt;
         const uint8_t *aml, *p;
         size_t n, used;
         uint32_t len;
         uint64_t addr;
 
         CHECK(acpi_setup(&gm, 2, &addr));
-        rsdp = guest_mem_ptr(&gm, addr, sizeof(*rsdp));
-        xsdt = table_at(&gm, rsdp->xsdt_address, "XSDT");
-        CHECK(xsdt != NULL);
-        fadt = table_at(&gm, xsdt_find(&gm, xsdt, "FACP"), "FACP");
-        CHECK(fadt != NULL);
-        dsdt = table_at(&gm, rd64(fadt, 140), "DSDT");
+        dsdt = dsdt_find(&gm, addr);
         CHECK(dsdt != NULL);
         CHECK(dsdt->revision == 2);
         aml = (const uint8_t *)(dsdt + 1);
@@ -330,6 +338,77 @@ TEST(dsdt_parses)
         CHECK(find_bytes(aml, n, "\x47\x01\xf8\x03\xf8\x03\x01\x08\x22\x10\x00", 11) != NULL);
         /* pvpanic: IO(Decode16, 0x505, 0x505, 1, 1) */
         CHECK(find_bytes(aml, n, "\x47\x01\x05\x05\x05\x05\x01\x01", 8) != NULL);
+}
+
+/* An AML integer at *p (Zero, One, Byte/Word/DWord/QWord const): advances *p, false if none. */
+static bool aml_int_take(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+        static const int sizes[] = { [0x0a] = 1, [0x0b] = 2, [0x0c] = 4, [0x0e] = 8 };
+        uint8_t op;
+        int size;
+
+        if (*p >= end)
+                return false;
+        op = **p;
+        if (op == 0x00 || op == 0x01) {
+                *v = op;
+                *p += 1;
+                return true;
+        }
+        size = op < ARRAY_SIZE(sizes) ? sizes[op] : 0;
+        if (size == 0 || end - *p < 1 + size)
+                return false;
+        *v = 0;
+        for (int i = size; i > 0; i--)
+                *v = *v << 8 | (*p)[i];
+        *p += 1 + size;
+        return true;
+}
+
+/* _PRT under PCI0: every slot's four pins go to GSI 16 + (slot + pin) % 8, the host
+ * bridge's INTx wiring, so that Linux routes INTx without the MP table. */
+TEST(dsdt_prt_routes_every_slot_and_pin)
+{
+        cleanup_mem struct guest_mem gm = { .memfd = -1 };
+        const struct acpi_header *dsdt;
+        const uint8_t *aml, *end, *p, *pci0, *entry_end;
+        uint32_t len;
+        uint64_t addr, v[4];
+        size_t used, n;
+
+        CHECK(acpi_setup(&gm, 1, &addr));
+        dsdt = dsdt_find(&gm, addr);
+        CHECK(dsdt != NULL);
+        aml = (const uint8_t *)(dsdt + 1);
+        end = (const uint8_t *)dsdt + dsdt->length;
+        pci0 = find_bytes(aml, (size_t)(end - aml), "PCI0", 4);
+        CHECK(pci0 != NULL);
+        /* NameOp "_PRT" PackageOp PkgLength NumElements */
+        p = find_bytes(aml, (size_t)(end - aml), "\x08_PRT\x12", 6);
+        CHECK(p != NULL && p > pci0);
+        p += 6;
+        used = aml_pkglength_decode(p, (size_t)(end - p), &len);
+        CHECK(used > 0 && len <= (size_t)(end - p));
+        end = p + len;
+        p += used;
+        CHECK(*p++ == PCI_SLOTS * 4);
+        for (n = 0; n < PCI_SLOTS * 4; n++) {
+                CHECK(p < end && *p++ == 0x12);
+                used = aml_pkglength_decode(p, (size_t)(end - p), &len);
+                CHECK(used > 0 && len <= (size_t)(end - p));
+                entry_end = p + len;
+                p += used;
+                CHECK(*p++ == 4);
+                for (int i = 0; i < 4; i++)
+                        CHECK(aml_int_take(&p, entry_end, &v[i]));
+                CHECK(p == entry_end);
+                uint64_t slot = n / 4, pin = n % 4;
+                CHECK(v[0] == (slot << 16 | 0xffff));
+                CHECK(v[1] == pin);
+                CHECK(v[2] == 0);
+                CHECK(v[3] == PCI_INTX_GSI_BASE + (slot + pin) % 8);
+        }
+        CHECK(p == end);
 }
 
 TEST(aml_pkglength_encodings)

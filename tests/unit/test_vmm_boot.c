@@ -254,7 +254,7 @@ TEST(elf_with_pvh_note_boots_pvh)
         CHECK(path != NULL);
         CHECK(mem_new(&gm, 512 * MIB));
         struct vm_config cfg = config(path, 512 * MIB);
-        CHECK(x86_load_linux(&gm, &cfg, &boot, &err) == 0);
+        CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) == 0);
         CHECK(boot.mode == BOOT_PVH);
         CHECK(boot.entry == KERNEL_PADDR + 0x1234);
         CHECK(boot.arg == LAYOUT_PVH_START_INFO);
@@ -288,7 +288,7 @@ TEST(elf_without_note_uses_physical_64bit_entry)
         CHECK(path != NULL);
         CHECK(mem_new(&gm, 512 * MIB));
         struct vm_config cfg = config(path, 512 * MIB);
-        CHECK(x86_load_linux(&gm, &cfg, &boot, &err) == 0);
+        CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) == 0);
         CHECK(boot.mode == BOOT_LINUX64);
         /* e_entry is virtual: translated through the segment that contains it. */
         CHECK(boot.entry == KERNEL_PADDR + 0x100);
@@ -426,7 +426,7 @@ TEST(kernel_larger_than_memory_is_reported)
         CHECK(path != NULL);
         CHECK(mem_new(&gm, 32 * MIB));
         struct vm_config cfg = config(path, 32 * MIB);
-        CHECK(x86_load_linux(&gm, &cfg, &boot, &err) < 0);
+        CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) < 0);
         CHECK(err_has(err, "kernel needs 56 MiB, --memory is 32 MiB"));
 }
 
@@ -446,7 +446,7 @@ TEST(unreadable_or_foreign_kernel_files_are_reported)
                 cleanup_error cap_error_t err = NULL;
                 struct vm_config cfg = config("/nonexistent/vmlinux", 64 * MIB);
 
-                CHECK(x86_load_linux(&gm, &cfg, &boot, &err) < 0);
+                CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) < 0);
                 CHECK(err_has(err, "/nonexistent/vmlinux"));
                 CHECK(err_has(err, "No such file"));
         }
@@ -456,7 +456,7 @@ TEST(unreadable_or_foreign_kernel_files_are_reported)
                 cleanup_error cap_error_t err = NULL;
                 struct vm_config cfg = config(path, 64 * MIB);
 
-                CHECK(x86_load_linux(&gm, &cfg, &boot, &err) < 0);
+                CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) < 0);
                 CHECK(err_has(err, "not a Linux kernel image (no ELF header or HdrS signature)"));
         }
 }
@@ -481,7 +481,7 @@ TEST(bzimage_loads_protected_mode_part_and_zero_page)
         CHECK(mem_new(&gm, 512 * MIB));
         struct vm_config cfg = config(path, 512 * MIB);
         cfg.initrd = initrd;
-        CHECK(x86_load_linux(&gm, &cfg, &boot, &err) == 0);
+        CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) == 0);
         CHECK(boot.mode == BOOT_LINUX64);
         CHECK(boot.entry == KERNEL_PADDR + 0x200);
         CHECK(boot.arg == LAYOUT_ZERO_PAGE);
@@ -531,7 +531,7 @@ TEST(bzimage_header_errors)
                 o.version = 0x0204;
                 path = write_bzimage(&o);
                 struct vm_config cfg = config(path, 64 * MIB);
-                CHECK(x86_load_linux(&gm, &cfg, &boot, &err) < 0);
+                CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) < 0);
                 CHECK(err_has(err, "boot protocol 2.04 is too old"));
         }
         {
@@ -542,7 +542,7 @@ TEST(bzimage_header_errors)
                 o.xloadflags = 0;
                 path = write_bzimage(&o);
                 struct vm_config cfg = config(path, 64 * MIB);
-                CHECK(x86_load_linux(&gm, &cfg, &boot, &err) < 0);
+                CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) < 0);
                 CHECK(err_has(err, "XLF_KERNEL_64"));
         }
         {
@@ -554,7 +554,7 @@ TEST(bzimage_header_errors)
                 bz = build_bzimage(&bz_default, &size);
                 path = write_tmp(bz, BZ_PM_OFFSET - 10); /* cut inside the setup sectors */
                 struct vm_config cfg = config(path, 64 * MIB);
-                CHECK(x86_load_linux(&gm, &cfg, &boot, &err) < 0);
+                CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) < 0);
                 CHECK(err_has(err, "truncated bzImage"));
         }
         {
@@ -566,7 +566,7 @@ TEST(bzimage_header_errors)
                 path = write_bzimage(&bz_default);
                 CHECK(mem_new(&small, 20 * MIB));
                 struct vm_config cfg = config(path, 20 * MIB); /* 16 MiB + init_size 8 MiB */
-                CHECK(x86_load_linux(&small, &cfg, &boot, &err) < 0);
+                CHECK(x86_load_linux(&small, &cfg, NULL, &boot, &err) < 0);
                 CHECK(err_has(err, "kernel needs 24 MiB"));
         }
 }
@@ -675,7 +675,7 @@ static void check_decompressed_boot(const char *name, uint8_t *compressed, size_
         CHECK(mem_new(&gm, 256 * MIB));
         struct vm_config cfg = config(path, 256 * MIB);
         cfg.bzimage_decompress = VM_BZIMAGE_DECOMPRESS_HOST;
-        CHECK(x86_load_linux(&gm, &cfg, &boot, &err) == 0);
+        CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) == 0);
         /* The ELF inside was booted, not the bzImage's decompressor at +0x200. */
         if (pvh) {
                 CHECK(boot.mode == BOOT_PVH);
@@ -771,7 +771,7 @@ TEST(bzimage_corrupt_payload_falls_back_to_bzimage_entry)
         CHECK(mem_new(&gm, 256 * MIB));
         struct vm_config cfg = config(path, 256 * MIB);
         cfg.bzimage_decompress = VM_BZIMAGE_DECOMPRESS_HOST;
-        CHECK(x86_load_linux(&gm, &cfg, &boot, &err) == 0);
+        CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) == 0);
         CHECK(boot.mode == BOOT_LINUX64);
         CHECK(boot.entry == KERNEL_PADDR + 0x200);
         CHECK(guest_has_pattern(&gm, KERNEL_PADDR, BZ_PAYLOAD_OFFSET));
@@ -801,7 +801,7 @@ TEST(bzimage_payload_is_left_to_the_guest_by_default)
         CHECK(mem_new(&gm, 256 * MIB));
         struct vm_config cfg = config(path, 256 * MIB);
         CHECK(cfg.bzimage_decompress == VM_BZIMAGE_DECOMPRESS_GUEST);
-        CHECK(x86_load_linux(&gm, &cfg, &boot, &err) == 0);
+        CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) == 0);
         CHECK(boot.mode == BOOT_LINUX64);
         CHECK(boot.entry == KERNEL_PADDR + 0x200);
         CHECK(boot.arg == LAYOUT_ZERO_PAGE);
@@ -913,7 +913,7 @@ TEST(initrd_respects_initrd_addr_max)
         CHECK(mem_new(&gm, 2 * GIB));
         struct vm_config cfg = config(path, 2 * GIB);
         cfg.initrd = initrd;
-        CHECK(x86_load_linux(&gm, &cfg, &boot, &err) == 0);
+        CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) == 0);
         CHECK(zero_page(&gm)->hdr.ramdisk_image == ((0x38000000 - sizeof(initrd_data)) & ~0xfffULL));
         CHECK(zero_page(&gm)->hdr.ramdisk_image % 4096 == 0);
 }
@@ -935,7 +935,7 @@ TEST(initrd_goes_in_the_pvh_module_list)
         CHECK(mem_new(&gm, 128 * MIB));
         struct vm_config cfg = config(path, 128 * MIB);
         cfg.initrd = initrd;
-        CHECK(x86_load_linux(&gm, &cfg, &boot, &err) == 0);
+        CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) == 0);
         si = guest_mem_ptr(&gm, LAYOUT_PVH_START_INFO, sizeof(*si));
         CHECK(si->nr_modules == 1);
         mod = guest_mem_ptr(&gm, si->modlist_paddr, sizeof(*mod));
@@ -960,14 +960,14 @@ TEST(initrd_too_big_is_reported)
         CHECK(mem_new(&gm, 512 * MIB));
         struct vm_config cfg = config(path, 512 * MIB);
         cfg.initrd = initrd;
-        CHECK(x86_load_linux(&gm, &cfg, &boot, &err) < 0);
+        CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) < 0);
         CHECK(err_has(err, "--initrd: 900 MiB does not fit"));
         CHECK(err_has(err, "--memory 512 MiB"));
         {
                 cleanup_error cap_error_t err2 = NULL;
 
                 CHECK(truncate(initrd, 0) == 0);
-                CHECK(x86_load_linux(&gm, &cfg, &boot, &err2) < 0);
+                CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err2) < 0);
                 CHECK(err_has(err2, "empty file"));
         }
 }
@@ -986,8 +986,32 @@ TEST(cmdline_longer_than_the_kernel_accepts_is_reported)
         CHECK(mem_new(&gm, 64 * MIB));
         struct vm_config cfg = config(path, 64 * MIB);
         cfg.cmdline = longline;
-        CHECK(x86_load_linux(&gm, &cfg, &boot, &err) < 0);
+        CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) < 0);
         CHECK(err_has(err, "--cmdline is 2999 bytes, the kernel accepts at most 2047"));
+}
+
+/* The devices' parameters come first and count against the same limit. */
+TEST(cmdline_with_device_parameters)
+{
+        cleanup_mem struct guest_mem gm = { .memfd = -1 };
+        cleanup_error cap_error_t err = NULL;
+        cleanup_free char *longline = xmalloc0(2048);
+        cleanup_tmp char *path = NULL;
+        struct boot_info boot = { 0 };
+        const char *devices = "virtio_mmio.device=4K@0xc0000000:5";
+
+        path = write_elf(&vmlinux_opts);
+        CHECK(path != NULL);
+        CHECK(mem_new(&gm, 64 * MIB));
+        struct vm_config cfg = config(path, 64 * MIB);
+        CHECK(x86_load_linux(&gm, &cfg, devices, &boot, &err) == 0);
+        CHECK_STR((const char *)guest_mem_ptr(&gm, LAYOUT_CMDLINE, 1),
+                  "virtio_mmio.device=4K@0xc0000000:5 console=ttyS0 panic=-1");
+        memset(longline, 'x', 2047 - strlen(devices)); /* one more with the space between */
+        cfg.cmdline = longline;
+        CHECK(x86_load_linux(&gm, &cfg, devices, &boot, &err) < 0);
+        CHECK(err_has(err, "and the devices add 35 (virtio_mmio.device=4K@0xc0000000:5)"));
+        CHECK(err_has(err, "at most 2047"));
 }
 
 /* ---- MP table, page tables, GDT ---- */

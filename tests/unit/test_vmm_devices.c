@@ -821,6 +821,76 @@ TEST(pci_registered_function_bars)
         CHECK(io_in(&m.mmio, moved + 8, 2) == 0xffff && log.calls == 3);
 }
 
+struct move_log {
+        int calls, bar;
+        uint64_t old_addr, new_addr;
+};
+
+static void test_bar_moved(struct pci_function *fn, int bar, uint64_t old_addr, uint64_t new_addr)
+{
+        struct move_log *log = fn->opaque;
+        log->calls++;
+        log->bar = bar;
+        log->old_addr = old_addr;
+        log->new_addr = new_addr;
+        /* Called without the PCI lock: the host's own calls work from here. */
+        if (pci_bar_decoded(fn, bar) != new_addr)
+                log->calls = -1000;
+}
+
+/* bar_moved follows where a BAR decodes: memory decoding on and off, a BAR moved
+ * inside the window or out of it, and sizing writes while decoding is off. */
+TEST(pci_bar_moved_follows_decoding)
+{
+        MACHINE(m, VM_CONSOLE_NONE);
+        static struct pci_function fn;
+        struct move_log log = { 0 };
+        cleanup_error cap_error_t err = NULL;
+        memset(&fn, 0, sizeof(fn));
+        fn.bar_size[0] = 0x10000;
+        fn.bar_access = test_bar_access;
+        fn.bar_moved = test_bar_moved;
+        fn.opaque = &log;
+        CHECK(pci_register_function(-1, &fn, &err) == 0);
+        uint64_t cfg = LAYOUT_ECAM + ((uint64_t)fn.slot << 15), bar0 = pci_bar_address(&fn, 0);
+        CHECK(pci_bar_decoded(&fn, 0) == 0 && pci_bar_decoded(&fn, 1) == 0 && pci_bar_decoded(&fn, -1) == 0);
+
+        /* Sizing with decoding off, as Linux does: nothing decodes, nothing moves. */
+        io_out(&m.mmio, cfg + PCI_BAR0, 4, 0xffffffffu);
+        io_out(&m.mmio, cfg + PCI_BAR0, 4, (uint32_t)bar0);
+        CHECK(log.calls == 0);
+
+        io_out(&m.mmio, cfg + PCI_COMMAND, 2, PCI_COMMAND_MEMORY);
+        CHECK(log.calls == 1 && log.bar == 0 && log.old_addr == 0 && log.new_addr == bar0);
+        CHECK(pci_bar_decoded(&fn, 0) == bar0);
+        io_out(&m.mmio, cfg + PCI_COMMAND, 2, PCI_COMMAND_MEMORY); /* no change */
+        CHECK(log.calls == 1);
+
+        uint64_t moved = PCI_MMIO_END - 0x10000;
+        io_out(&m.mmio, cfg + PCI_BAR0, 4, (uint32_t)moved);
+        CHECK(log.calls == 2 && log.old_addr == bar0 && log.new_addr == moved);
+        /* A byte write to the BAR's top byte moves it too. */
+        io_out(&m.mmio, cfg + PCI_BAR0 + 3, 1, (uint8_t)(bar0 >> 24));
+        CHECK(log.calls == 3 && log.old_addr == moved && log.new_addr == ((moved & 0xffffff) | (bar0 & 0xff000000)));
+        uint64_t here = log.new_addr;
+
+        /* Out of the BAR window (sizing with decoding on, here RAM): not decoding. */
+        io_out(&m.mmio, cfg + PCI_BAR0, 4, 0xffffffffu);
+        CHECK(log.calls == 4 && log.old_addr == here && log.new_addr == 0);
+        io_out(&m.mmio, cfg + PCI_BAR0, 4, 0x100000);
+        CHECK(log.calls == 4);
+        io_out(&m.mmio, cfg + PCI_BAR0, 4, (uint32_t)bar0);
+        CHECK(log.calls == 5 && log.old_addr == 0 && log.new_addr == bar0);
+
+        io_out(&m.mmio, cfg + PCI_COMMAND, 2, 0);
+        CHECK(log.calls == 6 && log.old_addr == bar0 && log.new_addr == 0);
+        /* Reads and device config writes move nothing. */
+        io_in(&m.mmio, cfg + PCI_BAR0, 4);
+        io_out(&m.mmio, cfg + 0x40, 4, 0);
+        CHECK(log.calls == 6);
+        pci_unregister_function(&fn);
+}
+
 TEST(pci_cf9_reset)
 {
         MACHINE(m, VM_CONSOLE_NONE);

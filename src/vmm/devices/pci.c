@@ -27,6 +27,9 @@
 
 struct pci_host {
         pthread_mutex_t lock;
+        /* Held across a header write and its bar_moved calls (taken before lock), so that the
+         * calls of concurrent writes cannot pass each other. */
+        pthread_mutex_t move_lock;
         struct vm_devices *ctx;
         uint32_t address;       /* 0xcf8 */
         uint8_t reset_control;  /* 0xcf9 */
@@ -36,7 +39,11 @@ struct pci_host {
         struct pci_function bridge;
 };
 
-static struct pci_host host = { .lock = PTHREAD_MUTEX_INITIALIZER, .next_bar = PCI_MMIO_START };
+static struct pci_host host = {
+        .lock = PTHREAD_MUTEX_INITIALIZER,
+        .move_lock = PTHREAD_MUTEX_INITIALIZER,
+        .next_bar = PCI_MMIO_START,
+};
 
 static uint32_t config_get32(const struct pci_function *fn, uint32_t off)
 {
@@ -111,17 +118,50 @@ static void config_access(struct pci_function *fn, uint32_t reg, uint8_t *data, 
         }
 }
 
-/* A config access from either mechanism, checked in full before use. */
+/* BAR b's address as the guest programmed it (PCI lock held). */
+static uint64_t bar_base(const struct pci_function *fn, int b)
+{
+        return config_get32(fn, PCI_BAR0 + 4 * (uint32_t)b) & ~0xfu;
+}
+
+/* Where BAR b decodes (PCI lock held): see pci_bar_decoded(). */
+static uint64_t bar_decoded(const struct pci_function *fn, int b)
+{
+        uint64_t size = fn->bar_size[b], base = bar_base(fn, b);
+
+        if (!size || !(config_get16(fn, PCI_COMMAND) & PCI_COMMAND_MEMORY))
+                return 0;
+        return base >= PCI_MMIO_START && base < PCI_MMIO_END && size <= PCI_MMIO_END - base ? base : 0;
+}
+
+/* A config access from either mechanism, checked in full before use. A header write
+ * that changes where a BAR decodes tells the function once the PCI lock is dropped. */
 static void pci_config(unsigned int slot, unsigned int fnum, uint32_t reg, uint8_t *data, uint32_t len, bool is_write)
 {
         bool ok = (len == 1 || len == 2 || len == 4) && (reg & 3) + len <= 4 && reg + len <= PCI_CONFIG_SIZE;
+        bool header_write = is_write && reg < PCI_DEVICE_CONFIG;
+        uint64_t before[PCI_BARS], after[PCI_BARS];
+
+        if (header_write)
+                pthread_mutex_lock(&host.move_lock);
         pthread_mutex_lock(&host.lock);
         struct pci_function *fn = ok ? pci_lookup(slot, fnum) : NULL;
-        if (fn)
+        if (fn) {
+                for (int b = 0; b < PCI_BARS; b++)
+                        before[b] = bar_decoded(fn, b);
                 config_access(fn, reg, data, len, is_write);
-        else if (!is_write)
+                for (int b = 0; b < PCI_BARS; b++)
+                        after[b] = bar_decoded(fn, b);
+        } else if (!is_write) {
                 memset(data, 0xff, len);
+        }
         pthread_mutex_unlock(&host.lock);
+        if (fn && header_write && fn->bar_moved)
+                for (int b = 0; b < PCI_BARS; b++)
+                        if (before[b] != after[b])
+                                fn->bar_moved(fn, b, before[b], after[b]);
+        if (header_write)
+                pthread_mutex_unlock(&host.move_lock);
 }
 
 static void pci_cf8_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)
@@ -202,7 +242,7 @@ static void pci_mmio_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t l
                         continue;
                 for (int b = 0; b < PCI_BARS; b++) {
                         uint64_t size = fn->bar_size[b];
-                        uint64_t base = config_get32(fn, PCI_BAR0 + 4 * (uint32_t)b) & ~0xfu;
+                        uint64_t base = bar_base(fn, b);
                         if (size && addr >= base && addr - base < size && len <= size - (addr - base)) {
                                 hit = fn;
                                 hit_bar = b;
@@ -306,7 +346,17 @@ uint64_t pci_bar_address(const struct pci_function *fn, int bar)
         if (bar < 0 || bar >= PCI_BARS || !fn->bar_size[bar])
                 return 0;
         pthread_mutex_lock(&host.lock);
-        uint64_t addr = config_get32(fn, PCI_BAR0 + 4 * (uint32_t)bar) & ~0xfu;
+        uint64_t addr = bar_base(fn, bar);
+        pthread_mutex_unlock(&host.lock);
+        return addr;
+}
+
+uint64_t pci_bar_decoded(const struct pci_function *fn, int bar)
+{
+        if (bar < 0 || bar >= PCI_BARS)
+                return 0;
+        pthread_mutex_lock(&host.lock);
+        uint64_t addr = bar_decoded(fn, bar);
         pthread_mutex_unlock(&host.lock);
         return addr;
 }
@@ -346,4 +396,4 @@ static int pci_init(struct vm_devices *ctx, cap_error_t *err)
         return 0;
 }
 
-DEVICE_REGISTER(pci, .name = "pci", .init = pci_init, .exit = pci_exit)
+DEVICE_REGISTER(pci, .name = "pci", .order = DEVICE_ORDER_BUS, .init = pci_init, .exit = pci_exit)

@@ -56,6 +56,12 @@ typedef void (*pci_bar_fn)(struct pci_function *fn, int bar, uint64_t offset, ui
  * or 4, never crossing a dword, offset + len <= PCI_CONFIG_SIZE). Called with the
  * PCI lock held: it may read and update fn->config but must not call pci_*(). */
 typedef void (*pci_config_fn)(struct pci_function *fn, uint32_t offset, uint8_t *data, uint32_t len, bool is_write);
+/* The address BAR bar decodes at changed from old_addr to new_addr (0: not decoding:
+ * memory decoding off, or the BAR outside the BAR window), after a write to the BAR or
+ * the command register. Called without the PCI lock (it may call pci_*()), one call at
+ * a time across the whole bus and in the order of the writes, so a device can move its
+ * ioeventfds along. */
+typedef void (*pci_bar_moved_fn)(struct pci_function *fn, int bar, uint64_t old_addr, uint64_t new_addr);
 
 struct pci_function {
         /* Filled by the owner before registering: vendor/device ids, class, header type 0,
@@ -65,6 +71,7 @@ struct pci_function {
         uint64_t bar_size[PCI_BARS];
         pci_bar_fn bar_access;       /* required when a BAR is used */
         pci_config_fn config_access; /* NULL: the device's config reads from config[], writes are ignored */
+        pci_bar_moved_fn bar_moved;  /* optional */
         void *opaque;
         /* Filled by pci_register_function(): */
         unsigned int slot;
@@ -79,5 +86,8 @@ void pci_unregister_function(struct pci_function *fn);
 const struct pci_function *pci_get_function(unsigned int slot);
 /* The guest-physical address BAR bar currently decodes at (as the guest last programmed it). */
 uint64_t pci_bar_address(const struct pci_function *fn, int bar);
+/* Where BAR bar's accesses reach the function now: its address while memory decoding is on
+ * and the BAR lies in the BAR window, else 0 (what bar_moved reports). */
+uint64_t pci_bar_decoded(const struct pci_function *fn, int bar);
 
 #endif

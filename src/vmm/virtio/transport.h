@@ -13,9 +13,12 @@
 struct virtio_transport {
         const char *name;
         /* Claim registers (a PCI function, or an MMIO window and a GSI) for dev, create its
-         * kick/call eventfds and wire them to KVM (ioeventfd at the notify addresses, irqfd
-         * on the interrupt). Called with dev->lock not held, before the VM runs. */
+         * kick/call eventfds (non-blocking) and wire them to KVM (ioeventfd at the notify
+         * addresses, irqfd on the interrupt). Called with dev->lock not held, before the VM
+         * runs; the core then polls the kick fds (unless dev->vhost). On failure it leaves
+         * nothing behind. */
         int (*add)(struct virtio_dev *dev, cap_error_t *err);
+        /* Undo add (the VM is stopping: no vCPU runs, the event loop has stopped). */
         void (*remove)(struct virtio_dev *dev);
         /* Deliver an interrupt: for queue q (q >= 0) or a config change (q < 0). The core
          * has already set dev->isr. Called with dev->lock held. */
@@ -39,10 +42,13 @@ void virtio_core_set_status(struct virtio_dev *dev, uint8_t status);
 void virtio_core_config_read(struct virtio_dev *dev, uint32_t offset, uint8_t *data, uint32_t len);
 void virtio_core_config_write(struct virtio_dev *dev, uint32_t offset, const uint8_t *data, uint32_t len);
 /* Queue setup from the driver: only while the queue is not ready and the device is not
- * live; enabling checks the ring addresses (virtq_enable). */
+ * live; enabling checks the ring addresses (virtq_enable). virtio_core_queue() does not
+ * lock: the transport holds dev->lock while it writes the queue's size and addresses.
+ * The core sets each queue's size to queue_max at add and at every reset. */
 struct virtq *virtio_core_queue(struct virtio_dev *dev, uint32_t q); /* NULL if q is out of range */
 void virtio_core_queue_enable(struct virtio_dev *dev, uint32_t q);
-/* A kick that came through a register write rather than an ioeventfd. */
+/* A kick that came through a register write rather than an ioeventfd: forwarded to the
+ * queue's kick fd, so that notify still runs on the event loop (or the vhost back-end). */
 void virtio_core_queue_notify(struct virtio_dev *dev, uint32_t q);
 /* Read-and-clear of the ISR (PCI ISR capability, MMIO InterruptACK clears given bits). */
 uint32_t virtio_core_isr_read_clear(struct virtio_dev *dev);

@@ -28,6 +28,7 @@
 #define VIRTIO_MAX_QUEUES 64
 
 struct virtio_dev;
+struct virtio_kick;
 struct virtio_transport;
 
 struct virtio_dev_ops {
@@ -80,10 +81,13 @@ struct virtio_dev {
         const struct virtio_transport *transport;
         void *transport_data;
         struct virtio_dev *next;       /* the VM's instance list */
+        struct virtio_kick *kicks;     /* the kick handlers' contexts, one per queue (not vhost) */
 };
 
 /* Register dev on the VM's transport (ctx->config->virtio_transport). dev must stay
- * valid until the VM's devices exit; the core then resets and destroys it. */
+ * valid until the VM's devices exit; the core then resets and destroys it. Devices
+ * call it from their DEVICE_REGISTER init (.order = DEVICE_ORDER_VIRTIO). On failure
+ * the core keeps nothing of dev: the device frees its own state. */
 int virtio_dev_add(struct vm_devices *ctx, struct virtio_dev *dev, cap_error_t *err);
 
 void virtio_dev_lock(struct virtio_dev *dev);

@@ -8,6 +8,7 @@
 #ifndef CAPSULE_VMM_VIRTIO_VIRTQUEUE_H
 #define CAPSULE_VMM_VIRTIO_VIRTQUEUE_H
 
+#include <linux/virtio_ring.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -37,6 +38,13 @@ struct virtq {
         bool event_idx;                /* VIRTIO_RING_F_EVENT_IDX */
         /* Device-side state. */
         const struct guest_mem *mem;
+        /* Host addresses of the rings and the size they were checked for by virtq_enable();
+         * NULL and 0 until then. Only virtqueue.c uses them: a later write to size (a
+         * transport bug) cannot make it index past what was checked. */
+        struct vring_desc *desc;
+        struct vring_avail *avail;
+        struct vring_used *used;
+        uint16_t num;
         bool broken;
         const char *broken_why;        /* a static string naming the violated rule */
         uint16_t last_avail;           /* next avail entry to take */
@@ -47,13 +55,20 @@ struct virtq {
 
 /* Check the ring addresses and size once the driver enables the queue: the
  * descriptor table, avail ring and used ring must lie in RAM with their alignment.
- * Returns false (and marks the queue broken) if not. */
+ * Returns false (and marks the queue broken) if not. On success the device-side
+ * state starts over (indexes 0, not broken); size, addresses and ready are left
+ * as the transport set them. */
 bool virtq_enable(struct virtq *q, const struct guest_mem *mem);
-/* Back to the state before the driver set the queue up (device reset). */
+/* Back to the state before the driver set the queue up (device reset): every field
+ * is zeroed, size included, so the transport sets size to its maximum again. */
 void virtq_reset(struct virtq *q);
-/* 1: *chain holds the next request; 0: nothing available; -1: the queue is broken. */
+/* 1: *chain holds the next request; 0: nothing available (or the queue is not
+ * enabled); -1: the queue is broken (q->broken_why says which rule). A buffer must
+ * lie inside one RAM region: the regions never touch (the PCI hole lies between
+ * them), so a buffer spanning two would cross a hole and is refused. */
 int virtq_pop(struct virtq *q, struct virtq_chain *chain);
-/* Return head to the driver with written bytes placed in its writable buffers. */
+/* Return head to the driver with written bytes placed in its writable buffers.
+ * Ignored on a queue that is not enabled or is broken. */
 void virtq_push(struct virtq *q, uint16_t head, uint32_t written);
 /* Whether the driver wants an interrupt for what was pushed since the last true answer
  * (VIRTQ_AVAIL_F_NO_INTERRUPT, or used_event with EVENT_IDX). */

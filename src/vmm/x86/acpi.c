@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/util.h"
+#include "vmm/devices/pci.h"
 #include "vmm/x86/aml.h"
 #include "vmm/x86/layout.h"
 #include "vmm/x86/mptable.h"
@@ -209,6 +210,28 @@ static size_t dsdt_crs_open(struct aml *a)
         return aml_restemplate_open(a);
 }
 
+/* Name(_PRT, Package() {...}): every slot's INTA-INTD to its IOAPIC input, as the host
+ * bridge wires them (pci.h). The source is 0, so the last field is a GSI, which ACPI
+ * takes as level-triggered, active low: what a PCI interrupt line is. */
+static void dsdt_prt(struct aml *a)
+{
+        size_t prt, entry;
+
+        aml_name(a, "_PRT");
+        prt = aml_package_open(a, PCI_SLOTS * 4);
+        for (unsigned int slot = 0; slot < PCI_SLOTS; slot++) {
+                for (unsigned int pin = 0; pin < 4; pin++) {
+                        entry = aml_package_open(a, 4);
+                        aml_integer(a, (uint64_t)slot << 16 | 0xffff); /* any function of the slot */
+                        aml_integer(a, pin);                           /* 0: INTA */
+                        aml_integer(a, 0);
+                        aml_integer(a, PCI_INTX_GSI_BASE + (slot + pin) % 8);
+                        aml_close(a, entry);
+                }
+        }
+        aml_close(a, prt);
+}
+
 static void dsdt_build(struct aml *a)
 {
         size_t sb, dev, pkg, res;
@@ -239,6 +262,7 @@ static void dsdt_build(struct aml *a)
         aml_res_word_io(a, 0x0d00, 0xffff);
         aml_res_dword_mem(a, (uint32_t)LAYOUT_MMIO_START, (uint32_t)(LAYOUT_ECAM - 1));
         aml_restemplate_close(a, res);
+        dsdt_prt(a);
         aml_close(a, dev);
 
         /* Linux also looks for MMCONFIG among motherboard resources. */

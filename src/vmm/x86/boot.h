@@ -20,8 +20,10 @@ struct boot_info {
 };
 
 /* Load cfg->kernel (and initrd, cmdline) and write every table the guest reads:
- * zero page or PVH start_info with the e820 map, MP table, ACPI tables. */
-int x86_load_linux(struct guest_mem *mem, const struct vm_config *cfg, struct boot_info *boot, cap_error_t *err);
+ * zero page or PVH start_info with the e820 map, MP table, ACPI tables. device_cmdline
+ * (NULL: none) is what the devices add to the command line (virtio_mmio.device=...). */
+int x86_load_linux(struct guest_mem *mem, const struct vm_config *cfg, const char *device_cmdline,
+                   struct boot_info *boot, cap_error_t *err);
 /* Load a static ELF test payload and build user page tables and a ring-3 GDT. */
 int x86_load_payload(struct guest_mem *mem, const struct vm_config *cfg, struct boot_info *boot, cap_error_t *err);
 /* Set CPUID, MSRs, LAPIC (LINT0 ExtINT, LINT1 NMI), FPU, special and general registers of one vCPU.

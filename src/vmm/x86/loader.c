@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "vmm/cmdline.h"
 #include "vmm/x86/acpi.h"
 #include "vmm/x86/boot.h"
 #include "vmm/x86/bootparams.h"
@@ -157,20 +158,27 @@ static int place_bzimage(struct guest_mem *mem, const struct vm_config *cfg, con
         return 0;
 }
 
-static int write_cmdline(struct guest_mem *mem, const struct vm_config *cfg, const struct kernel_placement *kp,
-                         cap_error_t *err)
+static int write_cmdline(struct guest_mem *mem, const struct vm_config *cfg, const char *device_cmdline,
+                         const struct kernel_placement *kp, cap_error_t *err)
 {
-        const char *cmdline = cfg->cmdline ? cfg->cmdline : "";
-        size_t len = strlen(cmdline);
         uint64_t max = VMLINUX_CMDLINE_SIZE - 1;
 
         if (kp->hdr != NULL)
                 max = kp->hdr->cmdline_size;
         if (max > LAYOUT_CMDLINE_MAX - 1)
                 max = LAYOUT_CMDLINE_MAX - 1;
-        if (len > max)
+        cleanup_free char *cmdline = cmdline_compose(device_cmdline, cfg->cmdline);
+        size_t len = strlen(cmdline);
+        if (len > max) {
+                size_t own = cfg->cmdline ? strlen(cfg->cmdline) : 0;
+                if (own < len)
+                        return cap_fail(err, 0,
+                                        "--cmdline is %zu bytes and the devices add %zu (%s): the kernel accepts at "
+                                        "most %llu",
+                                        own, len - own, device_cmdline, (unsigned long long)max);
                 return cap_fail(err, 0, "--cmdline is %zu bytes, the kernel accepts at most %llu", len,
                                 (unsigned long long)max);
+        }
         if (guest_mem_write(mem, LAYOUT_CMDLINE, cmdline, len + 1) < 0)
                 return cap_fail(err, 0, "--cmdline does not fit in guest RAM at 0x%llx", LAYOUT_CMDLINE);
         return 0;
@@ -220,7 +228,8 @@ static int load_initrd(struct guest_mem *mem, const struct vm_config *cfg, const
         return 0;
 }
 
-int x86_load_linux(struct guest_mem *mem, const struct vm_config *cfg, struct boot_info *boot, cap_error_t *err)
+int x86_load_linux(struct guest_mem *mem, const struct vm_config *cfg, const char *device_cmdline,
+                   struct boot_info *boot, cap_error_t *err)
 {
         __attribute__((cleanup(file_map_release))) struct file_map kernel = { 0 };
         struct kernel_placement kp = { 0 };
@@ -243,7 +252,7 @@ int x86_load_linux(struct guest_mem *mem, const struct vm_config *cfg, struct bo
                                 cfg->kernel);
         }
 
-        if (write_cmdline(mem, cfg, &kp, err) < 0 ||
+        if (write_cmdline(mem, cfg, device_cmdline, &kp, err) < 0 ||
             load_initrd(mem, cfg, &kp, &args.initrd_addr, &args.initrd_size, err) < 0)
                 return -1;
         e820_build(mem, &e820);
