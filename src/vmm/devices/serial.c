@@ -341,4 +341,4 @@ static int serial_init(struct vm_devices *ctx, cap_error_t *err)
         return 0;
 }
 
-DEVICE_REGISTER(serial, .name = "serial", .order = DEVICE_ORDER_PLATFORM, .init = serial_init, .exit = serial_exit)
+DEVICE_REGISTER(serial, DEVICE_ORDER_PLATFORM, .name = "serial", .init = serial_init, .exit = serial_exit)

@@ -310,4 +310,4 @@ static int console_init(struct vm_devices *ctx, cap_error_t *err)
         return cfg->n_console_ports ? console_create(ctx, true, err) : 0;
 }
 
-DEVICE_REGISTER(virtio_console, .name = "virtio-console", .order = DEVICE_ORDER_VIRTIO, .init = console_init)
+DEVICE_REGISTER(virtio_console, DEVICE_ORDER_VIRTIO, .name = "virtio-console", .init = console_init)
