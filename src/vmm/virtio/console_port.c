@@ -5,7 +5,7 @@
  * the guest has somewhere to put it, room when a guest write is waiting), which is
  * the back-pressure both ways. */
 #include <errno.h>
-#include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -67,6 +67,10 @@ int console_port_host_read(struct console_port *p)
         struct console *con = p->con;
         bool hvc = p->index < 0;
         if (hvc ? !con->in.usable : p->fd < 0)
+                return 0;
+        /* stdin is shared with whoever started capsule and stays blocking: read only what is there. */
+        struct pollfd pfd = { .fd = STDIN_FILENO, .events = POLLIN };
+        if (hvc && poll(&pfd, 1, 0) <= 0)
                 return 0;
         ssize_t n;
         do
