@@ -156,7 +156,8 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c)
                         if (d.flags & VRING_DESC_F_NEXT)
                                 return virtq_break(q, "indirect descriptor with NEXT");
                         if (d.len == 0 || d.len % sizeof(struct vring_desc) || d.len > size * sizeof(struct vring_desc))
-                                return virtq_break(q, "indirect table length not a non-zero multiple of 16 up to 16 * queue size");
+                                return virtq_break(q, "indirect table length not a non-zero multiple of 16 "
+                                                      "up to 16 * queue size");
                         table = guest_mem_ptr(q->mem, d.addr, d.len);
                         if (!table)
                                 return virtq_break(q, "indirect table outside guest RAM");
@@ -172,7 +173,8 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c)
                 if (!(d.flags & VRING_DESC_F_NEXT))
                         break;
                 if (d.next >= table_len)
-                        return virtq_break(q, indirect ? "next index outside the indirect table" : "next index out of range");
+                        return virtq_break(q, indirect ? "next index outside the indirect table"
+                                                       : "next index out of range");
                 i = d.next;
         }
 
