@@ -236,6 +236,16 @@ void virtq_set_notification(struct virtq *q, bool enable)
                 __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
+void virtq_adopt(struct virtq *q)
+{
+        if (q->broken || !q->used)
+                return;
+        q->used_idx = le16toh(__atomic_load_n(&q->used->idx, __ATOMIC_ACQUIRE));
+        q->last_avail = q->event_idx ? ring_load16(used_avail_event(q)) : q->used_idx;
+        q->signalled_used_valid = false;
+        virtq_set_notification(q, true);
+}
+
 /* Copy between buf and the iovecs iov[0..n) starting at byte offset of their
  * concatenation; to_iov picks the direction. */
 static size_t iov_copy(const struct iovec *iov, unsigned int n, size_t offset, void *buf, size_t len, bool to_iov)
