@@ -297,4 +297,4 @@ static int blk_init(struct vm_devices *ctx, cap_error_t *err)
         return 0;
 }
 
-DEVICE_REGISTER(virtio_blk, .name = "virtio-blk", .order = DEVICE_ORDER_VIRTIO, .init = blk_init)
+DEVICE_REGISTER(virtio_blk, DEVICE_ORDER_VIRTIO, .name = "virtio-blk", .init = blk_init)
