@@ -276,7 +276,7 @@ static int vsock_init(struct vm_devices *ctx, cap_error_t *err)
         d->vdev = (struct virtio_dev){
                 .name = "virtio-vsock",
                 .device_id = VIRTIO_ID_VSOCK,
-                .n_queues = 3,
+                .n_queues = VSOCK_QUEUE_EVENT + 1,
                 .queue_max = VSOCK_QUEUE_SIZE,
                 .config = &d->config,
                 .config_len = sizeof(d->config),
