@@ -486,3 +486,41 @@ TEST(invalid_packet_resets_its_connection)
         CHECK(rx(&e, &p) == 0);
         env_fini(&e);
 }
+
+TEST(guest_close_still_delivers_buffered_bytes)
+{
+        struct env e;
+        CHECK(env_init(&e));
+        cleanup_close int lfd = unix_listen(&e, 5000);
+        cleanup_close int host = guest_connected(&e, lfd, 1025, 5000, 4096);
+        CHECK(host >= 0);
+        static uint8_t chunk[VSOCK_MAX_PAYLOAD];
+        for (size_t i = 0; i < sizeof(chunk); i++)
+                chunk[i] = (uint8_t)(i % 251);
+        /* Our whole credit while the host does not read: more than its socket takes. */
+        for (int i = 0; i < VSOCK_BUF_ALLOC / VSOCK_MAX_PAYLOAD; i++)
+                tx(&e, guest_pkt(VIRTIO_VSOCK_OP_RW, 1025, 5000), chunk, sizeof(chunk));
+        CHECK(vsock_mux_conn_count(e.mux) == 1);
+        struct vsock_pkt sd = guest_pkt(VIRTIO_VSOCK_OP_SHUTDOWN, 1025, 5000);
+        sd.flags = VIRTIO_VSOCK_SHUTDOWN_SEND | VIRTIO_VSOCK_SHUTDOWN_RCV;
+        tx(&e, sd, NULL, 0);
+        struct vsock_pkt p;
+        CHECK(rx(&e, &p) == 1 && p.op == VIRTIO_VSOCK_OP_RST); /* the guest's close completes at once */
+        CHECK(vsock_mux_conn_count(e.mux) == 1);                /* the host's bytes are still on their way */
+        size_t total = 0;
+        bool ordered = true;
+        for (;;) {
+                static uint8_t buf[65536];
+                ssize_t r = read(host, buf, sizeof(buf));
+                CHECK(r >= 0);
+                if (r == 0)
+                        break;
+                for (ssize_t i = 0; i < r; i++)
+                        ordered &= buf[i] == (uint8_t)((total + (size_t)i) % sizeof(chunk) % 251);
+                total += (size_t)r;
+                pump();
+        }
+        CHECK(total == VSOCK_BUF_ALLOC && ordered);
+        CHECK(vsock_mux_conn_count(e.mux) == 0);
+        env_fini(&e);
+}
