@@ -34,16 +34,6 @@ struct vsock_pkt {
         uint32_t flags, buf_alloc, fwd_cnt;
 };
 
-enum vsock_parse {
-        VSOCK_PKT_OK,
-        VSOCK_PKT_DROP,  /* not for us, or too short to name a connection: ignore it */
-        VSOCK_PKT_RESET, /* names a connection but is malformed: reset it (vsock_mux_tx_invalid) */
-};
-
-/* hdr: VSOCK_HDR_LEN bytes copied out of the chain; avail: readable bytes after the header. */
-enum vsock_parse vsock_pkt_parse(const void *hdr, uint32_t avail, uint64_t guest_cid, struct vsock_pkt *pkt);
-void vsock_pkt_encode(const struct vsock_pkt *pkt, void *hdr);
-
 /* Bytes the peer can still take: buf_alloc - (sent - fwd_cnt) in wrapping 32-bit counters,
  * 0 when the peer's numbers claim more in flight than its buffer (a lying guest). */
 uint32_t vsock_credit(uint32_t buf_alloc, uint32_t fwd_cnt, uint32_t sent);
