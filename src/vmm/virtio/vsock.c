@@ -184,4 +184,4 @@ static int vsock_init(struct vm_devices *ctx, cap_error_t *err)
         return 0;
 }
 
-DEVICE_REGISTER(virtio_vsock, .name = "virtio-vsock", .order = DEVICE_ORDER_VIRTIO, .init = vsock_init)
+DEVICE_REGISTER(virtio_vsock, DEVICE_ORDER_VIRTIO, .name = "virtio-vsock", .init = vsock_init)
