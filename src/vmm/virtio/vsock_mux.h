@@ -21,11 +21,14 @@
 #define VSOCK_HDR_LEN 44              /* sizeof(struct virtio_vsock_hdr) */
 #define VSOCK_MAX_PAYLOAD (64 * 1024) /* the most a packet carries (Linux's VIRTIO_VSOCK_MAX_PKT_BUF_SIZE) */
 #define VSOCK_CONN_MAX 256            /* connections at once, both directions together */
-#define VSOCK_BUF_ALLOC (256 * 1024)  /* our receive credit: guest bytes buffered for a slow host peer */
+/* Our receive credit: guest bytes buffered for a slow host peer, allocated only while some are
+ * waiting. With VSOCK_CONN_MAX, at most 64 MiB however the guest behaves. */
+#define VSOCK_BUF_ALLOC (256 * 1024)
 #define VSOCK_RST_QUEUE 256           /* resets waiting for an rx buffer; more are dropped */
 #define VSOCK_LINE_MAX 32             /* "CONNECT 4294967295\n" fits */
 
-/* A tx packet's header, decoded once from the copy taken out of guest memory. */
+/* A packet header in host byte order: a tx header decoded once from its copy out of guest
+ * memory (vsock_pkt_parse), or an rx header the mux fills. */
 struct vsock_pkt {
         uint64_t src_cid, dst_cid;
         uint32_t src_port, dst_port;
