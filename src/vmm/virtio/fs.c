@@ -347,4 +347,4 @@ static int fs_init(struct vm_devices *ctx, cap_error_t *err)
         return 0;
 }
 
-DEVICE_REGISTER(virtio_fs, .name = "virtio-fs", .order = DEVICE_ORDER_VIRTIO, .init = fs_init)
+DEVICE_REGISTER(virtio_fs, DEVICE_ORDER_VIRTIO, .name = "virtio-fs", .init = fs_init)

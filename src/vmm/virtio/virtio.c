@@ -450,5 +450,5 @@ static void virtio_core_exit(struct vm_devices *ctx)
         }
 }
 
-DEVICE_REGISTER(virtio, .name = "virtio", .order = DEVICE_ORDER_VIRTIO_CORE, .init = virtio_core_init,
+DEVICE_REGISTER(virtio, DEVICE_ORDER_VIRTIO_CORE, .name = "virtio", .init = virtio_core_init,
                 .exit = virtio_core_exit)

@@ -198,15 +198,16 @@ bool virtq_should_signal(struct virtq *q)
 {
         if (q->broken || !q->used)
                 return false;
+        uint16_t old = q->signalled_used;
+        /* Nothing pushed since the previous call (or since enabling: old is 0 then). */
+        if (old == q->used_idx)
+                return false;
         /* The used index store must be visible before the driver's used_event or
          * flags are read, or an interrupt it asked for could be missed. */
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
-        uint16_t old = q->signalled_used;
         bool valid = q->signalled_used_valid;
         q->signalled_used = q->used_idx;
         q->signalled_used_valid = true;
-        if (valid && old == q->used_idx)
-                return false;
         if (q->event_idx) {
                 uint16_t used_event = ring_load16(&q->avail->ring[q->num]);
                 return !valid || vring_need_event(used_event, q->used_idx, old);

@@ -70,8 +70,8 @@ int virtq_pop(struct virtq *q, struct virtq_chain *chain);
 /* Return head to the driver with written bytes placed in its writable buffers.
  * Ignored on a queue that is not enabled or is broken. */
 void virtq_push(struct virtq *q, uint16_t head, uint32_t written);
-/* Whether the driver wants an interrupt for what was pushed since the last true answer
- * (VIRTQ_AVAIL_F_NO_INTERRUPT, or used_event with EVENT_IDX). */
+/* Whether the driver wants an interrupt for what was pushed since the previous call
+ * (VRING_AVAIL_F_NO_INTERRUPT, or used_event with EVENT_IDX); false if nothing was. */
 bool virtq_should_signal(struct virtq *q);
 /* Ask the driver to kick (true) or not (false) on new buffers: the used ring's flags,
  * or avail_event with EVENT_IDX. After enabling, re-check with virtq_pop(). */
