@@ -2,7 +2,7 @@
 # including an ASan+UBSan build of the same sources (build/asan/).
 BUILD ?= build
 CC ?= gcc
-PKGS := jansson libseccomp libcap zlib liblzma libzstd liblz4
+PKGS := jansson libseccomp libcap zlib liblzma libzstd liblz4 liburing
 SAN_FLAGS ?=
 OPT ?= -O2
 

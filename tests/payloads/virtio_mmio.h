@@ -11,7 +11,7 @@
 
 #define MMIO_START 0xC0000000ULL /* LAYOUT_MMIO_START */
 #define MMIO_SCAN_END (MMIO_START + 0x100000ULL)
-#define MMIO_SCAN_STEP 0x200ULL
+#define MMIO_SCAN_STEP 0x1000ULL /* src/vmm/virtio/mmio.c: one 4 KiB window per device */
 
 #define VIRTIO_MMIO_MAGIC_VALUE 0x000
 #define VIRTIO_MMIO_VERSION 0x004

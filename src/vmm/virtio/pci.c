@@ -213,11 +213,9 @@ static uint32_t common_read(struct virtio_pci *vp, uint32_t field)
         if (field == VIRTIO_PCI_COMMON_STATUS)
                 return virtio_core_status(dev);
         virtio_dev_lock(dev);
-        v = common_read_locked(vp, field);
+        v = common_read_locked(vp, field == VIRTIO_PCI_COMMON_DF ? VIRTIO_PCI_COMMON_DFSELECT : field);
         virtio_dev_unlock(dev);
-        if (field == VIRTIO_PCI_COMMON_DF)
-                v = virtio_core_device_features(dev, v);
-        return v;
+        return field == VIRTIO_PCI_COMMON_DF ? virtio_core_device_features(dev, v) : v;
 }
 
 /* A vector number as the driver may set it: one of ours, or none. */

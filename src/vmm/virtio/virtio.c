@@ -148,6 +148,12 @@ int virtio_queue_fds(struct virtio_dev *dev, unsigned int q, int *kick_fd, int *
         return 0;
 }
 
+void virtio_queue_adopt(struct virtio_dev *dev, unsigned int q)
+{
+        if (q < dev->n_queues && dev->vhost && dev_live(dev) && dev->queues[q].ready)
+                virtq_adopt(&dev->queues[q]);
+}
+
 /* ---- the transports' side ---- */
 
 uint32_t virtio_core_device_features(struct virtio_dev *dev, uint32_t select)
