@@ -109,7 +109,15 @@ int virtio_queue_pop(struct virtio_dev *dev, unsigned int q, struct virtq_chain 
 {
         if (q >= dev->n_queues || !dev_live(dev) || !dev->queues[q].ready)
                 return 0;
-        int r = virtq_pop(&dev->queues[q], chain);
+        struct virtq *vq = &dev->queues[q];
+        int r = virtq_pop(vq, chain);
+        if (r == 0 && vq->event_idx) {
+                /* Empty: the avail_event the last pop published must be visible before the avail
+                 * index is read again (a full fence, in virtq_set_notification), or a request the
+                 * driver adds meanwhile sees a stale avail_event, is not kicked, and waits forever. */
+                virtq_set_notification(vq, true);
+                r = virtq_pop(vq, chain);
+        }
         if (r < 0) {
                 dev_failf(dev, "queue %u: %s", q, dev->queues[q].broken_why);
                 return 0;
