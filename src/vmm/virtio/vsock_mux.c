@@ -326,8 +326,10 @@ static void conn_write(struct vsock_conn *c, const struct iovec *payload, unsign
 
 static void conn_guest_shutdown(struct vsock_conn *c, uint32_t flags)
 {
-        if (flags & VIRTIO_VSOCK_SHUTDOWN_RCV)
+        if ((flags & VIRTIO_VSOCK_SHUTDOWN_RCV) && !c->guest_no_recv) {
                 c->guest_no_recv = true;
+                shutdown(c->fd, SHUT_RD); /* the host's further writes fail with EPIPE */
+        }
         if (flags & VIRTIO_VSOCK_SHUTDOWN_SEND)
                 c->guest_no_send = true;
         if (!c->guest_no_recv || !c->guest_no_send) {
