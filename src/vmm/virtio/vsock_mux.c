@@ -257,6 +257,7 @@ static void conn_flush(struct vsock_conn *c)
                 c->buf_len -= (uint32_t)w;
                 c->fwd_cnt += (uint32_t)w;
         }
+        conn_check_credit(c);
         if (c->buf_len > 0)
                 return;
         free(c->buf);
@@ -270,7 +271,6 @@ static void conn_flush(struct vsock_conn *c)
                 shutdown(c->fd, SHUT_WR);
                 c->host_shut_wr = true;
         }
-        conn_check_credit(c);
 }
 
 /* Copy len bytes of iov, from offset on, to dst. */
