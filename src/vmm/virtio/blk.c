@@ -112,7 +112,7 @@ static void queue_process(struct blk_disk *d, unsigned int qi)
                         break;
                 struct iovec *iov = q->iovs + (size_t)(r - q->slots) * q->size;
                 if (blk_req_parse(&d->chain, &d->limits, iov, q->size, &r->req) < 0) {
-                        virtio_dev_fail(&d->dev, "virtio-blk: a request without a writable status byte");
+                        virtio_dev_fail(&d->dev, "a request without a writable status byte");
                         break;
                 }
                 q->free = r->next_free;
@@ -164,6 +164,7 @@ static int blk_activate(struct virtio_dev *dev, cap_error_t *err)
 {
         (void)err;
         struct blk_disk *d = dev->opaque;
+        queues_free(d);
         d->limits = (struct blk_limits){
                 .capacity = le64toh(d->config.capacity),
                 .readonly = dev->features & (1ULL << VIRTIO_BLK_F_RO),
