@@ -412,7 +412,7 @@ TEST(host_bad_connect_lines_are_closed_silently)
         env_fini(&e);
 }
 
-TEST(shutdowns_and_close)
+TEST(send_shutdowns_both_ways)
 {
         struct env e;
         CHECK(env_init(&e));
@@ -429,6 +429,27 @@ TEST(shutdowns_and_close)
         struct vsock_pkt p;
         CHECK(rx(&e, &p) == 1);
         CHECK(p.op == VIRTIO_VSOCK_OP_SHUTDOWN && p.flags == VIRTIO_VSOCK_SHUTDOWN_SEND);
+        env_fini(&e);
+}
+
+TEST(guest_receive_shutdown_stops_the_host_writer)
+{
+        struct env e;
+        CHECK(env_init(&e));
+        cleanup_close int lfd = unix_listen(&e, 5000);
+        cleanup_close int host = guest_connected(&e, lfd, 1025, 5000, 4096);
+        CHECK(host >= 0);
+        struct vsock_pkt sd = guest_pkt(VIRTIO_VSOCK_OP_SHUTDOWN, 1025, 5000);
+        sd.flags = VIRTIO_VSOCK_SHUTDOWN_RCV;
+        tx(&e, sd, NULL, 0);
+        CHECK(send(host, "x", 1, MSG_NOSIGNAL) == -1 && errno == EPIPE);
+        pump();
+        struct vsock_pkt p;
+        CHECK(rx(&e, &p) == 0);
+        /* The guest still sends. */
+        tx(&e, guest_pkt(VIRTIO_VSOCK_OP_RW, 1025, 5000), "abc", 3);
+        char buf[8];
+        CHECK(read(host, buf, sizeof(buf)) == 3);
         sd.flags = VIRTIO_VSOCK_SHUTDOWN_SEND | VIRTIO_VSOCK_SHUTDOWN_RCV;
         tx(&e, sd, NULL, 0);
         CHECK(rx(&e, &p) == 1 && p.op == VIRTIO_VSOCK_OP_RST);

@@ -257,6 +257,7 @@ static void conn_flush(struct vsock_conn *c)
                 c->buf_len -= (uint32_t)w;
                 c->fwd_cnt += (uint32_t)w;
         }
+        conn_check_credit(c);
         if (c->buf_len > 0)
                 return;
         free(c->buf);
@@ -270,7 +271,6 @@ static void conn_flush(struct vsock_conn *c)
                 shutdown(c->fd, SHUT_WR);
                 c->host_shut_wr = true;
         }
-        conn_check_credit(c);
 }
 
 /* Copy len bytes of iov, from offset on, to dst. */
@@ -326,8 +326,10 @@ static void conn_write(struct vsock_conn *c, const struct iovec *payload, unsign
 
 static void conn_guest_shutdown(struct vsock_conn *c, uint32_t flags)
 {
-        if (flags & VIRTIO_VSOCK_SHUTDOWN_RCV)
+        if ((flags & VIRTIO_VSOCK_SHUTDOWN_RCV) && !c->guest_no_recv) {
                 c->guest_no_recv = true;
+                shutdown(c->fd, SHUT_RD); /* the host's further writes fail with EPIPE */
+        }
         if (flags & VIRTIO_VSOCK_SHUTDOWN_SEND)
                 c->guest_no_send = true;
         if (!c->guest_no_recv || !c->guest_no_send) {
