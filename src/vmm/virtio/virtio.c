@@ -109,7 +109,15 @@ int virtio_queue_pop(struct virtio_dev *dev, unsigned int q, struct virtq_chain 
 {
         if (q >= dev->n_queues || !dev_live(dev) || !dev->queues[q].ready)
                 return 0;
-        int r = virtq_pop(&dev->queues[q], chain);
+        struct virtq *vq = &dev->queues[q];
+        int r = virtq_pop(vq, chain);
+        if (r == 0 && vq->event_idx) {
+                /* Empty: the avail_event the last pop published must be visible before the avail
+                 * index is read again (a full fence, in virtq_set_notification), or a request the
+                 * driver adds meanwhile sees a stale avail_event, is not kicked, and waits forever. */
+                virtq_set_notification(vq, true);
+                r = virtq_pop(vq, chain);
+        }
         if (r < 0) {
                 dev_failf(dev, "queue %u: %s", q, dev->queues[q].broken_why);
                 return 0;
@@ -138,6 +146,12 @@ int virtio_queue_fds(struct virtio_dev *dev, unsigned int q, int *kick_fd, int *
         *kick_fd = dev->io[q].kick_fd;
         *call_fd = dev->io[q].call_fd;
         return 0;
+}
+
+void virtio_queue_adopt(struct virtio_dev *dev, unsigned int q)
+{
+        if (q < dev->n_queues && dev->vhost && dev_live(dev) && dev->queues[q].ready)
+                virtq_adopt(&dev->queues[q]);
 }
 
 /* ---- the transports' side ---- */
@@ -444,5 +458,5 @@ static void virtio_core_exit(struct vm_devices *ctx)
         }
 }
 
-DEVICE_REGISTER(virtio, .name = "virtio", .order = DEVICE_ORDER_VIRTIO_CORE, .init = virtio_core_init,
+DEVICE_REGISTER(virtio, DEVICE_ORDER_VIRTIO_CORE, .name = "virtio", .init = virtio_core_init,
                 .exit = virtio_core_exit)
