@@ -529,6 +529,23 @@ TEST(io_open_directory)
         CHECK_STR(err->msg, "disk[0]: /tmp is not a regular file or a block device");
 }
 
+TEST(io_image_locked_by_another_disk)
+{
+        struct image im;
+        cleanup_error cap_error_t err = NULL;
+        CHECK(image_create(&im, false, false, &err));
+        struct blk_io second;
+        CHECK(blk_io_open(&second, "disk[1]", im.path, true, false, 8, &err) < 0);
+        CHECK(strstr(err->msg, "disk[1]: ") == err->msg && strstr(err->msg, "is in use by another VM or program"));
+        image_destroy(&im);
+        struct image ro;
+        cap_error_free(&err);
+        CHECK(image_create(&ro, true, false, &err));
+        CHECK(blk_io_open(&second, "disk[1]", ro.path, true, false, 8, &err) == 0);
+        blk_io_close(&second);
+        image_destroy(&ro);
+}
+
 TEST(io_read_write_roundtrip)
 {
         struct image im;

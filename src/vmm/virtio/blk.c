@@ -112,7 +112,7 @@ static void queue_process(struct blk_disk *d, unsigned int qi)
                         break;
                 struct iovec *iov = q->iovs + (size_t)(r - q->slots) * q->size;
                 if (blk_req_parse(&d->chain, &d->limits, iov, q->size, &r->req) < 0) {
-                        virtio_dev_fail(&d->dev, "virtio-blk: a request without a writable status byte");
+                        virtio_dev_fail(&d->dev, "a request without a writable status byte");
                         break;
                 }
                 q->free = r->next_free;
@@ -164,8 +164,10 @@ static int blk_activate(struct virtio_dev *dev, cap_error_t *err)
 {
         (void)err;
         struct blk_disk *d = dev->opaque;
+        queues_free(d);
+        /* The image's size, not the config space: the driver can write there. */
         d->limits = (struct blk_limits){
-                .capacity = le64toh(d->config.capacity),
+                .capacity = d->io.size >> BLK_SECTOR_SHIFT,
                 .readonly = dev->features & (1ULL << VIRTIO_BLK_F_RO),
                 .discard = virtio_has_feature(dev, VIRTIO_BLK_F_DISCARD),
                 .write_zeroes = virtio_has_feature(dev, VIRTIO_BLK_F_WRITE_ZEROES),
@@ -296,4 +298,4 @@ static int blk_init(struct vm_devices *ctx, cap_error_t *err)
         return 0;
 }
 
-DEVICE_REGISTER(virtio_blk, .name = "virtio-blk", .order = DEVICE_ORDER_VIRTIO, .init = blk_init)
+DEVICE_REGISTER(virtio_blk, DEVICE_ORDER_VIRTIO, .name = "virtio-blk", .init = blk_init)

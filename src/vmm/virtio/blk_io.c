@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -49,6 +50,10 @@ static int open_image(struct blk_io *io, const char *setting, const char *path, 
         io->fd = open(path, flags | (direct ? O_DIRECT : 0));
         if (io->fd < 0)
                 return cap_fail(err, errno, "%s: cannot open %s%s", setting, path, direct ? " with O_DIRECT (direct)" : "");
+        /* Two writers (or a writer and a reader) of one image would corrupt what the
+         * guest sees; a file system without locks does not stop the disk. */
+        if (flock(io->fd, (readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0 && errno == EWOULDBLOCK)
+                return cap_fail(err, 0, "%s: %s is in use by another VM or program (it is locked)", setting, path);
         struct stat st;
         if (fstat(io->fd, &st) < 0)
                 return cap_fail(err, errno, "%s: %s", setting, path);
