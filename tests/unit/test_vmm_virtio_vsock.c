@@ -625,3 +625,28 @@ TEST(rx_chain_layout)
         CHECK(vsock_chain_rx(e.mux, &chain, scratch, &written) == 0 && written == 0);
         env_fini(&e);
 }
+
+TEST(silent_host_clients_leave_room_for_the_guest)
+{
+        /* A host client that may connect to the VM's socket opens as many connections as
+         * the table holds and never says CONNECT: the guest can still connect out. */
+        struct env e;
+        CHECK(env_init(&e));
+        static int cl[VSOCK_CONN_MAX];
+        for (unsigned int i = 0; i < VSOCK_CONN_MAX; i++) {
+                cl[i] = unix_connect(e.path);
+                CHECK(cl[i] >= 0);
+                pump();
+        }
+        cleanup_close int lfd = unix_listen(&e, 6000);
+        CHECK(lfd >= 0);
+        int host = guest_connected(&e, lfd, 1025, 6000, 4096);
+        CHECK(host >= 0);
+        close(host);
+        /* The clients past the host's share were closed at once. */
+        char c;
+        CHECK(read(cl[VSOCK_CONN_MAX - 1], &c, 1) == 0);
+        for (unsigned int i = 0; i < VSOCK_CONN_MAX; i++)
+                close(cl[i]);
+        env_fini(&e);
+}
