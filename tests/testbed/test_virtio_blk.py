@@ -36,6 +36,7 @@ SERIALS = {"vda": "capsule-a", "vdb": "ro-b", "vdc": "12345678901234567890", "vd
 SIZES = {"vda": 32 * MIB, "vdb": 4 * MIB, "vdc": 16 * MIB, "vdd": 8 * MIB}
 D_TAIL = 100  # vdd's image is 100 bytes longer than whole sectors: the guest does not see them
 CMDLINE = "console=ttyS0 panic=-1 guest_action=script:blk"
+BOOT_LIMIT = 480  # seconds; a boot takes 2-4 minutes in the TCG testbed on a busy machine
 # name -> the capsule vm run arguments of a settings error, and what its one line must say
 BAD = {
     "missing": (["--disk", "/nonexistent/disk.img"],
@@ -65,8 +66,14 @@ def boot_script(out, initrd):
         f"--cmdline {shlex.quote(CMDLINE)} "
         f"--disk $d/a.img,serial={SERIALS['vda']},queues=2 --disk $d/b.img,ro,serial={SERIALS['vdb']} "
         f"--disk $d/c.img,serial={SERIALS['vdc']} --disk $out/$t-d.img,direct "
-        ">$out/$t.out 2>$out/$t.err </dev/null",
-        "        echo $? >$out/$t.rc",
+        ">$out/$t.out 2>$out/$t.err </dev/null & pid=$!",
+        # A boot that hangs leaves its threads' stacks for the report, and the other boots run.
+        f"        i=0; while kill -0 $pid 2>/dev/null && [ $i -lt {BOOT_LIMIT} ]; do sleep 1; i=$((i + 1)); done",
+        "        if kill -0 $pid 2>/dev/null; then",
+        "                ! command -v gdb >/dev/null || gdb -p $pid -batch -ex 'thread apply all bt' >$out/$t.stacks 2>&1",
+        "                kill -KILL $pid",
+        "        fi",
+        "        wait $pid; echo $? >$out/$t.rc",
         "        md5sum <$d/b.img >$out/$t-b.after",
         "        stat -c %b $d/c.img >$out/$t-c.blocks",
         "        cp $d/a.img $out/$t-a.img && cp $d/c.img $out/$t-c.img && rm -rf $d",
@@ -110,8 +117,10 @@ class Boot:
         return self.out / f"{self.name}-{letter}.img"
 
     def tail(self):
+        stacks = self.read("stacks")
         return f"exit {self.rc}\n--- console (last 40 lines)\n" + \
-            "\n".join(self.stdout.splitlines()[-40:]) + f"\n--- stderr\n{self.stderr[-3000:]}"
+            "\n".join(self.stdout.splitlines()[-40:]) + f"\n--- stderr\n{self.stderr[-3000:]}" + \
+            (f"\n--- capsule's threads when the boot was stopped after {BOOT_LIMIT} s\n{stacks[-6000:]}" if stacks else "")
 
 
 @pytest.fixture(scope="module")

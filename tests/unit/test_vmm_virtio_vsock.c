@@ -412,7 +412,7 @@ TEST(host_bad_connect_lines_are_closed_silently)
         env_fini(&e);
 }
 
-TEST(shutdowns_and_close)
+TEST(send_shutdowns_both_ways)
 {
         struct env e;
         CHECK(env_init(&e));
@@ -429,6 +429,27 @@ TEST(shutdowns_and_close)
         struct vsock_pkt p;
         CHECK(rx(&e, &p) == 1);
         CHECK(p.op == VIRTIO_VSOCK_OP_SHUTDOWN && p.flags == VIRTIO_VSOCK_SHUTDOWN_SEND);
+        env_fini(&e);
+}
+
+TEST(guest_receive_shutdown_stops_the_host_writer)
+{
+        struct env e;
+        CHECK(env_init(&e));
+        cleanup_close int lfd = unix_listen(&e, 5000);
+        cleanup_close int host = guest_connected(&e, lfd, 1025, 5000, 4096);
+        CHECK(host >= 0);
+        struct vsock_pkt sd = guest_pkt(VIRTIO_VSOCK_OP_SHUTDOWN, 1025, 5000);
+        sd.flags = VIRTIO_VSOCK_SHUTDOWN_RCV;
+        tx(&e, sd, NULL, 0);
+        CHECK(send(host, "x", 1, MSG_NOSIGNAL) == -1 && errno == EPIPE);
+        pump();
+        struct vsock_pkt p;
+        CHECK(rx(&e, &p) == 0);
+        /* The guest still sends. */
+        tx(&e, guest_pkt(VIRTIO_VSOCK_OP_RW, 1025, 5000), "abc", 3);
+        char buf[8];
+        CHECK(read(host, buf, sizeof(buf)) == 3);
         sd.flags = VIRTIO_VSOCK_SHUTDOWN_SEND | VIRTIO_VSOCK_SHUTDOWN_RCV;
         tx(&e, sd, NULL, 0);
         CHECK(rx(&e, &p) == 1 && p.op == VIRTIO_VSOCK_OP_RST);
@@ -602,5 +623,30 @@ TEST(rx_chain_layout)
         CHECK(vsock_chain_rx(e.mux, &chain, scratch, &written) == 1 && written == VSOCK_HDR_LEN + 2);
         CHECK(memcmp(mem + VSOCK_HDR_LEN, "ad", 2) == 0);
         CHECK(vsock_chain_rx(e.mux, &chain, scratch, &written) == 0 && written == 0);
+        env_fini(&e);
+}
+
+TEST(silent_host_clients_leave_room_for_the_guest)
+{
+        /* A host client that may connect to the VM's socket opens as many connections as
+         * the table holds and never says CONNECT: the guest can still connect out. */
+        struct env e;
+        CHECK(env_init(&e));
+        static int cl[VSOCK_CONN_MAX];
+        for (unsigned int i = 0; i < VSOCK_CONN_MAX; i++) {
+                cl[i] = unix_connect(e.path);
+                CHECK(cl[i] >= 0);
+                pump();
+        }
+        cleanup_close int lfd = unix_listen(&e, 6000);
+        CHECK(lfd >= 0);
+        int host = guest_connected(&e, lfd, 1025, 6000, 4096);
+        CHECK(host >= 0);
+        close(host);
+        /* The clients past the host's share were closed at once. */
+        char c;
+        CHECK(read(cl[VSOCK_CONN_MAX - 1], &c, 1) == 0);
+        for (unsigned int i = 0; i < VSOCK_CONN_MAX; i++)
+                close(cl[i]);
         env_fini(&e);
 }

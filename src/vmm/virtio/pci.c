@@ -38,7 +38,7 @@ _Static_assert(VIRTIO_MAX_QUEUES * VPCI_NOTIFY_MULTIPLIER <= VPCI_BLOCK_SIZE, "n
 _Static_assert(VPCI_MAX_VECTORS * MSIX_ENTRY_SIZE <= VPCI_BLOCK_SIZE, "MSI-X table fits its block");
 _Static_assert(VPCI_MSIX_PBA + VPCI_BLOCK_SIZE <= VPCI_BAR_SIZE, "every block fits BAR 0");
 
-/* Where the PCI configuration access capability sits (it is last in the chain). */
+/* The PCI configuration access capability: a vendor capability plus its 4-byte data window. */
 #define PCI_CFG_CAP_SIZE ((uint32_t)sizeof(struct virtio_pci_cfg_cap))
 
 static void put16(uint8_t *p, uint16_t v)
@@ -425,11 +425,7 @@ static void vpci_bar_access(struct pci_function *fn, int bar, uint64_t offset, u
 {
         struct virtio_pci *vp = fn->opaque;
 
-        if (bar != VPCI_BAR) {
-                if (!is_write)
-                        memset(data, 0xff, len);
-                return;
-        }
+        (void)bar; /* BAR 0 is the only one */
         /* Device config takes 64-bit accesses; elsewhere they are two 32-bit ones. */
         if (len == 8 && (offset & ~(uint64_t)(VPCI_BLOCK_SIZE - 1)) != VPCI_DEVICE) {
                 bar_access4(vp, offset, data, 4, is_write);

@@ -21,6 +21,9 @@
 #define VSOCK_HDR_LEN 44              /* sizeof(struct virtio_vsock_hdr) */
 #define VSOCK_MAX_PAYLOAD (64 * 1024) /* the most a packet carries (Linux's VIRTIO_VSOCK_MAX_PKT_BUF_SIZE) */
 #define VSOCK_CONN_MAX 256            /* connections at once, both directions together */
+/* Of those, the most that host clients hold (connected to the VM's socket, whether or not
+ * they said CONNECT yet): clients that say nothing cannot take the guest's share. */
+#define VSOCK_HOST_CONN_MAX (VSOCK_CONN_MAX / 2)
 /* Our receive credit: guest bytes buffered for a slow host peer, allocated only while some are
  * waiting. With VSOCK_CONN_MAX, at most 64 MiB however the guest behaves. */
 #define VSOCK_BUF_ALLOC (256 * 1024)
