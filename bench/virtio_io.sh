@@ -9,8 +9,8 @@
 #        RUNS=3 FIO_SECONDS=5 VSOCK_MIB=64 CPUS=1 MEMORY=512M DISK_MIB=256 TRANSPORT=pci by default
 #
 # Runs alternate: run i boots QEMU then capsule (i odd) or capsule then QEMU (i even), one boot
-# per VMM, device and run, so that a change of the machine's load between runs hits both alike
-# (nested TCG is noisy). Each row shows the medians of RUNS runs (min-max) and their ratio; higher
+# per VMM and run with both devices (the guest measures the disk, then vsock), so that a change
+# of the machine's load between runs hits both alike (nested TCG is noisy). Each row shows the medians of RUNS runs (min-max) and their ratio; higher
 # is better on every row, so capsule/QEMU >= 1 means capsule is ahead. The rows:
 #   - virtio-blk, fio in the guest on /dev/vda (io_uring, O_DIRECT, time-based): sequential read
 #     and write in 1 MiB blocks at queue depth 4, 4 KiB random reads at queue depth 32.
@@ -94,8 +94,6 @@ fi
 cid=3 host_port=5201 guest_port=5202
 vsock_sock=$work/vsock.sock
 cmdline="console=ttyS0 quiet panic=-1"
-blk_args="guest_action=script:bench_blk guest_args=1,$FIO_SECONDS"
-vsock_args="guest_action=script:bench_vsock guest_args=$host_port,$guest_port,$VSOCK_MIB,1"
 
 # -cpu host,arch-capabilities=off: see vm_launch.sh. microvm: QEMU's lightest machine; pcie=on
 # gives it the PCI host bridge the pci transport needs.
@@ -115,42 +113,48 @@ capsule() {
                 --cpus "$CPUS" --memory "$MEMORY" --virtio-transport "$TRANSPORT" "$@" </dev/null
 }
 
-# boot VMM DEVICE RUN: one boot of VMM running DEVICE's guest script once; console in
-# $logs/VMM-DEVICE-RUN.log, stderr in .err, exit status in .rc, the host side's results (vsock)
-# in .json.
+# boot VMM RUN DEVICE...: one boot of VMM with DEVICEs (blk, vsock), whose guest measures each
+# once; console in $logs/VMM-RUN.log, stderr in .err, exit status in .rc, the devices in .devs,
+# the host side's vsock results in .json.
 boot() {
-        vmm=$1 dev=$2 log=$logs/$1-$2-$3
-        echo "== run $3: $vmm $dev ($(date -u +%H:%M:%S))"
-        host_pid=""
-        if [ "$dev" = vsock ]; then
-                if [ "$vmm" = qemu ]; then addr=$cid; else addr=$vsock_sock; fi
-                python3 "$repo/bench/vsock_host.py" "$vmm" "$addr" "$host_port" "$guest_port" \
-                        "$VSOCK_MIB" 1 "$log.json" 2>"$log.host.err" &
-                host_pid=$!
-                pids="$pids $host_pid"
-                sleep 1 # the listener is up before the guest connects (vsock_bench retries anyway)
-        fi
+        vmm=$1 run=$2 log=$logs/$1-$2
+        shift 2
+        echo "== run $run: $vmm: $* ($(date -u +%H:%M:%S))"
+        echo "$*" >"$log.devs"
+        args="" host_pid=""
+        for dev; do
+                case $vmm-$dev in
+                qemu-blk) args="$args -object iothread,id=io0
+                        -drive file=$img,if=none,id=d0,format=raw,aio=io_uring,cache=$qemu_cache
+                        -device $qemu_blk,drive=d0,iothread=io0" ;;
+                qemu-vsock) args="$args -device $qemu_vsock,guest-cid=$cid" ;;
+                capsule-blk) args="$args --disk $img$capsule_direct" ;;
+                capsule-vsock) args="$args --vsock $cid,socket=$vsock_sock" ;;
+                esac
+                if [ "$dev" = vsock ]; then
+                        if [ "$vmm" = qemu ]; then addr=$cid; else addr=$vsock_sock; fi
+                        python3 "$repo/bench/vsock_host.py" "$vmm" "$addr" "$host_port" "$guest_port" \
+                                "$VSOCK_MIB" 1 "$log.json" 2>"$log.host.err" &
+                        host_pid=$!
+                        pids="$pids $host_pid"
+                fi
+        done
+        guest="guest_action=script:bench_io guest_args=$FIO_SECONDS,$host_port,$guest_port,$VSOCK_MIB,$(echo "$@" | tr ' ' ,)"
         rc=0
-        case $vmm-$dev in
-        qemu-blk)
-                qemu -object iothread,id=io0 \
-                        -drive "file=$img,if=none,id=d0,format=raw,aio=io_uring,cache=$qemu_cache" \
-                        -device "$qemu_blk,drive=d0,iothread=io0" \
-                        -append "$cmdline $blk_args" >"$log.log" 2>"$log.err" || rc=$? ;;
-        qemu-vsock)
-                qemu -device "$qemu_vsock,guest-cid=$cid" \
-                        -append "$cmdline $vsock_args" >"$log.log" 2>"$log.err" || rc=$? ;;
-        capsule-blk)
-                capsule --disk "$img$capsule_direct" \
-                        --cmdline "$cmdline $blk_args" >"$log.log" 2>"$log.err" || rc=$? ;;
-        capsule-vsock)
-                capsule --vsock "$cid,socket=$vsock_sock" \
-                        --cmdline "$cmdline $vsock_args" >"$log.log" 2>"$log.err" || rc=$? ;;
+        # shellcheck disable=SC2086 # $args: words without blanks inside ($work has none)
+        case $vmm in
+        qemu) qemu $args -append "$cmdline $guest" >"$log.log" 2>"$log.err" || rc=$? ;;
+        capsule) capsule $args --cmdline "$cmdline $guest" >"$log.log" 2>"$log.err" || rc=$? ;;
         esac
         echo "$rc" >"$log.rc"
         if [ -n "$host_pid" ]; then
-                # The guest is gone: a host side still waiting would wait for nothing.
-                sleep 1
+                # The host side writes its results right after the guest's last byte; one still
+                # waiting once the guest is gone without finishing would wait for nothing.
+                n=0
+                while grep -q "^bench: vsock done" "$log.log" && kill -0 "$host_pid" 2>/dev/null && [ $n -lt 100 ]; do
+                        sleep 0.2
+                        n=$((n + 1))
+                done
                 kill -TERM "$host_pid" 2>/dev/null || :
                 wait "$host_pid" 2>/dev/null || :
                 pids=""
@@ -161,18 +165,23 @@ echo "== virtio I/O, capsule vs QEMU $(qemu-system-x86_64 --version | head -n 1 
         "transport $TRANSPORT, $CPUS vCPU, $MEMORY, $RUNS runs, fio $FIO_SECONDS s per job, vsock $VSOCK_MIB MiB" \
         "per run and way, a $DISK_MIB MiB image on $(df --output=fstype "$img" | tail -n 1)"
 echo "== level: $level"
-# A VMM whose device gave no result in a run is not booted for it again: its row says why.
+# A device that gave no result in a run is left out of that VMM's later boots: its row says why.
 failed=""
 run=1
 while [ "$run" -le "$RUNS" ]; do
         if [ $((run % 2)) = 1 ]; then order="qemu capsule"; else order="capsule qemu"; fi
-        for dev in blk vsock; do
-                for vmm in $order; do
-                        case " $failed " in *" $vmm-$dev "*) continue ;; esac
-                        boot "$vmm" "$dev" "$run"
+        for vmm in $order; do
+                devs=""
+                for dev in blk vsock; do
+                        case " $failed " in *" $vmm-$dev "*) ;; *) devs="$devs $dev" ;; esac
+                done
+                [ -n "$devs" ] || continue
+                # shellcheck disable=SC2086
+                boot "$vmm" "$run" $devs
+                for dev in $devs; do
                         case $dev in
-                        blk) grep -q "^bench: blk randread " "$logs/$vmm-$dev-$run.log" ;;
-                        vsock) [ -s "$logs/$vmm-$dev-$run.json" ] ;;
+                        blk) grep -q "^bench: blk randread " "$logs/$vmm-$run.log" ;;
+                        vsock) grep -q '"h2g"' "$logs/$vmm-$run.json" 2>/dev/null ;;
                         esac || failed="$failed $vmm-$dev"
                 done
         done
@@ -184,7 +193,7 @@ import json, re, statistics, sys
 logs, runs, vsock_mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 ROWS = [("seq read 1M qd4 (MiB/s)", "blk", "seqread", "bw"),
         ("seq write 1M qd4 (MiB/s)", "blk", "seqwrite", "bw"),
-        ("rand read 4K qd32 (kIOPS)", "blk", "randread", "iops"),
+        ("rand read 4K qd32 (IOPS)", "blk", "randread", "iops"),
         ("vsock guest->host (MiB/s)", "vsock", "g2h", None),
         ("vsock host->guest (MiB/s)", "vsock", "h2g", None)]
 
@@ -195,12 +204,12 @@ def read(name):
     except FileNotFoundError:
         return None
 
-def why_not(base):
+def why_not(base, dev):
     """Why a boot gave no number: the guest's error, else the VMM's last word, else its status."""
     log = read(f"{base}.log") or ""
-    err = [l for l in log.splitlines() if l.startswith("bench: error: ")]
+    err = [l for l in log.splitlines() if l.startswith(f"bench: {dev} error: ")]
     if err:
-        return err[0][len("bench: error: "):]
+        return err[0][len(f"bench: {dev} error: "):]
     rc = (read(f"{base}.rc") or "?").strip()
     lines = [l.strip() for l in ((read(f"{base}.err") or "") + (read(f"{base}.host.err") or "")).splitlines()
              if l.strip()]
@@ -210,18 +219,18 @@ def why_not(base):
 
 def sample(vmm, dev, job, what, run):
     """One run's value, or a string saying why there is none."""
-    base = f"{vmm}-{dev}-{run}"
-    if read(f"{base}.rc") is None:
+    base = f"{vmm}-{run}"
+    if dev not in (read(f"{base}.devs") or "").split():
         return None
     if dev == "blk":
         m = re.search(rf"^bench: blk {job} \d+ bw_kib=(\d+) iops=(\d+)", read(f"{base}.log") or "", re.M)
-        v = (int(m.group(1)) / 1024 if what == "bw" else int(m.group(2)) / 1000) if m else 0
+        v = (int(m.group(1)) / 1024 if what == "bw" else int(m.group(2))) if m else 0
     else:
         try:
             v = vsock_mib / json.loads(read(f"{base}.json") or "")[job][0]
         except (ValueError, KeyError, IndexError):
             v = 0
-    return v if v > 0 else f"run {run}: {why_not(base)}"
+    return v if v > 0 else f"run {run}: {why_not(base, dev)}"
 
 print()
 print("| row | capsule | QEMU | capsule/QEMU | runs |")

@@ -4,6 +4,6 @@
 # the host side (bench/vsock_host.py) times it.
 # virtio device id 19 (0x0013): the vsock device; /dev/vsock exists without one.
 grep -qx 0x0013 /sys/bus/virtio/devices/*/device 2>/dev/null ||
-        { echo "bench: error: no virtio-vsock device"; exit 1; }
-vsock_bench "$@" || { echo "bench: error: vsock_bench failed"; exit 1; }
+        { echo "bench: vsock error: no virtio-vsock device"; exit 1; }
+vsock_bench "$@" || { echo "bench: vsock error: vsock_bench failed"; exit 1; }
 echo "bench: vsock done"

@@ -124,10 +124,11 @@ static void echo_reset(struct virtio_dev *d)
         active = false;
 }
 
-static void echo_config_write(struct virtio_dev *d, uint32_t offset, uint32_t len)
+static void echo_config_write(struct virtio_dev *d, uint32_t offset, const uint8_t *data, uint32_t len)
 {
         if (offset > d->config_len || len > d->config_len - offset)
                 abort();
+        memcpy((uint8_t *)d->config + offset, data, len);
 }
 
 static const struct virtio_dev_ops echo_ops = {

@@ -1,15 +1,16 @@
-/* The vsock packet handling as a hostile guest and host clients drive it: tx packets through
- * vsock_pkt_parse() and the muxer (vsock_mux.c), rx packets out of it, CONNECT lines and host
- * traffic on real Unix sockets. The event loop is faked: each "pump" calls every watched
+/* The vsock packet handling as a hostile guest and host clients drive it: tx chains through
+ * vsock_chain_tx() (header copy, vsock_pkt_parse()) into the muxer (vsock_mux.c), rx chains
+ * filled by vsock_chain_rx(), CONNECT lines and host traffic on real Unix sockets. The event loop is faked: each "pump" calls every watched
  * handler, as spurious edge-triggered events would.
  *
  * The input is a sequence of records, each starting with an op byte:
- *   op % 7 == 0: a tx packet: a 44-byte header, an le16 payload length, the payload (what is
- *                left if shorter). Bit 3 makes the addresses valid (guest CID 3 to the host),
- *                bit 4 the type STREAM, bits 5-6 pick the destination port 5000, 5001 or 6000
- *                (5000/5001 have host listeners) unless both are set;
- *   op % 7 == 1: take an rx packet into a heap buffer of exactly (next byte + 1) * 16 bytes,
- *                split in two at an input-chosen point;
+ *   op % 7 == 0: a tx chain: a 44-byte header, an le16 payload length, two cut points, the
+ *                payload (what is left if shorter), in three readable heap buffers cut there.
+ *                Bit 3 makes the addresses valid (guest CID 3 to the host), bit 4 the type
+ *                STREAM, bits 5-6 pick the destination port 5000, 5001 or 6000 (5000/5001
+ *                have host listeners) unless both are set;
+ *   op % 7 == 1: an rx chain of three heap buffers of exactly their size (the first readable
+ *                if the input says so), filled by vsock_chain_rx() and checked;
  *   op % 7 == 2: a host client connects and writes the next (byte % 48) bytes;
  *   op % 7 == 3: pump the handlers;
  *   op % 7 == 4: accept the host side of guest connects; the next byte says what each does
@@ -28,6 +29,7 @@
 
 #include "common/util.h"
 #include "vmm/virtio/vsock_mux.h"
+#include "vmm/virtio/vsock_pkt.h"
 
 #define GUEST_CID 3
 #define MAX_FDS 64
@@ -125,14 +127,46 @@ static uint8_t byte(struct input *in)
         return b;
 }
 
+static struct virtq_chain chain;
+static struct iovec scratch[VIRTQ_MAX_SIZE];
+static uint8_t *pieces[3];
+
+/* A chain of three heap buffers of exactly their size, cut from data at a and b (a <= b);
+ * the first n_out readable. */
+static void chain_build(const uint8_t *data, size_t len, size_t a, size_t b, unsigned int n_out)
+{
+        const size_t cuts[4] = { 0, a, b, len };
+        memset(&chain, 0, sizeof(chain));
+        for (unsigned int i = 0; i < 3; i++) {
+                size_t n = cuts[i + 1] - cuts[i];
+                pieces[i] = malloc(n ? n : 1);
+                if (data)
+                        memcpy(pieces[i], data + cuts[i], n);
+                chain.iov[i] = (struct iovec){ pieces[i], n };
+                if (i < n_out)
+                        chain.out_len += (uint32_t)n;
+                else
+                        chain.in_len += (uint32_t)n;
+        }
+        chain.n_out = n_out;
+        chain.n_in = 3 - n_out;
+}
+
+static void chain_free(void)
+{
+        for (unsigned int i = 0; i < 3; i++)
+                free(pieces[i]);
+}
+
 static void op_tx(struct vsock_mux *m, uint8_t op, struct input *in)
 {
-        uint8_t hdr[VSOCK_HDR_LEN];
+        static uint8_t pkt[VSOCK_HDR_LEN + 65536];
         uint16_t len;
-        if (!take(in, hdr, sizeof(hdr)) || !take(in, &len, sizeof(len)))
+        uint8_t cut[2];
+        if (!take(in, pkt, VSOCK_HDR_LEN) || !take(in, &len, sizeof(len)) || !take(in, cut, sizeof(cut)))
                 return;
         struct vsock_pkt p;
-        vsock_pkt_parse(hdr, UINT32_MAX, 0, &p); /* only to decode it: the verdict comes below */
+        vsock_pkt_parse(pkt, UINT32_MAX, 0, &p); /* only to decode it: vsock_chain_tx judges it */
         if (op & 0x08) {
                 p.src_cid = GUEST_CID;
                 p.dst_cid = VSOCK_HOST_CID;
@@ -141,49 +175,44 @@ static void op_tx(struct vsock_mux *m, uint8_t op, struct input *in)
                 p.type = VIRTIO_VSOCK_TYPE_STREAM;
         static const uint32_t ports[3] = { 5000, 5001, 6000 };
         if ((op & 0x60) != 0x60 && (op & 0x60))
-                p.dst_port = ports[((op >> 5) & 3) - 1 + (hdr[0] & 1)];
-        vsock_pkt_encode(&p, hdr);
-        uint32_t avail = len < in->left ? len : (uint32_t)in->left;
-        /* The payload in two heap pieces of exactly its size, as two guest buffers. */
-        uint32_t cut = avail ? hdr[1] % (avail + 1) : 0;
-        uint8_t *a = malloc(cut ? cut : 1), *b = malloc(avail - cut ? avail - cut : 1);
-        memcpy(a, in->p, cut);
-        memcpy(b, in->p + cut, avail - cut);
-        in->p += avail;
-        in->left -= avail;
-        switch (vsock_pkt_parse(hdr, avail, GUEST_CID, &p)) {
-        case VSOCK_PKT_OK: {
-                struct iovec iov[2] = { { a, cut }, { b, p.len > cut ? p.len - cut : 0 } };
-                if (p.len < cut)
-                        iov[0].iov_len = p.len;
-                vsock_mux_tx(m, &p, iov, 2);
-                break;
-        }
-        case VSOCK_PKT_RESET:
-                vsock_mux_tx_invalid(m, &p);
-                break;
-        case VSOCK_PKT_DROP:
-                break;
-        }
-        free(a);
-        free(b);
+                p.dst_port = ports[((op >> 5) & 3) - 1 + (pkt[0] & 1)];
+        vsock_pkt_encode(&p, pkt);
+        size_t avail = len < in->left ? len : in->left;
+        take(in, pkt + VSOCK_HDR_LEN, avail);
+        size_t total = VSOCK_HDR_LEN + avail, a = cut[0] * total / 256, b = a + cut[1] * (total - a) / 256;
+        chain_build(pkt, total, a, b, 3);
+        vsock_chain_tx(m, GUEST_CID, &chain, scratch);
+        chain_free();
 }
 
 static void op_rx(struct vsock_mux *m, struct input *in)
 {
-        uint32_t room = ((uint32_t)byte(in) + 1) * 16;
-        uint32_t cut = byte(in) * room / 256;
-        uint8_t *a = malloc(cut ? cut : 1), *b = malloc(room - cut);
-        struct iovec iov[2] = { { a, cut }, { b, room - cut } };
-        struct vsock_pkt p;
-        if (vsock_mux_rx(m, &p, iov, 2, room) == 1) {
-                if (p.len > room || p.dst_cid != GUEST_CID || p.src_cid != VSOCK_HOST_CID)
+        uint8_t b[4] = { 0 };
+        take(in, b, sizeof(b));
+        size_t room = ((size_t)b[0] + 1) * 16 + (b[1] & 0x80 ? VSOCK_MAX_PAYLOAD : 0);
+        size_t a = b[2] * room / 256, c = a + b[3] * (room - a) / 256;
+        chain_build(NULL, room, a, c, b[1] & 1);
+        uint32_t written;
+        int r = vsock_chain_rx(m, &chain, scratch, &written);
+        if (r == 1) {
+                uint8_t hdr[VSOCK_HDR_LEN];
+                struct vsock_pkt p;
+                if (written > chain.in_len || chain.n_out != 0)
                         abort();
-                if (p.op != VIRTIO_VSOCK_OP_RW && p.len != 0)
+                size_t got = 0;
+                for (unsigned int i = 0; i < 3 && got < sizeof(hdr); i++) {
+                        size_t n = chain.iov[i].iov_len < sizeof(hdr) - got ? chain.iov[i].iov_len : sizeof(hdr) - got;
+                        memcpy(hdr + got, chain.iov[i].iov_base, n);
+                        got += n;
+                }
+                vsock_pkt_parse(hdr, UINT32_MAX, 0, &p);
+                if (p.len + VSOCK_HDR_LEN != written || p.len > VSOCK_MAX_PAYLOAD || p.dst_cid != GUEST_CID ||
+                    p.src_cid != VSOCK_HOST_CID || (p.op != VIRTIO_VSOCK_OP_RW && p.len != 0))
                         abort();
+        } else if (written != 0) {
+                abort();
         }
-        free(a);
-        free(b);
+        chain_free();
 }
 
 static void op_client(const char *line, size_t len)

@@ -10,8 +10,8 @@ echo "guest: mounted"
 (
         i=0
         while [ $i -lt 600 ]; do
-                if ! ls /mnt/fs >/dev/null 2>/tmp/fs-error; then
-                        echo "guest: error=$(cat /tmp/fs-error)"
+                if ! error=$(ls /mnt/fs 2>&1 >/dev/null); then
+                        echo "guest: error=$error"
                         # Every later operation fails the same way, none hangs.
                         cat /mnt/fs/hello.txt >/dev/null 2>&1 && echo "guest: read after the error worked"
                         echo "guest: second error=$(cat /mnt/fs/hello.txt 2>&1 >/dev/null)"

@@ -119,7 +119,7 @@ def sink_handler(c, record):
         c.sendall(f"{n} {crc:08x}\n".encode())
 
 
-def host_checks(sock, r):
+def host_checks(sock, r, big):
     s, ok = host_connect(sock, 1234)
     data = pattern(100000, 11)
     r["h2g_echo_ok"] = ok
@@ -146,7 +146,7 @@ def host_checks(sock, r):
 
     t = time.monotonic()
     s, ok = host_connect(sock, 1235)
-    data = pattern(BIG, 5)
+    data = pattern(big, 5)
     s.sendall(data)
     s.shutdown(socket.SHUT_WR)
     r["h2g_big"] = [ok, read_line(s), f"{len(data)} {zlib.crc32(data):08x}\n", round(time.monotonic() - t, 1)]
@@ -181,7 +181,7 @@ def host_main(out, transport, initrd, big):
         if p.poll() is None:
             r["socket_while_running"] = os.path.exists(sock)
             try:
-                host_checks(sock, r)
+                host_checks(sock, r, big)
             except OSError as e:
                 r["host_error"] = repr(e)
             try:

@@ -148,9 +148,11 @@ static void fake_reset(struct virtio_dev *dev)
         fake_of(dev)->resets++;
 }
 
-static void fake_config_write(struct virtio_dev *dev, uint32_t offset, uint32_t len)
+/* Every byte of the fake's config is driver-writable. */
+static void fake_config_write(struct virtio_dev *dev, uint32_t offset, const uint8_t *data, uint32_t len)
 {
         struct fake_dev *f = fake_of(dev);
+        memcpy(f->config + offset, data, len);
         f->config_writes++;
         f->last_config_offset = offset;
         f->last_config_len = len;

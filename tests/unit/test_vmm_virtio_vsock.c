@@ -15,6 +15,7 @@
 #include "check.h"
 #include "common/util.h"
 #include "vmm/virtio/vsock_mux.h"
+#include "vmm/virtio/vsock_pkt.h"
 
 #define GUEST_CID 3
 
@@ -411,7 +412,7 @@ TEST(host_bad_connect_lines_are_closed_silently)
         env_fini(&e);
 }
 
-TEST(shutdowns_and_close)
+TEST(send_shutdowns_both_ways)
 {
         struct env e;
         CHECK(env_init(&e));
@@ -428,6 +429,27 @@ TEST(shutdowns_and_close)
         struct vsock_pkt p;
         CHECK(rx(&e, &p) == 1);
         CHECK(p.op == VIRTIO_VSOCK_OP_SHUTDOWN && p.flags == VIRTIO_VSOCK_SHUTDOWN_SEND);
+        env_fini(&e);
+}
+
+TEST(guest_receive_shutdown_stops_the_host_writer)
+{
+        struct env e;
+        CHECK(env_init(&e));
+        cleanup_close int lfd = unix_listen(&e, 5000);
+        cleanup_close int host = guest_connected(&e, lfd, 1025, 5000, 4096);
+        CHECK(host >= 0);
+        struct vsock_pkt sd = guest_pkt(VIRTIO_VSOCK_OP_SHUTDOWN, 1025, 5000);
+        sd.flags = VIRTIO_VSOCK_SHUTDOWN_RCV;
+        tx(&e, sd, NULL, 0);
+        CHECK(send(host, "x", 1, MSG_NOSIGNAL) == -1 && errno == EPIPE);
+        pump();
+        struct vsock_pkt p;
+        CHECK(rx(&e, &p) == 0);
+        /* The guest still sends. */
+        tx(&e, guest_pkt(VIRTIO_VSOCK_OP_RW, 1025, 5000), "abc", 3);
+        char buf[8];
+        CHECK(read(host, buf, sizeof(buf)) == 3);
         sd.flags = VIRTIO_VSOCK_SHUTDOWN_SEND | VIRTIO_VSOCK_SHUTDOWN_RCV;
         tx(&e, sd, NULL, 0);
         CHECK(rx(&e, &p) == 1 && p.op == VIRTIO_VSOCK_OP_RST);
@@ -484,5 +506,147 @@ TEST(invalid_packet_resets_its_connection)
         CHECK(rx(&e, &p) == 1 && p.op == VIRTIO_VSOCK_OP_RST && p.src_port == 8 && p.dst_port == 7);
         tx(&e, guest_pkt(VIRTIO_VSOCK_OP_RST, 7, 8), NULL, 0);
         CHECK(rx(&e, &p) == 0);
+        env_fini(&e);
+}
+
+TEST(guest_close_still_delivers_buffered_bytes)
+{
+        struct env e;
+        CHECK(env_init(&e));
+        cleanup_close int lfd = unix_listen(&e, 5000);
+        cleanup_close int host = guest_connected(&e, lfd, 1025, 5000, 4096);
+        CHECK(host >= 0);
+        static uint8_t chunk[VSOCK_MAX_PAYLOAD];
+        for (size_t i = 0; i < sizeof(chunk); i++)
+                chunk[i] = (uint8_t)(i % 251);
+        /* Our whole credit while the host does not read: more than its socket takes. */
+        for (int i = 0; i < VSOCK_BUF_ALLOC / VSOCK_MAX_PAYLOAD; i++)
+                tx(&e, guest_pkt(VIRTIO_VSOCK_OP_RW, 1025, 5000), chunk, sizeof(chunk));
+        CHECK(vsock_mux_conn_count(e.mux) == 1);
+        struct vsock_pkt sd = guest_pkt(VIRTIO_VSOCK_OP_SHUTDOWN, 1025, 5000);
+        sd.flags = VIRTIO_VSOCK_SHUTDOWN_SEND | VIRTIO_VSOCK_SHUTDOWN_RCV;
+        tx(&e, sd, NULL, 0);
+        struct vsock_pkt p;
+        CHECK(rx(&e, &p) == 1 && p.op == VIRTIO_VSOCK_OP_RST); /* the guest's close completes at once */
+        CHECK(vsock_mux_conn_count(e.mux) == 1);                /* the host's bytes are still on their way */
+        size_t total = 0;
+        bool ordered = true;
+        for (;;) {
+                static uint8_t buf[65536];
+                ssize_t r = read(host, buf, sizeof(buf));
+                CHECK(r >= 0);
+                if (r == 0)
+                        break;
+                for (ssize_t i = 0; i < r; i++)
+                        ordered &= buf[i] == (uint8_t)((total + (size_t)i) % sizeof(chunk) % 251);
+                total += (size_t)r;
+                pump();
+        }
+        CHECK(total == VSOCK_BUF_ALLOC && ordered);
+        CHECK(vsock_mux_conn_count(e.mux) == 0);
+        env_fini(&e);
+}
+
+static struct virtq_chain chain;
+static struct iovec scratch[VIRTQ_MAX_SIZE];
+
+/* A chain of buffers cut from data at the given lengths: n_out readable, the rest writable. */
+static void chain_set(uint8_t *data, const size_t *lens, unsigned int n, unsigned int n_out)
+{
+        memset(&chain, 0, sizeof(chain));
+        for (unsigned int i = 0; i < n; i++) {
+                chain.iov[i] = (struct iovec){ data, lens[i] };
+                data += lens[i];
+                if (i < n_out)
+                        chain.out_len += (uint32_t)lens[i];
+                else
+                        chain.in_len += (uint32_t)lens[i];
+        }
+        chain.n_out = n_out;
+        chain.n_in = n - n_out;
+}
+
+TEST(tx_chain_header_split_across_buffers)
+{
+        struct env e;
+        CHECK(env_init(&e));
+        cleanup_close int lfd = unix_listen(&e, 5000);
+        cleanup_close int host = guest_connected(&e, lfd, 1025, 5000, 4096);
+        CHECK(host >= 0);
+        uint8_t pkt_bytes[VSOCK_HDR_LEN + 5];
+        struct vsock_pkt p = guest_pkt(VIRTIO_VSOCK_OP_RW, 1025, 5000);
+        p.len = 5;
+        vsock_pkt_encode(&p, pkt_bytes);
+        memcpy(pkt_bytes + VSOCK_HDR_LEN, "split", 5);
+        /* Header in three pieces, the payload starting inside the last one. */
+        chain_set(pkt_bytes, (const size_t[]){ 10, 20, 16, 3 }, 4, 4);
+        vsock_chain_tx(e.mux, GUEST_CID, &chain, scratch);
+        char buf[8];
+        CHECK(read(host, buf, sizeof(buf)) == 5 && memcmp(buf, "split", 5) == 0);
+        /* Shorter than a header: nothing happens; a length past the chain: reset. */
+        chain_set(pkt_bytes, (const size_t[]){ 43 }, 1, 1);
+        vsock_chain_tx(e.mux, GUEST_CID, &chain, scratch);
+        CHECK(rx(&e, &p) == 0);
+        chain_set(pkt_bytes, (const size_t[]){ VSOCK_HDR_LEN + 4 }, 1, 1);
+        vsock_chain_tx(e.mux, GUEST_CID, &chain, scratch);
+        CHECK(rx(&e, &p) == 1 && p.op == VIRTIO_VSOCK_OP_RST && p.dst_port == 1025);
+        CHECK(vsock_mux_conn_count(e.mux) == 0);
+        env_fini(&e);
+}
+
+TEST(rx_chain_layout)
+{
+        struct env e;
+        CHECK(env_init(&e));
+        cleanup_close int lfd = unix_listen(&e, 5000);
+        cleanup_close int host = guest_connected(&e, lfd, 1025, 5000, 4096);
+        CHECK(host >= 0);
+        CHECK(write(host, "payload", 7) == 7);
+        pump();
+        static uint8_t mem[256];
+        uint32_t written;
+        /* Not rx buffers: a readable part, or no room past the header. */
+        chain_set(mem, (const size_t[]){ 8, 100 }, 2, 1);
+        CHECK(vsock_chain_rx(e.mux, &chain, scratch, &written) == -1 && written == 0);
+        chain_set(mem, (const size_t[]){ 20, 24 }, 2, 0);
+        CHECK(vsock_chain_rx(e.mux, &chain, scratch, &written) == -1);
+        /* Header across two buffers, payload after it, limited to the room there is. */
+        memset(mem, 0xee, sizeof(mem));
+        chain_set(mem, (const size_t[]){ 30, 18, 1 }, 3, 0);
+        CHECK(vsock_chain_rx(e.mux, &chain, scratch, &written) == 1);
+        CHECK(written == VSOCK_HDR_LEN + 5);
+        struct vsock_pkt p;
+        CHECK(vsock_pkt_parse(mem, 5, VSOCK_HOST_CID, &p) == VSOCK_PKT_DROP); /* host → guest addresses */
+        CHECK(p.op == VIRTIO_VSOCK_OP_RW && p.len == 5 && p.dst_cid == GUEST_CID && p.dst_port == 1025);
+        CHECK(memcmp(mem + VSOCK_HDR_LEN, "paylo", 5) == 0 && mem[VSOCK_HDR_LEN + 5] == 0xee);
+        chain_set(mem, (const size_t[]){ 100 }, 1, 0);
+        CHECK(vsock_chain_rx(e.mux, &chain, scratch, &written) == 1 && written == VSOCK_HDR_LEN + 2);
+        CHECK(memcmp(mem + VSOCK_HDR_LEN, "ad", 2) == 0);
+        CHECK(vsock_chain_rx(e.mux, &chain, scratch, &written) == 0 && written == 0);
+        env_fini(&e);
+}
+
+TEST(silent_host_clients_leave_room_for_the_guest)
+{
+        /* A host client that may connect to the VM's socket opens as many connections as
+         * the table holds and never says CONNECT: the guest can still connect out. */
+        struct env e;
+        CHECK(env_init(&e));
+        static int cl[VSOCK_CONN_MAX];
+        for (unsigned int i = 0; i < VSOCK_CONN_MAX; i++) {
+                cl[i] = unix_connect(e.path);
+                CHECK(cl[i] >= 0);
+                pump();
+        }
+        cleanup_close int lfd = unix_listen(&e, 6000);
+        CHECK(lfd >= 0);
+        int host = guest_connected(&e, lfd, 1025, 6000, 4096);
+        CHECK(host >= 0);
+        close(host);
+        /* The clients past the host's share were closed at once. */
+        char c;
+        CHECK(read(cl[VSOCK_CONN_MAX - 1], &c, 1) == 0);
+        for (unsigned int i = 0; i < VSOCK_CONN_MAX; i++)
+                close(cl[i]);
         env_fini(&e);
 }

@@ -165,8 +165,9 @@ static int blk_activate(struct virtio_dev *dev, cap_error_t *err)
         (void)err;
         struct blk_disk *d = dev->opaque;
         queues_free(d);
+        /* The image's size, not the config space: the driver can write there. */
         d->limits = (struct blk_limits){
-                .capacity = le64toh(d->config.capacity),
+                .capacity = d->io.size >> BLK_SECTOR_SHIFT,
                 .readonly = dev->features & (1ULL << VIRTIO_BLK_F_RO),
                 .discard = virtio_has_feature(dev, VIRTIO_BLK_F_DISCARD),
                 .write_zeroes = virtio_has_feature(dev, VIRTIO_BLK_F_WRITE_ZEROES),

@@ -77,7 +77,7 @@ static void fs_stop_rings(struct fs *fs)
                 cleanup_error cap_error_t err = NULL;
                 uint16_t base;
                 if (!fs->backend_gone && !fs->vu.broken && vhost_user_vring_stop(&fs->vu, q, &base, &err) < 0)
-                        log_msg(LOG_WARNING, "%s", err->msg);
+                        log_warning("%s", err->msg);
         }
 }
 
@@ -93,7 +93,7 @@ static int fs_activate(struct virtio_dev *dev, cap_error_t *err)
                 if (!vq->ready)
                         continue;
                 struct vhost_user_vring v = {
-                        .size = vq->size,
+                        .size = vq->num, /* the size virtq_enable checked the rings for */
                         .desc_gpa = vq->desc_gpa,
                         .avail_gpa = vq->avail_gpa,
                         .used_gpa = vq->used_gpa,
@@ -277,9 +277,14 @@ static int fs_connect(struct fs *fs, const struct vm_share *share, cap_error_t *
                 rc = vhost_user_set_mem_table(&fs->vu, fs->ctx->mem, err);
         int status;
         if (rc < 0 && fs->backend.pid > 0 && vhost_user_backend_exited(&fs->backend, FS_EXIT_WAIT_MS, &status)) {
+                /* Its exit is the news; the protocol error only says where it happened. */
                 char how[64];
-                cap_error_prefix(err, "virtiofsd %s",
-                                 vhost_user_backend_describe(status, how, sizeof(how)));
+                size_t skip = strlen(fs->setting) + 2;
+                cleanup_free char *detail = xstrdup((*err)->msg);
+                cap_error_free(err);
+                cap_fail(err, 0, "%s: virtiofsd %s before it was ready (%s)", fs->setting,
+                         vhost_user_backend_describe(status, how, sizeof(how)),
+                         strncmp(detail, fs->setting, skip - 2) == 0 ? detail + skip : detail);
         }
         return rc;
 }

@@ -425,11 +425,7 @@ static void vpci_bar_access(struct pci_function *fn, int bar, uint64_t offset, u
 {
         struct virtio_pci *vp = fn->opaque;
 
-        if (bar != VPCI_BAR) {
-                if (!is_write)
-                        memset(data, 0xff, len);
-                return;
-        }
+        (void)bar; /* BAR 0 is the only one */
         /* Device config takes 64-bit accesses; elsewhere they are two 32-bit ones. */
         if (len == 8 && (offset & ~(uint64_t)(VPCI_BLOCK_SIZE - 1)) != VPCI_DEVICE) {
                 bar_access4(vp, offset, data, 4, is_write);

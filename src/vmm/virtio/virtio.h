@@ -40,9 +40,11 @@ struct virtio_dev_ops {
         /* The driver reset the device (status 0), or the VM is stopping: drop in-flight work
          * so that nothing touches guest memory afterwards, and return to the initial state. */
         void (*reset)(struct virtio_dev *dev);
-        /* Optional: the driver wrote config bytes [offset, offset+len), already inside
-         * config_len and already copied into dev->config. */
-        void (*config_write)(struct virtio_dev *dev, uint32_t offset, uint32_t len);
+        /* Optional: the driver writes data to config bytes [offset, offset+len), already
+         * inside config_len. The device copies in only the fields the spec lets the driver
+         * write: the core never changes dev->config, so a device that reads its own config
+         * (a disk's capacity) cannot be fed a forged value. Without it, writes are dropped. */
+        void (*config_write)(struct virtio_dev *dev, uint32_t offset, const uint8_t *data, uint32_t len);
         /* Optional: the VM is going away (after reset): close files, join threads. */
         void (*destroy)(struct virtio_dev *dev);
 };
@@ -82,6 +84,7 @@ struct virtio_dev {
         void *transport_data;
         struct virtio_dev *next;       /* the VM's instance list */
         struct virtio_kick *kicks;     /* the kick handlers' contexts, one per queue (not vhost) */
+        unsigned int fails_logged;     /* virtio_dev_fail() warnings so far: a guest can repeat them */
 };
 
 /* Register dev on the VM's transport (ctx->config->virtio_transport). dev must stay
@@ -112,7 +115,9 @@ int virtio_queue_fds(struct virtio_dev *dev, unsigned int q, int *kick_fd, int *
 void virtio_queue_adopt(struct virtio_dev *dev, unsigned int q);
 
 /* The device cannot go on: set DEVICE_NEEDS_RESET, raise a config interrupt and log why
- * once. Its queues are not read again until the driver resets it. Never exits the VMM. */
+ * once (the first few failures of a device are warnings, later ones debug messages: a
+ * guest can fail and reset a device in a loop). Its queues are not read again until the
+ * driver resets it. Never exits the VMM. */
 void virtio_dev_fail(struct virtio_dev *dev, const char *why);
 /* The device changed its config space: bump the generation and raise a config interrupt. */
 void virtio_config_changed(struct virtio_dev *dev);

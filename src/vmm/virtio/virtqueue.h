@@ -51,6 +51,7 @@ struct virtq {
         uint16_t used_idx;             /* next used entry to fill (published with release order) */
         uint16_t signalled_used;       /* used_idx when the driver was last notified */
         bool signalled_used_valid;
+        bool notify_off;               /* the device asked for no kicks (virtq_set_notification) */
 };
 
 /* Check the ring addresses and size once the driver enables the queue: the

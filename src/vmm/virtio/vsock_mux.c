@@ -39,6 +39,7 @@ struct vsock_conn {
         struct vsock_conn *hash_next;
         struct vsock_conn *rx_prev, *rx_next;
         bool on_rx;
+        bool from_host;                 /* a client of the VM's socket (counts in n_host_conns) */
         unsigned int owe;
         bool readable, writable;        /* edge-triggered readiness, cleared on EAGAIN */
         bool host_eof;                  /* the host peer sends no more */
@@ -66,6 +67,7 @@ struct vsock_mux {
         int listen_fd;
         struct vsock_conn conns[VSOCK_CONN_MAX];
         unsigned int n_conns;
+        unsigned int n_host_conns;
         struct vsock_conn *hash[HASH_SIZE];
         struct vsock_conn *rx_head, *rx_tail; /* connections with something for the guest */
         struct vsock_rst rst[VSOCK_RST_QUEUE];
@@ -190,6 +192,8 @@ static void conn_free(struct vsock_conn *c)
         c->fd = -1;
         c->state = CONN_FREE;
         m->n_conns--;
+        if (c->from_host)
+                m->n_host_conns--;
 }
 
 static void rst_queue(struct vsock_mux *m, uint32_t local_port, uint32_t peer_port, uint16_t type)
@@ -257,6 +261,7 @@ static void conn_flush(struct vsock_conn *c)
                 c->buf_len -= (uint32_t)w;
                 c->fwd_cnt += (uint32_t)w;
         }
+        conn_check_credit(c);
         if (c->buf_len > 0)
                 return;
         free(c->buf);
@@ -270,7 +275,6 @@ static void conn_flush(struct vsock_conn *c)
                 shutdown(c->fd, SHUT_WR);
                 c->host_shut_wr = true;
         }
-        conn_check_credit(c);
 }
 
 /* Copy len bytes of iov, from offset on, to dst. */
@@ -326,8 +330,10 @@ static void conn_write(struct vsock_conn *c, const struct iovec *payload, unsign
 
 static void conn_guest_shutdown(struct vsock_conn *c, uint32_t flags)
 {
-        if (flags & VIRTIO_VSOCK_SHUTDOWN_RCV)
+        if ((flags & VIRTIO_VSOCK_SHUTDOWN_RCV) && !c->guest_no_recv) {
                 c->guest_no_recv = true;
+                shutdown(c->fd, SHUT_RD); /* the host's further writes fail with EPIPE */
+        }
         if (flags & VIRTIO_VSOCK_SHUTDOWN_SEND)
                 c->guest_no_send = true;
         if (!c->guest_no_recv || !c->guest_no_send) {
@@ -467,11 +473,13 @@ static void listen_event(void *arg, uint32_t events)
                         continue;
                 if (fd < 0)
                         break;
-                struct vsock_conn *c = conn_alloc(m, fd, CONN_LINE);
+                struct vsock_conn *c = m->n_host_conns < VSOCK_HOST_CONN_MAX ? conn_alloc(m, fd, CONN_LINE) : NULL;
                 if (!c) {
                         close(fd);
                         continue;
                 }
+                c->from_host = true;
+                m->n_host_conns++;
                 cleanup_error cap_error_t err = NULL;
                 if (conn_watch(c, &err) < 0)
                         conn_free(c);

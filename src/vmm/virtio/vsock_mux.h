@@ -21,11 +21,17 @@
 #define VSOCK_HDR_LEN 44              /* sizeof(struct virtio_vsock_hdr) */
 #define VSOCK_MAX_PAYLOAD (64 * 1024) /* the most a packet carries (Linux's VIRTIO_VSOCK_MAX_PKT_BUF_SIZE) */
 #define VSOCK_CONN_MAX 256            /* connections at once, both directions together */
-#define VSOCK_BUF_ALLOC (256 * 1024)  /* our receive credit: guest bytes buffered for a slow host peer */
+/* Of those, the most that host clients hold (connected to the VM's socket, whether or not
+ * they said CONNECT yet): clients that say nothing cannot take the guest's share. */
+#define VSOCK_HOST_CONN_MAX (VSOCK_CONN_MAX / 2)
+/* Our receive credit: guest bytes buffered for a slow host peer, allocated only while some are
+ * waiting. With VSOCK_CONN_MAX, at most 64 MiB however the guest behaves. */
+#define VSOCK_BUF_ALLOC (256 * 1024)
 #define VSOCK_RST_QUEUE 256           /* resets waiting for an rx buffer; more are dropped */
 #define VSOCK_LINE_MAX 32             /* "CONNECT 4294967295\n" fits */
 
-/* A tx packet's header, decoded once from the copy taken out of guest memory. */
+/* A packet header in host byte order: a tx header decoded once from its copy out of guest
+ * memory (vsock_pkt_parse), or an rx header the mux fills. */
 struct vsock_pkt {
         uint64_t src_cid, dst_cid;
         uint32_t src_port, dst_port;
@@ -33,16 +39,6 @@ struct vsock_pkt {
         uint16_t type, op;
         uint32_t flags, buf_alloc, fwd_cnt;
 };
-
-enum vsock_parse {
-        VSOCK_PKT_OK,
-        VSOCK_PKT_DROP,  /* not for us, or too short to name a connection: ignore it */
-        VSOCK_PKT_RESET, /* names a connection but is malformed: reset it (vsock_mux_tx_invalid) */
-};
-
-/* hdr: VSOCK_HDR_LEN bytes copied out of the chain; avail: readable bytes after the header. */
-enum vsock_parse vsock_pkt_parse(const void *hdr, uint32_t avail, uint64_t guest_cid, struct vsock_pkt *pkt);
-void vsock_pkt_encode(const struct vsock_pkt *pkt, void *hdr);
 
 /* Bytes the peer can still take: buf_alloc - (sent - fwd_cnt) in wrapping 32-bit counters,
  * 0 when the peer's numbers claim more in flight than its buffer (a lying guest). */
