@@ -169,10 +169,8 @@ static void driver_start(struct machine *m, uint64_t features)
         wr32(m, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(features >> 32));
         uint32_t s = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK;
         wr32(m, VIRTIO_MMIO_STATUS, s);
-        /* Fresh rings, as a driver sets them up after a reset: the device looks at them from
-         * DRIVER_OK on, so what the last test phase left there must not still be available. */
-        memset(guest_mem_ptr(&m->mem, AVAIL, 4 + 2 * QSIZE), 0, 4 + 2 * QSIZE);
-        memset(guest_mem_ptr(&m->mem, USED, 4 + 8 * QSIZE), 0, 4 + 8 * QSIZE);
+        /* Fresh rings, as a driver allocates them after a reset. */
+        memset(guest_mem_ptr(&m->mem, DESC, USED + 0x1000 - DESC), 0, USED + 0x1000 - DESC);
         wr32(m, VIRTIO_MMIO_QUEUE_SEL, 0);
         wr32(m, VIRTIO_MMIO_QUEUE_NUM, QSIZE);
         wr32(m, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)DESC);
