@@ -2,7 +2,7 @@
 # including an ASan+UBSan build of the same sources (build/asan/).
 BUILD ?= build
 CC ?= gcc
-PKGS := jansson libseccomp libcap zlib liblzma libzstd liblz4
+PKGS := jansson libseccomp libcap zlib liblzma libzstd liblz4 liburing
 SAN_FLAGS ?=
 OPT ?= -O2
 
@@ -46,7 +46,7 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/payloads/%.elf: tests/payloads/%.c tests/payloads/start.S tests/payloads/payload.h tests/payloads/payload.ld
+$(BUILD)/payloads/%.elf: tests/payloads/%.c tests/payloads/start.S $(wildcard tests/payloads/*.h) tests/payloads/payload.ld
 	@mkdir -p $(dir $@)
 	$(CC) $(PAYLOAD_CFLAGS) -o $@ tests/payloads/start.S $<
 

@@ -87,11 +87,15 @@ int container_kill(const char *root, const char *id, int sig, bool all, cap_erro
         const char *status;
         if (load_with_status(root, id, &st, &status, err) < 0)
                 return -1;
+        /* a task in a frozen cgroup cannot die: thaw for SIGKILL, as runc does */
+        bool thaw = sig == SIGKILL && strcmp(status, "paused") == 0;
         if (all) {
                 if (state_cgroup(st, &cg, err) < 0)
                         return -1;
+                if (cg && cgroup_kill(cg, sig, err) < 0)
+                        return -1;
                 if (cg)
-                        return cgroup_kill(cg, sig, err);
+                        return thaw ? cgroup_freeze(cg, false, err) : 0;
                 if (strcmp(status, "stopped") == 0)
                         return 0;
         } else if (strcmp(status, "stopped") == 0) {
@@ -99,8 +103,7 @@ int container_kill(const char *root, const char *id, int sig, bool all, cap_erro
         }
         if (kill(st->pid, sig) < 0)
                 return cap_fail(err, errno, "kill container \"%s\": unable to signal init", id);
-        /* a task in a frozen v1 cgroup cannot die: thaw for SIGKILL, as runc does */
-        if (sig == SIGKILL && strcmp(status, "paused") == 0) {
+        if (thaw) {
                 if (state_cgroup(st, &cg, err) < 0)
                         return -1;
                 if (cg)

@@ -12,6 +12,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "vmm/vm.h"
 
 /* A non-blocking descriptor for fd that does not change fd's own open file: stdout is
  * shared with the caller (a shell's terminal, a test's pipe). A pipe or a terminal can be
@@ -193,4 +194,90 @@ void console_out_close(struct console_out *c)
         free(c->ring);
         pthread_mutex_destroy(&c->lock);
         *c = (struct console_out){ .fd = -1, .kick_fd = -1, .restore_fl = -1 };
+}
+
+int console_out_open_config(struct console_out *c, const struct vm_config *cfg, struct evloop *loop, cap_error_t *err)
+{
+        *c = (struct console_out){ .fd = -1, .kick_fd = -1, .restore_fl = -1 };
+        switch (cfg ? cfg->console : VM_CONSOLE_NONE) {
+        case VM_CONSOLE_STDIO:
+                return console_out_open(c, STDOUT_FILENO, false, loop, err);
+        case VM_CONSOLE_FILE: {
+                if (!cfg->console_path || !cfg->console_path[0])
+                        return cap_fail(err, 0, "--console file: needs a path");
+                int fd = open(cfg->console_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0644);
+                if (fd < 0)
+                        return cap_fail(err, errno, "--console file:%s: open", cfg->console_path);
+                return console_out_open(c, fd, true, loop, err);
+        }
+        case VM_CONSOLE_NONE:
+                break;
+        }
+        return 0;
+}
+
+/* Raw mode so keys reach the guest as typed. ISIG stays on: Ctrl-C stops the VM
+ * (SIGINT) instead of reaching the guest, so a wedged guest can always be left. */
+static int console_in_raw(struct console_in *in, cap_error_t *err)
+{
+        if (!isatty(STDIN_FILENO))
+                return 0;
+        if (tcgetattr(STDIN_FILENO, &in->saved_tio) < 0)
+                return cap_fail(err, errno, "--console stdio: read the terminal settings");
+        struct termios raw = in->saved_tio;
+        cfmakeraw(&raw);
+        raw.c_lflag |= ISIG;
+        raw.c_cc[VMIN] = 1;
+        raw.c_cc[VTIME] = 0;
+        if (tcsetattr(STDIN_FILENO, TCSANOW, &raw) < 0)
+                return cap_fail(err, errno, "--console stdio: set the terminal to raw mode");
+        in->tty_raw = true;
+        return 0;
+}
+
+int console_in_open(struct console_in *in, struct evloop *loop, evloop_fn fn, void *opaque, cap_error_t *err)
+{
+        *in = (struct console_in){ .loop = loop, .fn = fn, .opaque = opaque };
+        int fl = fcntl(STDIN_FILENO, F_GETFL);
+        if (fl < 0 || (fl & O_ACCMODE) == O_WRONLY)
+                return 0; /* no readable stdin: the guest gets no input */
+        /* A terminal we do not own (capsule run in the background) would stop us with SIGTTIN/SIGTTOU. */
+        pid_t fg = isatty(STDIN_FILENO) ? tcgetpgrp(STDIN_FILENO) : -1;
+        if (fg >= 0 && fg != getpgrp())
+                return 0;
+        if (evloop_add(loop, STDIN_FILENO, EPOLLIN, fn, opaque, err) < 0) {
+                /* Regular files and /dev/null cannot be polled; the guest then gets no input. */
+                if (*err && (*err)->errnum == EPERM) {
+                        cap_error_free(err);
+                        return 0;
+                }
+                return cap_error_prefix(err, "--console stdio: poll stdin");
+        }
+        in->usable = in->polled = true;
+        return console_in_raw(in, err);
+}
+
+void console_in_poll(struct console_in *in, bool on)
+{
+        if (on && in->usable && !in->polled) {
+                cap_error_t err = NULL;
+                /* It was polled before: failing now leaves the guest without input, nothing worse. */
+                in->polled = evloop_add(in->loop, STDIN_FILENO, EPOLLIN, in->fn, in->opaque, &err) == 0;
+                cap_error_free(&err);
+        } else if (!on && in->polled) {
+                /* The loop may already be destroyed (epfd -1) when the VM tears down. */
+                if (in->loop->epfd >= 0)
+                        evloop_del(in->loop, STDIN_FILENO);
+                in->polled = false;
+        }
+}
+
+void console_in_close(struct console_in *in)
+{
+        if (in->loop)
+                console_in_poll(in, false);
+        in->usable = false;
+        if (in->tty_raw)
+                tcsetattr(STDIN_FILENO, TCSANOW, &in->saved_tio);
+        in->tty_raw = false;
 }

@@ -1,5 +1,5 @@
 /* Device registration, kvmtool style: each device file ends with
- * DEVICE_REGISTER(ident, .name, .order, .init[, .exit]), so there is no central
+ * DEVICE_REGISTER(ident, order, .name, .init[, .exit]), so there is no central
  * table. devices_init() calls every init in ascending .order (ties by name, never
  * by link order) and devices_exit() undoes them in reverse; a device sees only the
  * struct vm_devices context (buses, guest memory, interrupts and the event loop). */
@@ -70,8 +70,10 @@ void device_register(const struct device_ops *ops);
 int devices_init(struct vm_devices *ctx, cap_error_t *err);
 void devices_exit(struct vm_devices *ctx);
 
-#define DEVICE_REGISTER(ident, ...)                                                        \
-        static const struct device_ops device_ops_##ident = { __VA_ARGS__ };               \
+/* order (an enum device_order) comes first and is not optional: a registration without
+ * one does not compile. */
+#define DEVICE_REGISTER(ident, init_order, ...)                                            \
+        static const struct device_ops device_ops_##ident = { .order = (init_order), __VA_ARGS__ }; \
         __attribute__((constructor)) static void device_register_##ident(void)             \
         {                                                                                  \
                 device_register(&device_ops_##ident);                                      \

@@ -103,13 +103,15 @@ def test_kill_stopped_container_with_own_pid_namespace(runtime, bundle):
     runtime.run("delete", bundle.id, check=True)
 
 
-def test_sigkill_reaches_a_paused_container(runtime, bundle):
-    """A frozen task cannot die: SIGKILL to a paused container's init thaws it, as runc does."""
+@pytest.mark.parametrize("all_", [False, True], ids=["init", "all"])
+def test_sigkill_reaches_a_paused_container(runtime, bundle, all_):
+    """A frozen task cannot die: SIGKILL to a paused container (its init, or with --all every
+    process in its cgroup) thaws it, as runc does."""
     bundle.set_args("sleep", "1000")
     runtime.run("run", "-d", "-b", bundle.path, bundle.id, check=True)
     runtime.run("pause", bundle.id, check=True)
     assert runtime.status(bundle.id) == "paused"
-    runtime.run("kill", bundle.id, "KILL", check=True)
+    runtime.run("kill", *(["--all"] if all_ else []), bundle.id, "KILL", check=True)
     wait_stopped(runtime, bundle.id)
     runtime.run("delete", bundle.id, check=True)
 

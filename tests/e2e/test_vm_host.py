@@ -8,6 +8,7 @@ import os
 import pty
 import re
 import signal
+import socket
 import struct
 import subprocess
 import termios
@@ -149,6 +150,74 @@ def test_high_memory(capsule_bin):
     p = run_payload(capsule_bin, "hello", "--memory", "5G")
     assert p.returncode == 0, p.stderr
     assert p.stdout == "hello from ring 3\n"
+
+
+# Virtio driven end to end by ring-3 payloads over the MMIO transport
+
+def test_virtio_rng_payload(capsule_bin):
+    """The payload finds virtio-rng in the first MMIO window, sets a queue up in its own memory,
+    kicks and polls the used ring: 64 bytes, not all zero."""
+    p = run_payload(capsule_bin, "virtio_rng", "--virtio-transport", "mmio", "--rng")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "virtio-rng: device at 0xc0000000\n" in p.stdout
+    assert "virtio-rng: used id 0 len 64\n" in p.stdout
+    assert p.stderr == ""
+
+
+def test_virtio_rng_payload_rate_limited(capsule_bin):
+    """A limit below one request's size still serves it once the bucket holds it (64 B: at once)."""
+    p = run_payload(capsule_bin, "virtio_rng", "--virtio-transport", "mmio", "--rng=64")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "virtio-rng: used id 0 len 64\n" in p.stdout
+
+
+def test_virtio_rng_payload_without_the_device(capsule_bin):
+    p = run_payload(capsule_bin, "virtio_rng", "--virtio-transport", "mmio")
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "virtio-rng: no device" in p.stdout
+
+
+def test_virtio_malformed_chains_need_a_reset(capsule_bin):
+    """A buffer outside RAM, then a descriptor loop: each time the VMM goes on, the device sets
+    DEVICE_NEEDS_RESET with a config interrupt and logs one line, and after a reset it works."""
+    p = run_payload(capsule_bin, "virtio_bad_chain", "--virtio-transport", "mmio", "--rng")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.splitlines() == ["virtio-bad-chain: DEVICE_NEEDS_RESET after a buffer outside RAM",
+                                     "virtio-bad-chain: DEVICE_NEEDS_RESET after a descriptor loop",
+                                     "virtio-bad-chain: the device works again after a reset"], p.stdout
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 2, p.stderr
+    assert all("virtio-rng" in line and "needs a reset" in line for line in lines), p.stderr
+
+
+def test_console_device_virtio_leaves_the_8250_unconnected(capsule_bin):
+    """With hvc0 as the console, the 8250 no longer owns stdio: what the payload writes to COM1 is
+    not on stdout."""
+    p = run_payload(capsule_bin, "hello", "--console-device", "virtio")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "" and p.stderr == ""
+
+
+def test_console_port_socket_lives_as_long_as_the_vm(tmp_path):
+    """capsule listens on the port's socket while the VM runs (one client at a time) and removes
+    it at exit."""
+    sock = tmp_path / "port.sock"
+    proc = subprocess.Popen([CAPSULE, "vm", "run", "--payload", payload("spin"), "--console", "none",
+                             "--console-port", f"org.test.port,socket={sock}"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert sock.exists(), proc.stderr.read() if proc.poll() is not None else "no socket"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            c.connect(str(sock))
+            c.sendall(b"bytes for a guest that never opens the port\n")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert not sock.exists()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -422,6 +491,27 @@ def test_bad_config(tmp_path, content, needles):
     cfg = tmp_path / "vm.json"
     cfg.write_text(content)
     one_line_error(vm_run(CAPSULE, "--config", cfg, "--payload", payload("hello")), *needles)
+
+
+def test_console_port_socket_error(tmp_path):
+    one_line_error(vm_run(CAPSULE, "--payload", payload("hello"), "--console-port",
+                          f"org.test.port,socket={tmp_path}/missing/port.sock"),
+                   "console-port[0]: socket", f"{tmp_path}/missing/port.sock", "No such file")
+
+
+def test_console_port_socket_in_use(tmp_path):
+    """An existing file at the socket's path is left alone: an error, not a clobbered file."""
+    (tmp_path / "port.sock").write_text("mine")
+    one_line_error(vm_run(CAPSULE, "--payload", payload("hello"), "--console-port", f"b,socket={tmp_path}/port.sock"),
+                   "console-port[0]: socket", "in use")
+    assert (tmp_path / "port.sock").read_text() == "mine"
+
+
+@pytest.mark.parametrize("name,needle", [("has space", "has a space"), ("a/b", "a slash"), ("x" * 129, "1 to 128")])
+def test_console_port_bad_name(tmp_path, name, needle):
+    one_line_error(vm_run(CAPSULE, "--payload", payload("hello"), "--console-port",
+                          f"{name},socket={tmp_path}/port.sock"), "console-port[0]", needle)
+    assert not (tmp_path / "port.sock").exists()
 
 
 def test_missing_config(tmp_path):

@@ -17,7 +17,8 @@
  *   op 5:    push the oldest popped chain, written = le16 clamped to its in_len
  *   op 6:    should_signal
  *   op 7:    set_notification(byte & 1)
- *   op 8:    reset and enable again with features from a byte (bit 0 indirect, bit 1 event idx) */
+ *   op 8:    reset and enable again with features from a byte (bit 0 indirect, bit 1 event idx)
+ *   op 9:    adopt the ring (virtq_adopt: indexes from the used ring, as after a vhost-user back-end) */
 #include <assert.h>
 #include <endian.h>
 #include <stdint.h>
@@ -184,7 +185,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         enable(s, (uint16_t)(1u << ((b0 & 63) % 11)), desc, avail, used, (b0 >> 7) | ((b0 >> 5) & 2));
 
         while (in.left > 0) {
-                uint8_t op = u8(&in) % 9;
+                uint8_t op = u8(&in) % 10;
                 switch (op) {
                 case 0: {
                         uint64_t gpa = u16(&in);
@@ -227,6 +228,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         break;
                 case 8:
                         enable(s, (uint16_t)(1u << ((b0 & 63) % 11)), desc, avail, used, u8(&in));
+                        break;
+                case 9:
+                        virtq_adopt(&s->q);
                         break;
                 }
         }

@@ -115,4 +115,4 @@ static int acpi_pm_init(struct vm_devices *ctx, cap_error_t *err)
         return bus_register(ctx->pio, PORT_ACPI_RESET, 1, acpi_pm_reset_io, &pm, "acpi reset", err);
 }
 
-DEVICE_REGISTER(acpi_pm, .name = "acpi_pm", .order = DEVICE_ORDER_PLATFORM, .init = acpi_pm_init)
+DEVICE_REGISTER(acpi_pm, DEVICE_ORDER_PLATFORM, .name = "acpi_pm", .init = acpi_pm_init)

@@ -24,4 +24,4 @@ static int debug_exit_init(struct vm_devices *ctx, cap_error_t *err)
         return bus_register(ctx->pio, PORT_DEBUG_EXIT, 1, debug_exit_io, ctx, "debug exit", err);
 }
 
-DEVICE_REGISTER(debug_exit, .name = "debug_exit", .order = DEVICE_ORDER_PLATFORM, .init = debug_exit_init)
+DEVICE_REGISTER(debug_exit, DEVICE_ORDER_PLATFORM, .name = "debug_exit", .init = debug_exit_init)

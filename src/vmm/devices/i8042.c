@@ -240,4 +240,4 @@ static int i8042_init(struct vm_devices *ctx, cap_error_t *err)
         return bus_register(ctx->pio, PORT_I8042_CMD, 1, i8042_cmd_io, k, "i8042 command", err);
 }
 
-DEVICE_REGISTER(i8042, .name = "i8042", .order = DEVICE_ORDER_PLATFORM, .init = i8042_init)
+DEVICE_REGISTER(i8042, DEVICE_ORDER_PLATFORM, .name = "i8042", .init = i8042_init)

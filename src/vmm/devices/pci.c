@@ -396,4 +396,4 @@ static int pci_init(struct vm_devices *ctx, cap_error_t *err)
         return 0;
 }
 
-DEVICE_REGISTER(pci, .name = "pci", .order = DEVICE_ORDER_BUS, .init = pci_init, .exit = pci_exit)
+DEVICE_REGISTER(pci, DEVICE_ORDER_BUS, .name = "pci", .init = pci_init, .exit = pci_exit)

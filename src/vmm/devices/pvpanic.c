@@ -71,4 +71,4 @@ static int pvpanic_init(struct vm_devices *ctx, cap_error_t *err)
         return bus_register(ctx->pio, PORT_PVPANIC, 1, pvpanic_io, ctx, "pvpanic", err);
 }
 
-DEVICE_REGISTER(pvpanic, .name = "pvpanic", .order = DEVICE_ORDER_PLATFORM, .init = pvpanic_init)
+DEVICE_REGISTER(pvpanic, DEVICE_ORDER_PLATFORM, .name = "pvpanic", .init = pvpanic_init)

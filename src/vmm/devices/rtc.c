@@ -212,4 +212,4 @@ static int rtc_init(struct vm_devices *ctx, cap_error_t *err)
         return bus_register(ctx->pio, PORT_RTC, 2, rtc_io, r, "rtc", err);
 }
 
-DEVICE_REGISTER(rtc, .name = "rtc", .order = DEVICE_ORDER_PLATFORM, .init = rtc_init)
+DEVICE_REGISTER(rtc, DEVICE_ORDER_PLATFORM, .name = "rtc", .init = rtc_init)

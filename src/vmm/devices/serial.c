@@ -4,13 +4,10 @@
  * 64 bytes fed from stdin by the event loop.
  * Every value the guest writes is masked before use: guest data is hostile. */
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <termios.h>
 #include <unistd.h>
 
 #include "common/error.h"
@@ -83,9 +80,7 @@ struct serial {
         uint8_t rx[SERIAL_RX_FIFO];
         unsigned int rx_head, rx_count;
         struct console_out out; /* fd -1: output discarded */
-        bool stdin_polled;
-        bool tty_raw;
-        struct termios saved_tio;
+        struct console_in in;
 };
 
 static struct serial serial = { .lock = PTHREAD_MUTEX_INITIALIZER, .out = { .fd = -1, .kick_fd = -1, .restore_fl = -1 } };
@@ -295,74 +290,25 @@ static void serial_stdin_ready(void *opaque, uint32_t events)
         ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
         if (n < 0 && (errno == EINTR || errno == EAGAIN))
                 return;
+        pthread_mutex_lock(&s->lock);
         if (n <= 0) {
                 /* EOF or error: stop polling, or a hung-up stdin would wake the loop forever. */
-                evloop_del(s->ctx->loop, STDIN_FILENO);
-                pthread_mutex_lock(&s->lock);
-                s->stdin_polled = false;
-                pthread_mutex_unlock(&s->lock);
-                return;
+                s->in.usable = false;
+                console_in_poll(&s->in, false);
         }
-        pthread_mutex_lock(&s->lock);
         for (ssize_t i = 0; i < n; i++)
                 serial_rx_push(s, buf[i]);
         serial_update_irq(s);
         pthread_mutex_unlock(&s->lock);
 }
 
-/* Raw mode so keys reach the guest as typed. ISIG stays on: Ctrl-C stops the VM
- * (SIGINT) instead of reaching the guest, so a wedged guest can always be left. */
-static int serial_stdin_raw(struct serial *s, cap_error_t *err)
-{
-        if (!isatty(STDIN_FILENO))
-                return 0;
-        if (tcgetattr(STDIN_FILENO, &s->saved_tio) < 0)
-                return cap_fail(err, errno, "--console stdio: read the terminal settings");
-        struct termios raw = s->saved_tio;
-        cfmakeraw(&raw);
-        raw.c_lflag |= ISIG;
-        raw.c_cc[VMIN] = 1;
-        raw.c_cc[VTIME] = 0;
-        if (tcsetattr(STDIN_FILENO, TCSANOW, &raw) < 0)
-                return cap_fail(err, errno, "--console stdio: set the terminal to raw mode");
-        s->tty_raw = true;
-        return 0;
-}
-
-static int serial_stdin_setup(struct serial *s, struct vm_devices *ctx, cap_error_t *err)
-{
-        int fl = fcntl(STDIN_FILENO, F_GETFL);
-        if (fl < 0 || (fl & O_ACCMODE) == O_WRONLY)
-                return 0; /* no readable stdin: the guest gets no input */
-        /* A terminal we do not own (capsule run in the background) would stop us with SIGTTIN/SIGTTOU. */
-        pid_t fg = isatty(STDIN_FILENO) ? tcgetpgrp(STDIN_FILENO) : -1;
-        if (fg >= 0 && fg != getpgrp())
-                return 0;
-        if (evloop_add(ctx->loop, STDIN_FILENO, EPOLLIN, serial_stdin_ready, s, err) < 0) {
-                /* Regular files and /dev/null cannot be polled; the guest then gets no input. */
-                if (*err && (*err)->errnum == EPERM) {
-                        cap_error_free(err);
-                        return 0;
-                }
-                return cap_error_prefix(err, "--console stdio: poll stdin");
-        }
-        s->stdin_polled = true;
-        return serial_stdin_raw(s, err);
-}
-
 static void serial_exit(struct vm_devices *ctx)
 {
         struct serial *s = &serial;
+        (void)ctx;
         pthread_mutex_lock(&s->lock);
-        bool polled = s->stdin_polled;
-        s->stdin_polled = false;
+        console_in_close(&s->in);
         pthread_mutex_unlock(&s->lock);
-        /* The loop may already be destroyed (epfd -1) when the VM tears down. */
-        if (polled && ctx->loop && ctx->loop->epfd >= 0)
-                evloop_del(ctx->loop, STDIN_FILENO);
-        if (s->tty_raw)
-                tcsetattr(STDIN_FILENO, TCSANOW, &s->saved_tio);
-        s->tty_raw = false;
         console_out_close(&s->out);
 }
 
@@ -378,30 +324,15 @@ static int serial_init(struct vm_devices *ctx, cap_error_t *err)
         s->irq_level = 0;
         s->msr = serial_modem_status(s);
         serial_rx_clear(s);
+        s->in = (struct console_in){ 0 };
         pthread_mutex_unlock(&s->lock);
 
-        switch (cfg ? cfg->console : VM_CONSOLE_NONE) {
-        case VM_CONSOLE_STDIO:
-                if (console_out_open(&s->out, STDOUT_FILENO, false, ctx->loop, err) < 0 ||
-                    serial_stdin_setup(s, ctx, err) < 0) {
-                        serial_exit(ctx);
-                        return -1;
-                }
-                break;
-        case VM_CONSOLE_FILE: {
-                if (!cfg->console_path || !cfg->console_path[0])
-                        return cap_fail(err, 0, "--console file: needs a path");
-                int fd = open(cfg->console_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0644);
-                if (fd < 0)
-                        return cap_fail(err, errno, "--console file:%s: open", cfg->console_path);
-                if (console_out_open(&s->out, fd, true, ctx->loop, err) < 0) {
-                        serial_exit(ctx);
-                        return -1;
-                }
-                break;
-        }
-        case VM_CONSOLE_NONE:
-                break;
+        /* With console_hvc, virtio-console's hvc0 owns the console; the 8250 is still there, unconnected. */
+        bool owner = cfg && !cfg->console_hvc;
+        if (owner && (console_out_open_config(&s->out, cfg, ctx->loop, err) < 0 ||
+                      (cfg->console == VM_CONSOLE_STDIO && console_in_open(&s->in, ctx->loop, serial_stdin_ready, s, err) < 0))) {
+                serial_exit(ctx);
+                return -1;
         }
         if (bus_register(ctx->pio, PORT_COM1, SERIAL_PORTS, serial_io, s, "serial", err) < 0) {
                 serial_exit(ctx);
@@ -410,4 +341,4 @@ static int serial_init(struct vm_devices *ctx, cap_error_t *err)
         return 0;
 }
 
-DEVICE_REGISTER(serial, .name = "serial", .order = DEVICE_ORDER_PLATFORM, .init = serial_init, .exit = serial_exit)
+DEVICE_REGISTER(serial, DEVICE_ORDER_PLATFORM, .name = "serial", .init = serial_init, .exit = serial_exit)

@@ -70,7 +70,7 @@ static uint32_t mmio_read(struct virtio_dev *dev, struct mmio_dev *m, uint64_t o
         case VIRTIO_MMIO_VENDOR_ID:
                 return MMIO_VENDOR;
         case VIRTIO_MMIO_DEVICE_FEATURES:
-                return virtio_core_device_features(dev, m->device_features_sel);
+                return virtio_core_device_features(dev, __atomic_load_n(&m->device_features_sel, __ATOMIC_RELAXED));
         case VIRTIO_MMIO_STATUS:
                 return virtio_core_status(dev);
         /* No shared memory regions: Linux takes all ones as "none". */
@@ -88,7 +88,7 @@ static uint32_t mmio_read(struct virtio_dev *dev, struct mmio_dev *m, uint64_t o
                 return 0;
         }
         virtio_dev_lock(dev);
-        const struct virtq *q = virtio_core_queue(dev, m->queue_sel);
+        const struct virtq *q = virtio_core_queue(dev, __atomic_load_n(&m->queue_sel, __ATOMIC_RELAXED));
         if (off == VIRTIO_MMIO_QUEUE_NUM_MAX)
                 v = q ? dev->queue_max : 0;
         else if (off == VIRTIO_MMIO_QUEUE_READY)
@@ -115,7 +115,7 @@ static void set_half(uint64_t *field, bool high, uint32_t v)
 static void mmio_queue_write(struct virtio_dev *dev, struct mmio_dev *m, uint64_t off, uint32_t v)
 {
         virtio_dev_lock(dev);
-        struct virtq *q = virtio_core_queue(dev, m->queue_sel);
+        struct virtq *q = virtio_core_queue(dev, __atomic_load_n(&m->queue_sel, __ATOMIC_RELAXED));
         if (q && !(dev->status & VIRTIO_CONFIG_S_DRIVER_OK)) {
                 if (off == VIRTIO_MMIO_QUEUE_READY || q->ready)
                         q->ready = off != VIRTIO_MMIO_QUEUE_READY && q->ready;
@@ -135,20 +135,20 @@ static void mmio_write(struct virtio_dev *dev, struct mmio_dev *m, uint64_t off,
 {
         switch (off) {
         case VIRTIO_MMIO_DEVICE_FEATURES_SEL:
-                m->device_features_sel = v;
+                __atomic_store_n(&m->device_features_sel, v, __ATOMIC_RELAXED);
                 break;
         case VIRTIO_MMIO_DRIVER_FEATURES:
-                virtio_core_driver_features(dev, m->driver_features_sel, v);
+                virtio_core_driver_features(dev, __atomic_load_n(&m->driver_features_sel, __ATOMIC_RELAXED), v);
                 break;
         case VIRTIO_MMIO_DRIVER_FEATURES_SEL:
-                m->driver_features_sel = v;
+                __atomic_store_n(&m->driver_features_sel, v, __ATOMIC_RELAXED);
                 break;
         case VIRTIO_MMIO_QUEUE_SEL:
-                m->queue_sel = v;
+                __atomic_store_n(&m->queue_sel, v, __ATOMIC_RELAXED);
                 break;
         case VIRTIO_MMIO_QUEUE_READY:
                 if (v == 1)
-                        virtio_core_queue_enable(dev, m->queue_sel);
+                        virtio_core_queue_enable(dev, __atomic_load_n(&m->queue_sel, __ATOMIC_RELAXED));
                 else if (v == 0)
                         mmio_queue_write(dev, m, off, v);
                 break;
@@ -177,8 +177,8 @@ static void mmio_write(struct virtio_dev *dev, struct mmio_dev *m, uint64_t off,
         }
 }
 
-/* vCPU threads. The selectors are written without dev->lock: each is one aligned word
- * that only the driver changes, and every use reads it once. */
+/* vCPU threads. The selectors are kept without dev->lock: each is one word that only the
+ * driver changes (relaxed atomics, since vCPUs may race), and every use reads it once. */
 static void mmio_access(void *opaque, uint64_t off, uint8_t *data, uint32_t len, bool is_write)
 {
         struct virtio_dev *dev = opaque;

@@ -213,11 +213,9 @@ static uint32_t common_read(struct virtio_pci *vp, uint32_t field)
         if (field == VIRTIO_PCI_COMMON_STATUS)
                 return virtio_core_status(dev);
         virtio_dev_lock(dev);
-        v = common_read_locked(vp, field);
+        v = common_read_locked(vp, field == VIRTIO_PCI_COMMON_DF ? VIRTIO_PCI_COMMON_DFSELECT : field);
         virtio_dev_unlock(dev);
-        if (field == VIRTIO_PCI_COMMON_DF)
-                v = virtio_core_device_features(dev, v);
-        return v;
+        return field == VIRTIO_PCI_COMMON_DF ? virtio_core_device_features(dev, v) : v;
 }
 
 /* A vector number as the driver may set it: one of ours, or none. */
@@ -427,11 +425,7 @@ static void vpci_bar_access(struct pci_function *fn, int bar, uint64_t offset, u
 {
         struct virtio_pci *vp = fn->opaque;
 
-        if (bar != VPCI_BAR) {
-                if (!is_write)
-                        memset(data, 0xff, len);
-                return;
-        }
+        (void)bar; /* BAR 0 is the only one */
         /* Device config takes 64-bit accesses; elsewhere they are two 32-bit ones. */
         if (len == 8 && (offset & ~(uint64_t)(VPCI_BLOCK_SIZE - 1)) != VPCI_DEVICE) {
                 bar_access4(vp, offset, data, 4, is_write);

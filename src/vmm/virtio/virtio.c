@@ -23,6 +23,9 @@
         ((1ULL << VIRTIO_F_VERSION_1) | (1ULL << VIRTIO_RING_F_INDIRECT_DESC) |                    \
          (1ULL << VIRTIO_RING_F_EVENT_IDX))
 
+/* Device failures logged as warnings; after that, only with debug logging. */
+#define VIRTIO_FAIL_WARNINGS 3
+
 #define ISR_QUEUE 0x1
 #define ISR_CONFIG 0x2
 
@@ -82,7 +85,13 @@ void virtio_dev_fail(struct virtio_dev *dev, const char *why)
         if (dev->status & VIRTIO_CONFIG_S_NEEDS_RESET)
                 return;
         dev->status |= VIRTIO_CONFIG_S_NEEDS_RESET;
-        log_warning("%s: %s; the device needs a reset", dev->name, why);
+        if (dev->fails_logged < VIRTIO_FAIL_WARNINGS) {
+                dev->fails_logged++;
+                log_warning("%s: %s; the device needs a reset%s", dev->name, why,
+                            dev->fails_logged == VIRTIO_FAIL_WARNINGS ? " (its next failures are debug messages)" : "");
+        } else {
+                log_debug("%s: %s; the device needs a reset", dev->name, why);
+        }
         raise_config_interrupt(dev);
 }
 
@@ -109,7 +118,15 @@ int virtio_queue_pop(struct virtio_dev *dev, unsigned int q, struct virtq_chain 
 {
         if (q >= dev->n_queues || !dev_live(dev) || !dev->queues[q].ready)
                 return 0;
-        int r = virtq_pop(&dev->queues[q], chain);
+        struct virtq *vq = &dev->queues[q];
+        int r = virtq_pop(vq, chain);
+        if (r == 0 && vq->event_idx) {
+                /* Empty: the avail_event the last pop published must be visible before the avail
+                 * index is read again (a full fence, in virtq_set_notification), or a request the
+                 * driver adds meanwhile sees a stale avail_event, is not kicked, and waits forever. */
+                virtq_set_notification(vq, true);
+                r = virtq_pop(vq, chain);
+        }
         if (r < 0) {
                 dev_failf(dev, "queue %u: %s", q, dev->queues[q].broken_why);
                 return 0;
@@ -138,6 +155,12 @@ int virtio_queue_fds(struct virtio_dev *dev, unsigned int q, int *kick_fd, int *
         *kick_fd = dev->io[q].kick_fd;
         *call_fd = dev->io[q].call_fd;
         return 0;
+}
+
+void virtio_queue_adopt(struct virtio_dev *dev, unsigned int q)
+{
+        if (q < dev->n_queues && dev->vhost && dev_live(dev) && dev->queues[q].ready)
+                virtq_adopt(&dev->queues[q]);
 }
 
 /* ---- the transports' side ---- */
@@ -388,6 +411,7 @@ int virtio_dev_add(struct vm_devices *ctx, struct virtio_dev *dev, cap_error_t *
         dev->driver_features = 0;
         dev->status = 0;
         dev->config_generation = 0;
+        dev->fails_logged = 0;
         dev->isr = 0;
         dev->config_msix_vector = VIRTIO_MSI_NO_VECTOR;
         for (unsigned int q = 0; q < VIRTIO_MAX_QUEUES; q++) {
@@ -444,5 +468,5 @@ static void virtio_core_exit(struct vm_devices *ctx)
         }
 }
 
-DEVICE_REGISTER(virtio, .name = "virtio", .order = DEVICE_ORDER_VIRTIO_CORE, .init = virtio_core_init,
+DEVICE_REGISTER(virtio, DEVICE_ORDER_VIRTIO_CORE, .name = "virtio", .init = virtio_core_init,
                 .exit = virtio_core_exit)

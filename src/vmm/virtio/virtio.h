@@ -82,6 +82,7 @@ struct virtio_dev {
         void *transport_data;
         struct virtio_dev *next;       /* the VM's instance list */
         struct virtio_kick *kicks;     /* the kick handlers' contexts, one per queue (not vhost) */
+        unsigned int fails_logged;     /* virtio_dev_fail() warnings so far: a guest can repeat them */
 };
 
 /* Register dev on the VM's transport (ctx->config->virtio_transport). dev must stay
@@ -106,8 +107,15 @@ void virtio_queue_signal(struct virtio_dev *dev, unsigned int q);
 /* The kick and call eventfds of queue q, for a vhost-user back-end. */
 int virtio_queue_fds(struct virtio_dev *dev, unsigned int q, int *kick_fd, int *call_fd, cap_error_t *err);
 
+/* The vhost-user back-end that served queue q is gone: the device serves it itself from
+ * now on (virtio_queue_pop/push), from where the back-end left the ring (virtq_adopt).
+ * The device polls the kick fd itself: the core still does not, for a vhost device. */
+void virtio_queue_adopt(struct virtio_dev *dev, unsigned int q);
+
 /* The device cannot go on: set DEVICE_NEEDS_RESET, raise a config interrupt and log why
- * once. Its queues are not read again until the driver resets it. Never exits the VMM. */
+ * once (the first few failures of a device are warnings, later ones debug messages: a
+ * guest can fail and reset a device in a loop). Its queues are not read again until the
+ * driver resets it. Never exits the VMM. */
 void virtio_dev_fail(struct virtio_dev *dev, const char *why);
 /* The device changed its config space: bump the generation and raise a config interrupt. */
 void virtio_config_changed(struct virtio_dev *dev);

@@ -58,6 +58,7 @@ bool virtq_enable(struct virtq *q, const struct guest_mem *mem)
         q->used_idx = 0;
         q->signalled_used = 0;
         q->signalled_used_valid = false;
+        q->notify_off = false;
         if (q->size == 0 || q->size > VIRTQ_MAX_SIZE || (q->size & (q->size - 1)))
                 return enable_fail(q, "queue size is not a power of two up to 1024");
         uint64_t n = q->size;
@@ -156,7 +157,8 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c)
                         if (d.flags & VRING_DESC_F_NEXT)
                                 return virtq_break(q, "indirect descriptor with NEXT");
                         if (d.len == 0 || d.len % sizeof(struct vring_desc) || d.len > size * sizeof(struct vring_desc))
-                                return virtq_break(q, "indirect table length not a non-zero multiple of 16 up to 16 * queue size");
+                                return virtq_break(q, "indirect table length not a non-zero multiple of 16 "
+                                                      "up to 16 * queue size");
                         table = guest_mem_ptr(q->mem, d.addr, d.len);
                         if (!table)
                                 return virtq_break(q, "indirect table outside guest RAM");
@@ -172,12 +174,14 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c)
                 if (!(d.flags & VRING_DESC_F_NEXT))
                         break;
                 if (d.next >= table_len)
-                        return virtq_break(q, indirect ? "next index outside the indirect table" : "next index out of range");
+                        return virtq_break(q, indirect ? "next index outside the indirect table"
+                                                       : "next index out of range");
                 i = d.next;
         }
 
         q->last_avail++;
-        if (q->event_idx)
+        /* While kicks are off, avail_event stays behind: the driver kicks at most once. */
+        if (q->event_idx && !q->notify_off)
                 ring_store16(used_avail_event(q), q->last_avail);
         return 1;
 }
@@ -198,15 +202,16 @@ bool virtq_should_signal(struct virtq *q)
 {
         if (q->broken || !q->used)
                 return false;
+        uint16_t old = q->signalled_used;
+        /* Nothing pushed since the previous call (or since enabling: old is 0 then). */
+        if (old == q->used_idx)
+                return false;
         /* The used index store must be visible before the driver's used_event or
          * flags are read, or an interrupt it asked for could be missed. */
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
-        uint16_t old = q->signalled_used;
         bool valid = q->signalled_used_valid;
         q->signalled_used = q->used_idx;
         q->signalled_used_valid = true;
-        if (valid && old == q->used_idx)
-                return false;
         if (q->event_idx) {
                 uint16_t used_event = ring_load16(&q->avail->ring[q->num]);
                 return !valid || vring_need_event(used_event, q->used_idx, old);
@@ -218,6 +223,7 @@ void virtq_set_notification(struct virtq *q, bool enable)
 {
         if (q->broken || !q->used)
                 return;
+        q->notify_off = !enable;
         if (q->event_idx) {
                 /* Disabling has nothing to write: avail_event stays behind the driver's index. */
                 if (enable)
@@ -228,6 +234,16 @@ void virtq_set_notification(struct virtq *q, bool enable)
         /* The caller re-reads the avail index next: that load must not pass this store. */
         if (enable)
                 __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+void virtq_adopt(struct virtq *q)
+{
+        if (q->broken || !q->used)
+                return;
+        q->used_idx = le16toh(__atomic_load_n(&q->used->idx, __ATOMIC_ACQUIRE));
+        q->last_avail = q->event_idx ? ring_load16(used_avail_event(q)) : q->used_idx;
+        q->signalled_used_valid = false;
+        virtq_set_notification(q, true);
 }
 
 /* Copy between buf and the iovecs iov[0..n) starting at byte offset of their

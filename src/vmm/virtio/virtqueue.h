@@ -51,6 +51,7 @@ struct virtq {
         uint16_t used_idx;             /* next used entry to fill (published with release order) */
         uint16_t signalled_used;       /* used_idx when the driver was last notified */
         bool signalled_used_valid;
+        bool notify_off;               /* the device asked for no kicks (virtq_set_notification) */
 };
 
 /* Check the ring addresses and size once the driver enables the queue: the
@@ -70,12 +71,19 @@ int virtq_pop(struct virtq *q, struct virtq_chain *chain);
 /* Return head to the driver with written bytes placed in its writable buffers.
  * Ignored on a queue that is not enabled or is broken. */
 void virtq_push(struct virtq *q, uint16_t head, uint32_t written);
-/* Whether the driver wants an interrupt for what was pushed since the last true answer
- * (VIRTQ_AVAIL_F_NO_INTERRUPT, or used_event with EVENT_IDX). */
+/* Whether the driver wants an interrupt for what was pushed since the previous call
+ * (VRING_AVAIL_F_NO_INTERRUPT, or used_event with EVENT_IDX); false if nothing was. */
 bool virtq_should_signal(struct virtq *q);
 /* Ask the driver to kick (true) or not (false) on new buffers: the used ring's flags,
  * or avail_event with EVENT_IDX. After enabling, re-check with virtq_pop(). */
 void virtq_set_notification(struct virtq *q, bool enable);
+
+/* Go on serving a ring that another party served until now (a vhost-user back-end that
+ * is gone): the next used entry is the used ring's index, the next avail entry is the
+ * avail_event that a back-end with EVENT_IDX leaves after each buffer it takes (else the
+ * used index: right when nothing was in flight), and the driver is asked to kick again.
+ * Buffers the other party took and never returned are not seen again. */
+void virtq_adopt(struct virtq *q);
 
 /* Copy helpers over a chain's iovecs: they never go past the chain's buffers. */
 size_t virtq_chain_read(const struct virtq_chain *c, size_t offset, void *buf, size_t len);
