@@ -233,11 +233,11 @@ def sample(vmm, dev, job, what, run):
     return v if v > 0 else f"run {run}: {why_not(base, dev)}"
 
 print()
-print("| row | capsule | QEMU | capsule/QEMU | runs |")
-print("|---|--:|--:|--:|--:|")
+print("| row | capsule | QEMU | capsule/QEMU | per run | runs |")
+print("|---|--:|--:|--:|--:|--:|")
 notes = []
 for name, dev, job, what in ROWS:
-    cells, meds = [], {}
+    cells, meds, per_run = [], {}, {}
     for vmm, label in (("capsule", "capsule"), ("qemu", "QEMU")):
         vals = [sample(vmm, dev, job, what, run) for run in range(1, runs + 1)]
         vals = [v for v in vals if v is not None]  # None: not booted again after a failed run
@@ -246,12 +246,17 @@ for name, dev, job, what in ROWS:
             cells.append(f"{label}: not available")
             notes.append(f"{name}, {label}: {bad[0]}")
         else:
-            meds[vmm] = statistics.median(vals)
+            meds[vmm], per_run[vmm] = statistics.median(vals), vals
             cells.append(f"{meds[vmm]:.1f} ({min(vals):.1f}-{max(vals):.1f})")
-    ratio = f"**{meds['capsule'] / meds['qemu']:.2f}**" if len(meds) == 2 else "-"
-    print(f"| {name} | {cells[0]} | {cells[1]} | {ratio} | {runs} |")
+    ratio, paired = "-", "-"
+    if len(meds) == 2:
+        ratio = f"**{meds['capsule'] / meds['qemu']:.2f}**"
+        # The two boots of a run ran back to back, under about the same load.
+        paired = f"{statistics.median(c / q for c, q in zip(per_run['capsule'], per_run['qemu'])):.2f}"
+    print(f"| {name} | {cells[0]} | {cells[1]} | {ratio} | {paired} | {runs} |")
 print()
-print("medians (min-max) of the runs; higher is better on every row; logs in build/bench-virtio-io/")
+print("medians (min-max) of the runs and their ratio; per run: the median of the runs' own ratios;")
+print("higher is better on every row; logs in build/bench-virtio-io/")
 for n in notes:
     print(f"not available: {n}")
 PY
