@@ -25,6 +25,7 @@
 #include "vmm/devices/pci.h"
 #include "vmm/vm.h"
 #include "vmm/x86/layout.h"
+#include "fuzz_input.h"
 
 /* Low RAM up to the PCI hole and a little above 4 GiB: both regions exist. The
  * memfd is sparse: only pages the input writes take memory (and are dropped). */
@@ -33,22 +34,6 @@
 #define BAR1_SIZE 0x10000
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-struct input {
-        const uint8_t *p;
-        size_t left;
-};
-
-static bool take(struct input *in, void *out, size_t n)
-{
-        if (in->left < n)
-                return false;
-        memcpy(out, in->p, n);
-        in->p += n;
-        in->left -= n;
-        return true;
-}
 
 static struct bus pio, mmio;
 static struct evloop loop;

@@ -26,27 +26,12 @@
 #include "vmm/virtio/virtio.h"
 #include "vmm/vm.h"
 #include "vmm/x86/layout.h"
+#include "fuzz_input.h"
 
 #define GUEST_RAM (2ULL << 20)
 #define BASE LAYOUT_MMIO_START
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-struct input {
-        const uint8_t *p;
-        size_t left;
-};
-
-static bool take(struct input *in, void *out, size_t n)
-{
-        if (in->left < n)
-                return false;
-        memcpy(out, in->p, n);
-        in->p += n;
-        in->left -= n;
-        return true;
-}
 
 static struct bus pio, mmio;
 static struct evloop loop;
@@ -124,10 +109,11 @@ static void echo_reset(struct virtio_dev *d)
         active = false;
 }
 
-static void echo_config_write(struct virtio_dev *d, uint32_t offset, uint32_t len)
+static void echo_config_write(struct virtio_dev *d, uint32_t offset, const uint8_t *data, uint32_t len)
 {
         if (offset > d->config_len || len > d->config_len - offset)
                 abort();
+        memcpy((uint8_t *)d->config + offset, data, len);
 }
 
 static const struct virtio_dev_ops echo_ops = {

@@ -26,6 +26,7 @@
 #include "vmm/virtio/virtio.h"
 #include "vmm/vm.h"
 #include "vmm/x86/layout.h"
+#include "fuzz_input.h"
 
 #define GUEST_RAM (16ULL << 20)
 #define N_QUEUES 3
@@ -34,22 +35,6 @@
 #define BAR_SPAN 0x8000
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-struct input {
-        const uint8_t *p;
-        size_t left;
-};
-
-static bool take(struct input *in, void *out, size_t n)
-{
-        if (in->left < n)
-                return false;
-        memcpy(out, in->p, n);
-        in->p += n;
-        in->left -= n;
-        return true;
-}
 
 static struct {
         struct {

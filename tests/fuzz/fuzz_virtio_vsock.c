@@ -30,12 +30,12 @@
 #include "common/util.h"
 #include "vmm/virtio/vsock_mux.h"
 #include "vmm/virtio/vsock_pkt.h"
+#include "fuzz_input.h"
 
 #define GUEST_CID 3
 #define MAX_FDS 64
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 struct watch {
         int fd;
@@ -103,21 +103,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
                         abort();
         }
         return 0;
-}
-
-struct input {
-        const uint8_t *p;
-        size_t left;
-};
-
-static bool take(struct input *in, void *out, size_t n)
-{
-        if (in->left < n)
-                return false;
-        memcpy(out, in->p, n);
-        in->p += n;
-        in->left -= n;
-        return true;
 }
 
 static uint8_t byte(struct input *in)

@@ -26,28 +26,13 @@
 #include <string.h>
 
 #include "vmm/virtio/virtqueue.h"
+#include "fuzz_input.h"
 
 #define R0_SIZE 0x4000ULL
 #define R1_GPA 0x8000ULL
 #define R1_SIZE 0x4000ULL
 #define INFLIGHT 64
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-struct input {
-        const uint8_t *p;
-        size_t left;
-};
-
-static bool take(struct input *in, void *out, size_t n)
-{
-        if (in->left < n)
-                return false;
-        memcpy(out, in->p, n);
-        in->p += n;
-        in->left -= n;
-        return true;
-}
 
 static uint8_t u8(struct input *in)
 {

@@ -41,7 +41,7 @@ BOOT_LIMIT = 480  # seconds; a boot takes 2-4 minutes in the TCG testbed on a bu
 BAD = {
     "missing": (["--disk", "/nonexistent/disk.img"],
                 "disk[0]: cannot open /nonexistent/disk.img: No such file or directory"),
-    "second": (["--disk", "{out}/pci-d.img", "--disk", "/nonexistent/second.img"],
+    "second": (["--disk", "{out}/pci-a.img", "--disk", "/nonexistent/second.img"],
                "disk[1]: cannot open /nonexistent/second.img: No such file or directory"),
     "serial": (["--disk", "{out}/pci-d.img,serial=abcdefghijklmnopqrstu"],
                "disk[0]: serial `abcdefghijklmnopqrstu` is longer than 20 bytes"),
@@ -61,7 +61,7 @@ def boot_script(out, initrd):
         "        mke2fs -q -F -t ext2 -d $d/broot $d/b.img 4M >/dev/null 2>&1",
         "        truncate -s 16M $d/c.img",
         f"        truncate -s {8 * MIB + D_TAIL} $out/$t-d.img",
-        "        md5sum <$d/b.img >$out/$t-b.before",
+        "        md5sum <$d/b.img >$out/$t.b-before",
         "        capsule --debug vm run --virtio-transport $t --initrd \"$initrd\" --cpus 2 --memory 512M "
         f"--cmdline {shlex.quote(CMDLINE)} "
         f"--disk $d/a.img,serial={SERIALS['vda']},queues=2 --disk $d/b.img,ro,serial={SERIALS['vdb']} "
@@ -74,8 +74,8 @@ def boot_script(out, initrd):
         "                kill -KILL $pid",
         "        fi",
         "        wait $pid; echo $? >$out/$t.rc",
-        "        md5sum <$d/b.img >$out/$t-b.after",
-        "        stat -c %b $d/c.img >$out/$t-c.blocks",
+        "        md5sum <$d/b.img >$out/$t.b-after",
+        "        stat -c %b $d/c.img >$out/$t.c-blocks",
         "        cp $d/a.img $out/$t-a.img && cp $d/c.img $out/$t-c.img && rm -rf $d",
         "}",
         *(f"boot {t}" for t in TRANSPORTS),
@@ -207,7 +207,7 @@ def test_readonly_disk_refuses_writes(boot):
     write = boot.guest("vdb_write")
     assert write.startswith("failed") and re.search(r"Operation not permitted|Read-only|Permission denied|I/O error",
                                                     write), write
-    before, after = boot.read("b.before").split()[0], boot.read("b.after").split()[0]
+    before, after = boot.read("b-before").split()[0], boot.read("b-after").split()[0]
     assert before == after
 
 
@@ -232,7 +232,7 @@ def test_discard_and_write_zeroes_seen_from_the_host(boot):
     assert image[6 * MIB:6 * MIB + 512 * 1024] == bytes(512 * 1024)
     assert image[6 * MIB + 512 * 1024:7 * MIB] != bytes(512 * 1024)
     # The discarded MiB was punched out of the image: of the 8 MiB written, at most 7 stay allocated.
-    assert int(boot.read("c.blocks")) * 512 <= 7 * MIB, boot.read("c.blocks")
+    assert int(boot.read("c-blocks")) * 512 <= 7 * MIB, boot.read("c-blocks")
 
 
 def test_direct_disk_aligns_and_takes_unaligned_buffers(boot):

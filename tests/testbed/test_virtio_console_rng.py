@@ -3,7 +3,7 @@ busybox guest (tests/testbed/mkguestinitramfs) with hvc0 as its console (console
 and /dev/hwrng, and the guest script tests/guest/console_rng.sh reports what it sees.
 
 - hvc0: the guest's whole output (its /init's "guest:" lines) reaches capsule's stdout, or the
-  --console file; the 8250 stays unconnected.
+  --console file, and a line typed on capsule's stdin reaches the guest's console.
 - The named port: /dev/vportNpM found by its name in /sys/class/virtio-ports; a host client on the
   Unix socket sends a line and 256 KiB, the guest answers with a line and 256 KiB of its own, both
   checked by MD5 on the other side.
@@ -28,6 +28,7 @@ RUN = REPO / "tests" / "testbed" / "run"
 PORT = "org.capsule.test"
 LINE = "ping 7f3a"
 BLOB = 262144
+LINE_IN = "a line typed into hvc0"
 
 pytestmark = pytest.mark.testbed
 
@@ -111,6 +112,17 @@ def boot_script(out, initrd):
             f'wait $pid; echo $? >"$out/{name}.rc"; echo $((($(now) - t) / 1000000)) >"$out/{name}.ms"',
             f'if [ -e "$socks/{name}.sock" ]; then echo yes >"$out/{name}.sock-left"; fi',
         ]
+    # stdin reaches the guest through hvc0: feed a line once the guest waits for it.
+    lines += [
+        'fifo=$(mktemp -u /tmp/virtio-console-in.XXXXXX); mkfifo "$fifo"',
+        'capsule vm run --initrd "$initrd" --console-device virtio --cmdline "console=hvc0 quiet panic=-1 '
+        'guest_action=read" <"$fifo" >"$out/read.out" 2>"$out/read.err" & pid=$!',
+        'exec 3>"$fifo"',
+        'while kill -0 $pid 2>/dev/null && ! grep -q "guest: waiting for a line" "$out/read.out"; do sleep 0.1; done',
+        f"(echo {shlex.quote(LINE_IN)} >&3) 2>/dev/null; exec 3>&-",
+        'wait $pid; echo $? >"$out/read.rc"; rm -f "$fifo"',
+        'rm -rf "$socks"',
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -158,7 +170,7 @@ def boots(request):
             print(f"\n[test_virtio_console_rng] testbed exit {r.returncode}; boot wall times (ms): " +
                   ", ".join(f"{p.stem}={p.read_text().strip()}" for p in sorted(out.glob("*.ms"))))
         assert r.returncode == 0, r.stdout + r.stderr
-        yield {name: Boot(out, name) for name in BOOTS}
+        yield {name: Boot(out, name) for name in [*BOOTS, "read"]}
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -170,6 +182,13 @@ def test_guest_runs_with_hvc0_as_its_console(boots, name):
     assert "guest: hello from inside a capsule micro-VM (Linux 6.1" in b.text, b.tail()
     assert "guest: script console_rng exit 0" in b.text, b.tail()
     assert "console=hvc0" in b.guest("cmdline").split(), b.tail()
+    assert b.stderr == "", b.stderr
+
+
+def test_stdin_reaches_the_guest_through_hvc0(boots):
+    b = boots["read"]
+    assert b.rc == 0, b.tail()
+    assert f"guest: read '{LINE_IN}'" in b.stdout, b.tail()
     assert b.stderr == "", b.stderr
 
 

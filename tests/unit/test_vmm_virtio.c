@@ -148,9 +148,11 @@ static void fake_reset(struct virtio_dev *dev)
         fake_of(dev)->resets++;
 }
 
-static void fake_config_write(struct virtio_dev *dev, uint32_t offset, uint32_t len)
+/* Every byte of the fake's config is driver-writable. */
+static void fake_config_write(struct virtio_dev *dev, uint32_t offset, const uint8_t *data, uint32_t len)
 {
         struct fake_dev *f = fake_of(dev);
+        memcpy(f->config + offset, data, len);
         f->config_writes++;
         f->last_config_offset = offset;
         f->last_config_len = len;
@@ -649,4 +651,33 @@ TEST(bad_devices_refused)
         d.config_len = 4;
         CHECK(virtio_dev_add(&m.ctx, &d, &err) < 0 && strstr(err->msg, "config"));
         CHECK(m.ctx.virtio_devs == &m.fd.dev && m.fd.dev.next == NULL);
+}
+
+/* With EVENT_IDX, a pop that finds the queue empty leaves avail_event at the next entry the
+ * device will take, so the driver's next request is kicked. */
+TEST(event_idx_empty_pop_publishes_avail_event)
+{
+        MACHINE(m);
+        negotiate(&m, VERSION_1 | (1ULL << VIRTIO_RING_F_EVENT_IDX));
+        setup_queue0(&m, QSIZE, DESC);
+        wr32(&m, VIRTIO_MMIO_STATUS, ACK | DRV | FOK | DOK);
+        const uint64_t avail_event = USED + 4 + 8 * QSIZE;
+        put_le16(&m, avail_event, 0x7777);
+        struct virtq_chain *c = xmalloc0(sizeof(*c));
+        uint16_t ev = 0;
+        virtio_dev_lock(&m.fd.dev);
+        int r = virtio_queue_pop(&m.fd.dev, 0, c);
+        virtio_dev_unlock(&m.fd.dev);
+        CHECK(r == 0 && guest_mem_read(&m.mem, avail_event, &ev, 2) == 0 && ev == 0);
+        struct vring_desc d = { .addr = BUF, .len = 4, .flags = VRING_DESC_F_WRITE };
+        CHECK(guest_mem_write(&m.mem, DESC, &d, sizeof(d)) == 0);
+        put_le16(&m, AVAIL + 4, 0);
+        put_le16(&m, AVAIL + 2, 1);
+        virtio_dev_lock(&m.fd.dev);
+        int first = virtio_queue_pop(&m.fd.dev, 0, c);
+        int second = virtio_queue_pop(&m.fd.dev, 0, c);
+        virtio_dev_unlock(&m.fd.dev);
+        free(c);
+        CHECK(first == 1 && second == 0);
+        CHECK(guest_mem_read(&m.mem, avail_event, &ev, 2) == 0 && ev == 1);
 }

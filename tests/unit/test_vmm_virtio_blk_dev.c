@@ -169,6 +169,8 @@ static void driver_start(struct machine *m, uint64_t features)
         wr32(m, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(features >> 32));
         uint32_t s = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK;
         wr32(m, VIRTIO_MMIO_STATUS, s);
+        /* Fresh rings, as a driver allocates them after a reset. */
+        memset(guest_mem_ptr(&m->mem, DESC, USED + 0x1000 - DESC), 0, USED + 0x1000 - DESC);
         wr32(m, VIRTIO_MMIO_QUEUE_SEL, 0);
         wr32(m, VIRTIO_MMIO_QUEUE_NUM, QSIZE);
         wr32(m, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)DESC);

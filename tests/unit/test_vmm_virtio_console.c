@@ -1,11 +1,30 @@
-/* virtio-console's control protocol (src/vmm/virtio/console_ctrl.c): the messages the
+/* virtio-console. Its control protocol (src/vmm/virtio/console_ctrl.c): the messages the
  * Linux driver sends are parsed once and checked against the ports, and the device owes
- * the driver exactly the messages that bring it to the ports' current state. */
+ * the driver exactly the messages that bring it to the ports' current state. Then the
+ * named-port device itself, through the virtio core and the MMIO transport with real
+ * guest memory, event loop and Unix socket: the handshake, data both ways and the
+ * back-pressure on the socket while the guest has no rx buffers. */
 #include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define VIRTIO_MMIO_NO_LEGACY
+#include <linux/virtio_mmio.h>
 
 #include "check.h"
+#include "common/util.h"
+#include "vmm/device.h"
 #include "vmm/virtio/console.h"
+#include "vmm/vm.h"
+#include "vmm/x86/layout.h"
 
 /* Three named ports: "alpha" (0), "beta" (1) and "gamma" (2). */
 struct fixture {
@@ -212,4 +231,316 @@ TEST(console_reset_starts_the_protocol_over_but_keeps_the_host_end)
         CHECK(take(&f, 1, VIRTIO_CONSOLE_PORT_NAME, 1, "beta"));
         CHECK(take(&f, 2, VIRTIO_CONSOLE_PORT_NAME, 1, "gamma"));
         CHECK(nothing_owed(&f));
+}
+
+/* The named-port device over MMIO, driven as the Linux driver drives it. */
+#define DEV_NQ 4
+#define DEV_QS 8
+#define QBASE(q) (0x100000ULL + (uint64_t)(q) * 0x10000)
+#define QBUF(q, i) (QBASE(q) + 0x4000 + (uint64_t)(i) * 0x1000)
+#define PORT_NAME "org.test.port"
+
+struct dmachine {
+        struct bus pio, mmio;
+        struct evloop loop;
+        struct guest_mem mem;
+        struct vm_console_port port;
+        struct vm_config cfg;
+        struct vm_devices ctx;
+        int kick_fd[DEV_NQ];
+        char dir[64], sock[96];
+        uint16_t avail[DEV_NQ], used_seen[DEV_NQ];
+        bool up, running;
+};
+
+static int dfake_irq_line(void *vm, uint32_t gsi, int level)
+{
+        (void)vm, (void)gsi, (void)level;
+        return 0;
+}
+
+static void dfake_request_exit(void *vm, int reason, int status)
+{
+        (void)vm, (void)reason, (void)status;
+}
+
+static int dfake_irqfd(void *vm, int fd, uint32_t gsi, bool assign, cap_error_t *err)
+{
+        (void)vm, (void)fd, (void)gsi, (void)assign, (void)err;
+        return 0;
+}
+
+static int dfake_ioeventfd_match(void *vm, int fd, uint64_t addr, uint32_t len, bool pio, uint64_t data, bool assign,
+                                 cap_error_t *err)
+{
+        struct dmachine *m = vm;
+        (void)addr, (void)len, (void)pio;
+        if (data >= DEV_NQ)
+                return cap_fail(err, 0, "unexpected queue %llu", (unsigned long long)data);
+        if (assign)
+                m->kick_fd[data] = fd;
+        return 0;
+}
+
+static void dfake_cmdline_append(void *vm, const char *text)
+{
+        (void)vm, (void)text;
+}
+
+static void dwr32(struct dmachine *m, uint64_t off, uint32_t v)
+{
+        uint8_t d[4] = { (uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24) };
+        bus_dispatch(&m->mmio, LAYOUT_MMIO_START + off, d, 4, true);
+}
+
+static void dmachine_stop(struct dmachine *m)
+{
+        if (m->running)
+                evloop_stop(&m->loop);
+        if (m->up)
+                devices_exit(&m->ctx);
+        evloop_destroy(&m->loop);
+        guest_mem_destroy(&m->mem);
+        if (m->dir[0])
+                rmdir(m->dir);
+}
+
+static int dmachine_start(struct dmachine *m, cap_error_t *err)
+{
+        memset(m, 0, sizeof(*m));
+        bus_init(&m->pio);
+        bus_init(&m->mmio);
+        snprintf(m->dir, sizeof(m->dir), "/tmp/capsule-console-XXXXXX");
+        if (!mkdtemp(m->dir))
+                return cap_fail(err, errno, "mkdtemp");
+        snprintf(m->sock, sizeof(m->sock), "%s/port.sock", m->dir);
+        if (evloop_init(&m->loop, err) < 0 || guest_mem_init(&m->mem, 16ULL << 20, false, err) < 0)
+                return -1;
+        m->port = (struct vm_console_port){ .name = PORT_NAME, .socket = m->sock };
+        m->cfg = (struct vm_config){ .console = VM_CONSOLE_NONE, .virtio_transport = VM_VIRTIO_MMIO,
+                                     .console_ports = &m->port, .n_console_ports = 1 };
+        m->ctx = (struct vm_devices){ .pio = &m->pio, .mmio = &m->mmio, .mem = &m->mem, .loop = &m->loop,
+                                      .config = &m->cfg, .irq_line = dfake_irq_line, .irqfd = dfake_irqfd,
+                                      .ioeventfd_match = dfake_ioeventfd_match,
+                                      .cmdline_append = dfake_cmdline_append, .request_exit = dfake_request_exit,
+                                      .vm = m };
+        if (devices_init(&m->ctx, err) < 0)
+                return -1;
+        m->up = true;
+        if (evloop_start(&m->loop, err) < 0)
+                return -1;
+        m->running = true;
+        /* The driver: VERSION_1 and MULTIPORT, four queues in guest RAM, DRIVER_OK. */
+        dwr32(m, VIRTIO_MMIO_STATUS, 0);
+        dwr32(m, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+        dwr32(m, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+        dwr32(m, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+        dwr32(m, VIRTIO_MMIO_DRIVER_FEATURES, 1u << VIRTIO_CONSOLE_F_MULTIPORT);
+        dwr32(m, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+        dwr32(m, VIRTIO_MMIO_DRIVER_FEATURES, 1); /* VERSION_1 */
+        dwr32(m, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
+        for (uint32_t q = 0; q < DEV_NQ; q++) {
+                dwr32(m, VIRTIO_MMIO_QUEUE_SEL, q);
+                dwr32(m, VIRTIO_MMIO_QUEUE_NUM, DEV_QS);
+                dwr32(m, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)QBASE(q));
+                dwr32(m, VIRTIO_MMIO_QUEUE_AVAIL_LOW, (uint32_t)(QBASE(q) + 0x1000));
+                dwr32(m, VIRTIO_MMIO_QUEUE_USED_LOW, (uint32_t)(QBASE(q) + 0x2000));
+                dwr32(m, VIRTIO_MMIO_QUEUE_READY, 1);
+        }
+        dwr32(m, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK |
+                                             VIRTIO_CONFIG_S_DRIVER_OK);
+        return 0;
+}
+
+#define DMACHINE(m)                                                                        \
+        struct dmachine m __attribute__((cleanup(dmachine_stop)));                         \
+        do {                                                                               \
+                cleanup_error cap_error_t _err = NULL;                                     \
+                int _r = dmachine_start(&m, &_err);                                        \
+                if (_r < 0)                                                                \
+                        fprintf(stderr, "dmachine_start: %s\n", _err ? _err->msg : "?");   \
+                CHECK(_r == 0);                                                            \
+        } while (0)
+
+static void *gpa(struct dmachine *m, uint64_t addr, size_t len)
+{
+        return guest_mem_ptr(&m->mem, addr, len);
+}
+
+/* Offer buffer i of queue q (len bytes, writable or holding data) and kick. */
+static void offer(struct dmachine *m, uint32_t q, uint16_t i, uint32_t len, bool writable, const void *data)
+{
+        struct vring_desc *desc = gpa(m, QBASE(q) + i * sizeof(*desc), sizeof(*desc));
+        *desc = (struct vring_desc){ .addr = QBUF(q, i), .len = len, .flags = writable ? VRING_DESC_F_WRITE : 0 };
+        if (data)
+                memcpy(gpa(m, QBUF(q, i), len), data, len);
+        uint16_t *avail = gpa(m, QBASE(q) + 0x1000, 4 + 2 * DEV_QS);
+        avail[2 + m->avail[q] % DEV_QS] = i;
+        __atomic_store_n(&avail[1], ++m->avail[q], __ATOMIC_RELEASE);
+        uint64_t one = 1;
+        CHECK(write(m->kick_fd[q], &one, sizeof(one)) == sizeof(one));
+}
+
+/* The next used entry of queue q, waiting up to 5 s: its buffer's id, or -1. */
+static int used(struct dmachine *m, uint32_t q, uint32_t *len)
+{
+        struct vring_used *u = gpa(m, QBASE(q) + 0x2000, sizeof(*u) + DEV_QS * sizeof(u->ring[0]));
+        for (int ms = 0; ms < 5000; ms++) {
+                if (__atomic_load_n(&u->idx, __ATOMIC_ACQUIRE) != m->used_seen[q]) {
+                        struct vring_used_elem e = u->ring[m->used_seen[q]++ % DEV_QS];
+                        *len = e.len;
+                        return (int)e.id;
+                }
+                nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+        }
+        return -1;
+}
+
+static void send_ctrl(struct dmachine *m, uint16_t i, uint32_t id, uint16_t event, uint16_t value)
+{
+        uint8_t msg[CONSOLE_CTRL_MSG_SIZE];
+        console_ctrl_encode(&(struct console_ctrl_msg){ .id = id, .event = event, .value = value }, msg);
+        offer(m, 3, i, sizeof(msg), false, msg);
+}
+
+/* The next control message to the driver (in ctrl rx buffer id). */
+static bool recv_ctrl(struct dmachine *m, uint16_t event, uint16_t value, const char *name)
+{
+        uint32_t len;
+        int id = used(m, 2, &len);
+        if (id < 0 || len < CONSOLE_CTRL_MSG_SIZE)
+                return false;
+        struct console_ctrl_msg msg;
+        const char *why;
+        if (console_ctrl_parse(gpa(m, QBUF(2, id), CONSOLE_CTRL_MSG_SIZE), CONSOLE_CTRL_MSG_SIZE, &msg, &why) < 0)
+                return false;
+        size_t name_len = name ? strlen(name) : 0;
+        return msg.id == 0 && msg.event == event && msg.value == value && len == CONSOLE_CTRL_MSG_SIZE + name_len &&
+               (!name || memcmp(gpa(m, QBUF(2, id) + CONSOLE_CTRL_MSG_SIZE, name_len), name, name_len) == 0);
+}
+
+static int connect_client(struct dmachine *m)
+{
+        int c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_un addr = { .sun_family = AF_UNIX };
+        snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", m->sock);
+        if (c >= 0 && connect(c, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+                close(c);
+                return -1;
+        }
+        return c;
+}
+
+TEST(console_port_device_carries_bytes_both_ways_with_back_pressure)
+{
+        DMACHINE(m);
+        struct stat st;
+        CHECK(stat(m.sock, &st) == 0 && S_ISSOCK(st.st_mode));
+        uint32_t len;
+        /* Handshake: DEVICE_READY → PORT_ADD; PORT_READY → PORT_NAME. */
+        for (uint16_t i = 0; i < 4; i++)
+                offer(&m, 2, i, 4096, true, NULL);
+        send_ctrl(&m, 0, VIRTIO_CONSOLE_BAD_ID, VIRTIO_CONSOLE_DEVICE_READY, 1);
+        CHECK(used(&m, 3, &len) == 0);
+        CHECK(recv_ctrl(&m, VIRTIO_CONSOLE_PORT_ADD, 1, NULL));
+        send_ctrl(&m, 1, 0, VIRTIO_CONSOLE_PORT_READY, 1);
+        CHECK(used(&m, 3, &len) == 1);
+        CHECK(recv_ctrl(&m, VIRTIO_CONSOLE_PORT_NAME, 1, PORT_NAME));
+        /* A client connects: the driver hears PORT_OPEN 1; the guest opens its end. */
+        int c = connect_client(&m);
+        CHECK(c >= 0 && fcntl(c, F_SETFL, O_NONBLOCK) == 0);
+        bool opened = recv_ctrl(&m, VIRTIO_CONSOLE_PORT_OPEN, 1, NULL);
+        send_ctrl(&m, 2, 0, VIRTIO_CONSOLE_PORT_OPEN, 1);
+        bool guest_opened = used(&m, 3, &len) == 2;
+        /* No rx buffers: capsule stops reading the socket, so the client's writes soon block. */
+        static uint8_t pattern[1 << 20];
+        for (size_t i = 0; i < sizeof(pattern); i++)
+                pattern[i] = (uint8_t)(i % 251);
+        size_t sent = 0;
+        for (int quiet = 0; quiet < 50 && sent < sizeof(pattern);) {
+                ssize_t n = send(c, pattern + sent, sizeof(pattern) - sent, MSG_NOSIGNAL);
+                if (n > 0)
+                        sent += (size_t)n, quiet = 0;
+                else
+                        quiet++, nanosleep(&(struct timespec){ .tv_nsec = 2000000 }, NULL);
+        }
+        /* Buffers arrive: the bytes go in, in order, and reading resumes. */
+        for (uint16_t i = 0; i < DEV_QS; i++)
+                offer(&m, 0, i, 4096, true, NULL);
+        size_t got = 0;
+        bool in_order = true;
+        for (int i = 0; i < DEV_QS; i++) {
+                int id = used(&m, 0, &len);
+                if (id < 0)
+                        break;
+                const uint8_t *b = gpa(&m, QBUF(0, id), len);
+                for (uint32_t j = 0; j < len; j++)
+                        in_order = in_order && b[j] == (uint8_t)((got + j) % 251);
+                got += len;
+        }
+        /* Guest to host. */
+        offer(&m, 1, 0, 10, false, "hello host");
+        bool tx_used = used(&m, 1, &len) == 0;
+        char reply[64] = { 0 };
+        ssize_t r = -1;
+        for (int ms = 0; ms < 5000 && r < 0; ms++) {
+                r = recv(c, reply, sizeof(reply) - 1, 0);
+                if (r < 0)
+                        nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+        }
+        close(c);
+        CHECK(opened && guest_opened);
+        CHECK(sent < sizeof(pattern));
+        CHECK(got == DEV_QS * 4096 && in_order);
+        CHECK(tx_used && r == 10 && strcmp(reply, "hello host") == 0);
+        /* The socket goes with the VM. */
+        evloop_stop(&m.loop);
+        m.running = false;
+        devices_exit(&m.ctx);
+        m.up = false;
+        CHECK(stat(m.sock, &st) < 0 && errno == ENOENT);
+}
+
+TEST(console_port_device_reports_clients_coming_and_going)
+{
+        DMACHINE(m);
+        uint32_t len;
+        for (uint16_t i = 0; i < 6; i++)
+                offer(&m, 2, i, 4096, true, NULL);
+        send_ctrl(&m, 0, VIRTIO_CONSOLE_BAD_ID, VIRTIO_CONSOLE_DEVICE_READY, 1);
+        CHECK(recv_ctrl(&m, VIRTIO_CONSOLE_PORT_ADD, 1, NULL));
+        send_ctrl(&m, 1, 0, VIRTIO_CONSOLE_PORT_READY, 1);
+        CHECK(recv_ctrl(&m, VIRTIO_CONSOLE_PORT_NAME, 1, PORT_NAME));
+        int c = connect_client(&m);
+        CHECK(c >= 0);
+        /* A second client waits in the backlog while the first is served. */
+        int c2 = connect_client(&m);
+        bool open1 = recv_ctrl(&m, VIRTIO_CONSOLE_PORT_OPEN, 1, NULL);
+        close(c);
+        bool closed = recv_ctrl(&m, VIRTIO_CONSOLE_PORT_OPEN, 0, NULL);
+        bool open2 = recv_ctrl(&m, VIRTIO_CONSOLE_PORT_OPEN, 1, NULL);
+        if (c2 >= 0)
+                close(c2);
+        bool closed2 = recv_ctrl(&m, VIRTIO_CONSOLE_PORT_OPEN, 0, NULL);
+        CHECK(used(&m, 3, &len) == 0 && used(&m, 3, &len) == 1);
+        CHECK(c2 >= 0 && open1 && closed && open2 && closed2);
+}
+
+TEST(console_port_device_ignores_malformed_control_messages)
+{
+        DMACHINE(m);
+        uint32_t len;
+        offer(&m, 2, 0, 4096, true, NULL);
+        /* Too short, too long, an unknown port, before DEVICE_READY: all consumed, none answered. */
+        offer(&m, 3, 0, 7, false, "\0\0\0\0\0\0\0");
+        offer(&m, 3, 1, 9, false, "\0\0\0\0\0\0\1\0\0");
+        send_ctrl(&m, 2, 5, VIRTIO_CONSOLE_PORT_READY, 1);
+        send_ctrl(&m, 3, 0, VIRTIO_CONSOLE_PORT_OPEN, 1);
+        int ids[4];
+        for (int i = 0; i < 4; i++)
+                ids[i] = used(&m, 3, &len);
+        /* The device still works: DEVICE_READY is answered. */
+        send_ctrl(&m, 4, VIRTIO_CONSOLE_BAD_ID, VIRTIO_CONSOLE_DEVICE_READY, 1);
+        CHECK(ids[0] == 0 && ids[1] == 1 && ids[2] == 2 && ids[3] == 3);
+        CHECK(recv_ctrl(&m, VIRTIO_CONSOLE_PORT_ADD, 1, NULL));
 }

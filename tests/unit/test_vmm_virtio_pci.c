@@ -147,7 +147,14 @@ static void fake_reset(struct virtio_dev *dev)
         ((struct fake_dev *)dev->opaque)->resets++;
 }
 
-static const struct virtio_dev_ops fake_ops = { .activate = fake_activate, .notify = fake_notify, .reset = fake_reset };
+/* Every byte of the fake's config is driver-writable. */
+static void fake_config_write(struct virtio_dev *dev, uint32_t offset, const uint8_t *data, uint32_t len)
+{
+        memcpy((uint8_t *)dev->config + offset, data, len);
+}
+
+static const struct virtio_dev_ops fake_ops = { .activate = fake_activate, .notify = fake_notify, .reset = fake_reset,
+                                                .config_write = fake_config_write };
 
 struct machine {
         struct bus pio, mmio;

@@ -83,6 +83,7 @@ struct console_port {
         const char *socket_path;
         bool socket_created;
         int listen_fd, fd;       /* -1: none */
+        bool hup_seen;           /* the client hung up with bytes left to pass on */
         int polled_fd;           /* what the loop watches for this port, with polled_events */
         uint32_t polled_events;
         /* Guest to host: the tx chain the host end has not taken all of yet. */

@@ -5,10 +5,11 @@
  * the guest has somewhere to put it, room when a guest write is waiting), which is
  * the back-pressure both ways. */
 #include <errno.h>
-#include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -20,8 +21,19 @@
 static void port_client_event(void *opaque, uint32_t events)
 {
         struct console_port *p = opaque;
-        (void)events;
         virtio_dev_lock(&p->con->dev);
+        /* A hang-up with nothing left to pass on: the client is gone. With bytes left, they go
+         * first (the read of its EOF ends it), and the hang-up, which stays raised, is not
+         * watched meanwhile. */
+        int unread = 0;
+        if (p->fd >= 0 && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+                if (p->in_off >= p->in_len && (ioctl(p->fd, FIONREAD, &unread) < 0 || unread == 0)) {
+                        console_port_disconnect(p);
+                        console_port_host_changed(p, false);
+                } else {
+                        p->hup_seen = true;
+                }
+        }
         console_port_pump(p);
         virtio_dev_unlock(&p->con->dev);
 }
@@ -35,6 +47,7 @@ static void port_listen_event(void *opaque, uint32_t events)
                 int fd = accept4(p->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
                 if (fd >= 0) {
                         p->fd = fd;
+                        p->hup_seen = false;
                         log_debug("%s: console-port[%d]: a client connected to %s", p->con->dev.name, p->index,
                                   p->socket_path);
                         console_port_host_changed(p, true);
@@ -67,6 +80,10 @@ int console_port_host_read(struct console_port *p)
         struct console *con = p->con;
         bool hvc = p->index < 0;
         if (hvc ? !con->in.usable : p->fd < 0)
+                return 0;
+        /* stdin is shared with whoever started capsule and stays blocking: read only what is there. */
+        struct pollfd pfd = { .fd = STDIN_FILENO, .events = POLLIN };
+        if (hvc && poll(&pfd, 1, 0) <= 0)
                 return 0;
         ssize_t n;
         do
@@ -124,11 +141,19 @@ int console_port_host_write(struct console_port *p)
         return p->tx_off >= c->out_len ? 1 : 0;
 }
 
+static void port_unpoll(struct console_port *p)
+{
+        if (p->polled_fd >= 0 && p->con->loop->epfd >= 0)
+                evloop_del(p->con->loop, p->polled_fd);
+        p->polled_fd = -1;
+        p->polled_events = 0;
+}
+
 void console_port_disconnect(struct console_port *p)
 {
         if (p->fd < 0)
                 return;
-        console_port_poll(p, false, false);
+        port_unpoll(p);
         close(p->fd);
         p->fd = -1;
         log_debug("%s: console-port[%d]: the client of %s went away", p->con->dev.name, p->index, p->socket_path);
@@ -142,14 +167,14 @@ void console_port_poll(struct console_port *p, bool want_in, bool want_out)
                 console_in_poll(&con->in, want_in);
                 return;
         }
+        /* A client is watched for its hang-up even while nothing moves: the driver hears of it. */
         int fd = p->fd >= 0 ? p->fd : p->listen_fd;
-        uint32_t events = p->fd >= 0 ? (want_in ? EPOLLIN : 0) | (want_out ? EPOLLOUT : 0) : EPOLLIN;
+        uint32_t events = EPOLLIN;
+        if (p->fd >= 0)
+                events = (want_in ? EPOLLIN : 0) | (want_out ? EPOLLOUT : 0) | (p->hup_seen ? 0 : EPOLLRDHUP);
         if (fd == p->polled_fd && events == p->polled_events)
                 return;
-        if (p->polled_fd >= 0 && loop->epfd >= 0)
-                evloop_del(loop, p->polled_fd);
-        p->polled_fd = -1;
-        p->polled_events = 0;
+        port_unpoll(p);
         if (fd < 0 || !events || loop->epfd < 0)
                 return;
         cap_error_t err = NULL;
@@ -169,10 +194,7 @@ void console_port_close(struct console_port *p)
         p->tx = NULL;
         if (p->index < 0)
                 return;
-        struct evloop *loop = p->con->loop;
-        if (p->polled_fd >= 0 && loop->epfd >= 0)
-                evloop_del(loop, p->polled_fd);
-        p->polled_fd = -1;
+        port_unpoll(p);
         if (p->fd >= 0)
                 close(p->fd);
         if (p->listen_fd >= 0)

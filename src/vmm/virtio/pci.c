@@ -38,7 +38,7 @@ _Static_assert(VIRTIO_MAX_QUEUES * VPCI_NOTIFY_MULTIPLIER <= VPCI_BLOCK_SIZE, "n
 _Static_assert(VPCI_MAX_VECTORS * MSIX_ENTRY_SIZE <= VPCI_BLOCK_SIZE, "MSI-X table fits its block");
 _Static_assert(VPCI_MSIX_PBA + VPCI_BLOCK_SIZE <= VPCI_BAR_SIZE, "every block fits BAR 0");
 
-/* Where the PCI configuration access capability sits (it is last in the chain). */
+/* The PCI configuration access capability: a vendor capability plus its 4-byte data window. */
 #define PCI_CFG_CAP_SIZE ((uint32_t)sizeof(struct virtio_pci_cfg_cap))
 
 static void put16(uint8_t *p, uint16_t v)

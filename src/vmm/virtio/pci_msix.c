@@ -12,7 +12,6 @@
  * Everything runs with dev->lock held. */
 #include <errno.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "common/log.h"

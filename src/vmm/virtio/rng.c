@@ -132,6 +132,7 @@ static void rng_timer(void *opaque, uint32_t events)
         virtio_dev_unlock(&r->dev);
 }
 
+/* Nothing to start: requests are served as the driver kicks. */
 static int rng_activate(struct virtio_dev *dev, cap_error_t *err)
 {
         (void)dev;

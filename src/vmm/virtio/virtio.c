@@ -289,11 +289,8 @@ void virtio_core_config_read(struct virtio_dev *dev, uint32_t offset, uint8_t *d
 void virtio_core_config_write(struct virtio_dev *dev, uint32_t offset, const uint8_t *data, uint32_t len)
 {
         virtio_dev_lock(dev);
-        if (config_in_bounds(dev, offset, len) && !(dev->status & VIRTIO_CONFIG_S_FAILED)) {
-                memcpy((uint8_t *)dev->config + offset, data, len);
-                if (dev->ops->config_write)
-                        dev->ops->config_write(dev, offset, len);
-        }
+        if (config_in_bounds(dev, offset, len) && !(dev->status & VIRTIO_CONFIG_S_FAILED) && dev->ops->config_write)
+                dev->ops->config_write(dev, offset, data, len);
         virtio_dev_unlock(dev);
 }
 

@@ -40,9 +40,11 @@ struct virtio_dev_ops {
         /* The driver reset the device (status 0), or the VM is stopping: drop in-flight work
          * so that nothing touches guest memory afterwards, and return to the initial state. */
         void (*reset)(struct virtio_dev *dev);
-        /* Optional: the driver wrote config bytes [offset, offset+len), already inside
-         * config_len and already copied into dev->config. */
-        void (*config_write)(struct virtio_dev *dev, uint32_t offset, uint32_t len);
+        /* Optional: the driver writes data to config bytes [offset, offset+len), already
+         * inside config_len. The device copies in only the fields the spec lets the driver
+         * write: the core never changes dev->config, so a device that reads its own config
+         * (a disk's capacity) cannot be fed a forged value. Without it, writes are dropped. */
+        void (*config_write)(struct virtio_dev *dev, uint32_t offset, const uint8_t *data, uint32_t len);
         /* Optional: the VM is going away (after reset): close files, join threads. */
         void (*destroy)(struct virtio_dev *dev);
 };

@@ -92,15 +92,6 @@ static void vsock_reset(struct virtio_dev *dev)
         vsock_mux_reset(d->mux);
 }
 
-/* The config space is read-only: undo a driver's write. */
-static void vsock_config_write(struct virtio_dev *dev, uint32_t offset, uint32_t len)
-{
-        struct vsock_dev *d = dev->opaque;
-        (void)offset;
-        (void)len;
-        d->config.guest_cid = htole64(d->guest_cid);
-}
-
 static void vsock_destroy(struct virtio_dev *dev)
 {
         struct vsock_dev *d = dev->opaque;
@@ -112,7 +103,6 @@ static const struct virtio_dev_ops vsock_ops = {
         .activate = vsock_activate,
         .notify = vsock_notify,
         .reset = vsock_reset,
-        .config_write = vsock_config_write,
         .destroy = vsock_destroy,
 };
 

@@ -1,0 +1,28 @@
+/* The fuzz targets' input cursor: take() hands out the fuzzer's bytes in order and says
+ * when they ran out, so a target reads its whole scenario from one buffer. */
+#ifndef CAPSULE_FUZZ_INPUT_H
+#define CAPSULE_FUZZ_INPUT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+struct input {
+        const uint8_t *p;
+        size_t left;
+};
+
+static inline bool take(struct input *in, void *out, size_t n)
+{
+        if (in->left < n)
+                return false;
+        memcpy(out, in->p, n);
+        in->p += n;
+        in->left -= n;
+        return true;
+}
+
+#endif
