@@ -57,7 +57,7 @@ for tool in qemu-system-x86_64 python3; do
 done
 [ -w /dev/kvm ] || die "needs read-write /dev/kvm (run as root, or from the host: it enters the testbed)"
 [ -w /dev/vhost-vsock ] || die "needs /dev/vhost-vsock for QEMU's vhost-vsock (CONFIG_VHOST_VSOCK)"
-[ -n "${CAPSULE_KERNEL:-}" ] && [ -f "$CAPSULE_KERNEL" ] || die "CAPSULE_KERNEL names no kernel"
+[ -f "${CAPSULE_KERNEL:-}" ] || die "CAPSULE_KERNEL names no kernel"
 [ -x "$repo/build/capsule" ] || die "$repo/build/capsule is missing: make -C $repo"
 BENCH_INITRD=${BENCH_INITRD:-$("$repo/bench/mkbenchinitramfs")}
 
