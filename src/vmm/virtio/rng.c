@@ -1,5 +1,8 @@
 /* virtio-rng: one request queue whose writable buffers are filled from the host's
  * getrandom(), with GRND_NONBLOCK so the event loop never waits on the host's pool.
+ * Until the host's pool is initialised (a freshly booted host, or the testbed) that
+ * fails, and GRND_INSECURE gives what /dev/urandom would: the same bytes QEMU's and
+ * kvmtool's back-ends read, and no worse than what the host itself has then.
  * With a rate (rng_bytes_per_sec) a token bucket holding one second's worth limits
  * it: when the bucket runs dry the device stops taking requests and a timerfd on the
  * event loop brings it back, so nothing ever sleeps. The bucket survives a device
@@ -79,10 +82,12 @@ static uint32_t rng_fill(const struct virtq_chain *c, uint64_t max)
                 size_t left = c->iov[i].iov_len < max - done ? c->iov[i].iov_len : max - done;
                 while (left) {
                         ssize_t n = getrandom(p, left, GRND_NONBLOCK);
+                        if (n < 0 && errno == EAGAIN)
+                                n = getrandom(p, left, GRND_INSECURE);
                         if (n < 0 && errno == EINTR)
                                 continue;
                         if (n <= 0)
-                                return done; /* the pool is not ready: hand back what there is */
+                                return done; /* hand back what there is */
                         p += n;
                         left -= (size_t)n;
                         done += (uint32_t)n;
