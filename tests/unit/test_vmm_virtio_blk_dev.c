@@ -1,7 +1,9 @@
 /* The virtio-blk device end to end on the host: the virtio core and its MMIO
  * transport driven through the bus as a vCPU would, real guest memory, event loop
  * and io_uring, an image file, and fake KVM hooks. Requests are laid out in guest
- * memory as Linux's driver lays them out (header, data, status: three descriptors). */
+ * memory as Linux's driver lays them out (header, data, status: three descriptors).
+ * The last tests are a hostile driver's attacks through what a guest controls: register
+ * writes and guest memory. */
 #include <endian.h>
 #include <fcntl.h>
 #include <stddef.h>
@@ -156,8 +158,11 @@ static uint64_t device_features(struct machine *m)
         return hi << 32 | rd32(m, VIRTIO_MMIO_DEVICE_FEATURES);
 }
 
-/* The Linux driver's steps up to DRIVER_OK, with queue 0 of QSIZE entries. */
-static void driver_start(struct machine *m, uint64_t features)
+#define FOK (VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK)
+
+/* The Linux driver's steps up to DRIVER_OK (not included), with queue 0 of QSIZE entries
+ * and its descriptor table at desc. */
+static void driver_setup(struct machine *m, uint64_t features, uint64_t desc)
 {
         wr32(m, VIRTIO_MMIO_STATUS, 0);
         wr32(m, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
@@ -167,21 +172,25 @@ static void driver_start(struct machine *m, uint64_t features)
         wr32(m, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)features);
         wr32(m, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
         wr32(m, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(features >> 32));
-        uint32_t s = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK;
-        wr32(m, VIRTIO_MMIO_STATUS, s);
+        wr32(m, VIRTIO_MMIO_STATUS, FOK);
         /* Fresh rings, as a driver allocates them after a reset. */
         memset(guest_mem_ptr(&m->mem, DESC, USED + 0x1000 - DESC), 0, USED + 0x1000 - DESC);
         wr32(m, VIRTIO_MMIO_QUEUE_SEL, 0);
         wr32(m, VIRTIO_MMIO_QUEUE_NUM, QSIZE);
-        wr32(m, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)DESC);
-        wr32(m, VIRTIO_MMIO_QUEUE_DESC_HIGH, 0);
+        wr32(m, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)desc);
+        wr32(m, VIRTIO_MMIO_QUEUE_DESC_HIGH, (uint32_t)(desc >> 32));
         wr32(m, VIRTIO_MMIO_QUEUE_AVAIL_LOW, (uint32_t)AVAIL);
         wr32(m, VIRTIO_MMIO_QUEUE_AVAIL_HIGH, 0);
         wr32(m, VIRTIO_MMIO_QUEUE_USED_LOW, (uint32_t)USED);
         wr32(m, VIRTIO_MMIO_QUEUE_USED_HIGH, 0);
         wr32(m, VIRTIO_MMIO_QUEUE_READY, 1);
-        wr32(m, VIRTIO_MMIO_STATUS, s | VIRTIO_CONFIG_S_DRIVER_OK);
         m->avail_idx = 0;
+}
+
+static void driver_start(struct machine *m, uint64_t features)
+{
+        driver_setup(m, features, DESC);
+        wr32(m, VIRTIO_MMIO_STATUS, FOK | VIRTIO_CONFIG_S_DRIVER_OK);
 }
 
 static uint8_t *gptr(struct machine *m, uint64_t gpa, uint64_t len)
@@ -407,4 +416,82 @@ TEST(dev_in_flight_bounded_by_the_queue_size)
         }
         CHECK(status(&m, 0) == VIRTIO_BLK_S_OK);
         CHECK(!(rd32(&m, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET));
+}
+
+static off_t image_size(struct machine *m)
+{
+        struct stat st;
+        return stat(m->image, &st) == 0 ? st.st_size : -1;
+}
+
+TEST(blk_capacity_written_by_the_driver_does_not_widen_the_disk)
+{
+        /* The driver writes a huge capacity into the (read-only) config space, resets and
+         * sets the device up again, then writes and reads past the image's end. */
+        MACHINE(m, false, NULL);
+        wr32(&m, VIRTIO_MMIO_CONFIG + offsetof(struct virtio_blk_config, capacity), 0xffffffff);
+        wr32(&m, VIRTIO_MMIO_CONFIG + offsetof(struct virtio_blk_config, capacity) + 4, 0x003fffff);
+        driver_start(&m, 0);
+        memset(data(&m, 0), 0x5a, 4096);
+        request(&m, 0, VIRTIO_BLK_T_OUT, (1ULL << 40) / 512, 4096);
+        kick(&m);
+        CHECK(wait_used(&m, 1));
+        CHECK(status(&m, 0) == VIRTIO_BLK_S_IOERR);
+        CHECK(image_size(&m) == IMAGE_SIZE);
+        request(&m, 1, VIRTIO_BLK_T_IN, IMAGE_SIZE / 512, 512);
+        kick(&m);
+        CHECK(wait_used(&m, 2));
+        CHECK(status(&m, 1) == VIRTIO_BLK_S_IOERR);
+        /* The disk itself still works. */
+        request(&m, 2, VIRTIO_BLK_T_IN, IMAGE_SIZE / 512 - 1, 512);
+        kick(&m);
+        CHECK(wait_used(&m, 3));
+        CHECK(status(&m, 2) == VIRTIO_BLK_S_OK);
+        CHECK(!(rd32(&m, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET));
+}
+
+/* Lines of what fn wrote to stderr. */
+static int stderr_lines(void (*fn)(struct machine *), struct machine *m)
+{
+        char path[] = "/tmp/capsule-blk-dev-log.XXXXXX";
+        int fd = mkstemp(path);
+        if (fd < 0)
+                return -1;
+        unlink(path);
+        int saved = dup(STDERR_FILENO);
+        dup2(fd, STDERR_FILENO);
+        fn(m);
+        dup2(saved, STDERR_FILENO);
+        close(saved);
+        char buf[65536];
+        ssize_t n = pread(fd, buf, sizeof(buf), 0);
+        close(fd);
+        int lines = 0;
+        for (ssize_t i = 0; i < n; i++)
+                lines += buf[i] == '\n';
+        return lines;
+}
+
+/* A thousand rounds of: set the device up with a misaligned descriptor table (the
+ * device needs a reset), and reset it. */
+static void fail_and_reset_storm(struct machine *m)
+{
+        for (int i = 0; i < 1000; i++) {
+                driver_setup(m, 0, DESC + 8);
+                if (!(rd32(m, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET))
+                        return;
+        }
+}
+
+TEST(device_failures_the_guest_repeats_are_not_logged_each_time)
+{
+        MACHINE(m, false, NULL);
+        int lines = stderr_lines(fail_and_reset_storm, &m);
+        CHECK(rd32(&m, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET);
+        CHECK(lines >= 1 && lines <= 10);
+        /* And the device still comes back after a reset. */
+        driver_start(&m, 0);
+        request(&m, 0, VIRTIO_BLK_T_IN, 0, 512);
+        kick(&m);
+        CHECK(wait_used(&m, 1) && status(&m, 0) == VIRTIO_BLK_S_OK);
 }
