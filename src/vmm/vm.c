@@ -426,5 +426,14 @@ void vm_config_free(struct vm_config *cfg)
                 free(cfg->shares[i].socket);
         }
         free(cfg->shares);
+        for (int i = 0; i < cfg->n_nets; i++) {
+                free(cfg->nets[i].ifname);
+                free(cfg->nets[i].netns);
+                for (int j = 0; j < cfg->nets[i].n_forwards; j++)
+                        free(cfg->nets[i].forwards[j].host_addr);
+                free(cfg->nets[i].forwards);
+        }
+        free(cfg->nets);
+        free(cfg->api_socket);
         memset(cfg, 0, sizeof(*cfg));
 }
