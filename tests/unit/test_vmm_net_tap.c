@@ -11,10 +11,12 @@
 #include <linux/virtio_net.h>
 #include <net/if.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/capability.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -330,4 +332,33 @@ TEST(tap_bad_settings_name_the_nic)
         struct vm_net many = { .backend = VM_NET_TAP, .queues = 17 };
         CHECK(open_tap(&many, 17, &b, &m4) < 0);
         CHECK(m4 && strstr(m4, "17 queues"));
+}
+
+/* Capabilities are a thread's: this one gives up CAP_NET_ADMIN and tries. */
+static void *open_without_net_admin(void *arg)
+{
+        char **msg = arg;
+        cap_t caps = cap_get_proc();
+        cap_value_t admin = CAP_NET_ADMIN;
+        if (!caps || cap_set_flag(caps, CAP_EFFECTIVE, 1, &admin, CAP_CLEAR) < 0 || cap_set_proc(caps) < 0) {
+                cap_free(caps);
+                return NULL;
+        }
+        cap_free(caps);
+        struct vm_net cfg = { .backend = VM_NET_TAP, .queues = 1 };
+        struct net_backend *b = NULL;
+        if (open_tap(&cfg, 1, &b, msg) == 0)
+                b->ops->destroy(b);
+        return NULL;
+}
+
+TEST(tap_without_cap_net_admin_says_so)
+{
+        NEED_TAP();
+        char *msg = NULL;
+        pthread_t t;
+        CHECK(pthread_create(&t, NULL, open_without_net_admin, &msg) == 0);
+        pthread_join(t, NULL);
+        cleanup_free char *m = msg;
+        CHECK(m && strstr(m, "net[0]: tap: cannot create or attach it (a tap needs CAP_NET_ADMIN"));
 }
