@@ -604,7 +604,8 @@ static void ctrl(struct machine *m, unsigned int q, unsigned int slot, uint8_t c
         uint8_t *p = gptr(m, bufaddr(101 + slot), 2 + len);
         p[0] = cls;
         p[1] = cmd;
-        memcpy(p + 2, data, len);
+        if (len)
+                memcpy(p + 2, data, len);
         *gptr(m, ACK(slot), 1) = 0xee;
         const struct buf b[2] = { { bufaddr(101 + slot), 2 + len, false }, { ACK(slot), 1, true } };
         chain_add(m, q, b, 2);
