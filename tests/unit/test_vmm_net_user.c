@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -342,4 +343,62 @@ TEST(passt_missing_or_failing)
         CHECK(net_passt_open(&cfg, 1, &b, &err) < 0);
         CHECK(strstr(err->msg, "net[1]: passt exited with status") != NULL);
         CHECK(waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD);
+}
+
+/* A stand-in for passt (CAPSULE_PASST): answers the start-up ARP in one-byte writes, then
+ * sends three frames in one write, one too large for the guest's buffer, and a length no
+ * frame can have. capsule must reassemble, drop the large one alone, and give up on the
+ * broken framing without reading past its buffer. */
+static const char fake_passt[] =
+        "#!/usr/bin/python3\n"
+        "import os, socket, struct, time\n"
+        "s = socket.socket(fileno=3)\n"
+        "n = struct.unpack('!I', s.recv(4, socket.MSG_WAITALL))[0]\n"
+        "s.recv(n, socket.MSG_WAITALL)\n"
+        "arp = bytes(12) + b'\\x08\\x06' + bytes(7) + b'\\x02' + bytes(20)\n"
+        "for b in struct.pack('!I', len(arp)) + arp:\n"
+        "    s.send(bytes([b]))\n"
+        "time.sleep(0.2)\n"
+        "f = lambda d: struct.pack('!I', len(d)) + d\n"
+        "s.send(f(b'A' * 60) + f(b'B' * 3000) + f(b'C' * 61))\n"
+        "s.send(struct.pack('!I', 0xffffffff) + b'x' * 100)\n"
+        "time.sleep(30)\n";
+
+TEST(passt_stream_framing)
+{
+        if (access("/usr/bin/python3", X_OK) != 0)
+                SKIP("no /usr/bin/python3 for the stand-in passt");
+        char path[] = "/tmp/capsule-fake-passt-XXXXXX";
+        int fd = mkstemp(path);
+        CHECK(fd >= 0);
+        bool written = write(fd, fake_passt, sizeof(fake_passt) - 1) == (ssize_t)sizeof(fake_passt) - 1;
+        close(fd);
+        chmod(path, 0755);
+        CHECK(written);
+        struct vm_net cfg = { .backend = VM_NET_USER, .queues = 1, .user_impl = VM_NET_USER_PASST };
+        struct net_backend *b = NULL;
+        cap_error_t err = NULL;
+        setenv("CAPSULE_PASST", path, 1);
+        int rc = net_passt_open(&cfg, 0, &b, &err);
+        unsetenv("CAPSULE_PASST");
+        unlink(path);
+        if (rc < 0)
+                cap_error_report(&err);
+        CHECK(rc == 0);
+        uint8_t buf[2048];
+        ssize_t got[3];
+        for (int i = 0; i < 3; i++) {
+                struct iovec iov[2] = { { buf, 7 }, { buf + 7, sizeof(buf) - 7 } };
+                long long deadline = now_ms() + WAIT_MS;
+                while ((got[i] = b->ops->recv(b, 0, iov, 2)) == -EAGAIN && now_ms() < deadline) {
+                        struct pollfd p = { .fd = b->fds[0], .events = POLLIN };
+                        poll(&p, 1, 100);
+                }
+                if (i == 0)
+                        CHECK(got[0] == 60 && buf[0] == 'A' && buf[59] == 'A');
+                if (i == 1)
+                        CHECK(got[1] == 61 && buf[0] == 'C' && buf[60] == 'C');
+        }
+        b->ops->destroy(b);
+        CHECK(got[2] == -EPROTO);
 }
