@@ -208,10 +208,10 @@ static int rx_pop(void *opaque, struct virtq_chain *chain)
         return virtio_queue_pop(&t->d->dev, t->q, chain);
 }
 
-static void rx_push(void *opaque, uint16_t head, uint32_t written)
+static void rx_push(void *opaque, const uint16_t *heads, const uint32_t *written, unsigned int n)
 {
         struct rx_target *t = opaque;
-        virtio_queue_push(&t->d->dev, t->q, head, written);
+        virtio_queue_push_many(&t->d->dev, t->q, heads, written, n);
         t->pushed = true;
 }
 
