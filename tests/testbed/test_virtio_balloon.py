@@ -35,6 +35,8 @@ HOG = 256
 
 
 def have_ctl():
+    if not CAPSULE.exists():
+        return False
     r = subprocess.run([str(CAPSULE), "vm", "--help"], capture_output=True, text=True)
     return "--api-socket" in r.stdout + r.stderr
 
