@@ -54,9 +54,9 @@ static const char vm_help[] =
         "                     (boolean), payload, bzimage-decompress (strings), debug-exit (boolean),\n"
         "                     and the virtio settings below under their flag's name with the flag's\n"
         "                     text as value (disk, console-port, share, net: a list of them; rng: true\n"
-        "                     or the rate); relative paths are relative to FILE's folder; flags\n"
-        "                     override it, and disks, ports, shares and NICs from flags are added to\n"
-        "                     its own\n"
+        "                     or the rate; balloon: true or its options); relative paths are relative\n"
+        "                     to FILE's folder; flags override it, and disks, ports, shares and NICs\n"
+        "                     from flags are added to its own\n"
         "  --help             this help\n"
         "\n"
         "Virtio devices (the guest's stock drivers; --virtio-transport picks how they attach):\n"
@@ -78,6 +78,12 @@ static const char vm_help[] =
         "                     the Unix socket PATH and carries bytes both ways for one client at a time\n"
         "  --rng[=RATE]       a virtio-rng entropy device fed from the host's getrandom(); RATE limits\n"
         "                     it to that many bytes a second (K or M suffix)\n"
+        "  --balloon[=free-page-reporting][,deflate-on-oom]\n"
+        "                     a virtio-balloon: the control channel's `balloon SIZE` asks the guest to\n"
+        "                     give SIZE of its memory back to the host, `balloon-stats` shows the\n"
+        "                     guest's statistics. free-page-reporting: the guest also hands back what\n"
+        "                     it frees, within seconds; deflate-on-oom: the guest takes ballooned\n"
+        "                     memory back before its OOM killer runs. Not with --hugepages\n"
         "  --vsock CID,socket=PATH\n"
         "                     a virtio-vsock device for guest CID (3 or more), bridged to Unix sockets\n"
         "                     (no vhost): a host client connects to PATH and writes \"CONNECT <port>\\n\",\n"
@@ -115,7 +121,7 @@ static const char vm_help[] =
 
 enum vm_opt { OPT_KERNEL, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEMORY, OPT_CONSOLE, OPT_HUGEPAGES, OPT_PAYLOAD,
               OPT_BZIMAGE_DECOMPRESS, OPT_DEBUG_EXIT, OPT_VIRTIO_TRANSPORT, OPT_DISK, OPT_CONSOLE_DEVICE,
-              OPT_CONSOLE_PORT, OPT_RNG, OPT_VSOCK, OPT_SHARE, OPT_NET, OPT_CONFIG, OPT_HELP, N_OPTS };
+              OPT_CONSOLE_PORT, OPT_RNG, OPT_BALLOON, OPT_VSOCK, OPT_SHARE, OPT_NET, OPT_CONFIG, OPT_HELP, N_OPTS };
 
 static const struct option vm_opts[] = {
         { "kernel", required_argument, NULL, OPT_KERNEL },
@@ -133,6 +139,7 @@ static const struct option vm_opts[] = {
         { "console-device", required_argument, NULL, OPT_CONSOLE_DEVICE },
         { "console-port", required_argument, NULL, OPT_CONSOLE_PORT },
         { "rng", optional_argument, NULL, OPT_RNG },
+        { "balloon", optional_argument, NULL, OPT_BALLOON },
         { "vsock", required_argument, NULL, OPT_VSOCK },
         { "share", required_argument, NULL, OPT_SHARE },
         { "net", required_argument, NULL, OPT_NET },
@@ -346,6 +353,10 @@ static int load_config_key(struct vm_settings *s, const char *key, json_t *v, co
                 cfg->rng = json_is_true(v);
                 return 0;
         }
+        if (strcmp(key, "balloon") == 0 && json_is_boolean(v)) {
+                cfg->balloon = json_is_true(v);
+                return 0;
+        }
         if (json_is_string(v)) {
                 int r = vm_virtio_setting(cfg, key, json_string_value(v), dir, origin, err);
                 if (r <= 0)
@@ -353,7 +364,7 @@ static int load_config_key(struct vm_settings *s, const char *key, json_t *v, co
         }
         return cap_fail(err, 0, "%s: unknown key `%s` or not a string (known: kernel, initrd, cmdline, cpus, memory, console, "
                         "hugepages, payload, bzimage-decompress, debug-exit, virtio-transport, disk, console-device, "
-                        "console-port, rng, vsock, share, net)",
+                        "console-port, rng, balloon, vsock, share, net)",
                         origin, key);
 }
 
@@ -421,6 +432,7 @@ static int apply_flag(struct vm_settings *s, int opt, const char *value, cap_err
         case OPT_CONSOLE_DEVICE:
         case OPT_CONSOLE_PORT:
         case OPT_RNG:
+        case OPT_BALLOON:
         case OPT_VSOCK:
         case OPT_SHARE:
         case OPT_NET:
