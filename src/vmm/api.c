@@ -27,8 +27,7 @@ struct api_conn {
         bool watched;  /* on the event loop: not while a pause answer is due */
         bool waiting;  /* a pause answer is due */
         unsigned int gen; /* api.resume_gen when it began to wait */
-        size_t len;
-        char buf[API_LINE_MAX + 1];
+        struct api_lines in;
 };
 
 struct api {
@@ -47,6 +46,38 @@ struct api {
 };
 
 static void api_conn_ready(void *opaque, uint32_t events);
+
+char *api_lines_space(struct api_lines *l, size_t *room)
+{
+        if (l->start) {
+                memmove(l->buf, l->buf + l->start, l->len - l->start);
+                l->len -= l->start;
+                l->start = 0;
+        }
+        *room = sizeof(l->buf) - l->len;
+        return l->buf + l->len;
+}
+
+void api_lines_added(struct api_lines *l, size_t n)
+{
+        l->len += n;
+}
+
+bool api_lines_next(struct api_lines *l, const char **line, size_t *len)
+{
+        char *nl = memchr(l->buf + l->start, '\n', l->len - l->start);
+        if (!nl)
+                return false;
+        *line = l->buf + l->start;
+        *len = (size_t)(nl - *line);
+        l->start += *len + 1;
+        return true;
+}
+
+bool api_lines_overlong(const struct api_lines *l)
+{
+        return l->len - l->start >= API_LINE_MAX;
+}
 
 static void api_conn_close(struct api_conn *c)
 {
@@ -97,20 +128,18 @@ static void api_apply(struct api *a, const struct api_reply *r)
 static bool api_conn_lines(struct api_conn *c)
 {
         struct api *a = c->api;
-        char *nl;
-        while (!c->waiting && (nl = memchr(c->buf, '\n', c->len))) {
-                size_t n = (size_t)(nl - c->buf);
+        const char *line;
+        size_t n;
+        while (!c->waiting && api_lines_next(&c->in, &line, &n)) {
                 struct api_reply r;
-                api_request(&a->vm, c->buf, n, &r);
-                c->len -= n + 1;
-                memmove(c->buf, nl + 1, c->len);
+                api_request(&a->vm, line, n, &r);
                 c->waiting = r.pending;
                 c->gen = a->resume_gen;
                 api_apply(a, &r);
                 if (r.text && !api_send(c, r.text))
                         return false;
         }
-        if (!c->waiting && c->len >= API_LINE_MAX) {
+        if (!c->waiting && api_lines_overlong(&c->in)) {
                 cleanup_free char *msg = xasprintf("request longer than %d bytes", API_LINE_MAX);
                 if (api_send(c, api_error_text(msg)))
                         api_conn_close(c);
@@ -159,14 +188,16 @@ static void api_conn_ready(void *opaque, uint32_t events)
         struct api_conn *c = opaque;
         struct api *a = c->api;
         (void)events;
-        ssize_t n = read(c->fd, c->buf + c->len, sizeof(c->buf) - c->len);
+        size_t room;
+        char *space = api_lines_space(&c->in, &room);
+        ssize_t n = read(c->fd, space, room);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
                 return;
         if (n <= 0) {
                 api_conn_close(c);
                 return;
         }
-        c->len += (size_t)n;
+        api_lines_added(&c->in, (size_t)n);
         if (api_conn_lines(c) && c->waiting) {
                 /* No more requests from this client until its pause is answered, in order. */
                 evloop_del(a->loop, c->fd);

@@ -49,7 +49,22 @@ int api_open(struct api **out, const char *path, struct evloop *loop, const stru
 /* Close every connection and remove the socket. Call after the event loop has stopped. */
 void api_close(struct api *a);
 
-/* ---- the request dispatcher (api_cmd.c), apart from the socket for tests and the fuzzer ---- */
+/* ---- the framing (api.c) and the dispatcher (api_cmd.c), apart from the socket, for tests and
+ * the fuzzer ---- */
+
+/* A client's bytes, cut into lines. */
+struct api_lines {
+        size_t start, len; /* the unread bytes are buf[start, len) */
+        char buf[API_LINE_MAX + 1];
+};
+
+/* Where the client's next bytes go and how many fit (*room 0: the pending line is overlong). */
+char *api_lines_space(struct api_lines *l, size_t *room);
+void api_lines_added(struct api_lines *l, size_t n);
+/* The next complete line without its newline (valid until the next call), or false. */
+bool api_lines_next(struct api_lines *l, const char **line, size_t *len);
+/* API_LINE_MAX bytes and still no newline. */
+bool api_lines_overlong(const struct api_lines *l);
 
 struct api_reply {
         char *text;          /* the answer line without its newline (malloc'd), NULL when pending */

@@ -210,6 +210,43 @@ TEST(malformed_requests_change_nothing)
         CHECK(fake.pauses == 0 && fake.resumes == 0 && fake.buttons == 0);
 }
 
+static void feed(struct api_lines *l, const char *data, size_t n)
+{
+        size_t room;
+        char *space = api_lines_space(l, &room);
+        memcpy(space, data, n < room ? n : room);
+        api_lines_added(l, n < room ? n : room);
+}
+
+TEST(lines_are_cut_at_newlines_across_reads)
+{
+        struct api_lines *l = xmalloc0(sizeof(*l));
+        const char *line;
+        size_t n;
+        feed(l, "{\"comm", 6);
+        CHECK(!api_lines_next(l, &line, &n) && !api_lines_overlong(l));
+        feed(l, "and\":1}\n\n{}\nrest", 16);
+        CHECK(api_lines_next(l, &line, &n) && n == 13 && memcmp(line, "{\"command\":1}", 13) == 0);
+        CHECK(api_lines_next(l, &line, &n) && n == 0);
+        CHECK(api_lines_next(l, &line, &n) && n == 2 && memcmp(line, "{}", 2) == 0);
+        CHECK(!api_lines_next(l, &line, &n));
+        feed(l, "\n", 1);
+        CHECK(api_lines_next(l, &line, &n) && n == 4 && memcmp(line, "rest", 4) == 0);
+        /* A line of exactly the limit fits; one byte more is overlong. */
+        char *big = xmalloc0(API_LINE_MAX + 1);
+        memset(big, 'x', API_LINE_MAX);
+        big[API_LINE_MAX] = '\n';
+        feed(l, big, API_LINE_MAX + 1);
+        CHECK(api_lines_next(l, &line, &n) && n == API_LINE_MAX && !api_lines_overlong(l));
+        feed(l, big, API_LINE_MAX);
+        CHECK(!api_lines_next(l, &line, &n) && api_lines_overlong(l));
+        size_t room;
+        api_lines_space(l, &room);
+        CHECK(room == 1);
+        free(big);
+        free(l);
+}
+
 /* ---- the socket ---------------------------------------------------------------------------- */
 
 struct server {
