@@ -55,9 +55,10 @@ static const char vm_help[] =
         "                     cpus (integer), memory (\"512M\" or bytes), console (string), hugepages\n"
         "                     (boolean), payload, bzimage-decompress, api-socket (strings), debug-exit (boolean),\n"
         "                     and the virtio settings below under their flag's name with the flag's\n"
-        "                     text as value (disk, console-port, share: a list of them; rng: true or\n"
-        "                     the rate); relative paths are relative to FILE's folder; flags override\n"
-        "                     it, and disks, ports and shares from flags are added to its own\n"
+        "                     text as value (disk, console-port, share, net: a list of them; rng: true\n"
+        "                     or the rate); relative paths are relative to FILE's folder; flags\n"
+        "                     override it, and disks, ports, shares and NICs from flags are added to\n"
+        "                     its own\n"
         "  --api-socket PATH  serve the VM's control channel on the Unix socket PATH (created 0600,\n"
         "                     removed at exit; a stale socket nobody listens on is replaced, any other\n"
         "                     file is refused): see \"Control channel\" below\n"
@@ -92,6 +93,18 @@ static const char vm_help[] =
         "                     capsule starts and stops /usr/lib/qemu/virtiofsd ($CAPSULE_VIRTIOFSD names\n"
         "                     another) for it, unless socket=PATH names a vhost-user back-end that is\n"
         "                     already listening there\n"
+        "  --net tap[=NAME][,mac=MAC][,queues=N][,netns=PATH]\n"
+        "  --net user[,hostfwd=tcp|udp:[HOSTADDR]:HOSTPORT-:GUESTPORT]...[,impl=passt|slirp][,mac=MAC]\n"
+        "                     a virtio-net NIC (repeatable: eth0, eth1, ...). tap: a tap device\n"
+        "                     (root, CAP_NET_ADMIN) with checksum and segmentation offloads; without\n"
+        "                     NAME capsule creates capsuleN, brings it up and it disappears when\n"
+        "                     capsule ends; NAME attaches to that tap (created the same way when it\n"
+        "                     does not exist; one capsule did not create is left in place); queues=N:\n"
+        "                     N queue pairs, 1 to 16 (default 1); netns=PATH: the tap lives in that\n"
+        "                     network namespace (/run/netns/NAME). user: rootless user-mode\n"
+        "                     networking (outbound TCP/UDP, DNS, no tap); hostfwd forwards a host\n"
+        "                     port to a guest port (repeatable); impl picks passt or libslirp.\n"
+        "                     mac: the NIC's MAC (default: a locally administered one)\n"
         "\n"
         "Control channel (--api-socket): one JSON request per line, one JSON answer per line,\n"
         "{\"ok\": true, ...} or {\"ok\": false, \"error\": \"...\"}; a request over 64 KiB or malformed\n"
@@ -120,7 +133,7 @@ static const char vm_help[] =
 
 enum vm_opt { OPT_KERNEL, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEMORY, OPT_CONSOLE, OPT_HUGEPAGES, OPT_PAYLOAD,
               OPT_BZIMAGE_DECOMPRESS, OPT_DEBUG_EXIT, OPT_VIRTIO_TRANSPORT, OPT_DISK, OPT_CONSOLE_DEVICE,
-              OPT_CONSOLE_PORT, OPT_RNG, OPT_VSOCK, OPT_SHARE, OPT_API_SOCKET, OPT_CONFIG, OPT_HELP, N_OPTS };
+              OPT_CONSOLE_PORT, OPT_RNG, OPT_VSOCK, OPT_SHARE, OPT_NET, OPT_API_SOCKET, OPT_CONFIG, OPT_HELP, N_OPTS };
 
 static const struct option vm_opts[] = {
         { "kernel", required_argument, NULL, OPT_KERNEL },
@@ -140,6 +153,7 @@ static const struct option vm_opts[] = {
         { "rng", optional_argument, NULL, OPT_RNG },
         { "vsock", required_argument, NULL, OPT_VSOCK },
         { "share", required_argument, NULL, OPT_SHARE },
+        { "net", required_argument, NULL, OPT_NET },
         { "api-socket", required_argument, NULL, OPT_API_SOCKET },
         { "config", required_argument, NULL, OPT_CONFIG },
         { "help", no_argument, NULL, OPT_HELP },
@@ -281,7 +295,8 @@ static int json_string_setting(json_t *v, const char *origin, const char **out, 
 /* Settings given more than once add a device each: a list in the JSON config. */
 static bool is_repeatable(const char *key)
 {
-        return strcmp(key, "disk") == 0 || strcmp(key, "console-port") == 0 || strcmp(key, "share") == 0;
+        return strcmp(key, "disk") == 0 || strcmp(key, "console-port") == 0 || strcmp(key, "share") == 0 ||
+               strcmp(key, "net") == 0;
 }
 
 static int load_config_key(struct vm_settings *s, const char *key, json_t *v, const char *origin, const char *dir, cap_error_t *err)
@@ -361,7 +376,7 @@ static int load_config_key(struct vm_settings *s, const char *key, json_t *v, co
         }
         return cap_fail(err, 0, "%s: unknown key `%s` or not a string (known: kernel, initrd, cmdline, cpus, memory, console, "
                         "hugepages, payload, bzimage-decompress, debug-exit, virtio-transport, disk, console-device, "
-                        "console-port, rng, vsock, share, api-socket)",
+                        "console-port, rng, vsock, share, net, api-socket)",
                         origin, key);
 }
 
@@ -434,6 +449,7 @@ static int apply_flag(struct vm_settings *s, int opt, const char *value, cap_err
         case OPT_RNG:
         case OPT_VSOCK:
         case OPT_SHARE:
+        case OPT_NET:
                 return vm_virtio_setting(cfg, name, value, NULL, origin, err) < 0 ? -1 : 0;
         default:
                 return 0;

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/vm_net.h"
 #include "common/util.h"
 
 #define VSOCK_CID_MIN 3 /* 0-2 are the hypervisor, the local loopback and the host */
@@ -195,6 +196,8 @@ int vm_virtio_setting(struct vm_config *cfg, const char *key, const char *text, 
                 return set_share(cfg, text, base_dir, origin, err);
         if (strcmp(key, "rng") == 0)
                 return set_rng(cfg, text, origin, err);
+        if (strcmp(key, "net") == 0)
+                return vm_net_setting(cfg, text, base_dir, origin, err);
         if (strcmp(key, "virtio-transport") == 0) {
                 if (strcmp(text, "pci") == 0)
                         cfg->virtio_transport = VM_VIRTIO_PCI;
