@@ -43,7 +43,7 @@ struct fake_kvm {
 struct fake_dev {
         struct virtio_dev dev;
         uint8_t config[12];
-        int activated, resets, destroyed, config_writes;
+        int activated, resets, destroyed, config_writes, stops, resets_at_stop;
         uint32_t last_config_offset, last_config_len;
         bool fail_activate;
         int notified[NQ];
@@ -163,12 +163,22 @@ static void fake_destroy(struct virtio_dev *dev)
         fake_of(dev)->destroyed++;
 }
 
+/* The VM stops: serve queue 0 one last time, as a device with work handed over does. */
+static void fake_stop(struct virtio_dev *dev)
+{
+        struct fake_dev *f = fake_of(dev);
+        f->stops++;
+        f->resets_at_stop = f->resets;
+        fake_notify(dev, 0);
+}
+
 static const struct virtio_dev_ops fake_ops = {
         .activate = fake_activate,
         .notify = fake_notify,
         .reset = fake_reset,
         .config_write = fake_config_write,
         .destroy = fake_destroy,
+        .stop = fake_stop,
 };
 
 static int machine_start(struct machine *m, cap_error_t *err)
@@ -617,6 +627,34 @@ TEST(teardown_resets_and_destroys)
         CHECK(m.kvm.irqfd_deassigns == 1 && m.kvm.ioeventfd_deassigns == NQ);
         CHECK(fcntl(irq_fd, F_GETFD) < 0 && fcntl(kick, F_GETFD) < 0);
         CHECK(m.ctx.virtio_devs == NULL);
+}
+
+/* A chain the driver made available just before the VM stopped, which the event loop never
+ * reached, is still served: the device's stop runs before its reset, with the queue live. */
+TEST(teardown_stops_before_reset_with_queues_live)
+{
+        struct machine m;
+        cleanup_error cap_error_t err = NULL;
+        CHECK(machine_start(&m, &err) == 0);
+        negotiate(&m, VERSION_1);
+        setup_queue0(&m, QSIZE, DESC);
+        struct vring_desc d[2] = {
+                { .addr = BUF, .len = 7, .flags = VRING_DESC_F_NEXT, .next = 1 },
+                { .addr = BUF + 0x100, .len = 16, .flags = VRING_DESC_F_WRITE },
+        };
+        CHECK(guest_mem_write(&m.mem, DESC, d, sizeof(d)) == 0);
+        put_le16(&m, AVAIL + 4, 0);
+        put_le16(&m, AVAIL + 2, 1);
+        wr32(&m, VIRTIO_MMIO_STATUS, ACK | DRV | FOK | DOK); /* the loop never runs */
+        int resets = m.fd.resets;
+        evloop_stop(&m.loop);
+        devices_exit(&m.ctx);
+        m.up = false;
+        CHECK(m.fd.stops == 1 && m.fd.resets_at_stop == resets && m.fd.resets == resets + 1);
+        CHECK(m.fd.popped_len == 7);
+        uint8_t out = 0;
+        CHECK(guest_mem_read(&m.mem, BUF + 0x100, &out, 1) == 0 && out == 7);
+        machine_stop(&m);
 }
 
 TEST(second_device_gets_next_window)

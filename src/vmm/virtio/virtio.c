@@ -444,8 +444,9 @@ static int virtio_core_init(struct vm_devices *ctx, cap_error_t *err)
         return 0;
 }
 
-/* The VM is stopping (vCPUs joined, event loop stopped): reset every device so that
- * nothing touches guest memory any more, then take it off its transport and destroy it. */
+/* The VM is stopping (vCPUs joined, event loop stopped): let every device finish what its
+ * driver handed over, reset it so that nothing touches guest memory any more, then take it
+ * off its transport and destroy it. */
 static void virtio_core_exit(struct vm_devices *ctx)
 {
         struct virtio_dev *dev = ctx->virtio_devs;
@@ -453,6 +454,8 @@ static void virtio_core_exit(struct vm_devices *ctx)
         while (dev) {
                 struct virtio_dev *next = dev->next;
                 virtio_dev_lock(dev);
+                if (dev->ops->stop)
+                        dev->ops->stop(dev);
                 dev_reset(dev);
                 virtio_dev_unlock(dev);
                 if (dev->kicks)

@@ -47,6 +47,11 @@ struct virtio_dev_ops {
         void (*config_write)(struct virtio_dev *dev, uint32_t offset, const uint8_t *data, uint32_t len);
         /* Optional: the VM is going away (after reset): close files, join threads. */
         void (*destroy)(struct virtio_dev *dev);
+        /* Optional: the VM is stopping (vCPUs joined, event loop stopped), before reset, with
+         * guest memory and the queues still live: finish what the driver handed over before it
+         * stopped (chains made available that the event loop did not reach, data owed to host
+         * peers). The only callback that may wait, and only for a bounded time. */
+        void (*stop)(struct virtio_dev *dev);
 };
 
 struct virtio_queue_io {
