@@ -109,8 +109,12 @@ bool virtio_has_feature(const struct virtio_dev *dev, unsigned int bit);
 int virtio_queue_pop(struct virtio_dev *dev, unsigned int q, struct virtq_chain *chain);
 /* Return a chain; written: bytes placed in its writable buffers. No interrupt yet. */
 void virtio_queue_push(struct virtio_dev *dev, unsigned int q, uint16_t head, uint32_t written);
-/* Interrupt the driver for queue q if it asked for one (EVENT_IDX / NO_INTERRUPT). */
-void virtio_queue_signal(struct virtio_dev *dev, unsigned int q);
+/* Interrupt the driver for queue q if it asked for one (EVENT_IDX / NO_INTERRUPT): whether it did. */
+bool virtio_queue_signal(struct virtio_dev *dev, unsigned int q);
+/* Ask the driver not to kick queue q: for a device that will look at the queue again anyway
+ * (a completion is on its way). virtio_queue_pop() asks for kicks again when it finds the
+ * queue empty. */
+void virtio_queue_kicks_off(struct virtio_dev *dev, unsigned int q);
 /* The kick and call eventfds of queue q, for a vhost-user back-end. */
 int virtio_queue_fds(struct virtio_dev *dev, unsigned int q, int *kick_fd, int *call_fd, cap_error_t *err);
 

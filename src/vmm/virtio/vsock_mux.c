@@ -790,8 +790,8 @@ void vsock_mux_linger(struct vsock_mux *m, int timeout_ms)
                 if (n == 0)
                         return;
                 if (wait <= 0) {
-                        log_warning("vsock: %llu bytes the guest sent on %u connections were dropped: their host "
-                                    "peers did not read them within %d ms of the VM's stop",
+                        log_warning("vsock: %llu bytes the guest sent were dropped: host peers (%u) did not "
+                                    "read them within %d ms of the VM's stop",
                                     (unsigned long long)left, (unsigned int)n, timeout_ms);
                         return;
                 }
