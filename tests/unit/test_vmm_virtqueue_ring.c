@@ -111,6 +111,39 @@ TEST(set_notification)
         CHECK(avail_event(e) == 3);
 }
 
+/* Kicks off altogether (a device that looks at the queue anyway): whatever the driver adds,
+ * from whatever index, it is not asked to kick, until kicks are enabled again. */
+TEST(kicks_off)
+{
+        cleanup_drv struct drv *d = drv_ready(16, false, false);
+        CHECK(d);
+        virtq_kicks_off(&d->q);
+        CHECK(rd16(d, USED_GPA) == VRING_USED_F_NO_NOTIFY && d->q.notify_off);
+        virtq_set_notification(&d->q, true);
+        CHECK(rd16(d, USED_GPA) == 0 && !d->q.notify_off);
+
+        cleanup_drv struct drv *e = drv_ready(16, false, true);
+        CHECK(e);
+        chain_simple(e);
+        for (uint16_t start = 0; start < 40; start++) {
+                avail_add(e, 0);
+                CHECK(virtq_pop(&e->q, &e->c) == 1);
+                virtq_push(&e->q, 0, 0);
+                virtq_kicks_off(&e->q);
+                CHECK(rd16(e, USED_GPA) == 0);
+                /* The driver's test (Linux's vring_need_event) for one to a full ring's worth. */
+                for (uint16_t n = 1; n <= 16; n++)
+                        CHECK(!vring_need_event(avail_event(e), (uint16_t)(e->avail_idx + n), e->avail_idx));
+                /* Pops while off do not ask for kicks again. */
+                avail_add(e, 0);
+                CHECK(virtq_pop(&e->q, &e->c) == 1);
+                virtq_push(&e->q, 0, 0);
+                CHECK(!vring_need_event(avail_event(e), (uint16_t)(e->avail_idx + 1), e->avail_idx));
+                virtq_set_notification(&e->q, true);
+                CHECK(vring_need_event(avail_event(e), (uint16_t)(e->avail_idx + 1), e->avail_idx));
+        }
+}
+
 /* ---- 16-bit wrap-around --------------------------------------------------------- */
 
 TEST(index_wrap_around)

@@ -243,6 +243,17 @@ void virtq_set_notification(struct virtq *q, bool enable)
                 __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
+void virtq_kicks_off(struct virtq *q)
+{
+        if (q->broken || !q->used)
+                return;
+        q->notify_off = true;
+        if (q->event_idx)
+                ring_store16(used_avail_event(q), (uint16_t)(q->last_avail - 1));
+        else
+                ring_store16(&q->used->flags, VRING_USED_F_NO_NOTIFY);
+}
+
 void virtq_adopt(struct virtq *q)
 {
         if (q->broken || !q->used)

@@ -80,6 +80,9 @@ bool virtq_should_signal(struct virtq *q);
 /* Ask the driver to kick (true) or not (false) on new buffers: the used ring's flags,
  * or avail_event with EVENT_IDX. After enabling, re-check with virtq_pop(). */
 void virtq_set_notification(struct virtq *q, bool enable);
+/* Ask the driver not to kick at all until virtq_set_notification(q, true): with EVENT_IDX,
+ * avail_event just behind what was taken, which the driver's index never crosses. */
+void virtq_kicks_off(struct virtq *q);
 
 /* Go on serving a ring that another party served until now (a vhost-user back-end that
  * is gone): the next used entry is the used ring's index, the next avail entry is the

@@ -63,6 +63,9 @@ int vsock_mux_create(struct vsock_mux **out, const char *socket_path, uint64_t g
                      const struct vsock_mux_host *host, cap_error_t *err);
 /* Close every socket and remove the listening socket's file. */
 void vsock_mux_destroy(struct vsock_mux *m);
+/* The VM is stopping: give host peers up to timeout_ms to take the bytes the guest sent
+ * them that are still buffered here (the only wait in the mux; the VM's vCPUs are gone). */
+void vsock_mux_linger(struct vsock_mux *m, int timeout_ms);
 /* The guest went away (device reset): close every connection, keep listening. */
 void vsock_mux_reset(struct vsock_mux *m);
 
