@@ -172,6 +172,31 @@ TEST(index_wrap_around)
         CHECK(broken_by(d, "available index"));
 }
 
+TEST(push_many_publishes_once_across_the_wrap)
+{
+        /* A 4-entry ring whose used index is at 2: three chains come back as one index update,
+         * their elements at ring slots 2, 3 and 0. */
+        cleanup_drv struct drv *d = drv_ready(4, false, true);
+        CHECK(d);
+        chain_simple(d);
+        for (unsigned int i = 0; i < 2; i++) {
+                avail_add(d, 0);
+                CHECK(virtq_pop(&d->q, &d->c) == 1);
+                virtq_push(&d->q, 0, 1);
+        }
+        for (unsigned int i = 0; i < 3; i++) {
+                avail_add(d, 0);
+                CHECK(virtq_pop(&d->q, &d->c) == 1);
+        }
+        const uint16_t heads[3] = { 0, 0, 0 };
+        const uint32_t lens[3] = { 100, 200, 300 };
+        virtq_push_many(&d->q, heads, lens, 3);
+        CHECK(used_idx(d) == 5 && d->q.used_idx == 5);
+        CHECK(rd32(d, USED_GPA + 4 + 8 * 2 + 4) == 100 && rd32(d, USED_GPA + 4 + 8 * 3 + 4) == 200);
+        CHECK(rd32(d, USED_GPA + 4 + 4) == 300);
+        CHECK(virtq_should_signal(&d->q));
+}
+
 /* ---- chain copy helpers -------------------------------------------------------- */
 
 TEST(chain_read_write_bounds)

@@ -141,6 +141,13 @@ void virtio_queue_push(struct virtio_dev *dev, unsigned int q, uint16_t head, ui
                 virtq_push(&dev->queues[q], head, written);
 }
 
+void virtio_queue_push_many(struct virtio_dev *dev, unsigned int q, const uint16_t *heads, const uint32_t *written,
+                            unsigned int n)
+{
+        if (q < dev->n_queues && dev_live(dev))
+                virtq_push_many(&dev->queues[q], heads, written, n);
+}
+
 void virtio_queue_kicks_off(struct virtio_dev *dev, unsigned int q)
 {
         if (q < dev->n_queues && dev_live(dev) && dev->queues[q].ready)

@@ -109,6 +109,9 @@ bool virtio_has_feature(const struct virtio_dev *dev, unsigned int bit);
 int virtio_queue_pop(struct virtio_dev *dev, unsigned int q, struct virtq_chain *chain);
 /* Return a chain; written: bytes placed in its writable buffers. No interrupt yet. */
 void virtio_queue_push(struct virtio_dev *dev, unsigned int q, uint16_t head, uint32_t written);
+/* Return n chains that the driver must see together (virtq_push_many). */
+void virtio_queue_push_many(struct virtio_dev *dev, unsigned int q, const uint16_t *heads, const uint32_t *written,
+                            unsigned int n);
 /* Interrupt the driver for queue q if it asked for one (EVENT_IDX / NO_INTERRUPT): whether it did. */
 bool virtio_queue_signal(struct virtio_dev *dev, unsigned int q);
 /* Ask the driver not to kick queue q: for a device that will look at the queue again anyway
