@@ -213,7 +213,8 @@ static bool udp_to_host_works(struct net_backend *b, const uint8_t gw_mac[6])
                 return false;
         struct frame fr;
         uint16_t gport = 4000;
-        return recv_matching(b, &fr, is_udp_to, &gport) && memcmp(udp_of(&fr, 4000) + 8, "pong", 4) == 0;
+        return recv_matching(b, &fr, is_udp_to, &gport) && memcmp(udp_of(&fr, 4000) + 8, "pong", 4) == 0 &&
+               memcmp(fr.b, guest_mac, 6) == 0;
 }
 
 /* A datagram to the forwarded host port arrives at the guest's port. */
@@ -229,7 +230,8 @@ static bool hostfwd_works(struct net_backend *b, uint16_t host_port, uint16_t gu
                         return false;
                 struct pollfd p = { .fd = b->fds[0], .events = POLLIN };
                 if (poll(&p, 1, 500) == 1 && recv_matching(b, &fr, is_udp_to, &guest_port))
-                        return memcmp(udp_of(&fr, guest_port) + 8, "fwd!", 4) == 0;
+                        return memcmp(udp_of(&fr, guest_port) + 8, "fwd!", 4) == 0 &&
+                               memcmp(fr.b, guest_mac, 6) == 0;
         }
         return false;
 }

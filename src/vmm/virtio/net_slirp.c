@@ -31,6 +31,7 @@
  * retransmit a dropped one, but only after a timeout that costs throughput. */
 #define SLIRP_SOCK_BUF (4 << 20)
 #define SLIRP_MAX_TIMERS 8
+#define SLIRP_BATCH 64
 
 #define SLIRP_LIBRARY "libslirp.so.0"
 #define SLIRP_FUNCTIONS(X) \
@@ -206,10 +207,11 @@ static void run_timers(struct slirp_net *s, uint32_t *timeout)
         }
 }
 
-/* Frames from the guest, as many as are waiting. */
+/* Frames from the guest, a bounded batch: a guest sending without pause must not keep
+ * slirp from its sockets. */
 static void take_frames(struct slirp_net *s)
 {
-        for (;;) {
+        for (int i = 0; i < SLIRP_BATCH; i++) {
                 ssize_t n = recv(s->sock, s->frame, NET_USER_MAX_FRAME, MSG_DONTWAIT | MSG_TRUNC);
                 if (n < 0 && errno == EINTR)
                         continue;
