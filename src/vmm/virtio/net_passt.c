@@ -81,12 +81,14 @@ static char *forward_spec(const struct vm_net_forward *f)
         return xasprintf("%u:%u", f->host_port, f->guest_port);
 }
 
+/* DNS: passt hands the guest the host's resolvers; one on the host's loopback becomes the
+ * gateway, which reaches it. (Its --dns-forward answers from the forward address even to a
+ * query sent to the gateway, which resolvers drop.) */
 static char **passt_argv(const char *prog, const struct vm_net *cfg)
 {
         static const char *const fixed[] = {
                 "--foreground", "--quiet", "--stderr", "--one-off", "--ipv4-only", "--fd", "3",
-                "--address", NET_USER_GUEST, "--netmask", "24", "--gateway", NET_USER_GATEWAY,
-                "--dns-forward", NET_USER_DNS, "--mtu", "1500",
+                "--address", NET_USER_GUEST, "--netmask", "24", "--gateway", NET_USER_GATEWAY, "--mtu", "1500",
         };
         size_t n = 1 + ARRAY_SIZE(fixed) + 2 * (size_t)cfg->n_forwards + 4 + 1, i = 0;
         char **argv = xmalloc0(n * sizeof(*argv));
