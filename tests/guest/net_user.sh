@@ -45,12 +45,12 @@ counters tcp_out
 
 printf '#!/bin/busybox sh\necho guest-token-%s\n' "$guestport" >/tmp/token.sh
 chmod +x /tmp/token.sh
-nc -l -p "$guestport" -e /tmp/token.sh &
+timeout 300 nc -l -p "$guestport" -e /tmp/token.sh &
 server=$!
 sleep 1
 say "listening $guestport"
-wait "$server"
-say "hostfwd served"
+wait "$server" && say "hostfwd served"
+counters hostfwd
 
 if [ "$iperf" -gt 0 ] && command -v iperf3 >/dev/null; then
         rate() { awk '/receiver/ { for (i = 1; i < NF; i++) if ($(i + 1) == "Mbits/sec") r = $i } END { print r + 0 }'; }

@@ -168,7 +168,10 @@ def host_main(out, impl, transport, initrd, iperf, mode):
             if mode == "kill9":
                 time.sleep(1)
                 p.send_signal(signal.SIGKILL)
-        r["rc"] = p.wait(timeout=600)
+        try:
+            r["rc"] = p.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            r["rc"] = "timeout"
     finally:
         if p.poll() is None:
             p.kill()
