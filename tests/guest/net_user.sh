@@ -45,7 +45,7 @@ counters tcp_out
 
 printf '#!/bin/busybox sh\necho guest-token-%s\n' "$guestport" >/tmp/token.sh
 chmod +x /tmp/token.sh
-timeout 300 nc -l -p "$guestport" -e /tmp/token.sh &
+timeout 120 nc -l -p "$guestport" -e /tmp/token.sh &
 server=$!
 sleep 1
 say "listening $guestport"
