@@ -47,7 +47,12 @@ printf '#!/bin/busybox sh\necho guest-token-%s\n' "$guestport" >/tmp/token.sh
 chmod +x /tmp/token.sh
 timeout 120 nc -l -p "$guestport" -e /tmp/token.sh &
 server=$!
-sleep 1
+# Listening once the socket is in /proc (a slow guest may take seconds to get there).
+hex=$(printf '%04X' "$guestport")
+for i in $(seq 100); do
+        grep -q ":$hex 0\{8,32\}:0000 0A" /proc/net/tcp /proc/net/tcp6 2>/dev/null && break
+        sleep 0.2
+done
 say "listening $guestport"
 wait "$server" && say "hostfwd served"
 counters hostfwd
