@@ -50,6 +50,7 @@ basic)
         echo "guest: h2g_rc=$? seconds=$(($(date +%s) - start))"
         echo "guest: h2g_md5=$(md5sum </tmp/h2g | cut -d' ' -f1) bytes=$(wc -c </tmp/h2g)"
         rm -f /tmp/h2g
+        echo "guest: waiting for the host"
         nettcp wait 5003 120
         echo "guest: host_done_rc=$?"
         ;;

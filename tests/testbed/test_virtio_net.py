@@ -66,6 +66,7 @@ def boot_script(out, initrd):
         "new_tap() { for f in /sys/class/net/capsule*; do [ -e \"$f\" ] && ! grep -qx \"${f##*/}\" $out/taps-before && "
         "{ echo \"${f##*/}\"; return 0; }; done; return 1; }",
         "ready() { grep -q 'guest: net ready' $out/$name.out; }",
+        "waiting() { grep -q 'guest: waiting for the host' $out/$name.out; }",
         "held() { grep -q 'guest: net hold' $out/$name.out; }",
         "boot() {",
         "        name=$1 t=$2 net=$3 tap=$4 mode=$5 ns=$6",
@@ -89,7 +90,8 @@ def boot_script(out, initrd):
         '        if [ "$mode" = basic ] && until_true 300 ready; then',
         "                n=0; for s in 56 1400 56; do ping1 \"$ns\" $s && n=$((n + 1)); done",
         "                echo $n >$out/$name.ping",
-        '                inns "$ns" $peer poke 10.0.0.2 5003',
+        # The guest listens for this once its transfers are done.
+        '                until_true 300 waiting && inns "$ns" $peer poke 10.0.0.2 5003',
         "        fi",
         '        if [ "$mode" = hold ] && until_true 300 held; then',
         "                kill -KILL $pid",
