@@ -110,12 +110,14 @@ enum vm_exit_reason {
         VM_EXIT_TRIPLE_FAULT, /* KVM_EXIT_SHUTDOWN: status 82 */
         VM_EXIT_DEBUG_PORT,   /* the guest wrote a byte to the debug exit port: that byte */
         VM_EXIT_SIGNAL,       /* SIGINT/SIGTERM: 128 + signal */
+        VM_EXIT_HARD_STOP,    /* the control channel's stop: no poweroff within its timeout: status 83 */
         VM_EXIT_ERROR,        /* a VMM failure (emulation failure, internal error): status 1 */
 };
 
 #define VM_STATUS_REBOOT 80
 #define VM_STATUS_PANIC 81
 #define VM_STATUS_TRIPLE_FAULT 82
+#define VM_STATUS_HARD_STOP 83
 
 /* Boot the VM and run it to the end. *status is the process exit status for the reason. */
 int vm_run(const struct vm_config *cfg, int *status, cap_error_t *err);

@@ -487,6 +487,8 @@ def test_kernel_and_payload_exclusive(tmp_path):
     ('{"kernel": 5}', ["vm.json: kernel", "string"]),
     ('{"bzimage-decompress": "auto"}', ["vm.json: bzimage-decompress", "auto", "guest or host"]),
     ('{"bzimage-decompress": true}', ["vm.json: bzimage-decompress", "string"]),
+    ('{"balloon": 5}', ["vm.json: balloon"]),
+    ('{"balloon": "free-page-reporting,oops"}', ["vm.json: balloon", "oops", "free-page-reporting, deflate-on-oom"]),
 ])
 def test_bad_config(tmp_path, content, needles):
     cfg = tmp_path / "vm.json"
@@ -552,6 +554,18 @@ def test_bad_net_in_config_names_the_entry(tmp_path):
     cfg.write_text(json.dumps({"net": ["tap,netns=missing-ns"]}))
     one_line_error(vm_run(CAPSULE, "--config", cfg, "--payload", payload("hello")),
                    f"vm.json: net[0]: netns {tmp_path}/missing-ns: No such file")
+def test_balloon_settings(tmp_path):
+    """Every form of the setting starts the VM (the device itself is tested in
+    tests/unit/test_vmm_virtio_balloon.c and, with Linux, in the testbed); a bad option is one line."""
+    for flag in ("--balloon", "--balloon=free-page-reporting", "--balloon=deflate-on-oom,free-page-reporting"):
+        p = run_payload(CAPSULE, "hello", flag)
+        assert p.returncode == 0 and p.stderr == "", (flag, p.stderr)
+    cfg = tmp_path / "vm.json"
+    for value in (True, "free-page-reporting,deflate-on-oom"):
+        cfg.write_text(json.dumps({"balloon": value}))
+        p = run_payload(CAPSULE, "hello", "--config", cfg)
+        assert p.returncode == 0 and p.stderr == "", (value, p.stderr)
+    one_line_error(run_payload(CAPSULE, "hello", "--balloon=inflate-everything"), "--balloon", "inflate-everything")
 
 
 def test_missing_config(tmp_path):

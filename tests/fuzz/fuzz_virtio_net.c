@@ -136,13 +136,15 @@ static int fake_pop(void *opaque, struct virtq_chain *chain)
         return 1;
 }
 
-static void fake_push(void *opaque, uint16_t head, uint32_t written)
+static void fake_push(void *opaque, const uint16_t *heads, const uint32_t *written, unsigned int n)
 {
         (void)opaque;
-        if (pushes == MAX_CHAINS || head >= ring_next || written > ring_chains[head].chain.in_len)
-                abort();
-        pushed_head[pushes] = head;
-        pushed_len[pushes++] = written;
+        for (unsigned int i = 0; i < n; i++) {
+                if (pushes == MAX_CHAINS || heads[i] >= ring_next || written[i] > ring_chains[heads[i]].chain.in_len)
+                        abort();
+                pushed_head[pushes] = heads[i];
+                pushed_len[pushes++] = written[i];
+        }
 }
 
 static void op_rx(uint8_t op, struct input *in)

@@ -495,3 +495,68 @@ TEST(device_failures_the_guest_repeats_are_not_logged_each_time)
         kick(&m);
         CHECK(wait_used(&m, 1) && status(&m, 0) == VIRTIO_BLK_S_OK);
 }
+
+/* A Linux-like driver that kicks only when the device asks (the used ring's NO_NOTIFY flag,
+ * or avail_event with EVENT_IDX), adding reads while others are in flight, as fio at queue
+ * depth 16 does. The device turns kicks off while reads are in flight and takes what came
+ * without a kick at their completions: no request may wait for ever (each wait is bounded),
+ * with or without EVENT_IDX. */
+static void driver_kicks_when_asked(bool event_idx, unsigned int *kicks, unsigned int *done, bool *stalled)
+{
+        MACHINE(m, false, NULL);
+        driver_start(&m, event_idx ? 1ULL << VIRTIO_RING_F_EVENT_IDX : 0);
+        struct vring_used *u = (struct vring_used *)gptr(&m, USED, 4 + 8 * QSIZE + 2);
+        uint16_t *avail_event = (uint16_t *)&u->ring[QSIZE];
+        enum { SLOTS = 16, TOTAL = 3000 };
+        unsigned int free_slots[SLOTS], n_free = SLOTS;
+        for (unsigned int i = 0; i < SLOTS; i++)
+                free_slots[i] = i;
+        uint16_t last_used = 0;
+        srand(11);
+        *kicks = *done = 0;
+        *stalled = false;
+        while (*done < TOTAL && !*stalled) {
+                if (n_free > 0) {
+                        uint16_t old = m.avail_idx;
+                        for (unsigned int n = 1 + (unsigned int)rand() % n_free; n > 0; n--)
+                                request(&m, free_slots[--n_free], VIRTIO_BLK_T_IN,
+                                        (uint64_t)rand() % (IMAGE_SIZE / 512 - 8), 4096);
+                        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+                        bool ask = event_idx ? vring_need_event(le16toh(__atomic_load_n(avail_event, __ATOMIC_RELAXED)),
+                                                                m.avail_idx, old)
+                                             : !(le16toh(__atomic_load_n(&u->flags, __ATOMIC_RELAXED)) &
+                                                 VRING_USED_F_NO_NOTIFY);
+                        if (ask) {
+                                kick(&m);
+                                (*kicks)++;
+                        }
+                }
+                /* Reap; with every slot busy or by chance, wait (bounded) for the next one. */
+                bool wait = n_free == 0 || rand() % 2;
+                for (int i = 0; wait && used_idx(&m) == last_used && i < 5000; i++)
+                        usleep(1000);
+                if (wait && used_idx(&m) == last_used)
+                        *stalled = true;
+                for (uint16_t ui = used_idx(&m); last_used != ui; last_used++) {
+                        uint32_t id = le32toh(u->ring[last_used % QSIZE].id);
+                        unsigned int slot = 0;
+                        while (slot < SLOTS && slot * 3 % QSIZE != id)
+                                slot++;
+                        if (slot == SLOTS || status(&m, slot) != VIRTIO_BLK_S_OK)
+                                *stalled = true;
+                        else
+                                free_slots[n_free++] = slot;
+                        (*done)++;
+                }
+        }
+}
+
+TEST(dev_driver_that_kicks_only_when_asked_never_waits_for_ever)
+{
+        for (int event_idx = 0; event_idx < 2; event_idx++) {
+                unsigned int kicks, done;
+                bool stalled;
+                driver_kicks_when_asked(event_idx, &kicks, &done, &stalled);
+                CHECK(!stalled && done >= 3000 && kicks > 0);
+        }
+}

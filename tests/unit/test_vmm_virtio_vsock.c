@@ -3,6 +3,7 @@
  * muxer must take as it takes spurious edge-triggered events. */
 #include <errno.h>
 #include <linux/virtio_vsock.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -509,6 +510,39 @@ TEST(invalid_packet_resets_its_connection)
         env_fini(&e);
 }
 
+static uint8_t chunk[VSOCK_MAX_PAYLOAD];
+
+/* Our whole credit, sent by the guest while the host does not read: more than the host
+ * socket takes, so the muxer buffers the rest. */
+static void guest_fill_credit(struct env *e)
+{
+        for (size_t i = 0; i < sizeof(chunk); i++)
+                chunk[i] = (uint8_t)(i % 251);
+        for (int i = 0; i < VSOCK_BUF_ALLOC / VSOCK_MAX_PAYLOAD; i++)
+                tx(e, guest_pkt(VIRTIO_VSOCK_OP_RW, 1025, 5000), chunk, sizeof(chunk));
+}
+
+/* Read the host end until EOF, pumping the muxer between reads: the bytes read, or -1 if
+ * they were not the guest's in order. */
+static long host_read_all(int host, bool pumping)
+{
+        static uint8_t buf[65536];
+        size_t total = 0;
+        for (;;) {
+                ssize_t r = read(host, buf, sizeof(buf));
+                if (r < 0)
+                        return -1;
+                if (r == 0)
+                        return (long)total;
+                for (ssize_t i = 0; i < r; i++)
+                        if (buf[i] != (uint8_t)((total + (size_t)i) % sizeof(chunk) % 251))
+                                return -1;
+                total += (size_t)r;
+                if (pumping)
+                        pump();
+        }
+}
+
 TEST(guest_close_still_delivers_buffered_bytes)
 {
         struct env e;
@@ -516,12 +550,7 @@ TEST(guest_close_still_delivers_buffered_bytes)
         cleanup_close int lfd = unix_listen(&e, 5000);
         cleanup_close int host = guest_connected(&e, lfd, 1025, 5000, 4096);
         CHECK(host >= 0);
-        static uint8_t chunk[VSOCK_MAX_PAYLOAD];
-        for (size_t i = 0; i < sizeof(chunk); i++)
-                chunk[i] = (uint8_t)(i % 251);
-        /* Our whole credit while the host does not read: more than its socket takes. */
-        for (int i = 0; i < VSOCK_BUF_ALLOC / VSOCK_MAX_PAYLOAD; i++)
-                tx(&e, guest_pkt(VIRTIO_VSOCK_OP_RW, 1025, 5000), chunk, sizeof(chunk));
+        guest_fill_credit(&e);
         CHECK(vsock_mux_conn_count(e.mux) == 1);
         struct vsock_pkt sd = guest_pkt(VIRTIO_VSOCK_OP_SHUTDOWN, 1025, 5000);
         sd.flags = VIRTIO_VSOCK_SHUTDOWN_SEND | VIRTIO_VSOCK_SHUTDOWN_RCV;
@@ -529,21 +558,92 @@ TEST(guest_close_still_delivers_buffered_bytes)
         struct vsock_pkt p;
         CHECK(rx(&e, &p) == 1 && p.op == VIRTIO_VSOCK_OP_RST); /* the guest's close completes at once */
         CHECK(vsock_mux_conn_count(e.mux) == 1);                /* the host's bytes are still on their way */
-        size_t total = 0;
-        bool ordered = true;
-        for (;;) {
-                static uint8_t buf[65536];
-                ssize_t r = read(host, buf, sizeof(buf));
-                CHECK(r >= 0);
-                if (r == 0)
-                        break;
-                for (ssize_t i = 0; i < r; i++)
-                        ordered &= buf[i] == (uint8_t)((total + (size_t)i) % sizeof(chunk) % 251);
-                total += (size_t)r;
-                pump();
-        }
-        CHECK(total == VSOCK_BUF_ALLOC && ordered);
+        CHECK(host_read_all(host, true) == VSOCK_BUF_ALLOC);
         CHECK(vsock_mux_conn_count(e.mux) == 0);
+        env_fini(&e);
+}
+
+/* Linux's guest half-closes, then ends its close with an RST when ours is late (or after
+ * the host shut down): the RST must not drop what the host has not read yet. */
+TEST(guest_reset_still_delivers_buffered_bytes)
+{
+        struct env e;
+        CHECK(env_init(&e));
+        cleanup_close int lfd = unix_listen(&e, 5000);
+        cleanup_close int host = guest_connected(&e, lfd, 1025, 5000, 4096);
+        CHECK(host >= 0);
+        guest_fill_credit(&e);
+        struct vsock_pkt sd = guest_pkt(VIRTIO_VSOCK_OP_SHUTDOWN, 1025, 5000);
+        sd.flags = VIRTIO_VSOCK_SHUTDOWN_SEND;
+        tx(&e, sd, NULL, 0);
+        tx(&e, guest_pkt(VIRTIO_VSOCK_OP_RST, 1025, 5000), NULL, 0);
+        struct vsock_pkt p;
+        CHECK(rx(&e, &p) == 0); /* an RST is not answered */
+        CHECK(vsock_mux_conn_count(e.mux) == 1);
+        /* The guest's port is free again at once: a new connection from it is a new one. */
+        cleanup_close int again = guest_connected(&e, lfd, 1025, 5000, 4096);
+        CHECK(again >= 0);
+        CHECK(host_read_all(host, true) == VSOCK_BUF_ALLOC);
+        CHECK(vsock_mux_conn_count(e.mux) == 1);
+        env_fini(&e);
+}
+
+/* Linux resets every virtio device as it powers off: what the guest sent before still
+ * reaches the host, then the connection closes; one with nothing pending closes at once. */
+TEST(device_reset_still_delivers_buffered_bytes)
+{
+        struct env e;
+        CHECK(env_init(&e));
+        cleanup_close int lfd = unix_listen(&e, 5000);
+        cleanup_close int host = guest_connected(&e, lfd, 1025, 5000, 4096);
+        CHECK(host >= 0);
+        cleanup_close int idle = guest_connected(&e, lfd, 1026, 5000, 4096);
+        CHECK(idle >= 0);
+        guest_fill_credit(&e);
+        vsock_mux_reset(e.mux);
+        struct vsock_pkt p;
+        CHECK(rx(&e, &p) == 0); /* the guest is told nothing: it forgot its connections */
+        CHECK(vsock_mux_conn_count(e.mux) == 1);
+        char b;
+        CHECK(read(idle, &b, 1) == 0);
+        CHECK(host_read_all(host, true) == VSOCK_BUF_ALLOC);
+        CHECK(vsock_mux_conn_count(e.mux) == 0);
+        env_fini(&e);
+}
+
+static void *host_reader(void *arg)
+{
+        return (void *)host_read_all(*(int *)arg, false);
+}
+
+/* A VM that stops (the guest powered off right after its last write) lets the host peers
+ * take the bytes still buffered for them; one that does not read is given up on in time. */
+TEST(vm_stop_lingers_until_the_host_took_every_byte)
+{
+        struct env e;
+        CHECK(env_init(&e));
+        cleanup_close int lfd = unix_listen(&e, 5000);
+        cleanup_close int host = guest_connected(&e, lfd, 1025, 5000, 4096);
+        CHECK(host >= 0);
+        guest_fill_credit(&e);
+        pthread_t reader;
+        CHECK(pthread_create(&reader, NULL, host_reader, &host) == 0);
+        long long t0 = now_ms();
+        vsock_mux_linger(e.mux, 60000);
+        CHECK(now_ms() - t0 < 30000);
+        vsock_mux_reset(e.mux);
+        void *got;
+        CHECK(pthread_join(reader, &got) == 0);
+        CHECK((long)got == VSOCK_BUF_ALLOC);
+
+        cleanup_close int idle = guest_connected(&e, lfd, 1026, 5000, 4096);
+        CHECK(idle >= 0);
+        for (int i = 0; i < VSOCK_BUF_ALLOC / VSOCK_MAX_PAYLOAD; i++)
+                tx(&e, guest_pkt(VIRTIO_VSOCK_OP_RW, 1026, 5000), chunk, sizeof(chunk));
+        t0 = now_ms();
+        vsock_mux_linger(e.mux, 200);
+        long long waited = now_ms() - t0;
+        CHECK(waited >= 190 && waited < 5000);
         env_fini(&e);
 }
 

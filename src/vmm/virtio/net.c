@@ -197,6 +197,10 @@ static void tx_run(struct net_dev *d, unsigned int k)
         }
         if (pushed)
                 virtio_queue_signal(&d->dev, q);
+        /* EPOLLOUT brings the device back to this queue: the driver's kicks meanwhile would
+         * only cost it exits. */
+        if ((p->tx_held || p->tx_more) && !p->dead)
+                virtio_queue_kicks_off(&d->dev, q);
         pair_update(d, k);
 }
 
@@ -208,10 +212,10 @@ static int rx_pop(void *opaque, struct virtq_chain *chain)
         return virtio_queue_pop(&t->d->dev, t->q, chain);
 }
 
-static void rx_push(void *opaque, uint16_t head, uint32_t written)
+static void rx_push(void *opaque, const uint16_t *heads, const uint32_t *written, unsigned int n)
 {
         struct rx_target *t = opaque;
-        virtio_queue_push(&t->d->dev, t->q, head, written);
+        virtio_queue_push_many(&t->d->dev, t->q, heads, written, n);
         t->pushed = true;
 }
 
@@ -365,6 +369,10 @@ static void net_fd_ready(void *opaque, uint32_t events)
                         if (events & EPOLLIN)
                                 rx_run(d, p->index);
                 }
+                /* A back-end that failed under frames waiting to go out: they are dropped
+                 * now, and the driver's kicks come back. */
+                if (p->dead && (p->tx_held || p->tx_more) && p->index < usable_pairs(d))
+                        tx_run(d, p->index);
         }
         virtio_dev_unlock(&d->dev);
 }

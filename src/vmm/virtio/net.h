@@ -61,11 +61,11 @@ const char *net_tx_prepare(const struct virtq_chain *c, uint64_t features, bool 
 /* ---- rx (net_rx.c) ---- */
 
 /* Where rx placement takes and returns the guest's buffers: the device's receive queue,
- * or a test's chains. pop: 1 a chain, 0 none left. push: return a chain with written
- * bytes (nothing reaches the driver before all of a frame's chains are pushed). */
+ * or a test's chains. pop: 1 a chain, 0 none left. push: return n chains with the bytes
+ * written into each, which the driver must see all at once (a frame's buffers). */
 struct net_rx_ring {
         int (*pop)(void *opaque, struct virtq_chain *chain);
-        void (*push)(void *opaque, uint16_t head, uint32_t written);
+        void (*push)(void *opaque, const uint16_t *heads, const uint32_t *written, unsigned int n);
         void *opaque;
         uint16_t size; /* the queue's size: a frame never takes more chains */
 };

@@ -2,7 +2,8 @@
  * the guest's receive chains. With VIRTIO_NET_F_MRG_RXBUF a frame spreads over as many
  * chains as it needs and the first one's header says how many (num_buffers); without it,
  * each frame takes one chain that holds it whole. Nothing of a frame reaches the driver
- * before all of it is in guest memory: its chains are pushed together, at the end.
+ * before all of it is in guest memory: its chains are pushed together, at the end, with
+ * one update of the used index (Linux drops a frame whose later buffers it cannot see yet).
  *
  * A chain that cannot hold even a header (no writable bytes, or fewer than 12 where a
  * header goes) goes back at once with nothing written, which Linux counts as a short
@@ -49,12 +50,17 @@ static bool chain_take(struct net_rxq *rq, const struct net_rx_ring *ring, unsig
         return true;
 }
 
+static void push_one(const struct net_rx_ring *ring, uint16_t head, uint32_t written)
+{
+        ring->push(ring->opaque, &head, &written, 1);
+}
+
 /* A chain no frame can use goes back empty. */
 static bool chain_useless(struct net_rxq *rq, const struct net_rx_ring *ring, uint32_t need)
 {
         if (rq->chain.in_len >= need)
                 return false;
-        ring->push(ring->opaque, rq->chain.head, 0);
+        push_one(ring, rq->chain.head, 0);
         rq->have_chain = false;
         return true;
 }
@@ -76,7 +82,7 @@ static int place_one(struct net_rxq *rq, const struct net_rx_ring *ring)
         uint16_t one = htole16(1);
         memcpy(rq->frame + NUM_BUFFERS_OFFSET, &one, sizeof(one));
         virtq_chain_write(&rq->chain, 0, rq->frame, rq->len);
-        ring->push(ring->opaque, rq->chain.head, rq->len);
+        push_one(ring, rq->chain.head, rq->len);
         rq->have_chain = false;
         frame_done(rq);
         return 1;
@@ -85,8 +91,8 @@ static int place_one(struct net_rxq *rq, const struct net_rx_ring *ring)
 /* Even the whole ring cannot hold the frame: give its chains back empty. */
 static void merged_drop(struct net_rxq *rq, const struct net_rx_ring *ring)
 {
-        for (unsigned int i = 0; i < rq->n_bufs; i++)
-                ring->push(ring->opaque, rq->heads[i], 0);
+        memset(rq->lens, 0, rq->n_bufs * sizeof(rq->lens[0]));
+        ring->push(ring->opaque, rq->heads, rq->lens, rq->n_bufs);
         rq->dropped++;
         frame_done(rq);
 }
@@ -118,8 +124,7 @@ static int place_merged(struct net_rxq *rq, const struct net_rx_ring *ring)
         /* Byte by byte: the field may straddle two of the guest's buffers. */
         *rq->num_buffers[0] = (uint8_t)rq->n_bufs;
         *rq->num_buffers[1] = (uint8_t)(rq->n_bufs >> 8);
-        for (unsigned int i = 0; i < rq->n_bufs; i++)
-                ring->push(ring->opaque, rq->heads[i], rq->lens[i]);
+        ring->push(ring->opaque, rq->heads, rq->lens, rq->n_bufs);
         frame_done(rq);
         return 1;
 }

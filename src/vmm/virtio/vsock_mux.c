@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <linux/virtio_vsock.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "common/util.h"
 
 #define HASH_SIZE 512
@@ -22,7 +24,7 @@ enum conn_state {
         CONN_LINE,        /* host client: reading its CONNECT line */
         CONN_CONNECTING,  /* host client: REQUEST to the guest, waiting for its RESPONSE */
         CONN_ESTABLISHED,
-        CONN_DRAINING,    /* the guest closed: write what it sent to the host, then close */
+        CONN_DRAINING,    /* the guest closed or reset: write what it sent to the host, then close */
 };
 
 /* Control packets a connection owes the guest. */
@@ -328,6 +330,18 @@ static void conn_write(struct vsock_conn *c, const struct iovec *payload, unsign
         conn_check_credit(c);
 }
 
+/* The guest is done with c: the host still gets every byte the guest sent before (we took
+ * them within the credit we gave, as a TCP peer's kernel takes them before a FIN), then its
+ * end of the connection closes. */
+static void conn_drain(struct vsock_conn *c)
+{
+        rx_del(c);
+        conn_hash_del(c);
+        c->state = CONN_DRAINING;
+        c->owe = 0;
+        conn_flush(c);
+}
+
 static void conn_guest_shutdown(struct vsock_conn *c, uint32_t flags)
 {
         if ((flags & VIRTIO_VSOCK_SHUTDOWN_RCV) && !c->guest_no_recv) {
@@ -340,14 +354,9 @@ static void conn_guest_shutdown(struct vsock_conn *c, uint32_t flags)
                 conn_flush(c); /* a SEND shutdown reaches the host once the ring is empty */
                 return;
         }
-        /* Closed both ways: the guest waits for our RST (as Linux's own transport answers), and
-         * the host still gets every byte the guest sent. */
+        /* Closed both ways: the guest waits for our RST (as Linux's own transport answers). */
         rst_queue(c->mux, c->local_port, c->peer_port, VIRTIO_VSOCK_TYPE_STREAM);
-        rx_del(c);
-        conn_hash_del(c);
-        c->state = CONN_DRAINING;
-        c->owe = 0;
-        conn_flush(c);
+        conn_drain(c);
 }
 
 /* ---- host → guest: the CONNECT line ----------------------------------------------- */
@@ -547,7 +556,13 @@ void vsock_mux_tx(struct vsock_mux *m, const struct vsock_pkt *pkt, const struct
         bool established = c->state == CONN_ESTABLISHED;
         switch (pkt->op) {
         case VIRTIO_VSOCK_OP_RST:
-                conn_free(c); /* a refused CONNECT closes the client without an answer */
+                /* Linux's guest ends a close with an RST (when ours does not come in time, or
+                 * after the host's own shutdown): what it sent first still reaches the host.
+                 * A refused CONNECT closes the client without an answer. */
+                if (established)
+                        conn_drain(c);
+                else
+                        conn_free(c);
                 return;
         case VIRTIO_VSOCK_OP_RESPONSE:
                 if (c->state == CONN_CONNECTING && !(c->owe & OWE_REQUEST))
@@ -751,10 +766,49 @@ int vsock_mux_create(struct vsock_mux **out, const char *socket_path, uint64_t g
         return 0;
 }
 
+/* Write what each connection still holds for its host peer, waiting (poll) while a peer
+ * does not read, until timeout_ms have passed. */
+void vsock_mux_linger(struct vsock_mux *m, int timeout_ms)
+{
+        long long deadline = now_ms() + timeout_ms;
+        for (;;) {
+                struct pollfd pfd[VSOCK_CONN_MAX];
+                nfds_t n = 0;
+                uint64_t left = 0;
+                for (unsigned int i = 0; i < VSOCK_CONN_MAX; i++) {
+                        struct vsock_conn *c = &m->conns[i];
+                        if ((c->state != CONN_ESTABLISHED && c->state != CONN_DRAINING) || c->buf_len == 0)
+                                continue;
+                        c->writable = true; /* a spurious try costs one EAGAIN */
+                        conn_flush(c);
+                        if (c->state != CONN_FREE && c->buf_len > 0) {
+                                pfd[n++] = (struct pollfd){ .fd = c->fd, .events = POLLOUT };
+                                left += c->buf_len;
+                        }
+                }
+                long long wait = deadline - now_ms();
+                if (n == 0)
+                        return;
+                if (wait <= 0) {
+                        log_warning("vsock: %llu bytes the guest sent were dropped: host peers (%u) did not "
+                                    "read them within %d ms of the VM's stop",
+                                    (unsigned long long)left, (unsigned int)n, timeout_ms);
+                        return;
+                }
+                if (poll(pfd, n, (int)wait) < 0 && errno != EINTR)
+                        return;
+        }
+}
+
 void vsock_mux_reset(struct vsock_mux *m)
 {
-        for (unsigned int i = 0; i < VSOCK_CONN_MAX; i++)
-                conn_free(&m->conns[i]);
+        for (unsigned int i = 0; i < VSOCK_CONN_MAX; i++) {
+                struct vsock_conn *c = &m->conns[i];
+                if (c->state == CONN_ESTABLISHED && c->buf_len > 0)
+                        conn_drain(c);
+                else if (c->state != CONN_DRAINING)
+                        conn_free(c);
+        }
         m->rst_head = m->rst_len = 0;
 }
 
@@ -762,7 +816,9 @@ void vsock_mux_destroy(struct vsock_mux *m)
 {
         if (!m)
                 return;
-        vsock_mux_reset(m);
+        for (unsigned int i = 0; i < VSOCK_CONN_MAX; i++)
+                conn_free(&m->conns[i]);
+        m->rst_head = m->rst_len = 0;
         if (m->listen_fd >= 0) {
                 m->host.unwatch(m->host.opaque, m->listen_fd);
                 close(m->listen_fd);
