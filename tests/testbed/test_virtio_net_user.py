@@ -213,7 +213,8 @@ def boot_script(out, initrd):
     for impl in ("passt", "slirp"):
         lines.append(
             f'python3 -c "import socket,time; s=socket.socket(); s.bind((\'127.0.0.1\', 47001)); s.listen(); '
-            f'time.sleep(600)" & holder=$!; sleep 1; '
+            f'time.sleep(600)" & holder=$!; '
+            f'until grep -q ":B799 00000000:0000 0A" /proc/net/tcp; do sleep 0.2; done; '
             f'capsule vm run --initrd "$initrd" --net user,hostfwd=tcp:127.0.0.1:47001-:80,impl={impl} '
             f'>/dev/null 2>"$out/taken-{impl}.err" </dev/null; echo $? >"$out/taken-{impl}.rc"; '
             f'pgrep -x passt.avx2 >"$out/taken-{impl}.left"; pgrep -x passt >>"$out/taken-{impl}.left"; '

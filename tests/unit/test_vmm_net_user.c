@@ -335,6 +335,17 @@ TEST(slirp_forward_port_taken)
         cleanup_error cap_error_t err = NULL;
         CHECK(net_slirp_open(&cfg, 2, &b, &err) < 0);
         CHECK(strstr(err->msg, "net[2]: hostfwd=udp:127.0.0.1:") != NULL);
+        cap_error_free(&err);
+
+        cleanup_close int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t sl = sizeof(sa);
+        CHECK(l >= 0 && bind(l, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(l, 1) == 0 &&
+              getsockname(l, (struct sockaddr *)&sa, &sl) == 0);
+        fwd.udp = false;
+        fwd.host_port = ntohs(sa.sin_port);
+        CHECK(net_slirp_open(&cfg, 2, &b, &err) < 0);
+        CHECK(strstr(err->msg, "net[2]: hostfwd=tcp:127.0.0.1:") != NULL);
 }
 
 /* A guest flooding frames nobody reads: send() says -EAGAIN or drops, never blocks. */
