@@ -10,7 +10,6 @@
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -19,7 +18,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "common/log.h"
 #include "common/util.h"
 #include "vmm/virtio/net_backend.h"
 #include "vmm/virtio/net_user.h"
