@@ -5,9 +5,8 @@ default route (passt copies its settings from it; a veth, nothing is reached thr
 resolver in /etc/resolv.conf: a tiny DNS responder on 127.0.0.1:53 (this file, `dns`) that
 answers any A query with 192.0.2.77. Then, per boot, this file as a program (`host ...`) is the
 host side: a TCP server on 127.0.0.1 the guest reaches through the gateway 10.0.2.2, the client
-of the guest's server behind `hostfwd=tcp:127.0.0.1:HPORT-:8080`, and, with iperf3 in the guest
-(appended to its initramfs with its libraries), `iperf3 -s` on the loopback for a measurement
-both ways. The guest runs tests/guest/net_user.sh. Extra boots: capsule killed with SIGKILL (passt
+of the guest's server behind `hostfwd=tcp:127.0.0.1:HPORT-:8080`, and `iperf3 -s` on the loopback
+for a measurement both ways (the guest's initramfs carries iperf3). The guest runs tests/guest/net_user.sh. Extra boots: capsule killed with SIGKILL (passt
 must go with it), and a forward whose host port is taken (a one-line error, nothing left)."""
 import json
 import os
@@ -155,21 +154,31 @@ def host_main(out, impl, transport, initrd, iperf, mode):
             helpers = {pid: name for pid, name in children(p.pid).items() if name.startswith("passt")}
             r["helpers"] = list(helpers.values())
             r["helper_fds"] = {str(pid): fd_targets(pid) for pid in helpers}
-            try:
-                with socket.create_connection(("127.0.0.1", hport), timeout=60) as c:
-                    data = b""
-                    while True:
-                        b = c.recv(256)
-                        if not b:
-                            break
-                        data += b
-                r["hostfwd"] = data.decode(errors="replace").strip()
-            except OSError as e:
-                r["hostfwd"] = repr(e)
+            # A forward that answers nothing is retried for a while: the guest's server may
+            # not be there yet when the forward takes the connection.
+            end = time.monotonic() + 120
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", hport), timeout=60) as c:
+                        data = b""
+                        while True:
+                            b = c.recv(256)
+                            if not b:
+                                break
+                            data += b
+                    r["hostfwd"] = data.decode(errors="replace").strip()
+                except OSError as e:
+                    r["hostfwd"] = repr(e)
+                if r["hostfwd"].startswith("guest-token") or time.monotonic() > end:
+                    break
+                time.sleep(2)
             if mode == "kill9":
                 time.sleep(1)
                 p.send_signal(signal.SIGKILL)
-        r["rc"] = p.wait(timeout=600)
+        try:
+            r["rc"] = p.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            r["rc"] = "timeout"
     finally:
         if p.poll() is None:
             p.kill()
@@ -185,31 +194,6 @@ def host_main(out, impl, transport, initrd, iperf, mode):
     (out / "results.json").write_text(json.dumps(r))
 
 
-def iperf_initrd(base, out):
-    """The guest initramfs plus a second archive with iperf3 and the libraries it loads (the
-    kernel unpacks concatenated archives in order)."""
-    iperf = shutil.which("iperf3")
-    if not iperf:
-        return base
-    root = pathlib.Path(tempfile.mkdtemp(prefix="iperf-root-"))
-    files = {os.path.realpath(iperf): "bin/iperf3"}
-    for line in subprocess.run(["ldd", iperf], capture_output=True, text=True).stdout.splitlines():
-        m = re.search(r"(/\S+) \(0x", line)
-        if m:
-            files[os.path.realpath(m.group(1))] = m.group(1).lstrip("/")
-    for src, dst in files.items():
-        (root / dst).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, root / dst)
-    # The guest's /lib64 must hold the loader that the binary names.
-    listing = subprocess.run(["find", "."], cwd=root, capture_output=True, text=True, check=True).stdout
-    extra = subprocess.run(["cpio", "-o", "-H", "newc", "-R", "0:0", "--quiet"], cwd=root, input=listing.encode(),
-                           capture_output=True, check=True).stdout
-    shutil.rmtree(root)
-    combined = pathlib.Path(out) / "initrd-iperf.cpio"
-    combined.write_bytes(subprocess.run(["gzip", "-dc", base], capture_output=True, check=True).stdout + extra)
-    return str(combined)
-
-
 # ---- the tests, on the host -----------------------------------------------------------------
 
 def boot_script(out, initrd):
@@ -221,11 +205,9 @@ def boot_script(out, initrd):
         "ip link set nu1 up && ip route add default via 198.51.100.254 || echo 'no veth' >&2",
         "rm -f /etc/resolv.conf && echo 'nameserver 127.0.0.1' >/etc/resolv.conf",
         'python3 "$me" dns 2>"$out/dns.err" & dns=$!',
-        'iperf_initrd=$(python3 "$me" iperf-initrd "$initrd" "$out")',
     ]
     for name, (impl, transport, iperf, mode) in BOOTS.items():
-        rd = "$iperf_initrd" if iperf else "$initrd"
-        lines.append(f'python3 "$me" host "$out/{name}" {impl} {transport} "{rd}" {iperf} {mode} '
+        lines.append(f'python3 "$me" host "$out/{name}" {impl} {transport} "$initrd" {iperf} {mode} '
                      f'2>"$out/{name}.host-err"')
     # A forward whose host port is taken: one line naming the NIC, exit 1, no passt left.
     for impl in ("passt", "slirp"):
@@ -261,7 +243,7 @@ class Boot:
         return self.r[key]
 
     def tail(self):
-        return (f"--- console (last 40 lines)\n" + "\n".join(self.console.splitlines()[-40:]) +
+        return ("--- console (last 40 lines)\n" + "\n".join(self.console.splitlines()[-40:]) +
                 f"\n--- stderr\n{self.stderr[-3000:]}\n--- host helper\n{self.host_err[-3000:]}\n--- results {self.r}")
 
 
@@ -371,7 +353,5 @@ def test_iperf_measured_both_ways(boots):
 if __name__ == "__main__":
     if sys.argv[1:2] == ["dns"]:
         dns_main()
-    elif sys.argv[1:2] == ["iperf-initrd"]:
-        print(iperf_initrd(sys.argv[2], sys.argv[3]))
     elif sys.argv[1:2] == ["host"]:
         host_main(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]), sys.argv[7])

@@ -780,3 +780,24 @@ TEST(net_hostile_chains_fail_requests_not_the_vmm)
         kick(&m, 9);
         CHECK(!needs_reset(&m));
 }
+
+TEST(net_backend_gone_frames_dropped_device_alive)
+{
+        /* The host's end closes (a passt that died): the fd hangs up, tx frames are returned
+         * unsent, nothing spins, and the device stays usable for the driver. */
+        MACHINE(m, 1, true, 0);
+        driver_start(&m, F(MRG_RXBUF), 2);
+        close(m.peer[0]);
+        m.peer[0] = -1;
+        struct virtio_net_hdr_v1 h = { 0 };
+        for (unsigned int i = 0; i < 3; i++)
+                guest_tx(&m, 1, i, &h, 100, 0, i);
+        kick(&m, 1);
+        CHECK(wait_used(&m, 1, 3));
+        for (unsigned int i = 0; i < 3; i++)
+                CHECK(used_elem(&m, 1, i).len == 0);
+        guest_tx(&m, 1, 3, &h, 100, 0, 3);
+        kick(&m, 1);
+        CHECK(wait_used(&m, 1, 4));
+        CHECK(!needs_reset(&m));
+}

@@ -588,6 +588,29 @@ TEST(guest_reset_still_delivers_buffered_bytes)
         env_fini(&e);
 }
 
+/* Linux resets every virtio device as it powers off: what the guest sent before still
+ * reaches the host, then the connection closes; one with nothing pending closes at once. */
+TEST(device_reset_still_delivers_buffered_bytes)
+{
+        struct env e;
+        CHECK(env_init(&e));
+        cleanup_close int lfd = unix_listen(&e, 5000);
+        cleanup_close int host = guest_connected(&e, lfd, 1025, 5000, 4096);
+        CHECK(host >= 0);
+        cleanup_close int idle = guest_connected(&e, lfd, 1026, 5000, 4096);
+        CHECK(idle >= 0);
+        guest_fill_credit(&e);
+        vsock_mux_reset(e.mux);
+        struct vsock_pkt p;
+        CHECK(rx(&e, &p) == 0); /* the guest is told nothing: it forgot its connections */
+        CHECK(vsock_mux_conn_count(e.mux) == 1);
+        char b;
+        CHECK(read(idle, &b, 1) == 0);
+        CHECK(host_read_all(host, true) == VSOCK_BUF_ALLOC);
+        CHECK(vsock_mux_conn_count(e.mux) == 0);
+        env_fini(&e);
+}
+
 static void *host_reader(void *arg)
 {
         return (void *)host_read_all(*(int *)arg, false);

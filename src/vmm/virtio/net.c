@@ -197,6 +197,10 @@ static void tx_run(struct net_dev *d, unsigned int k)
         }
         if (pushed)
                 virtio_queue_signal(&d->dev, q);
+        /* EPOLLOUT brings the device back to this queue: the driver's kicks meanwhile would
+         * only cost it exits. */
+        if ((p->tx_held || p->tx_more) && !p->dead)
+                virtio_queue_kicks_off(&d->dev, q);
         pair_update(d, k);
 }
 
@@ -365,6 +369,10 @@ static void net_fd_ready(void *opaque, uint32_t events)
                         if (events & EPOLLIN)
                                 rx_run(d, p->index);
                 }
+                /* A back-end that failed under frames waiting to go out: they are dropped
+                 * now, and the driver's kicks come back. */
+                if (p->dead && (p->tx_held || p->tx_more) && p->index < usable_pairs(d))
+                        tx_run(d, p->index);
         }
         virtio_dev_unlock(&d->dev);
 }

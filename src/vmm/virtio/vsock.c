@@ -88,7 +88,8 @@ static void vsock_notify(struct virtio_dev *dev, unsigned int q)
 }
 
 /* The VM is stopping: the packets a guest queued just before it powered off (its last bytes,
- * its close) were kicked, but the event loop may not have reached them. */
+ * its close) were kicked, but the event loop may not have reached them; and host peers get a
+ * bounded time for what is buffered for them. */
 static void vsock_stop(struct virtio_dev *dev)
 {
         struct vsock_dev *d = dev->opaque;
@@ -96,9 +97,12 @@ static void vsock_stop(struct virtio_dev *dev)
         vsock_mux_linger(d->mux, VSOCK_STOP_LINGER_MS);
 }
 
+/* Before the rings go: the packets the driver made available last (Linux resets the device
+ * as it powers off, maybe before the event loop reached its last kick) still count. */
 static void vsock_reset(struct virtio_dev *dev)
 {
         struct vsock_dev *d = dev->opaque;
+        vsock_tx(d);
         d->rx_held = false;
         vsock_mux_reset(d->mux);
 }

@@ -802,8 +802,13 @@ void vsock_mux_linger(struct vsock_mux *m, int timeout_ms)
 
 void vsock_mux_reset(struct vsock_mux *m)
 {
-        for (unsigned int i = 0; i < VSOCK_CONN_MAX; i++)
-                conn_free(&m->conns[i]);
+        for (unsigned int i = 0; i < VSOCK_CONN_MAX; i++) {
+                struct vsock_conn *c = &m->conns[i];
+                if (c->state == CONN_ESTABLISHED && c->buf_len > 0)
+                        conn_drain(c);
+                else if (c->state != CONN_DRAINING)
+                        conn_free(c);
+        }
         m->rst_head = m->rst_len = 0;
 }
 
@@ -811,7 +816,9 @@ void vsock_mux_destroy(struct vsock_mux *m)
 {
         if (!m)
                 return;
-        vsock_mux_reset(m);
+        for (unsigned int i = 0; i < VSOCK_CONN_MAX; i++)
+                conn_free(&m->conns[i]);
+        m->rst_head = m->rst_len = 0;
         if (m->listen_fd >= 0) {
                 m->host.unwatch(m->host.opaque, m->listen_fd);
                 close(m->listen_fd);

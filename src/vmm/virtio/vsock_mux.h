@@ -66,7 +66,9 @@ void vsock_mux_destroy(struct vsock_mux *m);
 /* The VM is stopping: give host peers up to timeout_ms to take the bytes the guest sent
  * them that are still buffered here (the only wait in the mux; the VM's vCPUs are gone). */
 void vsock_mux_linger(struct vsock_mux *m, int timeout_ms);
-/* The guest went away (device reset): close every connection, keep listening. */
+/* The guest went away (device reset; Linux resets every virtio device as it powers off):
+ * close every connection, keep listening. A connection still holding bytes the guest sent
+ * closes once its host peer took them, as after the guest's own close. */
 void vsock_mux_reset(struct vsock_mux *m);
 
 /* A valid tx packet; payload: its pkt->len bytes (in guest memory, read once each). The
