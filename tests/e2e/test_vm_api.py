@@ -181,7 +181,7 @@ def test_stale_socket_is_replaced_and_config_key(tmp_path):
     s.bind(str(sock))
     s.close()  # a socket file nobody listens on: what a killed VM leaves
     cfg = tmp_path / "vm.json"
-    cfg.write_text(json.dumps({"payload": payload("hello"), "api-socket": "api.sock"}))
+    cfg.write_text(json.dumps({"payload": payload("hello"), "debug-exit": True, "api-socket": "api.sock"}))
     p = vm_run(CAPSULE, "--config", cfg)
     assert p.returncode == 0, p.stderr
     assert "removing the stale socket" in p.stderr
