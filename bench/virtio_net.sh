@@ -74,6 +74,7 @@ BENCH_INITRD=${BENCH_INITRD:-$("$repo/bench/mkbenchinitramfs" iperf3 ethtool)}
 
 tap=cbench0 ext=cbench-ext mac=52:54:00:12:34:56 port=5201
 work=$(mktemp -d /tmp/capsule-net-bench.XXXXXX)
+chmod 0711 "$work" # passt (as nobody) reaches its socket's directory below
 logs=$repo/build/bench-virtio-net
 rm -rf "$logs"
 mkdir -p "$logs"
@@ -140,13 +141,18 @@ boot() {
         qemu-vhost) netdev="tap,id=n0,ifname=$tap,script=no,downscript=no,vhost=on" ;;
         qemu-slirp) netdev="user,id=n0" ;;
         qemu-passt)
-                rm -f "$work/passt.sock"
-                passt -f -q -1 -s "$work/passt.sock" >"$log.passt.log" 2>&1 &
+                # passt, as root, becomes nobody before it binds its socket: a directory of its own.
+                rm -rf "$work/passt"
+                mkdir -m 0700 "$work/passt"
+                chown nobody "$work/passt"
+                # The options capsule gives its passt (net_passt.c), so that only the VMMs differ.
+                passt -f -4 -a 10.0.2.15 -n 24 -g 10.0.2.2 --dns-forward 10.0.2.3 -m 1500 -s "$work/passt/sock" \
+                        >"$log.passt.log" 2>&1 &
                 aux_pid=$!
                 pids="$pids $aux_pid"
                 n=0
-                while [ ! -S "$work/passt.sock" ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
-                netdev="stream,id=n0,server=off,addr.type=unix,addr.path=$work/passt.sock"
+                while [ ! -S "$work/passt/sock" ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+                netdev="stream,id=n0,server=off,addr.type=unix,addr.path=$work/passt/sock"
                 ;;
         qemu-mem)
                 qemu_mem="-object memory-backend-memfd,id=ram,size=$MEMORY"

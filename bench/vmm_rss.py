@@ -5,11 +5,12 @@ bench/guest/bench_mem.sh.
 usage: vmm_rss.py PID CONSOLE_LOG OUT_JSON
 
 PID is the VMM process. The guest's console lines say where it is: "bench: mem idle" (booted,
-nothing allocated), "touched" (MIB MiB written), "freed" (removed again), "done" (after its WAIT).
-The RSS (VmRSS of /proc/PID/status, KiB) is sampled when each line shows up, and every 0.2 s
-after "freed". OUT_JSON gets {"idle", "touched", "after"} in KiB (after: the last sample before
-"done"), "release_s" (seconds from "freed" until the RSS had fallen by 90% of its whole fall, null
-when it fell by less than a quarter of what "touched" added) and the timeline after "freed".
+nothing allocated), "touched" (MIB MiB written), "freeing" (about to remove them), "done" (WAIT
+seconds after the removal). The RSS (VmRSS of /proc/PID/status, KiB) is sampled when "idle" and
+"touched" show up, and every 0.2 s from "freeing" to "done". OUT_JSON gets {"idle", "touched",
+"after"} in KiB (after: the last sample before "done"), "release_s" (seconds from "freeing" until
+the RSS had fallen by 90% of its fall from "touched" to "after", null when that fall is less than
+a quarter of what "touched" added) and the timeline from "freeing".
 Exits 1, writing nothing, when the VMM or its guest stops before "done".
 """
 import json
@@ -37,29 +38,30 @@ def seen(log, step):
 
 def main():
     pid, log, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    res, timeline, t_freed = {}, [], None
+    res, timeline, t0 = {}, [], None
     try:
-        for step in ("idle", "touched", "freed", "done"):
+        for step in ("idle", "touched", "freeing", "done"):
             while not seen(log, step):
-                if step == "done":
-                    timeline.append((round(time.monotonic() - t_freed, 2), rss_kib(pid)))
+                if t0 is not None:
+                    timeline.append((round(time.monotonic() - t0, 2), rss_kib(pid)))
                 else:
                     rss_kib(pid)  # still there?
                 if seen(log, "error"):
                     sys.exit(f"vmm_rss: the guest failed (see {log})")
                 time.sleep(PERIOD)
-            if step == "freed":
-                t_freed = time.monotonic()
-                timeline.append((0.0, rss_kib(pid)))
+            if step == "freeing":
+                t0 = time.monotonic()
             elif step != "done":
                 res[step] = rss_kib(pid)
     except (ProcessLookupError, FileNotFoundError):
         sys.exit(f"vmm_rss: the VMM (pid {pid}) exited before the guest was done")
+    if not timeline:
+        sys.exit("vmm_rss: no sample between freeing and done")
     res["after"] = timeline[-1][1]
-    fall = timeline[0][1] - res["after"]
+    fall = res["touched"] - res["after"]
     res["release_s"] = None
     if fall > (res["touched"] - res["idle"]) / 4:
-        res["release_s"] = next(t for t, v in timeline if timeline[0][1] - v >= 0.9 * fall)
+        res["release_s"] = next(t for t, v in timeline if res["touched"] - v >= 0.9 * fall)
     res["timeline"] = timeline
     with open(out, "w") as f:
         json.dump(res, f)

@@ -4,7 +4,7 @@
 # to the guest's free lists, from where free page reporting hands them to the VMM), then idle again.
 # Each step prints a line the host watches, and holds HOLD seconds for the host to sample the
 # VMM's RSS; the last idle period lasts WAIT seconds. Lines:
-#   bench: mem idle | bench: mem touched | bench: mem freed | bench: mem done
+#   bench: mem idle | touched | freeing (before the removal) | freed (after it) | done
 # or "bench: mem error: ..." and exits 1.
 mib=$1 hold=$2 wait=$3
 fail() { echo "bench: mem error: $*"; exit 1; }
@@ -19,6 +19,7 @@ sleep "$hold"
 dd if=/dev/zero of=/tmp/mem/blob bs=1M count="$mib" 2>/tmp/dd.err || fail "dd: $(tail -n 1 /tmp/dd.err)"
 echo "bench: mem touched memfree_kb=$(awk '$1 == "MemFree:" { print $2 }' /proc/meminfo)"
 sleep "$hold"
+echo "bench: mem freeing"
 rm /tmp/mem/blob
 echo "bench: mem freed memfree_kb=$(awk '$1 == "MemFree:" { print $2 }' /proc/meminfo)"
 sleep "$wait"

@@ -200,7 +200,10 @@ def test_without_reporting_freed_memory_stays_with_the_vm(boots, request):
 def ctl_boot(boots):
     if not CTL:
         pytest.skip("capsule has no control channel yet (vm run --api-socket)")
-    return boots["ctl"]
+    b = boots["ctl"]
+    if "unknown command `balloon`" in b.read("inflate"):
+        pytest.skip("the control channel has no balloon command yet")
+    return b
 
 
 def test_inflate_lowers_memtotal_and_rss_and_deflate_gives_it_back(boots, request):

@@ -154,21 +154,31 @@ def host_main(out, impl, transport, initrd, iperf, mode):
             helpers = {pid: name for pid, name in children(p.pid).items() if name.startswith("passt")}
             r["helpers"] = list(helpers.values())
             r["helper_fds"] = {str(pid): fd_targets(pid) for pid in helpers}
-            try:
-                with socket.create_connection(("127.0.0.1", hport), timeout=60) as c:
-                    data = b""
-                    while True:
-                        b = c.recv(256)
-                        if not b:
-                            break
-                        data += b
-                r["hostfwd"] = data.decode(errors="replace").strip()
-            except OSError as e:
-                r["hostfwd"] = repr(e)
+            # A forward that answers nothing is retried for a while: the guest's server may
+            # not be there yet when the forward takes the connection.
+            end = time.monotonic() + 120
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", hport), timeout=60) as c:
+                        data = b""
+                        while True:
+                            b = c.recv(256)
+                            if not b:
+                                break
+                            data += b
+                    r["hostfwd"] = data.decode(errors="replace").strip()
+                except OSError as e:
+                    r["hostfwd"] = repr(e)
+                if r["hostfwd"].startswith("guest-token") or time.monotonic() > end:
+                    break
+                time.sleep(2)
             if mode == "kill9":
                 time.sleep(1)
                 p.send_signal(signal.SIGKILL)
-        r["rc"] = p.wait(timeout=600)
+        try:
+            r["rc"] = p.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            r["rc"] = "timeout"
     finally:
         if p.poll() is None:
             p.kill()
