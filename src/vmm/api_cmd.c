@@ -158,6 +158,8 @@ static const struct api_command {
         { "pause", ARG_NONE, false, api_pause },
         { "resume", ARG_NONE, false, api_resume },
         { "info", ARG_NONE, false, api_info },
+        { "balloon", ARG_SIZE, true, api_balloon },
+        { "balloon-stats", ARG_NONE, true, api_balloon_stats },
         { "stop", ARG_TIMEOUT, false, api_stop },
 };
 
@@ -218,7 +220,7 @@ void api_request(const struct api_vm *vm, const char *line, size_t len, struct a
                                 c = &api_commands[i];
                 json_int_t arg = 0;
                 if (!c)
-                        api_fail(r, "unknown command `%.64s` (pause, resume, info, stop)", name);
+                        api_fail(r, "unknown command `%.64s` (pause, resume, info, balloon, balloon-stats, stop)", name);
                 else if (api_check_args(req, c, &arg, r) && c->balloon && !vm->balloon)
                         api_fail(r, "%s: the VM has no balloon device (--balloon)", c->name);
                 else if (!r->text)

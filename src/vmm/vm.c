@@ -318,12 +318,13 @@ static int vm_setup_signals(struct vm *vm, cap_error_t *err)
 
 static int vm_start(struct vm *vm, cap_error_t *err)
 {
-        if (evloop_start(&vm->loop, err) < 0)
-                return -1;
-        atomic_store(&vm->running_vcpus, vm->n_vcpus);
+        /* Before the event loop serves the control channel: a pause counts every vCPU. */
         pthread_mutex_lock(&vm->pause.lock);
         vm->pause.live = vm->n_vcpus;
         pthread_mutex_unlock(&vm->pause.lock);
+        if (evloop_start(&vm->loop, err) < 0)
+                return -1;
+        atomic_store(&vm->running_vcpus, vm->n_vcpus);
         for (int i = 0; i < vm->n_vcpus; i++)
                 if (vcpu_start(&vm->vcpus[i], err) < 0)
                         return -1;

@@ -117,12 +117,15 @@ def test_bad_requests_are_refused_and_the_vm_goes_on(capsule_bin, tmp_path):
     try:
         for data, needle in [(b"pause\n", "invalid JSON"), (b'{"command": "reboot"}\n', "unknown command"),
                              (b'{"command": "pause", "now": 1}\n', "unknown key"),
+                             (b'{"command": "balloon", "size": 4096}\n', "no balloon device"),
                              (b'{"command": "stop", "timeout": "soon"}\n', "timeout"),
                              (b"{" * 70000, "longer than 65536")]:
             answer = raw(vm.sock, data)
             assert answer.endswith("\n"), (data[:40], answer)
             j = json.loads(answer)
             assert j["ok"] is False and needle in j["error"], (data[:40], j)
+        p = ctl(capsule_bin, vm.sock, "balloon-stats")
+        assert p.returncode == 1 and "no balloon device" in p.stderr, p.stderr
         p = ctl(capsule_bin, vm.sock, "frobnicate")
         assert p.returncode == 1 and "unknown command `frobnicate`" in p.stderr, p.stderr
         p = ctl(capsule_bin, vm.sock, "pause", "now")
@@ -178,7 +181,7 @@ def test_stale_socket_is_replaced_and_config_key(tmp_path):
     s.bind(str(sock))
     s.close()  # a socket file nobody listens on: what a killed VM leaves
     cfg = tmp_path / "vm.json"
-    cfg.write_text(json.dumps({"payload": payload("hello"), "api-socket": "api.sock"}))
+    cfg.write_text(json.dumps({"payload": payload("hello"), "debug-exit": True, "api-socket": "api.sock"}))
     p = vm_run(CAPSULE, "--config", cfg)
     assert p.returncode == 0, p.stderr
     assert "removing the stale socket" in p.stderr

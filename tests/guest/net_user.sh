@@ -31,18 +31,31 @@ udhcpc -i eth0 -n -q -t 10 -T 2 -s /tmp/dhcp.sh >/tmp/udhcpc.log 2>&1
 say "ip $(ip -4 -o addr show eth0 | awk '{ print $4 }')"
 say "route $(ip route | awk '$1 == "default" { print $3 }')"
 say "dns_server $(awk '$1 == "nameserver" { print $2; exit }' /etc/resolv.conf)"
-# The test's DNS responder answers capsule.test with 192.0.2.77.
-say "dns $(nslookup capsule.test 2>&1 | grep -o '192\.0\.2\.[0-9]*' | head -n1)"
-say "tcp_out $(echo hello-from-guest | nc -w 20 "$gw" "$hostport" 2>&1 | head -n1)"
+counters() { say "counters $1 $(awk '$1 == "eth0:" { print "rx_packets=" $3, "tx_packets=" $11 }' /proc/net/dev)"; }
+counters dhcp
+# The test's DNS responder answers capsule.test with 192.0.2.77 (a slow testbed may need a retry).
+for try in 1 2 3; do
+        dns=$(timeout 60 nslookup capsule.test 2>&1 | grep -o '192\.0\.2\.[0-9]*' | head -n1)
+        [ -n "$dns" ] && break
+done
+say "dns $dns"
+counters dns
+say "tcp_out $(echo hello-from-guest | timeout 120 nc -w 60 "$gw" "$hostport" 2>&1 | head -n1)"
+counters tcp_out
 
 printf '#!/bin/busybox sh\necho guest-token-%s\n' "$guestport" >/tmp/token.sh
 chmod +x /tmp/token.sh
-nc -l -p "$guestport" -e /tmp/token.sh &
+timeout 120 nc -l -p "$guestport" -e /tmp/token.sh &
 server=$!
-sleep 1
+# Listening once the socket is in /proc (a slow guest may take seconds to get there).
+hex=$(printf '%04X' "$guestport")
+for i in $(seq 100); do
+        grep -q ":$hex 0\{8,32\}:0000 0A" /proc/net/tcp /proc/net/tcp6 2>/dev/null && break
+        sleep 0.2
+done
 say "listening $guestport"
-wait "$server"
-say "hostfwd served"
+wait "$server" && say "hostfwd served"
+counters hostfwd
 
 if [ "$iperf" -gt 0 ] && command -v iperf3 >/dev/null; then
         rate() { awk '/receiver/ { for (i = 1; i < NF; i++) if ($(i + 1) == "Mbits/sec") r = $i } END { print r + 0 }'; }

@@ -154,21 +154,31 @@ def host_main(out, impl, transport, initrd, iperf, mode):
             helpers = {pid: name for pid, name in children(p.pid).items() if name.startswith("passt")}
             r["helpers"] = list(helpers.values())
             r["helper_fds"] = {str(pid): fd_targets(pid) for pid in helpers}
-            try:
-                with socket.create_connection(("127.0.0.1", hport), timeout=60) as c:
-                    data = b""
-                    while True:
-                        b = c.recv(256)
-                        if not b:
-                            break
-                        data += b
-                r["hostfwd"] = data.decode(errors="replace").strip()
-            except OSError as e:
-                r["hostfwd"] = repr(e)
+            # A forward that answers nothing is retried for a while: the guest's server may
+            # not be there yet when the forward takes the connection.
+            end = time.monotonic() + 120
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", hport), timeout=60) as c:
+                        data = b""
+                        while True:
+                            b = c.recv(256)
+                            if not b:
+                                break
+                            data += b
+                    r["hostfwd"] = data.decode(errors="replace").strip()
+                except OSError as e:
+                    r["hostfwd"] = repr(e)
+                if r["hostfwd"].startswith("guest-token") or time.monotonic() > end:
+                    break
+                time.sleep(2)
             if mode == "kill9":
                 time.sleep(1)
                 p.send_signal(signal.SIGKILL)
-        r["rc"] = p.wait(timeout=600)
+        try:
+            r["rc"] = p.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            r["rc"] = "timeout"
     finally:
         if p.poll() is None:
             p.kill()
@@ -203,7 +213,8 @@ def boot_script(out, initrd):
     for impl in ("passt", "slirp"):
         lines.append(
             f'python3 -c "import socket,time; s=socket.socket(); s.bind((\'127.0.0.1\', 47001)); s.listen(); '
-            f'time.sleep(600)" & holder=$!; sleep 1; '
+            f'time.sleep(600)" & holder=$!; '
+            f'until grep -q ":B799 00000000:0000 0A" /proc/net/tcp; do sleep 0.2; done; '
             f'capsule vm run --initrd "$initrd" --net user,hostfwd=tcp:127.0.0.1:47001-:80,impl={impl} '
             f'>/dev/null 2>"$out/taken-{impl}.err" </dev/null; echo $? >"$out/taken-{impl}.rc"; '
             f'pgrep -x passt.avx2 >"$out/taken-{impl}.left"; pgrep -x passt >>"$out/taken-{impl}.left"; '

@@ -65,6 +65,7 @@ def raw(sock, data):
                 return buf.decode(errors="replace"), True
             buf += b
         line = buf.split(b"\n")[0].decode(errors="replace")
+        c.settimeout(5)  # a server that closes does so right after its answer
         try:
             closed = c.recv(1) == b""
         except socket.timeout:
@@ -122,7 +123,10 @@ def counter_boot(out, initrd, sock):
         r["info_paused"] = ctl(sock, "info")
         r["pause_again"] = ctl(sock, "pause")
         r["resume"] = ctl(sock, "resume")
-        time.sleep(PAUSE_SECONDS)
+        # A loaded TCG testbed runs the guest slowly: wait for a few ticks rather than a fixed time.
+        deadline = time.monotonic() + 30
+        while g.ticks() <= first + 5 and time.monotonic() < deadline:
+            time.sleep(0.2)
         r["resumed_ticks"] = g.ticks()
 
         t = time.monotonic()
@@ -254,10 +258,9 @@ def test_pause_stops_the_guest_and_resume_restarts_it(counter):
     assert again["rc"] == 0 and again["answer"]["state"] == "paused", again
     resume = counter.result("resume")
     assert resume["rc"] == 0 and resume["answer"] == {"ok": True, "state": "running"}, resume
-    # 2 s at one tick per 100 ms: well over 3 new ticks even on a slow testbed.
     assert counter.result("resumed_ticks") > last + 3, counter.tail()
-    print(f"paused at tick {first}; {counter.result('resumed_ticks') - last} ticks in the {PAUSE_SECONDS} s after "
-          f"resume; pause answered in {pause['seconds']} s")
+    print(f"paused at tick {first} for {PAUSE_SECONDS} s without a tick; ticking again after resume; pause "
+          f"answered in {pause['seconds']} s")
 
 
 def test_bad_requests_are_refused_and_the_vm_goes_on(counter):

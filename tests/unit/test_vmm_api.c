@@ -187,6 +187,12 @@ TEST(malformed_requests_change_nothing)
                 { "{\"command\":\"PAUSE\"}", "unknown command" },
                 { "{\"command\":\"pause\",\"now\":true}", "pause: unknown key `now`" },
                 { "{\"command\":\"info\",\"size\":1}", "info: unknown key `size`" },
+                { "{\"command\":\"balloon\"}", "balloon: size" },
+                { "{\"command\":\"balloon\",\"size\":\"1G\"}", "balloon: size" },
+                { "{\"command\":\"balloon\",\"size\":-4096}", "balloon: size" },
+                { "{\"command\":\"balloon\",\"size\":1e9}", "balloon: size" },
+                { "{\"command\":\"balloon\",\"size\":4096}", "no balloon device" },
+                { "{\"command\":\"balloon-stats\"}", "no balloon device" },
                 { "{\"command\":\"stop\",\"timeout\":5,\"force\":true}", "stop: unknown key `force`" },
         };
         for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {

@@ -217,6 +217,60 @@ static bool udp_to_host_works(struct net_backend *b, const uint8_t gw_mac[6])
                memcmp(fr.b, guest_mac, 6) == 0;
 }
 
+static bool is_syn_ack(const struct frame *f, const void *port)
+{
+        if (f->len < 14 + 20 + 20 || get16(f->b + 12) != 0x0800 || f->b[14 + 9] != 6)
+                return false;
+        const uint8_t *tcp = f->b + 14 + (size_t)(f->b[14] & 0xf) * 4;
+        return get16(tcp + 2) == *(const uint16_t *)port && (tcp[13] & 0x12) == 0x12;
+}
+
+/* A SYN from the guest to the gateway: the host's listener on its loopback gets the
+ * connection and the guest its SYN-ACK. */
+static bool tcp_connect_works(struct net_backend *b, const uint8_t gw_mac[6])
+{
+        cleanup_close int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t sl = sizeof(sa);
+        if (l < 0 || bind(l, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(l, 1) < 0 ||
+            getsockname(l, (struct sockaddr *)&sa, &sl) < 0)
+                return false;
+        uint8_t f[14 + 20 + 20];
+        memcpy(f, gw_mac, 6);
+        memcpy(f + 6, guest_mac, 6);
+        put16(f + 12, 0x0800);
+        uint8_t *ip = f + 14, *tcp = f + 34;
+        memset(ip, 0, 40);
+        ip[0] = 0x45;
+        put16(ip + 2, 40);
+        ip[8] = 64;
+        ip[9] = 6;
+        inet_pton(AF_INET, NET_USER_GUEST, ip + 12);
+        inet_pton(AF_INET, NET_USER_GATEWAY, ip + 16);
+        put16(ip + 10, ip_checksum(ip, 20));
+        put16(tcp, 4001);
+        put16(tcp + 2, ntohs(sa.sin_port));
+        put16(tcp + 4, 0x1234);
+        tcp[12] = 5 << 4;
+        tcp[13] = 0x02; /* SYN */
+        put16(tcp + 14, 65535);
+        uint8_t pseudo[12 + 20];
+        memcpy(pseudo, ip + 12, 8);
+        pseudo[8] = 0;
+        pseudo[9] = 6;
+        put16(pseudo + 10, 20);
+        memcpy(pseudo + 12, tcp, 20);
+        put16(tcp + 16, ip_checksum(pseudo, sizeof(pseudo)));
+        if (send_frame(b, f, sizeof(f)) < 0)
+                return false;
+        struct frame fr;
+        uint16_t gport = 4001;
+        if (!recv_matching(b, &fr, is_syn_ack, &gport))
+                return false;
+        struct pollfd p = { .fd = l, .events = POLLIN };
+        return poll(&p, 1, WAIT_MS) == 1;
+}
+
 /* A datagram to the forwarded host port arrives at the guest's port. */
 static bool hostfwd_works(struct net_backend *b, uint16_t host_port, uint16_t guest_port)
 {
@@ -253,7 +307,7 @@ static struct vm_net user_net(enum vm_net_user_impl impl, struct vm_net_forward 
 
 static const uint8_t any_mac[6] = { 0x52, 0x55, 0x0a, 0x00, 0x02, 0x02 };
 
-TEST(slirp_dhcp_udp_and_hostfwd)
+TEST(slirp_dhcp_udp_tcp_and_hostfwd)
 {
         struct vm_net_forward fwd;
         uint16_t host_port = free_udp_port();
@@ -263,10 +317,12 @@ TEST(slirp_dhcp_udp_and_hostfwd)
         CHECK(net_slirp_open(&cfg, 0, &b, &err) == 0);
         CHECK(b->n_queue_pairs == 1 && !b->vnet_hdr && b->features == 0);
         bool dhcp = dhcp_works(b), udp = udp_to_host_works(b, any_mac), fwd_ok = hostfwd_works(b, host_port, 5353);
+        bool tcp = tcp_connect_works(b, any_mac);
         b->ops->destroy(b);
         CHECK(dhcp);
         CHECK(udp);
         CHECK(fwd_ok);
+        CHECK(tcp);
 }
 
 TEST(slirp_forward_port_taken)
@@ -279,6 +335,17 @@ TEST(slirp_forward_port_taken)
         cleanup_error cap_error_t err = NULL;
         CHECK(net_slirp_open(&cfg, 2, &b, &err) < 0);
         CHECK(strstr(err->msg, "net[2]: hostfwd=udp:127.0.0.1:") != NULL);
+        cap_error_free(&err);
+
+        cleanup_close int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        socklen_t sl = sizeof(sa);
+        CHECK(l >= 0 && bind(l, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(l, 1) == 0 &&
+              getsockname(l, (struct sockaddr *)&sa, &sl) == 0);
+        fwd.udp = false;
+        fwd.host_port = ntohs(sa.sin_port);
+        CHECK(net_slirp_open(&cfg, 2, &b, &err) < 0);
+        CHECK(strstr(err->msg, "net[2]: hostfwd=tcp:127.0.0.1:") != NULL);
 }
 
 /* A guest flooding frames nobody reads: send() says -EAGAIN or drops, never blocks. */
@@ -303,7 +370,7 @@ static bool have_passt(void)
         return access(PASST, X_OK) == 0;
 }
 
-TEST(passt_dhcp_udp_and_hostfwd)
+TEST(passt_dhcp_udp_tcp_and_hostfwd)
 {
         if (!have_passt())
                 SKIP(PASST " is not installed");
@@ -315,10 +382,12 @@ TEST(passt_dhcp_udp_and_hostfwd)
         CHECK(net_passt_open(&cfg, 0, &b, &err) == 0);
         CHECK(b->n_queue_pairs == 1 && !b->vnet_hdr && b->features == 0);
         bool dhcp = dhcp_works(b), udp = udp_to_host_works(b, any_mac), fwd_ok = hostfwd_works(b, host_port, 5353);
+        bool tcp = tcp_connect_works(b, any_mac);
         b->ops->destroy(b);
         CHECK(dhcp);
         CHECK(udp);
         CHECK(fwd_ok);
+        CHECK(tcp);
         /* destroy reaped passt: capsule has no child left. */
         CHECK(waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD);
 }

@@ -334,7 +334,7 @@ static const struct virtio_dev_ops balloon_ops = {
 int balloon_set_target(struct balloon *b, uint64_t bytes, cap_error_t *err)
 {
         if (bytes > b->mem->size)
-                return cap_fail(err, 0, "balloon: %llu MiB is more than the VM's %llu MiB of memory",
+                return cap_fail(err, 0, "%llu MiB is more than the VM's %llu MiB of memory",
                                 (unsigned long long)(bytes >> 20), (unsigned long long)(b->mem->size >> 20));
         virtio_dev_lock(&b->dev);
         b->config.num_pages = htole32((uint32_t)(bytes / BALLOON_PAGE));

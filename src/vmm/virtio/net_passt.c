@@ -10,7 +10,6 @@
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -19,7 +18,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "common/log.h"
 #include "common/util.h"
 #include "vmm/virtio/net_backend.h"
 #include "vmm/virtio/net_user.h"
@@ -81,12 +79,14 @@ static char *forward_spec(const struct vm_net_forward *f)
         return xasprintf("%u:%u", f->host_port, f->guest_port);
 }
 
+/* DNS: passt hands the guest the host's resolvers; one on the host's loopback becomes the
+ * gateway, which reaches it. (Its --dns-forward answers from the forward address even to a
+ * query sent to the gateway, which resolvers drop.) */
 static char **passt_argv(const char *prog, const struct vm_net *cfg)
 {
         static const char *const fixed[] = {
                 "--foreground", "--quiet", "--stderr", "--one-off", "--ipv4-only", "--fd", "3",
-                "--address", NET_USER_GUEST, "--netmask", "24", "--gateway", NET_USER_GATEWAY,
-                "--dns-forward", NET_USER_DNS, "--mtu", "1500",
+                "--address", NET_USER_GUEST, "--netmask", "24", "--gateway", NET_USER_GATEWAY, "--mtu", "1500",
         };
         size_t n = 1 + ARRAY_SIZE(fixed) + 2 * (size_t)cfg->n_forwards + 4 + 1, i = 0;
         char **argv = xmalloc0(n * sizeof(*argv));
@@ -218,16 +218,20 @@ static int passt_flush(struct passt *p)
         return 0;
 }
 
+/* A frame the socket took only part of is finished before send() reports it sent: until
+ * then it says -EAGAIN, the device waits for EPOLLOUT and offers the same frame again,
+ * which then only completes (nothing else would wake the device to flush it). */
 static ssize_t passt_send(struct net_backend *b, unsigned int qp, const struct iovec *iov, int iovcnt)
 {
         struct passt *p = b->opaque;
         (void)qp;
-        int rc = passt_flush(p);
-        if (rc < 0)
-                return rc;
         size_t len = 0;
         for (int i = 0; i < iovcnt; i++)
                 len += iov[i].iov_len;
+        if (p->tx_len) {
+                int rc = passt_flush(p);
+                return rc < 0 ? rc : (ssize_t)len;
+        }
         if (len > NET_USER_MAX_FRAME)
                 return (ssize_t)len;
         /* One buffer, one send: the header and the frame leave together or wait together. */
@@ -240,15 +244,10 @@ static ssize_t passt_send(struct net_backend *b, unsigned int qp, const struct i
         }
         p->tx_len = off;
         p->tx_off = 0;
-        rc = passt_flush(p);
-        if (rc == -EAGAIN && p->tx_off == 0) {
+        int rc = passt_flush(p);
+        if (rc == -EAGAIN && p->tx_off == 0)
                 p->tx_len = 0;
-                return -EAGAIN;
-        }
-        /* Part of it went: the frame is taken, its rest goes before the next one. */
-        if (rc < 0 && rc != -EAGAIN)
-                return rc;
-        return (ssize_t)len;
+        return rc < 0 ? rc : (ssize_t)len;
 }
 
 static void passt_destroy(struct net_backend *b)
@@ -298,7 +297,7 @@ static int passt_wait_ready(struct passt *p, cap_error_t *err)
         long long deadline = now_ms() + PASST_START_MS;
         for (;;) {
                 if (rc == -EAGAIN)
-                        rc = passt_flush(p);
+                        rc = passt_send(&p->b, 0, &iov, 1);
                 if (rc < 0 && rc != -EAGAIN)
                         break;
                 uint8_t frame[64];
@@ -313,7 +312,7 @@ static int passt_wait_ready(struct passt *p, cap_error_t *err)
                 long long left = deadline - now_ms();
                 if (left <= 0)
                         return cap_fail(err, 0, "passt did not answer within %d s", PASST_START_MS / 1000);
-                struct pollfd pf[2] = { { .fd = p->b.fds[0], .events = POLLIN | (p->tx_len ? POLLOUT : 0) },
+                struct pollfd pf[2] = { { .fd = p->b.fds[0], .events = POLLIN | (rc == -EAGAIN ? POLLOUT : 0) },
                                         { .fd = p->proc.pidfd, .events = POLLIN } };
                 if (poll(pf, 2, (int)left) < 0 && errno != EINTR)
                         return cap_fail(err, errno, "poll");

@@ -7,7 +7,7 @@
 #define NET_USER_NETWORK "10.0.2.0"
 #define NET_USER_PREFIX 24
 #define NET_USER_GATEWAY "10.0.2.2" /* the host: its loopback, for the guest */
-#define NET_USER_DNS "10.0.2.3"     /* forwarded to the host's resolver */
+#define NET_USER_DNS "10.0.2.3"     /* slirp: forwarded to the host's resolver (passt: see net_passt.c) */
 #define NET_USER_GUEST "10.0.2.15"  /* what DHCP hands out */
 #define NET_USER_MTU 1500
 

@@ -1,7 +1,8 @@
 /* virtio-vsock without vhost: queues rx (0), tx (1) and event (2), config guest_cid. Each tx
  * chain goes through vsock_chain_tx (vsock_pkt.c: header copied out and parsed once) to the
  * host muxer (vsock_mux.c); rx buffers are filled by the muxer, straight from the host
- * sockets. Everything runs on the event loop (or a vCPU at activation) under the device lock. */
+ * sockets. Everything runs on the event loop (or a vCPU at activation and reset) under the
+ * device lock. */
 #include <endian.h>
 #include <linux/virtio_vsock.h>
 #include <stdlib.h>
