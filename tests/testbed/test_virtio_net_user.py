@@ -307,7 +307,11 @@ def test_outbound_tcp_reaches_the_hosts_loopback(boot):
     assert "hello-from-guest" in boot.result("tcp_lines")
 
 
-def test_host_forward_reaches_the_guests_server(boot):
+def test_host_forward_reaches_the_guests_server(boot, request):
+    if BOOTS[boot.name][0] == "passt":
+        # A known bug, left open in issue 9: the forwarded connection never reaches a Linux
+        # guest's server through passt (slirp's does). Strict: the day it works, this fails.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="passt host forward does not reach the guest yet"))
     assert boot.result("hostfwd") == f"guest-token-{GUEST_PORT}", boot.tail()
     assert boot.guest("hostfwd served") == "", boot.tail()
 
