@@ -5,14 +5,11 @@
  * unprivileged process: a bug it has with a hostile guest stays out of capsule. */
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <grp.h>
-#include <linux/close_range.h>
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -25,7 +22,6 @@
 
 #define PASST_DEFAULT "/usr/bin/passt"
 #define PASST_ENV "CAPSULE_PASST"
-#define PASST_FD 3
 /* From exec to its first answer; passt starts in milliseconds, a loaded testbed is slower. */
 #define PASST_START_MS 15000
 #define LEN_BYTES 4
@@ -42,35 +38,6 @@ struct passt {
         size_t tx_off, tx_len;
 };
 
-/* In the child, between fork and exec: only async-signal-safe calls. */
-static void __attribute__((noreturn)) passt_child(char *const argv[], int sock, pid_t parent, const struct passwd *drop)
-{
-        sigset_t all;
-        sigemptyset(&all);
-        sigprocmask(SIG_SETMASK, &all, NULL);
-        signal(SIGPIPE, SIG_DFL);
-        /* As root, passt would switch to nobody itself, and that change of user clears the
-         * parent-death signal: switch first, then arm it. */
-        if (drop && (setgroups(0, NULL) < 0 || setresgid(drop->pw_gid, drop->pw_gid, drop->pw_gid) < 0 ||
-                     setresuid(drop->pw_uid, drop->pw_uid, drop->pw_uid) < 0))
-                _exit(127);
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
-                _exit(127);
-        int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(STDERR_FILENO, STDOUT_FILENO) < 0)
-                _exit(127);
-        if (sock == PASST_FD) {
-                if (fcntl(sock, F_SETFD, 0) < 0)
-                        _exit(127);
-        } else if (dup2(sock, PASST_FD) < 0) {
-                _exit(127);
-        }
-        /* Nothing of the VMM's (guest memory, KVM, other devices) reaches passt. */
-        syscall(SYS_close_range, PASST_FD + 1, ~0U, CLOSE_RANGE_CLOEXEC);
-        execv(argv[0], argv);
-        _exit(127);
-}
-
 /* passt's -t/-u spec for one forward: [ADDR/]HOSTPORT:GUESTPORT. */
 static char *forward_spec(const struct vm_net_forward *f)
 {
@@ -84,6 +51,7 @@ static char *forward_spec(const struct vm_net_forward *f)
  * query sent to the gateway, which resolvers drop.) */
 static char **passt_argv(const char *prog, const struct vm_net *cfg)
 {
+        _Static_assert(VHOST_USER_BACKEND_LISTEN_FD == 3, "passt's --fd below");
         static const char *const fixed[] = {
                 "--foreground", "--quiet", "--stderr", "--one-off", "--ipv4-only", "--fd", "3",
                 "--address", NET_USER_GUEST, "--netmask", "24", "--gateway", NET_USER_GATEWAY, "--mtu", "1500",
@@ -132,7 +100,7 @@ static int passt_spawn(struct passt *p, const struct vm_net *cfg, int sock, cap_
         if (pid < 0)
                 return cap_fail(err, errno, "fork");
         if (pid == 0)
-                passt_child(argv, sock, parent, drop);
+                vhost_user_backend_child_exec(argv, sock, parent, drop);
         int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
         if (pidfd < 0) {
                 int e = errno;
