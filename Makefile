@@ -72,7 +72,8 @@ WHOLE_LIB = -Wl,--whole-archive $(BUILD)/libcapsule.a -Wl,--no-whole-archive
 $(BUILD)/capsule: $(CLI_OBJ) $(BUILD)/libcapsule.a
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(WHOLE_LIB) $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/obj/tests/unit/check.o $(BUILD)/libcapsule.a
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/obj/tests/unit/check.o $(BUILD)/obj/tests/unit/mmio_driver.o \
+                  $(BUILD)/libcapsule.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(WHOLE_LIB) $(LDLIBS)
 

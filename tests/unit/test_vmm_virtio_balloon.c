@@ -18,15 +18,14 @@
 #include <linux/virtio_mmio.h>
 
 #include "check.h"
+#include "mmio_driver.h"
 #include "common/util.h"
 #include "vmm/device.h"
 #include "vmm/virtio/balloon.h"
 #include "vmm/virtio/balloon_req.h"
 #include "vmm/virtio/virtio.h"
 #include "vmm/vm.h"
-#include "vmm/x86/layout.h"
 
-#define BASE LAYOUT_MMIO_START
 #define RAM (64ULL << 20)
 #define QSIZE 64
 #define RINGS 0x10000ULL   /* queue q: descriptors at RINGS + q * 0x4000, avail +0x1000, used +0x2000 */
@@ -210,15 +209,12 @@ static void machine_stop(struct machine *m)
 
 static uint32_t rd32(struct machine *m, uint64_t off)
 {
-        uint8_t b[4] = { 0 };
-        bus_dispatch(&m->mmio, BASE + off, b, 4, false);
-        return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+        return mmio_rd32(&m->mmio, off);
 }
 
 static void wr(struct machine *m, uint64_t off, uint32_t v, uint32_t len)
 {
-        uint8_t b[4] = { (uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24) };
-        bus_dispatch(&m->mmio, BASE + off, b, len, true);
+        mmio_wr(&m->mmio, off, v, len);
 }
 
 static void wr32(struct machine *m, uint64_t off, uint32_t v)
@@ -228,10 +224,7 @@ static void wr32(struct machine *m, uint64_t off, uint32_t v)
 
 static uint64_t device_features(struct machine *m)
 {
-        wr32(m, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
-        uint64_t hi = rd32(m, VIRTIO_MMIO_DEVICE_FEATURES);
-        wr32(m, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
-        return hi << 32 | rd32(m, VIRTIO_MMIO_DEVICE_FEATURES);
+        return mmio_device_features(&m->mmio);
 }
 
 #define FOK (VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK)
@@ -244,26 +237,10 @@ static uint64_t desc_gpa(unsigned int q)
 /* The Linux driver's steps with n_queues queues (dense numbering), up to DRIVER_OK. */
 static void driver_start(struct machine *m, uint64_t features, unsigned int n_queues)
 {
-        wr32(m, VIRTIO_MMIO_STATUS, 0);
-        wr32(m, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
-        wr32(m, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
-        features |= 1ULL << VIRTIO_F_VERSION_1;
-        wr32(m, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
-        wr32(m, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)features);
-        wr32(m, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-        wr32(m, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(features >> 32));
-        wr32(m, VIRTIO_MMIO_STATUS, FOK);
+        mmio_driver_features(&m->mmio, features);
         memset(guest_mem_ptr(&m->mem, RINGS, 0x10000), 0, 0x10000);
         for (unsigned int q = 0; q < n_queues; q++) {
-                wr32(m, VIRTIO_MMIO_QUEUE_SEL, q);
-                wr32(m, VIRTIO_MMIO_QUEUE_NUM, QSIZE);
-                wr32(m, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)desc_gpa(q));
-                wr32(m, VIRTIO_MMIO_QUEUE_DESC_HIGH, 0);
-                wr32(m, VIRTIO_MMIO_QUEUE_AVAIL_LOW, (uint32_t)(desc_gpa(q) + 0x1000));
-                wr32(m, VIRTIO_MMIO_QUEUE_AVAIL_HIGH, 0);
-                wr32(m, VIRTIO_MMIO_QUEUE_USED_LOW, (uint32_t)(desc_gpa(q) + 0x2000));
-                wr32(m, VIRTIO_MMIO_QUEUE_USED_HIGH, 0);
-                wr32(m, VIRTIO_MMIO_QUEUE_READY, 1);
+                mmio_queue_setup(&m->mmio, q, QSIZE, desc_gpa(q), desc_gpa(q) + 0x1000, desc_gpa(q) + 0x2000);
                 m->avail_idx[q] = 0;
         }
         m->n_queues = n_queues;

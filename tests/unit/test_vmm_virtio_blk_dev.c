@@ -18,13 +18,12 @@
 #include <linux/virtio_mmio.h>
 
 #include "check.h"
+#include "mmio_driver.h"
 #include "common/util.h"
 #include "vmm/device.h"
 #include "vmm/virtio/virtio.h"
 #include "vmm/vm.h"
-#include "vmm/x86/layout.h"
 
-#define BASE LAYOUT_MMIO_START
 #define QSIZE 64
 #define DESC 0x10000ULL
 #define AVAIL 0x11000ULL
@@ -139,23 +138,17 @@ static void machine_stop(struct machine *m)
 
 static uint32_t rd32(struct machine *m, uint64_t off)
 {
-        uint8_t b[4] = { 0 };
-        bus_dispatch(&m->mmio, BASE + off, b, 4, false);
-        return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+        return mmio_rd32(&m->mmio, off);
 }
 
 static void wr32(struct machine *m, uint64_t off, uint32_t v)
 {
-        uint8_t b[4] = { (uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24) };
-        bus_dispatch(&m->mmio, BASE + off, b, 4, true);
+        mmio_wr32(&m->mmio, off, v);
 }
 
 static uint64_t device_features(struct machine *m)
 {
-        wr32(m, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
-        uint64_t hi = rd32(m, VIRTIO_MMIO_DEVICE_FEATURES);
-        wr32(m, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
-        return hi << 32 | rd32(m, VIRTIO_MMIO_DEVICE_FEATURES);
+        return mmio_device_features(&m->mmio);
 }
 
 #define FOK (VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK)
@@ -164,26 +157,10 @@ static uint64_t device_features(struct machine *m)
  * and its descriptor table at desc. */
 static void driver_setup(struct machine *m, uint64_t features, uint64_t desc)
 {
-        wr32(m, VIRTIO_MMIO_STATUS, 0);
-        wr32(m, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
-        wr32(m, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
-        features |= 1ULL << VIRTIO_F_VERSION_1;
-        wr32(m, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
-        wr32(m, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)features);
-        wr32(m, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-        wr32(m, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(features >> 32));
-        wr32(m, VIRTIO_MMIO_STATUS, FOK);
+        mmio_driver_features(&m->mmio, features);
         /* Fresh rings, as a driver allocates them after a reset. */
         memset(guest_mem_ptr(&m->mem, DESC, USED + 0x1000 - DESC), 0, USED + 0x1000 - DESC);
-        wr32(m, VIRTIO_MMIO_QUEUE_SEL, 0);
-        wr32(m, VIRTIO_MMIO_QUEUE_NUM, QSIZE);
-        wr32(m, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)desc);
-        wr32(m, VIRTIO_MMIO_QUEUE_DESC_HIGH, (uint32_t)(desc >> 32));
-        wr32(m, VIRTIO_MMIO_QUEUE_AVAIL_LOW, (uint32_t)AVAIL);
-        wr32(m, VIRTIO_MMIO_QUEUE_AVAIL_HIGH, 0);
-        wr32(m, VIRTIO_MMIO_QUEUE_USED_LOW, (uint32_t)USED);
-        wr32(m, VIRTIO_MMIO_QUEUE_USED_HIGH, 0);
-        wr32(m, VIRTIO_MMIO_QUEUE_READY, 1);
+        mmio_queue_setup(&m->mmio, 0, QSIZE, desc, AVAIL, USED);
         m->avail_idx = 0;
 }
 

@@ -16,13 +16,12 @@
 #include <linux/virtio_mmio.h>
 
 #include "check.h"
+#include "mmio_driver.h"
 #include "common/util.h"
 #include "vmm/device.h"
 #include "vmm/virtio/net.h"
 #include "vmm/vm.h"
-#include "vmm/x86/layout.h"
 
-#define BASE LAYOUT_MMIO_START
 #define QSIZE 128
 #define RINGS 0x10000ULL /* queue q: descriptors, avail and used ring at RINGS + q * 0x4000 */
 #define BUFS 0x100000ULL /* buffer i: 64 KiB at BUFS + i * 0x10000 */
@@ -192,15 +191,12 @@ static void machine_stop(struct machine *m)
 
 static uint32_t rd32(struct machine *m, uint64_t off)
 {
-        uint8_t b[4] = { 0 };
-        bus_dispatch(&m->mmio, BASE + off, b, 4, false);
-        return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+        return mmio_rd32(&m->mmio, off);
 }
 
 static void wr32(struct machine *m, uint64_t off, uint32_t v)
 {
-        uint8_t b[4] = { (uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24) };
-        bus_dispatch(&m->mmio, BASE + off, b, 4, true);
+        mmio_wr32(&m->mmio, off, v);
 }
 
 static uint8_t *gptr(struct machine *m, uint64_t gpa, uint64_t len)
@@ -210,10 +206,7 @@ static uint8_t *gptr(struct machine *m, uint64_t gpa, uint64_t len)
 
 static uint64_t device_features(struct machine *m)
 {
-        wr32(m, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
-        uint64_t hi = rd32(m, VIRTIO_MMIO_DEVICE_FEATURES);
-        wr32(m, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
-        return hi << 32 | rd32(m, VIRTIO_MMIO_DEVICE_FEATURES);
+        return mmio_device_features(&m->mmio);
 }
 
 #define FOK (VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK)
@@ -226,27 +219,11 @@ static uint64_t ring(unsigned int q)
 /* Linux's steps: reset, features, queues 0 .. nq-1, DRIVER_OK. */
 static void driver_start(struct machine *m, uint64_t features, unsigned int nq)
 {
-        wr32(m, VIRTIO_MMIO_STATUS, 0);
-        wr32(m, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
-        wr32(m, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
-        features |= (1ULL << VIRTIO_F_VERSION_1) | (1ULL << VIRTIO_RING_F_EVENT_IDX);
-        wr32(m, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
-        wr32(m, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)features);
-        wr32(m, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-        wr32(m, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(features >> 32));
-        wr32(m, VIRTIO_MMIO_STATUS, FOK);
+        mmio_driver_features(&m->mmio, features | 1ULL << VIRTIO_RING_F_EVENT_IDX);
         for (unsigned int q = 0; q < nq; q++) {
                 memset(gptr(m, ring(q), 0x4000), 0, 0x4000);
                 m->qs[q] = (struct qstate){ 0 };
-                wr32(m, VIRTIO_MMIO_QUEUE_SEL, q);
-                wr32(m, VIRTIO_MMIO_QUEUE_NUM, QSIZE);
-                wr32(m, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)ring(q));
-                wr32(m, VIRTIO_MMIO_QUEUE_DESC_HIGH, 0);
-                wr32(m, VIRTIO_MMIO_QUEUE_AVAIL_LOW, (uint32_t)(ring(q) + 0x1000));
-                wr32(m, VIRTIO_MMIO_QUEUE_AVAIL_HIGH, 0);
-                wr32(m, VIRTIO_MMIO_QUEUE_USED_LOW, (uint32_t)(ring(q) + 0x2000));
-                wr32(m, VIRTIO_MMIO_QUEUE_USED_HIGH, 0);
-                wr32(m, VIRTIO_MMIO_QUEUE_READY, 1);
+                mmio_queue_setup(&m->mmio, q, QSIZE, ring(q), ring(q) + 0x1000, ring(q) + 0x2000);
         }
         wr32(m, VIRTIO_MMIO_STATUS, FOK | VIRTIO_CONFIG_S_DRIVER_OK);
 }
