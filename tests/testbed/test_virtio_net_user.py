@@ -154,6 +154,9 @@ def host_main(out, impl, transport, initrd, iperf, mode):
             helpers = {pid: name for pid, name in children(p.pid).items() if name.startswith("passt")}
             r["helpers"] = list(helpers.values())
             r["helper_fds"] = {str(pid): fd_targets(pid) for pid in helpers}
+            if mode == "kill9":
+                # Killed while the guest is up, whatever its forward does.
+                p.send_signal(signal.SIGKILL)
             # A forward that answers nothing is retried for a while: the guest's server may
             # not be there yet when the forward takes the connection.
             end = time.monotonic() + 120
@@ -169,12 +172,9 @@ def host_main(out, impl, transport, initrd, iperf, mode):
                     r["hostfwd"] = data.decode(errors="replace").strip()
                 except OSError as e:
                     r["hostfwd"] = repr(e)
-                if r["hostfwd"].startswith("guest-token") or time.monotonic() > end:
+                if r["hostfwd"].startswith("guest-token") or time.monotonic() > end or p.poll() is not None:
                     break
                 time.sleep(2)
-            if mode == "kill9":
-                time.sleep(1)
-                p.send_signal(signal.SIGKILL)
         try:
             r["rc"] = p.wait(timeout=600)
         except subprocess.TimeoutExpired:
@@ -235,9 +235,9 @@ class Boot:
         self.r = json.loads((d / "results.json").read_text()) if (d / "results.json").exists() else {}
 
     def guest(self, key):
-        m = re.search(rf"^guest: net_user {re.escape(key)} ?(.*)$", self.console, re.M)
+        m = re.search(rf"^guest: net_user {re.escape(key)}(?: (.*))?$", self.console, re.M)
         assert m, f"{self.name}: no 'guest: net_user {key}' line\n{self.tail()}"
-        return m.group(1).strip()
+        return (m.group(1) or "").strip()
 
     def result(self, key):
         assert key in self.r, f"{self.name}: no host result {key}: {self.r}\n{self.tail()}"
