@@ -11,6 +11,9 @@
  *                start with that header; bit 2 of op: the back-end takes the header;
  *   op % 3 == 1: an rx frame: an le16 length (with its header), then up to 16 chains, each a
  *                non-zero byte and buffers (below), a 0 byte ending the ring; bit 2: mergeable;
+ *                bit 3 (mergeable only): read through the pool (net_rx_pool_*), filled to the
+ *                largest frame (bit 4) or to the frame's length, the header skipped (bit 5)
+ *                as for a back-end without one;
  *   op % 3 == 2: a control request: buffers (below).
  * Buffers: a count byte (% 8), then per buffer a byte whose bit 7 makes it writable (and
  * every later one) and whose low bits + 1 give its length (bit 6: times 256), then its
@@ -164,7 +167,28 @@ static void op_rx(uint8_t op, struct input *in)
                 chain_build(&ring_chains[ring_n++], in, NULL, 0);
         const struct net_rx_ring ring = { fake_pop, fake_push, NULL, MAX_CHAINS };
         bool mergeable = op & 4;
-        int r = net_rx_place(&rq, &ring, mergeable);
+        int r;
+        if (mergeable && (op & 8)) {
+                uint32_t skip = op & 32 ? NET_HDR_LEN : 0;
+                memset(frame, 0, skip);
+                net_rx_pool_fill(&rq, &ring, op & 16 ? NET_HDR_LEN + NET_FRAME_MAX : flen);
+                /* What a back-end does: the frame's bytes, in order, where the pool says. */
+                static struct iovec iov[NET_RX_POOL_IOV + 1];
+                int n = net_rx_pool_iov(&rq, skip, iov);
+                uint64_t room = 0;
+                for (uint32_t i = 0, off = skip; i < (uint32_t)n; i++) {
+                        size_t chunk = off < flen ? flen - off : 0;
+                        chunk = chunk < iov[i].iov_len ? chunk : iov[i].iov_len;
+                        memmove(iov[i].iov_base, frame + off, chunk);
+                        off += (uint32_t)chunk;
+                        room += iov[i].iov_len;
+                }
+                if (room < NET_HDR_LEN + NET_FRAME_MAX - skip)
+                        abort();
+                r = net_rx_pool_take(&rq, &ring, skip != 0) ? 1 : net_rx_place(&rq, &ring, mergeable);
+        } else {
+                r = net_rx_place(&rq, &ring, mergeable);
+        }
         if (r == 1 && rq.len != 0)
                 abort();
         if (r == 0 && (rq.len == 0 || ring_next != ring_n))

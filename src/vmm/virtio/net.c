@@ -219,17 +219,18 @@ static void rx_push(void *opaque, const uint16_t *heads, const uint32_t *written
         t->pushed = true;
 }
 
-/* Read back-end k's next frame into rq, header first (a zeroed one when the back-end has
- * none). 1: a frame, 0: none waiting, -1: the back-end failed. */
+/* Read back-end k's next frame into rq's pool and frame[], header first (a zeroed one when
+ * the back-end has none). 1: a frame, 0: none waiting, -1: the back-end failed. */
 static int rx_read(struct net_dev *d, unsigned int k, struct net_rxq *rq)
 {
         struct net_backend *b = d->backend;
         uint32_t hdr = b->vnet_hdr ? 0 : NET_HDR_LEN;
+        struct iovec iov[NET_RX_POOL_IOV + 1];
         for (;;) {
                 if (hdr)
                         memset(rq->frame, 0, NET_HDR_LEN);
-                struct iovec iov = { rq->frame + hdr, NET_HDR_LEN + NET_FRAME_MAX - hdr };
-                ssize_t n = b->ops->recv(b, k, &iov, 1);
+                int n_iov = net_rx_pool_iov(rq, hdr, iov);
+                ssize_t n = b->ops->recv(b, k, iov, n_iov);
                 if (n == -EAGAIN)
                         return 0;
                 if (n < 0) {
@@ -267,8 +268,14 @@ static void rx_run(struct net_dev *d, unsigned int k)
         const struct net_rx_ring ring = { rx_pop, rx_push, &t, d->dev.queues[2 * r].size };
         bool mergeable = net_has(d, VIRTIO_NET_F_MRG_RXBUF);
         for (unsigned int i = 0; i < NET_BATCH && d->pairs[k].watched; i++) {
-                if (rq->len == 0 && rx_read(d, k, rq) <= 0)
-                        break;
+                if (rq->len == 0) {
+                        if (mergeable)
+                                net_rx_pool_fill(rq, &ring, NET_HDR_LEN + NET_FRAME_MAX);
+                        if (rx_read(d, k, rq) <= 0)
+                                break;
+                        if (net_rx_pool_take(rq, &ring, !d->backend->vnet_hdr))
+                                continue;
+                }
                 if (!net_rx_place(rq, &ring, mergeable))
                         break;
         }

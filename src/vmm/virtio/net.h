@@ -70,9 +70,26 @@ struct net_rx_ring {
         uint16_t size; /* the queue's size: a frame never takes more chains */
 };
 
-/* One receive queue's frame in flight: read from the back-end into frame[], placed into the
- * guest's chains as they come. A frame that finds the guest short of buffers stays here
- * until the next rx kick; the back-end is not read meanwhile. */
+/* iovecs a receive read may take: readv's limit (UIO_MAXIOV), less the bounce buffer's and
+ * the tap's spare byte behind them. */
+#define NET_RX_POOL_IOV 1022
+
+/* Receive chains taken ahead of the next frame (mergeable buffers only): the back-end reads
+ * the frame straight into them, and only what they cannot hold goes through frame[]. The
+ * chains keep the driver's order; their writable buffers are iov[], chain after chain. */
+struct net_rx_pool {
+        unsigned int n;                /* chains held */
+        unsigned int n_iov;
+        uint64_t bytes;                /* their writable bytes */
+        uint16_t heads[VIRTQ_MAX_SIZE];
+        uint32_t room[VIRTQ_MAX_SIZE]; /* each chain's writable bytes (at least NET_HDR_LEN) */
+        uint16_t iovs[VIRTQ_MAX_SIZE]; /* each chain's iovecs */
+        struct iovec iov[NET_RX_POOL_IOV];
+};
+
+/* One receive queue's frame in flight: read from the back-end into the pool's chains, then
+ * frame[], placed into the guest's chains as they come. A frame that finds the guest short
+ * of buffers stays here until the next rx kick; the back-end is not read meanwhile. */
 struct net_rxq {
         uint8_t *frame;                /* NET_HDR_LEN + NET_FRAME_MAX bytes */
         uint32_t len;                  /* the frame with its header; 0: none pending */
@@ -84,6 +101,7 @@ struct net_rxq {
         uint16_t heads[VIRTQ_MAX_SIZE];
         uint32_t lens[VIRTQ_MAX_SIZE];
         uint64_t dropped;              /* frames the guest's buffers could never hold */
+        struct net_rx_pool pool;
 };
 
 /* Place rq's pending frame. mergeable: across chains, num_buffers set; else into one chain
@@ -91,6 +109,18 @@ struct net_rxq {
  * 1: the frame is placed and its chains pushed (or it was dropped), 0: the ring ran out of
  * buffers first (the frame stays pending). */
 int net_rx_place(struct net_rxq *rq, const struct net_rx_ring *ring, bool mergeable);
+/* Take chains into rq's pool until it holds want bytes (mergeable buffers, no frame
+ * pending). A chain too small for a header goes back at once with nothing written. */
+void net_rx_pool_fill(struct net_rxq *rq, const struct net_rx_ring *ring, uint32_t want);
+/* Where the back-end reads the next frame: the pool's buffers from byte skip on (skip: the
+ * header the device writes itself), then frame[] from the pool's end. Fills out (at most
+ * NET_RX_POOL_IOV + 1 entries, at least NET_HDR_LEN + NET_FRAME_MAX - skip bytes) and
+ * returns how many it used. */
+int net_rx_pool_iov(const struct net_rxq *rq, uint32_t skip, struct iovec *out);
+/* The frame of rq->len bytes was read where net_rx_pool_iov() said. zero_hdr: its header
+ * was skipped and is written as zeroes. true: it fitted the pool's chains, which are
+ * pushed; false: the pool's chains (if any) start it and net_rx_place() places the rest. */
+bool net_rx_pool_take(struct net_rxq *rq, const struct net_rx_ring *ring, bool zero_hdr);
 /* Forget the pending frame and any chain held (device reset: nothing is pushed). */
 void net_rxq_clear(struct net_rxq *rq);
 

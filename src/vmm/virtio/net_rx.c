@@ -5,6 +5,11 @@
  * before all of it is in guest memory: its chains are pushed together, at the end, with
  * one update of the used index (Linux drops a frame whose later buffers it cannot see yet).
  *
+ * With mergeable buffers the device takes chains ahead into a pool, enough for the largest
+ * frame when the guest has them, and the back-end reads each frame straight into them: one
+ * copy less than reading into frame[] first. Only the part of a frame the pool cannot hold
+ * lands in frame[] and waits for more chains.
+ *
  * A chain that cannot hold even a header (no writable bytes, or fewer than 12 where a
  * header goes) goes back at once with nothing written, which Linux counts as a short
  * frame. A frame is dropped only when the guest's buffers can never hold it: a whole
@@ -136,8 +141,116 @@ int net_rx_place(struct net_rxq *rq, const struct net_rx_ring *ring, bool mergea
         return mergeable ? place_merged(rq, ring) : place_one(rq, ring);
 }
 
+/* ---- the pool: chains taken ahead, read into directly ---- */
+
+static void pool_clear(struct net_rx_pool *p)
+{
+        p->n = p->n_iov = 0;
+        p->bytes = 0;
+}
+
+void net_rx_pool_fill(struct net_rxq *rq, const struct net_rx_ring *ring, uint32_t want)
+{
+        struct net_rx_pool *p = &rq->pool;
+        unsigned int taken = 0;
+        while (p->bytes < want && p->n < ring->size) {
+                if (!chain_take(rq, ring, &taken))
+                        return;
+                if (chain_useless(rq, ring, NET_HDR_LEN))
+                        continue;
+                const struct virtq_chain *c = &rq->chain;
+                /* No room for its buffers: it stays in rq->chain, and after the pool's chains
+                 * it is the next one a frame takes. */
+                if (c->n_in > NET_RX_POOL_IOV - p->n_iov)
+                        return;
+                memcpy(p->iov + p->n_iov, c->iov + c->n_out, c->n_in * sizeof(c->iov[0]));
+                p->heads[p->n] = c->head;
+                p->room[p->n] = c->in_len;
+                p->iovs[p->n] = (uint16_t)c->n_in;
+                p->n++;
+                p->n_iov += c->n_in;
+                p->bytes += c->in_len;
+                rq->have_chain = false;
+        }
+}
+
+int net_rx_pool_iov(const struct net_rxq *rq, uint32_t skip, struct iovec *out)
+{
+        const struct net_rx_pool *p = &rq->pool;
+        int n = 0;
+        size_t s = skip;
+        for (unsigned int i = 0; i < p->n_iov; i++) {
+                size_t len = p->iov[i].iov_len;
+                if (s >= len) {
+                        s -= len;
+                        continue;
+                }
+                out[n++] = (struct iovec){ (uint8_t *)p->iov[i].iov_base + s, len - s };
+                s = 0;
+        }
+        uint64_t off = p->bytes > skip ? p->bytes : skip;
+        if (off < NET_HDR_LEN + NET_FRAME_MAX)
+                out[n++] = (struct iovec){ rq->frame + off, NET_HDR_LEN + NET_FRAME_MAX - (uint32_t)off };
+        return n;
+}
+
+/* The guest address of byte off (< NET_HDR_LEN) of the pool's first chain. */
+static uint8_t *pool_hdr_byte(const struct net_rx_pool *p, uint32_t off)
+{
+        for (unsigned int i = 0;; i++) {
+                if (off < p->iov[i].iov_len)
+                        return (uint8_t *)p->iov[i].iov_base + off;
+                off -= (uint32_t)p->iov[i].iov_len;
+        }
+}
+
+bool net_rx_pool_take(struct net_rxq *rq, const struct net_rx_ring *ring, bool zero_hdr)
+{
+        struct net_rx_pool *p = &rq->pool;
+        if (p->n == 0 || rq->len == 0)
+                return false;
+        if (zero_hdr)
+                for (uint32_t i = 0; i < NET_HDR_LEN; i++)
+                        *pool_hdr_byte(p, i) = 0;
+        rq->num_buffers[0] = pool_hdr_byte(p, NUM_BUFFERS_OFFSET);
+        rq->num_buffers[1] = pool_hdr_byte(p, NUM_BUFFERS_OFFSET + 1);
+        unsigned int m = 0, iovs = 0;
+        uint32_t left = rq->len;
+        uint64_t used = 0;
+        while (left && m < p->n) {
+                uint32_t w = left < p->room[m] ? left : p->room[m];
+                rq->heads[m] = p->heads[m];
+                rq->lens[m] = w;
+                left -= w;
+                used += p->room[m];
+                iovs += p->iovs[m];
+                m++;
+        }
+        rq->n_bufs = (uint16_t)m;
+        rq->placed = rq->len - left;
+        if (m == p->n) {
+                pool_clear(p);
+        } else {
+                memmove(p->heads, p->heads + m, (p->n - m) * sizeof(p->heads[0]));
+                memmove(p->room, p->room + m, (p->n - m) * sizeof(p->room[0]));
+                memmove(p->iovs, p->iovs + m, (p->n - m) * sizeof(p->iovs[0]));
+                memmove(p->iov, p->iov + iovs, (p->n_iov - iovs) * sizeof(p->iov[0]));
+                p->n -= m;
+                p->n_iov -= iovs;
+                p->bytes -= used;
+        }
+        if (left)
+                return false;
+        *rq->num_buffers[0] = (uint8_t)m;
+        *rq->num_buffers[1] = (uint8_t)(m >> 8);
+        ring->push(ring->opaque, rq->heads, rq->lens, m);
+        frame_done(rq);
+        return true;
+}
+
 void net_rxq_clear(struct net_rxq *rq)
 {
         frame_done(rq);
         rq->have_chain = false;
+        pool_clear(&rq->pool);
 }

@@ -28,7 +28,7 @@
 #include "vmm/virtio/net_backend.h"
 
 #define TAP_NAME_TEMPLATE "capsule%d" /* the kernel picks the first free number */
-#define TAP_MAX_IOV 1024              /* UIO_MAXIOV, readv's own limit */
+#define TAP_MAX_IOV 1023              /* UIO_MAXIOV, readv's own limit, less the spare byte */
 
 /* The offloads a tap can take, as TUN_F_* bits and the virtio-net features they allow:
  * the host side (what capsule may write into the tap) and the guest side (what the tap
