@@ -164,6 +164,9 @@ static void tx_run(struct net_dev *d, unsigned int k)
         unsigned int q = 2 * k + 1, budget = NET_BATCH;
         bool pushed = false;
         p->tx_more = false;
+        /* No kicks while the queue is drained: the pop that finds it empty asks for them
+         * again (virtio_queue_pop), so a frame added meanwhile is seen here or kicked. */
+        virtio_queue_kicks_off(&d->dev, q);
         for (;;) {
                 if (!p->tx_held) {
                         if (budget-- == 0) {
