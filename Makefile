@@ -22,6 +22,8 @@ LDLIBS := -Wl,-Bstatic $(PKG_LIBS) -Wl,-Bdynamic -lpthread
 LIB_SRC := $(wildcard src/common/*.c src/runtime/*.c src/vmm/*.c src/vmm/*/*.c)
 CLI_SRC := $(wildcard src/cli/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
+# The unit tests' shared helpers (check.c's harness, mmio_driver.c, ...): every other .c there.
+UNIT_HELPER_SRC := $(filter-out $(UNIT_SRC),$(wildcard tests/unit/*.c))
 
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CLI_OBJ := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
@@ -72,8 +74,7 @@ WHOLE_LIB = -Wl,--whole-archive $(BUILD)/libcapsule.a -Wl,--no-whole-archive
 $(BUILD)/capsule: $(CLI_OBJ) $(BUILD)/libcapsule.a
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(WHOLE_LIB) $(LDLIBS)
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(BUILD)/obj/tests/unit/check.o $(BUILD)/obj/tests/unit/mmio_driver.o \
-                  $(BUILD)/libcapsule.a
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(UNIT_HELPER_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/libcapsule.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(WHOLE_LIB) $(LDLIBS)
 
