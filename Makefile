@@ -113,6 +113,8 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_TARGETS := $(FUZZ_SRC:tests/fuzz/%.c=%)
 FUZZ_BIN := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
 FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
+# The device targets bring their devices up on the unit tests' machine.
+FUZZ_HELPER_OBJ := $(FUZZ_DIR)/obj/tests/unit/machine.o
 
 .PHONY: fuzz fuzz-build
 .SECONDARY: $(FUZZ_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
@@ -141,8 +143,8 @@ $(FUZZ_DIR)/libcapsule.a: $(FUZZ_LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 # --whole-archive for the self-registering devices, as for build/capsule.
-$(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o $(FUZZ_DIR)/libcapsule.a
-	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $< -Wl,--whole-archive $(FUZZ_DIR)/libcapsule.a \
+$(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o $(FUZZ_HELPER_OBJ) $(FUZZ_DIR)/libcapsule.a
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $< $(FUZZ_HELPER_OBJ) -Wl,--whole-archive $(FUZZ_DIR)/libcapsule.a \
 		-Wl,--no-whole-archive $(LDLIBS)
 
 -include $(shell find $(FUZZ_DIR)/obj -name '*.d' 2>/dev/null)

@@ -36,42 +36,19 @@
 #include "vmm/vm.h"
 #include "vmm/x86/layout.h"
 #include "fuzz_input.h"
+#include "../unit/machine.h"
 
 #define GUEST_RAM (2ULL << 20)
 #define BASE LAYOUT_MMIO_START
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-static struct bus pio, mmio;
-static struct evloop loop;
-static struct guest_mem mem;
-static struct vm_config config = { .console = VM_CONSOLE_FILE, .console_path = "/dev/null",
-                                   .virtio_transport = VM_VIRTIO_MMIO, .balloon = true,
-                                   .balloon_free_page_reporting = true, .balloon_deflate_on_oom = true };
-static struct vm_devices ctx;
+static struct machine_base machine;
 
 static void die(const char *what, cap_error_t *err)
 {
         fprintf(stderr, "fuzz_virtio_balloon: %s: %s\n", what, *err ? (*err)->msg : "?");
         abort();
-}
-
-static int fake_irqfd(void *vm, int fd, uint32_t gsi, bool assign, cap_error_t *err)
-{
-        (void)vm, (void)fd, (void)gsi, (void)assign, (void)err;
-        return 0;
-}
-
-static int fake_ioeventfd_match(void *vm, int fd, uint64_t addr, uint32_t len, bool pio_space, uint64_t data,
-                                bool assign, cap_error_t *err)
-{
-        (void)vm, (void)fd, (void)addr, (void)len, (void)pio_space, (void)data, (void)assign, (void)err;
-        return 0;
-}
-
-static void fake_cmdline_append(void *vm, const char *text)
-{
-        (void)vm, (void)text;
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -80,16 +57,17 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         (void)argc, (void)argv;
         if (log_init("/dev/null", NULL, false) < 0)
                 abort();
-        if (evloop_init(&loop, &err) < 0)
-                die("evloop", &err);
-        if (guest_mem_init(&mem, GUEST_RAM, false, &err) < 0)
-                die("guest memory", &err);
+        if (machine_base_init(&machine, GUEST_RAM, &err) < 0)
+                die("machine", &err);
+        machine.cfg = (struct vm_config){ .console = VM_CONSOLE_FILE, .console_path = "/dev/null",
+                                          .virtio_transport = VM_VIRTIO_MMIO, .balloon = true,
+                                          .balloon_free_page_reporting = true, .balloon_deflate_on_oom = true };
         return 0;
 }
 
 static void reg(uint64_t off, uint8_t *buf, uint32_t len, bool is_write)
 {
-        bus_dispatch(&mmio, BASE + off, buf, len, is_write);
+        bus_dispatch(&machine.mmio, BASE + off, buf, len, is_write);
 }
 
 static void wr32(uint64_t off, uint32_t v)
@@ -113,7 +91,7 @@ static void guest_write(struct input *in)
                 return;
         len %= sizeof(data) + 1;
         if (take(in, data, len))
-                memcpy(mem.base + off, data, len);
+                memcpy(machine.mem.base + off, data, len);
 }
 
 static void driver_setup(struct input *in, unsigned int n_queues)
@@ -168,7 +146,8 @@ static void check_stats(struct balloon *b)
 {
         struct balloon_stats s;
         balloon_get_stats(b, &s);
-        if (s.target_bytes > mem.size || s.actual_bytes > mem.size || s.target_bytes % 4096 || s.actual_bytes % 4096)
+        uint64_t ram = machine.mem.size;
+        if (s.target_bytes > ram || s.actual_bytes > ram || s.target_bytes % 4096 || s.actual_bytes % 4096)
                 abort();
         if (!s.have_guest_stats && (s.total_memory != UINT64_MAX || s.free_memory != UINT64_MAX || s.age_ms))
                 abort();
@@ -178,15 +157,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
         struct input in = { data, size };
         cap_error_t err = NULL;
-        bus_init(&pio);
-        bus_init(&mmio);
-        ctx = (struct vm_devices){ .pio = &pio, .mmio = &mmio, .mem = &mem, .loop = &loop, .config = &config,
-                                   .irqfd = fake_irqfd, .ioeventfd_match = fake_ioeventfd_match,
-                                   .cmdline_append = fake_cmdline_append };
-        if (devices_init(&ctx, &err) < 0)
+        if (machine_base_start(&machine, false, &err) < 0)
                 die("devices", &err);
-        struct virtio_dev *dev = ctx.virtio_devs;
-        struct balloon *b = ctx.balloon;
+        struct virtio_dev *dev = machine.ctx.virtio_devs;
+        struct balloon *b = machine.ctx.balloon;
         if (!dev || !b)
                 abort();
         uint8_t op, byte;
@@ -230,15 +204,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                 wr32(VIRTIO_MMIO_QUEUE_NOTIFY, byte);
                         break;
                 }
-                if (rd32(VIRTIO_MMIO_CONFIG + 4) > mem.size / 4096)
+                if (rd32(VIRTIO_MMIO_CONFIG + 4) > machine.mem.size / 4096)
                         abort();
         }
         check_stats(b);
-        devices_exit(&ctx);
-        pthread_mutex_destroy(&pio.lock);
-        pthread_mutex_destroy(&mmio.lock);
+        machine_base_stop(&machine);
         /* Every page back to zero for the next input: a hole over the whole memfd. */
-        if (fallocate(mem.memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)mem.size) < 0)
+        if (fallocate(machine.mem.memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)machine.mem.size) < 0)
                 abort();
         return 0;
 }

@@ -27,18 +27,14 @@
 #include "vmm/vm.h"
 #include "vmm/x86/layout.h"
 #include "fuzz_input.h"
+#include "../unit/machine.h"
 
 #define GUEST_RAM (2ULL << 20)
 #define BASE LAYOUT_MMIO_START
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-static struct bus pio, mmio;
-static struct evloop loop;
-static struct guest_mem mem;
-static struct vm_config config = { .console = VM_CONSOLE_FILE, .console_path = "/dev/null",
-                                   .virtio_transport = VM_VIRTIO_MMIO };
-static struct vm_devices ctx;
+static struct machine_base machine;
 static struct virtio_dev dev;
 static uint8_t dev_config[24];
 static struct virtq_chain chain;
@@ -69,12 +65,6 @@ static int fake_ioeventfd_match(void *vm, int fd, uint64_t addr, uint32_t len, b
         if (fd < 0 || pio_space || len != 4 || addr != BASE + VIRTIO_MMIO_QUEUE_NOTIFY || data >= dev.n_queues)
                 abort();
         return 0;
-}
-
-static void fake_cmdline_append(void *vm, const char *text)
-{
-        (void)vm;
-        (void)text;
 }
 
 static int echo_activate(struct virtio_dev *d, cap_error_t *err)
@@ -130,43 +120,38 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         (void)argv;
         if (log_init("/dev/null", NULL, false) < 0)
                 abort();
-        if (evloop_init(&loop, &err) < 0)
-                die("evloop", &err);
-        if (guest_mem_init(&mem, GUEST_RAM, false, &err) < 0)
-                die("guest memory", &err);
+        if (machine_base_init(&machine, GUEST_RAM, &err) < 0)
+                die("machine", &err);
+        machine.cfg = (struct vm_config){ .console = VM_CONSOLE_FILE, .console_path = "/dev/null",
+                                          .virtio_transport = VM_VIRTIO_MMIO };
+        machine.ctx.irqfd = fake_irqfd;
+        machine.ctx.ioeventfd_match = fake_ioeventfd_match;
         return 0;
 }
 
 static void machine_start(void)
 {
         cap_error_t err = NULL;
-        bus_init(&pio);
-        bus_init(&mmio);
-        ctx = (struct vm_devices){ .pio = &pio, .mmio = &mmio, .mem = &mem, .loop = &loop, .config = &config,
-                                   .irqfd = fake_irqfd, .ioeventfd_match = fake_ioeventfd_match,
-                                   .cmdline_append = fake_cmdline_append };
-        if (devices_init(&ctx, &err) < 0)
+        if (machine_base_start(&machine, false, &err) < 0)
                 die("devices", &err);
         memset(dev_config, 0x5a, sizeof(dev_config));
         dev = (struct virtio_dev){ .name = "virtio-echo", .device_id = VIRTIO_ID_RNG, .features = 1ULL << 5,
                                    .n_queues = 2, .queue_max = 16, .config = dev_config,
                                    .config_len = sizeof(dev_config), .ops = &echo_ops };
         active = false;
-        if (virtio_dev_add(&ctx, &dev, &err) < 0)
+        if (virtio_dev_add(&machine.ctx, &dev, &err) < 0)
                 die("virtio_dev_add", &err);
 }
 
 static void machine_stop(void)
 {
-        devices_exit(&ctx);
-        pthread_mutex_destroy(&pio.lock);
-        pthread_mutex_destroy(&mmio.lock);
-        memset(mem.base, 0, 0x11000);
+        machine_base_stop(&machine);
+        memset(machine.mem.base, 0, 0x11000);
 }
 
 static void reg_access(uint64_t off, uint8_t *buf, uint32_t len, bool is_write)
 {
-        bus_dispatch(&mmio, BASE + off, buf, len, is_write);
+        bus_dispatch(&machine.mmio, BASE + off, buf, len, is_write);
 }
 
 static void reg_write32(uint64_t off, uint32_t v)
@@ -209,7 +194,7 @@ static void guest_write(struct input *in)
                 return;
         len %= sizeof(data) + 1;
         if (take(in, data, len))
-                memcpy(mem.base + off, data, len); /* off + len stays inside the first 64 KiB + 64 */
+                memcpy(machine.mem.base + off, data, len); /* off + len stays inside the first 64 KiB + 64 */
 }
 
 static void driver_setup(struct input *in)

@@ -1,6 +1,7 @@
 /* The device unit tests' machine (machine.h). */
 #include "machine.h"
 
+#include <pthread.h>
 #include <string.h>
 
 
@@ -42,8 +43,6 @@ static void nop_request_exit(void *vm, int reason, int status)
 int machine_base_init(struct machine_base *b, uint64_t mem_size, cap_error_t *err)
 {
         memset(b, 0, sizeof(*b));
-        bus_init(&b->pio);
-        bus_init(&b->mmio);
         if (evloop_init(&b->loop, err) < 0)
                 return -1;
         b->loop_up = true;
@@ -59,20 +58,33 @@ int machine_base_init(struct machine_base *b, uint64_t mem_size, cap_error_t *er
 
 int machine_base_start(struct machine_base *b, bool run, cap_error_t *err)
 {
+        bus_init(&b->pio);
+        bus_init(&b->mmio);
+        b->bus_up = true;
         if (devices_init(&b->ctx, err) < 0)
                 return -1;
         b->up = true;
         return run ? evloop_start(&b->loop, err) : 0;
 }
 
-void machine_base_destroy(struct machine_base *b)
+void machine_base_stop(struct machine_base *b)
 {
-        /* The loop's thread (whoever started it) first: its handlers use the devices. */
+        /* The loop's thread first: its handlers use the devices. */
         if (b->loop_up)
                 evloop_stop(&b->loop);
         if (b->up)
                 devices_exit(&b->ctx);
         b->up = false;
+        if (b->bus_up) {
+                pthread_mutex_destroy(&b->pio.lock);
+                pthread_mutex_destroy(&b->mmio.lock);
+        }
+        b->bus_up = false;
+}
+
+void machine_base_destroy(struct machine_base *b)
+{
+        machine_base_stop(b);
         if (b->loop_up)
                 evloop_destroy(&b->loop);
         b->loop_up = false;

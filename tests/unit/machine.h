@@ -1,8 +1,10 @@
-/* The world the device unit tests bring devices up in: port and MMIO buses, an event loop,
- * guest memory, a vm_config and the vm_devices context. Its KVM hooks accept everything and
- * do nothing (ctx.vm is NULL): a test points the ones it watches at its own fakes, and sets
- * cfg, between machine_base_init() and machine_base_start(). gsi_alloc and msi_route stay
- * NULL: only the PCI transport calls them, and its tests fake them. */
+/* The world the device tests bring devices up in: port and MMIO buses, an event loop, guest
+ * memory, a vm_config and the vm_devices context. Its KVM hooks accept everything and do
+ * nothing (ctx.vm is NULL): a test points the ones it watches at its own fakes, and sets cfg,
+ * between machine_base_init() and machine_base_start(). gsi_alloc and msi_route stay NULL:
+ * only the PCI transport calls them, and its tests fake them. The unit tests start a machine
+ * once; the fuzz targets (tests/fuzz) start and stop theirs for every input, keeping its
+ * memory and event loop. */
 #ifndef CAPSULE_TESTS_UNIT_MACHINE_H
 #define CAPSULE_TESTS_UNIT_MACHINE_H
 
@@ -24,14 +26,16 @@ struct machine_base {
         struct guest_mem mem;
         struct vm_config cfg;
         struct vm_devices ctx;
-        bool loop_up, mem_up, up;
+        bool loop_up, mem_up, bus_up, up;
 };
 
-/* Zeroes b, then the buses, the event loop and mem_size bytes of guest memory. */
+/* Zeroes b, then the event loop, mem_size bytes of guest memory and the context. */
 int machine_base_init(struct machine_base *b, uint64_t mem_size, cap_error_t *err);
-/* devices_init() with b->cfg; with run, the event loop's thread as well. */
+/* Fresh buses and devices_init() with b->cfg; with run, the event loop's thread as well. */
 int machine_base_start(struct machine_base *b, bool run, cap_error_t *err);
-/* Undoes what of the above succeeded, and stops the event loop if a test started it. */
+/* Stops the event loop if it runs (whoever started it), then the devices; frees the buses. */
+void machine_base_stop(struct machine_base *b);
+/* machine_base_stop(), then undoes what machine_base_init() did. */
 void machine_base_destroy(struct machine_base *b);
 
 /* A vCPU's port or MMIO access of len bytes (at most 4), little-endian. */
