@@ -37,6 +37,7 @@
 #include "vmm/x86/layout.h"
 #include "fuzz_input.h"
 #include "../unit/machine.h"
+#include "../unit/mmio_driver.h"
 
 #define GUEST_RAM (2ULL << 20)
 #define BASE LAYOUT_MMIO_START
@@ -72,15 +73,12 @@ static void reg(uint64_t off, uint8_t *buf, uint32_t len, bool is_write)
 
 static void wr32(uint64_t off, uint32_t v)
 {
-        uint8_t b[4] = { (uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24) };
-        reg(off, b, 4, true);
+        mmio_wr32(&machine.mmio, off, v);
 }
 
 static uint32_t rd32(uint64_t off)
 {
-        uint8_t b[4];
-        reg(off, b, 4, false);
-        return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+        return mmio_rd32(&machine.mmio, off);
 }
 
 static void guest_write(struct input *in)
@@ -100,21 +98,10 @@ static void driver_setup(struct input *in, unsigned int n_queues)
         uint8_t size;
         if (!take(in, &features, sizeof(features)) || !take(in, &size, 1))
                 return;
-        wr32(VIRTIO_MMIO_STATUS, 0);
-        wr32(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
-        wr32(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
-        wr32(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
-        wr32(VIRTIO_MMIO_DRIVER_FEATURES, features);
-        wr32(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-        wr32(VIRTIO_MMIO_DRIVER_FEATURES, 1); /* VERSION_1 */
-        wr32(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
+        mmio_driver_features(&machine.mmio, features);
         for (unsigned int q = 0; q < n_queues; q++) {
-                wr32(VIRTIO_MMIO_QUEUE_SEL, q);
-                wr32(VIRTIO_MMIO_QUEUE_NUM, size);
-                wr32(VIRTIO_MMIO_QUEUE_DESC_LOW, 0x1000 * (3 * q + 1));
-                wr32(VIRTIO_MMIO_QUEUE_AVAIL_LOW, 0x1000 * (3 * q + 2));
-                wr32(VIRTIO_MMIO_QUEUE_USED_LOW, 0x1000 * (3 * q + 3));
-                wr32(VIRTIO_MMIO_QUEUE_READY, 1);
+                uint64_t rings = 0x1000 * (3 * q + 1);
+                mmio_queue_setup(&machine.mmio, q, size, rings, rings + 0x1000, rings + 0x2000);
         }
         wr32(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK |
                                          VIRTIO_CONFIG_S_DRIVER_OK);

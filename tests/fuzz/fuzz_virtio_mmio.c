@@ -28,6 +28,7 @@
 #include "vmm/x86/layout.h"
 #include "fuzz_input.h"
 #include "../unit/machine.h"
+#include "../unit/mmio_driver.h"
 
 #define GUEST_RAM (2ULL << 20)
 #define BASE LAYOUT_MMIO_START
@@ -156,15 +157,12 @@ static void reg_access(uint64_t off, uint8_t *buf, uint32_t len, bool is_write)
 
 static void reg_write32(uint64_t off, uint32_t v)
 {
-        uint8_t b[4] = { (uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24) };
-        reg_access(off, b, 4, true);
+        mmio_wr32(&machine.mmio, off, v);
 }
 
 static uint32_t reg_read32(uint64_t off)
 {
-        uint8_t b[4];
-        reg_access(off, b, 4, false);
-        return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+        return mmio_rd32(&machine.mmio, off);
 }
 
 static void access(struct input *in, uint8_t op)
@@ -203,21 +201,8 @@ static void driver_setup(struct input *in)
         uint8_t size;
         if (!take(in, &features, sizeof(features)) || !take(in, &size, 1))
                 return;
-        reg_write32(VIRTIO_MMIO_STATUS, 0);
-        reg_write32(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
-        reg_write32(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
-        reg_write32(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
-        reg_write32(VIRTIO_MMIO_DRIVER_FEATURES, features);
-        reg_write32(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-        reg_write32(VIRTIO_MMIO_DRIVER_FEATURES, 1); /* VERSION_1 */
-        reg_write32(VIRTIO_MMIO_STATUS,
-                    VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
-        reg_write32(VIRTIO_MMIO_QUEUE_SEL, 0);
-        reg_write32(VIRTIO_MMIO_QUEUE_NUM, size);
-        reg_write32(VIRTIO_MMIO_QUEUE_DESC_LOW, 0x1000);
-        reg_write32(VIRTIO_MMIO_QUEUE_AVAIL_LOW, 0x2000);
-        reg_write32(VIRTIO_MMIO_QUEUE_USED_LOW, 0x3000);
-        reg_write32(VIRTIO_MMIO_QUEUE_READY, 1);
+        mmio_driver_features(&machine.mmio, features);
+        mmio_queue_setup(&machine.mmio, 0, size, 0x1000, 0x2000, 0x3000);
         reg_write32(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER |
                                                 VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
 }
