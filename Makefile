@@ -113,9 +113,9 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_TARGETS := $(FUZZ_SRC:tests/fuzz/%.c=%)
 FUZZ_BIN := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
 FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
-# The device targets bring their devices up on the unit tests' machine, and drive virtio-mmio
-# with their mmio_driver.c.
-FUZZ_HELPER_OBJ := $(FUZZ_DIR)/obj/tests/unit/machine.o $(FUZZ_DIR)/obj/tests/unit/mmio_driver.o
+# The device targets bring their devices up on the unit tests' machine, drive virtio-mmio with
+# their mmio_driver.c, and give the vsock muxer their fake host.
+FUZZ_HELPER_OBJ := $(addprefix $(FUZZ_DIR)/obj/tests/unit/,machine.o mmio_driver.o vsock_host.o)
 
 .PHONY: fuzz fuzz-build
 .SECONDARY: $(FUZZ_SRC:%.c=$(FUZZ_DIR)/obj/%.o)

@@ -14,62 +14,12 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "vsock_host.h"
 #include "common/util.h"
 #include "vmm/virtio/vsock_mux.h"
 #include "vmm/virtio/vsock_pkt.h"
 
 #define GUEST_CID 3
-
-struct watch {
-        int fd;
-        evloop_fn fn;
-        void *arg;
-};
-
-static struct watch watches[VSOCK_CONN_MAX + 8];
-static int n_watches, wakes;
-
-static int fake_watch(void *opaque, int fd, evloop_fn fn, void *arg, cap_error_t *err)
-{
-        (void)opaque;
-        if (n_watches == (int)ARRAY_SIZE(watches))
-                return cap_fail(err, ENOSPC, "fake watch: full");
-        watches[n_watches++] = (struct watch){ fd, fn, arg };
-        return 0;
-}
-
-static void fake_unwatch(void *opaque, int fd)
-{
-        (void)opaque;
-        for (int i = 0; i < n_watches; i++)
-                if (watches[i].fd == fd)
-                        watches[i] = watches[--n_watches];
-}
-
-static void fake_nop(void *opaque)
-{
-        (void)opaque;
-}
-
-static void fake_wake(void *opaque)
-{
-        (void)opaque;
-        wakes++;
-}
-
-static const struct vsock_mux_host fake_host = {
-        .watch = fake_watch, .unwatch = fake_unwatch, .lock = fake_nop, .unlock = fake_nop, .rx_wake = fake_wake,
-};
-
-/* Call every handler once (a copy: handlers add and remove watches). */
-static void pump(void)
-{
-        struct watch copy[ARRAY_SIZE(watches)];
-        int n = n_watches;
-        memcpy(copy, watches, sizeof(copy));
-        for (int i = 0; i < n; i++)
-                copy[i].fn(copy[i].arg, EPOLLIN | EPOLLOUT);
-}
 
 struct env {
         char dir[32];
@@ -79,13 +29,13 @@ struct env {
 
 static bool env_init(struct env *e)
 {
-        n_watches = wakes = 0;
+        vsock_fake_reset();
         strcpy(e->dir, "/tmp/capsule-vsock-XXXXXX");
         if (!mkdtemp(e->dir))
                 return false;
         snprintf(e->path, sizeof(e->path), "%s/v.sock", e->dir);
         cleanup_error cap_error_t err = NULL;
-        return vsock_mux_create(&e->mux, e->path, GUEST_CID, &fake_host, &err) == 0;
+        return vsock_mux_create(&e->mux, e->path, GUEST_CID, &vsock_fake_host, &err) == 0;
 }
 
 static void env_fini(struct env *e)
@@ -224,7 +174,7 @@ static int guest_connected(struct env *e, int lfd, uint32_t gport, uint32_t hpor
         if (rx(e, &p) != 1 || p.op != VIRTIO_VSOCK_OP_RESPONSE || p.src_port != hport || p.dst_port != gport ||
             p.buf_alloc != VSOCK_BUF_ALLOC)
                 return -1;
-        pump();
+        vsock_fake_pump();
         return accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 }
 
@@ -242,8 +192,8 @@ TEST(guest_connect_bridges_both_ways_within_credit)
         char buf[16];
         CHECK(read(host, buf, sizeof(buf)) == 5 && memcmp(buf, "hello", 5) == 0);
         CHECK(write(host, "world", 5) == 5);
-        pump();
-        CHECK(wakes > 0);
+        vsock_fake_pump();
+        CHECK(vsock_wakes > 0);
         struct vsock_pkt p;
         CHECK(rx(&e, &p) == 1);
         /* The guest gave 3 bytes of credit. */
@@ -341,8 +291,8 @@ static int host_client(struct env *e, const char *line, size_t len)
         int fd = unix_connect(e->path);
         if (fd < 0 || write(fd, line, len) != (ssize_t)len)
                 return -1;
-        pump(); /* accept */
-        pump(); /* read the line */
+        vsock_fake_pump(); /* accept */
+        vsock_fake_pump(); /* read the line */
         return fd;
 }
 
@@ -364,7 +314,7 @@ TEST(host_connect_handshake_and_data)
         snprintf(want, sizeof(want), "OK %u\n", hport);
         CHECK(read(cl, buf, sizeof(buf) - 1) == (ssize_t)strlen(want));
         CHECK_STR(buf, want);
-        pump();
+        vsock_fake_pump();
         CHECK(rx(&e, &p) == 1);
         CHECK(p.op == VIRTIO_VSOCK_OP_RW && p.len == 5 && memcmp(rx_data, "early", 5) == 0);
         tx(&e, guest_pkt(VIRTIO_VSOCK_OP_RW, 1234, hport), "back", 4);
@@ -407,7 +357,7 @@ TEST(host_bad_connect_lines_are_closed_silently)
         /* A line in pieces is read to its end. */
         cleanup_close int cl = host_client(&e, "CONN", 4);
         CHECK(cl >= 0 && write(cl, "ECT 7\n", 6) == 6);
-        pump();
+        vsock_fake_pump();
         struct vsock_pkt p;
         CHECK(rx(&e, &p) == 1 && p.op == VIRTIO_VSOCK_OP_REQUEST && p.dst_port == 7);
         env_fini(&e);
@@ -426,7 +376,7 @@ TEST(send_shutdowns_both_ways)
         char buf[8];
         CHECK(read(host, buf, sizeof(buf)) == 0); /* the guest's SEND shutdown is the host's EOF */
         CHECK(shutdown(host, SHUT_WR) == 0);
-        pump();
+        vsock_fake_pump();
         struct vsock_pkt p;
         CHECK(rx(&e, &p) == 1);
         CHECK(p.op == VIRTIO_VSOCK_OP_SHUTDOWN && p.flags == VIRTIO_VSOCK_SHUTDOWN_SEND);
@@ -444,7 +394,7 @@ TEST(guest_receive_shutdown_stops_the_host_writer)
         sd.flags = VIRTIO_VSOCK_SHUTDOWN_RCV;
         tx(&e, sd, NULL, 0);
         CHECK(send(host, "x", 1, MSG_NOSIGNAL) == -1 && errno == EPIPE);
-        pump();
+        vsock_fake_pump();
         struct vsock_pkt p;
         CHECK(rx(&e, &p) == 0);
         /* The guest still sends. */
@@ -467,8 +417,8 @@ TEST(reset_closes_every_connection_and_destroy_removes_the_socket)
         CHECK(host >= 0);
         cleanup_close int cl = host_client(&e, "CONNECT 1\n", 10);
         CHECK(vsock_mux_conn_count(e.mux) == 2);
-        void *stale = watches[n_watches - 1].arg;
-        evloop_fn stale_fn = watches[n_watches - 1].fn;
+        void *stale = vsock_watches[vsock_n_watches - 1].arg;
+        evloop_fn stale_fn = vsock_watches[vsock_n_watches - 1].fn;
         vsock_mux_reset(e.mux);
         CHECK(vsock_mux_conn_count(e.mux) == 0);
         stale_fn(stale, EPOLLIN); /* an event fetched before the reset */
@@ -480,7 +430,7 @@ TEST(reset_closes_every_connection_and_destroy_removes_the_socket)
         /* A second device on the same path is refused, naming the setting. */
         struct vsock_mux *other;
         cleanup_error cap_error_t err = NULL;
-        CHECK(vsock_mux_create(&other, e.path, GUEST_CID, &fake_host, &err) < 0);
+        CHECK(vsock_mux_create(&other, e.path, GUEST_CID, &vsock_fake_host, &err) < 0);
         CHECK(err && strstr(err->msg, "vsock: socket ") && strstr(err->msg, "in use"));
         vsock_mux_destroy(e.mux);
         CHECK(stat(e.path, &st) < 0 && errno == ENOENT);
@@ -539,7 +489,7 @@ static long host_read_all(int host, bool pumping)
                                 return -1;
                 total += (size_t)r;
                 if (pumping)
-                        pump();
+                        vsock_fake_pump();
         }
 }
 
@@ -702,7 +652,7 @@ TEST(rx_chain_layout)
         cleanup_close int host = guest_connected(&e, lfd, 1025, 5000, 4096);
         CHECK(host >= 0);
         CHECK(write(host, "payload", 7) == 7);
-        pump();
+        vsock_fake_pump();
         static uint8_t mem[256];
         uint32_t written;
         /* Not rx buffers: a readable part, or no room past the header. */
@@ -736,7 +686,7 @@ TEST(silent_host_clients_leave_room_for_the_guest)
         for (unsigned int i = 0; i < VSOCK_CONN_MAX; i++) {
                 cl[i] = unix_connect(e.path);
                 CHECK(cl[i] >= 0);
-                pump();
+                vsock_fake_pump();
         }
         cleanup_close int lfd = unix_listen(&e, 6000);
         CHECK(lfd >= 0);
