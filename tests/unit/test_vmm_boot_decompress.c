@@ -115,26 +115,38 @@ static uint8_t *compress_as(const char *name, const uint8_t *in, size_t len, siz
         return compress_lz4_legacy(in, len, out_len);
 }
 
+/* A bzImage around payload (len bytes) loaded into gm (256 MiB) with bzimage_decompress how. */
+static bool payload_loaded(struct guest_mem *gm, const uint8_t *payload, size_t len, enum vm_bzimage_decompress how,
+                           struct boot_info *boot)
+{
+        cleanup_error cap_error_t err = NULL;
+        cleanup_tmp char *path = NULL;
+        struct bz_opts o = bz_default;
+
+        o.payload = payload;
+        o.payload_len = len;
+        path = write_bzimage(&o);
+        if (path == NULL || !mem_new(gm, 256 * MIB))
+                return false;
+        struct vm_config cfg = boot_config(path, 256 * MIB);
+        cfg.bzimage_decompress = how;
+        if (x86_load_linux(gm, &cfg, NULL, boot, &err) < 0) {
+                fprintf(stderr, "x86_load_linux: %s\n", err->msg);
+                return false;
+        }
+        return true;
+}
+
 static void check_decompressed_boot(const char *name, uint8_t *compressed, size_t clen, size_t raw_len, bool pvh)
 {
         cleanup_mem struct guest_mem gm = { .memfd = -1 };
-        cleanup_error cap_error_t err = NULL;
         cleanup_free uint8_t *payload = append_size(compressed, &clen, raw_len);
-        cleanup_tmp char *path = NULL;
-        struct bz_opts o = bz_default;
         struct boot_info boot = { 0 };
 
         fprintf(stderr, "payload: %s, %zu -> %zu bytes\n", name, raw_len, clen);
         CHECK(compression_detect(payload, clen) != COMPRESSION_UNKNOWN);
         CHECK_STR(compression_name(compression_detect(payload, clen)), name);
-        o.payload = payload;
-        o.payload_len = clen;
-        path = write_bzimage(&o);
-        CHECK(path != NULL);
-        CHECK(mem_new(&gm, 256 * MIB));
-        struct vm_config cfg = boot_config(path, 256 * MIB);
-        cfg.bzimage_decompress = VM_BZIMAGE_DECOMPRESS_HOST;
-        CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) == 0);
+        CHECK(payload_loaded(&gm, payload, clen, VM_BZIMAGE_DECOMPRESS_HOST, &boot));
         /* The ELF inside was booted, not the bzImage's decompressor at +0x200. */
         if (pvh) {
                 CHECK(boot.mode == BOOT_PVH);
@@ -190,11 +202,8 @@ TEST(bzimage_lz4_payload_is_decompressed_on_the_host)
 TEST(bzimage_corrupt_payload_falls_back_to_bzimage_entry)
 {
         cleanup_mem struct guest_mem gm = { .memfd = -1 };
-        cleanup_error cap_error_t err = NULL;
         cleanup_free uint8_t *elf = NULL;
         cleanup_free uint8_t *gz = NULL;
-        cleanup_tmp char *path = NULL;
-        struct bz_opts o = bz_default;
         struct boot_info boot = { 0 };
         size_t len, clen;
 
@@ -202,14 +211,7 @@ TEST(bzimage_corrupt_payload_falls_back_to_bzimage_entry)
         gz = compress_gzip(elf, len, &clen);
         CHECK(gz != NULL);
         gz[clen / 2] ^= 0xff; /* the gzip CRC or the stream breaks */
-        o.payload = gz;
-        o.payload_len = clen;
-        path = write_bzimage(&o);
-        CHECK(path != NULL);
-        CHECK(mem_new(&gm, 256 * MIB));
-        struct vm_config cfg = boot_config(path, 256 * MIB);
-        cfg.bzimage_decompress = VM_BZIMAGE_DECOMPRESS_HOST;
-        CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) == 0);
+        CHECK(payload_loaded(&gm, gz, clen, VM_BZIMAGE_DECOMPRESS_HOST, &boot));
         CHECK(boot.mode == BOOT_LINUX64);
         CHECK(boot.entry == KERNEL_PADDR + 0x200);
         CHECK(guest_has_pattern(&gm, KERNEL_PADDR, BZ_PAYLOAD_OFFSET));
@@ -218,11 +220,8 @@ TEST(bzimage_corrupt_payload_falls_back_to_bzimage_entry)
 TEST(bzimage_payload_is_left_to_the_guest_by_default)
 {
         cleanup_mem struct guest_mem gm = { .memfd = -1 };
-        cleanup_error cap_error_t err = NULL;
         cleanup_free uint8_t *elf = NULL;
         cleanup_free uint8_t *payload = NULL;
-        cleanup_tmp char *path = NULL;
-        struct bz_opts o = bz_default;
         struct boot_info boot = { 0 };
         size_t len, clen;
         uint8_t *gz;
@@ -232,14 +231,8 @@ TEST(bzimage_payload_is_left_to_the_guest_by_default)
         gz = compress_gzip(elf, len, &clen);
         CHECK(gz != NULL);
         payload = append_size(gz, &clen, len);
-        o.payload = payload;
-        o.payload_len = clen;
-        path = write_bzimage(&o);
-        CHECK(path != NULL);
-        CHECK(mem_new(&gm, 256 * MIB));
-        struct vm_config cfg = boot_config(path, 256 * MIB);
-        CHECK(cfg.bzimage_decompress == VM_BZIMAGE_DECOMPRESS_GUEST);
-        CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) == 0);
+        CHECK(boot_config(NULL, 256 * MIB).bzimage_decompress == VM_BZIMAGE_DECOMPRESS_GUEST);
+        CHECK(payload_loaded(&gm, payload, clen, VM_BZIMAGE_DECOMPRESS_GUEST, &boot));
         CHECK(boot.mode == BOOT_LINUX64);
         CHECK(boot.entry == KERNEL_PADDR + 0x200);
         CHECK(boot.arg == LAYOUT_ZERO_PAGE);
