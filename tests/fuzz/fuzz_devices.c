@@ -67,12 +67,6 @@ static void fn_config_access(struct pci_function *f, uint32_t offset, uint8_t *d
                 memcpy(data, &f->config[offset], len);
 }
 
-static void die(const char *what, cap_error_t *err)
-{
-        fprintf(stderr, "fuzz_devices: %s: %s\n", what, *err ? (*err)->msg : "failed");
-        exit(1);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
         cap_error_t err = NULL;
@@ -81,11 +75,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         (void)argv;
         /* Devices log (pvpanic's "crash kernel" notice) at info level: not to stderr. */
         if (log_init("/dev/null", NULL, false) < 0)
-                die("log", &err);
+                fuzz_die("log", &err);
         if (machine_base_init(&machine, GUEST_RAM, &err) < 0)
-                die("machine", &err);
+                fuzz_die("machine", &err);
         if (machine.mem.n_regions != 2)
-                die("guest memory has no region above 4 GiB", &err);
+                fuzz_die("guest memory has no region above 4 GiB", &err);
         machine.cfg = (struct vm_config){ .console = VM_CONSOLE_FILE, .console_path = "/dev/null", .debug_exit = true };
         machine.ctx.irq_line = fake_irq_line;
         return 0;
@@ -97,7 +91,7 @@ static void machine_start(void)
         cap_error_t err = NULL;
 
         if (machine_base_start(&machine, false, &err) < 0)
-                die("devices", &err);
+                fuzz_die("devices", &err);
         memset(&fn, 0, sizeof(fn));
         fn.config[PCI_VENDOR_ID] = 0xf4;
         fn.config[PCI_VENDOR_ID + 1] = 0x1a;
@@ -107,7 +101,7 @@ static void machine_start(void)
         fn.bar_access = fn_bar_access;
         fn.config_access = fn_config_access;
         if (pci_register_function(-1, &fn, &err) < 0)
-                die("PCI function", &err);
+                fuzz_die("PCI function", &err);
 }
 
 static void machine_stop(void)

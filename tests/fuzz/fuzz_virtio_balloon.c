@@ -46,12 +46,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 static struct machine_base machine;
 
-static void die(const char *what, cap_error_t *err)
-{
-        fprintf(stderr, "fuzz_virtio_balloon: %s: %s\n", what, *err ? (*err)->msg : "?");
-        abort();
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
         cap_error_t err = NULL;
@@ -59,7 +53,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         if (log_init("/dev/null", NULL, false) < 0)
                 abort();
         if (machine_base_init(&machine, GUEST_RAM, &err) < 0)
-                die("machine", &err);
+                fuzz_die("machine", &err);
         machine.cfg = (struct vm_config){ .console = VM_CONSOLE_FILE, .console_path = "/dev/null",
                                           .virtio_transport = VM_VIRTIO_MMIO, .balloon = true,
                                           .balloon_free_page_reporting = true, .balloon_deflate_on_oom = true };
@@ -145,7 +139,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         struct input in = { data, size };
         cap_error_t err = NULL;
         if (machine_base_start(&machine, false, &err) < 0)
-                die("devices", &err);
+                fuzz_die("devices", &err);
         struct virtio_dev *dev = machine.ctx.virtio_devs;
         struct balloon *b = machine.ctx.balloon;
         if (!dev || !b)

@@ -41,12 +41,6 @@ static uint8_t dev_config[24];
 static struct virtq_chain chain;
 static bool active;
 
-static void die(const char *what, cap_error_t *err)
-{
-        fprintf(stderr, "fuzz_virtio_mmio: %s: %s\n", what, *err ? (*err)->msg : "?");
-        abort();
-}
-
 static int fake_irqfd(void *vm, int fd, uint32_t gsi, bool assign, cap_error_t *err)
 {
         (void)vm;
@@ -122,7 +116,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         if (log_init("/dev/null", NULL, false) < 0)
                 abort();
         if (machine_base_init(&machine, GUEST_RAM, &err) < 0)
-                die("machine", &err);
+                fuzz_die("machine", &err);
         machine.cfg = (struct vm_config){ .console = VM_CONSOLE_FILE, .console_path = "/dev/null",
                                           .virtio_transport = VM_VIRTIO_MMIO };
         machine.ctx.irqfd = fake_irqfd;
@@ -134,14 +128,14 @@ static void machine_start(void)
 {
         cap_error_t err = NULL;
         if (machine_base_start(&machine, false, &err) < 0)
-                die("devices", &err);
+                fuzz_die("devices", &err);
         memset(dev_config, 0x5a, sizeof(dev_config));
         dev = (struct virtio_dev){ .name = "virtio-echo", .device_id = VIRTIO_ID_RNG, .features = 1ULL << 5,
                                    .n_queues = 2, .queue_max = 16, .config = dev_config,
                                    .config_len = sizeof(dev_config), .ops = &echo_ops };
         active = false;
         if (virtio_dev_add(&machine.ctx, &dev, &err) < 0)
-                die("virtio_dev_add", &err);
+                fuzz_die("virtio_dev_add", &err);
 }
 
 static void machine_stop(void)

@@ -147,12 +147,6 @@ static void fake_reset(struct virtio_dev *d)
 
 static const struct virtio_dev_ops fake_ops = { .activate = fake_activate, .notify = fake_notify, .reset = fake_reset };
 
-static void die(const char *what, cap_error_t *err)
-{
-        fprintf(stderr, "fuzz_virtio_pci: %s: %s\n", what, *err ? (*err)->msg : "failed");
-        exit(1);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
         cap_error_t err = NULL;
@@ -161,9 +155,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         (void)argv;
         /* The transport warns once per device about KVM failures: not to stderr. */
         if (log_init("/dev/null", NULL, false) < 0)
-                die("log", &err);
+                fuzz_die("log", &err);
         if (machine_base_init(&machine, GUEST_RAM, &err) < 0)
-                die("machine", &err);
+                fuzz_die("machine", &err);
         machine.cfg = (struct vm_config){ .console = VM_CONSOLE_NONE, .virtio_transport = VM_VIRTIO_PCI };
         machine.ctx.irq_line = fake_irq_line;
         machine.ctx.ioeventfd = fake_ioeventfd;
@@ -182,7 +176,7 @@ static void machine_start(void)
                 kvm.irqfd_gsi[i] = -1;
         kvm.next_gsi = 24;
         if (machine_base_start(&machine, false, &err) < 0)
-                die("devices", &err);
+                fuzz_die("devices", &err);
         memset(&dev, 0, sizeof(dev));
         snprintf(dev.name, sizeof(dev.name), "virtio-fuzz0");
         dev.device_id = VIRTIO_ID_BLOCK;
@@ -193,13 +187,13 @@ static void machine_start(void)
         dev.config_len = sizeof(dev_config);
         dev.ops = &fake_ops;
         if (virtio_dev_add(&machine.ctx, &dev, &err) < 0)
-                die("virtio device", &err);
+                fuzz_die("virtio device", &err);
         fn = NULL;
         for (unsigned int s = 1; s < PCI_SLOTS && !fn; s++)
                 if (pci_get_function(s) && pci_get_function(s)->opaque == dev.transport_data)
                         fn = pci_get_function(s);
         if (!fn)
-                die("no PCI function", &err);
+                fuzz_die("no PCI function", &err);
         ecam = LAYOUT_ECAM + ((uint64_t)fn->slot << 15);
 }
 
