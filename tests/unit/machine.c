@@ -93,20 +93,20 @@ void machine_base_destroy(struct machine_base *b)
         b->mem_up = false;
 }
 
-uint32_t io_in(struct bus *bus, uint64_t addr, uint32_t len)
+uint64_t io_in(struct bus *bus, uint64_t addr, uint32_t len)
 {
         uint8_t d[8] = { 0 };
+        uint64_t v = 0;
         bus_dispatch(bus, addr, d, len, false);
-        uint32_t v = 0;
-        for (uint32_t i = 0; i < len && i < 4; i++)
-                v |= (uint32_t)d[i] << (8 * i);
+        for (uint32_t i = 0; i < len && i < 8; i++)
+                v |= (uint64_t)d[i] << (8 * i);
         return v;
 }
 
-void io_out(struct bus *bus, uint64_t addr, uint32_t len, uint32_t v)
+void io_out(struct bus *bus, uint64_t addr, uint32_t len, uint64_t v)
 {
         uint8_t d[8] = { 0 };
-        for (uint32_t i = 0; i < len && i < 4; i++)
+        for (uint32_t i = 0; i < len && i < 8; i++)
                 d[i] = (uint8_t)(v >> (8 * i));
         bus_dispatch(bus, addr, d, len, true);
 }

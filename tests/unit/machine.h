@@ -38,9 +38,9 @@ void machine_base_stop(struct machine_base *b);
 /* machine_base_stop(), then undoes what machine_base_init() did. */
 void machine_base_destroy(struct machine_base *b);
 
-/* A vCPU's port or MMIO access of len bytes (at most 4), little-endian. */
-uint32_t io_in(struct bus *bus, uint64_t addr, uint32_t len);
-void io_out(struct bus *bus, uint64_t addr, uint32_t len, uint32_t v);
+/* A vCPU's port or MMIO access of len bytes (at most 8), little-endian. */
+uint64_t io_in(struct bus *bus, uint64_t addr, uint32_t len);
+void io_out(struct bus *bus, uint64_t addr, uint32_t len, uint64_t v);
 
 /* Declare struct `type` m, cleaned up by stop(&m), and bring it up with start(&m, args...,
  * &err): the test fails there, saying why, unless that returned 0. */

@@ -199,20 +199,12 @@ static void machine_stop(struct machine *m)
 
 static uint64_t rd(struct machine *m, uint64_t off, uint32_t len)
 {
-        uint8_t d[8] = { 0 };
-        bus_dispatch(&m->b.mmio, BASE + off, d, len, false);
-        uint64_t v = 0;
-        for (uint32_t i = 0; i < len; i++)
-                v |= (uint64_t)d[i] << (8 * i);
-        return v;
+        return io_in(&m->b.mmio, BASE + off, len);
 }
 
 static void wr(struct machine *m, uint64_t off, uint32_t len, uint64_t v)
 {
-        uint8_t d[8];
-        for (uint32_t i = 0; i < len; i++)
-                d[i] = (uint8_t)(v >> (8 * i));
-        bus_dispatch(&m->b.mmio, BASE + off, d, len, true);
+        io_out(&m->b.mmio, BASE + off, len, v);
 }
 
 static uint32_t rd32(struct machine *m, uint64_t off)

@@ -207,30 +207,10 @@ static void machine_stop(struct machine *m)
 
 #define MACHINE(m) MACHINE_UP(machine, m, machine_start, machine_stop)
 
-static uint64_t rd(struct bus *bus, uint64_t addr, uint32_t len)
-{
-        uint8_t d[8] = { 0 };
-        uint64_t v = 0;
-
-        bus_dispatch(bus, addr, d, len, false);
-        for (uint32_t i = 0; i < len; i++)
-                v |= (uint64_t)d[i] << (8 * i);
-        return v;
-}
-
-static void wr(struct bus *bus, uint64_t addr, uint32_t len, uint64_t v)
-{
-        uint8_t d[8];
-
-        for (uint32_t i = 0; i < len; i++)
-                d[i] = (uint8_t)(v >> (8 * i));
-        bus_dispatch(bus, addr, d, len, true);
-}
-
-#define CFG_RD(m, off, len) rd(&(m).b.mmio, (m).ecam + (off), len)
-#define CFG_WR(m, off, len, v) wr(&(m).b.mmio, (m).ecam + (off), len, v)
-#define BAR_RD(m, off, len) rd(&(m).b.mmio, (m).bar + (off), len)
-#define BAR_WR(m, off, len, v) wr(&(m).b.mmio, (m).bar + (off), len, v)
+#define CFG_RD(m, off, len) io_in(&(m).b.mmio, (m).ecam + (off), len)
+#define CFG_WR(m, off, len, v) io_out(&(m).b.mmio, (m).ecam + (off), len, v)
+#define BAR_RD(m, off, len) io_in(&(m).b.mmio, (m).bar + (off), len)
+#define BAR_WR(m, off, len, v) io_out(&(m).b.mmio, (m).bar + (off), len, v)
 
 static void memory_on(struct machine *m)
 {
@@ -668,8 +648,8 @@ TEST(hostile_accesses_everywhere)
         for (int pass = 0; pass < 2; pass++) {
                 for (uint64_t off = 0; off < 0x8000; off += (off & 0xfff) < 0x100 ? 1 : 0x3f)
                         for (uint32_t len = 1; len <= 8; len *= 2) {
-                                wr(&m.b.mmio, m.bar + off, len, ~0ULL);
-                                rd(&m.b.mmio, m.bar + off, len);
+                                io_out(&m.b.mmio, m.bar + off, len, ~0ULL);
+                                io_in(&m.b.mmio, m.bar + off, len);
                         }
                 for (uint32_t off = 0x40; off < 0x1000; off++)
                         for (uint32_t len = 1; len <= 4; len *= 2) {
