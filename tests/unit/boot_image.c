@@ -2,6 +2,7 @@
 #include "boot_image.h"
 
 #include <elf.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -48,6 +49,21 @@ bool mem_new(struct guest_mem *gm, uint64_t size)
 struct vm_config boot_config(char *kernel, uint64_t memory)
 {
         return (struct vm_config){ .kernel = kernel, .cmdline = "console=ttyS0 panic=-1", .cpus = 2, .memory = memory };
+}
+
+bool kernel_loaded(struct guest_mem *gm, char *kernel, char *initrd, uint64_t memory, enum vm_bzimage_decompress how,
+                   struct boot_info *boot)
+{
+        cleanup_error cap_error_t err = NULL;
+        struct vm_config cfg = boot_config(kernel, memory);
+
+        cfg.initrd = initrd;
+        cfg.bzimage_decompress = how;
+        if (guest_mem_init(gm, memory, false, &err) < 0 || x86_load_linux(gm, &cfg, NULL, boot, &err) < 0) {
+                fprintf(stderr, "kernel_loaded: %s\n", err ? err->msg : "?");
+                return false;
+        }
+        return true;
 }
 
 bool err_has(const cap_error_t err, const char *needle)

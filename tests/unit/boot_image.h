@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "vmm/memory.h"
 #include "vmm/vm.h"
+#include "vmm/x86/boot.h"
 
 #define MIB (1ULL << 20)
 #define GIB (1ULL << 30)
@@ -32,6 +33,10 @@ char *write_tmp(const void *data, size_t len);
 bool mem_new(struct guest_mem *gm, uint64_t size);
 /* A VM of memory bytes booting kernel with "console=ttyS0 panic=-1". */
 struct vm_config boot_config(char *kernel, uint64_t memory);
+/* x86_load_linux() of kernel (and initrd, unless NULL) into fresh guest memory gm of memory
+ * bytes, the bzImage payload decompressed as how says; false (saying why) if that failed. */
+bool kernel_loaded(struct guest_mem *gm, char *kernel, char *initrd, uint64_t memory, enum vm_bzimage_decompress how,
+                   struct boot_info *boot);
 /* Whether err says needle (and if not, what it said). */
 bool err_has(const cap_error_t err, const char *needle);
 

@@ -18,7 +18,6 @@
 TEST(elf_with_pvh_note_boots_pvh)
 {
         cleanup_mem struct guest_mem gm = { .memfd = -1 };
-        cleanup_error cap_error_t err = NULL;
         cleanup_tmp char *path = NULL;
         struct boot_info boot = { 0 };
         const struct hvm_start_info *si;
@@ -26,9 +25,7 @@ TEST(elf_with_pvh_note_boots_pvh)
 
         path = write_elf(&pvh_opts);
         CHECK(path != NULL);
-        CHECK(mem_new(&gm, 512 * MIB));
-        struct vm_config cfg = boot_config(path, 512 * MIB);
-        CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) == 0);
+        CHECK(kernel_loaded(&gm, path, NULL, 512 * MIB, VM_BZIMAGE_DECOMPRESS_GUEST, &boot));
         CHECK(boot.mode == BOOT_PVH);
         CHECK(boot.entry == KERNEL_PADDR + 0x1234);
         CHECK(boot.arg == LAYOUT_PVH_START_INFO);
@@ -53,16 +50,13 @@ TEST(elf_with_pvh_note_boots_pvh)
 TEST(elf_without_note_uses_physical_64bit_entry)
 {
         cleanup_mem struct guest_mem gm = { .memfd = -1 };
-        cleanup_error cap_error_t err = NULL;
         cleanup_tmp char *path = NULL;
         struct boot_info boot = { 0 };
         const struct boot_params *bp;
 
         path = write_elf(&vmlinux_opts);
         CHECK(path != NULL);
-        CHECK(mem_new(&gm, 512 * MIB));
-        struct vm_config cfg = boot_config(path, 512 * MIB);
-        CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) == 0);
+        CHECK(kernel_loaded(&gm, path, NULL, 512 * MIB, VM_BZIMAGE_DECOMPRESS_GUEST, &boot));
         CHECK(boot.mode == BOOT_LINUX64);
         /* e_entry is virtual: translated through the segment that contains it. */
         CHECK(boot.entry == KERNEL_PADDR + 0x100);
@@ -195,7 +189,6 @@ TEST(unreadable_or_foreign_kernel_files_are_reported)
 TEST(bzimage_loads_protected_mode_part_and_zero_page)
 {
         cleanup_mem struct guest_mem gm = { .memfd = -1 };
-        cleanup_error cap_error_t err = NULL;
         cleanup_tmp char *path = NULL;
         cleanup_tmp char *initrd = NULL;
         static uint8_t initrd_data[3 * 4096 + 123];
@@ -207,10 +200,7 @@ TEST(bzimage_loads_protected_mode_part_and_zero_page)
         path = write_bzimage(&bz_default);
         initrd = write_tmp(initrd_data, sizeof(initrd_data));
         CHECK(path != NULL && initrd != NULL);
-        CHECK(mem_new(&gm, 512 * MIB));
-        struct vm_config cfg = boot_config(path, 512 * MIB);
-        cfg.initrd = initrd;
-        CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) == 0);
+        CHECK(kernel_loaded(&gm, path, initrd, 512 * MIB, VM_BZIMAGE_DECOMPRESS_GUEST, &boot));
         CHECK(boot.mode == BOOT_LINUX64);
         CHECK(boot.entry == KERNEL_PADDR + 0x200);
         CHECK(boot.arg == LAYOUT_ZERO_PAGE);
@@ -283,7 +273,6 @@ TEST(bzimage_header_errors)
 TEST(initrd_respects_initrd_addr_max)
 {
         cleanup_mem struct guest_mem gm = { .memfd = -1 };
-        cleanup_error cap_error_t err = NULL;
         cleanup_tmp char *path = NULL;
         cleanup_tmp char *initrd = NULL;
         static uint8_t initrd_data[5000];
@@ -294,10 +283,7 @@ TEST(initrd_respects_initrd_addr_max)
         path = write_bzimage(&o);
         initrd = write_tmp(initrd_data, sizeof(initrd_data));
         CHECK(path != NULL && initrd != NULL);
-        CHECK(mem_new(&gm, 2 * GIB));
-        struct vm_config cfg = boot_config(path, 2 * GIB);
-        cfg.initrd = initrd;
-        CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) == 0);
+        CHECK(kernel_loaded(&gm, path, initrd, 2 * GIB, VM_BZIMAGE_DECOMPRESS_GUEST, &boot));
         CHECK(zero_page(&gm)->hdr.ramdisk_image == ((0x38000000 - sizeof(initrd_data)) & ~0xfffULL));
         CHECK(zero_page(&gm)->hdr.ramdisk_image % 4096 == 0);
 }
@@ -305,7 +291,6 @@ TEST(initrd_respects_initrd_addr_max)
 TEST(initrd_goes_in_the_pvh_module_list)
 {
         cleanup_mem struct guest_mem gm = { .memfd = -1 };
-        cleanup_error cap_error_t err = NULL;
         cleanup_tmp char *path = NULL;
         cleanup_tmp char *initrd = NULL;
         static const char initrd_data[] = "070701 pretend cpio";
@@ -316,10 +301,7 @@ TEST(initrd_goes_in_the_pvh_module_list)
         path = write_elf(&pvh_opts);
         initrd = write_tmp(initrd_data, sizeof(initrd_data));
         CHECK(path != NULL && initrd != NULL);
-        CHECK(mem_new(&gm, 128 * MIB));
-        struct vm_config cfg = boot_config(path, 128 * MIB);
-        cfg.initrd = initrd;
-        CHECK(x86_load_linux(&gm, &cfg, NULL, &boot, &err) == 0);
+        CHECK(kernel_loaded(&gm, path, initrd, 128 * MIB, VM_BZIMAGE_DECOMPRESS_GUEST, &boot));
         si = guest_mem_ptr(&gm, LAYOUT_PVH_START_INFO, sizeof(*si));
         CHECK(si->nr_modules == 1);
         mod = guest_mem_ptr(&gm, si->modlist_paddr, sizeof(*mod));

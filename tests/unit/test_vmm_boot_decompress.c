@@ -119,22 +119,13 @@ static uint8_t *compress_as(const char *name, const uint8_t *in, size_t len, siz
 static bool payload_loaded(struct guest_mem *gm, const uint8_t *payload, size_t len, enum vm_bzimage_decompress how,
                            struct boot_info *boot)
 {
-        cleanup_error cap_error_t err = NULL;
         cleanup_tmp char *path = NULL;
         struct bz_opts o = bz_default;
 
         o.payload = payload;
         o.payload_len = len;
         path = write_bzimage(&o);
-        if (path == NULL || !mem_new(gm, 256 * MIB))
-                return false;
-        struct vm_config cfg = boot_config(path, 256 * MIB);
-        cfg.bzimage_decompress = how;
-        if (x86_load_linux(gm, &cfg, NULL, boot, &err) < 0) {
-                fprintf(stderr, "x86_load_linux: %s\n", err->msg);
-                return false;
-        }
-        return true;
+        return path != NULL && kernel_loaded(gm, path, NULL, 256 * MIB, how, boot);
 }
 
 static void check_decompressed_boot(const char *name, uint8_t *compressed, size_t clen, size_t raw_len, bool pvh)
