@@ -36,43 +36,15 @@
 #include "vmm/vm.h"
 #include "vmm/x86/layout.h"
 #include "fuzz_input.h"
+#include "../unit/machine.h"
+#include "../unit/mmio_driver.h"
 
 #define GUEST_RAM (2ULL << 20)
 #define BASE LAYOUT_MMIO_START
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-static struct bus pio, mmio;
-static struct evloop loop;
-static struct guest_mem mem;
-static struct vm_config config = { .console = VM_CONSOLE_FILE, .console_path = "/dev/null",
-                                   .virtio_transport = VM_VIRTIO_MMIO, .balloon = true,
-                                   .balloon_free_page_reporting = true, .balloon_deflate_on_oom = true };
-static struct vm_devices ctx;
-
-static void die(const char *what, cap_error_t *err)
-{
-        fprintf(stderr, "fuzz_virtio_balloon: %s: %s\n", what, *err ? (*err)->msg : "?");
-        abort();
-}
-
-static int fake_irqfd(void *vm, int fd, uint32_t gsi, bool assign, cap_error_t *err)
-{
-        (void)vm, (void)fd, (void)gsi, (void)assign, (void)err;
-        return 0;
-}
-
-static int fake_ioeventfd_match(void *vm, int fd, uint64_t addr, uint32_t len, bool pio_space, uint64_t data,
-                                bool assign, cap_error_t *err)
-{
-        (void)vm, (void)fd, (void)addr, (void)len, (void)pio_space, (void)data, (void)assign, (void)err;
-        return 0;
-}
-
-static void fake_cmdline_append(void *vm, const char *text)
-{
-        (void)vm, (void)text;
-}
+static struct machine_base machine;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -80,29 +52,27 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         (void)argc, (void)argv;
         if (log_init("/dev/null", NULL, false) < 0)
                 abort();
-        if (evloop_init(&loop, &err) < 0)
-                die("evloop", &err);
-        if (guest_mem_init(&mem, GUEST_RAM, false, &err) < 0)
-                die("guest memory", &err);
+        if (machine_base_init(&machine, GUEST_RAM, &err) < 0)
+                fuzz_die("machine", &err);
+        machine.cfg = (struct vm_config){ .console = VM_CONSOLE_FILE, .console_path = "/dev/null",
+                                          .virtio_transport = VM_VIRTIO_MMIO, .balloon = true,
+                                          .balloon_free_page_reporting = true, .balloon_deflate_on_oom = true };
         return 0;
 }
 
 static void reg(uint64_t off, uint8_t *buf, uint32_t len, bool is_write)
 {
-        bus_dispatch(&mmio, BASE + off, buf, len, is_write);
+        bus_dispatch(&machine.mmio, BASE + off, buf, len, is_write);
 }
 
 static void wr32(uint64_t off, uint32_t v)
 {
-        uint8_t b[4] = { (uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24) };
-        reg(off, b, 4, true);
+        mmio_wr32(&machine.mmio, off, v);
 }
 
 static uint32_t rd32(uint64_t off)
 {
-        uint8_t b[4];
-        reg(off, b, 4, false);
-        return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+        return mmio_rd32(&machine.mmio, off);
 }
 
 static void guest_write(struct input *in)
@@ -113,7 +83,7 @@ static void guest_write(struct input *in)
                 return;
         len %= sizeof(data) + 1;
         if (take(in, data, len))
-                memcpy(mem.base + off, data, len);
+                memcpy(machine.mem.base + off, data, len);
 }
 
 static void driver_setup(struct input *in, unsigned int n_queues)
@@ -122,21 +92,10 @@ static void driver_setup(struct input *in, unsigned int n_queues)
         uint8_t size;
         if (!take(in, &features, sizeof(features)) || !take(in, &size, 1))
                 return;
-        wr32(VIRTIO_MMIO_STATUS, 0);
-        wr32(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
-        wr32(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
-        wr32(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
-        wr32(VIRTIO_MMIO_DRIVER_FEATURES, features);
-        wr32(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-        wr32(VIRTIO_MMIO_DRIVER_FEATURES, 1); /* VERSION_1 */
-        wr32(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
+        mmio_driver_features(&machine.mmio, features);
         for (unsigned int q = 0; q < n_queues; q++) {
-                wr32(VIRTIO_MMIO_QUEUE_SEL, q);
-                wr32(VIRTIO_MMIO_QUEUE_NUM, size);
-                wr32(VIRTIO_MMIO_QUEUE_DESC_LOW, 0x1000 * (3 * q + 1));
-                wr32(VIRTIO_MMIO_QUEUE_AVAIL_LOW, 0x1000 * (3 * q + 2));
-                wr32(VIRTIO_MMIO_QUEUE_USED_LOW, 0x1000 * (3 * q + 3));
-                wr32(VIRTIO_MMIO_QUEUE_READY, 1);
+                uint64_t rings = 0x1000 * (3 * q + 1);
+                mmio_queue_setup(&machine.mmio, q, size, rings, rings + 0x1000, rings + 0x2000);
         }
         wr32(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK |
                                          VIRTIO_CONFIG_S_DRIVER_OK);
@@ -168,7 +127,8 @@ static void check_stats(struct balloon *b)
 {
         struct balloon_stats s;
         balloon_get_stats(b, &s);
-        if (s.target_bytes > mem.size || s.actual_bytes > mem.size || s.target_bytes % 4096 || s.actual_bytes % 4096)
+        uint64_t ram = machine.mem.size;
+        if (s.target_bytes > ram || s.actual_bytes > ram || s.target_bytes % 4096 || s.actual_bytes % 4096)
                 abort();
         if (!s.have_guest_stats && (s.total_memory != UINT64_MAX || s.free_memory != UINT64_MAX || s.age_ms))
                 abort();
@@ -178,15 +138,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
         struct input in = { data, size };
         cap_error_t err = NULL;
-        bus_init(&pio);
-        bus_init(&mmio);
-        ctx = (struct vm_devices){ .pio = &pio, .mmio = &mmio, .mem = &mem, .loop = &loop, .config = &config,
-                                   .irqfd = fake_irqfd, .ioeventfd_match = fake_ioeventfd_match,
-                                   .cmdline_append = fake_cmdline_append };
-        if (devices_init(&ctx, &err) < 0)
-                die("devices", &err);
-        struct virtio_dev *dev = ctx.virtio_devs;
-        struct balloon *b = ctx.balloon;
+        if (machine_base_start(&machine, false, &err) < 0)
+                fuzz_die("devices", &err);
+        struct virtio_dev *dev = machine.ctx.virtio_devs;
+        struct balloon *b = machine.ctx.balloon;
         if (!dev || !b)
                 abort();
         uint8_t op, byte;
@@ -230,15 +185,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                 wr32(VIRTIO_MMIO_QUEUE_NOTIFY, byte);
                         break;
                 }
-                if (rd32(VIRTIO_MMIO_CONFIG + 4) > mem.size / 4096)
+                if (rd32(VIRTIO_MMIO_CONFIG + 4) > machine.mem.size / 4096)
                         abort();
         }
         check_stats(b);
-        devices_exit(&ctx);
-        pthread_mutex_destroy(&pio.lock);
-        pthread_mutex_destroy(&mmio.lock);
+        machine_base_stop(&machine);
         /* Every page back to zero for the next input: a hole over the whole memfd. */
-        if (fallocate(mem.memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)mem.size) < 0)
+        if (fallocate(machine.mem.memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)machine.mem.size) < 0)
                 abort();
         return 0;
 }

@@ -40,10 +40,13 @@ for try in 1 2 3; do
 done
 say "dns $dns"
 counters dns
-say "tcp_out $(echo hello-from-guest | timeout 120 nc -w 60 "$gw" "$hostport" 2>&1 | head -n1)"
+# stdin stays open a while: a connection the guest half-closes first never gets the host's FIN
+# from Debian's passt (README), and nc would wait for it until the timeout.
+say "tcp_out $({ echo hello-from-guest; sleep 10; } | timeout 120 nc -w 60 "$gw" "$hostport" 2>&1 | head -n1)"
 counters tcp_out
 
-printf '#!/bin/busybox sh\necho guest-token-%s\n' "$guestport" >/tmp/token.sh
+# The server reads the client's line before it answers (the host's client speaks first).
+printf '#!/bin/busybox sh\nread -r line\necho "guest-token-%s $line"\n' "$guestport" >/tmp/token.sh
 chmod +x /tmp/token.sh
 timeout 120 nc -l -p "$guestport" -e /tmp/token.sh &
 server=$!

@@ -416,6 +416,27 @@ TEST(passt_missing_or_failing)
         CHECK(waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD);
 }
 
+/* Without impl=, a NIC runs passt unless it forwards a TCP port (README): passt here is a
+ * path that does not exist, so which back-end ran shows in whether the NIC opened. */
+TEST(default_impl_is_passt_unless_a_tcp_port_is_forwarded)
+{
+        uint16_t port = free_udp_port();
+        struct vm_net_forward fwd;
+        struct vm_net cfg = user_net(VM_NET_USER_DEFAULT, &fwd, port);
+        struct net_backend *b = NULL;
+        cleanup_error cap_error_t err = NULL;
+        setenv("CAPSULE_PASST", "/nonexistent/passt", 1);
+        int udp_rc = net_backend_open(&cfg, 0, 1, &b, &err);
+        bool udp_passt = udp_rc < 0 && strstr(err->msg, "cannot run /nonexistent/passt") != NULL;
+        cap_error_free(&err);
+        fwd.udp = false;
+        int tcp_rc = net_backend_open(&cfg, 0, 1, &b, &err);
+        unsetenv("CAPSULE_PASST");
+        CHECK(udp_passt);
+        CHECK(tcp_rc == 0);
+        b->ops->destroy(b);
+}
+
 /* A stand-in for passt (CAPSULE_PASST): answers the start-up ARP in one-byte writes, then
  * sends three frames in one write, one too large for the guest's buffer, and a length no
  * frame can have. capsule must reassemble, drop the large one alone, and give up on the

@@ -18,6 +18,7 @@
 #include <linux/virtio_mmio.h>
 
 #include "check.h"
+#include "machine.h"
 #include "mmio_driver.h"
 #include "common/util.h"
 #include "vmm/device.h"
@@ -114,27 +115,11 @@ struct fake_kvm {
 };
 
 struct machine {
-        struct bus pio, mmio;
-        struct evloop loop;
-        struct guest_mem mem;
-        struct vm_config cfg;
-        struct vm_devices ctx;
+        struct machine_base b;
         struct fake_kvm kvm;
-        bool up, mem_up, loop_up;
         uint16_t avail_idx[4];
         unsigned int n_queues;
 };
-
-static int fake_irq_line(void *vm, uint32_t gsi, int level)
-{
-        (void)vm, (void)gsi, (void)level;
-        return 0;
-}
-
-static void fake_request_exit(void *vm, int reason, int status)
-{
-        (void)vm, (void)reason, (void)status;
-}
 
 static int fake_irqfd(void *vm, int fd, uint32_t gsi, bool assign, cap_error_t *err)
 {
@@ -144,77 +129,40 @@ static int fake_irqfd(void *vm, int fd, uint32_t gsi, bool assign, cap_error_t *
         return 0;
 }
 
-static int fake_ioeventfd_match(void *vm, int fd, uint64_t addr, uint32_t len, bool pio, uint64_t data, bool assign,
-                                cap_error_t *err)
-{
-        (void)vm, (void)fd, (void)addr, (void)len, (void)pio, (void)data, (void)assign, (void)err;
-        return 0;
-}
-
-static void fake_cmdline_append(void *vm, const char *text)
-{
-        (void)vm, (void)text;
-}
-
 static int machine_start(struct machine *m, bool reporting, bool oom, bool hugepages, bool loop, cap_error_t *err)
 {
         memset(m, 0, sizeof(*m));
-        bus_init(&m->pio);
-        bus_init(&m->mmio);
-        if (evloop_init(&m->loop, err) < 0)
+        if (machine_base_init(&m->b, RAM, err) < 0)
                 return -1;
-        m->loop_up = true;
-        if (guest_mem_init(&m->mem, RAM, false, err) < 0)
-                return -1;
-        m->mem_up = true;
-        m->mem.hugepages = hugepages; /* what the device sees; the memory itself stays small pages */
-        m->cfg = (struct vm_config){ .console = VM_CONSOLE_FILE, .console_path = "/dev/null",
-                                     .virtio_transport = VM_VIRTIO_MMIO, .balloon = true,
-                                     .balloon_free_page_reporting = reporting, .balloon_deflate_on_oom = oom };
-        m->ctx = (struct vm_devices){ .pio = &m->pio, .mmio = &m->mmio, .mem = &m->mem, .loop = &m->loop,
-                                      .config = &m->cfg, .irq_line = fake_irq_line, .irqfd = fake_irqfd,
-                                      .ioeventfd_match = fake_ioeventfd_match, .cmdline_append = fake_cmdline_append,
-                                      .request_exit = fake_request_exit, .vm = &m->kvm };
-        m->up = true;
-        if (devices_init(&m->ctx, err) < 0)
-                return -1;
-        return loop ? evloop_start(&m->loop, err) : 0;
+        m->b.mem.hugepages = hugepages; /* what the device sees; the memory itself stays small pages */
+        m->b.cfg = (struct vm_config){ .console = VM_CONSOLE_FILE, .console_path = "/dev/null",
+                                       .virtio_transport = VM_VIRTIO_MMIO, .balloon = true,
+                                       .balloon_free_page_reporting = reporting, .balloon_deflate_on_oom = oom };
+        m->b.ctx.irqfd = fake_irqfd;
+        m->b.ctx.vm = &m->kvm;
+        return machine_base_start(&m->b, loop, err);
 }
 
 static void machine_stop(struct machine *m)
 {
-        if (m->loop_up)
-                evloop_stop(&m->loop);
-        if (m->up)
-                devices_exit(&m->ctx);
-        if (m->loop_up)
-                evloop_destroy(&m->loop);
-        if (m->mem_up) {
-                m->mem.hugepages = false;
-                guest_mem_destroy(&m->mem);
-        }
+        m->b.mem.hugepages = false;
+        machine_base_destroy(&m->b);
 }
 
 #define MACHINE_LOOP(m, reporting, oom, loop)                                              \
-        struct machine m __attribute__((cleanup(machine_stop)));                           \
-        do {                                                                               \
-                cleanup_error cap_error_t _err = NULL;                                     \
-                int _r = machine_start(&m, reporting, oom, false, loop, &_err);            \
-                if (_r < 0)                                                                \
-                        fprintf(stderr, "machine_start: %s\n", _err ? _err->msg : "?");    \
-                CHECK(_r == 0 && m.ctx.balloon);                                           \
-        } while (0)
+        MACHINE_UP(machine, m, machine_start, machine_stop, reporting, oom, false, loop);  \
+        CHECK(m.b.ctx.balloon)
 
 #define MACHINE(m, reporting, oom) MACHINE_LOOP(m, reporting, oom, true)
 
 static uint32_t rd32(struct machine *m, uint64_t off)
 {
-        return mmio_rd32(&m->mmio, off);
+        return mmio_rd32(&m->b.mmio, off);
 }
 
 static void wr(struct machine *m, uint64_t off, uint32_t v, uint32_t len)
 {
-        mmio_wr(&m->mmio, off, v, len);
+        mmio_wr(&m->b.mmio, off, v, len);
 }
 
 static void wr32(struct machine *m, uint64_t off, uint32_t v)
@@ -224,7 +172,7 @@ static void wr32(struct machine *m, uint64_t off, uint32_t v)
 
 static uint64_t device_features(struct machine *m)
 {
-        return mmio_device_features(&m->mmio);
+        return mmio_device_features(&m->b.mmio);
 }
 
 #define FOK (VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK)
@@ -237,10 +185,10 @@ static uint64_t desc_gpa(unsigned int q)
 /* The Linux driver's steps with n_queues queues (dense numbering), up to DRIVER_OK. */
 static void driver_start(struct machine *m, uint64_t features, unsigned int n_queues)
 {
-        mmio_driver_features(&m->mmio, features);
-        memset(guest_mem_ptr(&m->mem, RINGS, 0x10000), 0, 0x10000);
+        mmio_driver_features(&m->b.mmio, features);
+        memset(guest_mem_ptr(&m->b.mem, RINGS, 0x10000), 0, 0x10000);
         for (unsigned int q = 0; q < n_queues; q++) {
-                mmio_queue_setup(&m->mmio, q, QSIZE, desc_gpa(q), desc_gpa(q) + 0x1000, desc_gpa(q) + 0x2000);
+                mmio_queue_setup(&m->b.mmio, q, QSIZE, desc_gpa(q), desc_gpa(q) + 0x1000, desc_gpa(q) + 0x2000);
                 m->avail_idx[q] = 0;
         }
         m->n_queues = n_queues;
@@ -249,7 +197,7 @@ static void driver_start(struct machine *m, uint64_t features, unsigned int n_qu
 
 static uint8_t *gptr(struct machine *m, uint64_t gpa, uint64_t len)
 {
-        return guest_mem_ptr(&m->mem, gpa, len);
+        return guest_mem_ptr(&m->b.mem, gpa, len);
 }
 
 /* Publish a chain of n buffers (addr, len, writable) at descriptor 0 of queue q and kick. */
@@ -292,7 +240,7 @@ static bool wait_used(struct machine *m, unsigned int q, uint16_t n)
 static uint64_t allocated(struct machine *m)
 {
         struct stat st;
-        return fstat(m->mem.memfd, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
+        return fstat(m->b.mem.memfd, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
 }
 
 static void touch(struct machine *m, uint64_t gpa, uint64_t len, uint8_t value)
@@ -344,7 +292,7 @@ TEST(dev_refused_with_hugepages)
         cleanup_error cap_error_t err = NULL;
         CHECK(machine_start(&m, false, false, true, true, &err) < 0);
         CHECK(err && strstr(err->msg, "balloon") && strstr(err->msg, "hugepages"));
-        CHECK(m.ctx.balloon == NULL);
+        CHECK(m.b.ctx.balloon == NULL);
 }
 
 TEST(dev_target_is_config_and_raises_a_config_interrupt)
@@ -353,15 +301,15 @@ TEST(dev_target_is_config_and_raises_a_config_interrupt)
         driver_start(&m, 1ULL << VIRTIO_BALLOON_F_STATS_VQ, 3);
         uint32_t gen = rd32(&m, VIRTIO_MMIO_CONFIG_GENERATION);
         cleanup_error cap_error_t err = NULL;
-        CHECK(balloon_set_target(m.ctx.balloon, (8ULL << 20) + 100, &err) == 0);
+        CHECK(balloon_set_target(m.b.ctx.balloon, (8ULL << 20) + 100, &err) == 0);
         CHECK(rd32(&m, VIRTIO_MMIO_CONFIG) == 2048);
         CHECK(rd32(&m, VIRTIO_MMIO_CONFIG_GENERATION) != gen);
         CHECK(rd32(&m, VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_CONFIG);
-        CHECK(balloon_set_target(m.ctx.balloon, RAM + 1, &err) < 0);
+        CHECK(balloon_set_target(m.b.ctx.balloon, RAM + 1, &err) < 0);
         CHECK(err && strstr(err->msg, "64 MiB"));
         CHECK(rd32(&m, VIRTIO_MMIO_CONFIG) == 2048);
         struct balloon_stats s;
-        balloon_get_stats(m.ctx.balloon, &s);
+        balloon_get_stats(m.b.ctx.balloon, &s);
         CHECK(s.target_bytes == 8ULL << 20);
 }
 
@@ -372,7 +320,7 @@ TEST(dev_actual_is_the_drivers_within_the_vm)
         wr32(&m, VIRTIO_MMIO_CONFIG + 4, 100);
         CHECK(rd32(&m, VIRTIO_MMIO_CONFIG + 4) == 100);
         struct balloon_stats s;
-        balloon_get_stats(m.ctx.balloon, &s);
+        balloon_get_stats(m.b.ctx.balloon, &s);
         CHECK(s.actual_bytes == 100 * PAGE);
         wr(&m, VIRTIO_MMIO_CONFIG + 5, 1, 1); /* one byte: 100 + 256 */
         CHECK(rd32(&m, VIRTIO_MMIO_CONFIG + 4) == 356);
@@ -447,11 +395,11 @@ TEST(dev_stats_are_kept_and_the_buffer_returned_on_request)
         MACHINE(m, false, false);
         driver_start(&m, 1ULL << VIRTIO_BALLOON_F_STATS_VQ, 3);
         struct balloon_stats s;
-        balloon_get_stats(m.ctx.balloon, &s);
+        balloon_get_stats(m.b.ctx.balloon, &s);
         CHECK(!s.have_guest_stats && s.total_memory == UINT64_MAX);
         stats_buffer(&m, 500ULL << 20, 200ULL << 20);
         /* Asking hands the buffer back at once: watch the device take it instead. */
-        struct virtio_dev *dev = m.ctx.virtio_devs;
+        struct virtio_dev *dev = m.b.ctx.virtio_devs;
         bool taken = false;
         for (int i = 0; i < 5000 && !taken; i++) {
                 usleep(1000);
@@ -461,14 +409,14 @@ TEST(dev_stats_are_kept_and_the_buffer_returned_on_request)
         }
         usleep(20000);
         CHECK(taken && used_idx(&m, 2) == 0); /* kept: the driver waits for the host */
-        balloon_get_stats(m.ctx.balloon, &s);
+        balloon_get_stats(m.b.ctx.balloon, &s);
         CHECK(s.have_guest_stats && s.total_memory == 500ULL << 20 && s.available_memory == 200ULL << 20);
         CHECK(s.free_memory == UINT64_MAX && s.age_ms < 5000);
         CHECK(wait_used(&m, 2, 1)); /* given back: the driver refreshes it */
         stats_buffer(&m, 500ULL << 20, 100ULL << 20);
         for (int i = 0; i < 5000 && s.available_memory != 100ULL << 20; i++) {
                 usleep(1000);
-                balloon_get_stats(m.ctx.balloon, &s);
+                balloon_get_stats(m.b.ctx.balloon, &s);
         }
         CHECK(s.available_memory == 100ULL << 20 && device_ok(&m));
 }
@@ -490,7 +438,7 @@ TEST(dev_reported_ranges_are_given_back)
         CHECK(all(&m, PAGES + (3ULL << 20), PAGE, 0x77) && all(&m, PAGES + (3ULL << 20) + PAGE, PAGE, 0));
         CHECK(all(&m, PAGES + (3ULL << 20) + 2 * PAGE, PAGE, 0x77));
         struct balloon_stats s;
-        balloon_get_stats(m.ctx.balloon, &s);
+        balloon_get_stats(m.b.ctx.balloon, &s);
         CHECK(s.reported_bytes == (2 << 20) + PAGE);
         CHECK(device_ok(&m));
         /* A buffer outside RAM is a malformed chain: the device asks for a reset. */
@@ -512,14 +460,14 @@ TEST(dev_reporting_follows_the_stats_queue)
         CHECK(allocated(&m) + (1 << 20) <= before);
         CHECK(all(&m, PAGES, 1 << 20, 0));
         struct balloon_stats s;
-        balloon_get_stats(m.ctx.balloon, &s);
+        balloon_get_stats(m.b.ctx.balloon, &s);
         CHECK(s.reported_bytes == 1 << 20 && device_ok(&m));
 }
 
 /* No event loop thread: each call is one round, as the loop would run it after a kick. */
 static void one_round(struct machine *m)
 {
-        struct virtio_dev *dev = m->ctx.virtio_devs;
+        struct virtio_dev *dev = m->b.ctx.virtio_devs;
         virtio_dev_lock(dev);
         dev->ops->notify(dev, 0);
         virtio_dev_unlock(dev);

@@ -18,6 +18,7 @@
 #include <linux/virtio_mmio.h>
 
 #include "check.h"
+#include "machine.h"
 #include "mmio_driver.h"
 #include "common/util.h"
 #include "vmm/device.h"
@@ -39,28 +40,12 @@ struct fake_kvm {
 };
 
 struct machine {
-        struct bus pio, mmio;
-        struct evloop loop;
-        struct guest_mem mem;
+        struct machine_base b;
         struct vm_disk disk;
-        struct vm_config cfg;
-        struct vm_devices ctx;
         struct fake_kvm kvm;
         char image[64];
-        bool up, mem_up, loop_up;
         uint16_t avail_idx;
 };
-
-static int fake_irq_line(void *vm, uint32_t gsi, int level)
-{
-        (void)vm, (void)gsi, (void)level;
-        return 0;
-}
-
-static void fake_request_exit(void *vm, int reason, int status)
-{
-        (void)vm, (void)reason, (void)status;
-}
 
 static int fake_irqfd(void *vm, int fd, uint32_t gsi, bool assign, cap_error_t *err)
 {
@@ -79,11 +64,6 @@ static int fake_ioeventfd_match(void *vm, int fd, uint64_t addr, uint32_t len, b
         return 0;
 }
 
-static void fake_cmdline_append(void *vm, const char *text)
-{
-        (void)vm, (void)text;
-}
-
 static int machine_start(struct machine *m, bool readonly, const char *serial, cap_error_t *err)
 {
         memset(m, 0, sizeof(*m));
@@ -92,63 +72,38 @@ static int machine_start(struct machine *m, bool readonly, const char *serial, c
         if (fd < 0 || ftruncate(fd, IMAGE_SIZE) < 0)
                 return cap_fail(err, errno, "image");
         close(fd);
-        bus_init(&m->pio);
-        bus_init(&m->mmio);
-        if (evloop_init(&m->loop, err) < 0)
+        if (machine_base_init(&m->b, 16ULL << 20, err) < 0)
                 return -1;
-        m->loop_up = true;
-        if (guest_mem_init(&m->mem, 16ULL << 20, false, err) < 0)
-                return -1;
-        m->mem_up = true;
         m->disk = (struct vm_disk){ .path = m->image, .readonly = readonly, .serial = (char *)serial, .queues = 1 };
-        m->cfg = (struct vm_config){ .console = VM_CONSOLE_FILE, .console_path = "/dev/null",
-                                     .virtio_transport = VM_VIRTIO_MMIO, .disks = &m->disk, .n_disks = 1 };
-        m->ctx = (struct vm_devices){ .pio = &m->pio, .mmio = &m->mmio, .mem = &m->mem, .loop = &m->loop,
-                                      .config = &m->cfg, .irq_line = fake_irq_line, .irqfd = fake_irqfd,
-                                      .ioeventfd_match = fake_ioeventfd_match, .cmdline_append = fake_cmdline_append,
-                                      .request_exit = fake_request_exit, .vm = &m->kvm };
-        if (devices_init(&m->ctx, err) < 0)
-                return -1;
-        m->up = true;
-        return evloop_start(&m->loop, err);
+        m->b.cfg = (struct vm_config){ .console = VM_CONSOLE_FILE, .console_path = "/dev/null",
+                                       .virtio_transport = VM_VIRTIO_MMIO, .disks = &m->disk, .n_disks = 1 };
+        m->b.ctx.irqfd = fake_irqfd;
+        m->b.ctx.ioeventfd_match = fake_ioeventfd_match;
+        m->b.ctx.vm = &m->kvm;
+        return machine_base_start(&m->b, true, err);
 }
 
 static void machine_stop(struct machine *m)
 {
-        if (m->loop_up)
-                evloop_stop(&m->loop);
-        if (m->up)
-                devices_exit(&m->ctx);
-        if (m->loop_up)
-                evloop_destroy(&m->loop);
-        if (m->mem_up)
-                guest_mem_destroy(&m->mem);
+        machine_base_destroy(&m->b);
         unlink(m->image);
 }
 
-#define MACHINE(m, readonly, serial)                                                       \
-        struct machine m __attribute__((cleanup(machine_stop)));                           \
-        do {                                                                               \
-                cleanup_error cap_error_t _err = NULL;                                     \
-                int _r = machine_start(&m, readonly, serial, &_err);                       \
-                if (_r < 0)                                                                \
-                        fprintf(stderr, "machine_start: %s\n", _err ? _err->msg : "?");    \
-                CHECK(_r == 0);                                                            \
-        } while (0)
+#define MACHINE(m, readonly, serial) MACHINE_UP(machine, m, machine_start, machine_stop, readonly, serial)
 
 static uint32_t rd32(struct machine *m, uint64_t off)
 {
-        return mmio_rd32(&m->mmio, off);
+        return mmio_rd32(&m->b.mmio, off);
 }
 
 static void wr32(struct machine *m, uint64_t off, uint32_t v)
 {
-        mmio_wr32(&m->mmio, off, v);
+        mmio_wr32(&m->b.mmio, off, v);
 }
 
 static uint64_t device_features(struct machine *m)
 {
-        return mmio_device_features(&m->mmio);
+        return mmio_device_features(&m->b.mmio);
 }
 
 #define FOK (VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK)
@@ -157,10 +112,10 @@ static uint64_t device_features(struct machine *m)
  * and its descriptor table at desc. */
 static void driver_setup(struct machine *m, uint64_t features, uint64_t desc)
 {
-        mmio_driver_features(&m->mmio, features);
+        mmio_driver_features(&m->b.mmio, features);
         /* Fresh rings, as a driver allocates them after a reset. */
-        memset(guest_mem_ptr(&m->mem, DESC, USED + 0x1000 - DESC), 0, USED + 0x1000 - DESC);
-        mmio_queue_setup(&m->mmio, 0, QSIZE, desc, AVAIL, USED);
+        memset(guest_mem_ptr(&m->b.mem, DESC, USED + 0x1000 - DESC), 0, USED + 0x1000 - DESC);
+        mmio_queue_setup(&m->b.mmio, 0, QSIZE, desc, AVAIL, USED);
         m->avail_idx = 0;
 }
 
@@ -172,7 +127,7 @@ static void driver_start(struct machine *m, uint64_t features)
 
 static uint8_t *gptr(struct machine *m, uint64_t gpa, uint64_t len)
 {
-        return guest_mem_ptr(&m->mem, gpa, len);
+        return guest_mem_ptr(&m->b.mem, gpa, len);
 }
 
 /* Queue request slot (header, len bytes of data at DATA + slot * 64K unless len is 0,

@@ -1,4 +1,4 @@
-/* The host side of virtio-vsock without vhost (vsock_mux.c), as Firecracker's hybrid vsock:
+/* The host side of virtio-vsock without vhost (vsock_mux.c, vsock_conn.c), as Firecracker's hybrid vsock:
  * guest stream connections bridged to host Unix sockets.
  *   host → guest: a client connects to the VM's socket and writes "CONNECT <port>\n"; once the
  *                 guest accepts, it reads "OK <hostport>\n" and then the stream;
