@@ -19,7 +19,7 @@ LDFLAGS := $(SAN_FLAGS)
 # with dlopen when a VM asks for it; only its header (libslirp-dev) is needed to build.
 LDLIBS := -Wl,-Bstatic $(PKG_LIBS) -Wl,-Bdynamic -lpthread
 
-LIB_SRC := $(wildcard src/common/*.c src/runtime/*.c src/vmm/*.c src/vmm/*/*.c)
+LIB_SRC := $(wildcard src/common/*.c src/runtime/*.c src/vmm/*.c src/vmm/*/*.c src/sandbox/*.c)
 CLI_SRC := $(wildcard src/cli/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 # The unit tests' shared helpers (check.c's harness, mmio_driver.c, ...): every other .c there.
@@ -45,7 +45,7 @@ GUEST_SRC := $(wildcard tests/guest/*.c)
 GUEST_BIN := $(GUEST_SRC:tests/guest/%.c=$(BUILD)/guest/%)
 
 .PHONY: all asan check clean deps
-all: $(BUILD)/capsule $(UNIT_BIN) $(PAYLOAD_BIN) $(ATTACKER_BIN) $(GUEST_BIN)
+all: $(BUILD)/capsule $(BUILD)/capsule-vm $(UNIT_BIN) $(PAYLOAD_BIN) $(ATTACKER_BIN) $(GUEST_BIN)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -73,6 +73,10 @@ WHOLE_LIB = -Wl,--whole-archive $(BUILD)/libcapsule.a -Wl,--no-whole-archive
 
 $(BUILD)/capsule: $(CLI_OBJ) $(BUILD)/libcapsule.a
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(WHOLE_LIB) $(LDLIBS)
+
+# capsule started under this name makes VM containers (podman --runtime, a RuntimeClass).
+$(BUILD)/capsule-vm: $(BUILD)/capsule
+	ln -sf capsule $@
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(UNIT_HELPER_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/libcapsule.a
 	@mkdir -p $(dir $@)

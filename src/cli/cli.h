@@ -13,6 +13,7 @@ struct cli_global {
         const char *log_format;
         bool debug;
         bool systemd_cgroup;
+        bool vm; /* --vm, or started as capsule-vm: create and run make VM containers */
 };
 
 struct cli_command {

@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include "cli/create_flags.h"
+#include "sandbox/sandbox.h"
 
 static int cmd_create(struct cli_global *g, int argc, char **argv, cap_error_t *err)
 {
@@ -9,7 +10,8 @@ static int cmd_create(struct cli_global *g, int argc, char **argv, cap_error_t *
         pid_t pid;
         if (create_flags_parse(g, argc, argv, false, &f, err) < 0)
                 return -1;
-        int r = container_create(&f.opts, &pid, err);
+        int vm = sandbox_wanted(g->vm, f.opts.bundle, err);
+        int r = vm < 0 ? -1 : vm ? sandbox_create(&f.opts, &pid, err) : container_create(&f.opts, &pid, err);
         if (f.opts.console_socket_fd >= 0)
                 close(f.opts.console_socket_fd);
         return r < 0 ? -1 : 0;

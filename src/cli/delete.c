@@ -3,6 +3,7 @@
 
 #include "cli/cli.h"
 #include "runtime/container.h"
+#include "sandbox/sandbox.h"
 
 static int cmd_delete(struct cli_global *g, int argc, char **argv, cap_error_t *err)
 {
@@ -16,6 +17,8 @@ static int cmd_delete(struct cli_global *g, int argc, char **argv, cap_error_t *
         }
         if (cli_want_args(argc, argv, optind, 1, "delete [--force] ID", err) < 0)
                 return -1;
+        if (sandbox_owns(g->root, argv[optind]))
+                return sandbox_delete(g->root, argv[optind], force, err) < 0 ? -1 : 0;
         return container_delete(g->root, argv[optind], force, err) < 0 ? -1 : 0;
 }
 

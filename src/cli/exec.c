@@ -12,6 +12,7 @@
 #include "common/util.h"
 #include "runtime/container.h"
 #include "runtime/state.h"
+#include "sandbox/sandbox.h"
 
 struct exec_flags {
         const char *process_file, *console_socket, *cwd, *user, *pid_file, *apparmor, *label;
@@ -109,8 +110,9 @@ static int apply_overrides(json_t *proc, struct exec_flags *f, int argc, char **
         return 0;
 }
 
+/* The process as parsed, and as JSON text in *json (a VM's agent parses it again). */
 static int build_process(struct cli_global *g, const char *id, struct exec_flags *f, int argc, char **argv, struct spec_process **out,
-                         cap_error_t *err)
+                         char **json, cap_error_t *err)
 {
         json_t *proc;
         const char *origin;
@@ -135,7 +137,7 @@ static int build_process(struct cli_global *g, const char *id, struct exec_flags
         if (r < 0)
                 return -1;
         r = spec_parse_process(text, origin, out, err);
-        free(text);
+        *json = text;
         return r;
 }
 
@@ -158,6 +160,7 @@ static int cmd_exec(struct cli_global *g, int argc, char **argv, cap_error_t *er
         cleanup_close int console_fd = -1;
         cleanup_close int master = -1;
         struct spec_process *proc = NULL;
+        cleanup_free char *proc_json = NULL;
         int c, ret = -1;
         unsigned long long n;
 
@@ -207,8 +210,18 @@ static int cmd_exec(struct cli_global *g, int argc, char **argv, cap_error_t *er
                         goto out;
                 }
         }
-        if (build_process(g, id, &f, argc - optind - 1, argv + optind + 1, &proc, err) < 0)
+        if (build_process(g, id, &f, argc - optind - 1, argv + optind + 1, &proc, &proc_json, err) < 0)
                 goto out;
+        if (sandbox_owns(g->root, id)) {
+                int status;
+                if (proc->terminal)
+                        cli_usage(err, "exec", "--tty: a terminal is not supported yet for a VM container");
+                else if (f.console_socket || f.pid_file || f.preserve_fds || f.n_cgroups)
+                        cli_usage(err, "exec", "--console-socket, --pid-file, --preserve-fds and --cgroup do not apply to a VM container");
+                else if (sandbox_exec(g->root, id, proc_json, f.detach, &status, err) == 0)
+                        ret = status;
+                goto out;
+        }
         if (f.console_socket && (console_fd = console_socket_connect(f.console_socket, err)) < 0)
                 goto out;
         if (proc->terminal && console_fd < 0 && f.detach) {

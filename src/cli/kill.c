@@ -7,6 +7,7 @@
 #include "cli/cli.h"
 #include "common/util.h"
 #include "runtime/container.h"
+#include "sandbox/sandbox.h"
 
 static int parse_signal(const char *s)
 {
@@ -46,6 +47,8 @@ static int cmd_kill(struct cli_global *g, int argc, char **argv, cap_error_t *er
         int sig = parse_signal(name);
         if (sig < 0)
                 return cli_usage(err, "kill", "unknown signal `%s`", name);
+        if (sandbox_owns(g->root, argv[optind]))
+                return sandbox_kill(g->root, argv[optind], sig, all, err) < 0 ? -1 : 0;
         return container_kill(g->root, argv[optind], sig, all, err) < 0 ? -1 : 0;
 }
 

@@ -9,6 +9,7 @@
 #include "cli/cli.h"
 #include "common/util.h"
 #include "runtime/state.h"
+#include "sandbox/sandbox.h"
 
 static int cmd_list(struct cli_global *g, int argc, char **argv, cap_error_t *err)
 {
@@ -39,7 +40,7 @@ static int cmd_list(struct cli_global *g, int argc, char **argv, cap_error_t *er
                 cleanup_error cap_error_t ignored = NULL;
                 if (state_load(g->root, ids[i], &st, &ignored) < 0)
                         continue; /* deleted meanwhile */
-                const char *status = state_status(g->root, st);
+                const char *status = sandbox_owns(g->root, ids[i]) ? sandbox_status(g->root, st) : state_status(g->root, st);
                 if (quiet)
                         printf("%s\n", st->id);
                 else if (strcmp(format, "json") == 0)

@@ -1,5 +1,6 @@
 /* capsule: dispatch global options and the command. */
 #include <elf.h>
+#include <libgen.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -15,6 +16,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "common/version.h"
+#include "sandbox/sandbox.h"
 
 static const struct cli_command *commands[64];
 static int n_commands;
@@ -62,8 +64,17 @@ static void usage(FILE *out)
                      "  --log-format FORMAT  text or json\n"
                      "  --debug              log debug messages\n"
                      "  --systemd-cgroup     interpret cgroupsPath as slice:prefix:name\n"
+                     "  --vm                 create and run containers inside a micro-VM (also: the annotation\n"
+                     "                       run.oci.handler=vm, or capsule started as capsule-vm); see README\n"
                      "  --version, -v        print the version\n"
-                     "  --help, -h           this help\n");
+                     "  --help, -h           this help\n"
+                     "\nVM containers (--vm, capsule-vm, or the annotation run.oci.handler=vm):\n"
+                     "  the guest kernel is $CAPSULE_KERNEL, else capsule-vmlinux next to capsule; the guest\n"
+                     "  agent's initrd is capsule-guest.initrd next to capsule. Annotations: capsule.vm.kernel\n"
+                     "  (a file name in the default kernel's directory, never a path), capsule.vm.cpus (1 to the\n"
+                     "  host's CPUs), capsule.vm.memory (64M to the host's RAM; K, M, G suffixes). Without them\n"
+                     "  the container's cpu quota or cpuset and memory limit (minus 32M for the VMM) size the VM,\n"
+                     "  else 1 CPU and 512M. $CAPSULE_VM_BOOT_TIMEOUT: seconds to wait for the agent (300).\n");
 }
 
 static const char *default_root(void)
@@ -115,6 +126,16 @@ static off_t loaded_size(int exe, off_t file_size)
         return end < file_size ? end : file_size;
 }
 
+/* The sealed copy's /proc/self/exe is a memfd: a VM container's default kernel and initrd are
+ * found next to the original binary, whose directory goes along in the environment. */
+static void export_exe_dir(void)
+{
+        char *exe = realpath("/proc/self/exe", NULL);
+        if (exe)
+                setenv(SANDBOX_EXE_DIR_ENV, dirname(exe), 1);
+        free(exe);
+}
+
 /* Copy /proc/self/exe into a sealed memfd and execute that; returns only on failure. */
 static int reexec_sealed(char **argv, cap_error_t *err)
 {
@@ -142,7 +163,7 @@ int main(int argc, char **argv)
 {
         struct cli_global g = { .root = default_root(), .log_format = "text" };
         cleanup_error cap_error_t err = NULL;
-        enum { OPT_ROOT = 256, OPT_LOG, OPT_LOG_FORMAT, OPT_DEBUG, OPT_SYSTEMD, OPT_ROOTLESS, OPT_CRIU };
+        enum { OPT_ROOT = 256, OPT_LOG, OPT_LOG_FORMAT, OPT_DEBUG, OPT_SYSTEMD, OPT_ROOTLESS, OPT_CRIU, OPT_VM };
         static const struct option opts[] = {
                 { "root", required_argument, NULL, OPT_ROOT },
                 { "log", required_argument, NULL, OPT_LOG },
@@ -151,12 +172,15 @@ int main(int argc, char **argv)
                 { "systemd-cgroup", no_argument, NULL, OPT_SYSTEMD },
                 { "rootless", required_argument, NULL, OPT_ROOTLESS },
                 { "criu", required_argument, NULL, OPT_CRIU },
+                { "vm", no_argument, NULL, OPT_VM },
                 { "version", no_argument, NULL, 'v' },
                 { "help", no_argument, NULL, 'h' },
                 { 0 },
         };
         int c;
+        const char *base = strrchr(argv[0], '/');
 
+        g.vm = strcmp(base ? base + 1 : argv[0], "capsule-vm") == 0;
         opterr = 0;
         while ((c = getopt_long_only(argc, argv, "+vh", opts, NULL)) != -1) {
                 switch (c) {
@@ -175,6 +199,9 @@ int main(int argc, char **argv)
                 case OPT_SYSTEMD:
                         g.systemd_cgroup = true;
                         break;
+                case OPT_VM:
+                        g.vm = true;
+                        break;
                 case OPT_ROOTLESS: /* accepted for runc compatibility: capsule detects rootless mode itself */
                 case OPT_CRIU:
                         break;
@@ -190,6 +217,7 @@ int main(int argc, char **argv)
                 }
         }
         if (optind < argc && enters_container(argv[optind]) && !running_sealed()) {
+                export_exe_dir();
                 reexec_sealed(argv, &err);
                 cap_error_report(&err);
                 return 1;

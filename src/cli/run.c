@@ -7,6 +7,28 @@
 #include "cli/create_flags.h"
 #include "common/util.h"
 #include "runtime/terminal.h"
+#include "sandbox/sandbox.h"
+
+/* In a VM the sandbox process, our child, relays the container's stdio and exits with its status. */
+static int run_vm(struct cli_global *g, struct create_flags *f, cap_error_t *err)
+{
+        pid_t pid;
+        int status = 0;
+        if (sandbox_create(&f->opts, &pid, err) < 0)
+                return -1;
+        if (sandbox_start(g->root, f->opts.id, err) < 0 || (!f->detach && container_wait(pid, -1, &status, err) < 0)) {
+                if (!f->keep) {
+                        cleanup_error cap_error_t ignored = NULL;
+                        sandbox_delete(g->root, f->opts.id, true, &ignored);
+                }
+                return -1;
+        }
+        if (f->detach)
+                return 0;
+        if (!f->keep && sandbox_delete(g->root, f->opts.id, true, err) < 0)
+                return -1;
+        return status;
+}
 
 static int cmd_run(struct cli_global *g, int argc, char **argv, cap_error_t *err)
 {
@@ -20,6 +42,11 @@ static int cmd_run(struct cli_global *g, int argc, char **argv, cap_error_t *err
         if (create_flags_parse(g, argc, argv, true, &f, err) < 0)
                 return -1;
         cleanup_close int console_fd = f.opts.console_socket_fd;
+        int vm = sandbox_wanted(g->vm, f.opts.bundle, err);
+        if (vm < 0)
+                return -1;
+        if (vm)
+                return run_vm(g, &f, err);
         if (spec_load(f.opts.bundle, &spec, err) < 0)
                 return -1;
         bool terminal = spec->process && spec->process->terminal;

@@ -1,0 +1,206 @@
+/* start, kill, state, delete and exec of a VM container: the agent over its socket, the VMM by
+ * its pid, and the runtime's cgroup and hook code on the host. */
+#include "sandbox/sandbox.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/frame.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "runtime/cgroup.h"
+#include "runtime/hooks.h"
+#include "sandbox/sandbox_internal.h"
+
+#define cleanup_record __attribute__((cleanup(sandbox_record_free)))
+
+static const char *agent_status(const struct sandbox_record *rec)
+{
+        json_t *req = json_pack("{s:s}", "op", "state");
+        json_t *rep = NULL;
+        cleanup_error cap_error_t err = NULL;
+        const char *status = "stopped"; /* an agent that does not answer runs no container */
+        if (agent_call(rec->agent_socket, req, &rep, &err) == 0) {
+                static const char *const known[] = { "created", "running", "stopped" };
+                const char *s = json_string_value(json_object_get(rep, "status"));
+                for (size_t i = 0; s && i < ARRAY_SIZE(known); i++) {
+                        if (strcmp(s, known[i]) == 0)
+                                status = known[i];
+                }
+        }
+        json_decref(req);
+        json_decref(rep);
+        return status;
+}
+
+const char *sandbox_status(const char *root, const struct state *st)
+{
+        const char *base = state_status(root, st); /* "creating" and a dead VMM, as for any container */
+        if (strcmp(base, "creating") == 0 || strcmp(base, "stopped") == 0 || strcmp(base, "paused") == 0)
+                return base;
+        cleanup_record struct sandbox_record rec = { 0 };
+        cleanup_error cap_error_t err = NULL;
+        if (sandbox_record_load(root, st->id, &rec, &err) < 0 || !sandbox_vmm_alive(&rec))
+                return "stopped";
+        return agent_status(&rec);
+}
+
+static int load(const char *root, const char *id, struct state **st, struct sandbox_record *rec, const char **status, cap_error_t *err)
+{
+        if (state_load(root, id, st, err) < 0 || sandbox_record_load(root, id, rec, err) < 0)
+                return -1;
+        *status = sandbox_status(root, *st);
+        if (strcmp(*status, "creating") == 0)
+                return cap_fail(err, 0, "container \"%s\" is still being created", id);
+        return 0;
+}
+
+int sandbox_start(const char *root, const char *id, cap_error_t *err)
+{
+        cleanup_state struct state *st = NULL;
+        cleanup_record struct sandbox_record rec = { 0 };
+        const char *status;
+        if (load(root, id, &st, &rec, &status, err) < 0)
+                return -1;
+        if (strcmp(status, "created") != 0)
+                return cap_fail(err, 0, "cannot start container \"%s\": it is %s, not created", id, status);
+        json_t *req = json_pack("{s:s}", "op", "start");
+        int r = agent_call(rec.agent_socket, req, NULL, err);
+        json_decref(req);
+        if (r < 0)
+                return cap_error_prefix(err, "start container \"%s\"", id);
+        cleanup_spec struct spec *spec = NULL;
+        if (container_load_spec(root, id, &spec, err) < 0)
+                return -1;
+        cleanup_free char *running = state_oci_string(st, "running");
+        cleanup_error cap_error_t hook_err = NULL;
+        if (hooks_run(&spec->hooks.poststart, "poststart", running, &hook_err) < 0)
+                log_warning("%s", hook_err->msg);
+        return 0;
+}
+
+int sandbox_kill(const char *root, const char *id, int sig, bool all, cap_error_t *err)
+{
+        cleanup_state struct state *st = NULL;
+        cleanup_record struct sandbox_record rec = { 0 };
+        const char *status;
+        if (load(root, id, &st, &rec, &status, err) < 0)
+                return -1;
+        if (strcmp(status, "stopped") == 0) {
+                if (all)
+                        return 0;
+                return cap_fail(err, 0, "cannot kill container \"%s\": container not running", id);
+        }
+        if (strcmp(status, "paused") == 0)
+                return cap_fail(err, 0, "cannot kill container \"%s\": it is paused (its VM cannot answer); resume it first", id);
+        json_t *req = json_pack("{s:s,s:i,s:b}", "op", "kill", "signal", sig, "all", all);
+        int r = agent_call(rec.agent_socket, req, NULL, err);
+        json_decref(req);
+        return r < 0 ? cap_error_prefix(err, "kill container \"%s\"", id) : 0;
+}
+
+/* The VMM is not our child: wait until it is gone (a zombie counts, its reaper is not us). */
+static void vmm_kill(const struct sandbox_record *rec)
+{
+        if (!sandbox_vmm_alive(rec))
+                return;
+        kill(rec->pid, SIGKILL);
+        for (int i = 0; i < 1000 && sandbox_vmm_alive(rec); i++)
+                usleep(5000);
+}
+
+int sandbox_delete(const char *root, const char *id, bool force, cap_error_t *err)
+{
+        cleanup_state struct state *st = NULL;
+        cleanup_record struct sandbox_record rec = { 0 };
+        cleanup_cgroup struct cgroup *cg = NULL;
+        if (state_check_id(id, err) < 0)
+                return -1;
+        cleanup_free char *dir = state_dir(root, id);
+        bool damaged = false;
+        if (state_load(root, id, &st, err) < 0) {
+                if (!force)
+                        return -1;
+                cap_error_free(err);
+                st = state_salvage(root, id);
+                damaged = true;
+        }
+        cleanup_error cap_error_t rec_err = NULL;
+        if (sandbox_record_load(root, id, &rec, &rec_err) < 0 && !force)
+                return cap_fail(err, 0, "%s", rec_err->msg);
+        const char *status = sandbox_status(root, st);
+        if (!force && strcmp(status, "created") != 0 && strcmp(status, "stopped") != 0)
+                return cap_fail(err, 0, "cannot delete container \"%s\" that is not stopped: %s", id, status);
+        if (st->cgroup && cgroup_load(st->cgroup, &cg, err) < 0) {
+                if (!force)
+                        return -1;
+                log_warning("%s: deleting without it", (*err)->msg);
+                cap_error_free(err);
+        }
+        if (cg && strcmp(status, "paused") == 0)
+                cgroup_freeze(cg, false, err);
+        cap_error_free(err);
+        vmm_kill(&rec);
+        /* virtiofsd and anything a half-made create left: the cgroup's processes die with it. */
+        if (cg && cgroup_destroy(cg, err) < 0)
+                return -1;
+        cleanup_spec struct spec *spec = NULL;
+        cleanup_error cap_error_t spec_err = NULL;
+        if (!damaged && st->creator == 0 && container_load_spec(root, id, &spec, &spec_err) == 0) {
+                cleanup_free char *json = state_oci_string(st, "stopped");
+                if (hooks_run(&spec->hooks.poststop, "poststop", json, &spec_err) < 0)
+                        log_warning("%s", spec_err->msg);
+        }
+        log_debug("deleted VM container %s (was %s)", id, status);
+        return rm_rf(dir, err);
+}
+
+int sandbox_exec(const char *root, const char *id, const char *process_json, bool detach, int *status, cap_error_t *err)
+{
+        cleanup_state struct state *st = NULL;
+        cleanup_record struct sandbox_record rec = { 0 };
+        const char *st_status;
+        if (load(root, id, &st, &rec, &st_status, err) < 0)
+                return -1;
+        if (strcmp(st_status, "running") != 0)
+                return cap_fail(err, 0, "cannot exec in container \"%s\": it is %s, not running", id, st_status);
+        static unsigned counter;
+        char exec_id[64];
+        snprintf(exec_id, sizeof(exec_id), "exec-%d-%u-%lld", (int)getpid(), counter++, now_ms());
+        int conns[3];
+        long long deadline = now_ms() + 10000;
+        if (agent_open_stdio(rec.agent_socket, exec_id, conns, deadline, -1, err) < 0)
+                return -1;
+        cleanup_close int c0 = conns[0], c1 = conns[1], c2 = conns[2];
+        cleanup_close int fd = agent_connect(rec.agent_socket, deadline, -1, err);
+        if (fd < 0)
+                return -1;
+        json_t *req = json_pack("{s:s,s:s,s:s,s:s}", "op", "exec", "exec", exec_id, "process", process_json, "stdio", "pipes");
+        int r = agent_request(fd, req, NULL, err);
+        json_decref(req);
+        if (r < 0)
+                return cap_error_prefix(err, "exec in container \"%s\"", id);
+        if (detach) {
+                /* The process's streams end here: it reads end of file and writes into nothing. */
+                *status = 0;
+                return 0;
+        }
+        cleanup_close int wait_conn = agent_connect(rec.agent_socket, deadline, -1, err);
+        if (wait_conn < 0)
+                return -1;
+        req = json_pack("{s:s,s:s}", "op", "wait", "exec", exec_id);
+        r = frame_send(wait_conn, req, err);
+        json_decref(req);
+        if (r < 0)
+                return -1;
+        signal(SIGPIPE, SIG_IGN);
+        struct stdio_relay relay = { .host = { 0, 1, 2 }, .conn = { c0, c1, c2 }, .wait_conn = wait_conn, .stop_fd = -1 };
+        r = stdio_relay_run(&relay, status, err);
+        if (r == 0)
+                return cap_fail(err, 0, "exec in container \"%s\": the VM stopped before the process ended", id);
+        return r < 0 ? -1 : 0;
+}

@@ -1,0 +1,40 @@
+/* VM-isolated containers, the host side: the container runs inside a micro-VM (src/vmm/) whose
+ * pid 1 is capsule-guest (src/agent/), reached over vsock (common/agent_proto.h). The CLI picks
+ * this path for create and run (sandbox_wanted) and, for every other command, when the state
+ * directory holds a sandbox record (sandbox_owns). The runtime never calls in here: this side
+ * reuses the runtime's state, cgroup and hook code. */
+#ifndef CAPSULE_SANDBOX_SANDBOX_H
+#define CAPSULE_SANDBOX_SANDBOX_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "common/error.h"
+#include "runtime/container.h"
+#include "runtime/state.h"
+
+/* The annotation (with the value "vm") that selects a VM, as crun's run.oci.handler=krun. */
+#define SANDBOX_HANDLER_ANNOTATION "run.oci.handler"
+/* capsule's own directory, exported by main() before it re-executes from its sealed copy
+ * (whose /proc/self/exe is a memfd): the default kernel and initrd sit next to the binary. */
+#define SANDBOX_EXE_DIR_ENV "CAPSULE_EXE_DIR"
+
+/* 1 if the container runs in a VM: flag (--vm, capsule-vm) or the bundle's annotation; 0 if
+ * not; -1 with err for an unreadable config.json. */
+int sandbox_wanted(bool flag, const char *bundle, cap_error_t *err);
+/* Whether <root>/<id> is a VM container's. */
+bool sandbox_owns(const char *root, const char *id);
+
+/* create: the state directory, the cgroup and the sandbox process (the VMM, with the container
+ * created in the guest). *pid is the sandbox process, which exits with the container's status. */
+int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err);
+int sandbox_start(const char *root, const char *id, cap_error_t *err);
+int sandbox_kill(const char *root, const char *id, int sig, bool all, cap_error_t *err);
+int sandbox_delete(const char *root, const char *id, bool force, cap_error_t *err);
+/* As state_status(), from the live VMM and the agent's answer. */
+const char *sandbox_status(const char *root, const struct state *st);
+/* Run process_json (an OCI process object) in the container; unless detach, relay our stdio
+ * and set *status to its exit status as a shell reports it. */
+int sandbox_exec(const char *root, const char *id, const char *process_json, bool detach, int *status, cap_error_t *err);
+
+#endif

@@ -1,0 +1,236 @@
+/* The VM a container gets: kernel, initrd, vCPUs and memory. config.json is hostile: it may only
+ * pick a kernel by file name inside the default kernel's directory, and its sizes are bounded. */
+#include "sandbox/sandbox_internal.h"
+
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/util.h"
+#include "sandbox/sandbox.h"
+#include "vmm/kvm.h"
+
+#define SANDBOX_KERNEL_DEFAULT "capsule-vmlinux"
+#define SANDBOX_INITRD_DEFAULT "capsule-guest.initrd"
+#define SANDBOX_KERNEL_ENV "CAPSULE_KERNEL"
+#define SANDBOX_BOOT_TIMEOUT_ENV "CAPSULE_VM_BOOT_TIMEOUT"
+#define MIB (1024ull * 1024)
+#define SANDBOX_MEMORY_DEFAULT (512 * MIB)
+#define SANDBOX_MEMORY_MIN (64 * MIB)
+/* What the VMM and virtiofsd take from a container's memory limit besides the guest's RAM. */
+#define SANDBOX_VMM_OVERHEAD (32 * MIB)
+/* Nested TCG boots take 10-90 s on a busy host; hardware KVM well under one. */
+#define SANDBOX_BOOT_TIMEOUT_DEFAULT_S 300
+
+static const char *annotation(const struct spec *spec, const char *key)
+{
+        for (size_t i = 0; spec->annotations && spec->annotations[i] && spec->annotations[i + 1]; i += 2) {
+                if (strcmp(spec->annotations[i], key) == 0)
+                        return spec->annotations[i + 1];
+        }
+        return NULL;
+}
+
+int sandbox_wanted(bool flag, const char *bundle, cap_error_t *err)
+{
+        if (flag)
+                return 1;
+        cleanup_spec struct spec *spec = NULL;
+        if (spec_load(bundle, &spec, err) < 0)
+                return -1;
+        const char *handler = annotation(spec, SANDBOX_HANDLER_ANNOTATION);
+        return handler && strcmp(handler, "vm") == 0;
+}
+
+static char *exe_dir_file(const char *name, cap_error_t *err)
+{
+        const char *dir = getenv(SANDBOX_EXE_DIR_ENV);
+        if (!dir || dir[0] != '/')
+                return cap_fail(err, 0, "cannot find capsule's own directory (for %s)", name), NULL;
+        return xasprintf("%s/%s", dir, name);
+}
+
+/* A kernel name from config.json: one plain file name, nothing that leaves the directory. */
+static bool kernel_name_ok(const char *name)
+{
+        if (!*name || name[0] == '.' || strlen(name) > 255)
+                return false;
+        for (const char *p = name; *p; p++) {
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("._+-", *p)))
+                        return false;
+        }
+        return true;
+}
+
+static int resolve_kernel(const struct spec *spec, char **out, cap_error_t *err)
+{
+        const char *env = getenv(SANDBOX_KERNEL_ENV);
+        cleanup_free char *def = env && *env ? xstrdup(env) : exe_dir_file(SANDBOX_KERNEL_DEFAULT, err);
+        if (!def)
+                return -1;
+        const char *name = annotation(spec, "capsule.vm.kernel");
+        if (!name) {
+                *out = steal_pointer(&def);
+                return 0;
+        }
+        if (!kernel_name_ok(name))
+                return cap_fail(err, 0, "annotation capsule.vm.kernel: `%s` is not a file name (letters, digits, ._+-) "
+                                        "in the kernel directory", name);
+        cleanup_free char *copy = xstrdup(def);
+        *out = xasprintf("%s/%s", dirname(copy), name);
+        return 0;
+}
+
+static int check_file(const char *what, const char *path, cap_error_t *err)
+{
+        struct stat st;
+        if (stat(path, &st) < 0 && errno == ENOENT)
+                return cap_fail(err, 0, "VM %s `%s` does not exist (see capsule --help: VM containers)", what, path);
+        if (stat(path, &st) < 0)
+                return cap_fail(err, errno, "VM %s `%s`", what, path);
+        if (!S_ISREG(st.st_mode))
+                return cap_fail(err, 0, "VM %s `%s` is not a regular file", what, path);
+        return 0;
+}
+
+static int host_cpus(void)
+{
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        return n > 0 ? (int)n : 1;
+}
+
+/* Memory as bytes or with a K, M or G suffix. */
+static int parse_size(const char *s, uint64_t *out)
+{
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(s, &end, 10);
+        if (errno || end == s || *s == '-' || *s == '+')
+                return -1;
+        unsigned shift = 0;
+        if (*end && !end[1]) {
+                const char *u = strchr("KMG", *end);
+                if (!u)
+                        return -1;
+                shift = 10 * (unsigned)(u - "KMG" + 1);
+                end++;
+        }
+        if (*end || v > (UINT64_MAX >> shift))
+                return -1;
+        *out = (uint64_t)v << shift;
+        return 0;
+}
+
+/* Number of CPUs in a cpuset list ("0-3,6"), 0 if it does not parse. */
+static int cpuset_count(const char *list)
+{
+        int n = 0;
+        cleanup_strv char **parts = strv_split(list, ",");
+        for (size_t i = 0; parts[i]; i++) {
+                unsigned long long a, b;
+                char *dash = strchr(parts[i], '-');
+                if (dash)
+                        *dash = '\0';
+                if (parse_u64(parts[i], &a) < 0 || (dash ? parse_u64(dash + 1, &b) < 0 : (b = a, false)) || b < a || b - a > 65536)
+                        return 0;
+                n += (int)(b - a + 1);
+        }
+        return n;
+}
+
+static int resolve_cpus(const struct spec *spec, int *cpus, cap_error_t *err)
+{
+        int max = host_cpus();
+        const char *a = annotation(spec, "capsule.vm.cpus");
+        const struct spec_resources *res = spec->linux.resources;
+        *cpus = 1;
+        if (a) {
+                unsigned long long n;
+                if (parse_u64(a, &n) < 0 || n < 1 || n > (unsigned long long)max)
+                        return cap_fail(err, 0, "annotation capsule.vm.cpus: `%s` is not a number of CPUs from 1 to %d (this host's)", a, max);
+                *cpus = (int)n;
+                return 0;
+        }
+        if (!res)
+                return 0;
+        if (res->cpu.quota.set && res->cpu.quota.v > 0) {
+                uint64_t period = res->cpu.period.set && res->cpu.period.v ? res->cpu.period.v : 100000;
+                uint64_t n = ((uint64_t)res->cpu.quota.v + period - 1) / period;
+                *cpus = n > (uint64_t)max ? max : (int)n;
+        } else if (res->cpu.cpus && *res->cpu.cpus) {
+                int n = cpuset_count(res->cpu.cpus);
+                if (n <= 0)
+                        return cap_fail(err, 0, "linux.resources.cpu.cpus: `%s` is not a CPU list", res->cpu.cpus);
+                *cpus = n > max ? max : n;
+        }
+        return 0;
+}
+
+static int resolve_memory(const struct spec *spec, uint64_t *memory, cap_error_t *err)
+{
+        uint64_t host = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
+        const char *a = annotation(spec, "capsule.vm.memory");
+        const struct spec_resources *res = spec->linux.resources;
+        *memory = SANDBOX_MEMORY_DEFAULT;
+        if (a) {
+                if (parse_size(a, memory) < 0 || *memory < SANDBOX_MEMORY_MIN || *memory > host)
+                        return cap_fail(err, 0, "annotation capsule.vm.memory: `%s` is not a size from 64M to %lluM (this host's RAM), "
+                                                "in bytes or with a K, M or G suffix", a, (unsigned long long)(host / MIB));
+        } else if (res && res->memory.limit.set && res->memory.limit.v > 0) {
+                uint64_t limit = (uint64_t)res->memory.limit.v;
+                if (limit < SANDBOX_MEMORY_MIN + SANDBOX_VMM_OVERHEAD)
+                        return cap_fail(err, 0, "linux.resources.memory.limit: %llu bytes is below the VM's minimum of %lluM "
+                                                "(64M for the guest, %lluM for the VMM)", (unsigned long long)limit,
+                                        (SANDBOX_MEMORY_MIN + SANDBOX_VMM_OVERHEAD) / MIB, SANDBOX_VMM_OVERHEAD / MIB);
+                *memory = limit - SANDBOX_VMM_OVERHEAD;
+                if (*memory > host)
+                        *memory = host;
+        }
+        *memory &= ~(MIB - 1);
+        return 0;
+}
+
+static int resolve_boot_timeout(long long *ms, cap_error_t *err)
+{
+        const char *s = getenv(SANDBOX_BOOT_TIMEOUT_ENV);
+        unsigned long long n = SANDBOX_BOOT_TIMEOUT_DEFAULT_S;
+        if (s && *s && (parse_u64(s, &n) < 0 || n < 1 || n > 3600))
+                return cap_fail(err, 0, "$" SANDBOX_BOOT_TIMEOUT_ENV ": `%s` is not a number of seconds from 1 to 3600", s);
+        *ms = (long long)n * 1000;
+        return 0;
+}
+
+/* In the VMM's order: PVM is known from the loaded modules alone, and says more than a
+ * missing /dev/kvm would. */
+static int check_kvm(cap_error_t *err)
+{
+        if (kvm_flavour() == KVM_FLAVOUR_PVM)
+                return cap_fail(err, 0, "cannot run a VM container: " KVM_PVM_KERNEL_REFUSAL);
+        cleanup_close int fd = kvm_open(NULL, err);
+        if (fd < 0)
+                return cap_error_prefix(err, "cannot run a VM container");
+        return 0;
+}
+
+int sandbox_vm_resolve(const struct spec *spec, struct sandbox_vm *vm, cap_error_t *err)
+{
+        memset(vm, 0, sizeof(*vm));
+        if (resolve_cpus(spec, &vm->cpus, err) < 0 || resolve_memory(spec, &vm->memory, err) < 0 ||
+            resolve_boot_timeout(&vm->boot_timeout_ms, err) < 0)
+                return -1;
+        if (resolve_kernel(spec, &vm->kernel, err) < 0 || check_file("kernel", vm->kernel, err) < 0)
+                return cap_error_prefix(err, "cannot run a VM container");
+        if (!(vm->initrd = exe_dir_file(SANDBOX_INITRD_DEFAULT, err)) || check_file("initrd (the guest agent)", vm->initrd, err) < 0)
+                return cap_error_prefix(err, "cannot run a VM container");
+        return check_kvm(err);
+}
+
+void sandbox_vm_free(struct sandbox_vm *vm)
+{
+        free(vm->kernel);
+        free(vm->initrd);
+        memset(vm, 0, sizeof(*vm));
+}

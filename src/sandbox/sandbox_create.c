@@ -1,0 +1,313 @@
+/* create in a VM: the state directory and the cgroup as for a plain container, then the sandbox
+ * process. It is the VMM (vm_run() on a thread of its own) inside the container's cgroup, and
+ * the container's stdio: it keeps create's fds and relays them over the agent's "stdio"
+ * connections. It has the agent create the container, reports to `capsule create`, and exits
+ * with the container init's status. */
+#include "sandbox/sandbox_internal.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/agent_proto.h"
+#include "common/frame.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "runtime/cgroup.h"
+#include "runtime/hooks.h"
+#include "sandbox/sandbox.h"
+#include "vmm/vm.h"
+
+#define SANDBOX_CMDLINE "console=ttyS0 reboot=k panic=-1 quiet"
+/* After init's status, how long the agent has to flush its streams and power the VM off. */
+#define SANDBOX_POWEROFF_WAIT_MS 30000
+
+struct sandbox_launch {
+        const struct container_opts *opts;
+        const struct spec *spec;
+        const char *config_text;
+        const struct sandbox_vm *vm;
+        struct cgroup *cg;
+        char *dir;
+        char *agent_socket;
+        int report_fd;
+        pid_t creator;
+};
+
+struct vm_thread {
+        struct vm_config cfg;
+        int stop_fd; /* eventfd, written when vm_run() returns */
+        int status;
+        cap_error_t err;
+};
+
+static void *vm_thread_main(void *arg)
+{
+        struct vm_thread *t = arg;
+        if (vm_run(&t->cfg, &t->status, &t->err) < 0)
+                t->status = 1;
+        eventfd_write(t->stop_fd, 1);
+        return NULL;
+}
+
+static void vm_config_fill(struct vm_config *cfg, const struct sandbox_launch *l)
+{
+        memset(cfg, 0, sizeof(*cfg));
+        cfg->kernel = xstrdup(l->vm->kernel);
+        cfg->initrd = xstrdup(l->vm->initrd);
+        cfg->cmdline = xstrdup(SANDBOX_CMDLINE);
+        cfg->cpus = l->vm->cpus;
+        cfg->memory = l->vm->memory;
+        cfg->console = VM_CONSOLE_FILE;
+        cfg->console_path = xasprintf("%s/" SANDBOX_CONSOLE_LOG, l->dir);
+        cfg->vsock_cid = AGENT_GUEST_CID;
+        cfg->vsock_socket = xstrdup(l->agent_socket);
+        cfg->shares = xmalloc0(sizeof(*cfg->shares));
+        cfg->shares[0].dir = xstrdup(l->spec->root_path);
+        cfg->shares[0].tag = xstrdup(AGENT_ROOTFS_TAG);
+        cfg->n_shares = 1;
+}
+
+static __attribute__((noreturn)) void report_failure(int fd, cap_error_t *err)
+{
+        dprintf(fd, "E%s", (*err)->msg);
+        _exit(1);
+}
+
+/* The agent's part of create: stdio first, then the container, then the wait for its init. */
+static int agent_create(const struct sandbox_launch *l, int stop_fd, int conns[3], int *wait_conn, cap_error_t *err)
+{
+        long long deadline = now_ms() + l->vm->boot_timeout_ms;
+        if (agent_open_stdio(l->agent_socket, "init", conns, deadline, stop_fd, err) < 0)
+                return -1;
+        cleanup_close int fd = agent_connect(l->agent_socket, deadline, stop_fd, err);
+        if (fd < 0)
+                return -1;
+        json_t *req = json_pack("{s:s,s:s,s:s,s:s}", "op", "create", "id", l->opts->id, "config", l->config_text, "stdio", "pipes");
+        int r = agent_request(fd, req, NULL, err);
+        json_decref(req);
+        if (r < 0)
+                return -1;
+        if ((*wait_conn = agent_connect(l->agent_socket, deadline, stop_fd, err)) < 0)
+                return -1;
+        req = json_pack("{s:s,s:s}", "op", "wait", "exec", "init");
+        r = frame_send(*wait_conn, req, err);
+        json_decref(req);
+        return r;
+}
+
+static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
+{
+        cleanup_error cap_error_t err = NULL;
+        static struct vm_thread t;
+        pthread_t thread;
+        int conns[3] = { -1, -1, -1 }, wait_conn = -1;
+
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != l->creator)
+                _exit(1);
+        setsid();
+        if (cgroup_enter(l->cg, getpid(), &err) < 0)
+                report_failure(l->report_fd, &err);
+        /* The VMM's signalfd takes SIGINT/SIGTERM/SIGQUIT/SIGHUP for an orderly stop: no thread
+         * may take them first. */
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGQUIT);
+        sigaddset(&set, SIGHUP);
+        pthread_sigmask(SIG_BLOCK, &set, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        vm_config_fill(&t.cfg, l);
+        if ((t.stop_fd = eventfd(0, EFD_CLOEXEC)) < 0 || pthread_create(&thread, NULL, vm_thread_main, &t) != 0) {
+                cap_fail(&err, errno, "start the VM");
+                report_failure(l->report_fd, &err);
+        }
+        if (agent_create(l, t.stop_fd, conns, &wait_conn, &err) < 0) {
+                struct pollfd p = { .fd = t.stop_fd, .events = POLLIN };
+                if (poll(&p, 1, 0) > 0 && t.err) {
+                        cap_error_free(&err);
+                        err = t.err;
+                        t.err = NULL;
+                }
+                report_failure(l->report_fd, &err);
+        }
+        /* create succeeded: from here the container outlives `capsule create`. */
+        prctl(PR_SET_PDEATHSIG, 0);
+        if (write_all(l->report_fd, "O", 1) < 0)
+                _exit(1);
+        close(l->report_fd);
+
+        struct stdio_relay r = { .host = { 0, 1, 2 }, .conn = { conns[0], conns[1], conns[2] }, .wait_conn = wait_conn,
+                                 .stop_fd = t.stop_fd };
+        int status = 0;
+        int got = stdio_relay_run(&r, &status, &err);
+        if (got < 0)
+                log_warning("%s", err->msg);
+        struct pollfd p = { .fd = t.stop_fd, .events = POLLIN };
+        if (poll(&p, 1, got == 1 ? SANDBOX_POWEROFF_WAIT_MS : -1) > 0 && got != 1)
+                status = t.status; /* the VM ended without the init's status: its own (panic, triple fault, ...) */
+        _exit(status);
+}
+
+static struct state *state_new(const struct container_opts *o, const struct spec *spec, struct cgroup *cg)
+{
+        struct state *st = xmalloc0(sizeof(*st));
+        struct passwd *pw = getpwuid(geteuid());
+        st->id = xstrdup(o->id);
+        st->bundle = realpath(o->bundle, NULL);
+        if (!st->bundle)
+                st->bundle = xstrdup(o->bundle);
+        st->rootfs = xstrdup(spec->root_path);
+        st->created = state_now_rfc3339();
+        st->owner = xstrdup(pw ? pw->pw_name : "");
+        st->annotations = strv_dup(spec->annotations);
+        st->cgroup = cg ? cgroup_save(cg) : NULL;
+        st->systemd_cgroup = o->systemd_cgroup;
+        st->creator = getpid();
+        st->creator_start_time = proc_start_time(st->creator);
+        return st;
+}
+
+/* The sandbox process's answer: "O", or "E" and the message. */
+static int read_report(int fd, cap_error_t *err)
+{
+        char msg[4096];
+        ssize_t n = read_all(fd, msg, sizeof(msg) - 1);
+        if (n <= 0)
+                return cap_fail(err, 0, "the VM's sandbox process exited during create");
+        msg[n] = '\0';
+        if (msg[0] == 'O')
+                return 0;
+        return cap_fail(err, 0, "%s", msg + 1);
+}
+
+static int write_pid_file(const char *path, pid_t pid, cap_error_t *err)
+{
+        if (!path)
+                return 0;
+        char buf[32];
+        int len = snprintf(buf, sizeof(buf), "%d", (int)pid);
+        return write_file_atomic(path, buf, (size_t)len, err) < 0 ? cap_error_prefix(err, "--pid-file") : 0;
+}
+
+int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
+{
+        cleanup_spec struct spec *spec = NULL;
+        cleanup_cgroup struct cgroup *cg = NULL;
+        cleanup_state struct state *st = NULL;
+        cleanup_free char *config_text = NULL, *config_path = NULL, *dir = NULL, *sock = NULL, *saved = NULL;
+        cleanup_free char *json = NULL, *prestart_json = NULL;
+        struct sandbox_vm vm = { 0 };
+        struct sandbox_record rec = { 0 };
+        struct sandbox_launch l;
+        int report[2] = { -1, -1 };
+        pid_t child = -1;
+        int ret = -1;
+        bool dir_created = false, cg_created = false;
+
+        *pid = -1;
+        if (state_check_id(o->id, err) < 0 || spec_load(o->bundle, &spec, err) < 0)
+                return -1;
+        if (!spec->process)
+                return cap_fail(err, 0, "config.json: process: required to create a container");
+        if (spec->process->terminal)
+                return cap_fail(err, 0, "process.terminal: a terminal is not supported yet for a VM container");
+        config_path = xasprintf("%s/config.json", o->bundle);
+        if (read_file(config_path, &config_text, NULL, FRAME_MAX / 2, err) < 0)
+                return -1;
+        if (sandbox_vm_resolve(spec, &vm, err) < 0)
+                goto out;
+        dir = state_dir(o->root, o->id);
+        sock = xasprintf("%s/" SANDBOX_AGENT_SOCKET, dir);
+        if (strlen(sock) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+                cap_fail(err, 0, "the VM's agent socket `%s` is longer than a Unix socket path may be: use a shorter --root or id", sock);
+                goto out;
+        }
+        if (cgroup_resolve(spec->linux.cgroups_path, o->id, o->systemd_cgroup, &cg, err) < 0)
+                goto out;
+
+        if (state_create_dir(o->root, o->id, err) < 0)
+                goto out;
+        dir_created = true;
+        /* As the runtime does: record everything before it exists, so that `delete` finds it. */
+        cgroup_plan(cg);
+        st = state_new(o, spec, cg);
+        rec.agent_socket = sock;
+        saved = xasprintf("%s/" STATE_CONFIG, dir);
+        if (state_save(o->root, st, err) < 0 || state_save_cgroup(o->root, o->id, st->cgroup, err) < 0 ||
+            sandbox_record_save(o->root, o->id, &rec, err) < 0 || write_file(saved, config_text, strlen(config_text), err) < 0)
+                goto out;
+        if (cgroup_create(cg, err) < 0)
+                goto out;
+        cg_created = true;
+        json_decref(st->cgroup);
+        st->cgroup = cgroup_save(cg);
+        if (state_save_cgroup(o->root, o->id, st->cgroup, err) < 0)
+                goto out;
+        if (spec->linux.resources && cgroup_apply(cg, spec->linux.resources, err) < 0)
+                goto out;
+
+        if (pipe2(report, O_CLOEXEC) < 0) {
+                cap_fail(err, errno, "pipe");
+                goto out;
+        }
+        l = (struct sandbox_launch){ .opts = o, .spec = spec, .config_text = config_text, .vm = &vm, .cg = cg, .dir = dir,
+                                    .agent_socket = sock, .report_fd = report[1], .creator = getpid() };
+        child = fork();
+        if (child < 0) {
+                cap_fail(err, errno, "fork the VM's sandbox process");
+                goto out;
+        }
+        if (child == 0) {
+                close(report[0]);
+                sandbox_main(&l);
+        }
+        cap_closep(&report[1]);
+        rec.pid = child;
+        rec.start_time = proc_start_time(child);
+        if (sandbox_record_save(o->root, o->id, &rec, err) < 0 || read_report(report[0], err) < 0)
+                goto out;
+        st->pid = child;
+        st->start_time = rec.start_time;
+        st->creator = 0;
+        if (state_save(o->root, st, err) < 0 || write_pid_file(o->pid_file, child, err) < 0)
+                goto out;
+        /* The hooks the runtime-spec runs in the runtime's namespace run on the host. */
+        json = state_oci_string(st, "creating");
+        prestart_json = state_oci_string(st, "created");
+        if (hooks_run(&spec->hooks.prestart, "prestart", prestart_json, err) < 0 ||
+            hooks_run(&spec->hooks.create_runtime, "createRuntime", json, err) < 0)
+                goto out;
+        log_debug("created VM container %s: sandbox pid %d, %d vCPUs, %llu MiB", o->id, (int)child, vm.cpus,
+                  (unsigned long long)(vm.memory >> 20));
+        *pid = child;
+        ret = 0;
+out:
+        cap_closep(&report[0]);
+        cap_closep(&report[1]);
+        if (ret < 0) {
+                /* A failed create leaves nothing behind. */
+                if (child > 0) {
+                        kill(child, SIGKILL);
+                        waitpid(child, NULL, 0);
+                }
+                cleanup_error cap_error_t ignored = NULL;
+                if (cg_created)
+                        cgroup_destroy(cg, &ignored);
+                cap_error_free(&ignored);
+                if (dir_created)
+                        rm_rf(dir, &ignored);
+        }
+        sandbox_vm_free(&vm);
+        return ret;
+}

@@ -1,0 +1,70 @@
+/* Shared between the sandbox's files; not part of its contract (sandbox.h). */
+#ifndef CAPSULE_SANDBOX_INTERNAL_H
+#define CAPSULE_SANDBOX_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#include "common/error.h"
+#include "runtime/spec.h"
+
+/* The state directory's sandbox files, next to state.json. */
+#define SANDBOX_RECORD "sandbox.json"
+#define SANDBOX_AGENT_SOCKET "agent.sock"
+#define SANDBOX_CONSOLE_LOG "console.log"
+
+/* The VM for one container, resolved and checked at create before anything exists. */
+struct sandbox_vm {
+        char *kernel;
+        char *initrd;
+        int cpus;
+        uint64_t memory; /* bytes */
+        long long boot_timeout_ms;
+};
+
+/* sandbox_config.c: the kernel, initrd and size from the annotations and the container's
+ * limits; refuses a missing kernel or initrd, no KVM, and a PVM host. */
+int sandbox_vm_resolve(const struct spec *spec, struct sandbox_vm *vm, cap_error_t *err);
+void sandbox_vm_free(struct sandbox_vm *vm);
+
+/* sandbox_record.c: sandbox.json, the VMM's pid and start time and the agent's socket. */
+struct sandbox_record {
+        pid_t pid;
+        unsigned long long start_time;
+        char *agent_socket;
+};
+int sandbox_record_save(const char *root, const char *id, const struct sandbox_record *r, cap_error_t *err);
+int sandbox_record_load(const char *root, const char *id, struct sandbox_record *r, cap_error_t *err);
+void sandbox_record_free(struct sandbox_record *r);
+bool sandbox_vmm_alive(const struct sandbox_record *r);
+
+/* agent.c: connections to the agent through the VMM's hybrid vsock socket. */
+/* A connection's replies wait AGENT_REPLY_TIMEOUT_S at most, until this lifts the bound (for a
+ * stream or a "wait"). */
+void agent_no_timeout(int fd);
+/* Connect; until deadline_ms (now_ms()), a refused connection (the agent does not listen yet)
+ * is retried, unless stop_fd (>= 0) becomes readable: the VM has ended. */
+int agent_connect(const char *socket, long long deadline_ms, int stop_fd, cap_error_t *err);
+/* Send req on a fresh connection's fd and read its reply; an {"ok":false} reply is an error
+ * carrying the agent's text. *reply may be NULL when the caller needs nothing from it. */
+int agent_request(int fd, json_t *req, json_t **reply, cap_error_t *err);
+/* Connect (no retry), request, close: the one-shot operations (start, kill, state). */
+int agent_call(const char *socket, json_t *req, json_t **reply, cap_error_t *err);
+/* Open the three "stdio" connections of exec (0: host->guest, 1 and 2: guest->host). */
+int agent_open_stdio(const char *socket, const char *exec, int conns[3], long long deadline_ms, int stop_fd, cap_error_t *err);
+
+/* relay.c: a process's stdio between host fds and its agent connections. */
+struct stdio_relay {
+        int host[3];     /* our stdin, stdout, stderr */
+        int conn[3];     /* agent_open_stdio()'s connections */
+        int wait_conn;   /* the "wait" request's connection: its reply carries the status */
+        int stop_fd;     /* readable once the VM has ended; -1: none */
+};
+/* Relay until the status has come and both output streams ended (or the VM ended). Returns 1
+ * with *status, 0 when the VM ended without one, -1 with err. */
+int stdio_relay_run(struct stdio_relay *r, int *status, cap_error_t *err);
+
+#endif

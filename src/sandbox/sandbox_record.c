@@ -1,0 +1,76 @@
+/* sandbox.json: what the commands after create need to reach a VM container. */
+#include "sandbox/sandbox_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/util.h"
+#include "sandbox/sandbox.h"
+
+bool sandbox_owns(const char *root, const char *id)
+{
+        cleanup_error cap_error_t ignored = NULL;
+        if (state_check_id(id, &ignored) < 0)
+                return false;
+        cleanup_free char *path = xasprintf("%s/%s/" SANDBOX_RECORD, root, id);
+        return access(path, F_OK) == 0;
+}
+
+int sandbox_record_save(const char *root, const char *id, const struct sandbox_record *r, cap_error_t *err)
+{
+        json_t *o = json_pack("{s:I,s:I,s:s}", "pid", (json_int_t)r->pid, "start_time", (json_int_t)r->start_time, "agent_socket",
+                              r->agent_socket);
+        cleanup_free char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
+        json_decref(o);
+        if (!text)
+                return cap_fail(err, ENOMEM, SANDBOX_RECORD);
+        cleanup_free char *path = xasprintf("%s/%s/" SANDBOX_RECORD, root, id);
+        return write_file_atomic(path, text, strlen(text), err);
+}
+
+int sandbox_record_load(const char *root, const char *id, struct sandbox_record *r, cap_error_t *err)
+{
+        cleanup_free char *path = xasprintf("%s/%s/" SANDBOX_RECORD, root, id);
+        cleanup_free char *text = NULL;
+        memset(r, 0, sizeof(*r));
+        if (read_file(path, &text, NULL, 1 << 16, err) < 0)
+                return -1;
+        json_error_t jerr;
+        json_t *o = json_loads(text, 0, &jerr);
+        json_int_t pid = -1, start = 0;
+        const char *sock = NULL;
+        int bad = !o || json_unpack(o, "{s:I,s:I,s:s}", "pid", &pid, "start_time", &start, "agent_socket", &sock) < 0 || pid < 0 ||
+                  pid > INT32_MAX;
+        if (!bad)
+                r->agent_socket = xstrdup(sock);
+        r->pid = (pid_t)pid;
+        r->start_time = (unsigned long long)start;
+        json_decref(o);
+        if (bad)
+                return cap_fail(err, 0, "%s: corrupt sandbox record", path);
+        return 0;
+}
+
+void sandbox_record_free(struct sandbox_record *r)
+{
+        free(r->agent_socket);
+        r->agent_socket = NULL;
+}
+
+bool sandbox_vmm_alive(const struct sandbox_record *r)
+{
+        if (r->pid <= 0)
+                return false;
+        char path[64];
+        cleanup_free char *stat = NULL;
+        cleanup_error cap_error_t ignored = NULL;
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)r->pid);
+        if (read_file(path, &stat, NULL, 4096, &ignored) < 0)
+                return false;
+        const char *p = strrchr(stat, ')');
+        if (!p || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
+                return false;
+        return proc_start_time(r->pid) == r->start_time;
+}

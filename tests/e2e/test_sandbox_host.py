@@ -1,0 +1,132 @@
+"""VM containers refused at create on this host, each with one line, exit status 1 and nothing left
+behind (no state directory, no cgroup): a missing guest kernel or agent initrd, KVM unavailable, a
+PVM host, and hostile or out-of-range sizing annotations. The VM's own lifecycle boots Linux and is
+tested in the testbed (tests/testbed/test_sandbox.py)."""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import CAPSULE, procs_cgroup_dir
+
+PVM = os.path.isdir("/sys/module/kvm_pvm") and not any(
+    os.path.isdir(f"/sys/module/{m}") for m in ("kvm_intel", "kvm_amd"))
+PREFIX = "capsule: cannot run a VM container: "
+
+
+@pytest.fixture
+def vm_bin(tmp_path):
+    """A copy of capsule with a (fake) kernel and agent initrd next to it: every check before KVM passes."""
+    d = tmp_path / "bin"
+    d.mkdir()
+    shutil.copy(CAPSULE, d / "capsule")
+    os.symlink("capsule", d / "capsule-vm")
+    (d / "capsule-vmlinux").write_bytes(b"\0" * 4096)
+    (d / "capsule-guest.initrd").write_bytes(b"\0" * 512)
+    return d
+
+
+def create(root, bundle, *flags, binary=CAPSULE, env=None, wrap=()):
+    env = dict(os.environ if env is None else env)
+    return subprocess.run([*wrap, str(binary), "--root", str(root), *flags, "create", "--bundle", bundle.path, bundle.id],
+                          capture_output=True, text=True, env=env, timeout=60)
+
+
+def assert_refused(p, root, bundle, message):
+    assert p.returncode == 1, p.stderr
+    assert p.stderr.count("\n") == 1 and p.stdout == ""
+    assert p.stderr.strip() == message or p.stderr.startswith(message), p.stderr
+    assert not os.path.exists(root) or os.listdir(root) == []
+    assert not os.path.exists(procs_cgroup_dir(f"capsule-test/{bundle.id}"))
+
+
+def no_kernel_env(tmp_path):
+    return dict(os.environ, CAPSULE_KERNEL=str(tmp_path / "no-such-kernel"))
+
+
+def test_missing_kernel(tmp_path, bundle):
+    root = tmp_path / "root"
+    p = create(root, bundle, "--vm", env=no_kernel_env(tmp_path))
+    assert_refused(p, root, bundle, PREFIX + f"VM kernel `{tmp_path}/no-such-kernel` does not exist")
+
+
+def test_default_kernel_next_to_the_binary(tmp_path, bundle, vm_bin):
+    (vm_bin / "capsule-vmlinux").unlink()
+    env = dict(os.environ)
+    env.pop("CAPSULE_KERNEL", None)
+    root = tmp_path / "root"
+    p = create(root, bundle, "--vm", binary=vm_bin / "capsule", env=env)
+    assert_refused(p, root, bundle, PREFIX + f"VM kernel `{vm_bin}/capsule-vmlinux` does not exist")
+
+
+def test_missing_initrd(tmp_path, bundle, vm_bin):
+    (vm_bin / "capsule-guest.initrd").unlink()
+    root = tmp_path / "root"
+    p = create(root, bundle, "--vm", binary=vm_bin / "capsule", env=dict(os.environ, CAPSULE_KERNEL=str(vm_bin / "capsule-vmlinux")))
+    assert_refused(p, root, bundle, PREFIX + f"VM initrd (the guest agent) `{vm_bin}/capsule-guest.initrd` does not exist")
+
+
+@pytest.mark.skipif(not PVM, reason="only a PVM host refuses a VM container for its KVM flavour")
+def test_pvm_host_refused_with_the_reason(tmp_path, bundle, vm_bin):
+    env = dict(os.environ)
+    env.pop("CAPSULE_KERNEL", None)
+    root = tmp_path / "root"
+    p = create(root, bundle, "--vm", binary=vm_bin / "capsule", env=env)
+    assert_refused(p, root, bundle, PREFIX + "this host's /dev/kvm is PVM (kvm_pvm): it emulates guest ring-0 code")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="hiding KVM takes a mount namespace")
+def test_kvm_unavailable(tmp_path, bundle, vm_bin):
+    """In a mount namespace of its own, without /dev/kvm and without a KVM module to be seen."""
+    env = dict(os.environ)
+    env.pop("CAPSULE_KERNEL", None)
+    root = tmp_path / "root"
+    hide = ["unshare", "-m", "sh", "-c", 'mount -t tmpfs none /sys/module && mount -t tmpfs none /dev && exec "$@"', "sh"]
+    p = create(root, bundle, "--vm", binary=vm_bin / "capsule", env=env, wrap=hide)
+    assert_refused(p, root, bundle, PREFIX + "/dev/kvm does not exist: KVM is not available on this host")
+
+
+def test_selected_by_annotation_and_by_capsule_vm(tmp_path, bundle, vm_bin):
+    """Each selection reaches the VM's checks (the missing kernel) instead of making a plain container."""
+    env = no_kernel_env(tmp_path)
+    want = PREFIX + f"VM kernel `{tmp_path}/no-such-kernel` does not exist"
+    root = tmp_path / "root"
+    assert_refused(create(root, bundle, binary=vm_bin / "capsule-vm", env=env), root, bundle, want)
+    bundle.config["annotations"] = {"run.oci.handler": "vm"}
+    bundle.write()
+    assert_refused(create(root, bundle, env=env), root, bundle, want)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("capsule.vm.kernel", "../../etc/passwd", "is not a file name"),
+    ("capsule.vm.kernel", "/etc/passwd", "is not a file name"),
+    ("capsule.vm.kernel", ".hidden", "is not a file name"),
+    ("capsule.vm.cpus", "0", "is not a number of CPUs from 1 to"),
+    ("capsule.vm.cpus", "100000", "is not a number of CPUs from 1 to"),
+    ("capsule.vm.cpus", "two", "is not a number of CPUs from 1 to"),
+    ("capsule.vm.memory", "1M", "is not a size from 64M to"),
+    ("capsule.vm.memory", "999999999G", "is not a size from 64M to"),
+    ("capsule.vm.memory", "512X", "is not a size from 64M to"),
+])
+def test_hostile_or_out_of_range_annotations(tmp_path, bundle, vm_bin, key, value, message):
+    bundle.config["annotations"] = {"run.oci.handler": "vm", key: value}
+    bundle.write()
+    root = tmp_path / "root"
+    p = create(root, bundle, binary=vm_bin / "capsule", env=dict(os.environ, CAPSULE_KERNEL=str(vm_bin / "capsule-vmlinux")))
+    prefix = "capsule: cannot run a VM container: " if key == "capsule.vm.kernel" else "capsule: "
+    assert_refused(p, root, bundle, f"{prefix}annotation {key}: `{value}` {message}")
+
+
+def test_memory_limit_below_the_vm_minimum(tmp_path, bundle, vm_bin):
+    bundle.config["linux"].setdefault("resources", {})["memory"] = {"limit": 80 << 20}
+    bundle.write()
+    root = tmp_path / "root"
+    p = create(root, bundle, "--vm", binary=vm_bin / "capsule", env=dict(os.environ, CAPSULE_KERNEL=str(vm_bin / "capsule-vmlinux")))
+    assert_refused(p, root, bundle, f"capsule: linux.resources.memory.limit: {80 << 20} bytes is below the VM's minimum of 96M")
+
+
+def test_vm_commands_on_a_missing_container(tmp_path):
+    """Without a sandbox record, the commands after create behave as for any container."""
+    p = subprocess.run([CAPSULE, "--root", str(tmp_path), "--vm", "state", "nope"], capture_output=True, text=True)
+    assert p.returncode == 1 and p.stderr.strip() == 'capsule: container "nope" does not exist'
