@@ -44,8 +44,16 @@ ATTACKER_BIN := $(ATTACKER_SRC:tests/attackers/%.c=$(BUILD)/attackers/%)
 GUEST_SRC := $(wildcard tests/guest/*.c)
 GUEST_BIN := $(GUEST_SRC:tests/guest/%.c=$(BUILD)/guest/%)
 
+# capsule-guest, pid 1 and agent of a sandbox VM (src/agent/): static, from the agent, common
+# and runtime code only, never the VMM. main.o stays out of the archive for the unit tests.
+AGENT_SRC := $(wildcard src/agent/*.c)
+AGENT_LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out src/agent/main.c,$(AGENT_SRC)) $(wildcard src/common/*.c src/runtime/*.c))
+AGENT_LIBS := $(shell pkg-config --static --libs jansson libseccomp libcap 2>/dev/null) -lpthread
+# ASan cannot link a static binary: the sanitizer build has the agent's unit tests only.
+AGENT_BIN := $(if $(SAN_FLAGS),,$(BUILD)/capsule-guest $(BUILD)/capsule-guest.initrd)
+
 .PHONY: all asan check clean deps
-all: $(BUILD)/capsule $(BUILD)/capsule-vm $(UNIT_BIN) $(PAYLOAD_BIN) $(ATTACKER_BIN) $(GUEST_BIN)
+all: $(BUILD)/capsule $(BUILD)/capsule-vm $(UNIT_BIN) $(PAYLOAD_BIN) $(ATTACKER_BIN) $(GUEST_BIN) $(AGENT_BIN)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -77,6 +85,22 @@ $(BUILD)/capsule: $(CLI_OBJ) $(BUILD)/libcapsule.a
 # capsule started under this name makes VM containers (podman --runtime, a RuntimeClass).
 $(BUILD)/capsule-vm: $(BUILD)/capsule
 	ln -sf capsule $@
+
+$(BUILD)/libcapsule-guest.a: $(AGENT_LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/capsule-guest: $(BUILD)/obj/src/agent/main.o $(BUILD)/libcapsule-guest.a
+	$(CC) -static -o $@ $< $(BUILD)/libcapsule-guest.a $(AGENT_LIBS)
+
+# The initramfs a sandbox VM boots: capsule-guest as /init.
+$(BUILD)/capsule-guest.initrd: $(BUILD)/capsule-guest scripts/mkagentinitrd
+	scripts/mkagentinitrd $< $@
+
+# The agent's unit tests link its request parser besides the library.
+$(BUILD)/tests/test_agent_%: $(BUILD)/obj/tests/unit/test_agent_%.o $(UNIT_HELPER_SRC:%.c=$(BUILD)/obj/%.o) \
+		$(BUILD)/obj/src/agent/request.o $(BUILD)/libcapsule.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(filter %.o,$^) $(WHOLE_LIB) $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(UNIT_HELPER_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/libcapsule.a
 	@mkdir -p $(dir $@)
@@ -116,7 +140,7 @@ FUZZ_CFLAGS := -std=gnu11 -Wall -Wextra -D_GNU_SOURCE -Ulinux -Isrc -g -O1 $(FUZ
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_TARGETS := $(FUZZ_SRC:tests/fuzz/%.c=%)
 FUZZ_BIN := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
-FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o) $(FUZZ_DIR)/obj/src/agent/request.o
 # The device targets bring their devices up on the unit tests' machine, drive virtio-mmio with
 # their mmio_driver.c, and give the vsock muxer their fake host.
 FUZZ_HELPER_OBJ := $(addprefix $(FUZZ_DIR)/obj/tests/unit/,machine.o mmio_driver.o vsock_host.o)

@@ -22,25 +22,16 @@ int frame_send(int fd, const json_t *msg, cap_error_t *err)
         return 0;
 }
 
-int frame_recv(int fd, json_t **msg, cap_error_t *err)
+int frame_header_len(const uint8_t hdr[FRAME_HDR], uint32_t *len, cap_error_t *err)
 {
-        uint8_t hdr[4];
-        ssize_t n = read_all(fd, hdr, sizeof(hdr));
-        if (n < 0)
-                return cap_fail(err, errno, "frame: read");
-        if (n == 0)
-                return 0;
-        if ((size_t)n < sizeof(hdr))
-                return cap_fail(err, EPROTO, "frame: stream ended inside a frame header");
-        uint32_t len = hdr[0] | hdr[1] << 8 | hdr[2] << 16 | (uint32_t)hdr[3] << 24;
-        if (len > FRAME_MAX)
-                return cap_fail(err, EMSGSIZE, "frame: length %u is over %u", len, FRAME_MAX);
-        cleanup_free char *text = xmalloc0(len + 1);
-        n = read_all(fd, text, len);
-        if (n < 0)
-                return cap_fail(err, errno, "frame: read");
-        if ((size_t)n < len)
-                return cap_fail(err, EPROTO, "frame: stream ended inside a frame of %u bytes", len);
+        *len = hdr[0] | hdr[1] << 8 | hdr[2] << 16 | (uint32_t)hdr[3] << 24;
+        if (*len > FRAME_MAX)
+                return cap_fail(err, EMSGSIZE, "frame: length %u is over %u", *len, FRAME_MAX);
+        return 0;
+}
+
+int frame_decode(const char *text, size_t len, json_t **msg, cap_error_t *err)
+{
         json_error_t jerr;
         json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
         if (!j)
@@ -50,5 +41,27 @@ int frame_recv(int fd, json_t **msg, cap_error_t *err)
                 return cap_fail(err, EPROTO, "frame: not a JSON object");
         }
         *msg = j;
-        return 1;
+        return 0;
+}
+
+int frame_recv(int fd, json_t **msg, cap_error_t *err)
+{
+        uint8_t hdr[FRAME_HDR];
+        uint32_t len;
+        ssize_t n = read_all(fd, hdr, sizeof(hdr));
+        if (n < 0)
+                return cap_fail(err, errno, "frame: read");
+        if (n == 0)
+                return 0;
+        if ((size_t)n < sizeof(hdr))
+                return cap_fail(err, EPROTO, "frame: stream ended inside a frame header");
+        if (frame_header_len(hdr, &len, err) < 0)
+                return -1;
+        cleanup_free char *text = xmalloc0(len + 1);
+        n = read_all(fd, text, len);
+        if (n < 0)
+                return cap_fail(err, errno, "frame: read");
+        if ((size_t)n < len)
+                return cap_fail(err, EPROTO, "frame: stream ended inside a frame of %u bytes", len);
+        return frame_decode(text, len, msg, err) < 0 ? -1 : 1;
 }

@@ -6,10 +6,17 @@
 #define CAPSULE_COMMON_FRAME_H
 
 #include <jansson.h>
+#include <stdint.h>
 
 #include "common/error.h"
 
 #define FRAME_MAX (1u << 20)
+#define FRAME_HDR 4
+
+/* The body length a frame header announces. Returns 0, or -1 with err set when it is over FRAME_MAX. */
+int frame_header_len(const uint8_t hdr[FRAME_HDR], uint32_t *len, cap_error_t *err);
+/* Decode a frame's body of len bytes. Returns 0 with *msg set, or -1 with err set (not a JSON object). */
+int frame_decode(const char *text, size_t len, json_t **msg, cap_error_t *err);
 
 /* Write one object. Returns 0 or -1 with err set. */
 int frame_send(int fd, const json_t *msg, cap_error_t *err);

@@ -1,0 +1,192 @@
+/* create, start and exec run in a forked helper, as `capsule create` would run on a host: the
+ * container library may block (hooks, a slow rootfs) and takes the process's stdio for the
+ * container's, neither of which the agent's loop can afford. The helper sends its reply frame
+ * over a pipe and exits; the container's processes are then the agent's (pid 1's) orphans. */
+#include "agent/agent.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "agent/system.h"
+#include "common/util.h"
+#include "runtime/container.h"
+#include "runtime/spec.h"
+
+/* The process's stdio: the host's connections for pipes; /dev/null where there is none (and
+ * for a tty, whose stdio the runtime makes the pty's slave). */
+static int helper_stdio(const struct proc *p, cap_error_t *err)
+{
+        for (int i = 0; i < 3; i++) {
+                int src = p->tty ? -1 : p->stdio[i];
+                cleanup_close int null = -1;
+                if (src < 0 && (src = null = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
+                        return cap_fail(err, errno, "open /dev/null");
+                if (dup2(src, i) < 0)
+                        return cap_fail(err, errno, "dup2");
+        }
+        return 0;
+}
+
+static int helper_create(const struct agent_req *req, const struct proc *p, int console, pid_t *pid, cap_error_t *err)
+{
+        cleanup_free char *config = NULL;
+        if (agent_config_rewrite(req->config, AGENT_ROOTFS, req->tty, &config, err) < 0)
+                return -1;
+        if (write_file(AGENT_BUNDLE "/config.json", config, strlen(config), err) < 0 || helper_stdio(p, err) < 0)
+                return -1;
+        struct container_opts o = { .root = AGENT_STATE, .id = req->id, .bundle = AGENT_BUNDLE, .console_socket_fd = console };
+        return container_create(&o, pid, err);
+}
+
+static int helper_exec(const struct agent *a, const struct agent_req *req, const struct proc *p, int console, pid_t *pid,
+                       cap_error_t *err)
+{
+        struct spec_process *process = NULL;
+        if (spec_parse_process(req->process, "process", &process, err) < 0)
+                return -1;
+        process->terminal = req->tty;
+        int r = helper_stdio(p, err);
+        if (r == 0) {
+                struct exec_opts o = { .root = AGENT_STATE, .id = a->id, .process = process, .console_socket_fd = console };
+                r = container_exec(&o, pid, err);
+        }
+        spec_process_free(process);
+        return r;
+}
+
+static __attribute__((noreturn)) void helper_main(const struct agent *a, const struct agent_req *req, const struct proc *p,
+                                                  int console, int result)
+{
+        cleanup_error cap_error_t err = NULL;
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        pid_t pid = 0;
+        int r = -1;
+        switch (req->op) {
+        case AGENT_OP_CREATE:
+                r = helper_create(req, p, console, &pid, &err);
+                break;
+        case AGENT_OP_START:
+                r = container_start(AGENT_STATE, a->id, &err);
+                break;
+        case AGENT_OP_EXEC:
+                r = helper_exec(a, req, p, console, &pid, &err);
+                break;
+        default:
+                cap_fail(&err, 0, "no helper for this op");
+                break;
+        }
+        json_t *reply = r < 0 ? json_pack("{s:b,s:s}", "ok", 0, "error", err->msg) : json_pack("{s:b}", "ok", 1);
+        if (r == 0 && req->op != AGENT_OP_START)
+                json_object_set_new(reply, "pid", json_integer(pid));
+        cap_error_t ignored = NULL;
+        _exit(frame_send(result, reply, &ignored) < 0 ? 1 : 0);
+}
+
+int job_start(struct agent *a, const struct agent_req *req, struct proc *p, int conn, cap_error_t *err)
+{
+        size_t slot;
+        for (slot = 0; slot < AGENT_MAX_PROCS && a->jobs[slot]; slot++)
+                ;
+        if (slot == AGENT_MAX_PROCS)
+                return cap_fail(err, 0, "too many requests in progress");
+        int pipefd[2];
+        int console[2] = { -1, -1 };
+        if (pipe2(pipefd, O_CLOEXEC) < 0)
+                return cap_fail(err, errno, "pipe");
+        if (p && p->tty && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, console) < 0) {
+                close(pipefd[0]);
+                close(pipefd[1]);
+                return cap_fail(err, errno, "socketpair");
+        }
+        pid_t pid = fork();
+        if (pid == 0) {
+                close(pipefd[0]);
+                cap_closep(&console[0]);
+                helper_main(a, req, p, console[1], pipefd[1]);
+        }
+        close(pipefd[1]);
+        cap_closep(&console[1]);
+        if (pid < 0) {
+                close(pipefd[0]);
+                cap_closep(&console[0]);
+                return cap_fail(err, errno, "fork");
+        }
+        struct job *j = xmalloc0(sizeof(*j));
+        *j = (struct job){ .pid = pid, .result = pipefd[0], .conn = conn, .console = console[0], .op = req->op, .proc = p };
+        if (p)
+                p->busy = true;
+        a->jobs[slot] = j;
+        return 0;
+}
+
+/* The pty master the process sent before the helper's reply, so it is there already. */
+static int receive_master(int console)
+{
+        int master = -1;
+        if (console < 0 || recv_fd(console, &master, NULL, 0) <= 0 || master < 0)
+                return -1;
+        set_cloexec(master, true);
+        return master;
+}
+
+static void job_succeeded(struct agent *a, struct job *j, pid_t pid)
+{
+        switch (j->op) {
+        case AGENT_OP_CREATE:
+                a->status = AGENT_CREATED;
+                proc_started(a, j->proc, pid, receive_master(j->console));
+                break;
+        case AGENT_OP_START:
+                if (a->status == AGENT_CREATED)
+                        a->status = AGENT_RUNNING;
+                break;
+        default:
+                proc_started(a, j->proc, pid, receive_master(j->console));
+                /* The process holds its own stream connections: its exit is their end of file. */
+                for (int i = 0; i < 3; i++)
+                        if (!j->proc->tty || i > 0)
+                                cap_closep(&j->proc->stdio[i]);
+                break;
+        }
+}
+
+void job_finish(struct agent *a, struct job *j)
+{
+        cleanup_error cap_error_t err = NULL;
+        json_t *reply = NULL;
+        if (frame_recv(j->result, &reply, &err) <= 0) {
+                agent_reply_error(j->conn, "%s: the helper ended without a reply", j->op == AGENT_OP_EXEC ? "exec" : "create");
+                reply = NULL;
+        }
+        bool ok = reply && json_is_true(json_object_get(reply, "ok"));
+        json_int_t pid = reply ? json_integer_value(json_object_get(reply, "pid")) : 0;
+        if (ok) {
+                job_succeeded(a, j, (pid_t)pid);
+        } else if (j->op == AGENT_OP_CREATE) {
+                a->creating = false;
+                free(a->id);
+                a->id = NULL;
+        }
+        if (j->proc) {
+                j->proc->busy = false;
+                if (!ok)
+                        proc_remove(a, j->proc);
+        }
+        if (reply)
+                agent_reply(j->conn, reply);
+        json_decref(reply);
+        close(j->conn);
+        close(j->result);
+        cap_closep(&j->console);
+        for (size_t i = 0; i < AGENT_MAX_PROCS; i++)
+                if (a->jobs[i] == j)
+                        a->jobs[i] = NULL;
+        free(j);
+}

@@ -1,0 +1,40 @@
+/* The agent's requests (common/agent_proto.h), checked field by field: the host's frames are
+ * parsed here and nowhere else, so what the rest of the agent sees is well-formed. */
+#ifndef CAPSULE_AGENT_REQUEST_H
+#define CAPSULE_AGENT_REQUEST_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "common/error.h"
+
+#define AGENT_INIT "init"
+
+enum agent_op { AGENT_OP_STDIO, AGENT_OP_CREATE, AGENT_OP_START, AGENT_OP_KILL, AGENT_OP_STATE, AGENT_OP_EXEC, AGENT_OP_WAIT, AGENT_OP_RESIZE };
+
+/* The strings are borrowed from the message the request was parsed from. */
+struct agent_req {
+        enum agent_op op;
+        const char *id;      /* create */
+        const char *exec;    /* stdio, wait, resize: "init" or an exec id; exec: an exec id */
+        const char *config;  /* create: config.json text */
+        const char *process; /* exec: process.json text */
+        bool tty;            /* create, exec */
+        int fd;              /* stdio: 0, 1 or 2 */
+        int signal;          /* kill */
+        bool all;            /* kill */
+        unsigned short rows, cols; /* resize */
+};
+
+/* Fields an op does not use are ignored; every field it uses is required unless said optional
+ * ("all"), and must have its type and range. */
+int agent_req_parse(const json_t *msg, struct agent_req *req, cap_error_t *err);
+
+/* The config.json the guest creates from the host's text: root.path is the rootfs the agent
+ * mounted, process.terminal follows the stdio mode, and what only means something on the host
+ * goes: the namespace paths (a new namespace instead; the network namespace is the guest's own,
+ * where its NICs are), linux.cgroupsPath (the guest's default), and the hooks the host runs
+ * (prestart, createRuntime, poststart, poststop). Returns 0 with *out allocated. */
+int agent_config_rewrite(const char *text, const char *rootfs, bool tty, char **out, cap_error_t *err);
+
+#endif

@@ -1,0 +1,412 @@
+/* The agent's poll loop: vsock connections, their requests, the helpers' replies, the ttys'
+ * relays, children's exits, and the power-off once init's status is out. */
+#include "agent/agent.h"
+
+#include <fcntl.h>
+#include <linux/vm_sockets.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "agent/system.h"
+#include "common/agent_proto.h"
+#include "common/util.h"
+#include "runtime/container.h"
+
+void agent_reply(int fd, const json_t *msg)
+{
+        cleanup_error cap_error_t err = NULL;
+        frame_send(fd, msg, &err);
+}
+
+void agent_reply_error(int fd, const char *fmt, ...)
+{
+        va_list ap;
+        va_start(ap, fmt);
+        cleanup_free char *text = xvasprintf(fmt, ap);
+        va_end(ap);
+        json_t *msg = json_pack("{s:b,s:s}", "ok", 0, "error", text);
+        agent_reply(fd, msg);
+        json_decref(msg);
+}
+
+static void reply_ok(int fd)
+{
+        json_t *msg = json_pack("{s:b}", "ok", 1);
+        agent_reply(fd, msg);
+        json_decref(msg);
+}
+
+static void set_blocking(int fd)
+{
+        int fl = fcntl(fd, F_GETFL);
+        if (fl >= 0)
+                fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+}
+
+static const char *status_name(enum agent_status s)
+{
+        return s == AGENT_CREATED ? "created" : s == AGENT_RUNNING ? "running" : "stopped";
+}
+
+/* A process the host names: one that runs, ran, or is being started. */
+static struct proc *proc_known(struct agent *a, const char *name)
+{
+        struct proc *p = proc_find(a, name);
+        return p && (p->pid > 0 || p->busy || p->ended) ? p : NULL;
+}
+
+static int op_stdio(struct agent *a, const struct agent_req *req, int fd, cap_error_t *err)
+{
+        bool init = strcmp(req->exec, AGENT_INIT) == 0;
+        if (init && (a->status != AGENT_NONE || a->creating))
+                return cap_fail(err, 0, "stdio: the container exists already");
+        if (proc_known(a, req->exec))
+                return cap_fail(err, 0, "stdio: `%s` runs already", req->exec);
+        struct proc *p = proc_get(a, req->exec, err);
+        if (!p)
+                return -1;
+        if (p->stdio[req->fd] >= 0)
+                return cap_fail(err, 0, "stdio: fd %d of `%s` is connected already", req->fd, req->exec);
+        reply_ok(fd);
+        p->stdio[req->fd] = fd;
+        return 1;
+}
+
+static int op_create(struct agent *a, const struct agent_req *req, int fd, cap_error_t *err)
+{
+        if (a->status != AGENT_NONE || a->creating)
+                return cap_fail(err, 0, "create: the container exists already");
+        struct proc *p = proc_get(a, AGENT_INIT, err);
+        if (!p)
+                return -1;
+        p->tty = req->tty;
+        a->id = xstrdup(req->id);
+        a->creating = true;
+        if (job_start(a, req, p, fd, err) < 0) {
+                a->creating = false;
+                free(a->id);
+                a->id = NULL;
+                return -1;
+        }
+        return 1;
+}
+
+static int op_exec(struct agent *a, const struct agent_req *req, int fd, cap_error_t *err)
+{
+        if (a->status != AGENT_CREATED && a->status != AGENT_RUNNING)
+                return cap_fail(err, 0, "exec: the container is not running");
+        if (proc_known(a, req->exec))
+                return cap_fail(err, 0, "exec: `%s` is in use", req->exec);
+        struct proc *p = proc_get(a, req->exec, err);
+        if (!p)
+                return -1;
+        p->tty = req->tty;
+        if (job_start(a, req, p, fd, err) < 0) {
+                proc_remove(a, p);
+                return -1;
+        }
+        return 1;
+}
+
+static int op_state(struct agent *a, int fd, cap_error_t *err)
+{
+        if (a->status == AGENT_NONE)
+                return cap_fail(err, 0, "state: no container");
+        struct proc *init = proc_find(a, AGENT_INIT);
+        json_t *msg = json_pack("{s:b,s:s,s:i}", "ok", 1, "status", status_name(a->status), "pid", init ? (int)init->pid : 0);
+        agent_reply(fd, msg);
+        json_decref(msg);
+        return 0;
+}
+
+static int op_resize(struct agent *a, const struct agent_req *req, int fd, cap_error_t *err)
+{
+        struct proc *p = proc_known(a, req->exec);
+        if (!p || p->master < 0)
+                return cap_fail(err, 0, "resize: `%s` has no terminal", req->exec);
+        struct winsize ws = { .ws_row = req->rows, .ws_col = req->cols };
+        if (ioctl(p->master, TIOCSWINSZ, &ws) < 0)
+                return cap_fail(err, errno, "resize `%s`", req->exec);
+        reply_ok(fd);
+        return 0;
+}
+
+/* Returns 1 when the connection was kept (a stream, a waiter, a helper's), 0 when it is done,
+ * -1 with err set. */
+static int dispatch(struct agent *a, const struct agent_req *req, int fd, cap_error_t *err)
+{
+        struct proc *p;
+        switch (req->op) {
+        case AGENT_OP_STDIO:
+                return op_stdio(a, req, fd, err);
+        case AGENT_OP_CREATE:
+                return op_create(a, req, fd, err);
+        case AGENT_OP_START:
+                if (a->status != AGENT_CREATED)
+                        return cap_fail(err, 0, "start: the container is %s, not created",
+                                        a->status == AGENT_NONE ? "not there" : status_name(a->status));
+                return job_start(a, req, NULL, fd, err) < 0 ? -1 : 1;
+        case AGENT_OP_KILL:
+                if (a->status == AGENT_NONE)
+                        return cap_fail(err, 0, "kill: no container");
+                if (container_kill(AGENT_STATE, a->id, req->signal, req->all, err) < 0)
+                        return -1;
+                reply_ok(fd);
+                return 0;
+        case AGENT_OP_STATE:
+                return op_state(a, fd, err);
+        case AGENT_OP_EXEC:
+                return op_exec(a, req, fd, err);
+        case AGENT_OP_WAIT:
+                if (!(p = proc_known(a, req->exec)))
+                        return cap_fail(err, 0, "wait: no process `%s`", req->exec);
+                proc_wait(a, p, fd);
+                return 1;
+        case AGENT_OP_RESIZE:
+                return op_resize(a, req, fd, err);
+        }
+        return cap_fail(err, 0, "unknown op");
+}
+
+static void handle_request(struct agent *a, int fd, const json_t *msg)
+{
+        cleanup_error cap_error_t err = NULL;
+        struct agent_req req;
+        int r = agent_req_parse(msg, &req, &err);
+        if (r == 0)
+                r = dispatch(a, &req, fd, &err);
+        if (r < 0)
+                agent_reply_error(fd, "%s", err->msg);
+        if (r <= 0)
+                close(fd);
+}
+
+static void conn_free(struct agent *a, size_t i, bool close_fd)
+{
+        struct conn *c = a->conns[i];
+        if (close_fd)
+                close(c->fd);
+        free(c->body);
+        free(c);
+        a->conns[i] = NULL;
+}
+
+/* A request frame arrives in pieces on a non-blocking socket: a slow host stalls nothing. */
+static void conn_read(struct agent *a, size_t i)
+{
+        struct conn *c = a->conns[i];
+        cleanup_error cap_error_t err = NULL;
+        ssize_t n;
+        if (c->got < FRAME_HDR)
+                n = read(c->fd, c->hdr + c->got, FRAME_HDR - c->got);
+        else
+                n = read(c->fd, c->body + (c->got - FRAME_HDR), c->len - (c->got - FRAME_HDR));
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                return;
+        if (n <= 0) {
+                conn_free(a, i, true);
+                return;
+        }
+        c->got += (size_t)n;
+        if (c->got == FRAME_HDR) {
+                if (frame_header_len(c->hdr, &c->len, &err) < 0) {
+                        agent_reply_error(c->fd, "%s", err->msg);
+                        conn_free(a, i, true);
+                        return;
+                }
+                c->body = xmalloc0(c->len + 1);
+        }
+        if (c->got < FRAME_HDR || c->got - FRAME_HDR < c->len)
+                return;
+        json_t *msg = NULL;
+        int fd = c->fd;
+        set_blocking(fd);
+        if (frame_decode(c->body, c->len, &msg, &err) < 0) {
+                agent_reply_error(fd, "%s", err->msg);
+                conn_free(a, i, true);
+                return;
+        }
+        conn_free(a, i, false);
+        handle_request(a, fd, msg);
+        json_decref(msg);
+}
+
+static void conn_accept(struct agent *a)
+{
+        int fd;
+        while ((fd = accept4(a->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0) {
+                size_t i;
+                for (i = 0; i < AGENT_MAX_CONNS && a->conns[i]; i++)
+                        ;
+                if (i == AGENT_MAX_CONNS) {
+                        close(fd);
+                        continue;
+                }
+                a->conns[i] = xmalloc0(sizeof(struct conn));
+                a->conns[i]->fd = fd;
+        }
+}
+
+static int listen_vsock(cap_error_t *err)
+{
+        int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return cap_fail(err, errno, "vsock socket");
+        struct sockaddr_vm addr = { .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY, .svm_port = AGENT_PORT };
+        if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(fd, 64) < 0) {
+                close(fd);
+                return cap_fail(err, errno, "vsock port %d", AGENT_PORT);
+        }
+        return fd;
+}
+
+/* Once init's status is out: its output is relayed to the end, every stream to the host is shut
+ * down (the host's end of file comes after the last byte), and the VM powers off when the host
+ * has closed them, or at the deadline. */
+static void stop_step(struct agent *a)
+{
+        struct proc *init = proc_find(a, AGENT_INIT);
+        if (!a->poweroff_deadline)
+                a->poweroff_deadline = now_ms() + AGENT_FLUSH_MS;
+        bool drained = !init || init->master < 0 || (init->out.eof && init->out.len == init->out.off);
+        if (!a->shut && drained) {
+                for (int i = 0; init && i < 3; i++)
+                        if (init->stdio[i] >= 0 && (i > 0 || init->tty) && a->n_flush < ARRAY_SIZE(a->flush))
+                                a->flush[a->n_flush++] = init->stdio[i];
+                for (size_t i = 0; i < a->n_flush; i++)
+                        shutdown(a->flush[i], SHUT_WR);
+                a->shut = true;
+        }
+        if (now_ms() >= a->poweroff_deadline)
+                system_poweroff();
+}
+
+enum slot_kind { SLOT_LISTEN, SLOT_SIGNAL, SLOT_CONN, SLOT_JOB, SLOT_RELAY_IN, SLOT_RELAY_OUT, SLOT_FLUSH };
+#define MAX_SLOTS (2 + AGENT_MAX_CONNS + AGENT_MAX_PROCS * 3 + AGENT_MAX_WAITERS + 3)
+
+struct slots {
+        struct pollfd pfd[MAX_SLOTS];
+        struct {
+                enum slot_kind kind;
+                size_t index;
+        } what[MAX_SLOTS];
+        size_t n;
+};
+
+static void slot_add(struct slots *s, int fd, short events, enum slot_kind kind, size_t index)
+{
+        s->pfd[s->n] = (struct pollfd){ .fd = fd, .events = events };
+        s->what[s->n].kind = kind;
+        s->what[s->n].index = index;
+        s->n++;
+}
+
+static void slots_build(const struct agent *a, struct slots *s)
+{
+        s->n = 0;
+        slot_add(s, a->listen_fd, POLLIN, SLOT_LISTEN, 0);
+        slot_add(s, a->sig_fd, POLLIN, SLOT_SIGNAL, 0);
+        for (size_t i = 0; i < AGENT_MAX_CONNS; i++)
+                if (a->conns[i])
+                        slot_add(s, a->conns[i]->fd, POLLIN, SLOT_CONN, i);
+        for (size_t i = 0; i < AGENT_MAX_PROCS; i++)
+                if (a->jobs[i])
+                        slot_add(s, a->jobs[i]->result, POLLIN, SLOT_JOB, i);
+        for (size_t i = 0; i < AGENT_MAX_PROCS; i++) {
+                const struct proc *p = a->procs[i];
+                int fd;
+                short ev;
+                if (!p || p->master < 0)
+                        continue;
+                if ((ev = (short)relay_events(&p->in, &fd)))
+                        slot_add(s, fd, ev, SLOT_RELAY_IN, i);
+                if ((ev = (short)relay_events(&p->out, &fd)))
+                        slot_add(s, fd, ev, SLOT_RELAY_OUT, i);
+        }
+        for (size_t i = 0; a->shut && i < a->n_flush; i++)
+                slot_add(s, a->flush[i], 0, SLOT_FLUSH, i);
+}
+
+static void slot_handle(struct agent *a, const struct slots *s, size_t k, size_t *hung_up)
+{
+        short rev = s->pfd[k].revents;
+        size_t i = s->what[k].index;
+        struct relay *r;
+        switch (s->what[k].kind) {
+        case SLOT_LISTEN:
+                conn_accept(a);
+                return;
+        case SLOT_SIGNAL: {
+                struct signalfd_siginfo si;
+                while (read(a->sig_fd, &si, sizeof(si)) == sizeof(si))
+                        ;
+                proc_reap(a);
+                return;
+        }
+        case SLOT_CONN:
+                if (a->conns[i])
+                        conn_read(a, i);
+                return;
+        case SLOT_JOB:
+                if (a->jobs[i])
+                        job_finish(a, a->jobs[i]);
+                return;
+        case SLOT_RELAY_IN:
+        case SLOT_RELAY_OUT:
+                if (!a->procs[i])
+                        return;
+                r = s->what[k].kind == SLOT_RELAY_IN ? &a->procs[i]->in : &a->procs[i]->out;
+                if (s->pfd[k].events & POLLOUT)
+                        relay_step(r, 0, rev);
+                else
+                        relay_step(r, rev, 0);
+                return;
+        case SLOT_FLUSH:
+                if (rev & (POLLHUP | POLLERR))
+                        (*hung_up)++;
+                return;
+        }
+}
+
+void agent_serve(struct agent *a)
+{
+        cleanup_error cap_error_t err = NULL;
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGCHLD);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        if ((a->sig_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK)) < 0)
+                system_fatal("signalfd: %s", strerror(errno));
+        if ((a->listen_fd = listen_vsock(&err)) < 0)
+                system_fatal("%s", err->msg);
+        dprintf(STDERR_FILENO, "capsule-guest: listening on vsock port %d\n", AGENT_PORT);
+        static struct slots s;
+        for (;;) {
+                slots_build(a, &s);
+                int timeout = -1;
+                if (a->stopping) {
+                        long long left = a->poweroff_deadline - now_ms();
+                        timeout = left > 0 ? (int)left : 0;
+                }
+                int n = poll(s.pfd, s.n, timeout);
+                if (n < 0 && errno != EINTR)
+                        system_fatal("poll: %s", strerror(errno));
+                size_t hung_up = 0;
+                for (size_t k = 0; n > 0 && k < s.n; k++)
+                        if (s.pfd[k].revents)
+                                slot_handle(a, &s, k, &hung_up);
+                if (a->shut && a->n_flush > 0 && hung_up == a->n_flush)
+                        system_poweroff();
+                if (a->stopping)
+                        stop_step(a);
+        }
+}

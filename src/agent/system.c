@@ -1,0 +1,116 @@
+/* pid 1's system setup and shutdown: see system.h. */
+#include "agent/system.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/agent_proto.h"
+#include "common/util.h"
+
+static int mount_at(const char *source, const char *target, const char *type, unsigned long flags, const char *data,
+                    cap_error_t *err)
+{
+        if (mkdir(target, 0755) < 0 && errno != EEXIST)
+                return cap_fail(err, errno, "mkdir `%s`", target);
+        if (mount(source, target, type, flags, data) < 0)
+                return cap_fail(err, errno, "mount %s on `%s`", type, target);
+        return 0;
+}
+
+/* The kernel's initramfs is the namespace's root mount, which pivot_root cannot move: put a
+ * tmpfs over it and chroot there, so the container's pivot_root has a parent mount. */
+static int root_to_tmpfs(cap_error_t *err)
+{
+        if (mount_at("tmpfs", "/newroot", "tmpfs", MS_NOSUID, "mode=0755", err) < 0)
+                return -1;
+        if (chdir("/newroot") < 0 || mount(".", "/", NULL, MS_MOVE, NULL) < 0 || chroot(".") < 0 || chdir("/") < 0)
+                return cap_fail(err, errno, "move the root to a tmpfs");
+        return 0;
+}
+
+static int console_stdio(cap_error_t *err)
+{
+        int fd = open("/dev/console", O_RDWR | O_NOCTTY);
+        if (fd < 0)
+                return cap_fail(err, errno, "open /dev/console");
+        for (int i = 0; i < 3; i++)
+                if (fd != i && dup2(fd, i) < 0)
+                        return cap_fail(err, errno, "dup2 /dev/console");
+        if (fd > 2)
+                close(fd);
+        return 0;
+}
+
+static int loopback_up(cap_error_t *err)
+{
+        cleanup_close int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        struct ifreq ifr = { 0 };
+        snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+        if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+                return cap_fail(err, errno, "lo: get flags");
+        ifr.ifr_flags |= IFF_UP;
+        if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+                return cap_fail(err, errno, "lo: up");
+        return 0;
+}
+
+int system_setup(cap_error_t *err)
+{
+        umask(022);
+        if (root_to_tmpfs(err) < 0)
+                return -1;
+        if (mount_at("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755", err) < 0 || console_stdio(err) < 0)
+                return -1;
+        static const struct {
+                const char *source, *target, *type;
+                unsigned long flags;
+                const char *data;
+        } mounts[] = {
+                { "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL },
+                { "sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL },
+                { "cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL },
+                { "devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5" },
+                { "shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777" },
+                { "tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755" },
+                { "tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777" },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(mounts); i++)
+                if (mount_at(mounts[i].source, mounts[i].target, mounts[i].type, mounts[i].flags, mounts[i].data, err) < 0)
+                        return -1;
+        if (mkdir_p(AGENT_BUNDLE, 0700, err) < 0 || mkdir_p(AGENT_STATE, 0700, err) < 0)
+                return -1;
+        if (mount_at(AGENT_ROOTFS_TAG, AGENT_ROOTFS, "virtiofs", 0, NULL, err) < 0)
+                return cap_error_prefix(err, "the container's rootfs (virtio-fs tag %s)", AGENT_ROOTFS_TAG);
+        return loopback_up(err);
+}
+
+void system_poweroff(void)
+{
+        sync();
+        reboot(RB_POWER_OFF);
+        /* Only a kernel without power-off support gets here: halting leaves the VMM to notice. */
+        for (;;)
+                pause();
+}
+
+void system_fatal(const char *fmt, ...)
+{
+        char msg[512];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        int fd = open("/dev/console", O_WRONLY | O_NOCTTY | O_CLOEXEC);
+        dprintf(fd >= 0 ? fd : STDERR_FILENO, "capsule-guest: %s\n", msg);
+        system_poweroff();
+}

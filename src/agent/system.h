@@ -1,0 +1,21 @@
+/* The guest system capsule-guest runs as pid 1: what it mounts, and how it ends. */
+#ifndef CAPSULE_AGENT_SYSTEM_H
+#define CAPSULE_AGENT_SYSTEM_H
+
+#include "common/error.h"
+
+#define AGENT_RUN "/run/capsule"
+#define AGENT_ROOTFS AGENT_RUN "/rootfs"
+#define AGENT_BUNDLE AGENT_RUN "/bundle"
+#define AGENT_STATE AGENT_RUN "/state"
+
+/* Move from the initramfs to a tmpfs root (pivot_root cannot leave the initramfs, and the
+ * runtime pivots into the container's rootfs), mount /proc, /sys, /dev and the rest, make
+ * /dev/console our stdio, bring lo up and mount the container's rootfs from virtio-fs. */
+int system_setup(cap_error_t *err);
+/* Sync and power the VM off. */
+__attribute__((noreturn)) void system_poweroff(void);
+/* One line on the console, then power off: the agent cannot go on. */
+__attribute__((noreturn, format(printf, 1, 2))) void system_fatal(const char *fmt, ...);
+
+#endif
