@@ -1,0 +1,191 @@
+"""capsule's side of the agent protocol (src/common/agent_proto.h) without booting: a fake agent
+behind a Unix socket that speaks the VMM's hybrid vsock CONNECT line, and a state directory as
+`capsule create` leaves it for a VM container (a `sleep` stands in for the VMM). It checks what
+start, state, list, kill, exec and delete send and make of the replies, including a hostile
+guest's: an error text with control characters, an exit status out of range, garbage."""
+import json
+import os
+import socket
+import struct
+import subprocess
+import threading
+
+import pytest
+
+from conftest import CAPSULE
+
+
+def start_time(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        s = f.read()
+    return int(s[s.rindex(")") + 2:].split()[19])
+
+
+def recv_exact(c, n):
+    b = b""
+    while len(b) < n:
+        x = c.recv(n - len(b))
+        if not x:
+            return None
+        b += x
+    return b
+
+
+def recv_frame(c):
+    h = recv_exact(c, 4)
+    return None if h is None else json.loads(recv_exact(c, struct.unpack("<I", h)[0]))
+
+
+def send_frame(c, obj):
+    b = json.dumps(obj).encode()
+    c.sendall(struct.pack("<I", len(b)) + b)
+
+
+class FakeAgent:
+    """Answers each connection's request with self.reply(op, request, conn); keeps "stdio" streams."""
+
+    def __init__(self, path):
+        self.requests = []
+        self.streams = {}
+        self.status = "running"
+        self.wait_status = 5
+        self.kill_reply = {"ok": True}
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.bind(path)
+        self.sock.listen(16)
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.handle, args=(c,), daemon=True).start()
+
+    def handle(self, c):
+        line = b""
+        while not line.endswith(b"\n") and len(line) < 32:
+            line += c.recv(1)
+        assert line == b"CONNECT 1024\n"
+        c.sendall(b"OK 1073741824\n")
+        req = recv_frame(c)
+        self.requests.append(req)
+        op = req["op"]
+        if op == "state":
+            send_frame(c, {"ok": True, "status": self.status, "pid": 1})
+        elif op in ("start", "exec"):
+            send_frame(c, {"ok": True, "pid": 2})
+        elif op == "kill":
+            send_frame(c, self.kill_reply)
+        elif op == "stdio":
+            send_frame(c, {"ok": True})
+            self.streams[(req["exec"], req["fd"])] = c
+            return
+        elif op == "wait":
+            stdin = self.streams[(req["exec"], 0)]
+            data = b""
+            while (x := stdin.recv(4096)):
+                data += x
+            self.streams[(req["exec"], 1)].sendall(b"guest got: " + data)
+            self.streams[(req["exec"], 2)].sendall(b"to stderr\n")
+            for fd in range(3):
+                self.streams[(req["exec"], fd)].close()
+            send_frame(c, {"ok": True, "status": self.wait_status})
+        c.close()
+
+    def ops(self):
+        return [r["op"] for r in self.requests]
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    """A VM container's state directory as create leaves it, with a fake VMM and agent."""
+    root, cid = tmp_path / "root", "vm1"
+    d = root / cid
+    d.mkdir(parents=True)
+    vmm = subprocess.Popen(["sleep", "1000"])
+    st = start_time(vmm.pid)
+    sock = str(d / "agent.sock")
+    (d / "sandbox.json").write_text(json.dumps({"pid": vmm.pid, "start_time": st, "agent_socket": sock}))
+    (d / "state.json").write_text(json.dumps({"id": cid, "bundle": str(tmp_path), "rootfs": str(tmp_path / "rootfs"),
+                                              "pid": vmm.pid, "start_time": st, "created": "2026-01-01T00:00:00Z",
+                                              "owner": "root", "annotations": {}, "systemd_cgroup": False}))
+    (d / "config.json").write_text(json.dumps({"ociVersion": "1.0.2", "root": {"path": "rootfs"},
+                                               "process": {"args": ["sh"], "cwd": "/", "env": ["A=1"]}}))
+    agent = FakeAgent(sock)
+
+    def capsule(*args, stdin=None):
+        return subprocess.run([CAPSULE, "--root", str(root), *args], input=stdin, capture_output=True, text=True, timeout=30)
+
+    yield capsule, agent, vmm, cid
+    vmm.kill()
+    vmm.wait()
+    agent.sock.close()
+
+
+def test_status_is_the_agents_answer(sandbox):
+    capsule, agent, _, cid = sandbox
+    for status in ("created", "running", "stopped"):
+        agent.status = status
+        assert json.loads(capsule("state", cid).stdout)["status"] == status
+    agent.status = "owned"  # anything else from the guest: it runs no container
+    assert json.loads(capsule("state", cid).stdout)["status"] == "stopped"
+    agent.status = "running"
+    assert capsule("list", "-q").stdout.split() == [cid]
+    assert " running " in capsule("list").stdout
+
+
+def test_a_dead_vmm_is_stopped_without_asking(sandbox):
+    capsule, agent, vmm, cid = sandbox
+    vmm.kill()
+    vmm.wait()
+    assert json.loads(capsule("state", cid).stdout)["status"] == "stopped"
+    assert agent.ops() == []
+
+
+def test_start_and_kill(sandbox):
+    capsule, agent, _, cid = sandbox
+    refused = capsule("start", cid)
+    assert refused.returncode == 1 and "it is running, not created" in refused.stderr
+    agent.status = "created"
+    assert capsule("start", cid).returncode == 0
+    assert agent.requests[-1] == {"op": "start"}
+    agent.status = "running"
+    assert capsule("kill", "--all", cid, "KILL").returncode == 0
+    assert agent.requests[-1] == {"op": "kill", "signal": 9, "all": True}
+
+
+def test_exec_relays_stdio_and_the_exit_status(sandbox):
+    capsule, agent, _, cid = sandbox
+    p = capsule("exec", "--env", "B=2", cid, "cat", stdin="some input\n")
+    assert (p.returncode, p.stdout, p.stderr) == (5, "guest got: some input\n", "to stderr\n")
+    exec_req = next(r for r in agent.requests if r["op"] == "exec")
+    proc = json.loads(exec_req["process"])
+    assert proc["args"] == ["cat"] and proc["env"] == ["A=1", "B=2"] and exec_req["stdio"] == "pipes"
+    streams = [r for r in agent.requests if r["op"] == "stdio"]
+    assert sorted(r["fd"] for r in streams) == [0, 1, 2] and {r["exec"] for r in streams} == {exec_req["exec"]}
+
+
+def test_hostile_replies(sandbox):
+    capsule, agent, _, cid = sandbox
+    agent.kill_reply = {"ok": False, "error": "no\x1b[31m such\nprocess" + "x" * 5000}
+    p = capsule("kill", cid)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1
+    assert p.stderr.startswith('capsule: kill container "vm1": in the VM: no?[31m such?processxxx')
+    assert len(p.stderr) < 300
+    agent.kill_reply = ["not", "an", "object"]
+    p = capsule("kill", cid)
+    assert p.returncode == 1 and "not a JSON object" in p.stderr
+    agent.wait_status = 999
+    p = capsule("exec", cid, "true", stdin="")
+    assert p.returncode == 1 and "no exit status from 0 to 255" in p.stderr
+
+
+def test_delete_refuses_a_running_one_and_force_kills_the_vmm(sandbox, tmp_path):
+    capsule, agent, vmm, cid = sandbox
+    refused = capsule("delete", cid)
+    assert refused.returncode == 1 and "not stopped: running" in refused.stderr
+    assert capsule("delete", "--force", cid).returncode == 0
+    assert vmm.wait(timeout=10) == -9
+    assert not (tmp_path / "root" / cid).exists()

@@ -1,0 +1,143 @@
+"""VM containers end to end: capsule-vm boots the guest kernel with capsule-guest, the agent, and the
+container runs in it. Needs hardware KVM (a PVM host refuses, see test_sandbox_host.py), so on this
+host tests/testbed/test_sandbox.py runs the module inside the testbed. Each test is one boot (10-90 s
+in nested TCG): the checks are batched into three."""
+import ctypes
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from conftest import BUILD, Capsule, procs_cgroup_dir
+
+PVM = os.path.isdir("/sys/module/kvm_pvm") and not any(
+    os.path.isdir(f"/sys/module/{m}") for m in ("kvm_intel", "kvm_amd"))
+KERNEL = os.environ.get("CAPSULE_KERNEL", os.path.join(BUILD, "capsule-vmlinux"))
+INITRD = os.path.join(BUILD, "capsule-guest.initrd")
+# capsule waits this long for the agent ($CAPSULE_VM_BOOT_TIMEOUT's default); a command that boots
+# gets a little more.
+BOOT = 360
+
+pytestmark = [
+    pytest.mark.skipif(PVM or not os.access("/dev/kvm", os.R_OK | os.W_OK),
+                       reason="a VM container needs hardware KVM: tests/testbed/test_sandbox.py runs this in the testbed"),
+    pytest.mark.skipif(not os.path.isfile(KERNEL), reason=f"no guest kernel at {KERNEL} ($CAPSULE_KERNEL)"),
+    pytest.mark.skipif(not os.path.isfile(INITRD), reason="build/capsule-guest.initrd is missing: run make"),
+]
+
+
+@pytest.fixture
+def vm(tmp_path):
+    c = Capsule(str(tmp_path / "state"), os.path.join(BUILD, "capsule-vm"))
+    yield c
+    c.cleanup()
+    leftover = os.listdir(c.root) if os.path.isdir(c.root) else []
+    assert leftover == [], f"containers left behind: {leftover}"
+
+
+def become_subreaper():
+    """As podman's conmon: the sandbox process outlives `capsule create` and is reparented to us."""
+    PR_SET_CHILD_SUBREAPER = 36
+    assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def guest_release():
+    with open(KERNEL, "rb") as f:
+        m = re.search(rb"Linux version (\S+)", f.read())
+    assert m, f"{KERNEL} has no version string"
+    return m.group(1).decode()
+
+
+def wait_status(vm, cid, want, timeout=60):
+    deadline = time.time() + timeout
+    while vm.status(cid) != want and time.time() < deadline:
+        time.sleep(0.2)
+    assert vm.status(cid) == want
+
+
+def processes_naming(text):
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def assert_nothing_left(vm, bundle):
+    assert not os.path.exists(os.path.join(vm.root, bundle.id))
+    assert not os.path.exists(procs_cgroup_dir(f"capsule-test/{bundle.id}"))
+    assert processes_naming(bundle.rootfs) == [], "virtiofsd (or the VMM) still serves the rootfs"
+
+
+def test_run_output_exit_status_guest_kernel_size_and_rootfs_writes(vm, bundle):
+    bundle.config["annotations"] = {"capsule.vm.memory": "256M", "capsule.vm.cpus": "1"}
+    bundle.set_args("sh", "-c", "echo hello; uname -r; grep MemTotal /proc/meminfo; nproc; "
+                    "echo from-guest >/written.txt; echo to-stderr >&2; exit 7")
+    p = vm.run("run", "--bundle", bundle.path, bundle.id, timeout=BOOT)
+    assert p.returncode == 7, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0] == "hello"
+    assert lines[1] == guest_release()
+    mem_kib = int(lines[2].split()[1])
+    assert 200 * 1024 < mem_kib <= 256 * 1024, lines[2]  # the guest's RAM, not the host's
+    assert lines[3] == "1"
+    assert p.stderr == "to-stderr\n"
+    with open(os.path.join(bundle.rootfs, "written.txt")) as f:
+        assert f.read() == "from-guest\n"
+    assert_nothing_left(vm, bundle)
+
+
+def test_create_start_state_exec_kill_delete(vm, bundle, tmp_path):
+    become_subreaper()
+    # Without a pid namespace init is not pid 1 in the guest, so SIGTERM's default action kills it.
+    bundle.config["linux"]["namespaces"] = [ns for ns in bundle.config["linux"]["namespaces"] if ns["type"] != "pid"]
+    bundle.set_args("sleep", "1000")
+    pidfile = tmp_path / "pid"
+    vm.run("create", "--bundle", bundle.path, "--pid-file", pidfile, bundle.id, check=True, timeout=BOOT)
+    st = vm.state(bundle.id)
+    assert st["status"] == "created"
+    pid = st["pid"]
+    assert pid > 0 and int(pidfile.read_text()) == pid
+    # The sandbox process is the VMM, inside the container's cgroup.
+    with open(os.path.join(procs_cgroup_dir(f"capsule-test/{bundle.id}"), "cgroup.procs")) as f:
+        assert str(pid) in f.read().split()
+    assert "console.log" in os.listdir(os.path.join(vm.root, bundle.id))
+
+    vm.run("start", bundle.id, check=True, timeout=120)
+    assert vm.status(bundle.id) == "running"
+    again = vm.run("start", bundle.id, timeout=120)
+    assert again.returncode != 0 and "not created" in again.stderr
+    refused = vm.run("delete", bundle.id, timeout=120)
+    assert refused.returncode != 0 and "not stopped" in refused.stderr
+    listed = vm.run("list", "-q", check=True, timeout=120).stdout.split()
+    assert listed == [bundle.id]
+
+    p = vm.run("exec", bundle.id, "sh", "-c", "echo exec-out; echo exec-err >&2; exit 5", timeout=120)
+    assert (p.returncode, p.stdout, p.stderr) == (5, "exec-out\n", "exec-err\n")
+
+    vm.run("kill", bundle.id, "TERM", check=True, timeout=120)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 143
+    wait_status(vm, bundle.id, "stopped")
+    vm.run("delete", bundle.id, check=True, timeout=120)
+    gone = vm.run("state", bundle.id)
+    assert gone.returncode != 0 and "does not exist" in gone.stderr
+    assert_nothing_left(vm, bundle)
+
+
+def test_delete_force_after_the_vmm_was_killed(vm, bundle):
+    become_subreaper()
+    bundle.set_args("sleep", "1000")
+    vm.run("create", "--bundle", bundle.path, bundle.id, check=True, timeout=BOOT)
+    pid = vm.state(bundle.id)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert vm.status(bundle.id) == "stopped"
+    vm.run("delete", "--force", bundle.id, check=True, timeout=120)
+    assert_nothing_left(vm, bundle)

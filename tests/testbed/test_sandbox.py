@@ -1,0 +1,29 @@
+"""VM containers (tests/e2e/test_sandbox_vm.py) need hardware KVM, which this host lacks (PVM): ONE
+testbed boot (the QEMU TCG micro-VM, whose kernel has KVM built in) runs the module, three sandbox
+boots nested inside it, and every inner test is reported here as test_inner[<its node id>]
+(tests/testbed/inner.py). On a host with hardware KVM the module runs on the host and this skips.
+Run with -s to watch the inner run."""
+import os
+
+import pytest
+
+import inner
+
+PVM = os.path.isdir("/sys/module/kvm_pvm") and not any(
+    os.path.isdir(f"/sys/module/{m}") for m in ("kvm_intel", "kvm_amd"))
+HOST_KVM = os.access("/dev/kvm", os.R_OK | os.W_OK) and not PVM
+pytestmark = [pytest.mark.testbed,
+              pytest.mark.skipif(HOST_KVM, reason="this host has hardware KVM: tests/e2e/test_sandbox_vm.py runs on it")]
+
+
+class TestSandbox(inner.Suite):
+    name = "sandbox"
+    modules = ["tests/e2e/test_sandbox_vm.py"]
+    kexpr = "test_sandbox_vm"
+    # Three nested boots of 10-90 s each plus the testbed's own; the VM is killed (exit 124) after this.
+    timeout = 1500
+    precondition = ('[ -r /dev/kvm ] && [ -w /dev/kvm ] || { echo "sandbox: no read-write /dev/kvm"; exit 3; }\n'
+                    '[ -f build/capsule-guest.initrd ] || { echo "sandbox: build/capsule-guest.initrd is missing"; exit 3; }\n'
+                    'echo "sandbox: /dev/kvm is ready"')
+    ready = "sandbox: /dev/kvm is ready"
+    collected = [] if HOST_KVM else inner.collect(modules, kexpr)
