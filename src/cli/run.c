@@ -16,7 +16,7 @@ static int run_vm(struct cli_global *g, struct create_flags *f, cap_error_t *err
         int status = 0;
         if (sandbox_create(&f->opts, &pid, err) < 0)
                 return -1;
-        if (sandbox_start(g->root, f->opts.id, err) < 0 || (!f->detach && container_wait(pid, -1, &status, err) < 0)) {
+        if (sandbox_start(g->root, f->opts.id, err) < 0 || (!f->detach && sandbox_wait(g->root, f->opts.id, pid, &status, err) < 0)) {
                 if (!f->keep) {
                         cleanup_error cap_error_t ignored = NULL;
                         sandbox_delete(g->root, f->opts.id, true, &ignored);

@@ -2,11 +2,14 @@
  * its pid, and the runtime's cgroup and hook code on the host. */
 #include "sandbox/sandbox.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/frame.h"
@@ -203,4 +206,33 @@ int sandbox_exec(const char *root, const char *id, const char *process_json, boo
         if (r == 0)
                 return cap_fail(err, 0, "exec in container \"%s\": the VM stopped before the process ended", id);
         return r < 0 ? -1 : 0;
+}
+
+int sandbox_wait(const char *root, const char *id, pid_t pid, int *status, cap_error_t *err)
+{
+        static const int forward[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCHLD };
+        sigset_t mask;
+        sigemptyset(&mask);
+        for (size_t i = 0; i < ARRAY_SIZE(forward); i++)
+                sigaddset(&mask, forward[i]);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        cleanup_close int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+        if (sfd < 0)
+                return cap_fail(err, errno, "signalfd");
+        for (;;) {
+                int wstatus;
+                pid_t w = waitpid(pid, &wstatus, WNOHANG);
+                if (w == pid) {
+                        *status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
+                        return 0;
+                }
+                if (w < 0)
+                        return cap_fail(err, errno, "wait for the VM's sandbox process");
+                struct pollfd p = { .fd = sfd, .events = POLLIN };
+                struct signalfd_siginfo si;
+                if (poll(&p, 1, -1) > 0 && read(sfd, &si, sizeof(si)) == sizeof(si) && si.ssi_signo != SIGCHLD) {
+                        cleanup_error cap_error_t ignored = NULL;
+                        sandbox_kill(root, id, (int)si.ssi_signo, false, &ignored);
+                }
+        }
 }

@@ -31,6 +31,9 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
 int sandbox_start(const char *root, const char *id, cap_error_t *err);
 int sandbox_kill(const char *root, const char *id, int sig, bool all, cap_error_t *err);
 int sandbox_delete(const char *root, const char *id, bool force, cap_error_t *err);
+/* For run: wait for the sandbox process pid (our child), passing the signals we get to the
+ * container through the agent; *status is the container's exit status. */
+int sandbox_wait(const char *root, const char *id, pid_t pid, int *status, cap_error_t *err);
 /* As state_status(), from the live VMM and the agent's answer. */
 const char *sandbox_status(const char *root, const struct state *st);
 /* Run process_json (an OCI process object) in the container; unless detach, relay our stdio
