@@ -130,10 +130,10 @@ int agent_call(const char *socket, json_t *req, json_t **reply, cap_error_t *err
         return agent_request(fd, req, reply, err);
 }
 
-int agent_open_stdio(const char *socket, const char *exec, int conns[3], long long deadline_ms, int stop_fd, cap_error_t *err)
+int agent_open_stdio(const char *socket, const char *exec, bool tty, int conns[3], long long deadline_ms, int stop_fd, cap_error_t *err)
 {
         conns[0] = conns[1] = conns[2] = -1;
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; i < (tty ? 1 : 3); i++) {
                 json_t *req = json_pack("{s:s,s:s,s:i}", "op", "stdio", "exec", exec, "fd", i);
                 if ((conns[i] = agent_connect(socket, deadline_ms, stop_fd, err)) < 0 || agent_request(conns[i], req, NULL, err) < 0) {
                         json_decref(req);
@@ -144,5 +144,7 @@ int agent_open_stdio(const char *socket, const char *exec, int conns[3], long lo
                 json_decref(req);
                 agent_no_timeout(conns[i]);
         }
+        if (tty)
+                conns[1] = conns[0]; /* the terminal, both ways */
         return 0;
 }

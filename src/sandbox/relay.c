@@ -6,6 +6,8 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -92,6 +94,17 @@ static int wait_read(struct stdio_relay *r, struct relay_state *s, cap_error_t *
         return ok ? 0 : cap_fail(err, 0, "agent wait: the VM's reply has no exit status from 0 to 255");
 }
 
+static void resize(struct stdio_relay *r)
+{
+        struct winsize ws;
+        if (ioctl(r->host[0], TIOCGWINSZ, &ws) < 0)
+                return;
+        json_t *req = json_pack("{s:s,s:s,s:i,s:i}", "op", "resize", "exec", r->exec, "rows", ws.ws_row, "cols", ws.ws_col);
+        cleanup_error cap_error_t ignored = NULL; /* a size that did not arrive is no reason to stop */
+        agent_call(r->agent_socket, req, NULL, &ignored);
+        json_decref(req);
+}
+
 int stdio_relay_run(struct stdio_relay *r, int *status, cap_error_t *err)
 {
         struct relay_state *s = xmalloc0(sizeof(*s));
@@ -101,9 +114,11 @@ int stdio_relay_run(struct stdio_relay *r, int *status, cap_error_t *err)
         s->out_open[2] = r->conn[2] >= 0;
         if (!s->in_open)
                 stdin_closed(r, s);
+        if (r->winch_fd >= 0)
+                resize(r);
         while (!s->ended || s->out_open[1] || s->out_open[2]) {
-                struct pollfd p[6];
-                int n = 0, in_i = -1, to_i = -1, out_i[3] = { -1, -1, -1 }, wait_i = -1, stop_i = -1;
+                struct pollfd p[7];
+                int n = 0, in_i = -1, to_i = -1, out_i[3] = { -1, -1, -1 }, wait_i = -1, stop_i = -1, winch_i = -1;
                 if (s->in_open && s->len == 0)
                         p[in_i = n++] = (struct pollfd){ .fd = r->host[0], .events = POLLIN };
                 if (s->in_open && s->len > 0)
@@ -116,6 +131,8 @@ int stdio_relay_run(struct stdio_relay *r, int *status, cap_error_t *err)
                         p[wait_i = n++] = (struct pollfd){ .fd = r->wait_conn, .events = POLLIN };
                 if (!s->ended && r->stop_fd >= 0)
                         p[stop_i = n++] = (struct pollfd){ .fd = r->stop_fd, .events = POLLIN };
+                if (!s->ended && r->winch_fd >= 0)
+                        p[winch_i = n++] = (struct pollfd){ .fd = r->winch_fd, .events = POLLIN };
                 if (poll(p, (nfds_t)n, -1) < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -134,6 +151,9 @@ int stdio_relay_run(struct stdio_relay *r, int *status, cap_error_t *err)
                         ret = -1;
                         break;
                 }
+                struct signalfd_siginfo si;
+                if (winch_i >= 0 && p[winch_i].revents && read(r->winch_fd, &si, sizeof(si)) == sizeof(si))
+                        resize(r);
                 if (stop_i >= 0 && p[stop_i].revents && !s->ended) {
                         /* A reply the VM sent before it ended is still ours to read. */
                         struct pollfd w = { .fd = r->wait_conn, .events = POLLIN };

@@ -10,6 +10,7 @@
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "common/frame.h"
@@ -162,7 +163,27 @@ int sandbox_delete(const char *root, const char *id, bool force, cap_error_t *er
         return rm_rf(dir, err);
 }
 
-int sandbox_exec(const char *root, const char *id, const char *process_json, bool detach, int *status, cap_error_t *err)
+/* exec -t: our terminal goes raw while it relays (the guest's pty has the line discipline). */
+static struct termios saved_termios;
+static bool termios_saved;
+
+static void terminal_raw(void)
+{
+        if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved_termios) < 0)
+                return;
+        struct termios raw = saved_termios;
+        cfmakeraw(&raw);
+        termios_saved = tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
+}
+
+static void terminal_restore(void)
+{
+        if (termios_saved)
+                tcsetattr(STDIN_FILENO, TCSANOW, &saved_termios);
+        termios_saved = false;
+}
+
+int sandbox_exec(const char *root, const char *id, const char *process_json, bool tty, bool detach, int *status, cap_error_t *err)
 {
         cleanup_state struct state *st = NULL;
         cleanup_record struct sandbox_record rec = { 0 };
@@ -176,13 +197,14 @@ int sandbox_exec(const char *root, const char *id, const char *process_json, boo
         snprintf(exec_id, sizeof(exec_id), "exec-%d-%u-%lld", (int)getpid(), counter++, now_ms());
         int conns[3];
         long long deadline = now_ms() + 10000;
-        if (agent_open_stdio(rec.agent_socket, exec_id, conns, deadline, -1, err) < 0)
+        if (agent_open_stdio(rec.agent_socket, exec_id, tty, conns, deadline, -1, err) < 0)
                 return -1;
-        cleanup_close int c0 = conns[0], c1 = conns[1], c2 = conns[2];
+        cleanup_close int c0 = conns[0], c1 = tty ? -1 : conns[1], c2 = conns[2];
         cleanup_close int fd = agent_connect(rec.agent_socket, deadline, -1, err);
         if (fd < 0)
                 return -1;
-        json_t *req = json_pack("{s:s,s:s,s:s,s:s}", "op", "exec", "exec", exec_id, "process", process_json, "stdio", "pipes");
+        json_t *req = json_pack("{s:s,s:s,s:s,s:s}", "op", "exec", "exec", exec_id, "process", process_json, "stdio",
+                                tty ? "tty" : "pipes");
         int r = agent_request(fd, req, NULL, err);
         json_decref(req);
         if (r < 0)
@@ -201,8 +223,19 @@ int sandbox_exec(const char *root, const char *id, const char *process_json, boo
         if (r < 0)
                 return -1;
         signal(SIGPIPE, SIG_IGN);
-        struct stdio_relay relay = { .host = { 0, 1, 2 }, .conn = { c0, c1, c2 }, .wait_conn = wait_conn, .stop_fd = -1 };
+        struct stdio_relay relay = { .host = { 0, 1, 2 }, .conn = { conns[0], conns[1], conns[2] }, .wait_conn = wait_conn,
+                                     .stop_fd = -1, .winch_fd = -1, .agent_socket = rec.agent_socket, .exec = exec_id };
+        cleanup_close int winch = -1;
+        if (tty && isatty(STDIN_FILENO)) {
+                sigset_t set;
+                sigemptyset(&set);
+                sigaddset(&set, SIGWINCH);
+                sigprocmask(SIG_BLOCK, &set, NULL);
+                relay.winch_fd = winch = signalfd(-1, &set, SFD_CLOEXEC);
+                terminal_raw();
+        }
         r = stdio_relay_run(&relay, status, err);
+        terminal_restore();
         if (r == 0)
                 return cap_fail(err, 0, "exec in container \"%s\": the VM stopped before the process ended", id);
         return r < 0 ? -1 : 0;

@@ -37,7 +37,8 @@ int sandbox_wait(const char *root, const char *id, pid_t pid, int *status, cap_e
 /* As state_status(), from the live VMM and the agent's answer. */
 const char *sandbox_status(const char *root, const struct state *st);
 /* Run process_json (an OCI process object) in the container; unless detach, relay our stdio
- * and set *status to its exit status as a shell reports it. */
-int sandbox_exec(const char *root, const char *id, const char *process_json, bool detach, int *status, cap_error_t *err);
+ * (with tty, our terminal, raw meanwhile, to the guest's pty) and set *status to its exit status
+ * as a shell reports it. */
+int sandbox_exec(const char *root, const char *id, const char *process_json, bool tty, bool detach, int *status, cap_error_t *err);
 
 #endif

@@ -12,10 +12,14 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pty.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "common/agent_proto.h"
@@ -87,12 +91,14 @@ static __attribute__((noreturn)) void report_failure(int fd, cap_error_t *err)
 static int agent_create(const struct sandbox_launch *l, int stop_fd, int conns[3], int *wait_conn, cap_error_t *err)
 {
         long long deadline = now_ms() + l->vm->boot_timeout_ms;
-        if (agent_open_stdio(l->agent_socket, "init", conns, deadline, stop_fd, err) < 0)
+        bool tty = l->spec->process->terminal;
+        if (agent_open_stdio(l->agent_socket, "init", tty, conns, deadline, stop_fd, err) < 0)
                 return -1;
         cleanup_close int fd = agent_connect(l->agent_socket, deadline, stop_fd, err);
         if (fd < 0)
                 return -1;
-        json_t *req = json_pack("{s:s,s:s,s:s,s:s}", "op", "create", "id", l->opts->id, "config", l->config_text, "stdio", "pipes");
+        json_t *req = json_pack("{s:s,s:s,s:s,s:s}", "op", "create", "id", l->opts->id, "config", l->config_text, "stdio",
+                                tty ? "tty" : "pipes");
         int r = agent_request(fd, req, NULL, err);
         json_decref(req);
         if (r < 0)
@@ -103,6 +109,35 @@ static int agent_create(const struct sandbox_launch *l, int stop_fd, int conns[3
         r = frame_send(*wait_conn, req, err);
         json_decref(req);
         return r;
+}
+
+/* process.terminal: the console socket gets the master of a pty of ours, whose slave is relayed
+ * raw to the guest's terminal (where the line discipline is) and is our controlling terminal, so
+ * that a resize of the master reaches us as SIGWINCH. Returns the slave. */
+static int console_open(const struct sandbox_launch *l, cap_error_t *err)
+{
+        int master, slave;
+        struct winsize ws = { .ws_row = (unsigned short)l->spec->process->console_height.v,
+                              .ws_col = (unsigned short)l->spec->process->console_width.v };
+        if (openpty(&master, &slave, NULL, NULL, ws.ws_row && ws.ws_col ? &ws : NULL) < 0)
+                return cap_fail(err, errno, "open a pty for the console");
+        struct termios raw;
+        char name[64];
+        if (ptsname_r(master, name, sizeof(name)) != 0)
+                name[0] = '\0';
+        if (tcgetattr(slave, &raw) == 0) {
+                cfmakeraw(&raw);
+                tcsetattr(slave, TCSANOW, &raw);
+        }
+        int r = send_fd(l->opts->console_socket_fd, master, name, strlen(name) + 1);
+        close(master);
+        if (r < 0) {
+                close(slave);
+                return cap_fail(err, errno, "--console-socket: send the pty master");
+        }
+        set_cloexec(slave, true);
+        ioctl(slave, TIOCSCTTY, 0);
+        return slave;
 }
 
 static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
@@ -125,8 +160,19 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
         sigaddset(&set, SIGTERM);
         sigaddset(&set, SIGQUIT);
         sigaddset(&set, SIGHUP);
+        sigaddset(&set, SIGWINCH);
         pthread_sigmask(SIG_BLOCK, &set, NULL);
         signal(SIGPIPE, SIG_IGN);
+        int console = -1, winch = -1;
+        if (l->spec->process->terminal) {
+                sigset_t winch_set;
+                sigemptyset(&winch_set);
+                sigaddset(&winch_set, SIGWINCH);
+                if ((console = console_open(l, &err)) < 0 || (winch = signalfd(-1, &winch_set, SFD_CLOEXEC)) < 0) {
+                        cap_fail(&err, errno, "signalfd");
+                        report_failure(l->report_fd, &err);
+                }
+        }
         vm_config_fill(&t.cfg, l);
         if ((t.stop_fd = eventfd(0, EFD_CLOEXEC)) < 0 || pthread_create(&thread, NULL, vm_thread_main, &t) != 0) {
                 cap_fail(&err, errno, "start the VM");
@@ -148,7 +194,9 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
         close(l->report_fd);
 
         struct stdio_relay r = { .host = { 0, 1, 2 }, .conn = { conns[0], conns[1], conns[2] }, .wait_conn = wait_conn,
-                                 .stop_fd = t.stop_fd };
+                                 .stop_fd = t.stop_fd, .winch_fd = winch, .agent_socket = l->agent_socket, .exec = "init" };
+        if (console >= 0)
+                r.host[0] = r.host[1] = console;
         int status = 0;
         int got = stdio_relay_run(&r, &status, &err);
         if (got < 0)
@@ -220,8 +268,8 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
                 return -1;
         if (!spec->process)
                 return cap_fail(err, 0, "config.json: process: required to create a container");
-        if (spec->process->terminal)
-                return cap_fail(err, 0, "process.terminal: a terminal is not supported yet for a VM container");
+        if (spec->process->terminal && o->console_socket_fd < 0)
+                return cap_fail(err, 0, "process.terminal is true: --console-socket is required (or run without --detach)");
         config_path = xasprintf("%s/config.json", o->bundle);
         if (read_file(config_path, &config_text, NULL, FRAME_MAX / 2, err) < 0)
                 return -1;

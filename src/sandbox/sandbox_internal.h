@@ -53,8 +53,10 @@ int agent_connect(const char *socket, long long deadline_ms, int stop_fd, cap_er
 int agent_request(int fd, json_t *req, json_t **reply, cap_error_t *err);
 /* Connect (no retry), request, close: the one-shot operations (start, kill, state). */
 int agent_call(const char *socket, json_t *req, json_t **reply, cap_error_t *err);
-/* Open the three "stdio" connections of exec (0: host->guest, 1 and 2: guest->host). */
-int agent_open_stdio(const char *socket, const char *exec, int conns[3], long long deadline_ms, int stop_fd, cap_error_t *err);
+/* Open the three "stdio" connections of exec (0: host->guest, 1 and 2: guest->host), or with tty
+ * the one that carries the terminal both ways (conns[0] == conns[1], conns[2] -1). */
+int agent_open_stdio(const char *socket, const char *exec, bool tty, int conns[3], long long deadline_ms, int stop_fd,
+                     cap_error_t *err);
 
 /* relay.c: a process's stdio between host fds and its agent connections. */
 struct stdio_relay {
@@ -62,6 +64,10 @@ struct stdio_relay {
         int conn[3];     /* agent_open_stdio()'s connections */
         int wait_conn;   /* the "wait" request's connection: its reply carries the status */
         int stop_fd;     /* readable once the VM has ended; -1: none */
+        /* A terminal: a signalfd for SIGWINCH (-1: none), on which host[0]'s window size goes to
+         * the agent as a "resize" of exec. */
+        int winch_fd;
+        const char *agent_socket, *exec;
 };
 /* Relay until the status has come and both output streams ended (or the VM ended). Returns 1
  * with *status, 0 when the VM ended without one, -1 with err. */

@@ -82,6 +82,14 @@ class FakeAgent:
             send_frame(c, {"ok": True})
             self.streams[(req["exec"], req["fd"])] = c
             return
+        elif op == "wait" and (req["exec"], 1) not in self.streams:  # a terminal: one stream, both ways
+            term = self.streams[(req["exec"], 0)]
+            data = b""
+            while not data.endswith(b"\n"):
+                data += term.recv(4096)
+            term.sendall(b"tty got: " + data)
+            term.close()
+            send_frame(c, {"ok": True, "status": 3})
         elif op == "wait":
             stdin = self.streams[(req["exec"], 0)]
             data = b""
@@ -189,3 +197,12 @@ def test_delete_refuses_a_running_one_and_force_kills_the_vmm(sandbox, tmp_path)
     assert capsule("delete", "--force", cid).returncode == 0
     assert vmm.wait(timeout=10) == -9
     assert not (tmp_path / "root" / cid).exists()
+
+
+def test_exec_with_a_terminal_uses_one_stream_both_ways(sandbox):
+    capsule, agent, _, cid = sandbox
+    p = capsule("exec", "-t", cid, "sh", stdin="typed\n")
+    assert (p.returncode, p.stdout) == (3, "tty got: typed\n"), p.stderr
+    exec_req = next(r for r in agent.requests if r["op"] == "exec")
+    assert exec_req["stdio"] == "tty" and json.loads(exec_req["process"])["terminal"] is True
+    assert [r["fd"] for r in agent.requests if r["op"] == "stdio"] == [0]
