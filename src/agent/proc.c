@@ -10,7 +10,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "common/log.h"
 #include "common/util.h"
 
 struct proc *proc_find(struct agent *a, const char *name)
@@ -30,6 +29,14 @@ struct proc *proc_get(struct agent *a, const char *name, cap_error_t *err)
         size_t slot;
         for (slot = 0; slot < AGENT_MAX_PROCS && a->procs[slot]; slot++)
                 ;
+        /* Full: an exec that ended, whose terminal is done and nobody waits for, makes room. */
+        for (size_t i = 0; slot == AGENT_MAX_PROCS && i < AGENT_MAX_PROCS; i++) {
+                struct proc *old = a->procs[i];
+                if (old->ended && old->master < 0 && old->n_waiters == 0 && strcmp(old->name, AGENT_INIT) != 0) {
+                        proc_remove(a, old);
+                        slot = i;
+                }
+        }
         if (slot == AGENT_MAX_PROCS)
                 return cap_fail(err, 0, "too many processes (at most %d)", AGENT_MAX_PROCS), NULL;
         p = xmalloc0(sizeof(*p));

@@ -289,6 +289,18 @@ static void stop_step(struct agent *a)
                 system_poweroff();
 }
 
+/* An exec's terminal has no slave left and its output is out: the host's end of file. init's
+ * ends with the power-off sequence (stop_step), which also waits for the host to close. */
+static void tty_check_done(struct proc *p)
+{
+        if (!p->out.eof || p->out.len > p->out.off || strcmp(p->name, AGENT_INIT) == 0)
+                return;
+        cap_closep(&p->master);
+        if (p->stdio[0] >= 0)
+                shutdown(p->stdio[0], SHUT_WR);
+        cap_closep(&p->stdio[0]);
+}
+
 enum slot_kind { SLOT_LISTEN, SLOT_SIGNAL, SLOT_CONN, SLOT_JOB, SLOT_RELAY_IN, SLOT_RELAY_OUT, SLOT_FLUSH };
 #define MAX_SLOTS (2 + AGENT_MAX_CONNS + AGENT_MAX_PROCS * 3 + AGENT_MAX_WAITERS + 3)
 
@@ -368,6 +380,8 @@ static void slot_handle(struct agent *a, const struct slots *s, size_t k, size_t
                         relay_step(r, 0, rev);
                 else
                         relay_step(r, rev, 0);
+                if (r == &a->procs[i]->out)
+                        tty_check_done(a->procs[i]);
                 return;
         case SLOT_FLUSH:
                 if (rev & (POLLHUP | POLLERR))
