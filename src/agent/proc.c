@@ -99,10 +99,13 @@ static void reply_status(struct agent *a, struct proc *p, int conn)
         json_decref(msg);
         bool init = strcmp(p->name, AGENT_INIT) == 0;
         /* init's waiters hear their end of file only once the last output is out (server.c). */
-        if (init && a->n_flush < ARRAY_SIZE(a->flush))
+        if (init && a->n_flush < ARRAY_SIZE(a->flush)) {
                 a->flush[a->n_flush++] = conn;
-        else
+                if (a->shut)
+                        shutdown(conn, SHUT_WR);
+        } else {
                 close(conn);
+        }
         if (init)
                 a->stopping = true;
 }
