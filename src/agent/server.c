@@ -242,8 +242,18 @@ static void conn_read(struct agent *a, size_t i)
 static void conn_accept(struct agent *a)
 {
         int fd;
-        while ((fd = accept4(a->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0) {
+        struct sockaddr_vm peer;
+        socklen_t len = sizeof(peer);
+        while ((fd = accept4(a->listen_fd, (struct sockaddr *)&peer, &len, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0) {
                 size_t i;
+                /* Only the host drives the agent: a container process reaching the port from inside
+                 * the guest could otherwise exec with any privileges. */
+                if (len != sizeof(peer) || peer.svm_cid != VMADDR_CID_HOST) {
+                        close(fd);
+                        len = sizeof(peer);
+                        continue;
+                }
+                len = sizeof(peer);
                 for (i = 0; i < AGENT_MAX_CONNS && a->conns[i]; i++)
                         ;
                 if (i == AGENT_MAX_CONNS) {
