@@ -180,6 +180,9 @@ void job_finish(struct agent *a, struct job *j)
         }
         if (j->proc) {
                 j->proc->busy = false;
+                /* Waits sent while it was being started hear that it never ran. */
+                for (size_t i = 0; !ok && i < j->proc->n_waiters; i++)
+                        agent_reply_error(j->proc->waiters[i], "wait: `%s` did not start", j->proc->name);
                 if (!ok)
                         proc_remove(a, j->proc);
         }
