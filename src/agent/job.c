@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "agent/system.h"
@@ -130,9 +131,8 @@ int job_start(struct agent *a, const struct agent_req *req, struct proc *p, int 
 static int receive_master(int console)
 {
         int master = -1;
-        if (console < 0 || recv_fd(console, &master, NULL, 0) <= 0 || master < 0)
+        if (console < 0 || fcntl(console, F_SETFL, O_NONBLOCK) < 0 || recv_fd(console, &master, NULL, 0) <= 0)
                 return -1;
-        set_cloexec(master, true);
         return master;
 }
 
@@ -161,7 +161,11 @@ void job_finish(struct agent *a, struct job *j)
 {
         cleanup_error cap_error_t err = NULL;
         json_t *reply = NULL;
-        if (frame_recv(j->result, &reply, &err) <= 0) {
+        int r = frame_recv(j->result, &reply, &err);
+        /* The helper exits right after its reply: reaped here, it never looks like a process
+         * of the container's to proc_reap(). */
+        waitpid(j->pid, NULL, 0);
+        if (r <= 0) {
                 agent_reply_error(j->conn, "%s: the helper ended without a reply", j->op == AGENT_OP_EXEC ? "exec" : "create");
                 reply = NULL;
         }
@@ -176,6 +180,9 @@ void job_finish(struct agent *a, struct job *j)
         }
         if (j->proc) {
                 j->proc->busy = false;
+                /* Waits sent while it was being started hear that it never ran. */
+                for (size_t i = 0; !ok && i < j->proc->n_waiters; i++)
+                        agent_reply_error(j->proc->waiters[i], "wait: `%s` did not start", j->proc->name);
                 if (!ok)
                         proc_remove(a, j->proc);
         }

@@ -10,7 +10,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "common/log.h"
 #include "common/util.h"
 
 struct proc *proc_find(struct agent *a, const char *name)
@@ -30,6 +29,14 @@ struct proc *proc_get(struct agent *a, const char *name, cap_error_t *err)
         size_t slot;
         for (slot = 0; slot < AGENT_MAX_PROCS && a->procs[slot]; slot++)
                 ;
+        /* Full: an exec that ended, whose terminal is done and nobody waits for, makes room. */
+        for (size_t i = 0; slot == AGENT_MAX_PROCS && i < AGENT_MAX_PROCS; i++) {
+                struct proc *old = a->procs[i];
+                if (old->ended && old->master < 0 && old->n_waiters == 0 && strcmp(old->name, AGENT_INIT) != 0) {
+                        proc_remove(a, old);
+                        slot = i;
+                }
+        }
         if (slot == AGENT_MAX_PROCS)
                 return cap_fail(err, 0, "too many processes (at most %d)", AGENT_MAX_PROCS), NULL;
         p = xmalloc0(sizeof(*p));
@@ -92,10 +99,13 @@ static void reply_status(struct agent *a, struct proc *p, int conn)
         json_decref(msg);
         bool init = strcmp(p->name, AGENT_INIT) == 0;
         /* init's waiters hear their end of file only once the last output is out (server.c). */
-        if (init && a->n_flush < ARRAY_SIZE(a->flush))
+        if (init && a->n_flush < ARRAY_SIZE(a->flush)) {
                 a->flush[a->n_flush++] = conn;
-        else
+                if (a->shut)
+                        shutdown(conn, SHUT_WR);
+        } else {
                 close(conn);
+        }
         if (init)
                 a->stopping = true;
 }

@@ -242,8 +242,18 @@ static void conn_read(struct agent *a, size_t i)
 static void conn_accept(struct agent *a)
 {
         int fd;
-        while ((fd = accept4(a->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0) {
+        struct sockaddr_vm peer;
+        socklen_t len = sizeof(peer);
+        while ((fd = accept4(a->listen_fd, (struct sockaddr *)&peer, &len, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0) {
                 size_t i;
+                /* Only the host drives the agent: a container process reaching the port from inside
+                 * the guest could otherwise exec with any privileges. */
+                if (len != sizeof(peer) || peer.svm_cid != VMADDR_CID_HOST) {
+                        close(fd);
+                        len = sizeof(peer);
+                        continue;
+                }
+                len = sizeof(peer);
                 for (i = 0; i < AGENT_MAX_CONNS && a->conns[i]; i++)
                         ;
                 if (i == AGENT_MAX_CONNS) {
@@ -287,6 +297,18 @@ static void stop_step(struct agent *a)
         }
         if (now_ms() >= a->poweroff_deadline)
                 system_poweroff();
+}
+
+/* An exec's terminal has no slave left and its output is out: the host's end of file. init's
+ * ends with the power-off sequence (stop_step), which also waits for the host to close. */
+static void tty_check_done(struct proc *p)
+{
+        if (!p->out.eof || p->out.len > p->out.off || strcmp(p->name, AGENT_INIT) == 0)
+                return;
+        cap_closep(&p->master);
+        if (p->stdio[0] >= 0)
+                shutdown(p->stdio[0], SHUT_WR);
+        cap_closep(&p->stdio[0]);
 }
 
 enum slot_kind { SLOT_LISTEN, SLOT_SIGNAL, SLOT_CONN, SLOT_JOB, SLOT_RELAY_IN, SLOT_RELAY_OUT, SLOT_FLUSH };
@@ -368,6 +390,8 @@ static void slot_handle(struct agent *a, const struct slots *s, size_t k, size_t
                         relay_step(r, 0, rev);
                 else
                         relay_step(r, rev, 0);
+                if (r == &a->procs[i]->out)
+                        tty_check_done(a->procs[i]);
                 return;
         case SLOT_FLUSH:
                 if (rev & (POLLHUP | POLLERR))

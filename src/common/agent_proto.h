@@ -12,7 +12,11 @@
  *        rootfs it mounted from the virtio-fs tag AGENT_ROOTFS_TAG, and creates the container with
  *        the runtime library (the same parser and the same checks as on the host). The init's
  *        stdio are the streams of the next "stdio" connections (exec "init"). Reply once the
- *        container is created: {"ok":true,"pid":GUEST_PID}.
+ *        container is created: {"ok":true,"pid":GUEST_PID}. What only means something on the
+ *        host is dropped from the config: namespace paths (a new namespace instead; a network
+ *        namespace given by path becomes the guest's own, where its NICs are), linux.cgroupsPath
+ *        and the hooks the host runs (prestart, createRuntime, poststart, poststop);
+ *        process.terminal follows "stdio". One container per VM: a second create is refused.
  *   {"op":"stdio","exec":"init"|EXEC_ID,"fd":0|1|2}
  *        Sent BEFORE the create/exec that uses it. After the reply, the connection is a raw byte
  *        stream: fd 0 host->guest, fd 1 and 2 guest->host; with "stdio":"tty" only fd 0 is used, and
@@ -20,12 +24,15 @@
  *   {"op":"start"}                       runs the container's process (container_start).
  *   {"op":"kill","signal":N,"all":bool}  signals the init (or, with all, every process).
  *   {"op":"state"}                       reply {"ok":true,"status":"created|running|stopped","pid":N}
+ *                                        (before a create: {"ok":false,"error":"state: no container"})
  *   {"op":"exec","exec":EXEC_ID,"process":"<process.json text>","stdio":"pipes"|"tty"}
  *        reply {"ok":true,"pid":GUEST_PID} once it runs.
  *   {"op":"wait","exec":"init"|EXEC_ID}
  *        the reply comes when that process has ended: {"ok":true,"status":N}, N as a shell reports it
- *        (exit code, or 128+signal). For "init", the agent then powers the VM off once every
- *        stdout/stderr stream is flushed.
+ *        (exit code, or 128+signal). Refused for an id no create/exec has named yet. For "init",
+ *        once its status went to a waiter, the agent shuts down the write side of init's streams
+ *        and of the wait connections and powers the VM off when the host has closed them all (it
+ *        has read everything), or after 5 s. Without a wait for "init" the VM stays up.
  *   {"op":"resize","exec":"init"|EXEC_ID,"rows":R,"cols":C}  a tty's window size.
  *
  * The host never trusts a reply's numbers beyond using them as the guest-side values they are:

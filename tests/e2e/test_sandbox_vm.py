@@ -120,6 +120,8 @@ def test_create_start_state_exec_kill_delete(vm, bundle, tmp_path):
 
     p = vm.run("exec", bundle.id, "sh", "-c", "echo exec-out; echo exec-err >&2; exit 5", timeout=120)
     assert (p.returncode, p.stdout, p.stderr) == (5, "exec-out\n", "exec-err\n")
+    p = vm.run("exec", "-t", bundle.id, "sh", "-c", "tty; exit 4", timeout=120)
+    assert p.returncode == 4 and p.stdout.startswith("/dev/pts/"), (p.returncode, p.stdout, p.stderr)
 
     vm.run("kill", bundle.id, "TERM", check=True, timeout=120)
     _, status = os.waitpid(pid, 0)

@@ -1,0 +1,168 @@
+/* The agent's request parser and config rewrite (src/agent/request.c): what the host sends is
+ * checked field by field before the agent acts on it. */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/request.h"
+#include "check.h"
+#include "common/util.h"
+
+/* Parse the JSON text as a request: 0 or -1 (with the error's message in *why when given). */
+static int parse(const char *text, struct agent_req *req, char **why)
+{
+        /* JSON_ALLOW_NUL: frame_decode refuses \u0000, the parser must not rely on it. */
+        json_t *msg = json_loads(text, JSON_ALLOW_NUL, NULL);
+        if (!msg)
+                return -2;
+        cap_error_t err = NULL;
+        int r = agent_req_parse(msg, req, &err);
+        if (why)
+                *why = err ? xstrdup(err->msg) : NULL;
+        cap_error_free(&err);
+        /* The request borrows the message's strings: keep them for the caller's checks. */
+        static json_t *last;
+        json_decref(last);
+        last = msg;
+        return r;
+}
+
+static bool refused(const char *text, const char *needle)
+{
+        struct agent_req req;
+        char *why = NULL;
+        bool ok = parse(text, &req, &why) == -1 && why && strstr(why, needle);
+        free(why);
+        return ok;
+}
+
+TEST(request_each_op)
+{
+        struct agent_req r;
+        CHECK(parse("{\"op\":\"stdio\",\"exec\":\"init\",\"fd\":2}", &r, NULL) == 0);
+        CHECK(r.op == AGENT_OP_STDIO && r.fd == 2);
+        CHECK_STR(r.exec, "init");
+        CHECK(parse("{\"op\":\"create\",\"id\":\"c1\",\"config\":\"{}\",\"stdio\":\"tty\"}", &r, NULL) == 0);
+        CHECK(r.op == AGENT_OP_CREATE && r.tty);
+        CHECK_STR(r.id, "c1");
+        CHECK_STR(r.config, "{}");
+        CHECK(parse("{\"op\":\"start\"}", &r, NULL) == 0 && r.op == AGENT_OP_START);
+        CHECK(parse("{\"op\":\"state\",\"extra\":[1]}", &r, NULL) == 0 && r.op == AGENT_OP_STATE);
+        CHECK(parse("{\"op\":\"kill\",\"signal\":15}", &r, NULL) == 0);
+        CHECK(r.op == AGENT_OP_KILL && r.signal == 15 && !r.all);
+        CHECK(parse("{\"op\":\"kill\",\"signal\":9,\"all\":true}", &r, NULL) == 0 && r.all);
+        CHECK(parse("{\"op\":\"exec\",\"exec\":\"e-1\",\"process\":\"{}\",\"stdio\":\"pipes\"}", &r, NULL) == 0);
+        CHECK(r.op == AGENT_OP_EXEC && !r.tty);
+        CHECK_STR(r.exec, "e-1");
+        CHECK(parse("{\"op\":\"wait\",\"exec\":\"init\"}", &r, NULL) == 0 && r.op == AGENT_OP_WAIT);
+        CHECK(parse("{\"op\":\"resize\",\"exec\":\"e1\",\"rows\":50,\"cols\":65535}", &r, NULL) == 0);
+        CHECK(r.op == AGENT_OP_RESIZE && r.rows == 50 && r.cols == 65535);
+}
+
+TEST(request_bad_op)
+{
+        CHECK(refused("{}", "\"op\": a string is required"));
+        CHECK(refused("{\"op\":1}", "\"op\": a string is required"));
+        CHECK(refused("{\"op\":\"reboot\"}", "unknown op `reboot`"));
+        CHECK(refused("{\"op\":\"state\\u0000x\"}", "NUL"));
+}
+
+TEST(request_bad_names)
+{
+        CHECK(refused("{\"op\":\"stdio\",\"exec\":\"../x\",\"fd\":0}", "\"exec\""));
+        CHECK(refused("{\"op\":\"stdio\",\"exec\":\"\",\"fd\":0}", "\"exec\""));
+        CHECK(refused("{\"op\":\"wait\",\"exec\":\"a/b\"}", "\"exec\""));
+        CHECK(refused("{\"op\":\"wait\",\"exec\":7}", "\"exec\": a string"));
+        CHECK(refused("{\"op\":\"exec\",\"exec\":\"init\",\"process\":\"{}\",\"stdio\":\"pipes\"}", "names the container's init"));
+        CHECK(refused("{\"op\":\"create\",\"id\":\"-c\",\"config\":\"{}\",\"stdio\":\"pipes\"}", "\"id\""));
+        CHECK(refused("{\"op\":\"create\",\"id\":\"c\\u0000d\",\"config\":\"{}\",\"stdio\":\"pipes\"}", "NUL"));
+        CHECK(refused("{\"op\":\"create\",\"config\":\"{}\",\"stdio\":\"pipes\"}", "\"id\": a string"));
+}
+
+TEST(request_bad_fields)
+{
+        CHECK(refused("{\"op\":\"stdio\",\"exec\":\"init\",\"fd\":3}", "\"fd\": 3 is out of range"));
+        CHECK(refused("{\"op\":\"stdio\",\"exec\":\"init\",\"fd\":-1}", "\"fd\""));
+        CHECK(refused("{\"op\":\"stdio\",\"exec\":\"init\",\"fd\":1.0}", "\"fd\": an integer"));
+        CHECK(refused("{\"op\":\"stdio\",\"exec\":\"init\"}", "\"fd\": an integer"));
+        CHECK(refused("{\"op\":\"create\",\"id\":\"c\",\"config\":{},\"stdio\":\"pipes\"}", "\"config\": a string"));
+        CHECK(refused("{\"op\":\"create\",\"id\":\"c\",\"config\":\"{}\",\"stdio\":\"pty\"}", "neither"));
+        CHECK(refused("{\"op\":\"create\",\"id\":\"c\",\"config\":\"{}\"}", "\"stdio\": a string"));
+        CHECK(refused("{\"op\":\"kill\",\"signal\":0}", "\"signal\": 0 is out of range"));
+        CHECK(refused("{\"op\":\"kill\",\"signal\":65}", "\"signal\""));
+        CHECK(refused("{\"op\":\"kill\",\"signal\":9,\"all\":1}", "\"all\": a boolean"));
+        CHECK(refused("{\"op\":\"kill\"}", "\"signal\": an integer"));
+        CHECK(refused("{\"op\":\"exec\",\"exec\":\"e\",\"stdio\":\"pipes\"}", "\"process\": a string"));
+        CHECK(refused("{\"op\":\"resize\",\"exec\":\"e\",\"rows\":65536,\"cols\":1}", "\"rows\""));
+        CHECK(refused("{\"op\":\"resize\",\"exec\":\"e\",\"rows\":1,\"cols\":-5}", "\"cols\""));
+        CHECK(refused("{\"op\":\"resize\",\"exec\":\"e\",\"rows\":1,\"cols\":9007199254740993}", "\"cols\""));
+}
+
+static json_t *rewrite(const char *config, bool tty, char **why)
+{
+        char *out = NULL;
+        cap_error_t err = NULL;
+        *why = NULL;
+        if (agent_config_rewrite(config, "/run/capsule/rootfs", tty, &out, &err) < 0) {
+                *why = xstrdup(err->msg);
+                cap_error_free(&err);
+                return NULL;
+        }
+        json_t *j = json_loads(out, 0, NULL);
+        free(out);
+        return j;
+}
+
+TEST(config_rewrite_guest_view)
+{
+        char *why;
+        json_t *c = rewrite("{\"ociVersion\":\"1.0.2\",\"root\":{\"path\":\"/host/rootfs\",\"readonly\":true},"
+                            "\"process\":{\"args\":[\"sh\"],\"terminal\":false},"
+                            "\"linux\":{\"cgroupsPath\":\"system.slice:libpod:abc\",\"namespaces\":["
+                            "{\"type\":\"pid\"},{\"type\":\"network\",\"path\":\"/run/netns/cni-1\"},"
+                            "{\"type\":\"ipc\",\"path\":\"/proc/5/ns/ipc\"},{\"type\":\"mount\"}]},"
+                            "\"hooks\":{\"prestart\":[{\"path\":\"/bin/x\"}],\"poststop\":[{\"path\":\"/bin/y\"}],"
+                            "\"createContainer\":[{\"path\":\"/bin/z\"}]}}",
+                            true, &why);
+        CHECK(c != NULL);
+        CHECK_STR(json_string_value(json_object_get(json_object_get(c, "root"), "path")), "/run/capsule/rootfs");
+        CHECK(json_is_true(json_object_get(json_object_get(c, "root"), "readonly")));
+        CHECK(json_is_true(json_object_get(json_object_get(c, "process"), "terminal")));
+        json_t *lx = json_object_get(c, "linux");
+        CHECK(json_object_get(lx, "cgroupsPath") == NULL);
+        json_t *nss = json_object_get(lx, "namespaces");
+        CHECK(json_array_size(nss) == 3); /* the host's network namespace is gone */
+        for (size_t i = 0; i < json_array_size(nss); i++) {
+                CHECK(json_object_get(json_array_get(nss, i), "path") == NULL);
+                CHECK(strcmp(json_string_value(json_object_get(json_array_get(nss, i), "type")), "network") != 0);
+        }
+        json_t *hooks = json_object_get(c, "hooks");
+        CHECK(json_object_get(hooks, "prestart") == NULL && json_object_get(hooks, "poststop") == NULL);
+        CHECK(json_object_get(hooks, "createContainer") != NULL);
+        json_decref(c);
+}
+
+TEST(config_rewrite_new_network_namespace_stays)
+{
+        char *why;
+        json_t *c = rewrite("{\"process\":{\"terminal\":true},\"linux\":{\"namespaces\":[{\"type\":\"network\"}]}}", false, &why);
+        CHECK(c != NULL);
+        CHECK(json_array_size(json_object_get(json_object_get(c, "linux"), "namespaces")) == 1);
+        CHECK(json_is_false(json_object_get(json_object_get(c, "process"), "terminal")));
+        json_decref(c);
+}
+
+TEST(config_rewrite_refuses)
+{
+        static const char *const bad[] = {
+                "[]", "{\"root\":\"x\"}", "{\"process\":[]}", "{\"linux\":{\"namespaces\":{}}}",
+                "{\"linux\":{\"namespaces\":[1]}}", "not json", "{\"a\":1,\"a\":2}",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                char *why;
+                json_t *c = rewrite(bad[i], false, &why);
+                CHECK(c == NULL);
+                CHECK(why != NULL && strstr(why, "config.json"));
+                free(why);
+        }
+}
