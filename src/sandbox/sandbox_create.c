@@ -87,6 +87,31 @@ static __attribute__((noreturn)) void report_failure(int fd, cap_error_t *err)
         _exit(1);
 }
 
+/* The guest console's last line (the state directory and its log go with a failed create), at
+ * most 160 printable bytes, or NULL. */
+static char *console_last_line(const struct sandbox_launch *l)
+{
+        cleanup_free char *path = xasprintf("%s/" SANDBOX_CONSOLE_LOG, l->dir);
+        cleanup_free char *text = NULL;
+        cleanup_error cap_error_t ignored = NULL;
+        size_t len;
+        if (read_file(path, &text, &len, 0, &ignored) < 0)
+                return NULL;
+        while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+                text[--len] = '\0';
+        char *start = text + len;
+        while (start > text && start[-1] != '\n')
+                start--;
+        if (!*start)
+                return NULL;
+        char *line = strndup(start, 160);
+        for (char *c = line; *c; c++) {
+                if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
+                        *c = '?';
+        }
+        return line;
+}
+
 /* The agent's part of create: stdio first, then the container, then the wait for its init. */
 static int agent_create(const struct sandbox_launch *l, int stop_fd, int conns[3], int *wait_conn, cap_error_t *err)
 {
@@ -184,6 +209,12 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
                         cap_error_free(&err);
                         err = t.err;
                         t.err = NULL;
+                }
+                cleanup_free char *last = console_last_line(l);
+                if (last) {
+                        cleanup_free char *msg = xasprintf("%s (the guest's console last said: %s)", err->msg, last);
+                        cap_error_free(&err);
+                        cap_fail(&err, 0, "%s", msg);
                 }
                 report_failure(l->report_fd, &err);
         }
