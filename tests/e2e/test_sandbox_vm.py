@@ -143,3 +143,15 @@ def test_delete_force_after_the_vmm_was_killed(vm, bundle):
     assert vm.status(bundle.id) == "stopped"
     vm.run("delete", "--force", bundle.id, check=True, timeout=120)
     assert_nothing_left(vm, bundle)
+
+
+def test_boot_timeout_leaves_nothing(vm, bundle):
+    """A guest that does not answer in time (1 s: not even TCG boots that fast): create fails
+    with one line and kills the VMM; no state, cgroup or virtiofsd is left."""
+    bundle.set_args("true")
+    p = vm.run("create", "--bundle", bundle.path, bundle.id, timeout=120,
+               env=dict(os.environ, CAPSULE_VM_BOOT_TIMEOUT="1"))
+    assert p.returncode == 1
+    assert p.stderr.startswith("capsule: the VM's agent did not answer within the boot timeout"), p.stderr
+    assert p.stderr.count("\n") == 1
+    assert_nothing_left(vm, bundle)
