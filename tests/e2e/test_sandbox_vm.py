@@ -145,9 +145,10 @@ def test_delete_force_after_the_vmm_was_killed(vm, bundle):
     assert_nothing_left(vm, bundle)
 
 
+@pytest.mark.skipif(os.environ.get("TESTBED") != "qemu", reason="on hardware KVM the guest may answer within 1 s")
 def test_boot_timeout_leaves_nothing(vm, bundle):
-    """A guest that does not answer in time (1 s: not even TCG boots that fast): create fails
-    with one line and kills the VMM; no state, cgroup or virtiofsd is left."""
+    """A guest that does not answer in time (1 s: nested TCG boots take 10 s and more): create
+    fails with one line and kills the VMM; no state, cgroup or virtiofsd is left."""
     bundle.set_args("true")
     p = vm.run("create", "--bundle", bundle.path, bundle.id, timeout=120,
                env=dict(os.environ, CAPSULE_VM_BOOT_TIMEOUT="1"))
