@@ -165,16 +165,35 @@ static int console_open(const struct sandbox_launch *l, cap_error_t *err)
         return slave;
 }
 
+/* create's stdio belong to the container: keep them above 2 and give the VMM and virtiofsd
+ * (which inherits stderr) /dev/null and a log of their own, so that nothing of theirs is mixed
+ * into the container's output. */
+static int stdio_take(const struct sandbox_launch *l, int host[3], cap_error_t *err)
+{
+        for (int i = 0; i < 3; i++)
+                host[i] = fcntl(i, F_DUPFD_CLOEXEC, 3);
+        cleanup_free char *path = xasprintf("%s/" SANDBOX_VMM_LOG, l->dir);
+        cleanup_close int log = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        cleanup_close int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (log < 0 || null < 0)
+                return cap_fail(err, errno, "open `%s`", path);
+        if (dup2(null, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0)
+                return cap_fail(err, errno, "dup2");
+        return 0;
+}
+
 static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
 {
         cleanup_error cap_error_t err = NULL;
         static struct vm_thread t;
         pthread_t thread;
-        int conns[3] = { -1, -1, -1 }, wait_conn = -1;
+        int conns[3] = { -1, -1, -1 }, wait_conn = -1, host[3];
 
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != l->creator)
                 _exit(1);
         setsid();
+        if (stdio_take(l, host, &err) < 0)
+                report_failure(l->report_fd, &err);
         if (cgroup_enter(l->cg, getpid(), &err) < 0)
                 report_failure(l->report_fd, &err);
         /* The VMM's signalfd takes SIGINT/SIGTERM/SIGQUIT/SIGHUP for an orderly stop: no thread
@@ -224,7 +243,7 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
                 _exit(1);
         close(l->report_fd);
 
-        struct stdio_relay r = { .host = { 0, 1, 2 }, .conn = { conns[0], conns[1], conns[2] }, .wait_conn = wait_conn,
+        struct stdio_relay r = { .host = { host[0], host[1], host[2] }, .conn = { conns[0], conns[1], conns[2] }, .wait_conn = wait_conn,
                                  .stop_fd = t.stop_fd, .winch_fd = winch, .agent_socket = l->agent_socket, .exec = "init" };
         if (console >= 0)
                 r.host[0] = r.host[1] = console;

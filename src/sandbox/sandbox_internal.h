@@ -15,6 +15,7 @@
 #define SANDBOX_RECORD "sandbox.json"
 #define SANDBOX_AGENT_SOCKET "agent.sock"
 #define SANDBOX_CONSOLE_LOG "console.log"
+#define SANDBOX_VMM_LOG "vmm.log" /* the VMM's and virtiofsd's own messages, after create */
 
 /* The VM for one container, resolved and checked at create before anything exists. */
 struct sandbox_vm {
