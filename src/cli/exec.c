@@ -214,11 +214,11 @@ static int cmd_exec(struct cli_global *g, int argc, char **argv, cap_error_t *er
                 goto out;
         if (sandbox_owns(g->root, id)) {
                 int status;
-                if (f.console_socket || f.pid_file || f.preserve_fds || f.n_cgroups)
-                        cli_usage(err, "exec", "--console-socket, --pid-file, --preserve-fds and --cgroup do not apply to a VM container");
+                if (f.console_socket || f.preserve_fds || f.n_cgroups)
+                        cli_usage(err, "exec", "--console-socket, --preserve-fds and --cgroup do not apply to a VM container");
                 else if (proc->terminal && f.detach)
                         cli_usage(err, "exec", "--tty with --detach needs --console-socket, which a VM container does not take yet");
-                else if (sandbox_exec(g->root, id, proc_json, proc->terminal, f.detach, &status, err) == 0)
+                else if (sandbox_exec(g->root, id, proc_json, proc->terminal, f.detach, f.pid_file, &status, err) == 0)
                         ret = status;
                 goto out;
         }

@@ -183,7 +183,51 @@ static void terminal_restore(void)
         termios_saved = false;
 }
 
-int sandbox_exec(const char *root, const char *id, const char *process_json, bool tty, bool detach, int *status, cap_error_t *err)
+static int write_pid_file(const char *path, pid_t pid, cap_error_t *err)
+{
+        if (!path)
+                return 0;
+        char buf[32];
+        int len = snprintf(buf, sizeof(buf), "%d", (int)pid);
+        return write_file_atomic(path, buf, (size_t)len, err) < 0 ? cap_error_prefix(err, "--pid-file") : 0;
+}
+
+/* The second half of exec: the wait, and the relay until the process has ended. */
+static int exec_relay(const struct sandbox_record *rec, const char *exec_id, bool tty, const int conns[3], int *status,
+                      cap_error_t *err)
+{
+        long long deadline = now_ms() + 10000;
+        json_t *req;
+        int r;
+        cleanup_close int wait_conn = agent_connect(rec->agent_socket, deadline, -1, err);
+        if (wait_conn < 0)
+                return -1;
+        req = json_pack("{s:s,s:s}", "op", "wait", "exec", exec_id);
+        r = frame_send(wait_conn, req, err);
+        json_decref(req);
+        if (r < 0)
+                return -1;
+        signal(SIGPIPE, SIG_IGN);
+        struct stdio_relay relay = { .host = { 0, 1, 2 }, .conn = { conns[0], conns[1], conns[2] }, .wait_conn = wait_conn,
+                                     .stop_fd = -1, .winch_fd = -1, .agent_socket = rec->agent_socket, .exec = exec_id };
+        cleanup_close int winch = -1;
+        if (tty && isatty(STDIN_FILENO)) {
+                sigset_t set;
+                sigemptyset(&set);
+                sigaddset(&set, SIGWINCH);
+                sigprocmask(SIG_BLOCK, &set, NULL);
+                relay.winch_fd = winch = signalfd(-1, &set, SFD_CLOEXEC);
+                terminal_raw();
+        }
+        r = stdio_relay_run(&relay, status, err);
+        terminal_restore();
+        if (r == 0)
+                return cap_fail(err, 0, "exec `%s`: the VM stopped before the process ended", exec_id);
+        return r < 0 ? -1 : 0;
+}
+
+int sandbox_exec(const char *root, const char *id, const char *process_json, bool tty, bool detach, const char *pid_file,
+                 int *status, cap_error_t *err)
 {
         cleanup_state struct state *st = NULL;
         cleanup_record struct sandbox_record rec = { 0 };
@@ -209,36 +253,25 @@ int sandbox_exec(const char *root, const char *id, const char *process_json, boo
         json_decref(req);
         if (r < 0)
                 return cap_error_prefix(err, "exec in container \"%s\"", id);
-        if (detach) {
-                /* The process's streams end here: it reads end of file and writes into nothing. */
+        /* The host's stand-in for the process: it relays its stdio and exits with its status. With
+         * detach it is a child left behind, as runc leaves the exec'd process to a subreaper
+         * (conmon), and --pid-file names it. */
+        pid_t relay_pid = detach ? fork() : getpid();
+        if (relay_pid < 0)
+                return cap_fail(err, errno, "fork the exec's relay");
+        if (relay_pid > 0 && detach) {
                 *status = 0;
-                return 0;
+                return write_pid_file(pid_file, relay_pid, err);
         }
-        cleanup_close int wait_conn = agent_connect(rec.agent_socket, deadline, -1, err);
-        if (wait_conn < 0)
+        if (!detach && write_pid_file(pid_file, relay_pid, err) < 0)
                 return -1;
-        req = json_pack("{s:s,s:s}", "op", "wait", "exec", exec_id);
-        r = frame_send(wait_conn, req, err);
-        json_decref(req);
-        if (r < 0)
-                return -1;
-        signal(SIGPIPE, SIG_IGN);
-        struct stdio_relay relay = { .host = { 0, 1, 2 }, .conn = { conns[0], conns[1], conns[2] }, .wait_conn = wait_conn,
-                                     .stop_fd = -1, .winch_fd = -1, .agent_socket = rec.agent_socket, .exec = exec_id };
-        cleanup_close int winch = -1;
-        if (tty && isatty(STDIN_FILENO)) {
-                sigset_t set;
-                sigemptyset(&set);
-                sigaddset(&set, SIGWINCH);
-                sigprocmask(SIG_BLOCK, &set, NULL);
-                relay.winch_fd = winch = signalfd(-1, &set, SFD_CLOEXEC);
-                terminal_raw();
+        r = exec_relay(&rec, exec_id, tty, conns, status, err);
+        if (detach) {
+                if (r < 0)
+                        cap_error_report(err);
+                _exit(r < 0 ? 255 : *status);
         }
-        r = stdio_relay_run(&relay, status, err);
-        terminal_restore();
-        if (r == 0)
-                return cap_fail(err, 0, "exec in container \"%s\": the VM stopped before the process ended", id);
-        return r < 0 ? -1 : 0;
+        return r;
 }
 
 int sandbox_wait(const char *root, const char *id, pid_t pid, int *status, cap_error_t *err)

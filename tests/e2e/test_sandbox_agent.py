@@ -206,3 +206,17 @@ def test_exec_with_a_terminal_uses_one_stream_both_ways(sandbox):
     exec_req = next(r for r in agent.requests if r["op"] == "exec")
     assert exec_req["stdio"] == "tty" and json.loads(exec_req["process"])["terminal"] is True
     assert [r["fd"] for r in agent.requests if r["op"] == "stdio"] == [0]
+
+
+def test_detached_exec_leaves_a_relay_that_exits_with_the_status(sandbox, tmp_path):
+    """As conmon sees it: `exec -d --pid-file` returns at once; the pid it names is the host's
+    stand-in for the process, reparented to the subreaper, and exits with the process's status."""
+    import ctypes
+    capsule, agent, _, cid = sandbox
+    assert ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    pidfile = tmp_path / "exec.pid"
+    p = capsule("exec", "-d", "--pid-file", str(pidfile), cid, "cat", stdin="")
+    assert p.returncode == 0, p.stderr
+    pid = int(pidfile.read_text())
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 5
