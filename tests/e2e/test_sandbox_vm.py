@@ -117,10 +117,9 @@ def test_create_start_state_exec_kill_delete(vm, bundle, tmp_path):
     assert refused.returncode != 0 and "not stopped" in refused.stderr
     listed = vm.run("list", "-q", check=True, timeout=120).stdout.split()
     assert listed == [bundle.id]
-    # pause freezes the whole VM in the container's cgroup
-    vm.run("pause", bundle.id, check=True, timeout=120)
-    assert vm.status(bundle.id) == "paused"
-    vm.run("resume", bundle.id, check=True, timeout=120)
+    # not yet: the cgroup freezer did not stop the VMM's vCPU threads in time
+    p = vm.run("pause", bundle.id, timeout=120)
+    assert p.returncode == 1 and p.stderr.strip().endswith("pausing a VM container is not supported yet")
     assert vm.status(bundle.id) == "running"
 
     p = vm.run("exec", bundle.id, "sh", "-c", "echo exec-out; echo exec-err >&2; exit 5", timeout=120)
