@@ -220,3 +220,20 @@ def test_detached_exec_leaves_a_relay_that_exits_with_the_status(sandbox, tmp_pa
     pid = int(pidfile.read_text())
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 5
+
+
+def test_poststart_and_poststop_hooks_run_on_the_host(sandbox, tmp_path):
+    capsule, agent, _, cid = sandbox
+    cfg_path = tmp_path / "root" / cid / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["hooks"] = {name: [{"path": "/bin/sh", "args": ["sh", "-c", f"cat >{tmp_path}/{name}.json"]}]
+                    for name in ("poststart", "poststop")}
+    cfg_path.write_text(json.dumps(cfg))
+    agent.status = "created"
+    assert capsule("start", cid).returncode == 0
+    st = json.loads((tmp_path / "poststart.json").read_text())
+    assert (st["id"], st["status"]) == (cid, "running")
+    agent.status = "stopped"
+    assert capsule("delete", cid).returncode == 0
+    st = json.loads((tmp_path / "poststop.json").read_text())
+    assert (st["id"], st["status"]) == (cid, "stopped")
