@@ -148,3 +148,11 @@ int agent_open_stdio(const char *socket, const char *exec, bool tty, int conns[3
                 conns[1] = conns[0]; /* the terminal, both ways */
         return 0;
 }
+
+void agent_stdio_close(int (*conns)[3])
+{
+        if ((*conns)[1] == (*conns)[0])
+                (*conns)[1] = -1;
+        for (int i = 0; i < 3; i++)
+                cap_closep(&(*conns)[i]);
+}

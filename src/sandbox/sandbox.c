@@ -239,11 +239,10 @@ int sandbox_exec(const char *root, const char *id, const char *process_json, boo
         static unsigned counter;
         char exec_id[64];
         snprintf(exec_id, sizeof(exec_id), "exec-%d-%u-%lld", (int)getpid(), counter++, now_ms());
-        int conns[3];
+        cleanup_stdio int conns[3] = { -1, -1, -1 };
         long long deadline = now_ms() + 10000;
         if (agent_open_stdio(rec.agent_socket, exec_id, tty, conns, deadline, -1, err) < 0)
                 return -1;
-        cleanup_close int c0 = conns[0], c1 = tty ? -1 : conns[1], c2 = conns[2];
         cleanup_close int fd = agent_connect(rec.agent_socket, deadline, -1, err);
         if (fd < 0)
                 return -1;

@@ -253,10 +253,7 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
                 log_warning("%s", err->msg);
         /* The agent powers off once the host has closed init's streams and the wait: all is read. */
         cap_closep(&wait_conn);
-        for (int i = 0; i < 3; i++) {
-                if (i == 0 || conns[i] != conns[0])
-                        cap_closep(&conns[i]);
-        }
+        agent_stdio_close(&conns);
         struct pollfd p = { .fd = t.stop_fd, .events = POLLIN };
         if (poll(&p, 1, got == 1 ? SANDBOX_POWEROFF_WAIT_MS : -1) > 0 && got != 1)
                 status = t.status; /* the VM ended without the init's status: its own (panic, triple fault, ...) */

@@ -58,6 +58,9 @@ int agent_call(const char *socket, json_t *req, json_t **reply, cap_error_t *err
  * the one that carries the terminal both ways (conns[0] == conns[1], conns[2] -1). */
 int agent_open_stdio(const char *socket, const char *exec, bool tty, int conns[3], long long deadline_ms, int stop_fd,
                      cap_error_t *err);
+/* Close what agent_open_stdio() opened (each fd once); for the cleanup attribute. */
+void agent_stdio_close(int (*conns)[3]);
+#define cleanup_stdio __attribute__((cleanup(agent_stdio_close)))
 
 /* relay.c: a process's stdio between host fds and its agent connections. */
 struct stdio_relay {
