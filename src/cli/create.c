@@ -10,8 +10,7 @@ static int cmd_create(struct cli_global *g, int argc, char **argv, cap_error_t *
         pid_t pid;
         if (create_flags_parse(g, argc, argv, false, &f, err) < 0)
                 return -1;
-        int vm = sandbox_wanted(g->vm, f.opts.bundle, err);
-        int r = vm < 0 ? -1 : vm ? sandbox_create(&f.opts, &pid, err) : container_create(&f.opts, &pid, err);
+        int r = sandbox_wanted(g->vm, f.opts.bundle) ? sandbox_create(&f.opts, &pid, err) : container_create(&f.opts, &pid, err);
         if (f.opts.console_socket_fd >= 0)
                 close(f.opts.console_socket_fd);
         return r < 0 ? -1 : 0;

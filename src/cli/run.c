@@ -59,8 +59,8 @@ static int cmd_run(struct cli_global *g, int argc, char **argv, cap_error_t *err
         if (create_flags_parse(g, argc, argv, true, &f, err) < 0)
                 return -1;
         cleanup_close int console_fd = f.opts.console_socket_fd;
-        int vm = sandbox_wanted(g->vm, f.opts.bundle, err);
-        if (vm < 0 || spec_load(f.opts.bundle, &spec, err) < 0)
+        bool vm = sandbox_wanted(g->vm, f.opts.bundle);
+        if (spec_load(f.opts.bundle, &spec, err) < 0)
                 return -1;
         bool terminal = spec->process && spec->process->terminal;
         if (vm)

@@ -19,9 +19,8 @@
  * (whose /proc/self/exe is a memfd): the default kernel and initrd sit next to the binary. */
 #define SANDBOX_EXE_DIR_ENV "CAPSULE_EXE_DIR"
 
-/* 1 if the container runs in a VM: flag (--vm, capsule-vm) or the bundle's annotation; 0 if
- * not; -1 with err for an unreadable config.json. */
-int sandbox_wanted(bool flag, const char *bundle, cap_error_t *err);
+/* Whether the container runs in a VM: flag (--vm, capsule-vm) or the bundle's annotation. */
+bool sandbox_wanted(bool flag, const char *bundle);
 /* Whether <root>/<id> is a VM container's. */
 bool sandbox_owns(const char *root, const char *id);
 
