@@ -5,7 +5,7 @@ capsule-rootfs and a hybrid vsock socket, and this file, run as a program inside
 tests/testbed/agent_client.py. Two boots, each one container (the VM powers off when its init
 ends):
 - pipes: the container's init (in its own pid namespace) prints `echo hello` and `uname -r`,
-  writes a file into its rootfs, reads a line from its stdin and exits 7; meanwhile two execs
+  writes a file into its rootfs, copies its stdin to its end of file and exits 7; meanwhile two execs
   run, one with pipes and its own status, one with a tty that is resized; bad requests are
   refused with an error reply;
 - tty: init runs on a terminal (no pid namespace, so SIGTERM is not ignored as a namespace
@@ -159,7 +159,7 @@ def scenario_pipes(agent, r, bundle):
     t.sendall(b"go\n")
     r["e2_tty"] = read_all(t).decode(errors="replace")
     r["e2_status"] = agent.wait_reply(w2)
-    # init's stdin: one line, then its end of file; init exits 7.
+    # init's stdin: one line, then its end of file (init's `cat` ends on it); init exits 7.
     wi = agent.wait("init")
     fds[0].sendall(b"bye\n")
     fds[0].shutdown(socket.SHUT_WR)
@@ -198,7 +198,7 @@ def host_main(out, scenario):
         bundle = None
     elif scenario == "pipes":
         bundle = make_bundle(tmp, ["sh", "-c", "echo hello; uname -r; echo from-container >/written.txt; "
-                                   "read line; echo got-$line; echo init-err >&2; exit 7"], False)
+                                   "cat >/stdin.txt; echo got-$(cat /stdin.txt); echo init-err >&2; exit 7"], False)
     else:
         bundle = make_bundle(tmp, ["sh", "-c", "stty size; read x; echo got-$x; exec sleep 1000"], True, pid_ns=False)
     sock = f"{tmp}/v.sock"
