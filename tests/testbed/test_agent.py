@@ -265,8 +265,10 @@ def boots(request):
         capman = request.config.pluginmanager.getplugin("capturemanager")
         with capman.global_and_fixture_disabled():
             print(f"\n[test_agent] testbed exit {r.returncode}; " + ", ".join(
-                f"{s}: {b.r.get('seconds')} s (agent ready after {b.r.get('boot_to_ready_s')} s, "
-                f"power-off {b.r.get('status_to_exit_s')} s after init's status)" for s, b in boots.items()))
+                f"{s}: {b.r.get('seconds')} s" + (f" (agent ready after {b.r['boot_to_ready_s']} s, power-off "
+                                                  f"{b.r.get('status_to_exit_s')} s after init's status)"
+                                                  if "boot_to_ready_s" in b.r else "")
+                for s, b in boots.items()))
         assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
         yield boots
     finally:
