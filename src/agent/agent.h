@@ -76,7 +76,8 @@ struct agent {
         bool stopping, shut; /* init's status went out; the streams were shut down */
         long long poweroff_deadline;
         int flush[AGENT_MAX_WAITERS + 3];
-        size_t n_flush;
+        bool flushed[AGENT_MAX_WAITERS + 3]; /* the host closed it */
+        size_t n_flush, n_flushed;
 };
 
 /* server.c */

@@ -295,8 +295,13 @@ static void stop_step(struct agent *a)
                         shutdown(a->flush[i], SHUT_WR);
                 a->shut = true;
         }
-        if (now_ms() >= a->poweroff_deadline)
+        if (a->shut && a->n_flushed == a->n_flush)
                 system_poweroff();
+        if (now_ms() >= a->poweroff_deadline) {
+                dprintf(STDERR_FILENO, "capsule-guest: power-off after %d ms with %zu of %zu streams to the host still open\n",
+                        AGENT_FLUSH_MS, a->n_flush - a->n_flushed, a->n_flush);
+                system_poweroff();
+        }
 }
 
 /* An exec's terminal has no slave left and its output is out: the host's end of file. init's
@@ -354,10 +359,11 @@ static void slots_build(const struct agent *a, struct slots *s)
                         slot_add(s, fd, ev, SLOT_RELAY_OUT, i);
         }
         for (size_t i = 0; a->shut && i < a->n_flush; i++)
-                slot_add(s, a->flush[i], 0, SLOT_FLUSH, i);
+                if (!a->flushed[i])
+                        slot_add(s, a->flush[i], 0, SLOT_FLUSH, i);
 }
 
-static void slot_handle(struct agent *a, const struct slots *s, size_t k, size_t *hung_up)
+static void slot_handle(struct agent *a, const struct slots *s, size_t k)
 {
         short rev = s->pfd[k].revents;
         size_t i = s->what[k].index;
@@ -394,8 +400,11 @@ static void slot_handle(struct agent *a, const struct slots *s, size_t k, size_t
                         tty_check_done(a->procs[i]);
                 return;
         case SLOT_FLUSH:
-                if (rev & (POLLHUP | POLLERR))
-                        (*hung_up)++;
+                /* The host has closed it: the fd stays open (no reuse), unpolled. */
+                if (rev & (POLLHUP | POLLERR)) {
+                        a->flushed[i] = true;
+                        a->n_flushed++;
+                }
                 return;
         }
 }
@@ -424,12 +433,9 @@ void agent_serve(struct agent *a)
                 int n = poll(s.pfd, s.n, timeout);
                 if (n < 0 && errno != EINTR)
                         system_fatal("poll: %s", strerror(errno));
-                size_t hung_up = 0;
                 for (size_t k = 0; n > 0 && k < s.n; k++)
                         if (s.pfd[k].revents)
-                                slot_handle(a, &s, k, &hung_up);
-                if (a->shut && a->n_flush > 0 && hung_up == a->n_flush)
-                        system_poweroff();
+                                slot_handle(a, &s, k);
                 if (a->stopping)
                         stop_step(a);
         }

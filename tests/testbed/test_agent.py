@@ -5,12 +5,14 @@ capsule-rootfs and a hybrid vsock socket, and this file, run as a program inside
 tests/testbed/agent_client.py. Two boots, each one container (the VM powers off when its init
 ends):
 - pipes: the container's init (in its own pid namespace) prints `echo hello` and `uname -r`,
-  writes a file into its rootfs, reads a line from its stdin and exits 7; meanwhile two execs
+  writes a file into its rootfs, copies its stdin to its end of file and exits 7; meanwhile two execs
   run, one with pipes and its own status, one with a tty that is resized; bad requests are
   refused with an error reply;
 - tty: init runs on a terminal (no pid namespace, so SIGTERM is not ignored as a namespace
   init's would be): a resize before start shows in `stty size`, typed input comes back, and
-  kill SIGTERM ends it with status 143.
+  kill SIGTERM ends it with status 143;
+- norootfs: no virtio-fs share: the agent cannot mount the container's rootfs, says so in one
+  console line and powers the VM off.
 The tests then assert per boot what a user sees."""
 import json
 import os
@@ -31,7 +33,7 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[2]
 RUN = REPO / "tests" / "testbed" / "run"
 INITRD = REPO / "build" / "capsule-guest.initrd"
-SCENARIOS = ("pipes", "tty")
+SCENARIOS = ("pipes", "tty", "norootfs")
 CMDLINE = "console=ttyS0 reboot=k panic=-1 quiet"
 GUEST_CID = 3
 
@@ -64,6 +66,7 @@ def make_bundle(top, args, tty, pid_ns=True):
     cfg["root"]["readonly"] = False
     cfg["process"]["args"] = args
     cfg["process"]["terminal"] = tty
+    cfg["linux"].setdefault("resources", {})["pids"] = {"limit": 42}
     if not pid_ns:
         cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"] if n["type"] != "pid"]
     (bundle / "config.json").write_text(json.dumps(cfg))
@@ -135,7 +138,8 @@ def scenario_pipes(agent, r, bundle):
     # An exec with pipes and its own status, while init runs.
     e1 = [agent.stdio("e1", i) for i in (1, 2)]
     r["exec_e1"] = agent.call("exec", exec="e1", stdio="pipes", process=json.dumps(
-        {"args": ["sh", "-c", "echo exec-out; echo exec-err >&2; exit 3"], "cwd": "/", "env": ["PATH=/bin"]}))
+        {"args": ["sh", "-c", "echo exec-out $FOO $(pwd) $(id -u):$(id -g) $(cat /sys/fs/cgroup/pids.max); echo exec-err >&2; exit 3"],
+         "cwd": "/tmp", "env": ["PATH=/bin", "FOO=bar"], "user": {"uid": 65534, "gid": 65534}}))
     # The wait comes once the exec runs (before, the agent does not know the id); a process that
     # ended already gets its status at once.
     r["e1_status"] = agent.wait_reply(agent.wait("e1"))
@@ -155,7 +159,7 @@ def scenario_pipes(agent, r, bundle):
     t.sendall(b"go\n")
     r["e2_tty"] = read_all(t).decode(errors="replace")
     r["e2_status"] = agent.wait_reply(w2)
-    # init's stdin: one line, then its end of file; init exits 7.
+    # init's stdin: one line, then its end of file (init's `cat` ends on it); init exits 7.
     wi = agent.wait("init")
     fds[0].sendall(b"bye\n")
     fds[0].shutdown(socket.SHUT_WR)
@@ -190,29 +194,33 @@ def host_main(out, scenario):
     out.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="agent-")
     r = {"kernel_release": kernel_release(os.environ["CAPSULE_KERNEL"])}
-    if scenario == "pipes":
+    if scenario == "norootfs":
+        bundle = None
+    elif scenario == "pipes":
         bundle = make_bundle(tmp, ["sh", "-c", "echo hello; uname -r; echo from-container >/written.txt; "
-                                   "read line; echo got-$line; echo init-err >&2; exit 7"], False)
+                                   "cat >/stdin.txt; echo got-$(cat /stdin.txt); echo init-err >&2; exit 7"], False)
     else:
         bundle = make_bundle(tmp, ["sh", "-c", "stty size; read x; echo got-$x; exec sleep 1000"], True, pid_ns=False)
     sock = f"{tmp}/v.sock"
-    cmd = ["capsule", "vm", "run", "--initrd", str(INITRD), "--memory", "512M", "--cpus", "2",
-           "--share", f"{bundle / 'rootfs'},tag=capsule-rootfs", "--vsock", f"{GUEST_CID},socket={sock}",
-           "--cmdline", CMDLINE]
+    share = ["--share", f"{bundle / 'rootfs'},tag=capsule-rootfs"] if bundle else []
+    cmd = ["capsule", "vm", "run", "--initrd", str(INITRD), "--memory", "512M", "--cpus", "2", *share,
+           "--vsock", f"{GUEST_CID},socket={sock}", "--cmdline", CMDLINE]
     t0 = time.monotonic()
     with open(out / "console", "w") as o, open(out / "stderr", "w") as e:
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=o, stderr=e)
     try:
-        while p.poll() is None and not os.path.exists(sock):
+        while bundle and p.poll() is None and not os.path.exists(sock):
             time.sleep(0.05)
-        agent = Agent(sock)
-        r["ready_s"] = round(agent.wait_ready(alive=lambda: p.poll() is None) + 0, 2)
-        r["boot_to_ready_s"] = round(time.monotonic() - t0, 2)
-        (scenario_pipes if scenario == "pipes" else scenario_tty)(agent, r, bundle)
+        if bundle:
+            agent = Agent(sock)
+            r["ready_s"] = round(agent.wait_ready(alive=lambda: p.poll() is None), 2)
+            r["boot_to_ready_s"] = round(time.monotonic() - t0, 2)
+            (scenario_pipes if scenario == "pipes" else scenario_tty)(agent, r, bundle)
     except Exception as e:  # recorded for the tests' messages
         r["host_error"] = repr(e)
     try:
-        r["rc"] = p.wait(timeout=120)
+        # Without a rootfs nothing is asked of the agent: the whole boot is waited for.
+        r["rc"] = p.wait(timeout=120 if bundle else 900)
         if "t_status" in r:
             r["status_to_exit_s"] = round(time.monotonic() - r.pop("t_status"), 2)
     finally:
@@ -257,8 +265,10 @@ def boots(request):
         capman = request.config.pluginmanager.getplugin("capturemanager")
         with capman.global_and_fixture_disabled():
             print(f"\n[test_agent] testbed exit {r.returncode}; " + ", ".join(
-                f"{s}: {b.r.get('seconds')} s (agent ready after {b.r.get('boot_to_ready_s')} s, "
-                f"power-off {b.r.get('status_to_exit_s')} s after init's status)" for s, b in boots.items()))
+                f"{s}: {b.r.get('seconds')} s" + (f" (agent ready after {b.r['boot_to_ready_s']} s, power-off "
+                                                  f"{b.r.get('status_to_exit_s')} s after init's status)"
+                                                  if "boot_to_ready_s" in b.r else "")
+                for s, b in boots.items()))
         assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
         yield boots
     finally:
@@ -307,7 +317,10 @@ def test_state_and_pids(pipes):
 def test_exec_with_pipes_has_its_own_status(pipes):
     r = pipes.r
     assert r["exec_e1"]["pid"] > 0 and r["exec_e1"]["pid"] != r["create"]["pid"], pipes.tail()
-    assert (r["e1_status"], r["e1_stdout"], r["e1_stderr"]) == (3, "exec-out\n", "exec-err\n"), pipes.tail()
+    # Its env, cwd and user are the process.json's; its cgroup (v2, in the guest) has the config's
+    # pids limit.
+    assert (r["e1_status"], r["e1_stdout"], r["e1_stderr"]) == \
+        (3, "exec-out bar /tmp 65534:65534 42\n", "exec-err\n"), pipes.tail()
 
 
 def test_exec_with_a_resized_tty(pipes):
@@ -336,10 +349,24 @@ def test_tty_init_resize_input_and_sigterm(tty):
     assert r["init_status"] == 143, tty.tail()
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_fatal_error_is_one_console_line_then_power_off(boots):
+    b = boots["norootfs"]
+    assert b.r.get("rc") == 0, b.tail()
+    lines = [line for line in b.console.splitlines() if "capsule-guest" in line]
+    assert len(lines) == 1 and "capsule-rootfs" in lines[0] and "mount virtiofs" in lines[0], b.tail()
+
+
+def test_refuses_to_run_outside_a_vm():
+    p = subprocess.run([str(REPO / "build" / "capsule-guest")], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and p.stderr == "capsule-guest: runs only as pid 1 of a capsule sandbox VM\n", p
+
+
+@pytest.mark.parametrize("scenario", ("pipes", "tty"))
 def test_vm_powers_off_when_init_ends(boots, scenario):
     b = boots[scenario]
     assert b.r.get("rc") == 0, b.tail()
+    # Nothing else from the agent: no fatal error, and no power-off at the flush deadline (the host
+    # closed every stream once it had read it all).
     assert "capsule-guest:" not in b.console.replace("capsule-guest: listening on vsock port 1024", ""), b.tail()
 
 
