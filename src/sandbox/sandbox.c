@@ -145,7 +145,8 @@ int sandbox_delete(const char *root, const char *id, bool force, cap_error_t *er
                 log_warning("%s: deleting without it", (*err)->msg);
                 cap_error_free(err);
         }
-        if (cg && strcmp(status, "paused") == 0)
+        /* A frozen (or half-frozen) VMM cannot die: thaw whatever the status says. */
+        if (cg)
                 cgroup_freeze(cg, false, err);
         cap_error_free(err);
         vmm_kill(&rec);
