@@ -59,6 +59,11 @@ int container_start(const char *root, const char *id, cap_error_t *err)
                 return cap_fail(err, 0, "%s", msg);
         }
 
+        return container_poststart(root, id, st, err);
+}
+
+int container_poststart(const char *root, const char *id, const struct state *st, cap_error_t *err)
+{
         cleanup_spec struct spec *spec = NULL;
         if (container_load_spec(root, id, &spec, err) < 0)
                 return -1;

@@ -41,6 +41,11 @@ int container_pause(const char *root, const char *id, bool pause, cap_error_t *e
 int container_update(const char *root, const char *id, const struct spec_resources *res, cap_error_t *err);
 int container_pids(const char *root, const char *id, pid_t **pids, size_t *n, cap_error_t *err);
 int container_exec(const struct exec_opts *o, pid_t *pid, cap_error_t *err);
+/* The poststart hooks of a container that just started (st: its state). */
+struct state;
+int container_poststart(const char *root, const char *id, const struct state *st, cap_error_t *err);
+/* Write pid to path (--pid-file) atomically; path NULL: nothing. */
+int write_pid_file(const char *path, pid_t pid, cap_error_t *err);
 /* Load the config saved at create time (for exec defaults). */
 int container_load_spec(const char *root, const char *id, struct spec **out, cap_error_t *err);
 

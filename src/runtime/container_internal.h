@@ -56,7 +56,6 @@ __attribute__((noreturn)) void process_exec_final(const struct spec_process *pro
 #define N_NS 8
 extern const int ns_order[N_NS];
 extern const char *const ns_proc_names[N_NS];
-int write_pid_file(const char *path, pid_t pid, cap_error_t *err);
 void kill_and_reap(pid_t pid);
 
 /* container.c */

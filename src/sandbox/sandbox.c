@@ -77,14 +77,7 @@ int sandbox_start(const char *root, const char *id, cap_error_t *err)
         json_decref(req);
         if (r < 0)
                 return cap_error_prefix(err, "start container \"%s\"", id);
-        cleanup_spec struct spec *spec = NULL;
-        if (container_load_spec(root, id, &spec, err) < 0)
-                return -1;
-        cleanup_free char *running = state_oci_string(st, "running");
-        cleanup_error cap_error_t hook_err = NULL;
-        if (hooks_run(&spec->hooks.poststart, "poststart", running, &hook_err) < 0)
-                log_warning("%s", hook_err->msg);
-        return 0;
+        return container_poststart(root, id, st, err);
 }
 
 int sandbox_kill(const char *root, const char *id, int sig, bool all, cap_error_t *err)
@@ -182,15 +175,6 @@ static void terminal_restore(void)
         if (termios_saved)
                 tcsetattr(STDIN_FILENO, TCSANOW, &saved_termios);
         termios_saved = false;
-}
-
-static int write_pid_file(const char *path, pid_t pid, cap_error_t *err)
-{
-        if (!path)
-                return 0;
-        char buf[32];
-        int len = snprintf(buf, sizeof(buf), "%d", (int)pid);
-        return write_file_atomic(path, buf, (size_t)len, err) < 0 ? cap_error_prefix(err, "--pid-file") : 0;
 }
 
 /* The second half of exec: the wait, and the relay until the process has ended. */

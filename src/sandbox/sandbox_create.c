@@ -292,15 +292,6 @@ static int read_report(int fd, cap_error_t *err)
         return cap_fail(err, 0, "%s", msg + 1);
 }
 
-static int write_pid_file(const char *path, pid_t pid, cap_error_t *err)
-{
-        if (!path)
-                return 0;
-        char buf[32];
-        int len = snprintf(buf, sizeof(buf), "%d", (int)pid);
-        return write_file_atomic(path, buf, (size_t)len, err) < 0 ? cap_error_prefix(err, "--pid-file") : 0;
-}
-
 int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
 {
         cleanup_spec struct spec *spec = NULL;
