@@ -203,3 +203,15 @@ def bundle(tmp_path, rootfs_template):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "testbed: boots the QEMU TCG testbed (tests/testbed/run)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Groups for pytest-xdist's --dist loadgroup (tests/run): every test on the host shares one
+    worker, in order, as if run alone; each testbed file is a group of its own, since a testbed
+    is a separate VM that the other worker's tests do not disturb. tryfirst: xdist reads the
+    groups in its own hook of this name."""
+    for item in items:
+        testbed = item.get_closest_marker("testbed") is not None
+        group = item.module.__name__ if testbed else "host"
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -9,7 +9,8 @@ runs=$1 secs=$2
 # How the driver set the disk up, for comparing the two VMMs' devices in the logs.
 q=/sys/block/vda/queue
 echo "bench: vda max_sectors_kb=$(cat $q/max_sectors_kb) max_segments=$(cat $q/max_segments)" \
-        "queues=$(ls /sys/block/vda/mq | wc -l) irqs: $(grep virtio /proc/interrupts | awk '{ print $(NF-1), $NF }' | tr '\n' ' ')"
+        "queues=$(ls /sys/block/vda/mq | wc -l) irqs: $(grep virtio /proc/interrupts | awk '{ print $(NF-1), $NF }' | tr '\n' ' ')" \
+        "clocksource=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
 cat >/tmp/bench.fio <<JOBS
 [global]
 filename=/dev/vda

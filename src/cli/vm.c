@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/vm_ctl.h"
 #include "cli/vm_virtio.h"
 #include "common/util.h"
 #include "vmm/vm.h"
@@ -23,6 +24,7 @@
 
 static const char vm_help[] =
         "usage: capsule vm run [options]\n"
+        "       capsule vm ctl SOCKET COMMAND [ARG]\n"
         "\n"
         "Boot a micro-VM on KVM and wait for it to stop: a Linux kernel (vmlinux or bzImage)\n"
         "with a serial console, or a test payload (a static ELF started in 64-bit ring 3).\n"
@@ -51,11 +53,15 @@ static const char vm_help[] =
         "                     about as much as it saves it. A vmlinux needs no decompression at all.\n"
         "  --config FILE      JSON object with the same settings: kernel, initrd, cmdline (strings),\n"
         "                     cpus (integer), memory (\"512M\" or bytes), console (string), hugepages\n"
-        "                     (boolean), payload, bzimage-decompress (strings), debug-exit (boolean),\n"
+        "                     (boolean), payload, bzimage-decompress, api-socket (strings), debug-exit (boolean),\n"
         "                     and the virtio settings below under their flag's name with the flag's\n"
-        "                     text as value (disk, console-port, share: a list of them; rng: true or\n"
-        "                     the rate); relative paths are relative to FILE's folder; flags override\n"
-        "                     it, and disks, ports and shares from flags are added to its own\n"
+        "                     text as value (disk, console-port, share, net: a list of them; rng: true\n"
+        "                     or the rate; balloon: true or its options); relative paths are relative\n"
+        "                     to FILE's folder; flags override it, and disks, ports, shares and NICs\n"
+        "                     from flags are added to its own\n"
+        "  --api-socket PATH  serve the VM's control channel on the Unix socket PATH (created 0600,\n"
+        "                     removed at exit; a stale socket nobody listens on is replaced, any other\n"
+        "                     file is refused): see \"Control channel\" below\n"
         "  --help             this help\n"
         "\n"
         "Virtio devices (the guest's stock drivers; --virtio-transport picks how they attach):\n"
@@ -77,6 +83,12 @@ static const char vm_help[] =
         "                     the Unix socket PATH and carries bytes both ways for one client at a time\n"
         "  --rng[=RATE]       a virtio-rng entropy device fed from the host's getrandom(); RATE limits\n"
         "                     it to that many bytes a second (K or M suffix)\n"
+        "  --balloon[=free-page-reporting][,deflate-on-oom]\n"
+        "                     a virtio-balloon: the control channel's `balloon SIZE` asks the guest to\n"
+        "                     give SIZE of its memory back to the host, `balloon-stats` shows the\n"
+        "                     guest's statistics. free-page-reporting: the guest also hands back what\n"
+        "                     it frees, within seconds; deflate-on-oom: the guest takes ballooned\n"
+        "                     memory back before its OOM killer runs. Not with --hugepages\n"
         "  --vsock CID,socket=PATH\n"
         "                     a virtio-vsock device for guest CID (3 or more), bridged to Unix sockets\n"
         "                     (no vhost): a host client connects to PATH and writes \"CONNECT <port>\\n\",\n"
@@ -87,6 +99,31 @@ static const char vm_help[] =
         "                     capsule starts and stops /usr/lib/qemu/virtiofsd ($CAPSULE_VIRTIOFSD names\n"
         "                     another) for it, unless socket=PATH names a vhost-user back-end that is\n"
         "                     already listening there\n"
+        "  --net tap[=NAME][,mac=MAC][,queues=N][,netns=PATH]\n"
+        "  --net user[,hostfwd=tcp|udp:[HOSTADDR]:HOSTPORT-:GUESTPORT]...[,impl=passt|slirp][,mac=MAC]\n"
+        "                     a virtio-net NIC (repeatable: eth0, eth1, ...). tap: a tap device\n"
+        "                     (root, CAP_NET_ADMIN) with checksum and segmentation offloads; without\n"
+        "                     NAME capsule creates capsuleN, brings it up and it disappears when\n"
+        "                     capsule ends; NAME attaches to that tap (created the same way when it\n"
+        "                     does not exist; one capsule did not create is left in place); queues=N:\n"
+        "                     N queue pairs, 1 to 16 (default 1); netns=PATH: the tap lives in that\n"
+        "                     network namespace (/run/netns/NAME). user: rootless user-mode\n"
+        "                     networking (outbound TCP/UDP, DNS, no tap); hostfwd forwards a host\n"
+        "                     port to a guest port (repeatable); impl picks passt or libslirp\n"
+        "                     (default passt, or slirp when a TCP port is forwarded).\n"
+        "                     mac: the NIC's MAC (default: a locally administered one)\n"
+        "\n"
+        "Control channel (--api-socket): one JSON request per line, one JSON answer per line,\n"
+        "{\"ok\": true, ...} or {\"ok\": false, \"error\": \"...\"}; a request over 64 KiB or malformed\n"
+        "is refused and changes nothing. `capsule vm ctl SOCKET COMMAND [ARG]` sends one and prints\n"
+        "the answer (non-zero exit on an error). Commands ({\"command\": NAME, ...}):\n"
+        "  pause, resume      stop the vCPUs (answered once every vCPU is out of the guest) and\n"
+        "                     restart them; the guest's clock runs on while paused\n"
+        "  info               state (running|paused), vCPUs, memory, capsule's RSS, the settings\n"
+        "  balloon SIZE       {\"size\": BYTES}: the balloon's target (ctl: K, M, G suffixes)\n"
+        "  balloon-stats      the balloon's target, actual size and the guest's statistics\n"
+        "  stop [SECONDS]     {\"timeout\": SECONDS}: press the ACPI power button; a guest that has\n"
+        "                     not powered off after SECONDS (default 10) is stopped: status 83\n"
         "\n"
         "Exit status:\n"
         "  0       the guest powered off (ACPI S5)\n"
@@ -95,6 +132,7 @@ static const char vm_help[] =
         "  80      the guest rebooted (i8042 reset, ACPI reset register)\n"
         "  81      the guest panicked (pvpanic)\n"
         "  82      a vCPU triple-faulted\n"
+        "  83      the guest ignored the power button of `vm ctl stop` until its timeout\n"
         "  128+N   stopped by signal N (SIGHUP 129, SIGINT 130, SIGQUIT 131, SIGTERM 143)\n"
         "\n"
         "On a PVM host (/dev/kvm from kvm_pvm) only payloads run: guest ring 0 is emulated there,\n"
@@ -102,7 +140,8 @@ static const char vm_help[] =
 
 enum vm_opt { OPT_KERNEL, OPT_INITRD, OPT_CMDLINE, OPT_CPUS, OPT_MEMORY, OPT_CONSOLE, OPT_HUGEPAGES, OPT_PAYLOAD,
               OPT_BZIMAGE_DECOMPRESS, OPT_DEBUG_EXIT, OPT_VIRTIO_TRANSPORT, OPT_DISK, OPT_CONSOLE_DEVICE,
-              OPT_CONSOLE_PORT, OPT_RNG, OPT_VSOCK, OPT_SHARE, OPT_CONFIG, OPT_HELP, N_OPTS };
+              OPT_CONSOLE_PORT, OPT_RNG, OPT_BALLOON, OPT_VSOCK, OPT_SHARE, OPT_NET, OPT_API_SOCKET, OPT_CONFIG, OPT_HELP,
+              N_OPTS };
 
 static const struct option vm_opts[] = {
         { "kernel", required_argument, NULL, OPT_KERNEL },
@@ -120,8 +159,11 @@ static const struct option vm_opts[] = {
         { "console-device", required_argument, NULL, OPT_CONSOLE_DEVICE },
         { "console-port", required_argument, NULL, OPT_CONSOLE_PORT },
         { "rng", optional_argument, NULL, OPT_RNG },
+        { "balloon", optional_argument, NULL, OPT_BALLOON },
         { "vsock", required_argument, NULL, OPT_VSOCK },
         { "share", required_argument, NULL, OPT_SHARE },
+        { "net", required_argument, NULL, OPT_NET },
+        { "api-socket", required_argument, NULL, OPT_API_SOCKET },
         { "config", required_argument, NULL, OPT_CONFIG },
         { "help", no_argument, NULL, OPT_HELP },
         { 0 },
@@ -130,7 +172,7 @@ static const struct option vm_opts[] = {
 /* Where each path setting came from, for error messages ("--kernel", "vm.json: kernel"). */
 struct vm_settings {
         struct vm_config cfg;
-        char *origin_kernel, *origin_initrd, *origin_payload;
+        char *origin_kernel, *origin_initrd, *origin_payload, *origin_api_socket;
 };
 
 static void vm_settings_free(struct vm_settings *s)
@@ -139,10 +181,11 @@ static void vm_settings_free(struct vm_settings *s)
         free(s->origin_kernel);
         free(s->origin_initrd);
         free(s->origin_payload);
+        free(s->origin_api_socket);
 }
 
 /* "512M", "1G", "268435456", "64MiB"; -1 on garbage or overflow. */
-static int parse_size(const char *s, uint64_t *out)
+int vm_parse_size(const char *s, uint64_t *out)
 {
         static const struct {
                 const char *suffix;
@@ -182,7 +225,7 @@ static int set_memory(struct vm_config *cfg, uint64_t bytes, const char *text, c
 static int set_memory_text(struct vm_config *cfg, const char *text, const char *origin, cap_error_t *err)
 {
         uint64_t bytes;
-        if (parse_size(text, &bytes) < 0)
+        if (vm_parse_size(text, &bytes) < 0)
                 return cap_fail(err, 0, "%s: `%s` is not a size (bytes, or a number with K, M, G or T)", origin, text);
         return set_memory(cfg, bytes, text, origin, err);
 }
@@ -261,7 +304,8 @@ static int json_string_setting(json_t *v, const char *origin, const char **out, 
 /* Settings given more than once add a device each: a list in the JSON config. */
 static bool is_repeatable(const char *key)
 {
-        return strcmp(key, "disk") == 0 || strcmp(key, "console-port") == 0 || strcmp(key, "share") == 0;
+        return strcmp(key, "disk") == 0 || strcmp(key, "console-port") == 0 || strcmp(key, "share") == 0 ||
+               strcmp(key, "net") == 0;
 }
 
 static int load_config_key(struct vm_settings *s, const char *key, json_t *v, const char *origin, const char *dir, cap_error_t *err)
@@ -294,7 +338,8 @@ static int load_config_key(struct vm_settings *s, const char *key, json_t *v, co
                 return 0;
         }
         if (strcmp(key, "kernel") == 0 || strcmp(key, "initrd") == 0 || strcmp(key, "payload") == 0 ||
-            strcmp(key, "cmdline") == 0 || strcmp(key, "console") == 0 || strcmp(key, "bzimage-decompress") == 0) {
+            strcmp(key, "cmdline") == 0 || strcmp(key, "console") == 0 || strcmp(key, "bzimage-decompress") == 0 ||
+            strcmp(key, "api-socket") == 0) {
                 if (json_string_setting(v, origin, &str, err) < 0)
                         return -1;
                 if (strcmp(key, "kernel") == 0)
@@ -305,6 +350,8 @@ static int load_config_key(struct vm_settings *s, const char *key, json_t *v, co
                         set_path(&cfg->payload, &s->origin_payload, str, dir, origin);
                 else if (strcmp(key, "cmdline") == 0)
                         set_string(&cfg->cmdline, str);
+                else if (strcmp(key, "api-socket") == 0)
+                        set_path(&cfg->api_socket, &s->origin_api_socket, str, dir, origin);
                 else if (strcmp(key, "bzimage-decompress") == 0)
                         return set_bzimage_decompress(cfg, str, origin, err);
                 else if (set_console(cfg, str, origin, err) < 0)
@@ -331,6 +378,10 @@ static int load_config_key(struct vm_settings *s, const char *key, json_t *v, co
                 cfg->rng = json_is_true(v);
                 return 0;
         }
+        if (strcmp(key, "balloon") == 0 && json_is_boolean(v)) {
+                cfg->balloon = json_is_true(v);
+                return 0;
+        }
         if (json_is_string(v)) {
                 int r = vm_virtio_setting(cfg, key, json_string_value(v), dir, origin, err);
                 if (r <= 0)
@@ -338,7 +389,7 @@ static int load_config_key(struct vm_settings *s, const char *key, json_t *v, co
         }
         return cap_fail(err, 0, "%s: unknown key `%s` or not a string (known: kernel, initrd, cmdline, cpus, memory, console, "
                         "hugepages, payload, bzimage-decompress, debug-exit, virtio-transport, disk, console-device, "
-                        "console-port, rng, vsock, share)",
+                        "console-port, rng, balloon, vsock, share, net, api-socket)",
                         origin, key);
 }
 
@@ -387,6 +438,9 @@ static int apply_flag(struct vm_settings *s, int opt, const char *value, cap_err
         case OPT_CMDLINE:
                 set_string(&cfg->cmdline, value);
                 return 0;
+        case OPT_API_SOCKET:
+                set_path(&cfg->api_socket, &s->origin_api_socket, value, NULL, origin);
+                return 0;
         case OPT_CPUS:
                 return set_cpus_text(cfg, value, origin, err);
         case OPT_MEMORY:
@@ -406,8 +460,10 @@ static int apply_flag(struct vm_settings *s, int opt, const char *value, cap_err
         case OPT_CONSOLE_DEVICE:
         case OPT_CONSOLE_PORT:
         case OPT_RNG:
+        case OPT_BALLOON:
         case OPT_VSOCK:
         case OPT_SHARE:
+        case OPT_NET:
                 return vm_virtio_setting(cfg, name, value, NULL, origin, err) < 0 ? -1 : 0;
         default:
                 return 0;
@@ -506,14 +562,16 @@ static int cmd_vm(struct cli_global *g, int argc, char **argv, cap_error_t *err)
 {
         (void)g;
         if (argc < 2)
-                return cli_usage(err, "vm", "missing subcommand; usage: capsule vm run [options] (see capsule vm --help)");
+                return cli_usage(err, "vm", "missing subcommand; usage: capsule vm run [options] | ctl SOCKET COMMAND (see capsule vm --help)");
         if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
                 fputs(vm_help, stdout);
                 return 0;
         }
         if (strcmp(argv[1], "run") == 0)
                 return vm_cmd_run(argc - 1, argv + 1, err);
-        return cli_usage(err, "vm", "unknown subcommand `%s`; usage: capsule vm run [options]", argv[1]);
+        if (strcmp(argv[1], "ctl") == 0)
+                return vm_ctl_main(argc - 1, argv + 1, err);
+        return cli_usage(err, "vm", "unknown subcommand `%s`; usage: capsule vm run [options] | ctl SOCKET COMMAND", argv[1]);
 }
 
 CLI_COMMAND(vm, "vm", "run a micro-VM (a Linux kernel or a test payload) on KVM", cmd_vm)

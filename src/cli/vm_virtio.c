@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/vm_net.h"
 #include "common/util.h"
 
 #define VSOCK_CID_MIN 3 /* 0-2 are the hypervisor, the local loopback and the host */
@@ -182,6 +183,27 @@ static int set_rng(struct vm_config *cfg, const char *text, const char *origin, 
         return 0;
 }
 
+/* "--balloon" alone: inflate, deflate and statistics; options add free page reporting
+ * and deflate on OOM. */
+static int set_balloon(struct vm_config *cfg, const char *text, const char *origin, cap_error_t *err)
+{
+        struct opt_list l = { .buf = xstrdup(text) };
+        cleanup_free char *buf = l.buf;
+        l.cursor = *buf ? buf : NULL;
+        cfg->balloon = true;
+        cfg->balloon_free_page_reporting = cfg->balloon_deflate_on_oom = false;
+        for (char *o; (o = opt_list_next(&l));) {
+                if (strcmp(o, "free-page-reporting") == 0)
+                        cfg->balloon_free_page_reporting = true;
+                else if (strcmp(o, "deflate-on-oom") == 0)
+                        cfg->balloon_deflate_on_oom = true;
+                else
+                        return cap_fail(err, 0, "%s: unknown balloon option `%s` (free-page-reporting, deflate-on-oom)",
+                                        origin, o);
+        }
+        return 0;
+}
+
 int vm_virtio_setting(struct vm_config *cfg, const char *key, const char *text, const char *base_dir,
                       const char *origin, cap_error_t *err)
 {
@@ -195,6 +217,10 @@ int vm_virtio_setting(struct vm_config *cfg, const char *key, const char *text, 
                 return set_share(cfg, text, base_dir, origin, err);
         if (strcmp(key, "rng") == 0)
                 return set_rng(cfg, text, origin, err);
+        if (strcmp(key, "net") == 0)
+                return vm_net_setting(cfg, text, base_dir, origin, err);
+        if (strcmp(key, "balloon") == 0)
+                return set_balloon(cfg, text, origin, err);
         if (strcmp(key, "virtio-transport") == 0) {
                 if (strcmp(text, "pci") == 0)
                         cfg->virtio_transport = VM_VIRTIO_PCI;

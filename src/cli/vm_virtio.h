@@ -6,8 +6,8 @@
 #include "common/error.h"
 #include "vmm/vm.h"
 
-/* key: the setting's name (disk, console-port, vsock, rng, share, virtio-transport,
- * console-device); text: its value; base_dir: relative paths are taken from there (NULL:
+/* key: the setting's name (disk, console-port, vsock, rng, balloon, share, net,
+ * virtio-transport, console-device); text: its value; base_dir: relative paths are taken from there (NULL:
  * the current directory); origin: "--disk" or "vm.json: disk[1]" for errors.
  * Returns 1 when key is not a virtio setting, 0 when set, -1 on error. */
 int vm_virtio_setting(struct vm_config *cfg, const char *key, const char *text, const char *base_dir,

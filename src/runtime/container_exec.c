@@ -5,7 +5,6 @@
 #include <poll.h>
 #include <sched.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -23,7 +22,6 @@ struct exec_launch {
         const struct process_prep *prep;
         const struct seccomp_prog *seccomp;
         const char *state_json;
-        bool wait_ack; /* the process needs SYNC_EXEC_ACK before it may execve */
         int console_fd; /* where the process sends its pty master */
         int ns_fd[N_NS];
         int root_fd;
@@ -36,12 +34,6 @@ static __attribute__((noreturn)) void exec_process_main(struct exec_launch *l)
         cleanup_error cap_error_t err = NULL;
         cleanup_free char *exe = NULL;
 
-        /* Cloned with CLONE_PARENT, the process is the runtime's child: die with a runtime killed
-         * before the execve. Its pid namespace hides the runtime's pid, so the check after arming
-         * asks the sync socket instead, whose other end only the runtime holds. */
-        struct pollfd hup = { .fd = l->sync_fd, .events = POLLRDHUP };
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || poll(&hup, 1, 0) != 0)
-                _exit(1);
         /* setns(mnt) puts us at the namespace's root mount; the container's root may be a
          * chroot below it (--no-pivot), so enter the root init actually sees. */
         if (fchdir(l->root_fd) < 0 || chroot(".") < 0) {
@@ -55,9 +47,13 @@ static __attribute__((noreturn)) void exec_process_main(struct exec_launch *l)
         }
         if (process_apply_early(l->prep, &err) < 0 || process_exec_prepare(proc, l->console_fd, false, &exe, &err) < 0)
                 child_fail(l->sync_fd, &err);
+        /* No execve before the runtime holds our pid: a runtime killed before then closes the
+         * socket and we exit, however slowly it dies (a parent-death signal would race with
+         * its exit, and an execve that regrows capabilities disarms one). The ACK also brings
+         * the pid for a seccomp listener, and comes after the runtime, as the console, has
+         * sized the pty. */
         int host_pid = 0;
-        if (l->wait_ack && (sync_send(l->sync_fd, SYNC_EXEC_WAIT, 0, NULL) < 0 ||
-                            sync_expect(l->sync_fd, SYNC_EXEC_ACK, &host_pid, NULL, &err) < 0))
+        if (sync_send(l->sync_fd, SYNC_EXEC_WAIT, 0, NULL) < 0 || sync_expect(l->sync_fd, SYNC_EXEC_ACK, &host_pid, NULL, &err) < 0)
                 _exit(1);
         process_exec_final(proc, l->prep, l->seccomp, host_pid, l->state_json, exe, l->sync_fd, true);
 }
@@ -151,9 +147,6 @@ int container_exec(const struct exec_opts *o, pid_t *pid, cap_error_t *err)
         l.state_json = state_json;
         l.prep = prep;
         l.seccomp = seccomp;
-        /* The seccomp listener is told the process's pid, which only the runtime knows; as the
-         * console, we size the pty before the process can ask for its size. */
-        l.wait_ack = (seccomp && seccomp_prog_notifies(seccomp)) || own_console;
         if (seccomp && seccomp_prog_connect(seccomp, err) < 0)
                 goto out;
         if (own_console) {

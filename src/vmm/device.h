@@ -16,6 +16,7 @@
 
 struct vm_config;
 struct virtio_dev;
+struct balloon;
 
 /* Init order: a device comes after everything it uses (virtio devices need the core,
  * which needs the PCI host for the PCI transport). */
@@ -57,6 +58,8 @@ struct vm_devices {
         void *vm;
         /* The virtio core's instance list (src/vmm/virtio/virtio.c). */
         struct virtio_dev *virtio_devs;
+        /* The VM's virtio-balloon (vmm/virtio/balloon.h), for the control channel; NULL: none. */
+        struct balloon *balloon;
 };
 
 struct device_ops {

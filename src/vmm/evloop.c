@@ -57,6 +57,22 @@ int evloop_add(struct evloop *loop, int fd, uint32_t events, evloop_fn fn, void 
         return 0;
 }
 
+int evloop_mod(struct evloop *loop, int fd, uint32_t events, cap_error_t *err)
+{
+        pthread_mutex_lock(&loop->lock);
+        for (struct evloop_handler *h = loop->handlers; h; h = h->next) {
+                if (h->fd != fd)
+                        continue;
+                struct epoll_event ev = { .events = events, .data.u64 = h->id };
+                int r = epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev);
+                int e = errno;
+                pthread_mutex_unlock(&loop->lock);
+                return r < 0 ? cap_fail(err, e, "event loop: cannot change the events of fd %d", fd) : 0;
+        }
+        pthread_mutex_unlock(&loop->lock);
+        return cap_fail(err, ENOENT, "event loop: fd %d is not watched", fd);
+}
+
 int evloop_del(struct evloop *loop, int fd)
 {
         pthread_mutex_lock(&loop->lock);

@@ -26,6 +26,8 @@ struct evloop {
 int evloop_init(struct evloop *loop, cap_error_t *err);
 /* events: EPOLLIN etc. The handler runs on the loop thread. */
 int evloop_add(struct evloop *loop, int fd, uint32_t events, evloop_fn fn, void *opaque, cap_error_t *err);
+/* Change the events watched on fd (0: only errors and hang-ups). */
+int evloop_mod(struct evloop *loop, int fd, uint32_t events, cap_error_t *err);
 /* After it returns, the handler is not called again (unless it is running right now on the loop thread). */
 int evloop_del(struct evloop *loop, int fd);
 int evloop_start(struct evloop *loop, cap_error_t *err);

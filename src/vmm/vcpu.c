@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -140,25 +141,136 @@ static bool handle_exit(struct vcpu *v)
         }
 }
 
+/* Called with p->lock held. */
+static void vcpu_pause_check_parked(struct vcpu_pause *p)
+{
+        uint64_t one = 1;
+        if (p->paused && p->parked == p->live)
+                while (write(p->notify_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+                        ;
+}
+
+/* A kick leaves immediate_exit set; clear it so the next KVM_RUN runs, unless the VM is
+ * stopping (its kick must keep the vCPU out). Under the lock, so a pause's kick, which sets
+ * it under the same lock, is never lost. */
+static void vcpu_rearm(struct vcpu *v)
+{
+        struct vcpu_pause *p = v->env->pause;
+        pthread_mutex_lock(&p->lock);
+        if (!p->stopping)
+                v->run->immediate_exit = 0;
+        pthread_mutex_unlock(&p->lock);
+}
+
+static void vcpu_park(struct vcpu *v)
+{
+        struct vcpu_pause *p = v->env->pause;
+        pthread_mutex_lock(&p->lock);
+        if (p->paused && !p->stopping) {
+                p->parked++;
+                vcpu_pause_check_parked(p);
+                while (p->paused && !p->stopping)
+                        pthread_cond_wait(&p->wake, &p->lock);
+                p->parked--;
+        }
+        if (!p->stopping)
+                v->run->immediate_exit = 0;
+        pthread_mutex_unlock(&p->lock);
+}
+
+static void vcpu_loop(struct vcpu *v)
+{
+        while (!atomic_load(v->env->stopping)) {
+                if (atomic_load(&v->env->pause->paused)) {
+                        vcpu_park(v);
+                        continue;
+                }
+                if (ioctl(v->fd, KVM_RUN, 0) < 0) {
+                        if (errno == EINTR || errno == EAGAIN) {
+                                vcpu_rearm(v);
+                                continue;
+                        }
+                        vcpu_fail(v, "vCPU %d: KVM_RUN: %s", v->index, strerror(errno));
+                        return;
+                }
+                if (!handle_exit(v))
+                        return;
+        }
+}
+
 static void *vcpu_thread(void *arg)
 {
         struct vcpu *v = arg;
+        struct vcpu_pause *p = v->env->pause;
         sigset_t kick;
         sigemptyset(&kick);
         sigaddset(&kick, VCPU_KICK_SIGNAL);
         pthread_sigmask(SIG_UNBLOCK, &kick, NULL);
 
-        while (!atomic_load(v->env->stopping)) {
-                if (ioctl(v->fd, KVM_RUN, 0) < 0) {
-                        if (errno == EINTR || errno == EAGAIN)
-                                continue;
-                        vcpu_fail(v, "vCPU %d: KVM_RUN: %s", v->index, strerror(errno));
-                        break;
-                }
-                if (!handle_exit(v))
-                        break;
-        }
+        vcpu_loop(v);
+        /* A vCPU that is gone no longer holds up a pause. */
+        pthread_mutex_lock(&p->lock);
+        p->live--;
+        vcpu_pause_check_parked(p);
+        pthread_mutex_unlock(&p->lock);
         return NULL;
+}
+
+int vcpu_pause_init(struct vcpu_pause *p, cap_error_t *err)
+{
+        memset(p, 0, sizeof(*p));
+        pthread_mutex_init(&p->lock, NULL);
+        pthread_cond_init(&p->wake, NULL);
+        p->notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (p->notify_fd < 0)
+                return cap_fail(err, errno, "eventfd");
+        return 0;
+}
+
+void vcpu_pause_destroy(struct vcpu_pause *p)
+{
+        if (p->notify_fd >= 0)
+                close(p->notify_fd);
+        p->notify_fd = -1;
+        pthread_cond_destroy(&p->wake);
+        pthread_mutex_destroy(&p->lock);
+}
+
+bool vcpu_pause(struct vcpu_pause *p, struct vcpu *vcpus, int n)
+{
+        pthread_mutex_lock(&p->lock);
+        if (!p->paused && !p->stopping) {
+                atomic_store(&p->paused, true);
+                for (int i = 0; i < n; i++)
+                        vcpu_kick(&vcpus[i]);
+        }
+        bool all = p->paused && p->parked == p->live;
+        pthread_mutex_unlock(&p->lock);
+        return all;
+}
+
+bool vcpu_paused(struct vcpu_pause *p)
+{
+        pthread_mutex_lock(&p->lock);
+        bool all = p->paused && p->parked == p->live;
+        pthread_mutex_unlock(&p->lock);
+        return all;
+}
+
+void vcpu_resume(struct vcpu_pause *p)
+{
+        pthread_mutex_lock(&p->lock);
+        atomic_store(&p->paused, false);
+        pthread_cond_broadcast(&p->wake);
+        pthread_mutex_unlock(&p->lock);
+}
+
+void vcpu_pause_release(struct vcpu_pause *p)
+{
+        pthread_mutex_lock(&p->lock);
+        p->stopping = true;
+        pthread_cond_broadcast(&p->wake);
+        pthread_mutex_unlock(&p->lock);
 }
 
 int vcpu_start(struct vcpu *v, cap_error_t *err)

@@ -13,6 +13,30 @@
 #include "common/error.h"
 #include "vmm/bus.h"
 
+struct vcpu;
+
+/* Pausing (the control channel's pause/resume): vCPUs leave KVM_RUN and park on a condition
+ * variable. Shared by every vCPU of a VM; all fields under lock. */
+struct vcpu_pause {
+        pthread_mutex_t lock;
+        pthread_cond_t wake;  /* resume, or the VM stopping */
+        atomic_bool paused;   /* requested: vCPUs park before their next KVM_RUN (read unlocked too) */
+        bool stopping;        /* the VM is going away: parked vCPUs leave */
+        int parked;           /* vCPU threads parked right now */
+        int live;             /* vCPU threads that have not returned */
+        int notify_fd;        /* eventfd, written when the last live vCPU parks */
+};
+
+int vcpu_pause_init(struct vcpu_pause *p, cap_error_t *err);
+void vcpu_pause_destroy(struct vcpu_pause *p);
+/* Ask every vCPU to park and kick it out of KVM_RUN. Returns true when all live vCPUs are
+ * parked already; otherwise p->notify_fd becomes readable when they are (or call again). */
+bool vcpu_pause(struct vcpu_pause *p, struct vcpu *vcpus, int n);
+bool vcpu_paused(struct vcpu_pause *p);
+void vcpu_resume(struct vcpu_pause *p);
+/* Parked vCPUs leave for good (the VM stops). */
+void vcpu_pause_release(struct vcpu_pause *p);
+
 /* What a vCPU thread sees of its VM. */
 struct vcpu_env {
         struct bus *pio, *mmio;
@@ -21,6 +45,7 @@ struct vcpu_env {
         void (*exit)(void *vm, int reason, int status, const char *msg);
         /* The vCPU halted with nothing to wake it (no in-kernel irqchip would do that). */
         void (*halted)(void *vm);
+        struct vcpu_pause *pause;
         void *vm;
 };
 

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -14,9 +15,11 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "vmm/api.h"
 #include "vmm/bus.h"
 #include "vmm/cmdline.h"
 #include "vmm/device.h"
+#include "vmm/devices/acpi_pm.h"
 #include "vmm/evloop.h"
 #include "vmm/irq.h"
 #include "vmm/kvm.h"
@@ -45,6 +48,9 @@ struct vm {
         int n_vcpus; /* created so far */
         atomic_int running_vcpus;
         atomic_bool stopping;
+        struct vcpu_pause pause;
+        bool pause_ready;
+        struct api *api; /* the control channel, NULL without --api-socket */
 
         pthread_mutex_t exit_lock; /* the first exit request wins */
         bool exit_requested;
@@ -72,6 +78,8 @@ static int status_for(int reason, int status)
                 return VM_STATUS_PANIC;
         case VM_EXIT_TRIPLE_FAULT:
                 return VM_STATUS_TRIPLE_FAULT;
+        case VM_EXIT_HARD_STOP:
+                return VM_STATUS_HARD_STOP;
         case VM_EXIT_DEBUG_PORT:
                 return status & 0xff;
         case VM_EXIT_SIGNAL:
@@ -162,6 +170,55 @@ static void vm_signal_ready(void *opaque, uint32_t events)
         (void)events;
         while (read(vm->signal_fd, &si, sizeof(si)) == sizeof(si))
                 vm_exit(vm, VM_EXIT_SIGNAL, 128 + (int)si.ssi_signo, NULL);
+}
+
+/* The control channel's view of the VM (vmm/api.h); these run on the event loop. */
+static bool vm_api_pause(void *opaque)
+{
+        struct vm *vm = opaque;
+        return vcpu_pause(&vm->pause, vm->vcpus, vm->n_vcpus);
+}
+
+static bool vm_api_paused(void *opaque)
+{
+        struct vm *vm = opaque;
+        return vcpu_paused(&vm->pause);
+}
+
+static void vm_api_resume(void *opaque)
+{
+        struct vm *vm = opaque;
+        vcpu_resume(&vm->pause);
+}
+
+static void vm_api_power_button(void *opaque)
+{
+        (void)opaque;
+        acpi_pm_power_button();
+}
+
+static void vm_api_hard_stop(void *opaque, unsigned int timeout_s)
+{
+        char msg[128];
+        snprintf(msg, sizeof(msg), "the guest did not power off within %u s of the power button: stopped it", timeout_s);
+        vm_exit(opaque, VM_EXIT_HARD_STOP, VM_STATUS_HARD_STOP, msg);
+}
+
+static int vm_open_api(struct vm *vm, cap_error_t *err)
+{
+        struct api_vm ops = {
+                .vm = vm,
+                .config = vm->cfg,
+                .balloon = vm->devices.balloon,
+                .n_vcpus = vm->cfg->cpus,
+                .pause = vm_api_pause,
+                .paused = vm_api_paused,
+                .resume = vm_api_resume,
+                .pause_fd = vm->pause.notify_fd,
+                .power_button = vm_api_power_button,
+                .hard_stop = vm_api_hard_stop,
+        };
+        return api_open(&vm->api, vm->cfg->api_socket, &vm->loop, &ops, err);
 }
 
 static int vm_create_kvm(struct vm *vm, cap_error_t *err)
@@ -261,6 +318,10 @@ static int vm_setup_signals(struct vm *vm, cap_error_t *err)
 
 static int vm_start(struct vm *vm, cap_error_t *err)
 {
+        /* Before the event loop serves the control channel: a pause counts every vCPU. */
+        pthread_mutex_lock(&vm->pause.lock);
+        vm->pause.live = vm->n_vcpus;
+        pthread_mutex_unlock(&vm->pause.lock);
         if (evloop_start(&vm->loop, err) < 0)
                 return -1;
         atomic_store(&vm->running_vcpus, vm->n_vcpus);
@@ -281,12 +342,15 @@ static void vm_wait(struct vm *vm)
 static void vm_destroy(struct vm *vm)
 {
         atomic_store(&vm->stopping, true);
+        if (vm->pause_ready)
+                vcpu_pause_release(&vm->pause);
         for (int i = 0; i < vm->n_vcpus; i++)
                 vcpu_kick(&vm->vcpus[i]);
         for (int i = 0; i < vm->n_vcpus; i++)
                 vcpu_join(&vm->vcpus[i]);
         if (vm->loop_ready)
                 evloop_stop(&vm->loop);
+        api_close(vm->api);
         if (vm->devices_ready)
                 devices_exit(&vm->devices);
         for (int i = 0; i < vm->n_vcpus; i++)
@@ -317,6 +381,8 @@ static void vm_destroy(struct vm *vm)
                 close(vm->kvm_fd);
         if (vm->exit_fd >= 0)
                 close(vm->exit_fd);
+        if (vm->pause_ready)
+                vcpu_pause_destroy(&vm->pause);
         pthread_mutex_destroy(&vm->exit_lock);
 }
 
@@ -331,6 +397,9 @@ static int vm_setup(struct vm *vm, cap_error_t *err)
         vm->exit_fd = eventfd(0, EFD_CLOEXEC);
         if (vm->exit_fd < 0)
                 return cap_fail(err, errno, "eventfd");
+        vm->pause_ready = true;
+        if (vcpu_pause_init(&vm->pause, err) < 0)
+                return -1;
         if (vm_create_kvm(vm, err) < 0)
                 return -1;
         if (guest_mem_init(&vm->mem, vm->cfg->memory, vm->cfg->hugepages, err) < 0 ||
@@ -348,6 +417,8 @@ static int vm_setup(struct vm *vm, cap_error_t *err)
                 return -1;
         vm->devices_ready = true;
         if (vm_load(vm, &boot, err) < 0 || vm_create_vcpus(vm, &boot, err) < 0)
+                return -1;
+        if (vm->cfg->api_socket && vm_open_api(vm, err) < 0)
                 return -1;
         return vm_start(vm, err);
 }
@@ -381,6 +452,7 @@ int vm_run(const struct vm_config *cfg, int *status, cap_error_t *err)
                 .stopping = &vm.stopping,
                 .exit = vm_exit,
                 .halted = vm_vcpu_halted,
+                .pause = &vm.pause,
                 .vm = &vm,
         };
 
@@ -397,6 +469,8 @@ int vm_run(const struct vm_config *cfg, int *status, cap_error_t *err)
                 return cap_fail(err, 0, "%s", msg ? msg : "the VM failed");
         if (vm.exit_reason == VM_EXIT_TRIPLE_FAULT)
                 log_warning("the guest triple-faulted: %s", msg);
+        if (vm.exit_reason == VM_EXIT_HARD_STOP)
+                log_warning("%s", msg);
         return 0;
 }
 
@@ -426,5 +500,14 @@ void vm_config_free(struct vm_config *cfg)
                 free(cfg->shares[i].socket);
         }
         free(cfg->shares);
+        for (int i = 0; i < cfg->n_nets; i++) {
+                free(cfg->nets[i].ifname);
+                free(cfg->nets[i].netns);
+                for (int j = 0; j < cfg->nets[i].n_forwards; j++)
+                        free(cfg->nets[i].forwards[j].host_addr);
+                free(cfg->nets[i].forwards);
+        }
+        free(cfg->nets);
+        free(cfg->api_socket);
         memset(cfg, 0, sizeof(*cfg));
 }

@@ -39,6 +39,37 @@ struct vm_share {
         char *socket;  /* an already running vhost-user back-end's socket, or NULL */
 };
 
+/* virtio-net (src/vmm/virtio/net*.c). */
+enum vm_net_backend {
+        VM_NET_TAP,  /* a tap device: capsule's own (removed at exit) or an existing one by name */
+        VM_NET_USER, /* rootless user-mode networking: no root, no tap */
+};
+
+enum vm_net_user_impl {
+        VM_NET_USER_DEFAULT, /* whichever the README's measurement chose */
+        VM_NET_USER_PASST,   /* a passt process on a socketpair (QEMU's -netdev stream framing) */
+        VM_NET_USER_SLIRP,   /* libslirp inside capsule */
+};
+
+struct vm_net_forward {
+        bool udp;            /* hostfwd=udp:..., else tcp */
+        char *host_addr;     /* NULL: every host address (hostfwd=tcp::PORT-:PORT) */
+        uint16_t host_port;
+        uint16_t guest_port;
+};
+
+struct vm_net {
+        enum vm_net_backend backend;
+        char *ifname;        /* tap: NULL: capsule creates one and it disappears when capsule exits */
+        char *netns;         /* tap: a network namespace's path (/run/netns/NAME, /proc/PID/ns/net) to create the tap in */
+        uint8_t mac[6];
+        bool mac_set;        /* else a locally administered MAC derived from capsule's pid and the NIC's index */
+        int queues;          /* queue pairs, 1 or more (tap: one tap queue per pair) */
+        enum vm_net_user_impl user_impl;
+        struct vm_net_forward *forwards;
+        int n_forwards;
+};
+
 struct vm_config {
         char *kernel;  /* vmlinux (ELF, 64-bit or PVH entry) or bzImage */
         char *initrd;  /* NULL: none */
@@ -63,6 +94,12 @@ struct vm_config {
         char *vsock_socket;
         struct vm_share *shares;
         int n_shares;
+        struct vm_net *nets;
+        int n_nets;
+        bool balloon;          /* a virtio-balloon device */
+        bool balloon_free_page_reporting;
+        bool balloon_deflate_on_oom;
+        char *api_socket;      /* the control socket (line-delimited JSON), NULL: none */
 };
 
 /* Why the VM stopped. The process exit status for each is documented in the README. */
@@ -73,12 +110,14 @@ enum vm_exit_reason {
         VM_EXIT_TRIPLE_FAULT, /* KVM_EXIT_SHUTDOWN: status 82 */
         VM_EXIT_DEBUG_PORT,   /* the guest wrote a byte to the debug exit port: that byte */
         VM_EXIT_SIGNAL,       /* SIGINT/SIGTERM: 128 + signal */
+        VM_EXIT_HARD_STOP,    /* the control channel's stop: no poweroff within its timeout: status 83 */
         VM_EXIT_ERROR,        /* a VMM failure (emulation failure, internal error): status 1 */
 };
 
 #define VM_STATUS_REBOOT 80
 #define VM_STATUS_PANIC 81
 #define VM_STATUS_TRIPLE_FAULT 82
+#define VM_STATUS_HARD_STOP 83
 
 /* Boot the VM and run it to the end. *status is the process exit status for the reason. */
 int vm_run(const struct vm_config *cfg, int *status, cap_error_t *err);

@@ -231,7 +231,9 @@ class Podman:
     def cmd(self, *args):
         return self.global_args() + [str(a) for a in args]
 
-    def run(self, *args, check=True, timeout=60, input=None):
+    def run(self, *args, check=True, timeout=180, input=None):
+        # timeout: a hung command fails; 180 s because the first podman command of a fresh store,
+        # inside the TCG testbed with another testbed beside it (make check), took over 60.
         # Files, not pipes: conmon of a detached container would otherwise hold a pipe open.
         # cwd: conmon writes an `oom` file into its working directory when the container is OOM-killed.
         with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:

@@ -409,7 +409,8 @@ def test_help_documents_everything():
     p = subprocess.run([CAPSULE, "vm", "--help"], capture_output=True, text=True)
     assert p.returncode == 0
     for opt in ("--kernel", "--initrd", "--cmdline", "--cpus", "--memory", "--console", "--hugepages",
-                "--payload", "--bzimage-decompress", "--debug-exit", "--config", "--help"):
+                "--payload", "--bzimage-decompress", "--debug-exit", "--config", "--help", "--net tap[=NAME]",
+                "--net user[,hostfwd="):
         assert opt in p.stdout, opt
     for status in ("80", "81", "82", "128+N", "0xf4", "SIGQUIT 131"):
         assert status in p.stdout, status
@@ -486,6 +487,8 @@ def test_kernel_and_payload_exclusive(tmp_path):
     ('{"kernel": 5}', ["vm.json: kernel", "string"]),
     ('{"bzimage-decompress": "auto"}', ["vm.json: bzimage-decompress", "auto", "guest or host"]),
     ('{"bzimage-decompress": true}', ["vm.json: bzimage-decompress", "string"]),
+    ('{"balloon": 5}', ["vm.json: balloon"]),
+    ('{"balloon": "free-page-reporting,oops"}', ["vm.json: balloon", "oops", "free-page-reporting, deflate-on-oom"]),
 ])
 def test_bad_config(tmp_path, content, needles):
     cfg = tmp_path / "vm.json"
@@ -512,6 +515,57 @@ def test_console_port_bad_name(tmp_path, name, needle):
     one_line_error(vm_run(CAPSULE, "--payload", payload("hello"), "--console-port",
                           f"{name},socket={tmp_path}/port.sock"), "console-port[0]", needle)
     assert not (tmp_path / "port.sock").exists()
+
+
+@pytest.mark.parametrize("value,needle", [
+    ("eth0", "`eth0` is neither tap"),
+    ("tap,mac=52:54:00:12:34", "mac=52:54:00:12:34 is not a MAC address"),
+    ("tap,mac=52-54-00-12-34-56", "is not a MAC address"),
+    ("user,mac=01:00:5e:00:00:01", "is a multicast address"),
+    ("tap,queues=0", "queues=0 is not a number from 1 to 16"),
+    ("tap,queues=17", "queues=17 is not a number from 1 to 16"),
+    ("tap=capsule-tap-too-long", "tap name `capsule-tap-too-long` is not 1 to 15 bytes"),
+    ("tap=", "tap name `` is not 1 to 15 bytes"),
+    ("tap=a/b", "is not an interface name"),
+    ("tap,netns=/nonexistent/netns", "netns /nonexistent/netns: No such file"),
+    ("tap,netns=", "netns= needs a path"),
+    ("tap,hostfwd=tcp::8080-:80", "unknown option `hostfwd=tcp::8080-:80`"),
+    ("tap,frob", "unknown option `frob`"),
+    ("user,queues=2", "unknown option `queues=2`"),
+    ("user,impl=vde", "impl=vde is not passt or slirp"),
+    ("user,hostfwd=tcp::0-:80", "hostfwd=tcp::0-:80 is not"),
+    ("user,hostfwd=tcp::8080-:0", "hostfwd=tcp::8080-:0 is not"),
+    ("user,hostfwd=tcp::65536-:80", "is not"),
+    ("user,hostfwd=sctp::8080-:80", "is not"),
+    ("user,hostfwd=tcp:8080-:80", "is not"),
+    ("user,hostfwd=tcp::8080:80", "is not"),
+    ("user,hostfwd=tcp:1.2.3:8080-:80", "is not"),
+])
+def test_bad_net(value, needle):
+    one_line_error(vm_run(CAPSULE, "--payload", payload("hello"), "--net", "tap", "--net", value), "--net: ",
+                   needle)
+
+
+def test_bad_net_in_config_names_the_entry(tmp_path):
+    cfg = tmp_path / "vm.json"
+    cfg.write_text(json.dumps({"net": ["tap", "user,hostfwd=tcp::22-:22", "tap=x,queues=99"]}))
+    one_line_error(vm_run(CAPSULE, "--config", cfg, "--payload", payload("hello")),
+                   "vm.json: net[2]: queues=99 is not a number from 1 to 16")
+    cfg.write_text(json.dumps({"net": ["tap,netns=missing-ns"]}))
+    one_line_error(vm_run(CAPSULE, "--config", cfg, "--payload", payload("hello")),
+                   f"vm.json: net[0]: netns {tmp_path}/missing-ns: No such file")
+def test_balloon_settings(tmp_path):
+    """Every form of the setting starts the VM (the device itself is tested in
+    tests/unit/test_vmm_virtio_balloon.c and, with Linux, in the testbed); a bad option is one line."""
+    for flag in ("--balloon", "--balloon=free-page-reporting", "--balloon=deflate-on-oom,free-page-reporting"):
+        p = run_payload(CAPSULE, "hello", flag)
+        assert p.returncode == 0 and p.stderr == "", (flag, p.stderr)
+    cfg = tmp_path / "vm.json"
+    for value in (True, "free-page-reporting,deflate-on-oom"):
+        cfg.write_text(json.dumps({"balloon": value}))
+        p = run_payload(CAPSULE, "hello", "--config", cfg)
+        assert p.returncode == 0 and p.stderr == "", (value, p.stderr)
+    one_line_error(run_payload(CAPSULE, "hello", "--balloon=inflate-everything"), "--balloon", "inflate-everything")
 
 
 def test_missing_config(tmp_path):

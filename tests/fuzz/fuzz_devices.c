@@ -26,6 +26,7 @@
 #include "vmm/vm.h"
 #include "vmm/x86/layout.h"
 #include "fuzz_input.h"
+#include "../unit/machine.h"
 
 /* Low RAM up to the PCI hole and a little above 4 GiB: both regions exist. The
  * memfd is sparse: only pages the input writes take memory (and are dropped). */
@@ -35,11 +36,7 @@
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-static struct bus pio, mmio;
-static struct evloop loop;
-static struct guest_mem mem;
-static struct vm_config config = { .console = VM_CONSOLE_FILE, .console_path = "/dev/null", .debug_exit = true };
-static struct vm_devices ctx;
+static struct machine_base machine;
 static struct pci_function fn;
 
 static int fake_irq_line(void *vm, uint32_t gsi, int level)
@@ -48,13 +45,6 @@ static int fake_irq_line(void *vm, uint32_t gsi, int level)
         if (gsi >= 24 || (level != 0 && level != 1))
                 abort(); /* the IOAPIC has 24 inputs */
         return 0;
-}
-
-static void fake_request_exit(void *vm, int reason, int status)
-{
-        (void)vm;
-        (void)reason;
-        (void)status;
 }
 
 static void fn_bar_access(struct pci_function *f, int bar, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)
@@ -77,27 +67,21 @@ static void fn_config_access(struct pci_function *f, uint32_t offset, uint8_t *d
                 memcpy(data, &f->config[offset], len);
 }
 
-static void die(const char *what, cap_error_t *err)
-{
-        fprintf(stderr, "fuzz_devices: %s: %s\n", what, *err ? (*err)->msg : "failed");
-        exit(1);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
         cap_error_t err = NULL;
 
         (void)argc;
         (void)argv;
-        if (evloop_init(&loop, &err) < 0)
-                die("event loop", &err);
         /* Devices log (pvpanic's "crash kernel" notice) at info level: not to stderr. */
         if (log_init("/dev/null", NULL, false) < 0)
-                die("log", &err);
-        if (guest_mem_init(&mem, GUEST_RAM, false, &err) < 0)
-                die("guest memory", &err);
-        if (mem.n_regions != 2)
-                die("guest memory has no region above 4 GiB", &err);
+                fuzz_die("log", &err);
+        if (machine_base_init(&machine, GUEST_RAM, &err) < 0)
+                fuzz_die("machine", &err);
+        if (machine.mem.n_regions != 2)
+                fuzz_die("guest memory has no region above 4 GiB", &err);
+        machine.cfg = (struct vm_config){ .console = VM_CONSOLE_FILE, .console_path = "/dev/null", .debug_exit = true };
+        machine.ctx.irq_line = fake_irq_line;
         return 0;
 }
 
@@ -106,12 +90,8 @@ static void machine_start(void)
 {
         cap_error_t err = NULL;
 
-        bus_init(&pio);
-        bus_init(&mmio);
-        ctx = (struct vm_devices){ .pio = &pio, .mmio = &mmio, .mem = &mem, .loop = &loop, .config = &config,
-                                   .irq_line = fake_irq_line, .request_exit = fake_request_exit };
-        if (devices_init(&ctx, &err) < 0)
-                die("devices", &err);
+        if (machine_base_start(&machine, false, &err) < 0)
+                fuzz_die("devices", &err);
         memset(&fn, 0, sizeof(fn));
         fn.config[PCI_VENDOR_ID] = 0xf4;
         fn.config[PCI_VENDOR_ID + 1] = 0x1a;
@@ -121,15 +101,13 @@ static void machine_start(void)
         fn.bar_access = fn_bar_access;
         fn.config_access = fn_config_access;
         if (pci_register_function(-1, &fn, &err) < 0)
-                die("PCI function", &err);
+                fuzz_die("PCI function", &err);
 }
 
 static void machine_stop(void)
 {
         pci_unregister_function(&fn);
-        devices_exit(&ctx);
-        pthread_mutex_destroy(&pio.lock);
-        pthread_mutex_destroy(&mmio.lock);
+        machine_base_stop(&machine);
 }
 
 struct target {
@@ -190,28 +168,29 @@ static void access(struct input *in, uint8_t op)
         } else {
                 memset(buf, 0xcc, len);
         }
-        bus_dispatch(t.is_mmio ? &mmio : &pio, t.base, buf, len, is_write);
+        bus_dispatch(t.is_mmio ? &machine.mmio : &machine.pio, t.base, buf, len, is_write);
         free(buf);
 }
 
 /* Where [gpa, gpa + len) must be, from the layout guest_mem_init() documents. */
 static uint8_t *expected_ptr(uint64_t gpa, uint64_t len)
 {
-        uint64_t low = guest_mem_low_end(&mem), high = mem.size - low;
+        uint64_t low = guest_mem_low_end(&machine.mem), high = machine.mem.size - low;
 
         if (gpa < low && len <= low - gpa)
-                return mem.base + gpa;
+                return machine.mem.base + gpa;
         if (gpa >= GUEST_PCI_HOLE_END && gpa - GUEST_PCI_HOLE_END < high && len <= high - (gpa - GUEST_PCI_HOLE_END))
-                return mem.base + low + (gpa - GUEST_PCI_HOLE_END);
+                return machine.mem.base + low + (gpa - GUEST_PCI_HOLE_END);
         return NULL;
 }
 
 static void memory_op(struct input *in, uint8_t op)
 {
+        struct guest_mem *mem = &machine.mem;
         const uint64_t bases[16] = {
-                0, LAYOUT_HIMEM, LAYOUT_CMDLINE, LAYOUT_EBDA, guest_mem_low_end(&mem), GUEST_PCI_HOLE_START - 1,
-                GUEST_PCI_HOLE_END - 0x80000000ULL, GUEST_PCI_HOLE_END, GUEST_PCI_HOLE_END + (mem.size - guest_mem_low_end(&mem)),
-                UINT64_MAX, UINT64_MAX - 0xffffffffULL, mem.size, 1ULL << 63, 0xfffff000ULL, GUEST_PCI_HOLE_END + 4096, 4096,
+                0, LAYOUT_HIMEM, LAYOUT_CMDLINE, LAYOUT_EBDA, guest_mem_low_end(mem), GUEST_PCI_HOLE_START - 1,
+                GUEST_PCI_HOLE_END - 0x80000000ULL, GUEST_PCI_HOLE_END, GUEST_PCI_HOLE_END + (mem->size - guest_mem_low_end(mem)),
+                UINT64_MAX, UINT64_MAX - 0xffffffffULL, mem->size, 1ULL << 63, 0xfffff000ULL, GUEST_PCI_HOLE_END + 4096, 4096,
         };
         unsigned int kind = (op >> 2) & 3;
         int32_t offset;
@@ -231,7 +210,7 @@ static void memory_op(struct input *in, uint8_t op)
                         return;
                 len = kind == 0 ? l32 : l32 & 0xffff; /* copies stay small */
         }
-        p = guest_mem_ptr(&mem, gpa, len);
+        p = guest_mem_ptr(mem, gpa, len);
         want = expected_ptr(gpa, len);
         if (p != want)
                 abort();
@@ -242,17 +221,17 @@ static void memory_op(struct input *in, uint8_t op)
                 if (buf == NULL)
                         abort();
                 memset(buf, 0xa5, len);
-                r = kind == 1 ? guest_mem_read(&mem, gpa, buf, len) : guest_mem_write(&mem, gpa, buf, len);
+                r = kind == 1 ? guest_mem_read(mem, gpa, buf, len) : guest_mem_write(mem, gpa, buf, len);
                 free(buf);
                 if ((r == 0) != (want != NULL))
                         abort();
                 /* Give the pages back (shared memory pages in even on a read), or a long
                  * run would grow to the whole 3 GiB. */
                 if (r == 0 && len) {
-                        uint64_t first = (uint64_t)(want - mem.base) & ~4095ULL;
-                        uint64_t end = ((uint64_t)(want - mem.base) + len + 4095) & ~4095ULL;
+                        uint64_t first = (uint64_t)(want - mem->base) & ~4095ULL;
+                        uint64_t end = ((uint64_t)(want - mem->base) + len + 4095) & ~4095ULL;
 
-                        madvise(mem.base + first, end - first, MADV_REMOVE);
+                        madvise(mem->base + first, end - first, MADV_REMOVE);
                 }
         }
 }

@@ -22,22 +22,16 @@
 #include "vmm/x86/e820.h"
 #include "vmm/x86/elf.h"
 #include "vmm/x86/layout.h"
+#include "fuzz_input.h"
 
 #define GUEST_RAM (32ULL << 20)
 #define DECOMPRESS_MAX (16ULL << 20)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static struct guest_mem mem;
 static int kernel_fd = -1, initrd_fd = -1;
 static char kernel_path[64], initrd_path[64];
-
-static void die(const char *what, cap_error_t *err)
-{
-        fprintf(stderr, "fuzz_kernel: %s: %s\n", what, err && *err ? (*err)->msg : "failed");
-        exit(1);
-}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -47,11 +41,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         (void)argc;
         (void)argv;
         if (guest_mem_init(&mem, GUEST_RAM, false, &err) < 0)
-                die("guest memory", &err);
+                fuzz_die("guest memory", &err);
         kernel_fd = memfd_create("fuzz-kernel", MFD_CLOEXEC);
         initrd_fd = memfd_create("fuzz-initrd", MFD_CLOEXEC);
         if (kernel_fd < 0 || initrd_fd < 0 || write_all(initrd_fd, initrd, sizeof(initrd)) < 0)
-                die("memfd", NULL);
+                fuzz_die("memfd", NULL);
         snprintf(kernel_path, sizeof(kernel_path), "/proc/self/fd/%d", kernel_fd);
         snprintf(initrd_path, sizeof(initrd_path), "/proc/self/fd/%d", initrd_fd);
         return 0;

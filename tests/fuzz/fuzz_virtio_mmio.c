@@ -27,28 +27,19 @@
 #include "vmm/vm.h"
 #include "vmm/x86/layout.h"
 #include "fuzz_input.h"
+#include "../unit/machine.h"
+#include "../unit/mmio_driver.h"
 
 #define GUEST_RAM (2ULL << 20)
 #define BASE LAYOUT_MMIO_START
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-static struct bus pio, mmio;
-static struct evloop loop;
-static struct guest_mem mem;
-static struct vm_config config = { .console = VM_CONSOLE_FILE, .console_path = "/dev/null",
-                                   .virtio_transport = VM_VIRTIO_MMIO };
-static struct vm_devices ctx;
+static struct machine_base machine;
 static struct virtio_dev dev;
 static uint8_t dev_config[24];
 static struct virtq_chain chain;
 static bool active;
-
-static void die(const char *what, cap_error_t *err)
-{
-        fprintf(stderr, "fuzz_virtio_mmio: %s: %s\n", what, *err ? (*err)->msg : "?");
-        abort();
-}
 
 static int fake_irqfd(void *vm, int fd, uint32_t gsi, bool assign, cap_error_t *err)
 {
@@ -69,12 +60,6 @@ static int fake_ioeventfd_match(void *vm, int fd, uint64_t addr, uint32_t len, b
         if (fd < 0 || pio_space || len != 4 || addr != BASE + VIRTIO_MMIO_QUEUE_NOTIFY || data >= dev.n_queues)
                 abort();
         return 0;
-}
-
-static void fake_cmdline_append(void *vm, const char *text)
-{
-        (void)vm;
-        (void)text;
 }
 
 static int echo_activate(struct virtio_dev *d, cap_error_t *err)
@@ -130,56 +115,48 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         (void)argv;
         if (log_init("/dev/null", NULL, false) < 0)
                 abort();
-        if (evloop_init(&loop, &err) < 0)
-                die("evloop", &err);
-        if (guest_mem_init(&mem, GUEST_RAM, false, &err) < 0)
-                die("guest memory", &err);
+        if (machine_base_init(&machine, GUEST_RAM, &err) < 0)
+                fuzz_die("machine", &err);
+        machine.cfg = (struct vm_config){ .console = VM_CONSOLE_FILE, .console_path = "/dev/null",
+                                          .virtio_transport = VM_VIRTIO_MMIO };
+        machine.ctx.irqfd = fake_irqfd;
+        machine.ctx.ioeventfd_match = fake_ioeventfd_match;
         return 0;
 }
 
 static void machine_start(void)
 {
         cap_error_t err = NULL;
-        bus_init(&pio);
-        bus_init(&mmio);
-        ctx = (struct vm_devices){ .pio = &pio, .mmio = &mmio, .mem = &mem, .loop = &loop, .config = &config,
-                                   .irqfd = fake_irqfd, .ioeventfd_match = fake_ioeventfd_match,
-                                   .cmdline_append = fake_cmdline_append };
-        if (devices_init(&ctx, &err) < 0)
-                die("devices", &err);
+        if (machine_base_start(&machine, false, &err) < 0)
+                fuzz_die("devices", &err);
         memset(dev_config, 0x5a, sizeof(dev_config));
         dev = (struct virtio_dev){ .name = "virtio-echo", .device_id = VIRTIO_ID_RNG, .features = 1ULL << 5,
                                    .n_queues = 2, .queue_max = 16, .config = dev_config,
                                    .config_len = sizeof(dev_config), .ops = &echo_ops };
         active = false;
-        if (virtio_dev_add(&ctx, &dev, &err) < 0)
-                die("virtio_dev_add", &err);
+        if (virtio_dev_add(&machine.ctx, &dev, &err) < 0)
+                fuzz_die("virtio_dev_add", &err);
 }
 
 static void machine_stop(void)
 {
-        devices_exit(&ctx);
-        pthread_mutex_destroy(&pio.lock);
-        pthread_mutex_destroy(&mmio.lock);
-        memset(mem.base, 0, 0x11000);
+        machine_base_stop(&machine);
+        memset(machine.mem.base, 0, 0x11000);
 }
 
 static void reg_access(uint64_t off, uint8_t *buf, uint32_t len, bool is_write)
 {
-        bus_dispatch(&mmio, BASE + off, buf, len, is_write);
+        bus_dispatch(&machine.mmio, BASE + off, buf, len, is_write);
 }
 
 static void reg_write32(uint64_t off, uint32_t v)
 {
-        uint8_t b[4] = { (uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24) };
-        reg_access(off, b, 4, true);
+        mmio_wr32(&machine.mmio, off, v);
 }
 
 static uint32_t reg_read32(uint64_t off)
 {
-        uint8_t b[4];
-        reg_access(off, b, 4, false);
-        return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+        return mmio_rd32(&machine.mmio, off);
 }
 
 static void access(struct input *in, uint8_t op)
@@ -209,7 +186,7 @@ static void guest_write(struct input *in)
                 return;
         len %= sizeof(data) + 1;
         if (take(in, data, len))
-                memcpy(mem.base + off, data, len); /* off + len stays inside the first 64 KiB + 64 */
+                memcpy(machine.mem.base + off, data, len); /* off + len stays inside the first 64 KiB + 64 */
 }
 
 static void driver_setup(struct input *in)
@@ -218,21 +195,8 @@ static void driver_setup(struct input *in)
         uint8_t size;
         if (!take(in, &features, sizeof(features)) || !take(in, &size, 1))
                 return;
-        reg_write32(VIRTIO_MMIO_STATUS, 0);
-        reg_write32(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
-        reg_write32(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
-        reg_write32(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
-        reg_write32(VIRTIO_MMIO_DRIVER_FEATURES, features);
-        reg_write32(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-        reg_write32(VIRTIO_MMIO_DRIVER_FEATURES, 1); /* VERSION_1 */
-        reg_write32(VIRTIO_MMIO_STATUS,
-                    VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
-        reg_write32(VIRTIO_MMIO_QUEUE_SEL, 0);
-        reg_write32(VIRTIO_MMIO_QUEUE_NUM, size);
-        reg_write32(VIRTIO_MMIO_QUEUE_DESC_LOW, 0x1000);
-        reg_write32(VIRTIO_MMIO_QUEUE_AVAIL_LOW, 0x2000);
-        reg_write32(VIRTIO_MMIO_QUEUE_USED_LOW, 0x3000);
-        reg_write32(VIRTIO_MMIO_QUEUE_READY, 1);
+        mmio_driver_features(&machine.mmio, features);
+        mmio_queue_setup(&machine.mmio, 0, size, 0x1000, 0x2000, 0x3000);
         reg_write32(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER |
                                                 VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
 }

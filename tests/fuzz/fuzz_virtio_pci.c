@@ -27,6 +27,7 @@
 #include "vmm/vm.h"
 #include "vmm/x86/layout.h"
 #include "fuzz_input.h"
+#include "../unit/machine.h"
 
 #define GUEST_RAM (16ULL << 20)
 #define N_QUEUES 3
@@ -47,11 +48,7 @@ static struct {
         bool allocated[MAX_GSI], installed[MAX_GSI];
 } kvm;
 
-static struct bus pio, mmio;
-static struct evloop loop;
-static struct guest_mem mem;
-static struct vm_config config = { .console = VM_CONSOLE_NONE, .virtio_transport = VM_VIRTIO_PCI };
-static struct vm_devices ctx;
+static struct machine_base machine;
 static struct virtio_dev dev;
 static uint8_t dev_config[12];
 static const struct pci_function *fn;
@@ -130,13 +127,6 @@ static int fake_irq_line(void *vm, uint32_t gsi, int level)
         return 0;
 }
 
-static void fake_request_exit(void *vm, int reason, int status)
-{
-        (void)vm;
-        (void)reason;
-        (void)status;
-}
-
 static int fake_activate(struct virtio_dev *d, cap_error_t *err)
 {
         (void)d;
@@ -157,25 +147,23 @@ static void fake_reset(struct virtio_dev *d)
 
 static const struct virtio_dev_ops fake_ops = { .activate = fake_activate, .notify = fake_notify, .reset = fake_reset };
 
-static void die(const char *what, cap_error_t *err)
-{
-        fprintf(stderr, "fuzz_virtio_pci: %s: %s\n", what, *err ? (*err)->msg : "failed");
-        exit(1);
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
         cap_error_t err = NULL;
 
         (void)argc;
         (void)argv;
-        if (evloop_init(&loop, &err) < 0)
-                die("event loop", &err);
         /* The transport warns once per device about KVM failures: not to stderr. */
         if (log_init("/dev/null", NULL, false) < 0)
-                die("log", &err);
-        if (guest_mem_init(&mem, GUEST_RAM, false, &err) < 0)
-                die("guest memory", &err);
+                fuzz_die("log", &err);
+        if (machine_base_init(&machine, GUEST_RAM, &err) < 0)
+                fuzz_die("machine", &err);
+        machine.cfg = (struct vm_config){ .console = VM_CONSOLE_NONE, .virtio_transport = VM_VIRTIO_PCI };
+        machine.ctx.irq_line = fake_irq_line;
+        machine.ctx.ioeventfd = fake_ioeventfd;
+        machine.ctx.irqfd = fake_irqfd;
+        machine.ctx.gsi_alloc = fake_gsi_alloc;
+        machine.ctx.msi_route = fake_msi_route;
         return 0;
 }
 
@@ -187,14 +175,8 @@ static void machine_start(void)
         for (int i = 0; i < MAX_FDS; i++)
                 kvm.irqfd_gsi[i] = -1;
         kvm.next_gsi = 24;
-        bus_init(&pio);
-        bus_init(&mmio);
-        ctx = (struct vm_devices){ .pio = &pio, .mmio = &mmio, .mem = &mem, .loop = &loop, .config = &config,
-                                   .irq_line = fake_irq_line, .ioeventfd = fake_ioeventfd, .irqfd = fake_irqfd,
-                                   .gsi_alloc = fake_gsi_alloc, .msi_route = fake_msi_route,
-                                   .request_exit = fake_request_exit };
-        if (devices_init(&ctx, &err) < 0)
-                die("devices", &err);
+        if (machine_base_start(&machine, false, &err) < 0)
+                fuzz_die("devices", &err);
         memset(&dev, 0, sizeof(dev));
         snprintf(dev.name, sizeof(dev.name), "virtio-fuzz0");
         dev.device_id = VIRTIO_ID_BLOCK;
@@ -204,20 +186,20 @@ static void machine_start(void)
         dev.config = dev_config;
         dev.config_len = sizeof(dev_config);
         dev.ops = &fake_ops;
-        if (virtio_dev_add(&ctx, &dev, &err) < 0)
-                die("virtio device", &err);
+        if (virtio_dev_add(&machine.ctx, &dev, &err) < 0)
+                fuzz_die("virtio device", &err);
         fn = NULL;
         for (unsigned int s = 1; s < PCI_SLOTS && !fn; s++)
                 if (pci_get_function(s) && pci_get_function(s)->opaque == dev.transport_data)
                         fn = pci_get_function(s);
         if (!fn)
-                die("no PCI function", &err);
+                fuzz_die("no PCI function", &err);
         ecam = LAYOUT_ECAM + ((uint64_t)fn->slot << 15);
 }
 
 static void machine_stop(void)
 {
-        devices_exit(&ctx);
+        machine_base_stop(&machine);
         /* Teardown leaves nothing behind in KVM. */
         if (kvm.n_ioev)
                 abort();
@@ -227,8 +209,6 @@ static void machine_stop(void)
         for (int g = 0; g < MAX_GSI; g++)
                 if (kvm.installed[g])
                         abort();
-        pthread_mutex_destroy(&pio.lock);
-        pthread_mutex_destroy(&mmio.lock);
 }
 
 static void access(struct input *in, uint8_t op)
@@ -255,7 +235,7 @@ static void access(struct input *in, uint8_t op)
                         return;
                 }
         }
-        bus_dispatch(&mmio, addr, buf, len, is_write);
+        bus_dispatch(&machine.mmio, addr, buf, len, is_write);
         free(buf);
 }
 
@@ -286,7 +266,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         break;
                 default: {
                         uint8_t cmd[2] = { (op & 4) ? PCI_COMMAND_MEMORY : 0, 0 };
-                        bus_dispatch(&mmio, ecam + PCI_COMMAND, cmd, 2, true);
+                        bus_dispatch(&machine.mmio, ecam + PCI_COMMAND, cmd, 2, true);
                         break;
                 }
                 }

@@ -31,59 +31,17 @@
 #include "vmm/virtio/vsock_mux.h"
 #include "vmm/virtio/vsock_pkt.h"
 #include "fuzz_input.h"
+#include "../unit/vsock_host.h"
 
 #define GUEST_CID 3
 #define MAX_FDS 64
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-struct watch {
-        int fd;
-        evloop_fn fn;
-        void *arg;
-};
-
-static struct watch watches[VSOCK_CONN_MAX + 8];
-static int n_watches;
 static char dir[32], path[64];
 static int listeners[2];
 static int clients[MAX_FDS], n_clients;
 static int peers[MAX_FDS], n_peers;
-
-static int fake_watch(void *opaque, int fd, evloop_fn fn, void *arg, cap_error_t *err)
-{
-        (void)opaque;
-        if (n_watches == (int)ARRAY_SIZE(watches))
-                return cap_fail(err, ENOSPC, "fuzz: watch table full");
-        watches[n_watches++] = (struct watch){ fd, fn, arg };
-        return 0;
-}
-
-static void fake_unwatch(void *opaque, int fd)
-{
-        (void)opaque;
-        for (int i = 0; i < n_watches; i++)
-                if (watches[i].fd == fd)
-                        watches[i] = watches[--n_watches];
-}
-
-static void fake_nop(void *opaque)
-{
-        (void)opaque;
-}
-
-static const struct vsock_mux_host host = {
-        .watch = fake_watch, .unwatch = fake_unwatch, .lock = fake_nop, .unlock = fake_nop, .rx_wake = fake_nop,
-};
-
-static void pump(void)
-{
-        struct watch copy[ARRAY_SIZE(watches)];
-        int n = n_watches;
-        memcpy(copy, watches, sizeof(copy));
-        for (int i = 0; i < n; i++)
-                copy[i].fn(copy[i].arg, EPOLLIN | EPOLLOUT);
-}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -274,8 +232,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
         struct vsock_mux *m;
         cleanup_error cap_error_t err = NULL;
-        n_watches = 0;
-        if (vsock_mux_create(&m, path, GUEST_CID, &host, &err) < 0)
+        vsock_fake_reset();
+        if (vsock_mux_create(&m, path, GUEST_CID, &vsock_fake_host, &err) < 0)
                 abort();
         struct input in = { data, size };
         for (int steps = 0; in.left > 0 && steps < 512; steps++) {
@@ -297,7 +255,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         break;
                 }
                 case 3:
-                        pump();
+                        vsock_fake_pump();
                         break;
                 case 4:
                         op_peers(&in);
@@ -313,7 +271,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         abort();
         }
         vsock_mux_destroy(m);
-        if (n_watches != 0)
+        if (vsock_n_watches != 0)
                 abort(); /* every socket the muxer watched was closed */
         for (int i = 0; i < n_clients; i++)
                 close(clients[i]);

@@ -6,6 +6,9 @@
  *   vsock echo CID PORT BYTES SEED  send BYTES of the pattern, half-close, read the echo to EOF;
  *                                   prints "bytes=N crc=X" of what came back
  *   vsock send CID PORT BYTES SEED  send BYTES of the pattern, half-close, print "reply=<line>"
+ *   vsock push CID PORT BYTES SEED  send BYTES of the pattern and close at once, lingering until
+ *                                   the host side acknowledged the close (its RST): prints
+ *                                   "pushed=N"; what happens to the bytes after is the VMM's
  *   vsock many CID PORT N BYTES     N echo connections at once (seeds 0..N-1), each checked
  *                                   against the pattern's crc: prints "ok=K of N"
  * A failed connect prints "error=<errno name>". The pattern (also in the test) is byte
@@ -16,6 +19,7 @@
 #include <linux/vm_sockets.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -230,7 +234,8 @@ int main(int argc, char **argv)
         }
         if (argc == 6 && strcmp(mode, "many") == 0)
                 return do_many(num(argv[2]), num(argv[3]), num(argv[4]), num(argv[5]));
-        if (argc == 6 && (strcmp(mode, "echo") == 0 || strcmp(mode, "send") == 0)) {
+        bool push = strcmp(mode, "push") == 0;
+        if (argc == 6 && (strcmp(mode, "echo") == 0 || strcmp(mode, "send") == 0 || push)) {
                 int fd = vsock_connect(num(argv[2]), num(argv[3]));
                 if (fd < 0)
                         return 1;
@@ -258,6 +263,17 @@ int main(int argc, char **argv)
                         }
                         sent += (unsigned long)w;
                 }
+                if (push) {
+                        /* Linux's vsock closes in the background unless asked to linger: without
+                         * it, its last packets may still be in the guest when the VM powers off. */
+                        struct linger lg = { .l_onoff = 1, .l_linger = 30 };
+                        if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) < 0 || close(fd) < 0) {
+                                printf("error=%s\n", errno_name(errno));
+                                return 1;
+                        }
+                        printf("pushed=%lu\n", bytes);
+                        return 0;
+                }
                 shutdown(fd, SHUT_WR);
                 char line[64];
                 ssize_t r = read(fd, line, sizeof(line) - 1);
@@ -266,6 +282,6 @@ int main(int argc, char **argv)
                 printf("reply=%s\n", line);
                 return r > 0 ? 0 : 1;
         }
-        fprintf(stderr, "usage: vsock listen|sink|wait PORT | echo|send CID PORT BYTES SEED | many CID PORT N BYTES\n");
+        fprintf(stderr, "usage: vsock listen|sink|wait PORT | echo|send|push CID PORT BYTES SEED | many CID PORT N BYTES\n");
         return 2;
 }

@@ -12,3 +12,6 @@ echo "guest: vsock g2h big $(vsock send 2 5001 "$big" 3)"
 echo "guest: vsock g2h refused $(vsock echo 2 5999 10 1)"
 vsock wait 1236
 echo "guest: vsock host done"
+# Last: bytes the host reads slowly, then the guest powers off at once (the script ends): the
+# VMM must still hand them over.
+echo "guest: vsock g2h last $(vsock push 2 5002 4194304 13)"

@@ -118,6 +118,11 @@ int main(int argc, char **argv)
                         die("accept");
                 read_exactly(fd, bytes);
                 write_all(fd, "k", 1);
+                /* The host closes once it has the acknowledgement: wait for that, or the guest
+                 * could power off with the byte still on its way. */
+                shutdown(fd, SHUT_WR);
+                while (read(fd, buf, sizeof(buf)) > 0)
+                        ;
                 close(fd);
                 printf("vsock_bench: run %lu done\n", run);
                 fflush(stdout);

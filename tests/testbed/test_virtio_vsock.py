@@ -7,7 +7,9 @@ inside the testbed (`python3 test_virtio_vsock.py host ...`), is the host side: 
 write `CONNECT <port>` to the VM's socket for the guest's echo (1234) and sink (1235) servers.
 The guest runs tests/guest/vsock.sh with the static tool tests/guest/vsock.c. Both directions
 carry an echo, 32 connections at once (each checked), a large transfer whose checksum the other
-side computes, and a connect to a port nobody serves. The tests then assert per boot."""
+side computes, and a connect to a port nobody serves. Last, the guest sends 4 MiB to a host reader
+that takes them slowly (`<socket>_5002`) and powers off as soon as its close is acknowledged: the
+host must still get every byte. The tests then assert per boot."""
 import json
 import os
 import pathlib
@@ -29,6 +31,7 @@ RUN = REPO / "tests" / "testbed" / "run"
 TRANSPORTS = ("pci", "mmio")
 BIG = int(os.environ.get("VSOCK_TEST_BIG", str(64 << 20)))
 MANY = 32
+LAST = 4 << 20  # the guest's last transfer, sent just before it powers off
 BLOCK = 65521
 GUEST_CID = 3
 
@@ -119,6 +122,20 @@ def sink_handler(c, record):
         c.sendall(f"{n} {crc:08x}\n".encode())
 
 
+def slow_sink_handler(c, record):
+    """A host peer slower than the guest: what the guest sent last is still on its way when
+    the guest powers off."""
+    with c:
+        n, crc = 0, 0
+        while True:
+            b = c.recv(1 << 16)
+            if not b:
+                break
+            n, crc = n + len(b), zlib.crc32(b, crc)
+            time.sleep(0.05)
+        record.append([n, crc])
+
+
 def host_checks(sock, r, big):
     s, ok = host_connect(sock, 1234)
     data = pattern(100000, 11)
@@ -165,9 +182,10 @@ def host_main(out, transport, initrd, big):
     out.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="vsock-")
     sock = f"{tmp}/v.sock"
-    r = {"g2h_sink": []}
+    r = {"g2h_sink": [], "g2h_last": []}
     serve(f"{sock}_5000", echo_handler, None)
     serve(f"{sock}_5001", sink_handler, r["g2h_sink"])
+    serve(f"{sock}_5002", slow_sink_handler, r["g2h_last"])
     console = out / "console"
     cmd = ["capsule", "vm", "run", "--initrd", initrd, "--memory", "512M", "--cpus", "2",
            "--virtio-transport", transport, "--vsock", f"{GUEST_CID},socket={sock}",
@@ -189,6 +207,9 @@ def host_main(out, transport, initrd, big):
             except OSError as e:
                 r["done_error"] = repr(e)
         r["rc"] = p.wait(timeout=300)
+        deadline = time.monotonic() + 30  # the slow reader's last reads after the VMM closed
+        while not r["g2h_last"] and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         if p.poll() is None:
             p.kill()
@@ -328,6 +349,11 @@ def test_guest_to_host_large_transfer_checked_by_the_host(boot):
     want = [BIG, zlib.crc32(pattern(BIG, 3))]
     assert boot.guest("g2h big") == f"reply={want[0]} {want[1]:08x}", boot.tail()
     assert want in boot.result("g2h_sink"), boot.tail()
+
+
+def test_guest_last_bytes_before_poweroff_reach_a_slow_host_reader(boot):
+    assert boot.guest("g2h last") == f"pushed={LAST}", boot.tail()
+    assert boot.result("g2h_last") == [[LAST, zlib.crc32(pattern(LAST, 13))]], boot.tail()
 
 
 def test_guest_connect_to_refused_port_is_reset(boot):

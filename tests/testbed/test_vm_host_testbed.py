@@ -17,8 +17,8 @@ pytestmark = [pytest.mark.testbed,
 
 class TestVmHost(inner.Suite):
     name = "vm-host"
-    modules = ["tests/e2e/test_vm_host.py", "tests/test_unit.py"]
-    kexpr = "test_vm_host or (test_vmm_kvm and open_real_kvm)"
+    modules = ["tests/e2e/test_vm_host.py", "tests/e2e/test_vm_api.py", "tests/test_unit.py"]
+    kexpr = "test_vm_host or test_vm_api or (test_vmm_kvm and open_real_kvm)"
     # Measured at 74-113 s of VM wall time (59-98 s of inner pytest, 79 tests) on a loaded host;
     # the VM is killed (exit 124) after this many seconds.
     timeout = 600

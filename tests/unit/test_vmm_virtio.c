@@ -13,6 +13,7 @@
 #include <linux/virtio_mmio.h>
 
 #include "check.h"
+#include "machine.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "vmm/device.h"
@@ -43,7 +44,7 @@ struct fake_kvm {
 struct fake_dev {
         struct virtio_dev dev;
         uint8_t config[12];
-        int activated, resets, destroyed, config_writes;
+        int activated, resets, destroyed, config_writes, stops, resets_at_stop;
         uint32_t last_config_offset, last_config_len;
         bool fail_activate;
         int notified[NQ];
@@ -51,30 +52,10 @@ struct fake_dev {
 };
 
 struct machine {
-        struct bus pio, mmio;
-        struct evloop loop;
-        struct guest_mem mem;
-        struct vm_config cfg;
-        struct vm_devices ctx;
+        struct machine_base b;
         struct fake_kvm kvm;
         struct fake_dev fd;
-        bool up, loop_running;
 };
-
-static int fake_irq_line(void *vm, uint32_t gsi, int level)
-{
-        (void)vm;
-        (void)gsi;
-        (void)level;
-        return 0;
-}
-
-static void fake_request_exit(void *vm, int reason, int status)
-{
-        (void)vm;
-        (void)reason;
-        (void)status;
-}
 
 static int fake_irqfd(void *vm, int fd, uint32_t gsi, bool assign, cap_error_t *err)
 {
@@ -163,30 +144,37 @@ static void fake_destroy(struct virtio_dev *dev)
         fake_of(dev)->destroyed++;
 }
 
+/* The VM stops: serve queue 0 one last time, as a device with work handed over does. */
+static void fake_stop(struct virtio_dev *dev)
+{
+        struct fake_dev *f = fake_of(dev);
+        f->stops++;
+        f->resets_at_stop = f->resets;
+        fake_notify(dev, 0);
+}
+
 static const struct virtio_dev_ops fake_ops = {
         .activate = fake_activate,
         .notify = fake_notify,
         .reset = fake_reset,
         .config_write = fake_config_write,
         .destroy = fake_destroy,
+        .stop = fake_stop,
 };
 
 static int machine_start(struct machine *m, cap_error_t *err)
 {
         memset(m, 0, sizeof(*m));
-        bus_init(&m->pio);
-        bus_init(&m->mmio);
-        if (evloop_init(&m->loop, err) < 0 || guest_mem_init(&m->mem, 16ULL << 20, false, err) < 0)
+        if (machine_base_init(&m->b, 16ULL << 20, err) < 0)
                 return -1;
-        m->cfg = (struct vm_config){ .console = VM_CONSOLE_FILE, .console_path = "/dev/null",
-                                     .virtio_transport = VM_VIRTIO_MMIO };
-        m->ctx = (struct vm_devices){ .pio = &m->pio, .mmio = &m->mmio, .mem = &m->mem, .loop = &m->loop,
-                                      .config = &m->cfg, .irq_line = fake_irq_line, .irqfd = fake_irqfd,
-                                      .ioeventfd_match = fake_ioeventfd_match, .cmdline_append = fake_cmdline_append,
-                                      .request_exit = fake_request_exit, .vm = &m->kvm };
-        if (devices_init(&m->ctx, err) < 0)
+        m->b.cfg = (struct vm_config){ .console = VM_CONSOLE_FILE, .console_path = "/dev/null",
+                                       .virtio_transport = VM_VIRTIO_MMIO };
+        m->b.ctx.irqfd = fake_irqfd;
+        m->b.ctx.ioeventfd_match = fake_ioeventfd_match;
+        m->b.ctx.cmdline_append = fake_cmdline_append;
+        m->b.ctx.vm = &m->kvm;
+        if (machine_base_start(&m->b, false, err) < 0)
                 return -1;
-        m->up = true;
         struct fake_dev *f = &m->fd;
         for (unsigned int i = 0; i < sizeof(f->config); i++)
                 f->config[i] = (uint8_t)(0xa0 + i);
@@ -199,44 +187,24 @@ static int machine_start(struct machine *m, cap_error_t *err)
         f->dev.config_len = sizeof(f->config);
         f->dev.ops = &fake_ops;
         f->dev.opaque = f;
-        return virtio_dev_add(&m->ctx, &f->dev, err);
+        return virtio_dev_add(&m->b.ctx, &f->dev, err);
 }
 
 static void machine_stop(struct machine *m)
 {
-        evloop_stop(&m->loop);
-        if (m->up)
-                devices_exit(&m->ctx);
-        evloop_destroy(&m->loop);
-        guest_mem_destroy(&m->mem);
+        machine_base_destroy(&m->b);
 }
 
-#define MACHINE(m)                                                                         \
-        struct machine m __attribute__((cleanup(machine_stop)));                           \
-        do {                                                                               \
-                cleanup_error cap_error_t _err = NULL;                                     \
-                int _r = machine_start(&m, &_err);                                         \
-                if (_r < 0)                                                                \
-                        fprintf(stderr, "machine_start: %s\n", _err ? _err->msg : "?");    \
-                CHECK(_r == 0);                                                            \
-        } while (0)
+#define MACHINE(m) MACHINE_UP(machine, m, machine_start, machine_stop)
 
 static uint64_t rd(struct machine *m, uint64_t off, uint32_t len)
 {
-        uint8_t d[8] = { 0 };
-        bus_dispatch(&m->mmio, BASE + off, d, len, false);
-        uint64_t v = 0;
-        for (uint32_t i = 0; i < len; i++)
-                v |= (uint64_t)d[i] << (8 * i);
-        return v;
+        return io_in(&m->b.mmio, BASE + off, len);
 }
 
 static void wr(struct machine *m, uint64_t off, uint32_t len, uint64_t v)
 {
-        uint8_t d[8];
-        for (uint32_t i = 0; i < len; i++)
-                d[i] = (uint8_t)(v >> (8 * i));
-        bus_dispatch(&m->mmio, BASE + off, d, len, true);
+        io_out(&m->b.mmio, BASE + off, len, v);
 }
 
 static uint32_t rd32(struct machine *m, uint64_t off)
@@ -520,7 +488,7 @@ static bool wait_notified(struct machine *m, unsigned int q, int count)
 static void put_le16(struct machine *m, uint64_t gpa, uint16_t v)
 {
         uint8_t b[2] = { (uint8_t)v, (uint8_t)(v >> 8) };
-        guest_mem_write(&m->mem, gpa, b, 2);
+        guest_mem_write(&m->b.mem, gpa, b, 2);
 }
 
 /* A request of one readable and one writable buffer goes through the whole path: a kick on
@@ -529,14 +497,14 @@ TEST(kick_pop_push_signal)
 {
         MACHINE(m);
         cleanup_error cap_error_t err = NULL;
-        CHECK(evloop_start(&m.loop, &err) == 0);
+        CHECK(evloop_start(&m.b.loop, &err) == 0);
         negotiate(&m, VERSION_1);
         setup_queue0(&m, QSIZE, DESC);
         struct vring_desc d[2] = {
                 { .addr = BUF, .len = 5, .flags = VRING_DESC_F_NEXT, .next = 1 },
                 { .addr = BUF + 0x100, .len = 16, .flags = VRING_DESC_F_WRITE },
         };
-        CHECK(guest_mem_write(&m.mem, DESC, d, sizeof(d)) == 0);
+        CHECK(guest_mem_write(&m.b.mem, DESC, d, sizeof(d)) == 0);
         put_le16(&m, AVAIL + 4, 0); /* ring[0] = head 0 */
         put_le16(&m, AVAIL + 2, 1); /* idx */
         wr32(&m, VIRTIO_MMIO_STATUS, ACK | DRV | FOK | DOK);
@@ -547,9 +515,9 @@ TEST(kick_pop_push_signal)
         virtio_dev_unlock(&m.fd.dev);
         CHECK(popped == 5);
         uint8_t out = 0;
-        CHECK(guest_mem_read(&m.mem, BUF + 0x100, &out, 1) == 0 && out == 5);
+        CHECK(guest_mem_read(&m.b.mem, BUF + 0x100, &out, 1) == 0 && out == 5);
         uint16_t used_idx = 0;
-        CHECK(guest_mem_read(&m.mem, USED + 2, &used_idx, 2) == 0 && used_idx == 1);
+        CHECK(guest_mem_read(&m.b.mem, USED + 2, &used_idx, 2) == 0 && used_idx == 1);
         CHECK(rd32(&m, VIRTIO_MMIO_INTERRUPT_STATUS) == VIRTIO_MMIO_INT_VRING);
         CHECK(interrupts(&m) == 1);
         wr32(&m, VIRTIO_MMIO_INTERRUPT_ACK, VIRTIO_MMIO_INT_VRING);
@@ -616,7 +584,35 @@ TEST(teardown_resets_and_destroys)
         CHECK(m.fd.resets == resets + 1 && m.fd.destroyed == 1);
         CHECK(m.kvm.irqfd_deassigns == 1 && m.kvm.ioeventfd_deassigns == NQ);
         CHECK(fcntl(irq_fd, F_GETFD) < 0 && fcntl(kick, F_GETFD) < 0);
-        CHECK(m.ctx.virtio_devs == NULL);
+        CHECK(m.b.ctx.virtio_devs == NULL);
+}
+
+/* A chain the driver made available just before the VM stopped, which the event loop never
+ * reached, is still served: the device's stop runs before its reset, with the queue live. */
+TEST(teardown_stops_before_reset_with_queues_live)
+{
+        struct machine m;
+        cleanup_error cap_error_t err = NULL;
+        CHECK(machine_start(&m, &err) == 0);
+        negotiate(&m, VERSION_1);
+        setup_queue0(&m, QSIZE, DESC);
+        struct vring_desc d[2] = {
+                { .addr = BUF, .len = 7, .flags = VRING_DESC_F_NEXT, .next = 1 },
+                { .addr = BUF + 0x100, .len = 16, .flags = VRING_DESC_F_WRITE },
+        };
+        CHECK(guest_mem_write(&m.b.mem, DESC, d, sizeof(d)) == 0);
+        put_le16(&m, AVAIL + 4, 0);
+        put_le16(&m, AVAIL + 2, 1);
+        wr32(&m, VIRTIO_MMIO_STATUS, ACK | DRV | FOK | DOK); /* the loop never runs */
+        int resets = m.fd.resets;
+        evloop_stop(&m.b.loop);
+        devices_exit(&m.b.ctx);
+        m.b.up = false;
+        CHECK(m.fd.stops == 1 && m.fd.resets_at_stop == resets && m.fd.resets == resets + 1);
+        CHECK(m.fd.popped_len == 7);
+        uint8_t out = 0;
+        CHECK(guest_mem_read(&m.b.mem, BUF + 0x100, &out, 1) == 0 && out == 7);
+        machine_stop(&m);
 }
 
 TEST(second_device_gets_next_window)
@@ -627,9 +623,9 @@ TEST(second_device_gets_next_window)
         cleanup_error cap_error_t err = NULL;
         g->dev = (struct virtio_dev){ .name = "virtio-fake1", .device_id = VIRTIO_ID_CONSOLE, .n_queues = 1,
                                       .queue_max = QSIZE, .ops = &fake_ops, .opaque = g };
-        CHECK(virtio_dev_add(&m.ctx, &g->dev, &err) == 0);
+        CHECK(virtio_dev_add(&m.b.ctx, &g->dev, &err) == 0);
         CHECK(strstr(m.kvm.cmdline, "virtio_mmio.device=4K@0xc0000000:5 virtio_mmio.device=4K@0xc0001000:6"));
-        CHECK(m.ctx.virtio_devs == &m.fd.dev && m.fd.dev.next == &g->dev);
+        CHECK(m.b.ctx.virtio_devs == &m.fd.dev && m.fd.dev.next == &g->dev);
         CHECK(rd32(&m, 0x1000 + VIRTIO_MMIO_MAGIC_VALUE) == 0x74726976);
         CHECK(rd32(&m, 0x1000 + VIRTIO_MMIO_DEVICE_ID) == VIRTIO_ID_CONSOLE);
         /* No config space: reads as zero. */
@@ -641,16 +637,16 @@ TEST(bad_devices_refused)
         MACHINE(m);
         cleanup_error cap_error_t err = NULL;
         struct virtio_dev d = { .name = "virtio-bad", .n_queues = 1, .queue_max = 100, .ops = &fake_ops };
-        CHECK(virtio_dev_add(&m.ctx, &d, &err) < 0 && strstr(err->msg, "virtio-bad") && strstr(err->msg, "power of two"));
+        CHECK(virtio_dev_add(&m.b.ctx, &d, &err) < 0 && strstr(err->msg, "virtio-bad") && strstr(err->msg, "power of two"));
         cap_error_free(&err);
         d.queue_max = 8;
         d.n_queues = VIRTIO_MAX_QUEUES + 1;
-        CHECK(virtio_dev_add(&m.ctx, &d, &err) < 0 && strstr(err->msg, "queues"));
+        CHECK(virtio_dev_add(&m.b.ctx, &d, &err) < 0 && strstr(err->msg, "queues"));
         cap_error_free(&err);
         d.n_queues = 1;
         d.config_len = 4;
-        CHECK(virtio_dev_add(&m.ctx, &d, &err) < 0 && strstr(err->msg, "config"));
-        CHECK(m.ctx.virtio_devs == &m.fd.dev && m.fd.dev.next == NULL);
+        CHECK(virtio_dev_add(&m.b.ctx, &d, &err) < 0 && strstr(err->msg, "config"));
+        CHECK(m.b.ctx.virtio_devs == &m.fd.dev && m.fd.dev.next == NULL);
 }
 
 /* With EVENT_IDX, a pop that finds the queue empty leaves avail_event at the next entry the
@@ -668,9 +664,9 @@ TEST(event_idx_empty_pop_publishes_avail_event)
         virtio_dev_lock(&m.fd.dev);
         int r = virtio_queue_pop(&m.fd.dev, 0, c);
         virtio_dev_unlock(&m.fd.dev);
-        CHECK(r == 0 && guest_mem_read(&m.mem, avail_event, &ev, 2) == 0 && ev == 0);
+        CHECK(r == 0 && guest_mem_read(&m.b.mem, avail_event, &ev, 2) == 0 && ev == 0);
         struct vring_desc d = { .addr = BUF, .len = 4, .flags = VRING_DESC_F_WRITE };
-        CHECK(guest_mem_write(&m.mem, DESC, &d, sizeof(d)) == 0);
+        CHECK(guest_mem_write(&m.b.mem, DESC, &d, sizeof(d)) == 0);
         put_le16(&m, AVAIL + 4, 0);
         put_le16(&m, AVAIL + 2, 1);
         virtio_dev_lock(&m.fd.dev);
@@ -679,7 +675,64 @@ TEST(event_idx_empty_pop_publishes_avail_event)
         virtio_dev_unlock(&m.fd.dev);
         free(c);
         CHECK(first == 1 && second == 0);
-        CHECK(guest_mem_read(&m.mem, avail_event, &ev, 2) == 0 && ev == 1);
+        CHECK(guest_mem_read(&m.b.mem, avail_event, &ev, 2) == 0 && ev == 1);
+}
+
+/* The driver's and the device's halves of EVENT_IDX racing for real: the test is a Linux-like
+ * driver (publish the avail index, full barrier, kick only if avail_event asks; before waiting,
+ * publish used_event, full barrier, look at the used index again) and the event loop is the
+ * device. Any lost kick or lost interrupt leaves the driver waiting: each wait is bounded. */
+TEST(event_idx_no_lost_kick_or_interrupt_under_load)
+{
+        MACHINE(m);
+        cleanup_error cap_error_t err = NULL;
+        CHECK(evloop_start(&m.b.loop, &err) == 0);
+        negotiate(&m, VERSION_1 | (1ULL << VIRTIO_RING_F_EVENT_IDX));
+        setup_queue0(&m, QSIZE, DESC);
+        for (uint16_t i = 0; i < QSIZE; i++) {
+                struct vring_desc d = { .addr = BUF + 0x10 * i, .len = 1, .flags = VRING_DESC_F_WRITE };
+                CHECK(guest_mem_write(&m.b.mem, DESC + sizeof(d) * i, &d, sizeof(d)) == 0);
+        }
+        wr32(&m, VIRTIO_MMIO_STATUS, ACK | DRV | FOK | DOK);
+        uint16_t *avail = guest_mem_ptr(&m.b.mem, AVAIL, 6 + 2 * QSIZE);
+        uint16_t *used = guest_mem_ptr(&m.b.mem, USED, 6 + 8 * QSIZE);
+        uint16_t *used_event = &avail[2 + QSIZE], *avail_event = &used[2 + 4 * QSIZE];
+        uint16_t next = 0, last_used = 0;
+        unsigned int done = 0, waits = 0, lost = 0;
+        srand(7);
+        while (done < 20000 && !lost) {
+                uint16_t free_slots = (uint16_t)(QSIZE - (uint16_t)(next - last_used));
+                if (free_slots) {
+                        uint16_t old = next, n = (uint16_t)(1 + rand() % free_slots);
+                        for (uint16_t i = 0; i < n; i++, next++)
+                                __atomic_store_n(&avail[2 + next % QSIZE], htole16(next % QSIZE), __ATOMIC_RELAXED);
+                        __atomic_store_n(&avail[1], htole16(next), __ATOMIC_RELEASE);
+                        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+                        uint16_t ev = le16toh(__atomic_load_n(avail_event, __ATOMIC_RELAXED));
+                        uint64_t one = 1;
+                        if (vring_need_event(ev, next, old))
+                                CHECK(write(m.kvm.kick_fd[0], &one, sizeof(one)) == sizeof(one));
+                }
+                uint16_t ui = le16toh(__atomic_load_n(&used[1], __ATOMIC_ACQUIRE));
+                if (ui != last_used || next == last_used || rand() % 2) {
+                        done += (uint16_t)(ui - last_used);
+                        last_used = ui;
+                        continue;
+                }
+                __atomic_store_n(used_event, htole16(last_used), __ATOMIC_RELAXED);
+                __atomic_thread_fence(__ATOMIC_SEQ_CST);
+                if (le16toh(__atomic_load_n(&used[1], __ATOMIC_ACQUIRE)) != last_used)
+                        continue;
+                struct pollfd p = { .fd = m.kvm.irq_fd, .events = POLLIN };
+                waits++;
+                if (poll(&p, 1, 5000) != 1) {
+                        fprintf(stderr, "lost: next %u last_used %u used %u avail_event %u used_event %u\n", next,
+                                last_used, le16toh(used[1]), le16toh(*avail_event), le16toh(*used_event));
+                        lost++;
+                }
+                interrupts(&m);
+        }
+        CHECK(lost == 0 && done >= 20000 && waits > 0);
 }
 
 /* The driver's and the device's halves of EVENT_IDX racing for real: the test is a Linux-like

@@ -1,7 +1,9 @@
 /* The virtio-blk device end to end on the host: the virtio core and its MMIO
  * transport driven through the bus as a vCPU would, real guest memory, event loop
  * and io_uring, an image file, and fake KVM hooks. Requests are laid out in guest
- * memory as Linux's driver lays them out (header, data, status: three descriptors). */
+ * memory as Linux's driver lays them out (header, data, status: three descriptors).
+ * The last tests are a hostile driver's attacks through what a guest controls: register
+ * writes and guest memory. */
 #include <endian.h>
 #include <fcntl.h>
 #include <stddef.h>
@@ -16,13 +18,13 @@
 #include <linux/virtio_mmio.h>
 
 #include "check.h"
+#include "machine.h"
+#include "mmio_driver.h"
 #include "common/util.h"
 #include "vmm/device.h"
 #include "vmm/virtio/virtio.h"
 #include "vmm/vm.h"
-#include "vmm/x86/layout.h"
 
-#define BASE LAYOUT_MMIO_START
 #define QSIZE 64
 #define DESC 0x10000ULL
 #define AVAIL 0x11000ULL
@@ -38,28 +40,12 @@ struct fake_kvm {
 };
 
 struct machine {
-        struct bus pio, mmio;
-        struct evloop loop;
-        struct guest_mem mem;
+        struct machine_base b;
         struct vm_disk disk;
-        struct vm_config cfg;
-        struct vm_devices ctx;
         struct fake_kvm kvm;
         char image[64];
-        bool up, mem_up, loop_up;
         uint16_t avail_idx;
 };
-
-static int fake_irq_line(void *vm, uint32_t gsi, int level)
-{
-        (void)vm, (void)gsi, (void)level;
-        return 0;
-}
-
-static void fake_request_exit(void *vm, int reason, int status)
-{
-        (void)vm, (void)reason, (void)status;
-}
 
 static int fake_irqfd(void *vm, int fd, uint32_t gsi, bool assign, cap_error_t *err)
 {
@@ -78,11 +64,6 @@ static int fake_ioeventfd_match(void *vm, int fd, uint64_t addr, uint32_t len, b
         return 0;
 }
 
-static void fake_cmdline_append(void *vm, const char *text)
-{
-        (void)vm, (void)text;
-}
-
 static int machine_start(struct machine *m, bool readonly, const char *serial, cap_error_t *err)
 {
         memset(m, 0, sizeof(*m));
@@ -91,102 +72,62 @@ static int machine_start(struct machine *m, bool readonly, const char *serial, c
         if (fd < 0 || ftruncate(fd, IMAGE_SIZE) < 0)
                 return cap_fail(err, errno, "image");
         close(fd);
-        bus_init(&m->pio);
-        bus_init(&m->mmio);
-        if (evloop_init(&m->loop, err) < 0)
+        if (machine_base_init(&m->b, 16ULL << 20, err) < 0)
                 return -1;
-        m->loop_up = true;
-        if (guest_mem_init(&m->mem, 16ULL << 20, false, err) < 0)
-                return -1;
-        m->mem_up = true;
         m->disk = (struct vm_disk){ .path = m->image, .readonly = readonly, .serial = (char *)serial, .queues = 1 };
-        m->cfg = (struct vm_config){ .console = VM_CONSOLE_FILE, .console_path = "/dev/null",
-                                     .virtio_transport = VM_VIRTIO_MMIO, .disks = &m->disk, .n_disks = 1 };
-        m->ctx = (struct vm_devices){ .pio = &m->pio, .mmio = &m->mmio, .mem = &m->mem, .loop = &m->loop,
-                                      .config = &m->cfg, .irq_line = fake_irq_line, .irqfd = fake_irqfd,
-                                      .ioeventfd_match = fake_ioeventfd_match, .cmdline_append = fake_cmdline_append,
-                                      .request_exit = fake_request_exit, .vm = &m->kvm };
-        if (devices_init(&m->ctx, err) < 0)
-                return -1;
-        m->up = true;
-        return evloop_start(&m->loop, err);
+        m->b.cfg = (struct vm_config){ .console = VM_CONSOLE_FILE, .console_path = "/dev/null",
+                                       .virtio_transport = VM_VIRTIO_MMIO, .disks = &m->disk, .n_disks = 1 };
+        m->b.ctx.irqfd = fake_irqfd;
+        m->b.ctx.ioeventfd_match = fake_ioeventfd_match;
+        m->b.ctx.vm = &m->kvm;
+        return machine_base_start(&m->b, true, err);
 }
 
 static void machine_stop(struct machine *m)
 {
-        if (m->loop_up)
-                evloop_stop(&m->loop);
-        if (m->up)
-                devices_exit(&m->ctx);
-        if (m->loop_up)
-                evloop_destroy(&m->loop);
-        if (m->mem_up)
-                guest_mem_destroy(&m->mem);
+        machine_base_destroy(&m->b);
         unlink(m->image);
 }
 
-#define MACHINE(m, readonly, serial)                                                       \
-        struct machine m __attribute__((cleanup(machine_stop)));                           \
-        do {                                                                               \
-                cleanup_error cap_error_t _err = NULL;                                     \
-                int _r = machine_start(&m, readonly, serial, &_err);                       \
-                if (_r < 0)                                                                \
-                        fprintf(stderr, "machine_start: %s\n", _err ? _err->msg : "?");    \
-                CHECK(_r == 0);                                                            \
-        } while (0)
+#define MACHINE(m, readonly, serial) MACHINE_UP(machine, m, machine_start, machine_stop, readonly, serial)
 
 static uint32_t rd32(struct machine *m, uint64_t off)
 {
-        uint8_t b[4] = { 0 };
-        bus_dispatch(&m->mmio, BASE + off, b, 4, false);
-        return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+        return mmio_rd32(&m->b.mmio, off);
 }
 
 static void wr32(struct machine *m, uint64_t off, uint32_t v)
 {
-        uint8_t b[4] = { (uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24) };
-        bus_dispatch(&m->mmio, BASE + off, b, 4, true);
+        mmio_wr32(&m->b.mmio, off, v);
 }
 
 static uint64_t device_features(struct machine *m)
 {
-        wr32(m, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
-        uint64_t hi = rd32(m, VIRTIO_MMIO_DEVICE_FEATURES);
-        wr32(m, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
-        return hi << 32 | rd32(m, VIRTIO_MMIO_DEVICE_FEATURES);
+        return mmio_device_features(&m->b.mmio);
 }
 
-/* The Linux driver's steps up to DRIVER_OK, with queue 0 of QSIZE entries. */
+#define FOK (VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK)
+
+/* The Linux driver's steps up to DRIVER_OK (not included), with queue 0 of QSIZE entries
+ * and its descriptor table at desc. */
+static void driver_setup(struct machine *m, uint64_t features, uint64_t desc)
+{
+        mmio_driver_features(&m->b.mmio, features);
+        /* Fresh rings, as a driver allocates them after a reset. */
+        memset(guest_mem_ptr(&m->b.mem, DESC, USED + 0x1000 - DESC), 0, USED + 0x1000 - DESC);
+        mmio_queue_setup(&m->b.mmio, 0, QSIZE, desc, AVAIL, USED);
+        m->avail_idx = 0;
+}
+
 static void driver_start(struct machine *m, uint64_t features)
 {
-        wr32(m, VIRTIO_MMIO_STATUS, 0);
-        wr32(m, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
-        wr32(m, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
-        features |= 1ULL << VIRTIO_F_VERSION_1;
-        wr32(m, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
-        wr32(m, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)features);
-        wr32(m, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-        wr32(m, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(features >> 32));
-        uint32_t s = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK;
-        wr32(m, VIRTIO_MMIO_STATUS, s);
-        /* Fresh rings, as a driver allocates them after a reset. */
-        memset(guest_mem_ptr(&m->mem, DESC, USED + 0x1000 - DESC), 0, USED + 0x1000 - DESC);
-        wr32(m, VIRTIO_MMIO_QUEUE_SEL, 0);
-        wr32(m, VIRTIO_MMIO_QUEUE_NUM, QSIZE);
-        wr32(m, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)DESC);
-        wr32(m, VIRTIO_MMIO_QUEUE_DESC_HIGH, 0);
-        wr32(m, VIRTIO_MMIO_QUEUE_AVAIL_LOW, (uint32_t)AVAIL);
-        wr32(m, VIRTIO_MMIO_QUEUE_AVAIL_HIGH, 0);
-        wr32(m, VIRTIO_MMIO_QUEUE_USED_LOW, (uint32_t)USED);
-        wr32(m, VIRTIO_MMIO_QUEUE_USED_HIGH, 0);
-        wr32(m, VIRTIO_MMIO_QUEUE_READY, 1);
-        wr32(m, VIRTIO_MMIO_STATUS, s | VIRTIO_CONFIG_S_DRIVER_OK);
-        m->avail_idx = 0;
+        driver_setup(m, features, DESC);
+        wr32(m, VIRTIO_MMIO_STATUS, FOK | VIRTIO_CONFIG_S_DRIVER_OK);
 }
 
 static uint8_t *gptr(struct machine *m, uint64_t gpa, uint64_t len)
 {
-        return guest_mem_ptr(&m->mem, gpa, len);
+        return guest_mem_ptr(&m->b.mem, gpa, len);
 }
 
 /* Queue request slot (header, len bytes of data at DATA + slot * 64K unless len is 0,
@@ -407,4 +348,147 @@ TEST(dev_in_flight_bounded_by_the_queue_size)
         }
         CHECK(status(&m, 0) == VIRTIO_BLK_S_OK);
         CHECK(!(rd32(&m, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET));
+}
+
+static off_t image_size(struct machine *m)
+{
+        struct stat st;
+        return stat(m->image, &st) == 0 ? st.st_size : -1;
+}
+
+TEST(blk_capacity_written_by_the_driver_does_not_widen_the_disk)
+{
+        /* The driver writes a huge capacity into the (read-only) config space, resets and
+         * sets the device up again, then writes and reads past the image's end. */
+        MACHINE(m, false, NULL);
+        wr32(&m, VIRTIO_MMIO_CONFIG + offsetof(struct virtio_blk_config, capacity), 0xffffffff);
+        wr32(&m, VIRTIO_MMIO_CONFIG + offsetof(struct virtio_blk_config, capacity) + 4, 0x003fffff);
+        driver_start(&m, 0);
+        memset(data(&m, 0), 0x5a, 4096);
+        request(&m, 0, VIRTIO_BLK_T_OUT, (1ULL << 40) / 512, 4096);
+        kick(&m);
+        CHECK(wait_used(&m, 1));
+        CHECK(status(&m, 0) == VIRTIO_BLK_S_IOERR);
+        CHECK(image_size(&m) == IMAGE_SIZE);
+        request(&m, 1, VIRTIO_BLK_T_IN, IMAGE_SIZE / 512, 512);
+        kick(&m);
+        CHECK(wait_used(&m, 2));
+        CHECK(status(&m, 1) == VIRTIO_BLK_S_IOERR);
+        /* The disk itself still works. */
+        request(&m, 2, VIRTIO_BLK_T_IN, IMAGE_SIZE / 512 - 1, 512);
+        kick(&m);
+        CHECK(wait_used(&m, 3));
+        CHECK(status(&m, 2) == VIRTIO_BLK_S_OK);
+        CHECK(!(rd32(&m, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET));
+}
+
+/* Lines of what fn wrote to stderr. */
+static int stderr_lines(void (*fn)(struct machine *), struct machine *m)
+{
+        char path[] = "/tmp/capsule-blk-dev-log.XXXXXX";
+        int fd = mkstemp(path);
+        if (fd < 0)
+                return -1;
+        unlink(path);
+        int saved = dup(STDERR_FILENO);
+        dup2(fd, STDERR_FILENO);
+        fn(m);
+        dup2(saved, STDERR_FILENO);
+        close(saved);
+        char buf[65536];
+        ssize_t n = pread(fd, buf, sizeof(buf), 0);
+        close(fd);
+        int lines = 0;
+        for (ssize_t i = 0; i < n; i++)
+                lines += buf[i] == '\n';
+        return lines;
+}
+
+/* A thousand rounds of: set the device up with a misaligned descriptor table (the
+ * device needs a reset), and reset it. */
+static void fail_and_reset_storm(struct machine *m)
+{
+        for (int i = 0; i < 1000; i++) {
+                driver_setup(m, 0, DESC + 8);
+                if (!(rd32(m, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET))
+                        return;
+        }
+}
+
+TEST(device_failures_the_guest_repeats_are_not_logged_each_time)
+{
+        MACHINE(m, false, NULL);
+        int lines = stderr_lines(fail_and_reset_storm, &m);
+        CHECK(rd32(&m, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET);
+        CHECK(lines >= 1 && lines <= 10);
+        /* And the device still comes back after a reset. */
+        driver_start(&m, 0);
+        request(&m, 0, VIRTIO_BLK_T_IN, 0, 512);
+        kick(&m);
+        CHECK(wait_used(&m, 1) && status(&m, 0) == VIRTIO_BLK_S_OK);
+}
+
+/* A Linux-like driver that kicks only when the device asks (the used ring's NO_NOTIFY flag,
+ * or avail_event with EVENT_IDX), adding reads while others are in flight, as fio at queue
+ * depth 16 does. The device turns kicks off while reads are in flight and takes what came
+ * without a kick at their completions: no request may wait for ever (each wait is bounded),
+ * with or without EVENT_IDX. */
+static void driver_kicks_when_asked(bool event_idx, unsigned int *kicks, unsigned int *done, bool *stalled)
+{
+        MACHINE(m, false, NULL);
+        driver_start(&m, event_idx ? 1ULL << VIRTIO_RING_F_EVENT_IDX : 0);
+        struct vring_used *u = (struct vring_used *)gptr(&m, USED, 4 + 8 * QSIZE + 2);
+        uint16_t *avail_event = (uint16_t *)&u->ring[QSIZE];
+        enum { SLOTS = 16, TOTAL = 3000 };
+        unsigned int free_slots[SLOTS], n_free = SLOTS;
+        for (unsigned int i = 0; i < SLOTS; i++)
+                free_slots[i] = i;
+        uint16_t last_used = 0;
+        srand(11);
+        *kicks = *done = 0;
+        *stalled = false;
+        while (*done < TOTAL && !*stalled) {
+                if (n_free > 0) {
+                        uint16_t old = m.avail_idx;
+                        for (unsigned int n = 1 + (unsigned int)rand() % n_free; n > 0; n--)
+                                request(&m, free_slots[--n_free], VIRTIO_BLK_T_IN,
+                                        (uint64_t)rand() % (IMAGE_SIZE / 512 - 8), 4096);
+                        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+                        bool ask = event_idx ? vring_need_event(le16toh(__atomic_load_n(avail_event, __ATOMIC_RELAXED)),
+                                                                m.avail_idx, old)
+                                             : !(le16toh(__atomic_load_n(&u->flags, __ATOMIC_RELAXED)) &
+                                                 VRING_USED_F_NO_NOTIFY);
+                        if (ask) {
+                                kick(&m);
+                                (*kicks)++;
+                        }
+                }
+                /* Reap; with every slot busy or by chance, wait (bounded) for the next one. */
+                bool wait = n_free == 0 || rand() % 2;
+                for (int i = 0; wait && used_idx(&m) == last_used && i < 5000; i++)
+                        usleep(1000);
+                if (wait && used_idx(&m) == last_used)
+                        *stalled = true;
+                for (uint16_t ui = used_idx(&m); last_used != ui; last_used++) {
+                        uint32_t id = le32toh(u->ring[last_used % QSIZE].id);
+                        unsigned int slot = 0;
+                        while (slot < SLOTS && slot * 3 % QSIZE != id)
+                                slot++;
+                        if (slot == SLOTS || status(&m, slot) != VIRTIO_BLK_S_OK)
+                                *stalled = true;
+                        else
+                                free_slots[n_free++] = slot;
+                        (*done)++;
+                }
+        }
+}
+
+TEST(dev_driver_that_kicks_only_when_asked_never_waits_for_ever)
+{
+        for (int event_idx = 0; event_idx < 2; event_idx++) {
+                unsigned int kicks, done;
+                bool stalled;
+                driver_kicks_when_asked(event_idx, &kicks, &done, &stalled);
+                CHECK(!stalled && done >= 3000 && kicks > 0);
+        }
 }

@@ -20,6 +20,8 @@
 #include <linux/virtio_mmio.h>
 
 #include "check.h"
+#include "machine.h"
+#include "mmio_driver.h"
 #include "common/util.h"
 #include "vmm/device.h"
 #include "vmm/virtio/console.h"
@@ -241,34 +243,12 @@ TEST(console_reset_starts_the_protocol_over_but_keeps_the_host_end)
 #define PORT_NAME "org.test.port"
 
 struct dmachine {
-        struct bus pio, mmio;
-        struct evloop loop;
-        struct guest_mem mem;
+        struct machine_base b;
         struct vm_console_port port;
-        struct vm_config cfg;
-        struct vm_devices ctx;
         int kick_fd[DEV_NQ];
         char dir[64], sock[96];
         uint16_t avail[DEV_NQ], used_seen[DEV_NQ];
-        bool up, running;
 };
-
-static int dfake_irq_line(void *vm, uint32_t gsi, int level)
-{
-        (void)vm, (void)gsi, (void)level;
-        return 0;
-}
-
-static void dfake_request_exit(void *vm, int reason, int status)
-{
-        (void)vm, (void)reason, (void)status;
-}
-
-static int dfake_irqfd(void *vm, int fd, uint32_t gsi, bool assign, cap_error_t *err)
-{
-        (void)vm, (void)fd, (void)gsi, (void)assign, (void)err;
-        return 0;
-}
 
 static int dfake_ioeventfd_match(void *vm, int fd, uint64_t addr, uint32_t len, bool pio, uint64_t data, bool assign,
                                  cap_error_t *err)
@@ -282,25 +262,9 @@ static int dfake_ioeventfd_match(void *vm, int fd, uint64_t addr, uint32_t len, 
         return 0;
 }
 
-static void dfake_cmdline_append(void *vm, const char *text)
-{
-        (void)vm, (void)text;
-}
-
-static void dwr32(struct dmachine *m, uint64_t off, uint32_t v)
-{
-        uint8_t d[4] = { (uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24) };
-        bus_dispatch(&m->mmio, LAYOUT_MMIO_START + off, d, 4, true);
-}
-
 static void dmachine_stop(struct dmachine *m)
 {
-        if (m->running)
-                evloop_stop(&m->loop);
-        if (m->up)
-                devices_exit(&m->ctx);
-        evloop_destroy(&m->loop);
-        guest_mem_destroy(&m->mem);
+        machine_base_destroy(&m->b);
         if (m->dir[0])
                 rmdir(m->dir);
 }
@@ -308,63 +272,33 @@ static void dmachine_stop(struct dmachine *m)
 static int dmachine_start(struct dmachine *m, cap_error_t *err)
 {
         memset(m, 0, sizeof(*m));
-        bus_init(&m->pio);
-        bus_init(&m->mmio);
         snprintf(m->dir, sizeof(m->dir), "/tmp/capsule-console-XXXXXX");
         if (!mkdtemp(m->dir))
                 return cap_fail(err, errno, "mkdtemp");
         snprintf(m->sock, sizeof(m->sock), "%s/port.sock", m->dir);
-        if (evloop_init(&m->loop, err) < 0 || guest_mem_init(&m->mem, 16ULL << 20, false, err) < 0)
+        if (machine_base_init(&m->b, 16ULL << 20, err) < 0)
                 return -1;
         m->port = (struct vm_console_port){ .name = PORT_NAME, .socket = m->sock };
-        m->cfg = (struct vm_config){ .console = VM_CONSOLE_NONE, .virtio_transport = VM_VIRTIO_MMIO,
-                                     .console_ports = &m->port, .n_console_ports = 1 };
-        m->ctx = (struct vm_devices){ .pio = &m->pio, .mmio = &m->mmio, .mem = &m->mem, .loop = &m->loop,
-                                      .config = &m->cfg, .irq_line = dfake_irq_line, .irqfd = dfake_irqfd,
-                                      .ioeventfd_match = dfake_ioeventfd_match,
-                                      .cmdline_append = dfake_cmdline_append, .request_exit = dfake_request_exit,
-                                      .vm = m };
-        if (devices_init(&m->ctx, err) < 0)
+        m->b.cfg = (struct vm_config){ .console = VM_CONSOLE_NONE, .virtio_transport = VM_VIRTIO_MMIO,
+                                       .console_ports = &m->port, .n_console_ports = 1 };
+        m->b.ctx.ioeventfd_match = dfake_ioeventfd_match;
+        m->b.ctx.vm = m;
+        if (machine_base_start(&m->b, true, err) < 0)
                 return -1;
-        m->up = true;
-        if (evloop_start(&m->loop, err) < 0)
-                return -1;
-        m->running = true;
         /* The driver: VERSION_1 and MULTIPORT, four queues in guest RAM, DRIVER_OK. */
-        dwr32(m, VIRTIO_MMIO_STATUS, 0);
-        dwr32(m, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
-        dwr32(m, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
-        dwr32(m, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
-        dwr32(m, VIRTIO_MMIO_DRIVER_FEATURES, 1u << VIRTIO_CONSOLE_F_MULTIPORT);
-        dwr32(m, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
-        dwr32(m, VIRTIO_MMIO_DRIVER_FEATURES, 1); /* VERSION_1 */
-        dwr32(m, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
-        for (uint32_t q = 0; q < DEV_NQ; q++) {
-                dwr32(m, VIRTIO_MMIO_QUEUE_SEL, q);
-                dwr32(m, VIRTIO_MMIO_QUEUE_NUM, DEV_QS);
-                dwr32(m, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)QBASE(q));
-                dwr32(m, VIRTIO_MMIO_QUEUE_AVAIL_LOW, (uint32_t)(QBASE(q) + 0x1000));
-                dwr32(m, VIRTIO_MMIO_QUEUE_USED_LOW, (uint32_t)(QBASE(q) + 0x2000));
-                dwr32(m, VIRTIO_MMIO_QUEUE_READY, 1);
-        }
-        dwr32(m, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK |
-                                             VIRTIO_CONFIG_S_DRIVER_OK);
+        mmio_driver_features(&m->b.mmio, 1ULL << VIRTIO_CONSOLE_F_MULTIPORT);
+        for (uint32_t q = 0; q < DEV_NQ; q++)
+                mmio_queue_setup(&m->b.mmio, q, DEV_QS, QBASE(q), QBASE(q) + 0x1000, QBASE(q) + 0x2000);
+        mmio_wr32(&m->b.mmio, VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER |
+                                                      VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK);
         return 0;
 }
 
-#define DMACHINE(m)                                                                        \
-        struct dmachine m __attribute__((cleanup(dmachine_stop)));                         \
-        do {                                                                               \
-                cleanup_error cap_error_t _err = NULL;                                     \
-                int _r = dmachine_start(&m, &_err);                                        \
-                if (_r < 0)                                                                \
-                        fprintf(stderr, "dmachine_start: %s\n", _err ? _err->msg : "?");   \
-                CHECK(_r == 0);                                                            \
-        } while (0)
+#define DMACHINE(m) MACHINE_UP(dmachine, m, dmachine_start, dmachine_stop)
 
 static void *gpa(struct dmachine *m, uint64_t addr, size_t len)
 {
-        return guest_mem_ptr(&m->mem, addr, len);
+        return guest_mem_ptr(&m->b.mem, addr, len);
 }
 
 /* Offer buffer i of queue q (len bytes, writable or holding data) and kick. */
@@ -494,10 +428,9 @@ TEST(console_port_device_carries_bytes_both_ways_with_back_pressure)
         CHECK(got == DEV_QS * 4096 && in_order);
         CHECK(tx_used && r == 10 && strcmp(reply, "hello host") == 0);
         /* The socket goes with the VM. */
-        evloop_stop(&m.loop);
-        m.running = false;
-        devices_exit(&m.ctx);
-        m.up = false;
+        evloop_stop(&m.b.loop);
+        devices_exit(&m.b.ctx);
+        m.b.up = false;
         CHECK(stat(m.sock, &st) < 0 && errno == ENOENT);
 }
 

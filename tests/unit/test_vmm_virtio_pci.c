@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "machine.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "vmm/device.h"
@@ -117,13 +118,6 @@ static int fake_irq_line(void *vm, uint32_t gsi, int level)
         return 0;
 }
 
-static void fake_request_exit(void *vm, int reason, int status)
-{
-        (void)vm;
-        (void)reason;
-        (void)status;
-}
-
 /* The fake device: two queues, an 8-byte config space. */
 struct fake_dev {
         int activated, resets;
@@ -157,18 +151,13 @@ static const struct virtio_dev_ops fake_ops = { .activate = fake_activate, .noti
                                                 .config_write = fake_config_write };
 
 struct machine {
-        struct bus pio, mmio;
-        struct evloop loop;
-        struct guest_mem mem;
-        struct vm_config cfg;
-        struct vm_devices ctx;
+        struct machine_base b;
         struct fake_kvm kvm;
         struct virtio_dev dev;
         struct fake_dev fake;
         uint8_t config[8];
         const struct pci_function *fn;
         uint64_t ecam, bar;
-        bool up;
 };
 
 static int machine_start(struct machine *m, cap_error_t *err)
@@ -177,19 +166,18 @@ static int machine_start(struct machine *m, cap_error_t *err)
         for (int i = 0; i < MAX_FDS; i++)
                 m->kvm.irqfd_gsi[i] = -1;
         m->kvm.next_gsi = 24;
-        bus_init(&m->pio);
-        bus_init(&m->mmio);
-        if (evloop_init(&m->loop, err) < 0 || guest_mem_init(&m->mem, 64ULL << 20, false, err) < 0)
+        if (machine_base_init(&m->b, 64ULL << 20, err) < 0)
                 return -1;
-        m->cfg.console = VM_CONSOLE_NONE;
-        m->cfg.virtio_transport = VM_VIRTIO_PCI;
-        m->ctx = (struct vm_devices){ .pio = &m->pio, .mmio = &m->mmio, .mem = &m->mem, .loop = &m->loop,
-                                      .config = &m->cfg, .irq_line = fake_irq_line, .ioeventfd = fake_ioeventfd,
-                                      .irqfd = fake_irqfd, .gsi_alloc = fake_gsi_alloc, .msi_route = fake_msi_route,
-                                      .request_exit = fake_request_exit, .vm = &m->kvm };
-        if (devices_init(&m->ctx, err) < 0)
+        m->b.cfg.console = VM_CONSOLE_NONE;
+        m->b.cfg.virtio_transport = VM_VIRTIO_PCI;
+        m->b.ctx.irq_line = fake_irq_line;
+        m->b.ctx.ioeventfd = fake_ioeventfd;
+        m->b.ctx.irqfd = fake_irqfd;
+        m->b.ctx.gsi_alloc = fake_gsi_alloc;
+        m->b.ctx.msi_route = fake_msi_route;
+        m->b.ctx.vm = &m->kvm;
+        if (machine_base_start(&m->b, false, err) < 0)
                 return -1;
-        m->up = true;
         snprintf(m->dev.name, sizeof(m->dev.name), "virtio-test0");
         m->dev.device_id = VIRTIO_ID_RNG;
         m->dev.features = 1ULL << 3;
@@ -200,7 +188,7 @@ static int machine_start(struct machine *m, cap_error_t *err)
         m->dev.config_len = sizeof(m->config);
         m->dev.ops = &fake_ops;
         m->dev.opaque = &m->fake;
-        if (virtio_dev_add(&m->ctx, &m->dev, err) < 0)
+        if (virtio_dev_add(&m->b.ctx, &m->dev, err) < 0)
                 return -1;
         for (unsigned int s = 1; s < PCI_SLOTS && !m->fn; s++)
                 if (pci_get_function(s) && pci_get_function(s)->opaque == m->dev.transport_data)
@@ -214,47 +202,15 @@ static int machine_start(struct machine *m, cap_error_t *err)
 
 static void machine_stop(struct machine *m)
 {
-        if (m->up)
-                devices_exit(&m->ctx);
-        m->up = false;
-        evloop_destroy(&m->loop);
-        guest_mem_destroy(&m->mem);
+        machine_base_destroy(&m->b);
 }
 
-#define MACHINE(m)                                                                         \
-        struct machine m __attribute__((cleanup(machine_stop)));                           \
-        do {                                                                               \
-                cleanup_error cap_error_t _err = NULL;                                     \
-                int _r = machine_start(&m, &_err);                                         \
-                if (_r < 0)                                                                \
-                        fprintf(stderr, "machine_start: %s\n", _err ? _err->msg : "?");    \
-                CHECK(_r == 0);                                                            \
-        } while (0)
+#define MACHINE(m) MACHINE_UP(machine, m, machine_start, machine_stop)
 
-static uint64_t rd(struct bus *bus, uint64_t addr, uint32_t len)
-{
-        uint8_t d[8] = { 0 };
-        uint64_t v = 0;
-
-        bus_dispatch(bus, addr, d, len, false);
-        for (uint32_t i = 0; i < len; i++)
-                v |= (uint64_t)d[i] << (8 * i);
-        return v;
-}
-
-static void wr(struct bus *bus, uint64_t addr, uint32_t len, uint64_t v)
-{
-        uint8_t d[8];
-
-        for (uint32_t i = 0; i < len; i++)
-                d[i] = (uint8_t)(v >> (8 * i));
-        bus_dispatch(bus, addr, d, len, true);
-}
-
-#define CFG_RD(m, off, len) rd(&(m).mmio, (m).ecam + (off), len)
-#define CFG_WR(m, off, len, v) wr(&(m).mmio, (m).ecam + (off), len, v)
-#define BAR_RD(m, off, len) rd(&(m).mmio, (m).bar + (off), len)
-#define BAR_WR(m, off, len, v) wr(&(m).mmio, (m).bar + (off), len, v)
+#define CFG_RD(m, off, len) io_in(&(m).b.mmio, (m).ecam + (off), len)
+#define CFG_WR(m, off, len, v) io_out(&(m).b.mmio, (m).ecam + (off), len, v)
+#define BAR_RD(m, off, len) io_in(&(m).b.mmio, (m).bar + (off), len)
+#define BAR_WR(m, off, len, v) io_out(&(m).b.mmio, (m).bar + (off), len, v)
 
 static void memory_on(struct machine *m)
 {
@@ -618,8 +574,8 @@ TEST(msix_reset_unbinds_and_teardown_leaves_nothing)
         BAR_WR(m, COMMON + VIRTIO_PCI_COMMON_Q_MSIX, 2, 1);
 
         unsigned int slot = m.fn->slot;
-        devices_exit(&m.ctx);
-        m.up = false;
+        devices_exit(&m.b.ctx);
+        m.b.up = false;
         CHECK(m.kvm.n_ioev == 0);
         for (int fd = 0; fd < MAX_FDS; fd++)
                 CHECK(m.kvm.irqfd_gsi[fd] == -1);
@@ -692,8 +648,8 @@ TEST(hostile_accesses_everywhere)
         for (int pass = 0; pass < 2; pass++) {
                 for (uint64_t off = 0; off < 0x8000; off += (off & 0xfff) < 0x100 ? 1 : 0x3f)
                         for (uint32_t len = 1; len <= 8; len *= 2) {
-                                wr(&m.mmio, m.bar + off, len, ~0ULL);
-                                rd(&m.mmio, m.bar + off, len);
+                                io_out(&m.b.mmio, m.bar + off, len, ~0ULL);
+                                io_in(&m.b.mmio, m.bar + off, len);
                         }
                 for (uint32_t off = 0x40; off < 0x1000; off++)
                         for (uint32_t len = 1; len <= 4; len *= 2) {

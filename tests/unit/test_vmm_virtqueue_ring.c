@@ -111,6 +111,39 @@ TEST(set_notification)
         CHECK(avail_event(e) == 3);
 }
 
+/* Kicks off altogether (a device that looks at the queue anyway): whatever the driver adds,
+ * from whatever index, it is not asked to kick, until kicks are enabled again. */
+TEST(kicks_off)
+{
+        cleanup_drv struct drv *d = drv_ready(16, false, false);
+        CHECK(d);
+        virtq_kicks_off(&d->q);
+        CHECK(rd16(d, USED_GPA) == VRING_USED_F_NO_NOTIFY && d->q.notify_off);
+        virtq_set_notification(&d->q, true);
+        CHECK(rd16(d, USED_GPA) == 0 && !d->q.notify_off);
+
+        cleanup_drv struct drv *e = drv_ready(16, false, true);
+        CHECK(e);
+        chain_simple(e);
+        for (uint16_t start = 0; start < 40; start++) {
+                avail_add(e, 0);
+                CHECK(virtq_pop(&e->q, &e->c) == 1);
+                virtq_push(&e->q, 0, 0);
+                virtq_kicks_off(&e->q);
+                CHECK(rd16(e, USED_GPA) == 0);
+                /* The driver's test (Linux's vring_need_event) for one to a full ring's worth. */
+                for (uint16_t n = 1; n <= 16; n++)
+                        CHECK(!vring_need_event(avail_event(e), (uint16_t)(e->avail_idx + n), e->avail_idx));
+                /* Pops while off do not ask for kicks again. */
+                avail_add(e, 0);
+                CHECK(virtq_pop(&e->q, &e->c) == 1);
+                virtq_push(&e->q, 0, 0);
+                CHECK(!vring_need_event(avail_event(e), (uint16_t)(e->avail_idx + 1), e->avail_idx));
+                virtq_set_notification(&e->q, true);
+                CHECK(vring_need_event(avail_event(e), (uint16_t)(e->avail_idx + 1), e->avail_idx));
+        }
+}
+
 /* ---- 16-bit wrap-around --------------------------------------------------------- */
 
 TEST(index_wrap_around)
@@ -137,6 +170,31 @@ TEST(index_wrap_around)
         /* Across the wrap, "size + 1 ahead" is still caught. */
         avail_set_idx(d, (uint16_t)(d->avail_idx + 5));
         CHECK(broken_by(d, "available index"));
+}
+
+TEST(push_many_publishes_once_across_the_wrap)
+{
+        /* A 4-entry ring whose used index is at 2: three chains come back as one index update,
+         * their elements at ring slots 2, 3 and 0. */
+        cleanup_drv struct drv *d = drv_ready(4, false, true);
+        CHECK(d);
+        chain_simple(d);
+        for (unsigned int i = 0; i < 2; i++) {
+                avail_add(d, 0);
+                CHECK(virtq_pop(&d->q, &d->c) == 1);
+                virtq_push(&d->q, 0, 1);
+        }
+        for (unsigned int i = 0; i < 3; i++) {
+                avail_add(d, 0);
+                CHECK(virtq_pop(&d->q, &d->c) == 1);
+        }
+        const uint16_t heads[3] = { 0, 0, 0 };
+        const uint32_t lens[3] = { 100, 200, 300 };
+        virtq_push_many(&d->q, heads, lens, 3);
+        CHECK(used_idx(d) == 5 && d->q.used_idx == 5);
+        CHECK(rd32(d, USED_GPA + 4 + 8 * 2 + 4) == 100 && rd32(d, USED_GPA + 4 + 8 * 3 + 4) == 200);
+        CHECK(rd32(d, USED_GPA + 4 + 4) == 300);
+        CHECK(virtq_should_signal(&d->q));
 }
 
 /* ---- chain copy helpers -------------------------------------------------------- */

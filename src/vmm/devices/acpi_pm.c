@@ -1,17 +1,20 @@
 /* ACPI fixed hardware: the PM1a event and control blocks and the FADT reset
  * register. The machine is always in ACPI mode (SCI_EN reads set, the FADT
  * has no SMI command port); S5 powers the VM off, the reset value reboots it.
- * Nothing raises status bits yet, so PM1 status always reads clear. */
+ * The only event is the fixed power button (acpi_pm_power_button): its status
+ * bit raises the level-triggered SCI while the guest enables it. */
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "common/error.h"
 #include "vmm/device.h"
+#include "vmm/devices/acpi_pm.h"
 #include "vmm/vm.h"
 #include "vmm/x86/layout.h"
 
 #define PM1_EVT_LEN 4 /* status (write one to clear), enable */
+#define PM1_PWRBTN 0x0100 /* PWRBTN_STS in status, PWRBTN_EN in enable */
 #define PM1_CNT_LEN 2
 
 #define PM1_CNT_SCI_EN 0x0001
@@ -24,6 +27,7 @@ struct acpi_pm {
         pthread_mutex_t lock;
         struct vm_devices *ctx;
         uint16_t status, enable, control;
+        bool sci; /* the level the SCI line has */
 };
 
 static struct acpi_pm pm = { .lock = PTHREAD_MUTEX_INITIALIZER };
@@ -37,6 +41,26 @@ static void put16(uint8_t *regs, unsigned int off, uint16_t v)
 static uint16_t get16(const uint8_t *regs, unsigned int off)
 {
         return (uint16_t)(regs[off] | regs[off + 1] << 8);
+}
+
+/* Called with the lock held: the SCI follows (status & enable). */
+static void acpi_pm_update_sci(struct acpi_pm *p)
+{
+        bool level = (p->status & p->enable & PM1_PWRBTN) != 0;
+        if (level == p->sci)
+                return;
+        p->sci = level;
+        p->ctx->irq_line(p->ctx->vm, IRQ_ACPI_SCI, level);
+}
+
+void acpi_pm_power_button(void)
+{
+        pthread_mutex_lock(&pm.lock);
+        if (pm.ctx) {
+                pm.status |= PM1_PWRBTN;
+                acpi_pm_update_sci(&pm);
+        }
+        pthread_mutex_unlock(&pm.lock);
 }
 
 static void acpi_pm_evt_io(void *opaque, uint64_t offset, uint8_t *data, uint32_t len, bool is_write)
@@ -61,6 +85,7 @@ static void acpi_pm_evt_io(void *opaque, uint64_t offset, uint8_t *data, uint32_
                 }
                 p->status &= (uint16_t)~get16(clear, 0);
                 p->enable = get16(regs, 2);
+                acpi_pm_update_sci(p);
         }
         pthread_mutex_unlock(&p->lock);
 }
@@ -107,6 +132,7 @@ static int acpi_pm_init(struct vm_devices *ctx, cap_error_t *err)
         pthread_mutex_lock(&pm.lock);
         pm.ctx = ctx;
         pm.status = pm.enable = 0;
+        pm.sci = false;
         pm.control = PM1_CNT_SCI_EN;
         pthread_mutex_unlock(&pm.lock);
         if (bus_register(ctx->pio, PORT_ACPI_PM1A_EVT, PM1_EVT_LEN, acpi_pm_evt_io, &pm, "acpi pm1a event", err) < 0 ||
@@ -115,4 +141,12 @@ static int acpi_pm_init(struct vm_devices *ctx, cap_error_t *err)
         return bus_register(ctx->pio, PORT_ACPI_RESET, 1, acpi_pm_reset_io, &pm, "acpi reset", err);
 }
 
-DEVICE_REGISTER(acpi_pm, DEVICE_ORDER_PLATFORM, .name = "acpi_pm", .init = acpi_pm_init)
+static void acpi_pm_exit(struct vm_devices *ctx)
+{
+        (void)ctx;
+        pthread_mutex_lock(&pm.lock);
+        pm.ctx = NULL; /* the power button has no VM to press any more */
+        pthread_mutex_unlock(&pm.lock);
+}
+
+DEVICE_REGISTER(acpi_pm, DEVICE_ORDER_PLATFORM, .name = "acpi_pm", .init = acpi_pm_init, .exit = acpi_pm_exit)

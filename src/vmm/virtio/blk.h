@@ -76,6 +76,7 @@ struct blk_io {
         bool no_zero_range;      /* FALLOC_FL_ZERO_RANGE failed with EOPNOTSUPP: punch instead */
         bool told_unaligned;     /* the first unaligned request of a direct disk was logged */
         unsigned int in_kernel;  /* requests submitted whose completion was not reaped */
+        uint64_t submits;        /* io_uring_submit() calls, for the device's statistics */
         uint64_t size;           /* the image's size in bytes */
 };
 
@@ -86,8 +87,8 @@ int blk_io_open(struct blk_io *io, const char *setting, const char *path, bool r
 void blk_io_close(struct blk_io *io);
 /* Queue r's I/O (submitted by the next blk_io_submit()). -1: no room, fail r. */
 int blk_io_start(struct blk_io *io, struct blk_inflight *r);
-/* Hand the queued requests to the kernel; never blocks. */
-void blk_io_submit(struct blk_io *io);
+/* Hand the queued requests to the kernel; never blocks. Whether all of them are there. */
+bool blk_io_submit(struct blk_io *io);
 /* Reap the finished requests: done(r, status, opaque) for each; a short transfer is
  * resubmitted instead of finished. */
 typedef void (*blk_io_done_fn)(struct blk_inflight *r, uint8_t status, void *opaque);

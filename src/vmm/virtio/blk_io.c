@@ -178,12 +178,15 @@ int blk_io_start(struct blk_io *io, struct blk_inflight *r)
         return prep(io, r);
 }
 
-void blk_io_submit(struct blk_io *io)
+bool blk_io_submit(struct blk_io *io)
 {
         /* A failure (EAGAIN, EBUSY, EINTR) leaves the entries queued: the next kick or
          * completion submits them. */
-        if (io_uring_sq_ready(&io->ring))
+        if (io_uring_sq_ready(&io->ring)) {
+                io->submits++;
                 io_uring_submit(&io->ring);
+        }
+        return io_uring_sq_ready(&io->ring) == 0;
 }
 
 /* Past the n bytes just transferred: 1 if some are left, 0 if r is done. */

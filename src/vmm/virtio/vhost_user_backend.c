@@ -1,8 +1,10 @@
 #include "vmm/virtio/vhost_user_backend.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/close_range.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,23 +73,25 @@ static int socket_pair_listening(int *listen_fd, int *conn_fd, cap_error_t *err)
         return 0;
 }
 
-/* In the child, between fork and exec: only async-signal-safe calls. */
-static void __attribute__((noreturn)) child_exec(char *const argv[], int listen_fd, pid_t parent)
+void vhost_user_backend_child_exec(char *const argv[], int fd, pid_t parent, const struct passwd *drop)
 {
         sigset_t all;
         sigemptyset(&all);
         sigprocmask(SIG_SETMASK, &all, NULL);
         signal(SIGPIPE, SIG_DFL);
+        if (drop && (setgroups(0, NULL) < 0 || setresgid(drop->pw_gid, drop->pw_gid, drop->pw_gid) < 0 ||
+                     setresuid(drop->pw_uid, drop->pw_uid, drop->pw_uid) < 0))
+                _exit(127);
         /* Dies with capsule; and if capsule died before this line, the child goes too. */
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
                 _exit(127);
         int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(STDERR_FILENO, STDOUT_FILENO) < 0)
                 _exit(127);
-        if (listen_fd == VHOST_USER_BACKEND_LISTEN_FD) {
-                if (fcntl(listen_fd, F_SETFD, 0) < 0)
+        if (fd == VHOST_USER_BACKEND_LISTEN_FD) {
+                if (fcntl(fd, F_SETFD, 0) < 0)
                         _exit(127);
-        } else if (dup2(listen_fd, VHOST_USER_BACKEND_LISTEN_FD) < 0) {
+        } else if (dup2(fd, VHOST_USER_BACKEND_LISTEN_FD) < 0) {
                 _exit(127);
         }
         /* Nothing of the VMM's (guest memory, KVM, other devices) reaches the back-end. */
@@ -109,7 +113,7 @@ int vhost_user_backend_start(struct vhost_user_backend *b, char *const argv[], i
         if (pid < 0)
                 return cap_fail(err, errno, "fork");
         if (pid == 0)
-                child_exec(argv, lfd, parent);
+                vhost_user_backend_child_exec(argv, lfd, parent, NULL);
         int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
         if (pidfd < 0) {
                 int e = errno;

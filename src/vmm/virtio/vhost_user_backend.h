@@ -21,6 +21,15 @@ struct vhost_user_backend {
         int pidfd;   /* readable once the process exited */
 };
 
+struct passwd;
+/* In a child between fork and exec (async-signal-safe calls only): the default signal mask
+ * and SIGPIPE; drop's user when given (before arming the parent-death signal, which a change
+ * of user clears); death with parent, also when it died already; stdin from /dev/null and
+ * stdout to stderr; fd as VHOST_USER_BACKEND_LISTEN_FD and nothing else of the VMM's open
+ * (guest memory, KVM, other devices); then argv. Shared by virtiofsd and passt. */
+void __attribute__((noreturn)) vhost_user_backend_child_exec(char *const argv[], int fd, pid_t parent,
+                                                              const struct passwd *drop);
+
 /* Start argv (argv[0] is the program's path) with the listening socket as fd 3;
  * *sock is the front-end's connected socket. */
 int vhost_user_backend_start(struct vhost_user_backend *b, char *const argv[], int *sock, cap_error_t *err);

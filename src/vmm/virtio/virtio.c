@@ -120,10 +120,11 @@ int virtio_queue_pop(struct virtio_dev *dev, unsigned int q, struct virtq_chain 
                 return 0;
         struct virtq *vq = &dev->queues[q];
         int r = virtq_pop(vq, chain);
-        if (r == 0 && vq->event_idx) {
-                /* Empty: the avail_event the last pop published must be visible before the avail
-                 * index is read again (a full fence, in virtq_set_notification), or a request the
-                 * driver adds meanwhile sees a stale avail_event, is not kicked, and waits forever. */
+        if (r == 0 && (vq->event_idx || vq->notify_off)) {
+                /* Empty: kicks are asked for again (virtio_queue_kicks_off), and the avail_event
+                 * the last pop published must be visible before the avail index is read again (a
+                 * full fence, in virtq_set_notification), or a request the driver adds meanwhile
+                 * sees a stale avail_event or flag, is not kicked, and waits forever. */
                 virtq_set_notification(vq, true);
                 r = virtq_pop(vq, chain);
         }
@@ -140,12 +141,26 @@ void virtio_queue_push(struct virtio_dev *dev, unsigned int q, uint16_t head, ui
                 virtq_push(&dev->queues[q], head, written);
 }
 
-void virtio_queue_signal(struct virtio_dev *dev, unsigned int q)
+void virtio_queue_push_many(struct virtio_dev *dev, unsigned int q, const uint16_t *heads, const uint32_t *written,
+                            unsigned int n)
+{
+        if (q < dev->n_queues && dev_live(dev))
+                virtq_push_many(&dev->queues[q], heads, written, n);
+}
+
+void virtio_queue_kicks_off(struct virtio_dev *dev, unsigned int q)
+{
+        if (q < dev->n_queues && dev_live(dev) && dev->queues[q].ready)
+                virtq_kicks_off(&dev->queues[q]);
+}
+
+bool virtio_queue_signal(struct virtio_dev *dev, unsigned int q)
 {
         if (q >= dev->n_queues || !dev_live(dev) || !virtq_should_signal(&dev->queues[q]))
-                return;
+                return false;
         dev->isr |= ISR_QUEUE;
         dev->transport->interrupt(dev, (int)q);
+        return true;
 }
 
 int virtio_queue_fds(struct virtio_dev *dev, unsigned int q, int *kick_fd, int *call_fd, cap_error_t *err)
@@ -444,8 +459,9 @@ static int virtio_core_init(struct vm_devices *ctx, cap_error_t *err)
         return 0;
 }
 
-/* The VM is stopping (vCPUs joined, event loop stopped): reset every device so that
- * nothing touches guest memory any more, then take it off its transport and destroy it. */
+/* The VM is stopping (vCPUs joined, event loop stopped): let every device finish what its
+ * driver handed over, reset it so that nothing touches guest memory any more, then take it
+ * off its transport and destroy it. */
 static void virtio_core_exit(struct vm_devices *ctx)
 {
         struct virtio_dev *dev = ctx->virtio_devs;
@@ -453,6 +469,8 @@ static void virtio_core_exit(struct vm_devices *ctx)
         while (dev) {
                 struct virtio_dev *next = dev->next;
                 virtio_dev_lock(dev);
+                if (dev->ops->stop)
+                        dev->ops->stop(dev);
                 dev_reset(dev);
                 virtio_dev_unlock(dev);
                 if (dev->kicks)

@@ -47,6 +47,11 @@ struct virtio_dev_ops {
         void (*config_write)(struct virtio_dev *dev, uint32_t offset, const uint8_t *data, uint32_t len);
         /* Optional: the VM is going away (after reset): close files, join threads. */
         void (*destroy)(struct virtio_dev *dev);
+        /* Optional: the VM is stopping (vCPUs joined, event loop stopped), before reset, with
+         * guest memory and the queues still live: finish what the driver handed over before it
+         * stopped (chains made available that the event loop did not reach, data owed to host
+         * peers). The only callback that may wait, and only for a bounded time. */
+        void (*stop)(struct virtio_dev *dev);
 };
 
 struct virtio_queue_io {
@@ -104,8 +109,15 @@ bool virtio_has_feature(const struct virtio_dev *dev, unsigned int bit);
 int virtio_queue_pop(struct virtio_dev *dev, unsigned int q, struct virtq_chain *chain);
 /* Return a chain; written: bytes placed in its writable buffers. No interrupt yet. */
 void virtio_queue_push(struct virtio_dev *dev, unsigned int q, uint16_t head, uint32_t written);
-/* Interrupt the driver for queue q if it asked for one (EVENT_IDX / NO_INTERRUPT). */
-void virtio_queue_signal(struct virtio_dev *dev, unsigned int q);
+/* Return n chains that the driver must see together (virtq_push_many). */
+void virtio_queue_push_many(struct virtio_dev *dev, unsigned int q, const uint16_t *heads, const uint32_t *written,
+                            unsigned int n);
+/* Interrupt the driver for queue q if it asked for one (EVENT_IDX / NO_INTERRUPT): whether it did. */
+bool virtio_queue_signal(struct virtio_dev *dev, unsigned int q);
+/* Ask the driver not to kick queue q: for a device that will look at the queue again anyway
+ * (a completion is on its way). virtio_queue_pop() asks for kicks again when it finds the
+ * queue empty. */
+void virtio_queue_kicks_off(struct virtio_dev *dev, unsigned int q);
 /* The kick and call eventfds of queue q, for a vhost-user back-end. */
 int virtio_queue_fds(struct virtio_dev *dev, unsigned int q, int *kick_fd, int *call_fd, cap_error_t *err);
 

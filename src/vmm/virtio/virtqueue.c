@@ -188,13 +188,20 @@ int virtq_pop(struct virtq *q, struct virtq_chain *c)
 
 void virtq_push(struct virtq *q, uint16_t head, uint32_t written)
 {
+        virtq_push_many(q, &head, &written, 1);
+}
+
+void virtq_push_many(struct virtq *q, const uint16_t *heads, const uint32_t *written, unsigned int n)
+{
         if (q->broken || !q->used)
                 return;
-        struct vring_used_elem *e = &q->used->ring[q->used_idx & (q->num - 1)];
-        __atomic_store_n(&e->id, htole32(head), __ATOMIC_RELAXED);
-        __atomic_store_n(&e->len, htole32(written), __ATOMIC_RELAXED);
-        q->used_idx++;
-        /* Release: the element is visible before the index that publishes it. */
+        for (unsigned int i = 0; i < n; i++) {
+                struct vring_used_elem *e = &q->used->ring[(uint16_t)(q->used_idx + i) & (q->num - 1)];
+                __atomic_store_n(&e->id, htole32(heads[i]), __ATOMIC_RELAXED);
+                __atomic_store_n(&e->len, htole32(written[i]), __ATOMIC_RELAXED);
+        }
+        q->used_idx = (uint16_t)(q->used_idx + n);
+        /* Release: the elements are visible before the index that publishes them. */
         __atomic_store_n(&q->used->idx, htole16(q->used_idx), __ATOMIC_RELEASE);
 }
 
@@ -234,6 +241,17 @@ void virtq_set_notification(struct virtq *q, bool enable)
         /* The caller re-reads the avail index next: that load must not pass this store. */
         if (enable)
                 __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+void virtq_kicks_off(struct virtq *q)
+{
+        if (q->broken || !q->used)
+                return;
+        q->notify_off = true;
+        if (q->event_idx)
+                ring_store16(used_avail_event(q), (uint16_t)(q->last_avail - 1));
+        else
+                ring_store16(&q->used->flags, VRING_USED_F_NO_NOTIFY);
 }
 
 void virtq_adopt(struct virtq *q)

@@ -71,12 +71,18 @@ int virtq_pop(struct virtq *q, struct virtq_chain *chain);
 /* Return head to the driver with written bytes placed in its writable buffers.
  * Ignored on a queue that is not enabled or is broken. */
 void virtq_push(struct virtq *q, uint16_t head, uint32_t written);
+/* Return n chains at once: the driver sees all of them or none (one index update), as a
+ * virtio-net frame spread over several receive buffers must appear. */
+void virtq_push_many(struct virtq *q, const uint16_t *heads, const uint32_t *written, unsigned int n);
 /* Whether the driver wants an interrupt for what was pushed since the previous call
  * (VRING_AVAIL_F_NO_INTERRUPT, or used_event with EVENT_IDX); false if nothing was. */
 bool virtq_should_signal(struct virtq *q);
 /* Ask the driver to kick (true) or not (false) on new buffers: the used ring's flags,
  * or avail_event with EVENT_IDX. After enabling, re-check with virtq_pop(). */
 void virtq_set_notification(struct virtq *q, bool enable);
+/* Ask the driver not to kick at all until virtq_set_notification(q, true): with EVENT_IDX,
+ * avail_event just behind what was taken, which the driver's index never crosses. */
+void virtq_kicks_off(struct virtq *q);
 
 /* Go on serving a ring that another party served until now (a vhost-user back-end that
  * is gone): the next used entry is the used ring's index, the next avail entry is the

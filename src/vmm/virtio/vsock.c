@@ -1,7 +1,8 @@
 /* virtio-vsock without vhost: queues rx (0), tx (1) and event (2), config guest_cid. Each tx
  * chain goes through vsock_chain_tx (vsock_pkt.c: header copied out and parsed once) to the
  * host muxer (vsock_mux.c); rx buffers are filled by the muxer, straight from the host
- * sockets. Everything runs on the event loop (or a vCPU at activation) under the device lock. */
+ * sockets. Everything runs on the event loop (or a vCPU at activation and reset) under the
+ * device lock. */
 #include <endian.h>
 #include <linux/virtio_vsock.h>
 #include <stdlib.h>
@@ -19,6 +20,8 @@
 #define VSOCK_QUEUE_TX 1
 #define VSOCK_QUEUE_EVENT 2
 #define VSOCK_QUEUE_SIZE 256
+/* How long a stopping VM waits for host peers to take what its guest sent them last. */
+#define VSOCK_STOP_LINGER_MS 5000
 
 struct vsock_dev {
         struct virtio_dev vdev;
@@ -85,9 +88,22 @@ static void vsock_notify(struct virtio_dev *dev, unsigned int q)
                 vsock_rx_fill(d);
 }
 
+/* The VM is stopping: the packets a guest queued just before it powered off (its last bytes,
+ * its close) were kicked, but the event loop may not have reached them; and host peers get a
+ * bounded time for what is buffered for them. */
+static void vsock_stop(struct virtio_dev *dev)
+{
+        struct vsock_dev *d = dev->opaque;
+        vsock_tx(d);
+        vsock_mux_linger(d->mux, VSOCK_STOP_LINGER_MS);
+}
+
+/* Before the rings go: the packets the driver made available last (Linux resets the device
+ * as it powers off, maybe before the event loop reached its last kick) still count. */
 static void vsock_reset(struct virtio_dev *dev)
 {
         struct vsock_dev *d = dev->opaque;
+        vsock_tx(d);
         d->rx_held = false;
         vsock_mux_reset(d->mux);
 }
@@ -104,6 +120,7 @@ static const struct virtio_dev_ops vsock_ops = {
         .notify = vsock_notify,
         .reset = vsock_reset,
         .destroy = vsock_destroy,
+        .stop = vsock_stop,
 };
 
 /* ---- the muxer's view of the device ---------------------------------------------- */

@@ -1,4 +1,4 @@
-/* The host side of virtio-vsock without vhost (vsock_mux.c), as Firecracker's hybrid vsock:
+/* The host side of virtio-vsock without vhost (vsock_mux.c, vsock_conn.c), as Firecracker's hybrid vsock:
  * guest stream connections bridged to host Unix sockets.
  *   host → guest: a client connects to the VM's socket and writes "CONNECT <port>\n"; once the
  *                 guest accepts, it reads "OK <hostport>\n" and then the stream;
@@ -63,7 +63,12 @@ int vsock_mux_create(struct vsock_mux **out, const char *socket_path, uint64_t g
                      const struct vsock_mux_host *host, cap_error_t *err);
 /* Close every socket and remove the listening socket's file. */
 void vsock_mux_destroy(struct vsock_mux *m);
-/* The guest went away (device reset): close every connection, keep listening. */
+/* The VM is stopping: give host peers up to timeout_ms to take the bytes the guest sent
+ * them that are still buffered here (the only wait in the mux; the VM's vCPUs are gone). */
+void vsock_mux_linger(struct vsock_mux *m, int timeout_ms);
+/* The guest went away (device reset; Linux resets every virtio device as it powers off):
+ * close every connection, keep listening. A connection still holding bytes the guest sent
+ * closes once its host peer took them, as after the guest's own close. */
 void vsock_mux_reset(struct vsock_mux *m);
 
 /* A valid tx packet; payload: its pkt->len bytes (in guest memory, read once each). The

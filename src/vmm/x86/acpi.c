@@ -102,7 +102,6 @@ struct acpi_fadt {
 /* FADT flags */
 #define FADT_WBINVD (1u << 0)
 #define FADT_PROC_C1 (1u << 2)
-#define FADT_PWR_BUTTON (1u << 4) /* no fixed-feature power button */
 #define FADT_SLP_BUTTON (1u << 5) /* no fixed-feature sleep button */
 #define FADT_RESET_REG_SUP (1u << 10)
 /* IA-PC boot architecture flags */
@@ -331,7 +330,8 @@ static void fadt_fill(struct acpi_fadt *f, uint64_t facs, uint64_t dsdt)
         f->pm1_evt_len = 4;
         f->pm1_cnt_len = 2;
         f->iapc_boot_arch = BOOT_ARCH_LEGACY_DEVICES | BOOT_ARCH_8042 | BOOT_ARCH_NO_VGA;
-        f->flags = FADT_WBINVD | FADT_PROC_C1 | FADT_PWR_BUTTON | FADT_SLP_BUTTON | FADT_RESET_REG_SUP;
+        /* PWR_BUTTON clear: the fixed-feature power button (PM1 PWRBTN_STS) exists, for `vm ctl stop`. */
+        f->flags = FADT_WBINVD | FADT_PROC_C1 | FADT_SLP_BUTTON | FADT_RESET_REG_SUP;
         f->reset_reg = gas_io(PORT_ACPI_RESET, 1, GAS_ACCESS_BYTE);
         f->reset_value = ACPI_RESET_VALUE;
         f->x_dsdt = dsdt;

@@ -1,0 +1,41 @@
+/* The protocol between capsule on the host (src/sandbox/) and capsule-guest, the agent that is
+ * pid 1 of a sandbox VM (src/agent/). Both sides build from this one header.
+ *
+ * Transport: vsock streams. The agent listens on guest port AGENT_PORT. The host reaches it through
+ * the VMM's hybrid vsock socket: connect to the Unix socket, write "CONNECT 1024\n", read
+ * "OK <hostport>\n". Every connection starts with one request frame (frame.h: u32 LE length + a
+ * JSON object with "op"); the agent answers with one reply frame {"ok":true,...} or
+ * {"ok":false,"error":"one line"}. What a connection carries after that depends on the op:
+ *
+ *   {"op":"create","id":ID,"config":"<config.json text>","stdio":"pipes"|"tty"}
+ *        The agent writes the text as its bundle's config.json, with root.path replaced by the
+ *        rootfs it mounted from the virtio-fs tag AGENT_ROOTFS_TAG, and creates the container with
+ *        the runtime library (the same parser and the same checks as on the host). The init's
+ *        stdio are the streams of the next "stdio" connections (exec "init"). Reply once the
+ *        container is created: {"ok":true,"pid":GUEST_PID}.
+ *   {"op":"stdio","exec":"init"|EXEC_ID,"fd":0|1|2}
+ *        Sent BEFORE the create/exec that uses it. After the reply, the connection is a raw byte
+ *        stream: fd 0 host->guest, fd 1 and 2 guest->host; with "stdio":"tty" only fd 0 is used, and
+ *        carries the terminal both ways. A shutdown of the write side is end of file.
+ *   {"op":"start"}                       runs the container's process (container_start).
+ *   {"op":"kill","signal":N,"all":bool}  signals the init (or, with all, every process).
+ *   {"op":"state"}                       reply {"ok":true,"status":"created|running|stopped","pid":N}
+ *   {"op":"exec","exec":EXEC_ID,"process":"<process.json text>","stdio":"pipes"|"tty"}
+ *        reply {"ok":true,"pid":GUEST_PID} once it runs.
+ *   {"op":"wait","exec":"init"|EXEC_ID}
+ *        the reply comes when that process has ended: {"ok":true,"status":N}, N as a shell reports it
+ *        (exit code, or 128+signal). For "init", the agent then powers the VM off once every
+ *        stdout/stderr stream is flushed.
+ *   {"op":"resize","exec":"init"|EXEC_ID,"rows":R,"cols":C}  a tty's window size.
+ *
+ * The host never trusts a reply's numbers beyond using them as the guest-side values they are:
+ * a guest pid is never a host pid. */
+#ifndef CAPSULE_COMMON_AGENT_PROTO_H
+#define CAPSULE_COMMON_AGENT_PROTO_H
+
+#define AGENT_PORT 1024
+#define AGENT_ROOTFS_TAG "capsule-rootfs"
+/* The guest kernel's vsock CID for every sandbox VM (each VM has its own device). */
+#define AGENT_GUEST_CID 3
+
+#endif
