@@ -1,0 +1,203 @@
+"""A capsule boot in the testbed that overran its time: record what it was doing, then kill it
+with a bounded wait, so that a hang fails its test with evidence instead of hanging the run.
+
+The report holds: gdb's backtrace of every thread (gdb itself bounded: attaching waits for
+threads to stop, which a thread stuck in the kernel never does), then for the process and its
+descendants (passt, virtiofsd...) every thread's state, CPU time, system call, wchan and kernel
+stack, twice a few seconds apart (a thread whose CPU time grows is spinning, in KVM_RUN or
+elsewhere; one that does not is blocked), the console's tail, and the same /proc view again if
+SIGKILL did not end it within the wait.
+
+From Python: `wait(popen, limit, report, console)` or `end(...)`; from a shell (the process is not this one's
+child): `python3 stuck.py PID LIMIT REPORT CONSOLE`, exit status 0 when PID ended by itself,
+1 when it overran and SIGKILL ended it, 2 when it survived SIGKILL."""
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+
+# guest_init's last line before it powers the guest off.
+POWEROFF_LINE = re.compile(rb"guest: script \S+ exit \d+")
+# From that line to the VMM's exit: a loaded testbed needs seconds, never minutes.
+POWEROFF_GRACE = 90
+KILL_WAIT = 30
+GDB_LIMIT = 120
+SAMPLE_GAP = 5
+CONSOLE_LINES = 60
+
+
+def _read(path):
+    try:
+        return pathlib.Path(path).read_text(errors="replace").strip()
+    except OSError as e:
+        return f"<{e.strerror}>"
+
+
+def _stat(pid):
+    """(state, parent, CPU ticks) from /proc/PID/stat, or None once it is gone."""
+    try:
+        s = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    f = s[s.rindex(")") + 2:].split()
+    return f[0], int(f[1]), int(f[11]) + int(f[12])
+
+
+def descendants(pid):
+    """pid's children, their children..., by walking every process's parent."""
+    parents = {}
+    for d in pathlib.Path("/proc").iterdir():
+        if d.name.isdigit():
+            st = _stat(d.name)
+            if st:
+                parents[int(d.name)] = st[1]
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parents.items() if pp == p]
+        found += kids
+        todo += kids
+    return found
+
+
+def tasks(pid):
+    """Every thread of pid as the kernel sees it, one block per thread."""
+    head = _read(f"/proc/{pid}/cmdline").replace("\0", " ")
+    out = [f"== pid {pid}: {head}"]
+    try:
+        tids = sorted(os.listdir(f"/proc/{pid}/task"), key=int)
+    except OSError as e:
+        return f"== pid {pid}: gone ({e.strerror})"
+    for tid in tids:
+        t = f"/proc/{pid}/task/{tid}"
+        st = _stat(f"{pid}/task/{tid}")
+        status = _read(f"{t}/status")
+        sig = " ".join(line for line in status.splitlines() if line.startswith(("SigPnd", "ShdPnd", "SigBlk")))
+        out.append(f"-- tid {tid} ({_read(f'{t}/comm')}) state {st[0] if st else '?'} cpu_ticks "
+                   f"{st[2] if st else '?'} wchan {_read(f'{t}/wchan')} syscall {_read(f'{t}/syscall')}\n"
+                   f"   {sig}\n   stack: " + _read(f"{t}/stack").replace("\n", "\n          "))
+    return "\n".join(out)
+
+
+def snapshot(pids):
+    return "\n".join(tasks(p) for p in pids)
+
+
+def gdb(pid):
+    try:
+        r = subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt"], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=GDB_LIMIT)
+        return r.stdout + r.stderr
+    except FileNotFoundError:
+        return "<no gdb>"
+    except subprocess.TimeoutExpired as e:
+        # Killing gdb detaches it; what it printed before it stuck still helps.
+        return f"{e.stdout or ''}{e.stderr or ''}\n<gdb did not finish within {GDB_LIMIT} s>"
+
+
+def console_tail(console):
+    try:
+        text = pathlib.Path(console).read_text(errors="replace").replace("\r", "")
+    except (OSError, TypeError):
+        return "<no console>"
+    return "\n".join(text.splitlines()[-CONSOLE_LINES:])
+
+
+def gone(pid):
+    """pid has exited: no /proc entry, or a zombie with no thread left (a zombie leader whose
+    other threads are still in the kernel has not exited)."""
+    st = _stat(pid)
+    if st is None:
+        return True
+    try:
+        return st[0] == "Z" and os.listdir(f"/proc/{pid}/task") == [str(pid)]
+    except OSError:
+        return True
+
+
+def stop(pid, report, console, why, reap=None):
+    """Write the report on pid, SIGKILL it and wait up to KILL_WAIT s. reap(timeout) waits
+    for our own child. True when it is gone."""
+    family = [pid] + descendants(pid)
+    parts = [f"capsule (pid {pid}) {why}; its family: {family}",
+             "---- gdb: thread apply all bt", gdb(pid),
+             "---- /proc, first look", snapshot(family)]
+    time.sleep(SAMPLE_GAP)
+    parts += [f"---- /proc, {SAMPLE_GAP} s later", snapshot(family),
+              f"---- console (last {CONSOLE_LINES} lines)", console_tail(console)]
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    t = time.monotonic()
+    if reap:
+        try:
+            reap(KILL_WAIT)
+        except subprocess.TimeoutExpired:
+            pass
+    while not gone(pid) and time.monotonic() - t < KILL_WAIT:
+        time.sleep(0.2)
+    dead = gone(pid)
+    parts.append(f"---- SIGKILL: {'gone' if dead else 'STILL THERE'} after {time.monotonic() - t:.1f} s")
+    # Its helpers die with it (PR_SET_PDEATHSIG): give them a moment.
+    while any(not gone(p) for p in family) and time.monotonic() - t < KILL_WAIT + 5:
+        time.sleep(0.2)
+    left = [p for p in family if not gone(p)]
+    if left:
+        parts += ["---- /proc after SIGKILL", snapshot(left)]
+    pathlib.Path(report).write_text("\n".join(parts) + "\n")
+    return dead
+
+
+def overran(pid, limit, console, done):
+    """Wait until done() or an overrun: limit s in all, or POWEROFF_GRACE s after the guest
+    said it powers off. The overrun's description, or None."""
+    t0 = time.monotonic()
+    off = None
+    while not done():
+        now = time.monotonic()
+        if off is None:
+            try:
+                if POWEROFF_LINE.search(pathlib.Path(console).read_bytes()):
+                    off = now
+            except OSError:
+                pass
+        if off is not None and now - off > POWEROFF_GRACE:
+            return f"had not exited {POWEROFF_GRACE} s after the guest's last line before its power-off"
+        if now - t0 > limit:
+            return f"was still running after {limit} s"
+        time.sleep(0.5)
+    return None
+
+
+def end(p, report, console, why):
+    """stop() our child p (a Popen): "timeout" once it is gone, "unkillable" when it survived SIGKILL."""
+    return "timeout" if stop(p.pid, report, console, why, p.wait) else "unkillable"
+
+
+def wait(p, limit, report, console):
+    """Wait for our child p; after an overrun, end() it. Its exit status, or end()'s word."""
+    why = overran(p.pid, limit, console, lambda: p.poll() is not None)
+    return p.returncode if why is None else end(p, report, console, why)
+
+
+def report_tail(report):
+    """The report's end for a failing test's message; "" when the boot did not overrun."""
+    p = pathlib.Path(report)
+    return f"\n--- capsule overran ({p.parent.name}/{p.name})\n{p.read_text(errors='replace')[-12000:]}" \
+        if p.exists() else ""
+
+
+def main(pid, limit, report, console):
+    pid = int(pid)
+    why = overran(pid, int(limit), console, lambda: gone(pid))
+    if why is None:
+        return 0
+    return 1 if stop(pid, report, console, why) else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))
