@@ -189,7 +189,12 @@ def host_main(out, impl, transport, initrd, iperf, mode):
             stuck.end(p, out / "overrun", console, "was still running when the host side failed")
         if iperf_server:
             iperf_server.terminate()
-            iperf_server.wait()
+            try:
+                iperf_server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                r["iperf_server"] = "ignored SIGTERM for 30 s"
+                iperf_server.kill()
+                iperf_server.wait(timeout=30)
     deadline = time.monotonic() + 5
     while any(alive(pid) for pid in helpers) and time.monotonic() < deadline:
         time.sleep(0.1)
