@@ -86,6 +86,21 @@ def snapshot(pids):
     return "\n".join(tasks(p) for p in pids)
 
 
+def cpu_ticks(pids):
+    """{tid: CPU ticks so far} for every thread of pids."""
+    ticks = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            st = _stat(f"{pid}/task/{tid}")
+            if st:
+                ticks[int(tid)] = st[2]
+    return ticks
+
+
 def gdb(pid):
     try:
         r = subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt"], stdin=subprocess.DEVNULL,
@@ -125,8 +140,12 @@ def stop(pid, report, console, why, reap=None):
     parts = [f"capsule (pid {pid}) {why}; its family: {family}",
              "---- gdb: thread apply all bt", gdb(pid),
              "---- /proc, first look", snapshot(family)]
+    before = cpu_ticks(family)
     time.sleep(SAMPLE_GAP)
-    parts += [f"---- /proc, {SAMPLE_GAP} s later", snapshot(family),
+    after = cpu_ticks(family)
+    spent = {tid: after[tid] - before.get(tid, 0) for tid in after}
+    parts += [f"---- /proc, {SAMPLE_GAP} s later; CPU ticks ({os.sysconf('SC_CLK_TCK')}/s) spent meanwhile per thread: "
+              f"{spent}", snapshot(family),
               f"---- console (last {CONSOLE_LINES} lines)", console_tail(console)]
     try:
         os.kill(pid, signal.SIGKILL)
