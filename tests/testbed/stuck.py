@@ -27,6 +27,7 @@ KILL_WAIT = 30
 GDB_LIMIT = 120
 SAMPLE_GAP = 5
 CONSOLE_LINES = 60
+REPORT_CHARS = 40000  # of a report in a failing test's message
 
 
 def _read(path):
@@ -137,16 +138,13 @@ def stop(pid, report, console, why, reap=None):
     """Write the report on pid, SIGKILL it and wait up to KILL_WAIT s. reap(timeout) waits
     for our own child. True when it is gone."""
     family = [pid] + descendants(pid)
-    parts = [f"capsule (pid {pid}) {why}; its family: {family}",
-             "---- gdb: thread apply all bt", gdb(pid),
-             "---- /proc, first look", snapshot(family)]
+    stacks = gdb(pid)
+    first = snapshot(family)
     before = cpu_ticks(family)
     time.sleep(SAMPLE_GAP)
     after = cpu_ticks(family)
     spent = {tid: after[tid] - before.get(tid, 0) for tid in after}
-    parts += [f"---- /proc, {SAMPLE_GAP} s later; CPU ticks ({os.sysconf('SC_CLK_TCK')}/s) spent meanwhile per thread: "
-              f"{spent}", snapshot(family),
-              f"---- console (last {CONSOLE_LINES} lines)", console_tail(console)]
+    second = snapshot(family)
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -160,13 +158,19 @@ def stop(pid, report, console, why, reap=None):
     while not gone(pid) and time.monotonic() - t < KILL_WAIT:
         time.sleep(0.2)
     dead = gone(pid)
-    parts.append(f"---- SIGKILL: {'gone' if dead else 'STILL THERE'} after {time.monotonic() - t:.1f} s")
+    killed = f"SIGKILL: {'gone' if dead else 'STILL THERE'} after {time.monotonic() - t:.1f} s"
     # Its helpers die with it (PR_SET_PDEATHSIG): give them a moment.
     while any(not gone(p) for p in family) and time.monotonic() - t < KILL_WAIT + 5:
         time.sleep(0.2)
     left = [p for p in family if not gone(p)]
+    parts = [f"capsule (pid {pid}) {why}; its family: {family}; {killed}",
+             f"CPU ticks ({os.sysconf('SC_CLK_TCK')}/s) per thread in {SAMPLE_GAP} s: {spent}",
+             "---- gdb: thread apply all bt", stacks,
+             "---- /proc, first look", first,
+             f"---- /proc, {SAMPLE_GAP} s later", second,
+             f"---- console (last {CONSOLE_LINES} lines)", console_tail(console)]
     if left:
-        parts += ["---- /proc after SIGKILL", snapshot(left)]
+        parts += [f"---- /proc after SIGKILL: {left} left", snapshot(left)]
     pathlib.Path(report).write_text("\n".join(parts) + "\n")
     return dead
 
@@ -206,7 +210,7 @@ def wait(p, limit, report, console):
 def report_tail(report):
     """The report's end for a failing test's message; "" when the boot did not overrun."""
     p = pathlib.Path(report)
-    return f"\n--- capsule overran ({p.parent.name}/{p.name})\n{p.read_text(errors='replace')[-12000:]}" \
+    return f"\n--- capsule overran ({p.parent.name}/{p.name})\n{p.read_text(errors='replace')[:REPORT_CHARS]}" \
         if p.exists() else ""
 
 
