@@ -1,16 +1,18 @@
 """A capsule boot in the testbed that overran its time: record what it was doing, then kill it
 with a bounded wait, so that a hang fails its test with evidence instead of hanging the run.
 
-The report holds: gdb's backtrace of every thread (gdb itself bounded: attaching waits for
-threads to stop, which a thread stuck in the kernel never does), then for the process and its
-descendants (passt, virtiofsd...) every thread's state, CPU time, system call, wchan and kernel
-stack, twice a few seconds apart (a thread whose CPU time grows is spinning, in KVM_RUN or
-elsewhere; one that does not is blocked), the console's tail, and the same /proc view again if
-SIGKILL did not end it within the wait.
+The report opens with the verdict (did SIGKILL end it; CPU time each thread spent over a few
+seconds: one whose time grows is spinning, in KVM_RUN or elsewhere, one whose time does not is
+blocked), then gdb's backtrace of every thread (gdb bounded: its attach waits for every thread to
+stop, which one stuck in the kernel never does), then for capsule and its descendants (passt,
+virtiofsd...) every thread's state, system call, signals, wchan and kernel stack, twice, the
+console's tail, and /proc again for whatever SIGKILL left. The testbed's kernel has neither
+CONFIG_STACKTRACE nor KALLSYMS: there the system call line (ioctl 0xae80 is KVM_RUN) and the
+CPU time are what tell where a thread is.
 
-From Python: `wait(popen, limit, report, console)` or `end(...)`; from a shell (the process is not this one's
-child): `python3 stuck.py PID LIMIT REPORT CONSOLE`, exit status 0 when PID ended by itself,
-1 when it overran and SIGKILL ended it, 2 when it survived SIGKILL."""
+From Python: `wait(popen, limit, report, console)` or `end(...)`; from a shell, for a process
+that is not this one's child: `python3 stuck.py PID LIMIT REPORT CONSOLE`, exit status 0 when
+PID ended by itself, 1 when it overran and SIGKILL ended it, 2 when it survived SIGKILL."""
 import os
 import pathlib
 import re
