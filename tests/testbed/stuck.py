@@ -13,6 +13,7 @@ CPU time are what tell where a thread is.
 From Python: `wait(popen, limit, report, console)` or `end(...)`; from a shell, for a process
 that is not this one's child: `python3 stuck.py PID LIMIT REPORT CONSOLE`, exit status 0 when
 PID ended by itself, 1 when it overran and SIGKILL ended it, 2 when it survived SIGKILL."""
+import bisect
 import os
 import pathlib
 import re
@@ -29,6 +30,8 @@ KILL_WAIT = 30
 GDB_LIMIT = 120
 SAMPLE_GAP = 5
 CONSOLE_LINES = 60
+RIP_SAMPLES = 5
+KVM_GET_REGS = 0x8090AE81  # _IOR(KVMIO, 0x81, struct kvm_regs)
 REPORT_CHARS = 40000  # of a report in a failing test's message
 
 
@@ -40,13 +43,13 @@ def _read(path):
 
 
 def _stat(pid):
-    """(state, parent, CPU ticks) from /proc/PID/stat, or None once it is gone."""
+    """(state, parent, CPU ticks, of which in a guest) from /proc/PID/stat, or None once it is gone."""
     try:
         s = pathlib.Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     f = s[s.rindex(")") + 2:].split()
-    return f[0], int(f[1]), int(f[11]) + int(f[12])
+    return f[0], int(f[1]), int(f[11]) + int(f[12]), int(f[40])
 
 
 def descendants(pid):
@@ -90,7 +93,7 @@ def snapshot(pids):
 
 
 def cpu_ticks(pids):
-    """{tid: CPU ticks so far} for every thread of pids."""
+    """{tid: (CPU ticks so far, of which in a guest)} for every thread of pids."""
     ticks = {}
     for pid in pids:
         try:
@@ -100,20 +103,83 @@ def cpu_ticks(pids):
         for tid in tids:
             st = _stat(f"{pid}/task/{tid}")
             if st:
-                ticks[int(tid)] = st[2]
+                ticks[int(tid)] = st[2:4]
     return ticks
 
 
-def gdb(pid):
+def gdb(pid, *commands):
+    args = ["gdb", "-p", str(pid), "-batch"]
+    for c in commands:
+        args += ["-ex", c]
     try:
-        r = subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt"], stdin=subprocess.DEVNULL,
-                           capture_output=True, text=True, timeout=GDB_LIMIT)
+        r = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=GDB_LIMIT)
         return r.stdout + r.stderr
     except FileNotFoundError:
         return "<no gdb>"
     except subprocess.TimeoutExpired as e:
         # Killing gdb detaches it; what it printed before it stuck still helps.
         return f"{e.stdout or ''}{e.stderr or ''}\n<gdb did not finish within {GDB_LIMIT} s>"
+
+
+def vcpu_fds(pid):
+    """{vCPU index: fd} from the process's open files."""
+    fds = {}
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return fds
+    for fd in names:
+        try:
+            m = re.fullmatch(r"anon_inode:kvm-vcpu:(\d+)", os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            continue
+        if m:
+            fds[int(m.group(1))] = int(fd)
+    return fds
+
+
+def kernel_symbols():
+    """The guest kernel's text symbols, sorted (it is not relocated: no KASLR)."""
+    try:
+        out = subprocess.run(["nm", "-n", os.environ["CAPSULE_KERNEL"]], capture_output=True, text=True,
+                             timeout=60).stdout
+    except (KeyError, OSError, subprocess.TimeoutExpired):
+        return []
+    syms = []
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) == 3 and f[1] in "tTwW":
+            syms.append((int(f[0], 16), f[2]))
+    return syms
+
+
+def symbol(syms, addr):
+    i = bisect.bisect_right(syms, (addr, "\uffff")) - 1
+    return f"{syms[i][1]}+{addr - syms[i][0]:#x}" if i >= 0 else "?"
+
+
+def guest_places(pid):
+    """Where each vCPU's guest is, RIP_SAMPLES times: gdb stops the VMM (a stop takes its vCPUs
+    out of KVM_RUN) and has it ask KVM for their registers itself, since KVM answers no other
+    process. The guest's RIP is named from the guest kernel's symbols."""
+    fds = vcpu_fds(pid)
+    if not fds:
+        return "<no vCPU>"
+    cmds = ["set $r = ((void *(*)(unsigned long)) malloc)(256)"]
+    for i, fd in sorted(fds.items()):
+        cmds += [f"set $ok = ((int (*)(int, unsigned long, void *)) ioctl)({fd}, {KVM_GET_REGS:#x}, $r)",
+                 f'printf "vcpu{i} rip %#lx rsp %#lx rflags %#lx (KVM_GET_REGS %d)\\n", '
+                 f"((unsigned long *) $r)[16], ((unsigned long *) $r)[6], ((unsigned long *) $r)[17], $ok"]
+    syms = kernel_symbols()
+    lines = []
+    for _ in range(RIP_SAMPLES):
+        out = gdb(pid, *cmds)
+        found = re.findall(r"^(vcpu\d+) rip (0x[0-9a-f]+|0)(.*)$", out, re.M)
+        lines += [f"{v} rip {rip} {symbol(syms, int(rip, 16))}{rest}" for v, rip, rest in found]
+        if not found:
+            lines.append(out[-2000:])
+        time.sleep(0.5)
+    return "\n".join(lines)
 
 
 def console_tail(console):
@@ -140,12 +206,13 @@ def stop(pid, report, console, why, reap=None):
     """Write the report on pid, SIGKILL it and wait up to KILL_WAIT s. reap(timeout) waits
     for our own child. True when it is gone."""
     family = [pid] + descendants(pid)
-    stacks = gdb(pid)
+    stacks = gdb(pid, "thread apply all bt")
+    places = guest_places(pid)
     first = snapshot(family)
     before = cpu_ticks(family)
     time.sleep(SAMPLE_GAP)
     after = cpu_ticks(family)
-    spent = {tid: after[tid] - before.get(tid, 0) for tid in after}
+    spent = {tid: tuple(a - b for a, b in zip(after[tid], before.get(tid, (0, 0)))) for tid in after}
     second = snapshot(family)
     try:
         os.kill(pid, signal.SIGKILL)
@@ -166,7 +233,8 @@ def stop(pid, report, console, why, reap=None):
         time.sleep(0.2)
     left = [p for p in family if not gone(p)]
     parts = [f"capsule (pid {pid}) {why}; its family: {family}; {killed}",
-             f"CPU ticks ({os.sysconf('SC_CLK_TCK')}/s) per thread in {SAMPLE_GAP} s: {spent}",
+             f"CPU ticks ({os.sysconf('SC_CLK_TCK')}/s) per thread in {SAMPLE_GAP} s (all, in the guest): {spent}",
+             f"---- the guest's vCPUs, {RIP_SAMPLES} looks", places,
              "---- gdb: thread apply all bt", stacks,
              "---- /proc, first look", first,
              f"---- /proc, {SAMPLE_GAP} s later", second,
