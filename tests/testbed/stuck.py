@@ -28,6 +28,7 @@ POWEROFF_LINE = re.compile(rb"guest: script \S+ exit \d+")
 POWEROFF_GRACE = 90
 KILL_WAIT = 30
 GDB_LIMIT = 120
+GDB_TIMED_OUT = f"<gdb did not finish within {GDB_LIMIT} s>"
 SAMPLE_GAP = 5
 CONSOLE_LINES = 60
 RIP_SAMPLES = 5
@@ -118,7 +119,7 @@ def gdb(pid, *commands):
         return "<no gdb>"
     except subprocess.TimeoutExpired as e:
         # Killing gdb detaches it; what it printed before it stuck still helps.
-        return f"{e.stdout or ''}{e.stderr or ''}\n<gdb did not finish within {GDB_LIMIT} s>"
+        return f"{e.stdout or ''}{e.stderr or ''}\n{GDB_TIMED_OUT}"
 
 
 def vcpu_fds(pid):
@@ -207,7 +208,8 @@ def stop(pid, report, console, why, reap=None):
     for our own child. True when it is gone."""
     family = [pid] + descendants(pid)
     stacks = gdb(pid, "thread apply all bt")
-    places = guest_places(pid)
+    # A gdb that could not stop every thread would not do better five more times.
+    places = "<skipped: gdb did not finish>" if stacks.endswith(GDB_TIMED_OUT) else guest_places(pid)
     first = snapshot(family)
     before = cpu_ticks(family)
     time.sleep(SAMPLE_GAP)
