@@ -166,7 +166,9 @@ def guest_places(pid):
     fds = vcpu_fds(pid)
     if not fds:
         return "<no vCPU>"
-    cmds = ["set $r = ((void *(*)(unsigned long)) malloc)(256)"]
+    # Only the calling thread may run during the calls: a vCPU thread let go would enter
+    # KVM_RUN again, and KVM_GET_REGS waits for KVM_RUN to return.
+    cmds = ["set scheduler-locking on", "set $r = ((void *(*)(unsigned long)) malloc)(256)"]
     for i, fd in sorted(fds.items()):
         cmds += [f"set $ok = ((int (*)(int, unsigned long, void *)) ioctl)({fd}, {KVM_GET_REGS:#x}, $r)",
                  f'printf "vcpu{i} rip %#lx rsp %#lx rflags %#lx (KVM_GET_REGS %d)\\n", '
@@ -179,6 +181,8 @@ def guest_places(pid):
         lines += [f"{v} rip {rip} {symbol(syms, int(rip, 16))}{rest}" for v, rip, rest in found]
         if not found:
             lines.append(out[-2000:])
+        if out.endswith(GDB_TIMED_OUT):
+            break
         time.sleep(0.5)
     return "\n".join(lines)
 
