@@ -24,8 +24,11 @@ import tempfile
 
 import pytest
 
+import stuck
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 RUN = REPO / "tests" / "testbed" / "run"
+STUCK = REPO / "tests" / "testbed" / "stuck.py"
 MIB = 1 << 20
 
 pytestmark = pytest.mark.testbed
@@ -67,13 +70,13 @@ def boot_script(out, initrd):
         f"--disk $d/a.img,serial={SERIALS['vda']},queues=2 --disk $d/b.img,ro,serial={SERIALS['vdb']} "
         f"--disk $d/c.img,serial={SERIALS['vdc']} --disk $out/$t-d.img,direct "
         ">$out/$t.out 2>$out/$t.err </dev/null & pid=$!",
-        # A boot that hangs leaves its threads' stacks for the report, and the other boots run.
-        f"        i=0; while kill -0 $pid 2>/dev/null && [ $i -lt {BOOT_LIMIT} ]; do sleep 1; i=$((i + 1)); done",
-        "        if kill -0 $pid 2>/dev/null; then",
-        "                ! command -v gdb >/dev/null || gdb -p $pid -batch -ex 'thread apply all bt' >$out/$t.stacks 2>&1",
-        "                kill -KILL $pid",
+        # A boot that hangs leaves what its threads were doing for the report (tests/testbed/stuck.py),
+        # and the other boots run; one that survives SIGKILL is not waited for.
+        f"        if python3 {shlex.quote(str(STUCK))} $pid {BOOT_LIMIT} $out/$t.stacks $out/$t.out; [ $? -lt 2 ]; then",
+        "                wait $pid; echo $? >$out/$t.rc",
+        "        else",
+        "                echo -1 >$out/$t.rc",
         "        fi",
-        "        wait $pid; echo $? >$out/$t.rc",
         "        md5sum <$d/b.img >$out/$t.b-after",
         "        stat -c %b $d/c.img >$out/$t.c-blocks",
         "        cp $d/a.img $out/$t-a.img && cp $d/c.img $out/$t-c.img && rm -rf $d",
@@ -117,10 +120,9 @@ class Boot:
         return self.out / f"{self.name}-{letter}.img"
 
     def tail(self):
-        stacks = self.read("stacks")
         return f"exit {self.rc}\n--- console (last 40 lines)\n" + \
             "\n".join(self.stdout.splitlines()[-40:]) + f"\n--- stderr\n{self.stderr[-3000:]}" + \
-            (f"\n--- capsule's threads when the boot was stopped after {BOOT_LIMIT} s\n{stacks[-6000:]}" if stacks else "")
+            stuck.report_tail(self.out / f"{self.name}.stacks")
 
 
 @pytest.fixture(scope="module")

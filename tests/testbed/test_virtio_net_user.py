@@ -27,6 +27,8 @@ import time
 
 import pytest
 
+import stuck
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 RUN = REPO / "tests" / "testbed" / "run"
 GUEST_PORT = 8080
@@ -181,17 +183,18 @@ def host_main(out, impl, transport, initrd, iperf, mode):
                 if r["hostfwd"].startswith("guest-token") or time.monotonic() > end or p.poll() is not None:
                     break
                 time.sleep(2)
-        try:
-            r["rc"] = p.wait(timeout=600)
-        except subprocess.TimeoutExpired:
-            r["rc"] = "timeout"
+        r["rc"] = stuck.wait(p, 600, out / "overrun", console)
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+        if p.poll() is None and "rc" not in r:
+            stuck.end(p, out / "overrun", console, "was still running when the host side failed")
         if iperf_server:
             iperf_server.terminate()
-            iperf_server.wait()
+            try:
+                iperf_server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                r["iperf_server"] = "ignored SIGTERM for 30 s"
+                iperf_server.kill()
+                iperf_server.wait(timeout=30)
     deadline = time.monotonic() + 5
     while any(alive(pid) for pid in helpers) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -239,6 +242,7 @@ class Boot:
         host_err = out / f"{name}.host-err"
         self.host_err = host_err.read_text(errors="replace") if host_err.exists() else ""
         self.r = json.loads((d / "results.json").read_text()) if (d / "results.json").exists() else {}
+        self.overrun = stuck.report_tail(d / "overrun")
 
     def guest(self, key):
         m = re.search(rf"^guest: net_user {re.escape(key)}(?: (.*))?$", self.console, re.M)
@@ -251,7 +255,8 @@ class Boot:
 
     def tail(self):
         return ("--- console (last 40 lines)\n" + "\n".join(self.console.splitlines()[-40:]) +
-                f"\n--- stderr\n{self.stderr[-3000:]}\n--- host helper\n{self.host_err[-3000:]}\n--- results {self.r}")
+                f"\n--- stderr\n{self.stderr[-3000:]}\n--- host helper\n{self.host_err[-3000:]}\n--- results {self.r}" +
+                self.overrun)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,8 @@ import zlib
 
 import pytest
 
+import stuck
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 RUN = REPO / "tests" / "testbed" / "run"
 TRANSPORTS = ("pci", "mmio")
@@ -206,14 +208,13 @@ def host_main(out, transport, initrd, big):
                 host_connect(sock, 1236)[0].close()
             except OSError as e:
                 r["done_error"] = repr(e)
-        r["rc"] = p.wait(timeout=300)
+        r["rc"] = stuck.wait(p, 300, out / "overrun", console)
         deadline = time.monotonic() + 30  # the slow reader's last reads after the VMM closed
         while not r["g2h_last"] and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+        if p.poll() is None and "rc" not in r:
+            stuck.end(p, out / "overrun", console, "was still running when the host side failed")
     r["seconds"] = round(time.monotonic() - t0, 1)
     r["socket_left"] = os.path.exists(sock)
     (out / "results.json").write_text(json.dumps(r))
@@ -247,6 +248,7 @@ class Boot:
         host_err = out / f"{transport}.host-err"
         self.host_err = host_err.read_text(errors="replace") if host_err.exists() else ""
         self.r = json.loads((d / "results.json").read_text()) if (d / "results.json").exists() else {}
+        self.overrun = stuck.report_tail(d / "overrun")
 
     def guest(self, key):
         m = re.search(rf"^guest: vsock {re.escape(key)} (.*)$", self.console, re.M)
@@ -259,7 +261,8 @@ class Boot:
 
     def tail(self):
         return (f"--- console (last 40 lines)\n" + "\n".join(self.console.splitlines()[-40:]) +
-                f"\n--- stderr\n{self.stderr}\n--- host helper\n{self.host_err[-3000:]}\n--- results {self.r}")
+                f"\n--- stderr\n{self.stderr}\n--- host helper\n{self.host_err[-3000:]}\n--- results {self.r}" +
+                self.overrun)
 
 
 @pytest.fixture(scope="module")

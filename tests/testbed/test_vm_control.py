@@ -25,6 +25,8 @@ import time
 
 import pytest
 
+import stuck
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 RUN = REPO / "tests" / "testbed" / "run"
 HARD_STOP = 83
@@ -78,6 +80,7 @@ def raw(sock, data):
 class Guest:
     def __init__(self, out, name, initrd, sock):
         self.console = out / "console"
+        self.overrun = out / "overrun"
         cmd = ["capsule", "vm", "run", "--initrd", initrd, "--memory", "256M", "--cpus", "2", "--api-socket", sock,
                "--cmdline", f"console=ttyS0 panic=-1 loglevel=1 guest_action=script:{name}"]
         with open(self.console, "w") as o, open(out / "stderr", "w") as e:
@@ -93,6 +96,15 @@ class Guest:
                 return True
             time.sleep(0.1)
         return needle in self.text()
+
+    def wait(self, limit):
+        return stuck.wait(self.proc, limit, self.overrun, self.console)
+
+    def end(self, r):
+        """In the end it has an exit status, stopped with the overrun's report when it was still running."""
+        if self.proc.poll() is None and "rc" not in r:
+            r["rc"] = stuck.end(self.proc, self.overrun, self.console, "was still running when the host side gave up")
+        r.setdefault("rc", self.proc.returncode)
 
     def ticks(self):
         return max([int(n) for n in re.findall(r"^tick (\d+)\r?$", self.text(), re.M)] or [-1])
@@ -131,13 +143,10 @@ def counter_boot(out, initrd, sock):
 
         t = time.monotonic()
         r["stop"] = ctl(sock, "stop", 3)
-        r["rc"] = g.proc.wait(timeout=300)
+        r["rc"] = g.wait(300)
         r["stop_seconds"] = round(time.monotonic() - t, 1)
     finally:
-        if g.proc.poll() is None:
-            g.proc.kill()
-            g.proc.wait()
-        r.setdefault("rc", g.proc.returncode)
+        g.end(r)
         r["socket_left"] = os.path.exists(sock)
     return r
 
@@ -151,13 +160,10 @@ def powerbtn_boot(out, initrd, sock):
             return r
         t = time.monotonic()
         r["stop"] = ctl(sock, "stop", 120)
-        r["rc"] = g.proc.wait(timeout=300)
+        r["rc"] = g.wait(300)
         r["stop_seconds"] = round(time.monotonic() - t, 1)
     finally:
-        if g.proc.poll() is None:
-            g.proc.kill()
-            g.proc.wait()
-        r.setdefault("rc", g.proc.returncode)
+        g.end(r)
         r["socket_left"] = os.path.exists(sock)
     return r
 
@@ -185,6 +191,7 @@ class Boot:
             if (d / "console").exists() else ""
         self.stderr = (d / "stderr").read_text(errors="replace") if (d / "stderr").exists() else ""
         self.r = json.loads((d / "results.json").read_text()) if (d / "results.json").exists() else {}
+        self.overrun = stuck.report_tail(d / "overrun")
 
     def result(self, key):
         assert self.r.get("started"), f"{self.name}: the guest did not start\n{self.tail()}"
@@ -193,7 +200,7 @@ class Boot:
 
     def tail(self):
         return (f"--- console (last 30 lines)\n" + "\n".join(self.console.splitlines()[-30:]) +
-                f"\n--- stderr\n{self.stderr}\n--- results {self.r}")
+                f"\n--- stderr\n{self.stderr}\n--- results {self.r}" + self.overrun)
 
 
 @pytest.fixture(scope="module")

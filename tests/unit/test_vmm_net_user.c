@@ -456,27 +456,36 @@ static const char fake_passt[] =
         "s.send(struct.pack('!I', 0xffffffff) + b'x' * 100)\n"
         "time.sleep(30)\n";
 
-TEST(passt_stream_framing)
+/* Opens the passt back-end on a stand-in: script, run by /usr/bin/python3. *b stays NULL
+ * when that failed (reported) or cannot run here (skipped). */
+static void fake_passt_open(const char *script, struct net_backend **b)
 {
         if (access("/usr/bin/python3", X_OK) != 0)
                 SKIP("no /usr/bin/python3 for the stand-in passt");
         char path[] = "/tmp/capsule-fake-passt-XXXXXX";
         int fd = mkstemp(path);
         CHECK(fd >= 0);
-        bool written = write(fd, fake_passt, sizeof(fake_passt) - 1) == (ssize_t)sizeof(fake_passt) - 1;
+        bool written = write(fd, script, strlen(script)) == (ssize_t)strlen(script);
         close(fd);
         chmod(path, 0755);
         CHECK(written);
         struct vm_net cfg = { .backend = VM_NET_USER, .queues = 1, .user_impl = VM_NET_USER_PASST };
-        struct net_backend *b = NULL;
         cap_error_t err = NULL;
         setenv("CAPSULE_PASST", path, 1);
-        int rc = net_passt_open(&cfg, 0, &b, &err);
+        int rc = net_passt_open(&cfg, 0, b, &err);
         unsetenv("CAPSULE_PASST");
         unlink(path);
         if (rc < 0)
                 cap_error_report(&err);
         CHECK(rc == 0);
+}
+
+TEST(passt_stream_framing)
+{
+        struct net_backend *b = NULL;
+        fake_passt_open(fake_passt, &b);
+        if (!b)
+                return;
         uint8_t buf[2048];
         ssize_t got[3];
         for (int i = 0; i < 3; i++) {
@@ -493,4 +502,32 @@ TEST(passt_stream_framing)
         }
         b->ops->destroy(b);
         CHECK(got[2] == -EPROTO);
+}
+
+/* A passt that neither ends with its socket (--one-off) nor on SIGTERM: the VM's exit must
+ * not wait for it for ever. It is killed after the grace periods (1 s for the close, 2 s
+ * after SIGTERM; 8 s leaves a loaded machine room) and reaped: nothing is left. */
+static const char deaf_passt[] =
+        "#!/usr/bin/python3\n"
+        "import signal, socket, struct, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "s = socket.socket(fileno=3)\n"
+        "n = struct.unpack('!I', s.recv(4, socket.MSG_WAITALL))[0]\n"
+        "s.recv(n, socket.MSG_WAITALL)\n"
+        "arp = bytes(12) + b'\\x08\\x06' + bytes(7) + b'\\x02' + bytes(20)\n"
+        "s.send(struct.pack('!I', len(arp)) + arp)\n"
+        "while True:\n"
+        "    time.sleep(60)\n";
+
+TEST(passt_deaf_to_close_and_sigterm_is_killed_in_bounded_time)
+{
+        struct net_backend *b = NULL;
+        fake_passt_open(deaf_passt, &b);
+        if (!b)
+                return;
+        long long t = now_ms();
+        b->ops->destroy(b);
+        long long took = now_ms() - t;
+        CHECK(took < 8000);
+        CHECK(waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD);
 }
