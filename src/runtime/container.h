@@ -34,6 +34,9 @@ struct exec_opts {
 };
 
 int container_create(const struct container_opts *o, pid_t *init_pid, cap_error_t *err);
+/* Check the id, load and validate the bundle's config.json, and the process create needs;
+ * *spec is the caller's on success and on failure (free it either way). */
+int container_load_bundle(const struct container_opts *o, struct spec **spec, cap_error_t *err);
 int container_start(const char *root, const char *id, cap_error_t *err);
 int container_kill(const char *root, const char *id, int sig, bool all, cap_error_t *err);
 int container_delete(const char *root, const char *id, bool force, cap_error_t *err);

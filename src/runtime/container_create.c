@@ -277,6 +277,19 @@ static bool ns_plan_direct(const struct ns_plan *p)
 
 /* ---- create ---- */
 
+/* The checks every create makes before anything exists, whatever runs the container. */
+int container_load_bundle(const struct container_opts *o, struct spec **spec, cap_error_t *err)
+{
+        if (state_check_id(o->id, err) < 0 || spec_load(o->bundle, spec, err) < 0)
+                return -1;
+        if (!(*spec)->process)
+                return cap_fail(err, 0, "config.json: process: required to create a container");
+        if ((*spec)->process->terminal && o->console_socket_fd < 0)
+                return cap_fail(err, 0, "process.terminal is true: --console-socket is required (or run without --detach)");
+        return 0;
+}
+
+
 int write_pid_file(const char *path, pid_t pid, cap_error_t *err)
 {
         if (!path)
@@ -415,12 +428,8 @@ int container_create(const struct container_opts *o, pid_t *init_pid, cap_error_
                 l.ns.join_fd[i] = -1;
         if (fds_mark_cloexec(3 + o->preserve_fds, err) < 0)
                 return -1;
-        if (state_check_id(o->id, err) < 0 || spec_load(o->bundle, &spec, err) < 0)
+        if (container_load_bundle(o, &spec, err) < 0)
                 return -1;
-        if (!spec->process)
-                return cap_fail(err, 0, "config.json: process: required to create a container");
-        if (spec->process->terminal && o->console_socket_fd < 0)
-                return cap_fail(err, 0, "process.terminal is true: --console-socket is required (or run without --detach)");
         if (process_prepare(spec->process, spec->linux.personality_domain, &prep, err) < 0 || process_apply_oom(prep, err) < 0)
                 goto out;
         if (spec->linux.seccomp && seccomp_prepare(spec->linux.seccomp, &seccomp, err) < 0)

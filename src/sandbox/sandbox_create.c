@@ -308,12 +308,8 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         bool dir_created = false, cg_created = false;
 
         *pid = -1;
-        if (state_check_id(o->id, err) < 0 || spec_load(o->bundle, &spec, err) < 0)
+        if (container_load_bundle(o, &spec, err) < 0)
                 return -1;
-        if (!spec->process)
-                return cap_fail(err, 0, "config.json: process: required to create a container");
-        if (spec->process->terminal && o->console_socket_fd < 0)
-                return cap_fail(err, 0, "process.terminal is true: --console-socket is required (or run without --detach)");
         config_path = xasprintf("%s/config.json", o->bundle);
         if (read_file(config_path, &config_text, NULL, FRAME_MAX / 2, err) < 0)
                 return -1;
