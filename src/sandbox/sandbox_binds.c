@@ -16,20 +16,23 @@
 #include "common/agent_proto.h"
 #include "common/util.h"
 
-static bool mount_is_bind(const json_t *m)
+static bool has_option(const json_t *m, const char *a, const char *b)
 {
-        const char *type = json_string_value(json_object_get(m, "type"));
-        if (type && strcmp(type, "bind") == 0)
-                return true;
         size_t i;
         const json_t *o;
         json_array_foreach(json_object_get(m, "options"), i, o)
         {
                 const char *s = json_string_value(o);
-                if (s && (strcmp(s, "bind") == 0 || strcmp(s, "rbind") == 0))
+                if (s && (strcmp(s, a) == 0 || (b && strcmp(s, b) == 0)))
                         return true;
         }
         return false;
+}
+
+static bool mount_is_bind(const json_t *m)
+{
+        const char *type = json_string_value(json_object_get(m, "type"));
+        return (type && strcmp(type, "bind") == 0) || has_option(m, "bind", "rbind");
 }
 
 int sandbox_binds_plan(const char *text, char **out, char ***sources, cap_error_t *err)
@@ -52,7 +55,9 @@ int sandbox_binds_plan(const char *text, char **out, char ***sources, cap_error_
                                         SANDBOX_BINDS_MAX);
                 }
                 src = xrealloc(src, (n + 2) * sizeof(*src));
-                src[n] = xstrdup(s);
+                /* A read-only bind is read-only on the host too: the guest's kernel is not trusted
+                 * to honour the flag it is given. */
+                src[n] = xasprintf("%c%s", has_option(m, "ro", NULL) ? 'r' : 'w', s);
                 src[++n] = NULL;
                 char guest[64];
                 snprintf(guest, sizeof(guest), AGENT_BINDS "/%zu", n - 1);
@@ -66,8 +71,10 @@ int sandbox_binds_plan(const char *text, char **out, char ***sources, cap_error_
         return 0;
 }
 
-static int bind_one(const char *dir, size_t i, const char *source, cap_error_t *err)
+static int bind_one(const char *dir, size_t i, const char *entry, cap_error_t *err)
 {
+        const char *source = entry + 1;
+        bool ro = entry[0] == 'r';
         cleanup_close int fd = open(source, O_PATH | O_NOFOLLOW | O_CLOEXEC);
         struct stat st;
         if (fd < 0 || fstat(fd, &st) < 0)
@@ -81,6 +88,8 @@ static int bind_one(const char *dir, size_t i, const char *source, cap_error_t *
         snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
         if (mount(proc, target, NULL, MS_BIND | MS_REC, NULL) < 0)
                 return cap_fail(err, errno, "mounts: bind `%s` for the VM", source);
+        if (ro && mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0)
+                return cap_fail(err, errno, "mounts: make the bind of `%s` read-only", source);
         return 0;
 }
 

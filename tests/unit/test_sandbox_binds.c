@@ -20,7 +20,7 @@ TEST(binds_plan_rewrites_bind_sources)
 {
         const char *text = "{\"mounts\":["
                            "{\"destination\":\"/proc\",\"type\":\"proc\",\"source\":\"proc\"},"
-                           "{\"destination\":\"/etc/hosts\",\"type\":\"bind\",\"source\":\"/var/lib/c/hosts\"},"
+                           "{\"destination\":\"/etc/hosts\",\"type\":\"bind\",\"source\":\"/var/lib/c/hosts\",\"options\":[\"ro\"]},"
                            "{\"destination\":\"/data\",\"source\":\"/srv/data\",\"options\":[\"rw\",\"rbind\"]},"
                            "{\"destination\":\"/rel\",\"type\":\"bind\",\"source\":\"relative\"},"
                            "{\"destination\":\"/tmp\",\"type\":\"tmpfs\",\"source\":\"/not-a-bind\"}],"
@@ -30,8 +30,8 @@ TEST(binds_plan_rewrites_bind_sources)
         cap_error_t err = NULL;
         CHECK(sandbox_binds_plan(text, &out, &sources, &err) == 0);
         CHECK(strv_len(sources) == 2);
-        CHECK_STR(sources[0], "/var/lib/c/hosts");
-        CHECK_STR(sources[1], "/srv/data");
+        CHECK_STR(sources[0], "r/var/lib/c/hosts");
+        CHECK_STR(sources[1], "w/srv/data");
         json_t *cfg = json_loads(out, 0, NULL);
         json_t *m = json_object_get(cfg, "mounts");
         CHECK_STR(json_string_value(json_object_get(json_array_get(m, 0), "source")), "proc");
@@ -60,7 +60,8 @@ TEST(binds_plan_refuses_too_many_and_bad_json)
         cap_error_free(&err);
 }
 
-/* In a child (the mount namespace is the child's own): bind the sources, report what binds/N holds. */
+/* In a child (the mount namespace is the child's own): bind the sources, report what binds/0 holds,
+ * whether it refuses a write, and whether binds/1/inner takes one. */
 static int setup_in_child(const char *dir, char *const *sources, char *why, size_t len)
 {
         int p[2];
@@ -78,8 +79,10 @@ static int setup_in_child(const char *dir, char *const *sources, char *why, size
                 snprintf(path, sizeof(path), "%s/0", dir);
                 int fd = open(path, O_RDONLY);
                 ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+                int ro = open(path, O_WRONLY) < 0 && errno == EROFS;
                 snprintf(path, sizeof(path), "%s/1/inner", dir);
-                dprintf(p[1], "O%.*s|%d", n > 0 ? (int)n : 0, buf, access(path, F_OK) == 0);
+                int rw = open(path, O_WRONLY) >= 0;
+                dprintf(p[1], "O%.*s|ro %d|rw %d", n > 0 ? (int)n : 0, buf, ro, rw);
                 _exit(0);
         }
         close(p[1]);
@@ -106,14 +109,15 @@ TEST(binds_setup_binds_files_and_dirs_not_symlinks)
         CHECK(write_file(file, "127.0.0.1 h\n", 12, &err) == 0);
         CHECK(mkdir(dir, 0700) == 0 && write_file(inner, "", 0, &err) == 0);
         CHECK(symlink(file, link) == 0);
-        char *ok[] = { file, dir, NULL };
+        cleanup_free char *ro_file = xasprintf("r%s", file), *rw_dir = xasprintf("w%s", dir), *w_link = xasprintf("w%s", link);
+        char *ok[] = { ro_file, rw_dir, NULL };
         int r = setup_in_child(binds, ok, why, sizeof(why));
         CHECK(r == 0);
-        CHECK_STR(why, "O127.0.0.1 h\n|1");
+        CHECK_STR(why, "O127.0.0.1 h\n|ro 1|rw 1");
         /* The host's own view is untouched: the entries are empty, the mounts were the child's. */
         struct stat st;
         CHECK(stat(entry, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0);
-        char *bad[] = { link, NULL };
+        char *bad[] = { w_link, NULL };
         r = setup_in_child(binds2, bad, why, sizeof(why));
         CHECK(r < 0 && strstr(why, "is a symlink"));
         CHECK(rm_rf(tmp, &err) == 0);
