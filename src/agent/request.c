@@ -59,6 +59,16 @@ static int get_stdio(const json_t *msg, bool *tty, cap_error_t *err)
         return 0;
 }
 
+/* An optional boolean: false when missing. */
+static int get_bool(const json_t *msg, const char *key, bool *out, cap_error_t *err)
+{
+        const json_t *v = json_object_get(msg, key);
+        if (v && !json_is_boolean(v))
+                return cap_fail(err, 0, "request: \"%s\": a boolean is required", key);
+        *out = json_is_true(v);
+        return 0;
+}
+
 int agent_req_parse(const json_t *msg, struct agent_req *req, cap_error_t *err)
 {
         const char *op;
@@ -84,20 +94,17 @@ int agent_req_parse(const json_t *msg, struct agent_req *req, cap_error_t *err)
                         return -1;
                 if (state_check_id(req->id, err) < 0)
                         return cap_error_prefix(err, "request: \"id\"");
-                return get_string(msg, "config", &req->config, err) < 0 ? -1 : get_stdio(msg, &req->tty, err);
+                if (get_string(msg, "config", &req->config, err) < 0 || get_stdio(msg, &req->tty, err) < 0)
+                        return -1;
+                return get_bool(msg, "binds", &req->binds, err);
         case AGENT_OP_START:
         case AGENT_OP_STATE:
                 return 0;
-        case AGENT_OP_KILL: {
+        case AGENT_OP_KILL:
                 if (get_int(msg, "signal", 1, SIGRTMAX, &n, err) < 0)
                         return -1;
                 req->signal = (int)n;
-                const json_t *all = json_object_get(msg, "all");
-                if (all && !json_is_boolean(all))
-                        return cap_fail(err, 0, "request: \"all\": a boolean is required");
-                req->all = json_is_true(all);
-                return 0;
-        }
+                return get_bool(msg, "all", &req->all, err);
         case AGENT_OP_EXEC:
                 if (get_name(msg, "exec", false, &req->exec, err) < 0 || get_string(msg, "process", &req->process, err) < 0)
                         return -1;

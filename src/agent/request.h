@@ -20,6 +20,7 @@ struct agent_req {
         const char *config;  /* create: config.json text */
         const char *process; /* exec: process.json text */
         bool tty;            /* create, exec */
+        bool binds;          /* create (optional): mount the host's bind sources first */
         int fd;              /* stdio: 0, 1 or 2 */
         int signal;          /* kill */
         bool all;            /* kill */
@@ -27,7 +28,7 @@ struct agent_req {
 };
 
 /* Fields an op does not use are ignored; every field it uses is required unless said optional
- * ("all"), and must have its type and range. */
+ * ("all", "binds"), and must have its type and range. */
 int agent_req_parse(const json_t *msg, struct agent_req *req, cap_error_t *err);
 
 /* The config.json the guest creates from the host's text: root.path is the rootfs the agent

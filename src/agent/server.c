@@ -84,6 +84,8 @@ static int op_create(struct agent *a, const struct agent_req *req, int fd, cap_e
 {
         if (a->status != AGENT_NONE || a->creating)
                 return cap_fail(err, 0, "create: the container exists already");
+        if (req->binds && system_mount_binds(err) < 0)
+                return -1;
         struct proc *p = proc_get(a, AGENT_INIT, err);
         if (!p)
                 return -1;

@@ -94,6 +94,13 @@ int system_setup(cap_error_t *err)
         return loopback_up(err);
 }
 
+int system_mount_binds(cap_error_t *err)
+{
+        if (mount_at(AGENT_BINDS_TAG, AGENT_BINDS, "virtiofs", MS_NOSUID | MS_NODEV, NULL, err) < 0)
+                return cap_error_prefix(err, "the host's bind mount sources (virtio-fs tag %s)", AGENT_BINDS_TAG);
+        return 0;
+}
+
 void system_poweroff(void)
 {
         sync();

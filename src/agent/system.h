@@ -13,6 +13,8 @@
  * runtime pivots into the container's rootfs), mount /proc, /sys, /dev and the rest, make
  * /dev/console our stdio, bring lo up and mount the container's rootfs from virtio-fs. */
 int system_setup(cap_error_t *err);
+/* The host's bind mount sources (virtio-fs tag AGENT_BINDS_TAG) at AGENT_BINDS. */
+int system_mount_binds(cap_error_t *err);
 /* Sync and power the VM off. */
 __attribute__((noreturn)) void system_poweroff(void);
 /* One line on the console, then power off: the agent cannot go on. */

@@ -7,7 +7,7 @@
  * JSON object with "op"); the agent answers with one reply frame {"ok":true,...} or
  * {"ok":false,"error":"one line"}. What a connection carries after that depends on the op:
  *
- *   {"op":"create","id":ID,"config":"<config.json text>","stdio":"pipes"|"tty"}
+ *   {"op":"create","id":ID,"config":"<config.json text>","stdio":"pipes"|"tty","binds":bool}
  *        The agent writes the text as its bundle's config.json, with root.path replaced by the
  *        rootfs it mounted from the virtio-fs tag AGENT_ROOTFS_TAG, and creates the container with
  *        the runtime library (the same parser and the same checks as on the host). The init's
@@ -16,7 +16,9 @@
  *        host is dropped from the config: namespace paths (a new namespace instead; a network
  *        namespace given by path becomes the guest's own, where its NICs are), linux.cgroupsPath
  *        and the hooks the host runs (prestart, createRuntime, poststart, poststop);
- *        process.terminal follows "stdio". One container per VM: a second create is refused.
+ *        process.terminal follows "stdio". With "binds" (optional, default false) the agent first
+ *        mounts the virtio-fs tag AGENT_BINDS_TAG at AGENT_BINDS: the host has rewritten each
+ *        bind mount's source to AGENT_BINDS/N. One container per VM: a second create is refused.
  *   {"op":"stdio","exec":"init"|EXEC_ID,"fd":0|1|2}
  *        Sent BEFORE the create/exec that uses it. After the reply, the connection is a raw byte
  *        stream: fd 0 host->guest, fd 1 and 2 guest->host; with "stdio":"tty" only fd 0 is used, and
@@ -42,6 +44,10 @@
 
 #define AGENT_PORT 1024
 #define AGENT_ROOTFS_TAG "capsule-rootfs"
+/* The host's bind mount sources, one entry per mount: with "binds":true in create, the agent
+ * mounts this tag at AGENT_BINDS, and the config's sources name AGENT_BINDS/N. */
+#define AGENT_BINDS_TAG "capsule-binds"
+#define AGENT_BINDS "/run/capsule/binds"
 /* The guest kernel's vsock CID for every sandbox VM (each VM has its own device). */
 #define AGENT_GUEST_CID 3
 

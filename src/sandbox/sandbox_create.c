@@ -39,6 +39,7 @@ struct sandbox_launch {
         const struct container_opts *opts;
         const struct spec *spec;
         const char *config_text;
+        char *const *bind_sources;
         const struct sandbox_vm *vm;
         struct cgroup *cg;
         char *dir;
@@ -75,10 +76,15 @@ static void vm_config_fill(struct vm_config *cfg, const struct sandbox_launch *l
         cfg->console_path = xasprintf("%s/" SANDBOX_CONSOLE_LOG, l->dir);
         cfg->vsock_cid = AGENT_GUEST_CID;
         cfg->vsock_socket = xstrdup(l->agent_socket);
-        cfg->shares = xmalloc0(sizeof(*cfg->shares));
+        cfg->shares = xmalloc0(2 * sizeof(*cfg->shares));
         cfg->shares[0].dir = xstrdup(l->spec->root_path);
         cfg->shares[0].tag = xstrdup(AGENT_ROOTFS_TAG);
         cfg->n_shares = 1;
+        if (l->bind_sources[0]) {
+                cfg->shares[1].dir = xasprintf("%s/" SANDBOX_BINDS, l->dir);
+                cfg->shares[1].tag = xstrdup(AGENT_BINDS_TAG);
+                cfg->n_shares = 2;
+        }
 }
 
 static __attribute__((noreturn)) void report_failure(int fd, cap_error_t *err)
@@ -122,8 +128,8 @@ static int agent_create(const struct sandbox_launch *l, int stop_fd, int conns[3
         cleanup_close int fd = agent_connect(l->agent_socket, deadline, stop_fd, err);
         if (fd < 0)
                 return -1;
-        json_t *req = json_pack("{s:s,s:s,s:s,s:s}", "op", "create", "id", l->opts->id, "config", l->config_text, "stdio",
-                                tty ? "tty" : "pipes");
+        json_t *req = json_pack("{s:s,s:s,s:s,s:s,s:b}", "op", "create", "id", l->opts->id, "config", l->config_text, "stdio",
+                                tty ? "tty" : "pipes", "binds", l->bind_sources[0] != NULL);
         int r = agent_request(fd, req, NULL, err);
         json_decref(req);
         if (r < 0)
@@ -217,6 +223,11 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
                         report_failure(l->report_fd, &err);
                 }
         }
+        if (l->bind_sources[0]) {
+                cleanup_free char *binds = xasprintf("%s/" SANDBOX_BINDS, l->dir);
+                if (sandbox_binds_setup(binds, l->bind_sources, &err) < 0)
+                        report_failure(l->report_fd, &err);
+        }
         vm_config_fill(&t.cfg, l);
         if ((t.stop_fd = eventfd(0, EFD_CLOEXEC)) < 0 || pthread_create(&thread, NULL, vm_thread_main, &t) != 0) {
                 cap_fail(&err, errno, "start the VM");
@@ -298,7 +309,8 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         cleanup_cgroup struct cgroup *cg = NULL;
         cleanup_state struct state *st = NULL;
         cleanup_free char *config_text = NULL, *config_path = NULL, *dir = NULL, *sock = NULL, *saved = NULL;
-        cleanup_free char *json = NULL, *prestart_json = NULL;
+        cleanup_free char *json = NULL, *prestart_json = NULL, *agent_config = NULL;
+        cleanup_strv char **bind_sources = NULL;
         struct sandbox_vm vm = { 0 };
         struct sandbox_record rec = { 0 };
         struct sandbox_launch l;
@@ -313,7 +325,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         config_path = xasprintf("%s/config.json", o->bundle);
         if (read_file(config_path, &config_text, NULL, FRAME_MAX / 2, err) < 0)
                 return -1;
-        if (sandbox_vm_resolve(spec, &vm, err) < 0)
+        if (sandbox_binds_plan(config_text, &agent_config, &bind_sources, err) < 0 || sandbox_vm_resolve(spec, &vm, err) < 0)
                 goto out;
         dir = state_dir(o->root, o->id);
         sock = xasprintf("%s/" SANDBOX_AGENT_SOCKET, dir);
@@ -356,7 +368,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
                 cap_fail(err, errno, "pipe");
                 goto out;
         }
-        l = (struct sandbox_launch){ .opts = o, .spec = spec, .config_text = config_text, .vm = &vm, .cg = cg, .dir = dir,
+        l = (struct sandbox_launch){ .opts = o, .spec = spec, .config_text = agent_config, .bind_sources = bind_sources, .vm = &vm, .cg = cg, .dir = dir,
                                     .agent_socket = sock, .report_fd = report[1], .creator = getpid() };
         child = fork();
         if (child < 0) {

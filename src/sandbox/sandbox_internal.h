@@ -31,6 +31,16 @@ struct sandbox_vm {
 int sandbox_vm_resolve(const struct spec *spec, struct sandbox_vm *vm, cap_error_t *err);
 void sandbox_vm_free(struct sandbox_vm *vm);
 
+/* sandbox_binds.c: each bind mount with an absolute source gets the source AGENT_BINDS/N in
+ * *out (the config text for the agent); *sources lists the host's sources by N, each after one
+ * character: 'r' for a read-only bind ("ro" in its options), else 'w'. */
+#define SANDBOX_BINDS "binds" /* in the state directory */
+#define SANDBOX_BINDS_MAX 64
+int sandbox_binds_plan(const char *text, char **out, char ***sources, cap_error_t *err);
+/* In the sandbox process, single-threaded: a mount namespace of its own in which each source is
+ * bound onto DIR/N (DIR is created). */
+int sandbox_binds_setup(const char *dir, char *const *sources, cap_error_t *err);
+
 /* sandbox_record.c: sandbox.json, the VMM's pid and start time and the agent's socket. */
 struct sandbox_record {
         pid_t pid;

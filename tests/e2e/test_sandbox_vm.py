@@ -75,10 +75,18 @@ def assert_nothing_left(vm, bundle):
     assert processes_naming(bundle.rootfs) == [], "virtiofsd (or the VMM) still serves the rootfs"
 
 
-def test_run_output_exit_status_guest_kernel_size_and_rootfs_writes(vm, bundle):
+def test_run_output_exit_status_guest_kernel_size_rootfs_writes_and_host_binds(vm, bundle, tmp_path):
     bundle.config["annotations"] = {"capsule.vm.memory": "256M", "capsule.vm.cpus": "1"}
+    # As podman's /etc/hosts and volumes: host files and directories outside the rootfs.
+    (tmp_path / "hosts").write_text("10.1.2.3 from-the-host\n")
+    (tmp_path / "vol").mkdir()
+    (tmp_path / "vol" / "in.txt").write_text("in-volume\n")
+    bundle.config["mounts"] += [
+        {"destination": "/etc/hosts", "type": "bind", "source": str(tmp_path / "hosts"), "options": ["rbind", "ro"]},
+        {"destination": "/vol", "type": "bind", "source": str(tmp_path / "vol"), "options": ["rbind", "rw"]}]
     bundle.set_args("sh", "-c", "echo hello; uname -r; grep MemTotal /proc/meminfo; nproc; "
-                    "echo from-guest >/written.txt; echo to-stderr >&2; exit 7")
+                    "echo from-guest >/written.txt; echo to-stderr >&2; "
+                    "cat /etc/hosts /vol/in.txt; echo out-of-volume >/vol/out.txt; exit 7")
     p = vm.run("run", "--bundle", bundle.path, bundle.id, timeout=BOOT)
     assert p.returncode == 7, p.stderr
     lines = p.stdout.splitlines()
@@ -87,9 +95,11 @@ def test_run_output_exit_status_guest_kernel_size_and_rootfs_writes(vm, bundle):
     mem_kib = int(lines[2].split()[1])
     assert 200 * 1024 < mem_kib <= 256 * 1024, lines[2]  # the guest's RAM, not the host's
     assert lines[3] == "1"
+    assert lines[4:] == ["10.1.2.3 from-the-host", "in-volume"]
     assert p.stderr == "to-stderr\n"
     with open(os.path.join(bundle.rootfs, "written.txt")) as f:
         assert f.read() == "from-guest\n"
+    assert (tmp_path / "vol" / "out.txt").read_text() == "out-of-volume\n"
     assert_nothing_left(vm, bundle)
 
 

@@ -43,9 +43,11 @@ TEST(request_each_op)
         CHECK(r.op == AGENT_OP_STDIO && r.fd == 2);
         CHECK_STR(r.exec, "init");
         CHECK(parse("{\"op\":\"create\",\"id\":\"c1\",\"config\":\"{}\",\"stdio\":\"tty\"}", &r, NULL) == 0);
-        CHECK(r.op == AGENT_OP_CREATE && r.tty);
+        CHECK(r.op == AGENT_OP_CREATE && r.tty && !r.binds);
         CHECK_STR(r.id, "c1");
         CHECK_STR(r.config, "{}");
+        CHECK(parse("{\"op\":\"create\",\"id\":\"c1\",\"config\":\"{}\",\"stdio\":\"tty\",\"binds\":true}", &r, NULL) == 0 && r.binds);
+        CHECK(refused("{\"op\":\"create\",\"id\":\"c1\",\"config\":\"{}\",\"stdio\":\"tty\",\"binds\":1}", "\"binds\": a boolean"));
         CHECK(parse("{\"op\":\"start\"}", &r, NULL) == 0 && r.op == AGENT_OP_START);
         CHECK(parse("{\"op\":\"state\",\"extra\":[1]}", &r, NULL) == 0 && r.op == AGENT_OP_STATE);
         CHECK(parse("{\"op\":\"kill\",\"signal\":15}", &r, NULL) == 0);
