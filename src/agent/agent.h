@@ -78,7 +78,12 @@ struct agent {
         int flush[AGENT_MAX_WAITERS + 3];
         bool flushed[AGENT_MAX_WAITERS + 3]; /* the host closed it */
         size_t n_flush, n_flushed;
+        /* CLOCK_BOOTTIME when the agent began (the kernel's boot) and when it listened, in µs:
+         * create's reply tells the host (bench/vm_container.sh). */
+        long long boot_us, ready_us;
 };
+
+long long agent_uptime_us(void);
 
 /* server.c */
 void agent_reply(int fd, const json_t *msg);

@@ -86,6 +86,10 @@ static __attribute__((noreturn)) void helper_main(const struct agent *a, const s
         json_t *reply = r < 0 ? json_pack("{s:b,s:s}", "ok", 0, "error", err->msg) : json_pack("{s:b}", "ok", 1);
         if (r == 0 && req->op != AGENT_OP_START)
                 json_object_set_new(reply, "pid", json_integer(pid));
+        if (r == 0 && req->op == AGENT_OP_CREATE) {
+                json_object_set_new(reply, "boot_us", json_integer(a->boot_us));
+                json_object_set_new(reply, "ready_us", json_integer(a->ready_us));
+        }
         cap_error_t ignored = NULL;
         _exit(frame_send(result, reply, &ignored) < 0 ? 1 : 0);
 }

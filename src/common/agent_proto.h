@@ -12,7 +12,9 @@
  *        rootfs it mounted from the virtio-fs tag AGENT_ROOTFS_TAG, and creates the container with
  *        the runtime library (the same parser and the same checks as on the host). The init's
  *        stdio are the streams of the next "stdio" connections (exec "init"). Reply once the
- *        container is created: {"ok":true,"pid":GUEST_PID}. What only means something on the
+ *        container is created: {"ok":true,"pid":GUEST_PID,"boot_us":B,"ready_us":R}, B and R the
+ *        guest's CLOCK_BOOTTIME (µs) when the agent began and when it listened (the host records
+ *        them in its phases file). What only means something on the
  *        host is dropped from the config: namespace paths (a new namespace instead; a network
  *        namespace given by path becomes the guest's own, where its NICs are), linux.cgroupsPath
  *        and the hooks the host runs (prestart, createRuntime, poststart, poststop);

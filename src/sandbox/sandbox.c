@@ -77,6 +77,8 @@ int sandbox_start(const char *root, const char *id, cap_error_t *err)
         json_decref(req);
         if (r < 0)
                 return cap_error_prefix(err, "start container \"%s\"", id);
+        cleanup_free char *dir = state_dir(root, id);
+        sandbox_phase_mark(dir, "started", sandbox_phase_now());
         return container_poststart(root, id, st, err);
 }
 

@@ -64,6 +64,11 @@ static void *vm_thread_main(void *arg)
         return NULL;
 }
 
+static void vm_started(void *dir)
+{
+        sandbox_phase_mark(dir, "guest", sandbox_phase_now());
+}
+
 static void vm_config_fill(struct vm_config *cfg, const struct sandbox_launch *l)
 {
         memset(cfg, 0, sizeof(*cfg));
@@ -76,6 +81,8 @@ static void vm_config_fill(struct vm_config *cfg, const struct sandbox_launch *l
         cfg->console_path = xasprintf("%s/" SANDBOX_CONSOLE_LOG, l->dir);
         cfg->vsock_cid = AGENT_GUEST_CID;
         cfg->vsock_socket = xstrdup(l->agent_socket);
+        cfg->started = vm_started;
+        cfg->started_arg = l->dir;
         cfg->shares = xmalloc0(2 * sizeof(*cfg->shares));
         cfg->shares[0].dir = xstrdup(l->spec->root_path);
         cfg->shares[0].tag = xstrdup(AGENT_ROOTFS_TAG);
@@ -118,6 +125,17 @@ static char *console_last_line(const struct sandbox_launch *l)
         return line;
 }
 
+/* The guest's own times from create's reply, recorded as they came (the guest's word only). */
+static void guest_phases_mark(const char *dir, json_t *reply)
+{
+        static const char *const keys[][2] = { { "boot_us", "guest_boot_us" }, { "ready_us", "guest_ready_us" } };
+        for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+                json_t *v = json_object_get(reply, keys[i][0]);
+                if (json_is_integer(v) && json_integer_value(v) >= 0)
+                        sandbox_phase_mark(dir, keys[i][1], (long long)json_integer_value(v));
+        }
+}
+
 /* The agent's part of create: stdio first, then the container, then the wait for its init. */
 static int agent_create(const struct sandbox_launch *l, int stop_fd, int conns[3], int *wait_conn, cap_error_t *err)
 {
@@ -125,15 +143,20 @@ static int agent_create(const struct sandbox_launch *l, int stop_fd, int conns[3
         bool tty = l->spec->process->terminal;
         if (agent_open_stdio(l->agent_socket, "init", tty, conns, deadline, stop_fd, err) < 0)
                 return -1;
+        sandbox_phase_mark(l->dir, "agent", sandbox_phase_now());
         cleanup_close int fd = agent_connect(l->agent_socket, deadline, stop_fd, err);
         if (fd < 0)
                 return -1;
         json_t *req = json_pack("{s:s,s:s,s:s,s:s,s:b}", "op", "create", "id", l->opts->id, "config", l->config_text, "stdio",
                                 tty ? "tty" : "pipes", "binds", l->bind_sources[0] != NULL);
-        int r = agent_request(fd, req, NULL, err);
+        json_t *reply = NULL;
+        int r = agent_request(fd, req, &reply, err);
         json_decref(req);
         if (r < 0)
                 return -1;
+        sandbox_phase_mark(l->dir, "created", sandbox_phase_now());
+        guest_phases_mark(l->dir, reply);
+        json_decref(reply);
         if ((*wait_conn = agent_connect(l->agent_socket, deadline, stop_fd, err)) < 0)
                 return -1;
         req = json_pack("{s:s,s:s}", "op", "wait", "exec", "init");
@@ -197,6 +220,7 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
 
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != l->creator)
                 _exit(1);
+        sandbox_phase_mark(l->dir, "vmm", sandbox_phase_now());
         setsid();
         if (stdio_take(l, host, &err) < 0)
                 report_failure(l->report_fd, &err);
@@ -318,6 +342,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         pid_t child = -1;
         int ret = -1;
         bool dir_created = false, cg_created = false;
+        long long began = sandbox_phase_now();
 
         *pid = -1;
         if (container_load_bundle(o, &spec, err) < 0)
@@ -339,6 +364,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         if (state_create_dir(o->root, o->id, err) < 0)
                 goto out;
         dir_created = true;
+        sandbox_phase_mark(dir, "create", began);
         /* As the runtime does: record everything before it exists, so that `delete` finds it. */
         cgroup_plan(cg);
         st = state_new(o, spec, cg);

@@ -52,6 +52,16 @@ int sandbox_record_load(const char *root, const char *id, struct sandbox_record 
 void sandbox_record_free(struct sandbox_record *r);
 bool sandbox_vmm_alive(const struct sandbox_record *r);
 
+/* sandbox_phases.c: "phases" in the state directory, one line "NAME VALUE" per step, appended as
+ * it happens. The host's steps are CLOCK_MONOTONIC nanoseconds: "create" (capsule create began),
+ * "vmm" (the sandbox process began), "guest" (the vCPUs were started), "agent" (the agent took
+ * the first connection), "created" (it created the container), "started" (its start answered).
+ * The guest's own, CLOCK_BOOTTIME microseconds in the guest as its agent reported them:
+ * "guest_boot_us" (the agent began: the kernel's boot) and "guest_ready_us" (it listened). */
+#define SANDBOX_PHASES "phases"
+long long sandbox_phase_now(void);
+void sandbox_phase_mark(const char *dir, const char *name, long long value);
+
 /* agent.c: connections to the agent through the VMM's hybrid vsock socket. */
 /* A connection's replies wait AGENT_REPLY_TIMEOUT_S at most, until this lifts the bound (for a
  * stream or a "wait"). */

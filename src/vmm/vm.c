@@ -328,6 +328,8 @@ static int vm_start(struct vm *vm, cap_error_t *err)
         for (int i = 0; i < vm->n_vcpus; i++)
                 if (vcpu_start(&vm->vcpus[i], err) < 0)
                         return -1;
+        if (vm->cfg->started)
+                vm->cfg->started(vm->cfg->started_arg);
         return 0;
 }
 

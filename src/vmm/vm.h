@@ -100,6 +100,10 @@ struct vm_config {
         bool balloon_free_page_reporting;
         bool balloon_deflate_on_oom;
         char *api_socket;      /* the control socket (line-delimited JSON), NULL: none */
+        /* Called on vm_run()'s thread once every vCPU thread has started (the guest's first
+         * instruction is next), NULL: none. The sandbox records when its guest began. */
+        void (*started)(void *arg);
+        void *started_arg;
 };
 
 /* Why the VM stopped. The process exit status for each is documented in the README. */

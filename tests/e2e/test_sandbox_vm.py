@@ -121,6 +121,13 @@ def test_create_start_state_exec_kill_delete(vm, bundle, tmp_path):
 
     vm.run("start", bundle.id, check=True, timeout=120)
     assert vm.status(bundle.id) == "running"
+    # The phases bench/vm_container.sh reads: every step once, the host's in order, the guest's
+    # boot (its agent's start) before its agent listened.
+    with open(os.path.join(vm.root, bundle.id, "phases")) as f:
+        phases = dict(line.split() for line in f)
+    host = [int(phases[k]) for k in ("create", "vmm", "guest", "agent", "created", "started")]
+    assert host == sorted(host) and host[0] > 0, phases
+    assert 0 < int(phases["guest_boot_us"]) <= int(phases["guest_ready_us"]), phases
     again = vm.run("start", bundle.id, timeout=120)
     assert again.returncode != 0 and "not created" in again.stderr
     refused = vm.run("delete", bundle.id, timeout=120)
