@@ -79,7 +79,7 @@ struct agent {
         bool flushed[AGENT_MAX_WAITERS + 3]; /* the host closed it */
         size_t n_flush, n_flushed;
         /* CLOCK_BOOTTIME when the agent began (the kernel's boot) and when it listened, in µs:
-         * create's reply tells the host (bench/vm_container.sh). */
+         * create's reply tells the host (bench/vm_container.py). */
         long long boot_us, ready_us;
 };
 

@@ -1,5 +1,5 @@
 /* The phases file: when each step of a VM container's create and start happened, for
- * bench/vm_container.sh. Always written (a few appends per container); a failure to write it
+ * bench/vm_container.py. Always written (a few appends per container); a failure to write it
  * costs the record, never the container. */
 #include "sandbox/sandbox_internal.h"
 

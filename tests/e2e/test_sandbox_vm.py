@@ -121,7 +121,7 @@ def test_create_start_state_exec_kill_delete(vm, bundle, tmp_path):
 
     vm.run("start", bundle.id, check=True, timeout=120)
     assert vm.status(bundle.id) == "running"
-    # The phases bench/vm_container.sh reads: every step once, the host's in order, the guest's
+    # The phases bench/vm_container.py reads: every step once, the host's in order, the guest's
     # boot (its agent's start) before its agent listened.
     with open(os.path.join(vm.root, bundle.id, "phases")) as f:
         phases = dict(line.split() for line in f)

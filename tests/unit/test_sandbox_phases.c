@@ -1,5 +1,5 @@
 /* A VM container's phases file (src/sandbox/sandbox_phases.c): one appended line per step, which
- * bench/vm_container.sh reads, and no failure when the state directory is gone. */
+ * bench/vm_container.py reads, and no failure when the state directory is gone. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
