@@ -286,14 +286,16 @@ def memory(b):
     time.sleep(2)  # let the guests settle after their workload's start
     kids = children()
     rows = []
+    by_proc = {}
     for pid in vm_pids:
-        procs = tree(pid, kids)
         total = guest = 0
         names = []
-        for p in procs:
+        for p in tree(pid, kids):
             t, g = pss_kib(p)
             total, guest = total + t, guest + g
             names.append(comm(p))
+            # the VMM (its comm is its sealed copy's memfd name) against everything below it
+            by_proc.setdefault("vmm" if p == pid else names[-1], []).append(t - g)
         rows.append((total, guest, names))
     vm_fall = (before - mem_available_kib()) / SANDBOXES
     mid = mem_available_kib()
@@ -309,6 +311,8 @@ def memory(b):
           f"{median([r[1] for r in rows]) / 1024:9.2f}   {median(overhead) / 1024:8.2f}   {vm_fall / 1024:8.2f}")
     print(f"  capsule-vm max      {max(r[0] for r in rows) / 1024:9.2f}   "
           f"{max(r[1] for r in rows) / 1024:9.2f}   {max(overhead) / 1024:8.2f}")
+    print("  overhead by process (median PSS outside guest RAM, MiB): " +
+          ", ".join(f"{name} {median(v) / 1024:.2f}" for name, v in sorted(by_proc.items())))
     print(f"  capsule    median   {median(plain) / 1024:9.2f}   {'-':>9}   {median(plain) / 1024:8.2f}   "
           f"{plain_fall / 1024:8.2f}")
     print(f"  capsule-vm/capsule PSS (medians): {median([r[0] for r in rows]) / median(plain):.0f}x   "
