@@ -115,6 +115,62 @@ TEST(net_multiqueue_pairs_switch)
         CHECK(netm_host_recv(&m, 0, got, sizeof(got), 50) < 0);
 }
 
+TEST(net_fewer_pairs_keep_the_buffers_taken_ahead)
+{
+        NET_MACHINE(m, 2, true, 0);
+        netm_driver_start(&m, F(CTRL_VQ) | F(MQ) | F(MRG_RXBUF), 5);
+        uint16_t pairs = htole16(2);
+        ctrl(&m, 4, 0, VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, &pairs, 2);
+        netm_kick(&m, 4);
+        CHECK(netm_wait_used(&m, 4, 1) && ack(&m, 0) == VIRTIO_NET_OK);
+        for (unsigned int i = 0; i < 4; i++)
+                netm_chain_add(&m, 2, &(struct netm_buf){ netm_bufaddr(10 + i), 2048, true }, 1);
+        netm_kick(&m, 2);
+        /* The first frame on receiveq2 makes the device take all four buffers ahead. */
+        struct virtio_net_hdr_v1 h = { 0 };
+        CHECK(netm_host_send(&m, 1, &h, 400, 1));
+        CHECK(netm_wait_used(&m, 2, 1));
+        /* Down to one pair and back to two, as `ethtool -L` does: the three buffers receiveq2
+         * still holds were the guest's and must serve its next frames. */
+        pairs = htole16(1);
+        ctrl(&m, 4, 1, VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, &pairs, 2);
+        pairs = htole16(2);
+        ctrl(&m, 4, 2, VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, &pairs, 2);
+        netm_kick(&m, 4);
+        CHECK(netm_wait_used(&m, 4, 3) && ack(&m, 1) == VIRTIO_NET_OK && ack(&m, 2) == VIRTIO_NET_OK);
+        for (unsigned int i = 0; i < 3; i++)
+                CHECK(netm_host_send(&m, 1, &h, 500 + i, 2 + i));
+        CHECK(netm_wait_used(&m, 2, 4));
+        for (unsigned int i = 0; i < 3; i++)
+                CHECK(netm_used_elem(&m, 2, 1 + i).len == 500 + i);
+        CHECK(!netm_needs_reset(&m));
+}
+
+TEST(net_fewer_pairs_give_back_a_half_placed_frames_buffer)
+{
+        NET_MACHINE(m, 2, true, 0);
+        netm_driver_start(&m, F(CTRL_VQ) | F(MQ) | F(MRG_RXBUF), 5);
+        uint16_t pairs = htole16(2);
+        ctrl(&m, 4, 0, VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, &pairs, 2);
+        netm_kick(&m, 4);
+        CHECK(netm_wait_used(&m, 4, 1));
+        netm_chain_add(&m, 2, &(struct netm_buf){ netm_bufaddr(10), 2048, true }, 1);
+        netm_kick(&m, 2);
+        /* 3000 bytes in one 2048-byte buffer: the frame waits for another buffer. */
+        struct virtio_net_hdr_v1 h = { 0 };
+        CHECK(netm_host_send(&m, 1, &h, 3000, 1));
+        usleep(100 * 1000);
+        CHECK(netm_used_idx(&m, 2) == 0);
+        pairs = htole16(1);
+        ctrl(&m, 4, 1, VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, &pairs, 2);
+        netm_kick(&m, 4);
+        CHECK(netm_wait_used(&m, 4, 2) && ack(&m, 1) == VIRTIO_NET_OK);
+        /* The frame is dropped and its buffer comes back empty. */
+        CHECK(netm_wait_used(&m, 2, 1));
+        CHECK(netm_used_elem(&m, 2, 0).len == 0);
+        CHECK(!netm_needs_reset(&m));
+}
+
 TEST(net_control_queue_is_queue_2_without_mq)
 {
         NET_MACHINE(m, 2, true, 0);
