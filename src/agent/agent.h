@@ -83,8 +83,6 @@ struct agent {
         long long boot_us, ready_us;
 };
 
-long long agent_uptime_us(void);
-
 /* server.c */
 void agent_reply(int fd, const json_t *msg);
 void agent_reply_error(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

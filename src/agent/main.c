@@ -1,23 +1,15 @@
 /* capsule-guest: pid 1 of a sandbox VM. It sets the guest up, then serves the host's requests
  * (common/agent_proto.h) until the container's init has ended, and powers the VM off. */
 #include <stdio.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "agent/agent.h"
 #include "agent/system.h"
 
-long long agent_uptime_us(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_BOOTTIME, &ts);
-        return (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
-}
-
 int main(void)
 {
         static struct agent a;
-        a.boot_us = agent_uptime_us();
+        a.boot_us = system_uptime_us();
         if (getpid() != 1) {
                 fprintf(stderr, "capsule-guest: runs only as pid 1 of a capsule sandbox VM\n");
                 return 1;

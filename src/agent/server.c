@@ -423,7 +423,7 @@ void agent_serve(struct agent *a)
                 system_fatal("signalfd: %s", strerror(errno));
         if ((a->listen_fd = listen_vsock(&err)) < 0)
                 system_fatal("%s", err->msg);
-        a->ready_us = agent_uptime_us();
+        a->ready_us = system_uptime_us();
         dprintf(STDERR_FILENO, "capsule-guest: listening on vsock port %d\n", AGENT_PORT);
         static struct slots s;
         for (;;) {

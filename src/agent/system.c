@@ -12,10 +12,18 @@
 #include <sys/reboot.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/agent_proto.h"
 #include "common/util.h"
+
+long long system_uptime_us(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_BOOTTIME, &ts);
+        return (long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
 
 static int mount_at(const char *source, const char *target, const char *type, unsigned long flags, const char *data,
                     cap_error_t *err)

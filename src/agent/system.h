@@ -15,6 +15,8 @@
 int system_setup(cap_error_t *err);
 /* The host's bind mount sources (virtio-fs tag AGENT_BINDS_TAG) at AGENT_BINDS. */
 int system_mount_binds(cap_error_t *err);
+/* The guest's CLOCK_BOOTTIME in µs: how long since its kernel's clock started. */
+long long system_uptime_us(void);
 /* Sync and power the VM off. */
 __attribute__((noreturn)) void system_poweroff(void);
 /* One line on the console, then power off: the agent cannot go on. */
