@@ -5,10 +5,11 @@ sandboxes at once. Needs root and hardware KVM; on a PVM host, run it in the tes
 
     tests/testbed/run 'nice -n 10 bench/vm_container.py'
 
-Environment: RUNS (startup runs per runtime, default 5, after one warm-up run each), SANDBOXES (how many at once for the
-memory part, default 10, started BATCH at a time, default 2), MEMORY (each VM's RAM, default 128M; one vCPU), CAPSULE_KERNEL (the
-guest kernel, set by the testbed), PEERS (default "crun runc": plain runtimes timed beside
-capsule when installed; empty: none).
+Environment: RUNS (startup runs per runtime, default 5, after one warm-up run each),
+SANDBOXES (how many at once for the memory part, default 10, started BATCH at a time, default
+2), MEMORY (each VM's RAM, default 128M; one vCPU), CAPSULE_KERNEL (the guest kernel, set by
+the testbed), PEERS (default "crun runc": plain runtimes timed beside capsule when installed;
+empty: none).
 
 (a) Startup. Each run starts `RUNTIME run` of `echo hello` in a busybox bundle and times, from
     just before the exec to the first byte on its stdout, with CLOCK_MONOTONIC. Runs of every

@@ -124,7 +124,9 @@ def test_create_start_state_exec_kill_delete(vm, bundle, tmp_path):
     # The phases bench/vm_container.py reads: every step once, the host's in order, the guest's
     # boot (its agent's start) before its agent listened.
     with open(os.path.join(vm.root, bundle.id, "phases")) as f:
-        phases = dict(line.split() for line in f)
+        lines = [line.split() for line in f]
+    phases = dict(lines)
+    assert len(lines) == len(phases) == 8, lines
     host = [int(phases[k]) for k in ("create", "vmm", "guest", "agent", "created", "started")]
     assert host == sorted(host) and host[0] > 0, phases
     assert 0 < int(phases["guest_boot_us"]) <= int(phases["guest_ready_us"]), phases
