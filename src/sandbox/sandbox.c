@@ -2,6 +2,7 @@
  * its pid, and the runtime's cgroup and hook code on the host. */
 #include "sandbox/sandbox.h"
 
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -29,7 +30,7 @@ static const char *agent_status(const struct sandbox_record *rec)
         cleanup_error cap_error_t err = NULL;
         const char *status = "stopped"; /* an agent that does not answer runs no container */
         if (agent_call(rec->agent_socket, req, &rep, &err) == 0) {
-                static const char *const known[] = { "created", "running", "stopped" };
+                static const char *const known[] = { "created", "running", "paused", "stopped" };
                 const char *s = json_string_value(json_object_get(rep, "status"));
                 for (size_t i = 0; s && i < ARRAY_SIZE(known); i++) {
                         if (strcmp(s, known[i]) == 0)
@@ -92,12 +93,97 @@ int sandbox_kill(const char *root, const char *id, int sig, bool all, cap_error_
                         return 0;
                 return cap_fail(err, 0, "cannot kill container \"%s\": container not running", id);
         }
-        if (strcmp(status, "paused") == 0)
-                return cap_fail(err, 0, "cannot kill container \"%s\": it is paused (its VM cannot answer); resume it first", id);
         json_t *req = json_pack("{s:s,s:i,s:b}", "op", "kill", "signal", sig, "all", all);
         int r = agent_call(rec.agent_socket, req, NULL, err);
         json_decref(req);
         return r < 0 ? cap_error_prefix(err, "kill container \"%s\"", id) : 0;
+}
+
+int sandbox_pause(const char *root, const char *id, bool pause, cap_error_t *err)
+{
+        cleanup_state struct state *st = NULL;
+        cleanup_record struct sandbox_record rec = { 0 };
+        const char *status, *want = pause ? "running" : "paused";
+        if (load(root, id, &st, &rec, &status, err) < 0)
+                return -1;
+        if (strcmp(status, want) != 0)
+                return cap_fail(err, 0, "container \"%s\" is %s, not %s", id, status, want);
+        json_t *req = json_pack("{s:s}", "op", pause ? "pause" : "resume");
+        int r = agent_call(rec.agent_socket, req, NULL, err);
+        json_decref(req);
+        return r < 0 ? cap_error_prefix(err, "%s container \"%s\"", pause ? "pause" : "resume", id) : 0;
+}
+
+/* A live container's agent: ps and update have nothing to ask a stopped one. */
+static int load_live(const char *root, const char *id, struct state **st, struct sandbox_record *rec, cap_error_t *err)
+{
+        const char *status;
+        if (load(root, id, st, rec, &status, err) < 0)
+                return -1;
+        if (strcmp(status, "stopped") == 0)
+                return cap_fail(err, 0, "container \"%s\" is not running", id);
+        return 0;
+}
+
+int sandbox_pids(const char *root, const char *id, pid_t **pids, size_t *n, cap_error_t *err)
+{
+        cleanup_state struct state *st = NULL;
+        cleanup_record struct sandbox_record rec = { 0 };
+        *pids = NULL;
+        *n = 0;
+        if (load_live(root, id, &st, &rec, err) < 0)
+                return -1;
+        json_t *req = json_pack("{s:s}", "op", "ps");
+        json_t *rep = NULL;
+        int r = agent_call(rec.agent_socket, req, &rep, err);
+        json_decref(req);
+        if (r < 0)
+                return cap_error_prefix(err, "ps of container \"%s\"", id);
+        /* The guest's list: pids as the guest numbers them, each checked to be one. */
+        json_t *list = json_object_get(rep, "pids");
+        size_t count = json_array_size(list);
+        if (!json_is_array(list) || count > SANDBOX_PIDS_MAX) {
+                json_decref(rep);
+                return cap_fail(err, 0, "ps of container \"%s\": the VM's agent sent no list of at most %d pids", id,
+                                SANDBOX_PIDS_MAX);
+        }
+        *pids = xmalloc0((count + 1) * sizeof(pid_t));
+        for (size_t i = 0; i < count; i++) {
+                json_t *v = json_array_get(list, i);
+                if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > INT_MAX) {
+                        json_decref(rep);
+                        free(*pids);
+                        *pids = NULL;
+                        return cap_fail(err, 0, "ps of container \"%s\": the VM's agent sent a pid that is not one", id);
+                }
+                (*pids)[i] = (pid_t)json_integer_value(v);
+        }
+        *n = count;
+        json_decref(rep);
+        return 0;
+}
+
+int sandbox_update(const char *root, const char *id, const char *resources_json, const struct spec_resources *res,
+                   cap_error_t *err)
+{
+        cleanup_state struct state *st = NULL;
+        cleanup_record struct sandbox_record rec = { 0 };
+        cleanup_cgroup struct cgroup *cg = NULL;
+        if (load_live(root, id, &st, &rec, err) < 0)
+                return -1;
+        /* The host's cgroup bounds the whole VM, as at create: devices are the guest's business
+         * (on the host they would deny the VMM /dev/kvm). */
+        if (st->cgroup) {
+                struct spec_resources host_res = *res;
+                host_res.devices = NULL;
+                host_res.n_devices = 0;
+                if (cgroup_load(st->cgroup, &cg, err) < 0 || cgroup_apply(cg, &host_res, err) < 0)
+                        return cap_error_prefix(err, "update container \"%s\"", id);
+        }
+        json_t *req = json_pack("{s:s,s:s}", "op", "update", "resources", resources_json);
+        int r = agent_call(rec.agent_socket, req, NULL, err);
+        json_decref(req);
+        return r < 0 ? cap_error_prefix(err, "update container \"%s\"", id) : 0;
 }
 
 /* The VMM is not our child: wait until it is gone (a zombie counts, its reaper is not us). */

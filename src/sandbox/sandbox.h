@@ -30,6 +30,16 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
 int sandbox_start(const char *root, const char *id, cap_error_t *err);
 int sandbox_kill(const char *root, const char *id, int sig, bool all, cap_error_t *err);
 int sandbox_delete(const char *root, const char *id, bool force, cap_error_t *err);
+/* Freeze (pause) or thaw the container's cgroup in the guest; the VM keeps running, so its agent
+ * answers state, kill and delete meanwhile. */
+int sandbox_pause(const char *root, const char *id, bool pause, cap_error_t *err);
+/* The container's processes, as guest pids (*pids allocated; they are no host pids). */
+#define SANDBOX_PIDS_MAX 65536
+int sandbox_pids(const char *root, const char *id, pid_t **pids, size_t *n, cap_error_t *err);
+/* New limits: the host's cgroup (which bounds the whole VM) takes res, then the agent applies
+ * resources_json (the LinuxResources object res was parsed from) to the guest's. */
+int sandbox_update(const char *root, const char *id, const char *resources_json, const struct spec_resources *res,
+                   cap_error_t *err);
 /* For run: wait for the sandbox process pid (our child), passing the signals we get to the
  * container through the agent; *status is the container's exit status. */
 int sandbox_wait(const char *root, const char *id, pid_t pid, int *status, cap_error_t *err);
