@@ -93,8 +93,9 @@ static int cmd_update(struct cli_global *g, int argc, char **argv, cap_error_t *
         for (size_t i = 0; i < ARRAY_SIZE(fields); i++)
                 opts[i] = (struct option){ fields[i].flag, required_argument, NULL, 256 + (int)i };
         opts[ARRAY_SIZE(fields)] = (struct option){ "resources", required_argument, NULL, 'r' };
-        /* declared before the first `goto fail`, which would otherwise skip its initializer */
+        /* declared before the first `goto fail`, which would otherwise skip their initializers */
         cleanup_spec struct spec *spec = NULL;
+        cleanup_free char *text = NULL;
         json_t *res = json_object();
         const char *file = NULL;
         int c;
@@ -123,7 +124,7 @@ static int cmd_update(struct cli_global *g, int argc, char **argv, cap_error_t *
                 json_decref(res);
                 res = from;
         }
-        cleanup_free char *text = json_dumps(res, JSON_COMPACT);
+        text = json_dumps(res, JSON_COMPACT);
         json_decref(res);
         if (!text || spec_parse_resources(text, file ? file : "update", &spec, err) < 0)
                 return text ? -1 : cap_fail(err, 0, "update: cannot encode the resources");

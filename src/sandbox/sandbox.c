@@ -2,11 +2,13 @@
  * its pid, and the runtime's cgroup and hook code on the host. */
 #include "sandbox/sandbox.h"
 
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -263,8 +265,9 @@ static void terminal_restore(void)
         termios_saved = false;
 }
 
-/* The second half of exec: the wait, and the relay until the process has ended. */
-static int exec_relay(const struct sandbox_record *rec, const char *exec_id, bool tty, const int conns[3], int *status,
+/* The second half of exec: the wait, and the relay until the process has ended, between the
+ * agent and our stdio or, with console >= 0, a console socket's pty. */
+static int exec_relay(const struct sandbox_record *rec, const char *exec_id, bool tty, int console, const int conns[3], int *status,
                       cap_error_t *err)
 {
         long long deadline = now_ms() + 10000;
@@ -281,14 +284,17 @@ static int exec_relay(const struct sandbox_record *rec, const char *exec_id, boo
         signal(SIGPIPE, SIG_IGN);
         struct stdio_relay relay = { .host = { 0, 1, 2 }, .conn = { conns[0], conns[1], conns[2] }, .wait_conn = wait_conn,
                                      .stop_fd = -1, .winch_fd = -1, .agent_socket = rec->agent_socket, .exec = exec_id };
+        if (console >= 0)
+                relay.host[0] = relay.host[1] = console;
         cleanup_close int winch = -1;
-        if (tty && isatty(STDIN_FILENO)) {
+        if (tty && isatty(relay.host[0])) {
                 sigset_t set;
                 sigemptyset(&set);
                 sigaddset(&set, SIGWINCH);
                 sigprocmask(SIG_BLOCK, &set, NULL);
                 relay.winch_fd = winch = signalfd(-1, &set, SFD_CLOEXEC);
-                terminal_raw();
+                if (console < 0)
+                        terminal_raw();
         }
         r = stdio_relay_run(&relay, status, err);
         terminal_restore();
@@ -297,8 +303,28 @@ static int exec_relay(const struct sandbox_record *rec, const char *exec_id, boo
         return r < 0 ? -1 : 0;
 }
 
-int sandbox_exec(const char *root, const char *id, const char *process_json, bool tty, bool detach, const char *pid_file,
-                 int *status, cap_error_t *err)
+static void stdio_to_null(void)
+{
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        for (int i = 0; null >= 0 && i < 3; i++)
+                dup2(null, i);
+        if (null > 2)
+                close(null);
+}
+
+/* The relay as our child: its exit status is the process's (255: the relay failed). */
+static int relay_child_wait(pid_t pid, int *status, cap_error_t *err)
+{
+        int wstatus;
+        while (waitpid(pid, &wstatus, 0) < 0) {
+                if (errno != EINTR)
+                        return cap_fail(err, errno, "wait for the exec's relay");
+        }
+        *status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
+        return 0;
+}
+
+int sandbox_exec(const char *root, const char *id, const struct sandbox_exec_opts *o, int *status, cap_error_t *err)
 {
         cleanup_state struct state *st = NULL;
         cleanup_record struct sandbox_record rec = { 0 };
@@ -312,31 +338,48 @@ int sandbox_exec(const char *root, const char *id, const char *process_json, boo
         snprintf(exec_id, sizeof(exec_id), "exec-%d-%u-%lld", (int)getpid(), counter++, now_ms());
         cleanup_stdio int conns[3] = { -1, -1, -1 };
         long long deadline = now_ms() + 10000;
-        if (agent_open_stdio(rec.agent_socket, exec_id, tty, conns, deadline, -1, err) < 0)
+        if (agent_open_stdio(rec.agent_socket, exec_id, o->tty, conns, deadline, -1, err) < 0)
                 return -1;
         cleanup_close int fd = agent_connect(rec.agent_socket, deadline, -1, err);
         if (fd < 0)
                 return -1;
-        json_t *req = json_pack("{s:s,s:s,s:s,s:s}", "op", "exec", "exec", exec_id, "process", process_json, "stdio",
-                                tty ? "tty" : "pipes");
+        json_t *req = json_pack("{s:s,s:s,s:s,s:s}", "op", "exec", "exec", exec_id, "process", o->process_json, "stdio",
+                                o->tty ? "tty" : "pipes");
         int r = agent_request(fd, req, NULL, err);
         json_decref(req);
         if (r < 0)
                 return cap_error_prefix(err, "exec in container \"%s\"", id);
+        /* The console socket has the pty's master before we return, as runc hands it over. */
+        cleanup_close int console = -1;
+        if (o->console_fd >= 0 && (console = console_pty_open(o->console_fd, 0, 0, false, err)) < 0)
+                return -1;
         /* The host's stand-in for the process: it relays its stdio and exits with its status. With
          * detach it is a child left behind, as runc leaves the exec'd process to a subreaper
-         * (conmon), and --pid-file names it. */
-        pid_t relay_pid = detach ? fork() : getpid();
+         * (conmon), and --pid-file names it. With a console it is a child too: a session of its
+         * own, whose controlling terminal is the console's pty, takes the master's resizes. */
+        bool child = o->detach || console >= 0;
+        pid_t relay_pid = child ? fork() : getpid();
         if (relay_pid < 0)
                 return cap_fail(err, errno, "fork the exec's relay");
-        if (relay_pid > 0 && detach) {
+        if (relay_pid > 0 && child) {
                 *status = 0;
-                return write_pid_file(pid_file, relay_pid, err);
+                if (write_pid_file(o->pid_file, relay_pid, err) < 0)
+                        return -1;
+                return o->detach ? 0 : relay_child_wait(relay_pid, status, err);
         }
-        if (!detach && write_pid_file(pid_file, relay_pid, err) < 0)
+        if (!child && write_pid_file(o->pid_file, relay_pid, err) < 0)
                 return -1;
-        r = exec_relay(&rec, exec_id, tty, conns, status, err);
-        if (detach) {
+        if (console >= 0 && setsid() >= 0) {
+                /* The master's last close hangs up its session: the status still comes. */
+                signal(SIGHUP, SIG_IGN);
+                ioctl(console, TIOCSCTTY, 0);
+        }
+        /* A detached relay with a console uses none of exec's stdio: holding the caller's pipes
+         * open would keep it (conmon) waiting for their end until the process ends. */
+        if (console >= 0 && o->detach)
+                stdio_to_null();
+        r = exec_relay(&rec, exec_id, o->tty, console, conns, status, err);
+        if (child) {
                 if (r < 0)
                         cap_error_report(err);
                 _exit(r < 0 ? 255 : *status);

@@ -45,11 +45,17 @@ int sandbox_update(const char *root, const char *id, const char *resources_json,
 int sandbox_wait(const char *root, const char *id, pid_t pid, int *status, cap_error_t *err);
 /* As state_status(), from the live VMM and the agent's answer. */
 const char *sandbox_status(const char *root, const struct state *st);
-/* Run process_json (an OCI process object) in the container; unless detach, relay our stdio
- * (with tty, our terminal, raw meanwhile, to the guest's pty) and set *status to its exit status
- * as a shell reports it. With detach a child of ours does that, and exits with the status;
- * --pid-file names whichever process relays. */
-int sandbox_exec(const char *root, const char *id, const char *process_json, bool tty, bool detach, const char *pid_file,
-                 int *status, cap_error_t *err);
+struct sandbox_exec_opts {
+        const char *process_json; /* an OCI process object */
+        bool tty;                 /* process.terminal */
+        int console_fd;           /* a --console-socket connection, or -1 */
+        bool detach;
+        const char *pid_file;     /* NULL: none */
+};
+/* Run o->process_json in the container; unless detach, relay our stdio (with tty, our terminal,
+ * raw meanwhile, to the guest's pty; with console_fd, the pty whose master went to that socket
+ * instead) and set *status to its exit status as a shell reports it. With detach a child of ours
+ * does that, and exits with the status; --pid-file names whichever process relays. */
+int sandbox_exec(const char *root, const char *id, const struct sandbox_exec_opts *o, int *status, cap_error_t *err);
 
 #endif
