@@ -13,6 +13,7 @@ import threading
 import pytest
 
 from conftest import CAPSULE
+from test_terminal import ConsoleSocket, read_until
 
 
 def start_time(pid):
@@ -298,33 +299,11 @@ def test_life_update_forwards_the_checked_resources(sandbox, tmp_path):
     assert len(agent.requests) == n  # refused on the host: nothing went to the guest
 
 
-class ConsoleSocket:
-    """As conmon's --console-socket: receives the pty master capsule sends (SCM_RIGHTS)."""
-
-    def __init__(self, path):
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.bind(path)
-        self.sock.listen(1)
-        self.sock.settimeout(20)
-
-    def receive(self):
-        c, _ = self.sock.accept()
-        with c:
-            msg, fds, _, _ = socket.recv_fds(c, 4096, 1)
-        assert len(fds) == 1, msg
-        return fds[0]
-
 
 def talk(master):
     """Type a line on the console and read what the container's terminal answers."""
     os.write(master, b"typed\n")
-    out = b""
-    while not out.endswith(b"\n"):
-        chunk = os.read(master, 4096)
-        if not chunk:
-            break
-        out += chunk
+    out = read_until(master, "\n")
     os.close(master)
     return out
 
@@ -336,11 +315,11 @@ def test_life_exec_console_socket_gets_the_terminal(sandbox, tmp_path):
     import ctypes
     capsule, agent, _, cid = sandbox
     assert ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
-    cs = ConsoleSocket(str(tmp_path / "console.sock"))
+    cs = ConsoleSocket(tmp_path / "console.sock")
     pidfile = tmp_path / "exec.pid"
     p = capsule("exec", "-t", "-d", "--console-socket", cs.path, "--pid-file", str(pidfile), cid, "sh")
     assert p.returncode == 0, p.stderr
-    assert talk(cs.receive()) == b"tty got: typed\n"
+    assert talk(cs.receive_master()[0]) == "tty got: typed\n"
     _, status = os.waitpid(int(pidfile.read_text()), 0)
     assert os.waitstatus_to_exitcode(status) == 3
     exec_req = next(r for r in agent.requests if r["op"] == "exec")
@@ -348,11 +327,11 @@ def test_life_exec_console_socket_gets_the_terminal(sandbox, tmp_path):
 
     # Without --detach exec itself returns the status.
     got = {}
-    t = threading.Thread(target=lambda: got.update(out=talk(cs.receive())))
+    t = threading.Thread(target=lambda: got.update(out=talk(cs.receive_master()[0])))
     t.start()
     p = capsule("exec", "-t", "--console-socket", cs.path, cid, "sh")
     t.join(timeout=20)
-    assert (p.returncode, got.get("out")) == (3, b"tty got: typed\n"), p.stderr
+    assert (p.returncode, got.get("out")) == (3, "tty got: typed\n"), p.stderr
 
     p = capsule("exec", "--console-socket", cs.path, cid, "true")
     assert p.returncode != 0 and "--console-socket needs a terminal" in p.stderr

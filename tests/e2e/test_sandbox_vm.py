@@ -13,6 +13,7 @@ import time
 import pytest
 
 from conftest import BUILD, Capsule, procs_cgroup_dir
+from test_terminal import ConsoleSocket, read_until
 
 PVM = os.path.isdir("/sys/module/kvm_pvm") and not any(
     os.path.isdir(f"/sys/module/{m}") for m in ("kvm_intel", "kvm_amd"))
@@ -209,15 +210,60 @@ def test_life_create_start_pause_ps_update_exec_kill_delete(vm, bundle, tmp_path
     assert_nothing_left(vm, bundle)
 
 
-def test_life_delete_force_of_a_paused_one(vm, bundle):
+def test_life_hooks_console_exec_and_delete_force_of_a_paused_one(vm, bundle, tmp_path):
+    """The hooks the host runs, exec -t with a console socket (podman exec -t), and delete --force
+    of a paused container."""
     become_subreaper()
+    bundle.config["hooks"] = {name: [{"path": "/bin/sh", "args": ["sh", "-c", f"cat >{tmp_path}/{name}.json"]}]
+                              for name in ("prestart", "createRuntime", "poststart", "poststop")}
     bundle.set_args("sleep", "1000")
-    vm.run("run", "-d", "--bundle", bundle.path, bundle.id, check=True, timeout=BOOT)
+    vm.run("create", "--bundle", bundle.path, bundle.id, check=True, timeout=BOOT)
+    pid = vm.state(bundle.id)["pid"]
+    for name in ("prestart", "createRuntime"):
+        st = json.loads((tmp_path / f"{name}.json").read_text())
+        assert (st["id"], st["pid"]) == (bundle.id, pid), (name, st)
+    assert not (tmp_path / "poststart.json").exists()
+    vm.run("start", bundle.id, check=True, timeout=120)
+    assert json.loads((tmp_path / "poststart.json").read_text())["status"] == "running"
+
+    console = ConsoleSocket(tmp_path / "console.sock")
+    pidfile = tmp_path / "exec.pid"
+    vm.run("exec", "-t", "-d", "--console-socket", console.path, "--pid-file", pidfile, bundle.id,
+           "sh", "-c", "tty; read line; echo got:$line; exit 6", check=True, timeout=120)
+    master, _ = console.receive_master()
+    os.write(master, b"typed-in\n")
+    out = read_until(master, "got:typed-in", timeout=60)
+    assert "/dev/pts/" in out, out
+    _, status = os.waitpid(int(pidfile.read_text()), 0)
+    assert os.waitstatus_to_exitcode(status) == 6
+    os.close(master)
+    console.close()
+
     vm.run("pause", bundle.id, check=True, timeout=120)
     assert vm.status(bundle.id) == "paused"
     refused = vm.run("delete", bundle.id, timeout=120)
     assert refused.returncode == 1 and "not stopped: paused" in refused.stderr
     vm.run("delete", "--force", bundle.id, check=True, timeout=120)
+    assert json.loads((tmp_path / "poststop.json").read_text())["id"] == bundle.id
+    assert_nothing_left(vm, bundle)
+
+
+def test_life_kill_all(vm, bundle):
+    become_subreaper()
+    bundle.set_args("sleep", "1000")
+    vm.run("create", "--bundle", bundle.path, bundle.id, check=True, timeout=BOOT)
+    pid = vm.state(bundle.id)["pid"]
+    vm.run("start", bundle.id, check=True, timeout=120)
+    vm.run("exec", "-d", bundle.id, "sleep", "999", check=True, timeout=120)
+    assert len(json.loads(vm.run("ps", "-f", "json", bundle.id, check=True, timeout=120).stdout)) == 2
+    vm.run("kill", "--all", bundle.id, "KILL", check=True, timeout=120)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 137
+    wait_status(vm, bundle.id, "stopped")
+    p = vm.run("ps", bundle.id, timeout=120)
+    assert p.returncode == 1 and "is not running" in p.stderr
+    assert vm.run("kill", "--all", bundle.id, "KILL", timeout=120).returncode == 0  # as runc: nothing left
+    vm.run("delete", bundle.id, check=True, timeout=120)
     assert_nothing_left(vm, bundle)
 
 
