@@ -191,7 +191,9 @@ def test_life_create_start_pause_ps_update_exec_kill_delete(vm, bundle, tmp_path
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["cid=1", "cid=2", "cid=3"], lines
-    assert not any(" reply: " in line for line in lines), lines
+    # In the testbed cid=1 and cid=3 (the guest itself) connect and the agent closes them
+    # unanswered; cid=2 (the host) has no listener for the guest on that port.
+    assert all(re.match(r"cid=\d (connect: |closed unanswered)", line) for line in lines), lines
     assert not os.path.exists(os.path.join(bundle.rootfs, "pwned"))
     p = vm.run("exec", bundle.id, "ls", "/pwned", timeout=120)
     assert p.returncode != 0
