@@ -10,6 +10,7 @@
 static const char *const op_names[] = {
         [AGENT_OP_STDIO] = "stdio", [AGENT_OP_CREATE] = "create", [AGENT_OP_START] = "start", [AGENT_OP_KILL] = "kill",
         [AGENT_OP_STATE] = "state", [AGENT_OP_EXEC] = "exec",     [AGENT_OP_WAIT] = "wait",   [AGENT_OP_RESIZE] = "resize",
+        [AGENT_OP_PAUSE] = "pause", [AGENT_OP_RESUME] = "resume", [AGENT_OP_PS] = "ps",       [AGENT_OP_UPDATE] = "update",
 };
 
 /* A string field without embedded NULs (C would see a shorter string than the host sent). */
@@ -99,7 +100,12 @@ int agent_req_parse(const json_t *msg, struct agent_req *req, cap_error_t *err)
                 return get_bool(msg, "binds", &req->binds, err);
         case AGENT_OP_START:
         case AGENT_OP_STATE:
+        case AGENT_OP_PAUSE:
+        case AGENT_OP_RESUME:
+        case AGENT_OP_PS:
                 return 0;
+        case AGENT_OP_UPDATE:
+                return get_string(msg, "resources", &req->resources, err);
         case AGENT_OP_KILL:
                 if (get_int(msg, "signal", 1, SIGRTMAX, &n, err) < 0)
                         return -1;

@@ -10,7 +10,8 @@
 
 #define AGENT_INIT "init"
 
-enum agent_op { AGENT_OP_STDIO, AGENT_OP_CREATE, AGENT_OP_START, AGENT_OP_KILL, AGENT_OP_STATE, AGENT_OP_EXEC, AGENT_OP_WAIT, AGENT_OP_RESIZE };
+enum agent_op { AGENT_OP_STDIO, AGENT_OP_CREATE, AGENT_OP_START, AGENT_OP_KILL, AGENT_OP_STATE, AGENT_OP_EXEC, AGENT_OP_WAIT, AGENT_OP_RESIZE,
+               AGENT_OP_PAUSE, AGENT_OP_RESUME, AGENT_OP_PS, AGENT_OP_UPDATE };
 
 /* The strings are borrowed from the message the request was parsed from. */
 struct agent_req {
@@ -19,6 +20,7 @@ struct agent_req {
         const char *exec;    /* stdio, wait, resize: "init" or an exec id; exec: an exec id */
         const char *config;  /* create: config.json text */
         const char *process; /* exec: process.json text */
+        const char *resources; /* update: LinuxResources text */
         bool tty;            /* create, exec */
         bool binds;          /* create (optional): mount the host's bind sources first */
         int fd;              /* stdio: 0, 1 or 2 */

@@ -19,6 +19,8 @@
 #include "common/agent_proto.h"
 #include "common/util.h"
 #include "runtime/container.h"
+#include "runtime/spec.h"
+#include "runtime/state.h"
 
 void agent_reply(int fd, const json_t *msg)
 {
@@ -118,12 +120,22 @@ static int op_exec(struct agent *a, const struct agent_req *req, int fd, cap_err
         return 1;
 }
 
+/* A running container whose cgroup is frozen, as the runtime itself tells. */
+static bool container_paused(const struct agent *a)
+{
+        cleanup_state struct state *st = NULL;
+        cleanup_error cap_error_t err = NULL;
+        return a->status == AGENT_RUNNING && state_load(AGENT_STATE, a->id, &st, &err) == 0 &&
+               strcmp(state_status(AGENT_STATE, st), "paused") == 0;
+}
+
 static int op_state(struct agent *a, int fd, cap_error_t *err)
 {
         if (a->status == AGENT_NONE)
                 return cap_fail(err, 0, "state: no container");
         struct proc *init = proc_find(a, AGENT_INIT);
-        json_t *msg = json_pack("{s:b,s:s,s:i}", "ok", 1, "status", status_name(a->status), "pid", init ? (int)init->pid : 0);
+        const char *status = container_paused(a) ? "paused" : status_name(a->status);
+        json_t *msg = json_pack("{s:b,s:s,s:i}", "ok", 1, "status", status, "pid", init ? (int)init->pid : 0);
         agent_reply(fd, msg);
         json_decref(msg);
         return 0;
@@ -137,6 +149,57 @@ static int op_resize(struct agent *a, const struct agent_req *req, int fd, cap_e
         struct winsize ws = { .ws_row = req->rows, .ws_col = req->cols };
         if (ioctl(p->master, TIOCSWINSZ, &ws) < 0)
                 return cap_fail(err, errno, "resize `%s`", req->exec);
+        reply_ok(fd);
+        return 0;
+}
+
+static int op_ps(struct agent *a, int fd, cap_error_t *err)
+{
+        cleanup_free pid_t *pids = NULL;
+        size_t n = 0;
+        if (container_pids(AGENT_STATE, a->id, &pids, &n, err) < 0)
+                return -1;
+        json_t *list = json_array();
+        for (size_t i = 0; i < n; i++)
+                json_array_append_new(list, json_integer(pids[i]));
+        json_t *msg = json_pack("{s:b,s:o}", "ok", 1, "pids", list);
+        agent_reply(fd, msg);
+        json_decref(msg);
+        return 0;
+}
+
+static int op_update(struct agent *a, const struct agent_req *req, int fd, cap_error_t *err)
+{
+        cleanup_spec struct spec *spec = NULL;
+        if (spec_parse_resources(req->resources, "update", &spec, err) < 0 ||
+            container_update(AGENT_STATE, a->id, spec->linux.resources, err) < 0)
+                return -1;
+        reply_ok(fd);
+        return 0;
+}
+
+/* The ops on the container's cgroup in the guest (the runtime's own code), each quick and inline. */
+static int op_container(struct agent *a, const struct agent_req *req, int fd, cap_error_t *err)
+{
+        if (a->status == AGENT_NONE)
+                return cap_fail(err, 0, "no container");
+        switch (req->op) {
+        case AGENT_OP_KILL:
+                if (container_kill(AGENT_STATE, a->id, req->signal, req->all, err) < 0)
+                        return -1;
+                break;
+        case AGENT_OP_PAUSE:
+        case AGENT_OP_RESUME:
+                if (container_pause(AGENT_STATE, a->id, req->op == AGENT_OP_PAUSE, err) < 0)
+                        return -1;
+                break;
+        case AGENT_OP_PS:
+                return op_ps(a, fd, err);
+        case AGENT_OP_UPDATE:
+                return op_update(a, req, fd, err);
+        default:
+                return cap_fail(err, 0, "unknown op");
+        }
         reply_ok(fd);
         return 0;
 }
@@ -157,12 +220,11 @@ static int dispatch(struct agent *a, const struct agent_req *req, int fd, cap_er
                                         a->status == AGENT_NONE ? "not there" : status_name(a->status));
                 return job_start(a, req, NULL, fd, err) < 0 ? -1 : 1;
         case AGENT_OP_KILL:
-                if (a->status == AGENT_NONE)
-                        return cap_fail(err, 0, "kill: no container");
-                if (container_kill(AGENT_STATE, a->id, req->signal, req->all, err) < 0)
-                        return -1;
-                reply_ok(fd);
-                return 0;
+        case AGENT_OP_PAUSE:
+        case AGENT_OP_RESUME:
+        case AGENT_OP_PS:
+        case AGENT_OP_UPDATE:
+                return op_container(a, req, fd, err);
         case AGENT_OP_STATE:
                 return op_state(a, fd, err);
         case AGENT_OP_EXEC:

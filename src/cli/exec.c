@@ -214,12 +214,17 @@ static int cmd_exec(struct cli_global *g, int argc, char **argv, cap_error_t *er
                 goto out;
         if (sandbox_owns(g->root, id)) {
                 int status;
-                if (f.console_socket || f.preserve_fds || f.n_cgroups)
-                        cli_usage(err, "exec", "--console-socket, --preserve-fds and --cgroup do not apply to a VM container");
-                else if (proc->terminal && f.detach)
-                        cli_usage(err, "exec", "--tty with --detach needs --console-socket, which a VM container does not take yet");
-                else if (sandbox_exec(g->root, id, proc_json, proc->terminal, f.detach, f.pid_file, &status, err) == 0)
-                        ret = status;
+                struct sandbox_exec_opts so = { .process_json = proc_json, .tty = proc->terminal, .console_fd = -1,
+                                                .detach = f.detach, .pid_file = f.pid_file };
+                if (f.preserve_fds || f.n_cgroups)
+                        cli_usage(err, "exec", "--preserve-fds and --cgroup do not apply to a VM container");
+                else if (f.console_socket && !proc->terminal)
+                        cli_usage(err, "exec", "--console-socket needs a terminal (--tty or process.terminal)");
+                else if (proc->terminal && f.detach && !f.console_socket)
+                        cli_usage(err, "exec", "--tty with --detach needs --console-socket");
+                else if (!f.console_socket || (console_fd = so.console_fd = console_socket_connect(f.console_socket, err)) >= 0)
+                        if (sandbox_exec(g->root, id, &so, &status, err) == 0)
+                                ret = status;
                 goto out;
         }
         if (f.console_socket && (console_fd = console_socket_connect(f.console_socket, err)) < 0)

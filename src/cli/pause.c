@@ -7,10 +7,10 @@ static int cmd_pause(struct cli_global *g, int argc, char **argv, cap_error_t *e
 {
         if (cli_want_args(argc, argv, 1, 1, "pause ID", err) < 0)
                 return -1;
-        /* Freezing the VMM's cgroup did not complete (its vCPU threads) within the freezer's
-         * timeout in the testbed: refused until the VMM's own pause is wired in. */
+        /* A VM container's processes are frozen in the guest: freezing the VMM's host cgroup
+         * would leave the agent unable to answer state or kill. */
         if (sandbox_owns(g->root, argv[1]))
-                return cap_fail(err, 0, "cannot pause container \"%s\": pausing a VM container is not supported yet", argv[1]);
+                return sandbox_pause(g->root, argv[1], true, err) < 0 ? -1 : 0;
         return container_pause(g->root, argv[1], true, err) < 0 ? -1 : 0;
 }
 

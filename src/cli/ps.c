@@ -1,4 +1,5 @@
-/* capsule ps: the processes of a container, as JSON pids or `ps` output filtered to them. */
+/* capsule ps: the processes of a container, as JSON pids or `ps` output filtered to them (a VM
+ * container's: the guest's pids). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include "cli/cli.h"
 #include "common/util.h"
 #include "runtime/container.h"
+#include "sandbox/sandbox.h"
 
 static bool contains(const pid_t *pids, size_t n, long pid)
 {
@@ -83,8 +85,19 @@ static int cmd_ps(struct cli_global *g, int argc, char **argv, cap_error_t *err)
                 return cli_usage(err, "ps", "usage: capsule ps [--format table|json] ID [ps options]");
         cleanup_free pid_t *pids = NULL;
         size_t n = 0;
-        if (container_pids(g->root, argv[optind], &pids, &n, err) < 0)
+        /* A VM container's processes are the guest's: its pids, as Kata lists them, mean nothing
+         * to the host's ps. */
+        bool vm = sandbox_owns(g->root, argv[optind]);
+        if (vm && argc - optind > 1)
+                return cli_usage(err, "ps", "ps options do not apply to a VM container (its processes are in the guest)");
+        if ((vm ? sandbox_pids(g->root, argv[optind], &pids, &n, err) : container_pids(g->root, argv[optind], &pids, &n, err)) < 0)
                 return -1;
+        if (vm && strcmp(format, "table") == 0) {
+                printf("PID\n");
+                for (size_t i = 0; i < n; i++)
+                        printf("%d\n", (int)pids[i]);
+                return 0;
+        }
         if (strcmp(format, "json") == 0) {
                 printf("[");
                 for (size_t i = 0; i < n; i++)

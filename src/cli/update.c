@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "common/util.h"
 #include "runtime/container.h"
+#include "sandbox/sandbox.h"
 
 /* "512m", "1G", "-1", "4096" → bytes. */
 static int parse_size(const char *s, long long *out)
@@ -92,8 +93,9 @@ static int cmd_update(struct cli_global *g, int argc, char **argv, cap_error_t *
         for (size_t i = 0; i < ARRAY_SIZE(fields); i++)
                 opts[i] = (struct option){ fields[i].flag, required_argument, NULL, 256 + (int)i };
         opts[ARRAY_SIZE(fields)] = (struct option){ "resources", required_argument, NULL, 'r' };
-        /* declared before the first `goto fail`, which would otherwise skip its initializer */
+        /* declared before the first `goto fail`, which would otherwise skip their initializers */
         cleanup_spec struct spec *spec = NULL;
+        cleanup_free char *text = NULL;
         json_t *res = json_object();
         const char *file = NULL;
         int c;
@@ -122,15 +124,12 @@ static int cmd_update(struct cli_global *g, int argc, char **argv, cap_error_t *
                 json_decref(res);
                 res = from;
         }
-        /* Reuse the config parser: errors then name linux.resources.<field>. */
-        json_t *cfg = json_pack("{s:s,s:{s:s},s:{s:O}}", "ociVersion", "1.1.0", "root", "path", "/", "linux", "resources", res);
-        char *text = json_dumps(cfg, JSON_COMPACT);
-        json_decref(cfg);
+        text = json_dumps(res, JSON_COMPACT);
         json_decref(res);
-        int r = spec_parse(text, file ? file : "update", &spec, err);
-        free(text);
-        if (r < 0)
-                return -1;
+        if (!text || spec_parse_resources(text, file ? file : "update", &spec, err) < 0)
+                return text ? -1 : cap_fail(err, 0, "update: cannot encode the resources");
+        if (sandbox_owns(g->root, argv[optind]))
+                return sandbox_update(g->root, argv[optind], text, spec->linux.resources, err) < 0 ? -1 : 0;
         return container_update(g->root, argv[optind], spec->linux.resources, err) < 0 ? -1 : 0;
 fail:
         json_decref(res);

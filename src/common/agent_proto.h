@@ -27,7 +27,7 @@
  *        carries the terminal both ways. A shutdown of the write side is end of file.
  *   {"op":"start"}                       runs the container's process (container_start).
  *   {"op":"kill","signal":N,"all":bool}  signals the init (or, with all, every process).
- *   {"op":"state"}                       reply {"ok":true,"status":"created|running|stopped","pid":N}
+ *   {"op":"state"}                       reply {"ok":true,"status":"created|running|paused|stopped","pid":N}
  *                                        (before a create: {"ok":false,"error":"state: no container"})
  *   {"op":"exec","exec":EXEC_ID,"process":"<process.json text>","stdio":"pipes"|"tty"}
  *        reply {"ok":true,"pid":GUEST_PID} once it runs.
@@ -38,6 +38,14 @@
  *        and of the wait connections and powers the VM off when the host has closed them all (it
  *        has read everything), or after 5 s. Without a wait for "init" the VM stays up.
  *   {"op":"resize","exec":"init"|EXEC_ID,"rows":R,"cols":C}  a tty's window size.
+ *   {"op":"pause"}, {"op":"resume"}     freeze or thaw the container's cgroup in the guest
+ *                                        (container_pause). The VM keeps running: meanwhile state
+ *                                        answers "paused", and kill and wait work.
+ *   {"op":"ps"}                          reply {"ok":true,"pids":[GUEST_PID,...]}: the processes in
+ *                                        the container's cgroup.
+ *   {"op":"update","resources":"<LinuxResources JSON text>"}
+ *        the container's cgroup in the guest takes these limits (spec_parse_resources, then
+ *        container_update: the checks and the code of `capsule update`).
  *
  * The host never trusts a reply's numbers beyond using them as the guest-side values they are:
  * a guest pid is never a host pid. */

@@ -155,6 +155,22 @@ int spec_parse_process(const char *json_text, const char *origin, struct spec_pr
         return 0;
 }
 
+int spec_parse_resources(const char *json_text, const char *origin, struct spec **out, cap_error_t *err)
+{
+        struct pctx c = { origin ? origin : "resources", err };
+        json_t *res = load_json(&c, json_text);
+        if (!res)
+                return -1;
+        /* The config's own parser, on a config that holds only these: the errors then name
+         * linux.resources.<field>. */
+        json_t *cfg = json_pack("{s:s,s:{s:s},s:{s:o}}", "ociVersion", "1.1.0", "root", "path", "/", "linux", "resources", res);
+        cleanup_free char *text = cfg ? json_dumps(cfg, JSON_COMPACT) : NULL;
+        json_decref(cfg);
+        if (!text)
+                return cap_fail(err, 0, "%s: cannot encode", c.origin);
+        return spec_parse(text, c.origin, out, err);
+}
+
 int spec_load(const char *bundle, struct spec **out, cap_error_t *err)
 {
         cleanup_free char *bundle_abs = realpath(bundle, NULL);

@@ -243,6 +243,10 @@ int spec_load(const char *bundle, struct spec **out, cap_error_t *err);
 /* Parse a process.json (as for `exec -p`), same rules as config.json's "process". */
 int spec_parse_process(const char *json_text, const char *origin, struct spec_process **out, cap_error_t *err);
 
+/* Parse a LinuxResources object (as for `update -r`) into a spec whose linux.resources holds it,
+ * with the checks of config.json's linux.resources. */
+int spec_parse_resources(const char *json_text, const char *origin, struct spec **out, cap_error_t *err);
+
 void spec_free(struct spec *spec);
 void spec_process_free(struct spec_process *p);
 void spec_freep(struct spec **spec);

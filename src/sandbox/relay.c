@@ -6,9 +6,12 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pty.h>
+#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "common/frame.h"
@@ -170,4 +173,30 @@ int stdio_relay_run(struct stdio_relay *r, int *status, cap_error_t *err)
         }
         free(s);
         return ret;
+}
+
+int console_pty_open(int socket_fd, unsigned short rows, unsigned short cols, bool ctty, cap_error_t *err)
+{
+        int master, slave;
+        struct winsize ws = { .ws_row = rows, .ws_col = cols };
+        if (openpty(&master, &slave, NULL, NULL, rows && cols ? &ws : NULL) < 0)
+                return cap_fail(err, errno, "open a pty for the console");
+        struct termios raw;
+        char name[64];
+        if (ptsname_r(master, name, sizeof(name)) != 0)
+                name[0] = '\0';
+        if (tcgetattr(slave, &raw) == 0) {
+                cfmakeraw(&raw);
+                tcsetattr(slave, TCSANOW, &raw);
+        }
+        int r = send_fd(socket_fd, master, name, strlen(name) + 1);
+        close(master);
+        if (r < 0) {
+                close(slave);
+                return cap_fail(err, errno, "--console-socket: send the pty master");
+        }
+        set_cloexec(slave, true);
+        if (ctty)
+                ioctl(slave, TIOCSCTTY, 0);
+        return slave;
 }

@@ -2,10 +2,13 @@
  * its pid, and the runtime's cgroup and hook code on the host. */
 #include "sandbox/sandbox.h"
 
+#include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -29,7 +32,7 @@ static const char *agent_status(const struct sandbox_record *rec)
         cleanup_error cap_error_t err = NULL;
         const char *status = "stopped"; /* an agent that does not answer runs no container */
         if (agent_call(rec->agent_socket, req, &rep, &err) == 0) {
-                static const char *const known[] = { "created", "running", "stopped" };
+                static const char *const known[] = { "created", "running", "paused", "stopped" };
                 const char *s = json_string_value(json_object_get(rep, "status"));
                 for (size_t i = 0; s && i < ARRAY_SIZE(known); i++) {
                         if (strcmp(s, known[i]) == 0)
@@ -94,12 +97,97 @@ int sandbox_kill(const char *root, const char *id, int sig, bool all, cap_error_
                         return 0;
                 return cap_fail(err, 0, "cannot kill container \"%s\": container not running", id);
         }
-        if (strcmp(status, "paused") == 0)
-                return cap_fail(err, 0, "cannot kill container \"%s\": it is paused (its VM cannot answer); resume it first", id);
         json_t *req = json_pack("{s:s,s:i,s:b}", "op", "kill", "signal", sig, "all", all);
         int r = agent_call(rec.agent_socket, req, NULL, err);
         json_decref(req);
         return r < 0 ? cap_error_prefix(err, "kill container \"%s\"", id) : 0;
+}
+
+int sandbox_pause(const char *root, const char *id, bool pause, cap_error_t *err)
+{
+        cleanup_state struct state *st = NULL;
+        cleanup_record struct sandbox_record rec = { 0 };
+        const char *status, *want = pause ? "running" : "paused";
+        if (load(root, id, &st, &rec, &status, err) < 0)
+                return -1;
+        if (strcmp(status, want) != 0)
+                return cap_fail(err, 0, "container \"%s\" is %s, not %s", id, status, want);
+        json_t *req = json_pack("{s:s}", "op", pause ? "pause" : "resume");
+        int r = agent_call(rec.agent_socket, req, NULL, err);
+        json_decref(req);
+        return r < 0 ? cap_error_prefix(err, "%s container \"%s\"", pause ? "pause" : "resume", id) : 0;
+}
+
+/* A live container's agent: ps and update have nothing to ask a stopped one. */
+static int load_live(const char *root, const char *id, struct state **st, struct sandbox_record *rec, cap_error_t *err)
+{
+        const char *status;
+        if (load(root, id, st, rec, &status, err) < 0)
+                return -1;
+        if (strcmp(status, "stopped") == 0)
+                return cap_fail(err, 0, "container \"%s\" is not running", id);
+        return 0;
+}
+
+int sandbox_pids(const char *root, const char *id, pid_t **pids, size_t *n, cap_error_t *err)
+{
+        cleanup_state struct state *st = NULL;
+        cleanup_record struct sandbox_record rec = { 0 };
+        *pids = NULL;
+        *n = 0;
+        if (load_live(root, id, &st, &rec, err) < 0)
+                return -1;
+        json_t *req = json_pack("{s:s}", "op", "ps");
+        json_t *rep = NULL;
+        int r = agent_call(rec.agent_socket, req, &rep, err);
+        json_decref(req);
+        if (r < 0)
+                return cap_error_prefix(err, "ps of container \"%s\"", id);
+        /* The guest's list: pids as the guest numbers them, each checked to be one. */
+        json_t *list = json_object_get(rep, "pids");
+        size_t count = json_array_size(list);
+        if (!json_is_array(list) || count > SANDBOX_PIDS_MAX) {
+                json_decref(rep);
+                return cap_fail(err, 0, "ps of container \"%s\": the VM's agent sent no list of at most %d pids", id,
+                                SANDBOX_PIDS_MAX);
+        }
+        *pids = xmalloc0((count + 1) * sizeof(pid_t));
+        for (size_t i = 0; i < count; i++) {
+                json_t *v = json_array_get(list, i);
+                if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > INT_MAX) {
+                        json_decref(rep);
+                        free(*pids);
+                        *pids = NULL;
+                        return cap_fail(err, 0, "ps of container \"%s\": the VM's agent sent a pid that is not one", id);
+                }
+                (*pids)[i] = (pid_t)json_integer_value(v);
+        }
+        *n = count;
+        json_decref(rep);
+        return 0;
+}
+
+int sandbox_update(const char *root, const char *id, const char *resources_json, const struct spec_resources *res,
+                   cap_error_t *err)
+{
+        cleanup_state struct state *st = NULL;
+        cleanup_record struct sandbox_record rec = { 0 };
+        cleanup_cgroup struct cgroup *cg = NULL;
+        if (load_live(root, id, &st, &rec, err) < 0)
+                return -1;
+        /* The host's cgroup bounds the whole VM, as at create: devices are the guest's business
+         * (on the host they would deny the VMM /dev/kvm). */
+        if (st->cgroup) {
+                struct spec_resources host_res = *res;
+                host_res.devices = NULL;
+                host_res.n_devices = 0;
+                if (cgroup_load(st->cgroup, &cg, err) < 0 || cgroup_apply(cg, &host_res, err) < 0)
+                        return cap_error_prefix(err, "update container \"%s\"", id);
+        }
+        json_t *req = json_pack("{s:s,s:s}", "op", "update", "resources", resources_json);
+        int r = agent_call(rec.agent_socket, req, NULL, err);
+        json_decref(req);
+        return r < 0 ? cap_error_prefix(err, "update container \"%s\"", id) : 0;
 }
 
 /* The VMM is not our child: wait until it is gone (a zombie counts, its reaper is not us). */
@@ -179,8 +267,9 @@ static void terminal_restore(void)
         termios_saved = false;
 }
 
-/* The second half of exec: the wait, and the relay until the process has ended. */
-static int exec_relay(const struct sandbox_record *rec, const char *exec_id, bool tty, const int conns[3], int *status,
+/* The second half of exec: the wait, and the relay until the process has ended, between the
+ * agent and our stdio or, with console >= 0, a console socket's pty. */
+static int exec_relay(const struct sandbox_record *rec, const char *exec_id, bool tty, int console, const int conns[3], int *status,
                       cap_error_t *err)
 {
         long long deadline = now_ms() + 10000;
@@ -197,14 +286,17 @@ static int exec_relay(const struct sandbox_record *rec, const char *exec_id, boo
         signal(SIGPIPE, SIG_IGN);
         struct stdio_relay relay = { .host = { 0, 1, 2 }, .conn = { conns[0], conns[1], conns[2] }, .wait_conn = wait_conn,
                                      .stop_fd = -1, .winch_fd = -1, .agent_socket = rec->agent_socket, .exec = exec_id };
+        if (console >= 0)
+                relay.host[0] = relay.host[1] = console;
         cleanup_close int winch = -1;
-        if (tty && isatty(STDIN_FILENO)) {
+        if (tty && isatty(relay.host[0])) {
                 sigset_t set;
                 sigemptyset(&set);
                 sigaddset(&set, SIGWINCH);
                 sigprocmask(SIG_BLOCK, &set, NULL);
                 relay.winch_fd = winch = signalfd(-1, &set, SFD_CLOEXEC);
-                terminal_raw();
+                if (console < 0)
+                        terminal_raw();
         }
         r = stdio_relay_run(&relay, status, err);
         terminal_restore();
@@ -213,8 +305,28 @@ static int exec_relay(const struct sandbox_record *rec, const char *exec_id, boo
         return r < 0 ? -1 : 0;
 }
 
-int sandbox_exec(const char *root, const char *id, const char *process_json, bool tty, bool detach, const char *pid_file,
-                 int *status, cap_error_t *err)
+static void stdio_to_null(void)
+{
+        int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+        for (int i = 0; null >= 0 && i < 3; i++)
+                dup2(null, i);
+        if (null > 2)
+                close(null);
+}
+
+/* The relay as our child: its exit status is the process's (255: the relay failed). */
+static int relay_child_wait(pid_t pid, int *status, cap_error_t *err)
+{
+        int wstatus;
+        while (waitpid(pid, &wstatus, 0) < 0) {
+                if (errno != EINTR)
+                        return cap_fail(err, errno, "wait for the exec's relay");
+        }
+        *status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
+        return 0;
+}
+
+int sandbox_exec(const char *root, const char *id, const struct sandbox_exec_opts *o, int *status, cap_error_t *err)
 {
         cleanup_state struct state *st = NULL;
         cleanup_record struct sandbox_record rec = { 0 };
@@ -228,31 +340,48 @@ int sandbox_exec(const char *root, const char *id, const char *process_json, boo
         snprintf(exec_id, sizeof(exec_id), "exec-%d-%u-%lld", (int)getpid(), counter++, now_ms());
         cleanup_stdio int conns[3] = { -1, -1, -1 };
         long long deadline = now_ms() + 10000;
-        if (agent_open_stdio(rec.agent_socket, exec_id, tty, conns, deadline, -1, err) < 0)
+        if (agent_open_stdio(rec.agent_socket, exec_id, o->tty, conns, deadline, -1, err) < 0)
                 return -1;
         cleanup_close int fd = agent_connect(rec.agent_socket, deadline, -1, err);
         if (fd < 0)
                 return -1;
-        json_t *req = json_pack("{s:s,s:s,s:s,s:s}", "op", "exec", "exec", exec_id, "process", process_json, "stdio",
-                                tty ? "tty" : "pipes");
+        json_t *req = json_pack("{s:s,s:s,s:s,s:s}", "op", "exec", "exec", exec_id, "process", o->process_json, "stdio",
+                                o->tty ? "tty" : "pipes");
         int r = agent_request(fd, req, NULL, err);
         json_decref(req);
         if (r < 0)
                 return cap_error_prefix(err, "exec in container \"%s\"", id);
+        /* The console socket has the pty's master before we return, as runc hands it over. */
+        cleanup_close int console = -1;
+        if (o->console_fd >= 0 && (console = console_pty_open(o->console_fd, 0, 0, false, err)) < 0)
+                return -1;
         /* The host's stand-in for the process: it relays its stdio and exits with its status. With
          * detach it is a child left behind, as runc leaves the exec'd process to a subreaper
-         * (conmon), and --pid-file names it. */
-        pid_t relay_pid = detach ? fork() : getpid();
+         * (conmon), and --pid-file names it. With a console it is a child too: a session of its
+         * own, whose controlling terminal is the console's pty, takes the master's resizes. */
+        bool child = o->detach || console >= 0;
+        pid_t relay_pid = child ? fork() : getpid();
         if (relay_pid < 0)
                 return cap_fail(err, errno, "fork the exec's relay");
-        if (relay_pid > 0 && detach) {
+        if (relay_pid > 0 && child) {
                 *status = 0;
-                return write_pid_file(pid_file, relay_pid, err);
+                if (write_pid_file(o->pid_file, relay_pid, err) < 0)
+                        return -1;
+                return o->detach ? 0 : relay_child_wait(relay_pid, status, err);
         }
-        if (!detach && write_pid_file(pid_file, relay_pid, err) < 0)
+        if (!child && write_pid_file(o->pid_file, relay_pid, err) < 0)
                 return -1;
-        r = exec_relay(&rec, exec_id, tty, conns, status, err);
-        if (detach) {
+        if (console >= 0 && setsid() >= 0) {
+                /* The master's last close hangs up its session: the status still comes. */
+                signal(SIGHUP, SIG_IGN);
+                ioctl(console, TIOCSCTTY, 0);
+        }
+        /* A detached relay with a console uses none of exec's stdio: holding the caller's pipes
+         * open would keep it (conmon) waiting for their end until the process ends. */
+        if (console >= 0 && o->detach)
+                stdio_to_null();
+        r = exec_relay(&rec, exec_id, o->tty, console, conns, status, err);
+        if (child) {
                 if (r < 0)
                         cap_error_report(err);
                 _exit(r < 0 ? 255 : *status);

@@ -30,16 +30,32 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
 int sandbox_start(const char *root, const char *id, cap_error_t *err);
 int sandbox_kill(const char *root, const char *id, int sig, bool all, cap_error_t *err);
 int sandbox_delete(const char *root, const char *id, bool force, cap_error_t *err);
+/* Freeze (pause) or thaw the container's cgroup in the guest; the VM keeps running, so its agent
+ * answers state, kill and delete meanwhile. */
+int sandbox_pause(const char *root, const char *id, bool pause, cap_error_t *err);
+/* The container's processes, as guest pids (*pids allocated; they are no host pids). */
+#define SANDBOX_PIDS_MAX 65536
+int sandbox_pids(const char *root, const char *id, pid_t **pids, size_t *n, cap_error_t *err);
+/* New limits: the host's cgroup (which bounds the whole VM) takes res, then the agent applies
+ * resources_json (the LinuxResources object res was parsed from) to the guest's. */
+int sandbox_update(const char *root, const char *id, const char *resources_json, const struct spec_resources *res,
+                   cap_error_t *err);
 /* For run: wait for the sandbox process pid (our child), passing the signals we get to the
  * container through the agent; *status is the container's exit status. */
 int sandbox_wait(const char *root, const char *id, pid_t pid, int *status, cap_error_t *err);
 /* As state_status(), from the live VMM and the agent's answer. */
 const char *sandbox_status(const char *root, const struct state *st);
-/* Run process_json (an OCI process object) in the container; unless detach, relay our stdio
- * (with tty, our terminal, raw meanwhile, to the guest's pty) and set *status to its exit status
- * as a shell reports it. With detach a child of ours does that, and exits with the status;
- * --pid-file names whichever process relays. */
-int sandbox_exec(const char *root, const char *id, const char *process_json, bool tty, bool detach, const char *pid_file,
-                 int *status, cap_error_t *err);
+struct sandbox_exec_opts {
+        const char *process_json; /* an OCI process object */
+        bool tty;                 /* process.terminal */
+        int console_fd;           /* a --console-socket connection, or -1 */
+        bool detach;
+        const char *pid_file;     /* NULL: none */
+};
+/* Run o->process_json in the container; unless detach, relay our stdio (with tty, our terminal,
+ * raw meanwhile, to the guest's pty; with console_fd, the pty whose master went to that socket
+ * instead) and set *status to its exit status as a shell reports it. With detach a child of ours
+ * does that, and exits with the status; --pid-file names whichever process relays. */
+int sandbox_exec(const char *root, const char *id, const struct sandbox_exec_opts *o, int *status, cap_error_t *err);
 
 #endif

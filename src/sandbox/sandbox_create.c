@@ -12,14 +12,11 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pty.h>
 #include <sys/eventfd.h>
-#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <termios.h>
 #include <unistd.h>
 
 #include "common/agent_proto.h"
@@ -165,35 +162,6 @@ static int agent_create(const struct sandbox_launch *l, int stop_fd, int conns[3
         return r;
 }
 
-/* process.terminal: the console socket gets the master of a pty of ours, whose slave is relayed
- * raw to the guest's terminal (where the line discipline is) and is our controlling terminal, so
- * that a resize of the master reaches us as SIGWINCH. Returns the slave. */
-static int console_open(const struct sandbox_launch *l, cap_error_t *err)
-{
-        int master, slave;
-        struct winsize ws = { .ws_row = (unsigned short)l->spec->process->console_height.v,
-                              .ws_col = (unsigned short)l->spec->process->console_width.v };
-        if (openpty(&master, &slave, NULL, NULL, ws.ws_row && ws.ws_col ? &ws : NULL) < 0)
-                return cap_fail(err, errno, "open a pty for the console");
-        struct termios raw;
-        char name[64];
-        if (ptsname_r(master, name, sizeof(name)) != 0)
-                name[0] = '\0';
-        if (tcgetattr(slave, &raw) == 0) {
-                cfmakeraw(&raw);
-                tcsetattr(slave, TCSANOW, &raw);
-        }
-        int r = send_fd(l->opts->console_socket_fd, master, name, strlen(name) + 1);
-        close(master);
-        if (r < 0) {
-                close(slave);
-                return cap_fail(err, errno, "--console-socket: send the pty master");
-        }
-        set_cloexec(slave, true);
-        ioctl(slave, TIOCSCTTY, 0);
-        return slave;
-}
-
 /* create's stdio belong to the container: keep them above 2 and give the VMM and virtiofsd
  * (which inherits stderr) /dev/null and a log of their own, so that nothing of theirs is mixed
  * into the container's output. */
@@ -242,7 +210,8 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
                 sigset_t winch_set;
                 sigemptyset(&winch_set);
                 sigaddset(&winch_set, SIGWINCH);
-                if ((console = console_open(l, &err)) < 0 || (winch = signalfd(-1, &winch_set, SFD_CLOEXEC)) < 0) {
+                if ((console = console_pty_open(l->opts->console_socket_fd, (unsigned short)l->spec->process->console_height.v,
+                                                (unsigned short)l->spec->process->console_width.v, true, &err)) < 0 || (winch = signalfd(-1, &winch_set, SFD_CLOEXEC)) < 0) {
                         cap_fail(&err, errno, "signalfd");
                         report_failure(l->report_fd, &err);
                 }

@@ -93,6 +93,11 @@ struct stdio_relay {
         int winch_fd;
         const char *agent_socket, *exec;
 };
+/* A console socket's terminal: the socket gets the master of a new pty, whose slave (returned)
+ * is relayed raw to the guest's terminal, where the line discipline is. With ctty the slave
+ * becomes our controlling terminal (call it as a session leader without one), so that a resize
+ * of the master reaches us as SIGWINCH. rows or cols 0: the pty's default size. */
+int console_pty_open(int socket_fd, unsigned short rows, unsigned short cols, bool ctty, cap_error_t *err);
 /* Relay until the status has come and both output streams ended (or the VM ended). Returns 1
  * with *status, 0 when the VM ended without one, -1 with err. */
 int stdio_relay_run(struct stdio_relay *r, int *status, cap_error_t *err);

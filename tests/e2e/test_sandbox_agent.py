@@ -1,7 +1,7 @@
 """capsule's side of the agent protocol (src/common/agent_proto.h) without booting: a fake agent
 behind a Unix socket that speaks the VMM's hybrid vsock CONNECT line, and a state directory as
 `capsule create` leaves it for a VM container (a `sleep` stands in for the VMM). It checks what
-start, state, list, kill, exec and delete send and make of the replies, including a hostile
+start, state, list, kill, exec, delete, pause, resume, ps and update send and make of the replies, including a hostile
 guest's: an error text with control characters, an exit status out of range, garbage."""
 import json
 import os
@@ -13,6 +13,7 @@ import threading
 import pytest
 
 from conftest import CAPSULE
+from test_terminal import ConsoleSocket, read_until
 
 
 def start_time(pid):
@@ -50,6 +51,7 @@ class FakeAgent:
         self.status = "running"
         self.wait_status = 5
         self.kill_reply = {"ok": True}
+        self.ps_reply = {"ok": True, "pids": [1, 7]}
         self.sock = socket.socket(socket.AF_UNIX)
         self.sock.bind(path)
         self.sock.listen(16)
@@ -78,6 +80,10 @@ class FakeAgent:
             send_frame(c, {"ok": True, "pid": 2})
         elif op == "kill":
             send_frame(c, self.kill_reply)
+        elif op in ("pause", "resume", "update"):
+            send_frame(c, {"ok": True})
+        elif op == "ps":
+            send_frame(c, self.ps_reply)
         elif op == "stdio":
             send_frame(c, {"ok": True})
             self.streams[(req["exec"], req["fd"])] = c
@@ -237,3 +243,97 @@ def test_poststart_and_poststop_hooks_run_on_the_host(sandbox, tmp_path):
     assert capsule("delete", cid).returncode == 0
     st = json.loads((tmp_path / "poststop.json").read_text())
     assert (st["id"], st["status"]) == (cid, "stopped")
+
+
+def test_life_pause_resume_through_the_agent(sandbox):
+    capsule, agent, _, cid = sandbox
+    p = capsule("pause", cid)
+    assert p.returncode == 0, p.stderr
+    assert agent.requests[-1] == {"op": "pause"}
+    agent.status = "paused"  # the guest's cgroup is frozen: the agent still answers
+    assert json.loads(capsule("state", cid).stdout)["status"] == "paused"
+    assert " paused " in capsule("list").stdout
+    again = capsule("pause", cid)
+    assert again.returncode == 1 and again.stderr == f'capsule: container "{cid}" is paused, not running\n'
+    assert capsule("kill", cid, "KILL").returncode == 0  # as runc: a paused container can be killed
+    assert agent.requests[-1] == {"op": "kill", "signal": 9, "all": False}
+    assert capsule("resume", cid).returncode == 0
+    assert agent.requests[-1] == {"op": "resume"}
+    agent.status = "running"
+    refused = capsule("resume", cid)
+    assert refused.returncode == 1 and "is running, not paused" in refused.stderr
+
+
+def test_life_ps_lists_the_guests_pids(sandbox):
+    capsule, agent, _, cid = sandbox
+    p = capsule("ps", "--format", "json", cid)
+    assert (p.returncode, p.stdout) == (0, "[1,7]\n"), p.stderr
+    assert agent.requests[-1] == {"op": "ps"}
+    p = capsule("ps", cid)
+    assert (p.returncode, p.stdout) == (0, "PID\n1\n7\n"), p.stderr
+    p = capsule("ps", cid, "-o", "pid,comm")
+    assert p.returncode == 1 and "ps options do not apply to a VM container" in p.stderr
+    for hostile in ([0], [-3], ["1"], [2 ** 40], "1 2", [1] * 70000, None):
+        agent.ps_reply = {"ok": True, "pids": hostile}
+        p = capsule("ps", "-f", "json", cid)
+        assert p.returncode == 1 and p.stdout == "" and p.stderr.count("\n") == 1, (hostile, p.stderr)
+        assert p.stderr.startswith(f'capsule: ps of container "{cid}": the VM\'s agent sent'), p.stderr
+
+
+def test_life_update_forwards_the_checked_resources(sandbox, tmp_path):
+    capsule, agent, _, cid = sandbox
+    p = capsule("update", "--memory", "512M", "--pids-limit", "100", cid)
+    assert p.returncode == 0, p.stderr
+    req = agent.requests[-1]
+    assert req["op"] == "update"
+    assert json.loads(req["resources"]) == {"memory": {"limit": 512 << 20}, "pids": {"limit": 100}}
+    (tmp_path / "res.json").write_text(json.dumps({"cpu": {"quota": 50000, "period": 100000}}))
+    assert capsule("update", "-r", str(tmp_path / "res.json"), cid).returncode == 0
+    assert json.loads(agent.requests[-1]["resources"]) == {"cpu": {"quota": 50000, "period": 100000}}
+    n = len(agent.requests)
+    bad = capsule("update", "--cpu-shares", "many", cid)
+    assert bad.returncode != 0 and "--cpu-shares" in bad.stderr
+    (tmp_path / "res.json").write_text(json.dumps({"memory": {"limit": "lots"}}))
+    bad = capsule("update", "-r", str(tmp_path / "res.json"), cid)
+    assert bad.returncode == 1 and "linux.resources.memory.limit" in bad.stderr, bad.stderr
+    assert len(agent.requests) == n  # refused on the host: nothing went to the guest
+
+
+
+def talk(master):
+    """Type a line on the console and read what the container's terminal answers."""
+    os.write(master, b"typed\n")
+    out = read_until(master, "\n")
+    os.close(master)
+    return out
+
+
+def test_life_exec_console_socket_gets_the_terminal(sandbox, tmp_path):
+    """podman exec -t: `exec -t -d --console-socket S --pid-file P`; the master arrives on S before
+    exec returns, carries the guest's terminal both ways, and P names the relay, which exits
+    with the process's status."""
+    import ctypes
+    capsule, agent, _, cid = sandbox
+    assert ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    cs = ConsoleSocket(tmp_path / "console.sock")
+    pidfile = tmp_path / "exec.pid"
+    p = capsule("exec", "-t", "-d", "--console-socket", cs.path, "--pid-file", str(pidfile), cid, "sh")
+    assert p.returncode == 0, p.stderr
+    assert talk(cs.receive_master()[0]) == "tty got: typed\n"
+    _, status = os.waitpid(int(pidfile.read_text()), 0)
+    assert os.waitstatus_to_exitcode(status) == 3
+    exec_req = next(r for r in agent.requests if r["op"] == "exec")
+    assert exec_req["stdio"] == "tty"
+
+    # Without --detach exec itself returns the status.
+    got = {}
+    t = threading.Thread(target=lambda: got.update(out=talk(cs.receive_master()[0])))
+    t.start()
+    p = capsule("exec", "-t", "--console-socket", cs.path, cid, "sh")
+    t.join(timeout=20)
+    assert (p.returncode, got.get("out")) == (3, "tty got: typed\n"), p.stderr
+
+    p = capsule("exec", "--console-socket", cs.path, cid, "true")
+    assert p.returncode != 0 and "--console-socket needs a terminal" in p.stderr
+    p = capsule("exec", "-t", "-d", cid, "sh")
+    assert p.returncode != 0 and "--tty with --detach needs --console-socket" in p.stderr

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import BUILD
 from podman_env import IMAGE, Podman, podman_session
-from test_podman import image_tar  # noqa: F401 (the module's busybox image)
+from test_podman import image_tar, run_in_pty  # noqa: F401 (the module's busybox image)
 from test_sandbox_vm import KERNEL, guest_release, pytestmark  # noqa: F401 (hardware KVM, kernel and initrd, or skip)
 
 
@@ -46,7 +46,7 @@ def test_run_prints_output_and_returns_exit_code(podman):
     assert lines[:2] == ["hello", guest_release()]
 
 
-def test_detached_exec_memory_sizing_and_stop(podman):
+def test_detached_exec_tty_pause_memory_sizing_and_stop(podman):
     cid = podman.create_detached("sh", "-c", "echo up >/tmp/up; exec sleep 1000", opts=["--memory", "300m"])
     insp = podman.inspect(cid)
     assert insp["OCIRuntime"] == podman.runtime and insp["State"]["Running"]
@@ -56,6 +56,15 @@ def test_detached_exec_memory_sizing_and_stop(podman):
     assert p.stdout.startswith("up\n") and p.stderr == "oops\n"
     mem_kib = int(re.search(r"MemTotal:\s+(\d+)", p.stdout).group(1))
     assert 200 * 1024 < mem_kib <= (300 - 32) * 1024, p.stdout  # --memory minus the VMM's share
+    # exec -it: conmon hands capsule-vm a --console-socket, with --detach.
+    argv = podman.cmd("exec", "-it", cid, "sh", "-c", "tty; echo ready; read line; echo got:$line; exit 3")
+    rc, out = run_in_pty(argv, podman.env, [(r"ready", "exec-typed\r"), (r"got:exec-typed", None)], timeout=180)
+    assert rc == 3, out
+    assert re.search(r"^/dev/pts/\d+\r?$", out, re.M), out
+    podman.run("pause", cid, timeout=120)
+    assert podman.inspect(cid)["State"]["Status"] == "paused"
+    podman.run("unpause", cid, timeout=120)
+    assert podman.inspect(cid)["State"]["Status"] == "running"
     podman.run("stop", "--time", "2", cid, timeout=120)
     assert podman.inspect(cid)["State"]["Status"] == "exited"
     podman.run("rm", cid, timeout=120)

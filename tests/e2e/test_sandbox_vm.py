@@ -1,16 +1,19 @@
 """VM containers end to end: capsule-vm boots the guest kernel with capsule-guest, the agent, and the
 container runs in it. Needs hardware KVM (a PVM host refuses, see test_sandbox_host.py), so on this
 host tests/testbed/test_sandbox.py runs the module inside the testbed. Each test is one boot (10-90 s
-in nested TCG): the checks are batched into three."""
+in nested TCG): the checks are batched into a few."""
 import ctypes
+import json
 import os
 import re
+import shutil
 import signal
 import time
 
 import pytest
 
 from conftest import BUILD, Capsule, procs_cgroup_dir
+from test_terminal import ConsoleSocket, read_until
 
 PVM = os.path.isdir("/sys/module/kvm_pvm") and not any(
     os.path.isdir(f"/sys/module/{m}") for m in ("kvm_intel", "kvm_amd"))
@@ -103,11 +106,29 @@ def test_run_output_exit_status_guest_kernel_size_rootfs_writes_and_host_binds(v
     assert_nothing_left(vm, bundle)
 
 
-def test_create_start_state_exec_kill_delete(vm, bundle, tmp_path):
+def read_tick(bundle):
+    try:
+        with open(os.path.join(bundle.rootfs, "tick")) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def wait_tick_moves(bundle, timeout=60):
+    """The container's loop writes a new count to /tick (the bundle's rootfs) every 0.2 s."""
+    first = read_tick(bundle)
+    deadline = time.time() + timeout
+    while read_tick(bundle) in (first, "") and time.time() < deadline:
+        time.sleep(0.2)
+    assert read_tick(bundle) not in (first, ""), f"/tick stayed at {first!r}"
+
+
+def test_life_create_start_pause_ps_update_exec_kill_delete(vm, bundle, tmp_path):
     become_subreaper()
     # Without a pid namespace init is not pid 1 in the guest, so SIGTERM's default action kills it.
     bundle.config["linux"]["namespaces"] = [ns for ns in bundle.config["linux"]["namespaces"] if ns["type"] != "pid"]
-    bundle.set_args("sleep", "1000")
+    bundle.set_args("sh", "-c", "i=0; while :; do i=$((i+1)); echo $i >/tick; sleep 0.2; done")
+    shutil.copy2(os.path.join(BUILD, "attackers", "vsock_agent"), os.path.join(bundle.rootfs, "bin", "vsock_agent"))
     pidfile = tmp_path / "pid"
     vm.run("create", "--bundle", bundle.path, "--pid-file", pidfile, bundle.id, check=True, timeout=BOOT)
     st = vm.state(bundle.id)
@@ -115,7 +136,8 @@ def test_create_start_state_exec_kill_delete(vm, bundle, tmp_path):
     pid = st["pid"]
     assert pid > 0 and int(pidfile.read_text()) == pid
     # The sandbox process is the VMM, inside the container's cgroup.
-    with open(os.path.join(procs_cgroup_dir(f"capsule-test/{bundle.id}"), "cgroup.procs")) as f:
+    cgdir = procs_cgroup_dir(f"capsule-test/{bundle.id}")
+    with open(os.path.join(cgdir, "cgroup.procs")) as f:
         assert str(pid) in f.read().split()
     assert "console.log" in os.listdir(os.path.join(vm.root, bundle.id))
 
@@ -136,16 +158,59 @@ def test_create_start_state_exec_kill_delete(vm, bundle, tmp_path):
     assert refused.returncode != 0 and "not stopped" in refused.stderr
     listed = vm.run("list", "-q", check=True, timeout=120).stdout.split()
     assert listed == [bundle.id]
-    # not yet: the cgroup freezer did not stop the VMM's vCPU threads in time
-    p = vm.run("pause", bundle.id, timeout=120)
-    assert p.returncode == 1 and p.stderr.strip().endswith("pausing a VM container is not supported yet")
+    wait_tick_moves(bundle)
+
+    # ps: the guest's pids of the container's processes (sh and its sleep).
+    pids = json.loads(vm.run("ps", "--format", "json", bundle.id, check=True, timeout=120).stdout)
+    assert len(pids) >= 1 and all(isinstance(p, int) and p > 0 for p in pids), pids
+    table = vm.run("ps", bundle.id, check=True, timeout=120).stdout.splitlines()
+    # The loop's sleeps come and go between two calls; its shell stays.
+    assert table[0] == "PID" and set(map(int, table[1:])) & set(pids), (table, pids)
+
+    # pause freezes the container in the guest; state, list and ps still answer meanwhile.
+    vm.run("pause", bundle.id, check=True, timeout=120)
+    assert vm.status(bundle.id) == "paused"
+    assert " paused " in vm.run("list", check=True, timeout=120).stdout
+    time.sleep(1)
+    frozen = read_tick(bundle)
+    time.sleep(2)
+    assert read_tick(bundle) == frozen, "the container ran while paused"
+    assert json.loads(vm.run("ps", "-f", "json", bundle.id, check=True, timeout=120).stdout)
+    refused = vm.run("pause", bundle.id, timeout=120)
+    assert refused.returncode == 1 and "is paused, not running" in refused.stderr
+    vm.run("resume", bundle.id, check=True, timeout=120)
     assert vm.status(bundle.id) == "running"
+    wait_tick_moves(bundle)
+
+    # update: the host's cgroup (the whole VM) and the container's cgroup in the guest.
+    vm.run("update", "--pids-limit", "50", bundle.id, check=True, timeout=120)
+    with open(os.path.join(cgdir, "pids.max")) as f:
+        assert f.read().strip() == "50"
+    p = vm.run("exec", bundle.id, "cat", "/sys/fs/cgroup/pids.max", timeout=120)
+    assert (p.returncode, p.stdout) == (0, "50\n"), p.stderr
 
     p = vm.run("exec", bundle.id, "sh", "-c", "echo exec-out; echo exec-err >&2; exit 5", timeout=120)
     assert (p.returncode, p.stdout, p.stderr) == (5, "exec-out\n", "exec-err\n")
     p = vm.run("exec", "-t", bundle.id, "sh", "-c", "tty; exit 4", timeout=120)
     assert p.returncode == 4 and p.stdout.startswith("/dev/pts/"), (p.returncode, p.stdout, p.stderr)
 
+    # Attack: the container reaches for the agent's vsock port and asks for an exec; the agent
+    # takes requests from the host's CID only, so no try gets an answer and nothing runs.
+    p = vm.run("exec", bundle.id, "/bin/vsock_agent", timeout=120)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["cid=1", "cid=2", "cid=3"], lines
+    # In the testbed cid=1 and cid=3 (the guest itself) connect and the agent closes them
+    # unanswered; cid=2 (the host) has no listener for the guest on that port.
+    assert all(re.match(r"cid=\d (connect: |closed unanswered)", line) for line in lines), lines
+    assert not os.path.exists(os.path.join(bundle.rootfs, "pwned"))
+    p = vm.run("exec", bundle.id, "ls", "/pwned", timeout=120)
+    assert p.returncode != 0
+
+    # kill while paused: cgroup v2 lets a signal whose default action is fatal end a frozen task,
+    # as for a plain container on the host.
+    vm.run("pause", bundle.id, check=True, timeout=120)
+    assert vm.status(bundle.id) == "paused"
     vm.run("kill", bundle.id, "TERM", check=True, timeout=120)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 143
@@ -153,6 +218,63 @@ def test_create_start_state_exec_kill_delete(vm, bundle, tmp_path):
     vm.run("delete", bundle.id, check=True, timeout=120)
     gone = vm.run("state", bundle.id)
     assert gone.returncode != 0 and "does not exist" in gone.stderr
+    assert_nothing_left(vm, bundle)
+
+
+def test_life_hooks_console_exec_and_delete_force_of_a_paused_one(vm, bundle, tmp_path):
+    """The hooks the host runs, exec -t with a console socket (podman exec -t), and delete --force
+    of a paused container."""
+    become_subreaper()
+    bundle.config["hooks"] = {name: [{"path": "/bin/sh", "args": ["sh", "-c", f"cat >{tmp_path}/{name}.json"]}]
+                              for name in ("prestart", "createRuntime", "poststart", "poststop")}
+    bundle.set_args("sleep", "1000")
+    vm.run("create", "--bundle", bundle.path, bundle.id, check=True, timeout=BOOT)
+    pid = vm.state(bundle.id)["pid"]
+    for name in ("prestart", "createRuntime"):
+        st = json.loads((tmp_path / f"{name}.json").read_text())
+        assert (st["id"], st["pid"]) == (bundle.id, pid), (name, st)
+    assert not (tmp_path / "poststart.json").exists()
+    vm.run("start", bundle.id, check=True, timeout=120)
+    assert json.loads((tmp_path / "poststart.json").read_text())["status"] == "running"
+
+    console = ConsoleSocket(tmp_path / "console.sock")
+    pidfile = tmp_path / "exec.pid"
+    vm.run("exec", "-t", "-d", "--console-socket", console.path, "--pid-file", pidfile, bundle.id,
+           "sh", "-c", "tty; read line; echo got:$line; exit 6", check=True, timeout=120)
+    master, _ = console.receive_master()
+    os.write(master, b"typed-in\n")
+    out = read_until(master, "got:typed-in", timeout=60)
+    assert "/dev/pts/" in out, out
+    _, status = os.waitpid(int(pidfile.read_text()), 0)
+    assert os.waitstatus_to_exitcode(status) == 6
+    os.close(master)
+    console.close()
+
+    vm.run("pause", bundle.id, check=True, timeout=120)
+    assert vm.status(bundle.id) == "paused"
+    refused = vm.run("delete", bundle.id, timeout=120)
+    assert refused.returncode == 1 and "not stopped: paused" in refused.stderr
+    vm.run("delete", "--force", bundle.id, check=True, timeout=120)
+    assert json.loads((tmp_path / "poststop.json").read_text())["id"] == bundle.id
+    assert_nothing_left(vm, bundle)
+
+
+def test_life_kill_all(vm, bundle):
+    become_subreaper()
+    bundle.set_args("sleep", "1000")
+    vm.run("create", "--bundle", bundle.path, bundle.id, check=True, timeout=BOOT)
+    pid = vm.state(bundle.id)["pid"]
+    vm.run("start", bundle.id, check=True, timeout=120)
+    vm.run("exec", "-d", bundle.id, "sleep", "999", check=True, timeout=120)
+    assert len(json.loads(vm.run("ps", "-f", "json", bundle.id, check=True, timeout=120).stdout)) == 2
+    vm.run("kill", "--all", bundle.id, "KILL", check=True, timeout=120)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 137
+    wait_status(vm, bundle.id, "stopped")
+    p = vm.run("ps", bundle.id, timeout=120)
+    assert p.returncode == 1 and "is not running" in p.stderr
+    assert vm.run("kill", "--all", bundle.id, "KILL", timeout=120).returncode == 0  # as runc: nothing left
+    vm.run("delete", bundle.id, check=True, timeout=120)
     assert_nothing_left(vm, bundle)
 
 

@@ -1,7 +1,8 @@
 /* The guest agent's input: one frame as the host sends it over vsock (a 4-byte length, then a
  * JSON object), checked with frame.c's header and body decoding, agent_req_parse(), and what
  * the agent then parses from a valid request (the config.json rewrite of a create, the
- * process.json of an exec). Every refusal must come with an error, never a crash or a leak. */
+ * process.json of an exec, the resources of an update). Every refusal must come with an error,
+ * never a crash or a leak. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,12 @@ static void parse_request(const json_t *msg)
                 } else if (err == NULL) {
                         abort();
                 }
+        } else if (req.op == AGENT_OP_UPDATE) {
+                struct spec *spec = NULL;
+                if (spec_parse_resources(req.resources, "update", &spec, &err) == 0)
+                        spec_free(spec);
+                else if (err == NULL)
+                        abort();
         } else if (req.op == AGENT_OP_EXEC) {
                 struct spec_process *p = NULL;
                 if (spec_parse_process(req.process, "process", &p, &err) == 0)

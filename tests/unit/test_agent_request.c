@@ -59,6 +59,11 @@ TEST(request_each_op)
         CHECK(parse("{\"op\":\"wait\",\"exec\":\"init\"}", &r, NULL) == 0 && r.op == AGENT_OP_WAIT);
         CHECK(parse("{\"op\":\"resize\",\"exec\":\"e1\",\"rows\":50,\"cols\":65535}", &r, NULL) == 0);
         CHECK(r.op == AGENT_OP_RESIZE && r.rows == 50 && r.cols == 65535);
+        CHECK(parse("{\"op\":\"pause\"}", &r, NULL) == 0 && r.op == AGENT_OP_PAUSE);
+        CHECK(parse("{\"op\":\"resume\"}", &r, NULL) == 0 && r.op == AGENT_OP_RESUME);
+        CHECK(parse("{\"op\":\"ps\"}", &r, NULL) == 0 && r.op == AGENT_OP_PS);
+        CHECK(parse("{\"op\":\"update\",\"resources\":\"{}\"}", &r, NULL) == 0 && r.op == AGENT_OP_UPDATE);
+        CHECK_STR(r.resources, "{}");
 }
 
 TEST(request_bad_op)
@@ -98,6 +103,8 @@ TEST(request_bad_fields)
         CHECK(refused("{\"op\":\"resize\",\"exec\":\"e\",\"rows\":65536,\"cols\":1}", "\"rows\""));
         CHECK(refused("{\"op\":\"resize\",\"exec\":\"e\",\"rows\":1,\"cols\":-5}", "\"cols\""));
         CHECK(refused("{\"op\":\"resize\",\"exec\":\"e\",\"rows\":1,\"cols\":9007199254740993}", "\"cols\""));
+        CHECK(refused("{\"op\":\"update\",\"resources\":{}}", "\"resources\": a string"));
+        CHECK(refused("{\"op\":\"update\"}", "\"resources\": a string"));
 }
 
 static json_t *rewrite(const char *config, bool tty, char **why)

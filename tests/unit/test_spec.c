@@ -741,3 +741,21 @@ TEST(load_bad_config_and_missing_bundle)
         CHECK(spec_load(missing, &s, &err) < 0);
         CHECK(err && strstr(err->msg, missing) && err->errnum == ENOENT);
 }
+
+TEST(parse_resources_alone)
+{
+        cleanup_spec struct spec *spec = NULL;
+        cleanup_error cap_error_t err = NULL;
+        CHECK(spec_parse_resources("{\"memory\": {\"limit\": 268435456}, \"pids\": {\"limit\": 64}}", "update", &spec, &err) == 0);
+        CHECK(spec && spec->linux.resources && spec->linux.resources->memory.limit.set &&
+              spec->linux.resources->memory.limit.v == 268435456 && spec->linux.resources->pids_limit.v == 64);
+        CHECK(spec_parse_resources("{\"memory\": {\"limit\": \"lots\"}}", "update", &spec, &err) < 0);
+        CHECK(err && strstr(err->msg, "update: linux.resources.memory.limit"));
+        cap_error_free(&err);
+        /* Above INT64_MAX: it crosses the re-encoding as the big integer it is, refused by range. */
+        CHECK(spec_parse_resources("{\"memory\": {\"limit\": 18446744073709551615}}", "update", &spec, &err) < 0);
+        CHECK(err && strstr(err->msg, "linux.resources.memory.limit"));
+        cap_error_free(&err);
+        CHECK(spec_parse_resources("[1]", "update", &spec, &err) < 0);
+        CHECK(err && strstr(err->msg, "update"));
+}
