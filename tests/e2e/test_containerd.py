@@ -132,6 +132,7 @@ class Containerd:
                     "TMPDIR": os.path.join(self.base, "tmp")}
         self.ids = []
         self.proc = None
+        self.runtime = CAPSULE  # the --runc-binary
 
     # the daemon
 
@@ -199,7 +200,7 @@ class Containerd:
     def run_args(self, cid, *opts):
         """`ctr run` options every container gets: capsule as the runtime, its root, FIFOs and cgroup."""
         self.ids.append(cid)
-        return ["--runc-binary", CAPSULE, "--runc-root", self.runc_root, "--fifo-dir", f"{self.base}/fifo",
+        return ["--runc-binary", self.runtime, "--runc-root", self.runc_root, "--fifo-dir", f"{self.base}/fifo",
                 "--cgroup", self.cgroup_path(cid)] + list(opts)
 
     def run_detached(self, cid, *args, opts=()):
@@ -323,11 +324,12 @@ class Containerd:
         return problems
 
 
-@pytest.fixture(scope="module")
-def ctrd():
+def serve(make):
+    """The fixture's body: make() a Containerd (or a subclass), start it with the image imported, yield it; then
+    clean up and fail if anything had been left behind."""
     for prog in ("containerd", "ctr", "containerd-shim-runc-v2"):
         assert shutil.which(prog), f"{prog} is not installed: run scripts/install-deps"
-    c = Containerd()
+    c = make()
     assert not any(os.path.isdir(d) for d in cgroup_dirs(c.cgroup_parent)), \
         f"cgroup {c.cgroup_parent} exists already"
     try:
@@ -339,6 +341,11 @@ def ctrd():
     assert problems == []
     assert not os.path.exists(c.base)
     assert [d for d in cgroup_dirs(c.cgroup_parent) if os.path.isdir(d)] == []
+
+
+@pytest.fixture(scope="module")
+def ctrd():
+    yield from serve(Containerd)
 
 
 def cgroup_gone(c, cid):

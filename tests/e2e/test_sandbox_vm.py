@@ -5,6 +5,7 @@ in nested TCG): the checks are batched into three."""
 import ctypes
 import os
 import re
+import shutil
 import signal
 import time
 
@@ -35,6 +36,18 @@ def vm(tmp_path):
     c.cleanup()
     leftover = os.listdir(c.root) if os.path.isdir(c.root) else []
     assert leftover == [], f"containers left behind: {leftover}"
+
+
+def install_runtime(d):
+    """capsule-vm as installed, in directory d: a capsule of its own, started as capsule-vm, with the
+    kernel and the agent's initrd next to it (for runtimes started by clients that do not pass
+    $CAPSULE_KERNEL on). Returns the capsule-vm path."""
+    os.mkdir(d)
+    shutil.copy(os.path.join(BUILD, "capsule"), os.path.join(d, "capsule"))
+    os.symlink("capsule", os.path.join(d, "capsule-vm"))
+    os.symlink(KERNEL, os.path.join(d, "capsule-vmlinux"))
+    os.symlink(INITRD, os.path.join(d, "capsule-guest.initrd"))
+    return os.path.join(d, "capsule-vm")
 
 
 def become_subreaper():
