@@ -59,7 +59,10 @@ static int apply_overrides(json_t *proc, struct exec_flags *f, int argc, char **
                         json_array_append_new(args, json_string(argv[i]));
                 json_object_set_new(proc, "args", args);
         }
-        json_object_set_new(proc, "terminal", json_boolean(f->tty));
+        /* As runc: a --process file (containerd's shim passes one) says itself whether it has a
+         * terminal; -t still asks for one. */
+        if (!f->process_file || f->tty)
+                json_object_set_new(proc, "terminal", json_boolean(f->tty));
         if (f->cwd)
                 json_object_set_new(proc, "cwd", json_string(f->cwd));
         if (json_array_size(f->env)) {
@@ -212,20 +215,18 @@ static int cmd_exec(struct cli_global *g, int argc, char **argv, cap_error_t *er
         }
         if (build_process(g, id, &f, argc - optind - 1, argv + optind + 1, &proc, &proc_json, err) < 0)
                 goto out;
-        if (sandbox_owns(g->root, id)) {
-                int status;
-                if (f.console_socket || f.preserve_fds || f.n_cgroups)
-                        cli_usage(err, "exec", "--console-socket, --preserve-fds and --cgroup do not apply to a VM container");
-                else if (proc->terminal && f.detach)
-                        cli_usage(err, "exec", "--tty with --detach needs --console-socket, which a VM container does not take yet");
-                else if (sandbox_exec(g->root, id, proc_json, proc->terminal, f.detach, f.pid_file, &status, err) == 0)
-                        ret = status;
-                goto out;
-        }
         if (f.console_socket && (console_fd = console_socket_connect(f.console_socket, err)) < 0)
                 goto out;
         if (proc->terminal && console_fd < 0 && f.detach) {
                 cli_usage(err, "exec", "--tty with --detach needs --console-socket");
+                goto out;
+        }
+        if (sandbox_owns(g->root, id)) {
+                int status;
+                if (f.preserve_fds || f.n_cgroups)
+                        cli_usage(err, "exec", "--preserve-fds and --cgroup do not apply to a VM container");
+                else if (sandbox_exec(g->root, id, proc_json, proc->terminal, console_fd, f.detach, f.pid_file, &status, err) == 0)
+                        ret = status;
                 goto out;
         }
         if (!f.detach && prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {

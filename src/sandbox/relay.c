@@ -1,14 +1,18 @@
 /* A process's stdio between the host's fds and its agent "stdio" connections, and its status
  * from the "wait" reply. Host writes block (our stdout is the caller's, not ours to make
  * non-blocking); the guest-bound stream is non-blocking with its own buffer, so a container
- * that does not read its stdin never stalls its output. */
+ * that does not read its stdin never stalls its output. Also the host side of a tty given to a
+ * --console-socket. */
 #include "sandbox/sandbox_internal.h"
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pty.h>
+#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "common/frame.h"
@@ -170,4 +174,27 @@ int stdio_relay_run(struct stdio_relay *r, int *status, cap_error_t *err)
         }
         free(s);
         return ret;
+}
+
+int sandbox_console_open(int console_socket, const struct winsize *ws, cap_error_t *err)
+{
+        int master, slave;
+        if (openpty(&master, &slave, NULL, NULL, ws && ws->ws_row && ws->ws_col ? ws : NULL) < 0)
+                return cap_fail(err, errno, "open a pty for the console");
+        struct termios raw;
+        char name[64];
+        if (ptsname_r(master, name, sizeof(name)) != 0)
+                name[0] = '\0';
+        if (tcgetattr(slave, &raw) == 0) {
+                cfmakeraw(&raw);
+                tcsetattr(slave, TCSANOW, &raw);
+        }
+        int r = send_fd(console_socket, master, name, strlen(name) + 1);
+        close(master);
+        if (r < 0) {
+                close(slave);
+                return cap_fail(err, errno, "--console-socket: send the pty master");
+        }
+        set_cloexec(slave, true);
+        return slave;
 }

@@ -2,10 +2,12 @@
  * its pid, and the runtime's cgroup and hook code on the host. */
 #include "sandbox/sandbox.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -177,9 +179,10 @@ static void terminal_restore(void)
         termios_saved = false;
 }
 
-/* The second half of exec: the wait, and the relay until the process has ended. */
-static int exec_relay(const struct sandbox_record *rec, const char *exec_id, bool tty, const int conns[3], int *status,
-                      cap_error_t *err)
+/* The second half of exec: the wait, and the relay until the process has ended; a tty's host side
+ * is console (the --console-socket pty's slave) or else our own stdio. */
+static int exec_relay(const struct sandbox_record *rec, const char *exec_id, bool tty, int console, const int conns[3],
+                      int *status, cap_error_t *err)
 {
         long long deadline = now_ms() + 10000;
         json_t *req;
@@ -195,14 +198,17 @@ static int exec_relay(const struct sandbox_record *rec, const char *exec_id, boo
         signal(SIGPIPE, SIG_IGN);
         struct stdio_relay relay = { .host = { 0, 1, 2 }, .conn = { conns[0], conns[1], conns[2] }, .wait_conn = wait_conn,
                                      .stop_fd = -1, .winch_fd = -1, .agent_socket = rec->agent_socket, .exec = exec_id };
+        if (console >= 0)
+                relay.host[0] = relay.host[1] = console;
         cleanup_close int winch = -1;
-        if (tty && isatty(STDIN_FILENO)) {
+        if (tty && (console >= 0 || isatty(STDIN_FILENO))) {
                 sigset_t set;
                 sigemptyset(&set);
                 sigaddset(&set, SIGWINCH);
                 sigprocmask(SIG_BLOCK, &set, NULL);
                 relay.winch_fd = winch = signalfd(-1, &set, SFD_CLOEXEC);
-                terminal_raw();
+                if (console < 0)
+                        terminal_raw();
         }
         r = stdio_relay_run(&relay, status, err);
         terminal_restore();
@@ -211,8 +217,8 @@ static int exec_relay(const struct sandbox_record *rec, const char *exec_id, boo
         return r < 0 ? -1 : 0;
 }
 
-int sandbox_exec(const char *root, const char *id, const char *process_json, bool tty, bool detach, const char *pid_file,
-                 int *status, cap_error_t *err)
+int sandbox_exec(const char *root, const char *id, const char *process_json, bool tty, int console_socket, bool detach,
+                 const char *pid_file, int *status, cap_error_t *err)
 {
         cleanup_state struct state *st = NULL;
         cleanup_record struct sandbox_record rec = { 0 };
@@ -224,6 +230,10 @@ int sandbox_exec(const char *root, const char *id, const char *process_json, boo
         static unsigned counter;
         char exec_id[64];
         snprintf(exec_id, sizeof(exec_id), "exec-%d-%u-%lld", (int)getpid(), counter++, now_ms());
+        /* Before the process exists in the guest: a failure here leaves nothing behind. */
+        cleanup_close int console = -1;
+        if (tty && console_socket >= 0 && (console = sandbox_console_open(console_socket, NULL, err)) < 0)
+                return -1;
         cleanup_stdio int conns[3] = { -1, -1, -1 };
         long long deadline = now_ms() + 10000;
         if (agent_open_stdio(rec.agent_socket, exec_id, tty, conns, deadline, -1, err) < 0)
@@ -249,7 +259,21 @@ int sandbox_exec(const char *root, const char *id, const char *process_json, boo
         }
         if (!detach && write_pid_file(pid_file, relay_pid, err) < 0)
                 return -1;
-        r = exec_relay(&rec, exec_id, tty, conns, status, err);
+        /* The detached relay, in a session of its own, takes the console as its controlling
+         * terminal: the client's resize of the master comes as SIGWINCH. */
+        if (detach && console >= 0) {
+                /* Our stdio are exec's, not the process's: containerd's shim reads them to their
+                 * end before it takes the console. */
+                close(console_socket);
+                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+                for (int i = 0; null >= 0 && i < 3; i++)
+                        dup2(null, i);
+                if (null > 2)
+                        close(null);
+                if (setsid() < 0 || ioctl(console, TIOCSCTTY, 0) < 0)
+                        log_warning("exec `%s`: the console pty is not the relay's terminal: resizes are not relayed", exec_id);
+        }
+        r = exec_relay(&rec, exec_id, tty, console, conns, status, err);
         if (detach) {
                 if (r < 0)
                         cap_error_report(err);

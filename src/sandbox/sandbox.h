@@ -37,9 +37,10 @@ int sandbox_wait(const char *root, const char *id, pid_t pid, int *status, cap_e
 const char *sandbox_status(const char *root, const struct state *st);
 /* Run process_json (an OCI process object) in the container; unless detach, relay our stdio
  * (with tty, our terminal, raw meanwhile, to the guest's pty) and set *status to its exit status
- * as a shell reports it. With detach a child of ours does that, and exits with the status;
- * --pid-file names whichever process relays. */
-int sandbox_exec(const char *root, const char *id, const char *process_json, bool tty, bool detach, const char *pid_file,
-                 int *status, cap_error_t *err);
+ * as a shell reports it. With tty and console_socket (>= 0; --console-socket) the socket gets the
+ * master of a pty whose slave is relayed instead of our stdio. With detach a child of ours relays,
+ * and exits with the status; --pid-file names whichever process relays. */
+int sandbox_exec(const char *root, const char *id, const char *process_json, bool tty, int console_socket, bool detach,
+                 const char *pid_file, int *status, cap_error_t *err);
 
 #endif

@@ -12,14 +12,12 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pty.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <termios.h>
 #include <unistd.h>
 
 #include "common/agent_proto.h"
@@ -142,35 +140,6 @@ static int agent_create(const struct sandbox_launch *l, int stop_fd, int conns[3
         return r;
 }
 
-/* process.terminal: the console socket gets the master of a pty of ours, whose slave is relayed
- * raw to the guest's terminal (where the line discipline is) and is our controlling terminal, so
- * that a resize of the master reaches us as SIGWINCH. Returns the slave. */
-static int console_open(const struct sandbox_launch *l, cap_error_t *err)
-{
-        int master, slave;
-        struct winsize ws = { .ws_row = (unsigned short)l->spec->process->console_height.v,
-                              .ws_col = (unsigned short)l->spec->process->console_width.v };
-        if (openpty(&master, &slave, NULL, NULL, ws.ws_row && ws.ws_col ? &ws : NULL) < 0)
-                return cap_fail(err, errno, "open a pty for the console");
-        struct termios raw;
-        char name[64];
-        if (ptsname_r(master, name, sizeof(name)) != 0)
-                name[0] = '\0';
-        if (tcgetattr(slave, &raw) == 0) {
-                cfmakeraw(&raw);
-                tcsetattr(slave, TCSANOW, &raw);
-        }
-        int r = send_fd(l->opts->console_socket_fd, master, name, strlen(name) + 1);
-        close(master);
-        if (r < 0) {
-                close(slave);
-                return cap_fail(err, errno, "--console-socket: send the pty master");
-        }
-        set_cloexec(slave, true);
-        ioctl(slave, TIOCSCTTY, 0);
-        return slave;
-}
-
 /* create's stdio belong to the container: keep them above 2 and give the VMM and virtiofsd
  * (which inherits stderr) /dev/null and a log of their own, so that nothing of theirs is mixed
  * into the container's output. */
@@ -218,7 +187,13 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
                 sigset_t winch_set;
                 sigemptyset(&winch_set);
                 sigaddset(&winch_set, SIGWINCH);
-                if ((console = console_open(l, &err)) < 0 || (winch = signalfd(-1, &winch_set, SFD_CLOEXEC)) < 0) {
+                struct winsize ws = { .ws_row = (unsigned short)l->spec->process->console_height.v,
+                                      .ws_col = (unsigned short)l->spec->process->console_width.v };
+                if ((console = sandbox_console_open(l->opts->console_socket_fd, &ws, &err)) < 0)
+                        report_failure(l->report_fd, &err);
+                /* our controlling terminal (setsid() above): a resize of the master is our SIGWINCH */
+                ioctl(console, TIOCSCTTY, 0);
+                if ((winch = signalfd(-1, &winch_set, SFD_CLOEXEC)) < 0) {
                         cap_fail(&err, errno, "signalfd");
                         report_failure(l->report_fd, &err);
                 }
@@ -254,6 +229,10 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
                 _exit(1);
         close(l->report_fd);
 
+        /* With a terminal, create's stdio are not the container's: containerd's shim reads them to
+         * their end before it takes the console, so they must close with create. */
+        for (int i = 0; console >= 0 && i < 3; i++)
+                cap_closep(&host[i]);
         struct stdio_relay r = { .host = { host[0], host[1], host[2] }, .conn = { conns[0], conns[1], conns[2] }, .wait_conn = wait_conn,
                                  .stop_fd = t.stop_fd, .winch_fd = winch, .agent_socket = l->agent_socket, .exec = "init" };
         if (console >= 0)

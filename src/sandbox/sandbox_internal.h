@@ -86,5 +86,10 @@ struct stdio_relay {
 /* Relay until the status has come and both output streams ended (or the VM ended). Returns 1
  * with *status, 0 when the VM ended without one, -1 with err. */
 int stdio_relay_run(struct stdio_relay *r, int *status, cap_error_t *err);
+/* process.terminal with --console-socket: the socket gets the master of a pty of ours (of size
+ * *ws unless 0x0). Returns its slave, raw (the line discipline is the guest pty's), for the relay;
+ * made the caller's controlling terminal, a resize of the master reaches it as SIGWINCH. */
+struct winsize;
+int sandbox_console_open(int console_socket, const struct winsize *ws, cap_error_t *err);
 
 #endif

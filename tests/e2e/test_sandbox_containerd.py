@@ -5,7 +5,7 @@ calls capsule-vm as it calls runc (create --pid-file, start, state, kill [--all]
 test_cri's.
 
 Needs hardware KVM, so on this host tests/testbed/test_sandbox_containerd.py runs it in the testbed.
-Every VM container is a boot (10-90 s in nested TCG): two for ctr, two for the CRI pod (its pause
+Every VM container is a boot (10-90 s in nested TCG): three for ctr, two for the CRI pod (its pause
 container and its workload each get a VM of their own).
 
 The testbed boots the same kernel build as the guest, so `uname -r` alone cannot tell the guest
@@ -16,13 +16,14 @@ import os
 import pytest
 
 from podman_env import cgroup_of, pid_alive, wait_for
-from test_containerd import IMAGE, Containerd, cgroup_gone, serve
+from test_containerd import IMAGE, TTY_SCRIPT, Containerd, cgroup_gone, run_under_pty, serve
 from test_cri import PAUSE_CMD, CriContainerd, cri_log_lines, serve_cri
 from test_sandbox_vm import BOOT, guest_release, install_runtime, processes_naming, pytestmark  # noqa: F401 (hardware KVM, kernel and initrd, or skip)
 
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 # What the workloads print: their kernel's release and the id of its boot.
 WHOAMI = f"uname -r; cat {BOOT_ID}"
+
 
 
 def host_boot_id():
@@ -64,6 +65,15 @@ def test_ctr_run_in_vm_prints_and_returns_exit_code(ctrd_vm):
     assert processes_naming(c.bundle("vm-run")) == []
 
 
+def test_ctr_run_tty(ctrd_vm):
+    """ctr run -t: the shim's `create --console-socket`."""
+    c = ctrd_vm
+    run_under_pty(c, ["run", "-t", "--rm", *c.run_args("vm-tty"), IMAGE, "vm-tty", "sh", "-c", TTY_SCRIPT.format(4)], 4,
+                  timeout=BOOT)
+    assert "vm-tty" not in c.run("container", "ls", "--quiet").stdout.split()
+    assert not os.path.exists(os.path.join(c.capsule_root, "vm-tty"))
+
+
 def test_ctr_detached_exec_ps_kill_delete(ctrd_vm):
     c = ctrd_vm
     cid = "vm-detached"
@@ -84,6 +94,9 @@ def test_ctr_detached_exec_ps_kill_delete(ctrd_vm):
     release, boot_id, init = p.stdout.splitlines()
     assert release == guest_release() and boot_id != host_boot_id()
     assert init == "sleep 1000 "
+    # exec -t: the shim's `exec --detach --console-socket`, its resize of the pty master
+    run_under_pty(c, ["task", "exec", "-t", "--fifo-dir", f"{c.base}/fifo", "--exec-id", "t1", cid,
+                      "sh", "-c", TTY_SCRIPT.format(6)], 6, timeout=120)
     # `task ps` (the shim's `ps --format json`) lists the task
     lines = c.run("task", "ps", cid).stdout.splitlines()
     assert lines[0].split() == ["PID", "INFO"], lines
