@@ -378,8 +378,10 @@ int sandbox_exec(const char *root, const char *id, const struct sandbox_exec_opt
         }
         /* A detached relay with a console uses none of exec's stdio: holding the caller's pipes
          * open would keep it (conmon) waiting for their end until the process ends. */
-        if (console >= 0 && o->detach)
+        if (console >= 0 && o->detach) {
+                close(o->console_fd);
                 stdio_to_null();
+        }
         r = exec_relay(&rec, exec_id, o->tty, console, conns, status, err);
         if (child) {
                 if (r < 0)

@@ -211,7 +211,9 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
                 sigemptyset(&winch_set);
                 sigaddset(&winch_set, SIGWINCH);
                 if ((console = console_pty_open(l->opts->console_socket_fd, (unsigned short)l->spec->process->console_height.v,
-                                                (unsigned short)l->spec->process->console_width.v, true, &err)) < 0 || (winch = signalfd(-1, &winch_set, SFD_CLOEXEC)) < 0) {
+                                                (unsigned short)l->spec->process->console_width.v, true, &err)) < 0)
+                        report_failure(l->report_fd, &err);
+                if ((winch = signalfd(-1, &winch_set, SFD_CLOEXEC)) < 0) {
                         cap_fail(&err, errno, "signalfd");
                         report_failure(l->report_fd, &err);
                 }
@@ -247,6 +249,10 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
                 _exit(1);
         close(l->report_fd);
 
+        /* With a terminal, create's stdio are not the container's: containerd's shim reads them to
+         * their end before it takes the console, so they must close with create. */
+        for (int i = 0; console >= 0 && i < 3; i++)
+                cap_closep(&host[i]);
         struct stdio_relay r = { .host = { host[0], host[1], host[2] }, .conn = { conns[0], conns[1], conns[2] }, .wait_conn = wait_conn,
                                  .stop_fd = t.stop_fd, .winch_fd = winch, .agent_socket = l->agent_socket, .exec = "init" };
         if (console >= 0)

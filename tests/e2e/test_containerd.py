@@ -38,6 +38,7 @@ import pytest
 from conftest import CAPSULE, build_rootfs
 from podman_env import (CGROUP_V2, CgroupParent, cgroup_dirs, cgroup_file, cgroup_of, kill_left_behind,
                         mounts_below, pid_alive, rmdir_unless_used, wait_for)
+from test_terminal import read_until, spawn_under_pty
 
 IMAGE = "localhost/capsule-busybox:test"
 RUN_CONTAINERD = "/run/containerd"
@@ -71,6 +72,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
 """ + SERVER_CONFIG
 
 LIMIT_FILE = "memory.max" if CGROUP_V2 else "memory.limit_in_bytes"
+# ctr copies its terminal's size to the container's after starting the process: wait for it.
+TTY_SCRIPT = ("for i in $(seq 100); do [ \"$(stty size)\" = '37 91' ] && break; sleep 0.1; done; "
+              "tty; stty size; echo tty-done; exit {}")
 
 
 def oci_image_archive(dest, ref=IMAGE, cmd=("/bin/sh",)):
@@ -132,6 +136,7 @@ class Containerd:
                     "TMPDIR": os.path.join(self.base, "tmp")}
         self.ids = []
         self.proc = None
+        self.runtime = CAPSULE  # the --runc-binary
 
     # the daemon
 
@@ -199,7 +204,7 @@ class Containerd:
     def run_args(self, cid, *opts):
         """`ctr run` options every container gets: capsule as the runtime, its root, FIFOs and cgroup."""
         self.ids.append(cid)
-        return ["--runc-binary", CAPSULE, "--runc-root", self.runc_root, "--fifo-dir", f"{self.base}/fifo",
+        return ["--runc-binary", self.runtime, "--runc-root", self.runc_root, "--fifo-dir", f"{self.base}/fifo",
                 "--cgroup", self.cgroup_path(cid)] + list(opts)
 
     def run_detached(self, cid, *args, opts=()):
@@ -323,11 +328,12 @@ class Containerd:
         return problems
 
 
-@pytest.fixture(scope="module")
-def ctrd():
+def serve(make):
+    """The fixture's body: make() a Containerd (or a subclass), start it with the image imported, yield it; then
+    clean up and fail if anything had been left behind."""
     for prog in ("containerd", "ctr", "containerd-shim-runc-v2"):
         assert shutil.which(prog), f"{prog} is not installed: run scripts/install-deps"
-    c = Containerd()
+    c = make()
     assert not any(os.path.isdir(d) for d in cgroup_dirs(c.cgroup_parent)), \
         f"cgroup {c.cgroup_parent} exists already"
     try:
@@ -339,6 +345,30 @@ def ctrd():
     assert problems == []
     assert not os.path.exists(c.base)
     assert [d for d in cgroup_dirs(c.cgroup_parent) if os.path.isdir(d)] == []
+
+
+@pytest.fixture(scope="module")
+def ctrd():
+    yield from serve(Containerd)
+
+
+def run_under_pty(c, args, rc, timeout):
+    """Run ctr on a 37x91 terminal of its own until TTY_SCRIPT is done; check its exit status and
+    the terminal the container saw (a pty of the guest, of that size)."""
+    p, master = spawn_under_pty(c.cmd(*args), rows=37, cols=91)
+    out = ""
+    try:
+        out = read_until(master, "tty-done", timeout=timeout)
+        assert p.wait(timeout=60) == rc, out
+    except (AssertionError, subprocess.TimeoutExpired) as e:
+        raise AssertionError(f"{e}\nctr said: {out!r}\ncontainerd log:\n{c.log_tail()}") from e
+    finally:
+        os.close(master)
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    lines = [ln.strip() for ln in out.splitlines()]
+    assert [ln for ln in lines if ln.startswith("/dev/pts/")] and "37 91" in lines, out
 
 
 def cgroup_gone(c, cid):
@@ -432,3 +462,15 @@ def test_memory_limit_reaches_cgroup(ctrd):
         assert p.returncode == rc, f"dd bs={size}: {p.stderr}"
     ctrd.remove(cid)
     assert cgroup_gone(ctrd, cid)
+
+
+def test_tty_run_and_exec(ctrd):
+    """ctr run -t and task exec -t: the shim's create and exec --detach with --console-socket, and
+    the process file's "terminal" (no -t flag)."""
+    run_under_pty(ctrd, ["run", "-t", "--rm", *ctrd.run_args("tty-run"), IMAGE, "tty-run", "sh", "-c",
+                         TTY_SCRIPT.format(4)], 4, timeout=60)
+    cid = "tty-exec"
+    ctrd.run_detached(cid, "sleep", "1000")
+    run_under_pty(ctrd, ["task", "exec", "-t", "--fifo-dir", f"{ctrd.base}/fifo", "--exec-id", "t1", cid,
+                         "sh", "-c", TTY_SCRIPT.format(6)], 6, timeout=60)
+    ctrd.remove(cid)

@@ -301,8 +301,9 @@ class CriContainerd(Containerd):
         return problems
 
 
-@pytest.fixture(scope="module")
-def cri():
+def serve_cri(make):
+    """The fixture's body: make() a CriContainerd, start it with the images imported and the CRI
+    ready, yield it; then clean up and fail if anything had been left behind."""
     for prog in ("containerd", "ctr", "containerd-shim-runc-v2", "runc"):
         assert shutil.which(prog), f"{prog} is not installed: run scripts/install-deps"
     assert importlib.util.find_spec("grpc"), "python3-grpcio is not installed: run scripts/install-deps"
@@ -311,7 +312,7 @@ def cri():
             f"CNI plugin {plugin} is not installed (containernetworking-plugins): run scripts/install-deps"
     with tempfile.TemporaryDirectory() as gen:
         pb = load_cri_messages(gen)
-    c = CriContainerd()
+    c = make()
     assert not any(os.path.isdir(d) for d in cgroup_dirs(c.cgroup_parent)), f"cgroup {c.cgroup_parent} exists already"
     try:
         c.start()
@@ -334,6 +335,11 @@ def cri():
     assert problems == []
     assert not os.path.exists(c.base)
     assert [d for d in cgroup_dirs(c.cgroup_parent) if os.path.isdir(d)] == []
+
+
+@pytest.fixture(scope="module")
+def cri():
+    yield from serve_cri(CriContainerd)
 
 
 def image_tags(client, name):

@@ -3,14 +3,12 @@ hardware KVM, so on this host tests/testbed/test_sandbox.py runs it in the testb
 test (nested TCG boots take 10-90 s)."""
 import os
 import re
-import shutil
 
 import pytest
 
-from conftest import BUILD
 from podman_env import IMAGE, Podman, podman_session
 from test_podman import image_tar, run_in_pty  # noqa: F401 (the module's busybox image)
-from test_sandbox_vm import KERNEL, guest_release, pytestmark  # noqa: F401 (hardware KVM, kernel and initrd, or skip)
+from test_sandbox_vm import guest_release, install_runtime, pytestmark  # noqa: F401 (hardware KVM, kernel and initrd, or skip)
 
 
 class VmPodman(Podman):
@@ -19,13 +17,7 @@ class VmPodman(Podman):
 
     def __init__(self, *args):
         super().__init__(*args)
-        d = os.path.join(self.base, "bin")
-        os.mkdir(d)
-        shutil.copy(os.path.join(BUILD, "capsule"), os.path.join(d, "capsule"))
-        os.symlink("capsule", os.path.join(d, "capsule-vm"))
-        os.symlink(KERNEL, os.path.join(d, "capsule-vmlinux"))
-        os.symlink(os.path.join(BUILD, "capsule-guest.initrd"), os.path.join(d, "capsule-guest.initrd"))
-        self.runtime = os.path.join(d, "capsule-vm")
+        self.runtime = install_runtime(os.path.join(self.base, "bin"))
 
     def global_args(self):
         args = super().global_args()

@@ -40,6 +40,18 @@ def vm(tmp_path):
     assert leftover == [], f"containers left behind: {leftover}"
 
 
+def install_runtime(d):
+    """capsule-vm as installed, in directory d: a capsule of its own, started as capsule-vm, with the
+    kernel and the agent's initrd next to it (for runtimes started by clients that do not pass
+    $CAPSULE_KERNEL on). Returns the capsule-vm path."""
+    os.mkdir(d)
+    shutil.copy(os.path.join(BUILD, "capsule"), os.path.join(d, "capsule"))
+    os.symlink("capsule", os.path.join(d, "capsule-vm"))
+    os.symlink(KERNEL, os.path.join(d, "capsule-vmlinux"))
+    os.symlink(INITRD, os.path.join(d, "capsule-guest.initrd"))
+    return os.path.join(d, "capsule-vm")
+
+
 def become_subreaper():
     """As podman's conmon: the sandbox process outlives `capsule create` and is reparented to us."""
     PR_SET_CHILD_SUBREAPER = 36

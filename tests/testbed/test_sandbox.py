@@ -15,6 +15,12 @@ HOST_KVM = os.access("/dev/kvm", os.R_OK | os.W_OK) and not PVM
 pytestmark = [pytest.mark.testbed,
               pytest.mark.skipif(HOST_KVM, reason="this host has hardware KVM: tests/e2e/test_sandbox_vm.py runs on it")]
 
+# The inner run's precondition: the testbed's /dev/kvm and the agent's initrd.
+PRECONDITION = ('[ -r /dev/kvm ] && [ -w /dev/kvm ] || { echo "sandbox: no read-write /dev/kvm"; exit 3; }\n'
+                '[ -f build/capsule-guest.initrd ] || { echo "sandbox: build/capsule-guest.initrd is missing"; exit 3; }\n'
+                'echo "sandbox: /dev/kvm is ready"')
+READY = "sandbox: /dev/kvm is ready"
+
 
 class TestSandbox(inner.Suite):
     name = "sandbox"
@@ -22,8 +28,6 @@ class TestSandbox(inner.Suite):
     kexpr = "test_sandbox_vm or test_sandbox_podman"
     # Five nested boots of 10-90 s each plus the testbed's own; the VM is killed (exit 124) after this.
     timeout = 2100
-    precondition = ('[ -r /dev/kvm ] && [ -w /dev/kvm ] || { echo "sandbox: no read-write /dev/kvm"; exit 3; }\n'
-                    '[ -f build/capsule-guest.initrd ] || { echo "sandbox: build/capsule-guest.initrd is missing"; exit 3; }\n'
-                    'echo "sandbox: /dev/kvm is ready"')
-    ready = "sandbox: /dev/kvm is ready"
+    precondition = PRECONDITION
+    ready = READY
     collected = [] if HOST_KVM else inner.collect(modules, kexpr)
