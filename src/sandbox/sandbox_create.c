@@ -48,20 +48,39 @@ struct sandbox_launch {
         pid_t creator;
 };
 
-struct vm_thread {
+/* The sandbox process: its main thread runs vm_run(); once the VM is built it confines the
+ * process (sandbox_jail.c) and starts the relay thread, which talks to the agent and exits the
+ * process with the container's status. */
+struct sandbox_proc {
+        const struct sandbox_launch *l;
         struct vm_config cfg;
         int stop_fd; /* eventfd, written when vm_run() returns */
         int status;
         cap_error_t err;
+        int host[3], console, winch;
+        pthread_t relay;
+        bool relay_started;
+        pthread_barrier_t relay_armed; /* the relay thread holds the parent-death signal */
 };
 
-static void *vm_thread_main(void *arg)
+static void *relay_main(void *arg);
+
+/* vm_config.ready: the parent-death signal is per thread, and only the relay thread can clear it
+ * once create has succeeded: it takes it over from the main thread before the filter, which lets
+ * a thread only clear its own, is loaded. */
+static int sandbox_ready(void *arg, cap_error_t *err)
 {
-        struct vm_thread *t = arg;
-        if (vm_run(&t->cfg, &t->status, &t->err) < 0)
-                t->status = 1;
-        eventfd_write(t->stop_fd, 1);
-        return NULL;
+        struct sandbox_proc *t = arg;
+        if (sandbox_jail_enter(t->l->dir, t->l->agent_socket, err) < 0)
+                return -1;
+        pthread_barrier_init(&t->relay_armed, NULL, 2);
+        int e = pthread_create(&t->relay, NULL, relay_main, t);
+        if (e != 0)
+                return cap_fail(err, e, "start the sandbox's relay thread");
+        t->relay_started = true;
+        pthread_barrier_wait(&t->relay_armed);
+        prctl(PR_SET_PDEATHSIG, 0);
+        return sandbox_seccomp_load(err);
 }
 
 static void vm_config_fill(struct vm_config *cfg, const struct sandbox_launch *l)
@@ -188,57 +207,23 @@ static int stdio_take(const struct sandbox_launch *l, int host[3], cap_error_t *
         return 0;
 }
 
-static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
+static void *relay_main(void *arg)
 {
+        struct sandbox_proc *t = arg;
+        const struct sandbox_launch *l = t->l;
         cleanup_error cap_error_t err = NULL;
-        static struct vm_thread t;
-        pthread_t thread;
-        int conns[3] = { -1, -1, -1 }, wait_conn = -1, host[3];
+        int conns[3] = { -1, -1, -1 }, wait_conn = -1;
 
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != l->creator)
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != l->creator)
                 _exit(1);
-        setsid();
-        if (stdio_take(l, host, &err) < 0)
-                report_failure(l->report_fd, &err);
-        if (cgroup_enter(l->cg, getpid(), &err) < 0)
-                report_failure(l->report_fd, &err);
-        /* The VMM's signalfd takes SIGINT/SIGTERM/SIGQUIT/SIGHUP for an orderly stop: no thread
-         * may take them first. */
-        sigset_t set;
-        sigemptyset(&set);
-        sigaddset(&set, SIGINT);
-        sigaddset(&set, SIGTERM);
-        sigaddset(&set, SIGQUIT);
-        sigaddset(&set, SIGHUP);
-        sigaddset(&set, SIGWINCH);
-        pthread_sigmask(SIG_BLOCK, &set, NULL);
-        signal(SIGPIPE, SIG_IGN);
-        int console = -1, winch = -1;
-        if (l->spec->process->terminal) {
-                sigset_t winch_set;
-                sigemptyset(&winch_set);
-                sigaddset(&winch_set, SIGWINCH);
-                if ((console = console_open(l, &err)) < 0 || (winch = signalfd(-1, &winch_set, SFD_CLOEXEC)) < 0) {
-                        cap_fail(&err, errno, "signalfd");
-                        report_failure(l->report_fd, &err);
-                }
-        }
-        if (l->bind_sources[0]) {
-                cleanup_free char *binds = xasprintf("%s/" SANDBOX_BINDS, l->dir);
-                if (sandbox_binds_setup(binds, l->bind_sources, &err) < 0)
-                        report_failure(l->report_fd, &err);
-        }
-        vm_config_fill(&t.cfg, l);
-        if ((t.stop_fd = eventfd(0, EFD_CLOEXEC)) < 0 || pthread_create(&thread, NULL, vm_thread_main, &t) != 0) {
-                cap_fail(&err, errno, "start the VM");
-                report_failure(l->report_fd, &err);
-        }
-        if (agent_create(l, t.stop_fd, conns, &wait_conn, &err) < 0) {
-                struct pollfd p = { .fd = t.stop_fd, .events = POLLIN };
-                if (poll(&p, 1, 0) > 0 && t.err) {
+        pthread_barrier_wait(&t->relay_armed);
+        if (agent_create(l, t->stop_fd, conns, &wait_conn, &err) < 0) {
+                struct pollfd p = { .fd = t->stop_fd, .events = POLLIN };
+                if (poll(&p, 1, 0) > 0 && t->err) {
                         cap_error_free(&err);
-                        err = t.err;
-                        t.err = NULL;
+                        err = t->err;
+                        t->err = NULL;
                 }
                 cleanup_free char *last = console_last_line(l);
                 if (last) {
@@ -254,10 +239,11 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
                 _exit(1);
         close(l->report_fd);
 
-        struct stdio_relay r = { .host = { host[0], host[1], host[2] }, .conn = { conns[0], conns[1], conns[2] }, .wait_conn = wait_conn,
-                                 .stop_fd = t.stop_fd, .winch_fd = winch, .agent_socket = l->agent_socket, .exec = "init" };
-        if (console >= 0)
-                r.host[0] = r.host[1] = console;
+        struct stdio_relay r = { .host = { t->host[0], t->host[1], t->host[2] }, .conn = { conns[0], conns[1], conns[2] },
+                                 .wait_conn = wait_conn, .stop_fd = t->stop_fd, .winch_fd = t->winch,
+                                 .agent_socket = l->agent_socket, .exec = "init" };
+        if (t->console >= 0)
+                r.host[0] = r.host[1] = t->console;
         int status = 0;
         int got = stdio_relay_run(&r, &status, &err);
         if (got < 0)
@@ -265,10 +251,65 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
         /* The agent powers off once the host has closed init's streams and the wait: all is read. */
         cap_closep(&wait_conn);
         agent_stdio_close(&conns);
-        struct pollfd p = { .fd = t.stop_fd, .events = POLLIN };
+        struct pollfd p = { .fd = t->stop_fd, .events = POLLIN };
         if (poll(&p, 1, got == 1 ? SANDBOX_POWEROFF_WAIT_MS : -1) > 0 && got != 1)
-                status = t.status; /* the VM ended without the init's status: its own (panic, triple fault, ...) */
+                status = t->status; /* the VM ended without the init's status: its own (panic, triple fault, ...) */
         _exit(status);
+}
+
+static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
+{
+        cleanup_error cap_error_t err = NULL;
+        static struct sandbox_proc t;
+
+        t = (struct sandbox_proc){ .l = l, .console = -1, .winch = -1 };
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != l->creator)
+                _exit(1);
+        setsid();
+        if (stdio_take(l, t.host, &err) < 0)
+                report_failure(l->report_fd, &err);
+        if (cgroup_enter(l->cg, getpid(), &err) < 0)
+                report_failure(l->report_fd, &err);
+        /* The VMM's signalfd takes SIGINT/SIGTERM/SIGQUIT/SIGHUP for an orderly stop: no thread
+         * may take them first. */
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGQUIT);
+        sigaddset(&set, SIGHUP);
+        sigaddset(&set, SIGWINCH);
+        pthread_sigmask(SIG_BLOCK, &set, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        if (l->spec->process->terminal) {
+                sigset_t winch_set;
+                sigemptyset(&winch_set);
+                sigaddset(&winch_set, SIGWINCH);
+                if ((t.console = console_open(l, &err)) < 0 || (t.winch = signalfd(-1, &winch_set, SFD_CLOEXEC)) < 0) {
+                        cap_fail(&err, errno, "signalfd");
+                        report_failure(l->report_fd, &err);
+                }
+        }
+        if (l->bind_sources[0]) {
+                cleanup_free char *binds = xasprintf("%s/" SANDBOX_BINDS, l->dir);
+                if (sandbox_binds_setup(binds, l->bind_sources, &err) < 0)
+                        report_failure(l->report_fd, &err);
+        }
+        vm_config_fill(&t.cfg, l);
+        t.cfg.ready = sandbox_ready;
+        t.cfg.ready_arg = &t;
+        if ((t.stop_fd = eventfd(0, EFD_CLOEXEC)) < 0) {
+                cap_fail(&err, errno, "eventfd");
+                report_failure(l->report_fd, &err);
+        }
+        if (vm_run(&t.cfg, &t.status, &t.err) < 0)
+                t.status = 1;
+        eventfd_write(t.stop_fd, 1);
+        /* A VM that failed before it was confined never started the relay: the failure is create's. */
+        if (!t.relay_started)
+                report_failure(l->report_fd, &t.err);
+        pthread_join(t.relay, NULL); /* the relay exits the process */
+        _exit(t.status);
 }
 
 static struct state *state_new(const struct container_opts *o, const struct spec *spec, struct cgroup *cg)

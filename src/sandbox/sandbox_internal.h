@@ -41,6 +41,16 @@ int sandbox_binds_plan(const char *text, char **out, char ***sources, cap_error_
  * bound onto DIR/N (DIR is created). */
 int sandbox_binds_setup(const char *dir, char *const *sources, cap_error_t *err);
 
+/* sandbox_jail.c: the sandbox process's confinement once the VM has opened everything it
+ * needs, while the process has a single thread: fresh namespaces, a root that shows only
+ * agent_socket, no capabilities, no_new_privs (sandbox_seccomp_load() comes next). Its mount point is
+ * DIR/SANDBOX_JAIL (created), DIR being the state directory. */
+#define SANDBOX_JAIL "jail"
+int sandbox_jail_enter(const char *dir, const char *agent_socket, cap_error_t *err);
+/* sandbox_seccomp.c: the allow-list of the sandbox's threads, synchronised to every thread; a
+ * syscall outside it writes one line to stderr and kills the process with SIGSYS. */
+int sandbox_seccomp_load(cap_error_t *err);
+
 /* sandbox_record.c: sandbox.json, the VMM's pid and start time and the agent's socket. */
 struct sandbox_record {
         pid_t pid;
