@@ -50,6 +50,9 @@ int sandbox_jail_enter(const char *dir, const char *agent_socket, cap_error_t *e
 /* sandbox_seccomp.c: the allow-list of the sandbox's threads, synchronised to every thread; a
  * syscall outside it writes one line to stderr and kills the process with SIGSYS. */
 int sandbox_seccomp_load(cap_error_t *err);
+#define SANDBOX_SECCOMP_DEATH "the VMM was killed by its seccomp filter "
+/* That line from the container's vmm.log ("the VMM was killed ... (syscall N)"), or NULL. */
+char *sandbox_seccomp_death(const char *root, const char *id);
 
 /* sandbox_record.c: sandbox.json, the VMM's pid and start time and the agent's socket. */
 struct sandbox_record {

@@ -51,7 +51,7 @@ static const unsigned long ioctls[] = {
 static void sigsys_handler(int sig, siginfo_t *si, void *uc)
 {
         (void)uc;
-        static const char head[] = "capsule: the VMM was killed by its seccomp filter (syscall ";
+        static const char head[] = "capsule: " SANDBOX_SECCOMP_DEATH "(syscall ";
         char line[sizeof(head) + 16], digits[12];
         size_t len = sizeof(head) - 1, n = 0;
         memcpy(line, head, len);
@@ -112,4 +112,15 @@ int sandbox_seccomp_load(cap_error_t *err)
         if ((r = seccomp_load(ctx)) < 0)
                 return cap_fail(err, -r, "jail: load the seccomp filter");
         return 0;
+}
+
+char *sandbox_seccomp_death(const char *root, const char *id)
+{
+        cleanup_free char *path = xasprintf("%s/%s/" SANDBOX_VMM_LOG, root, id);
+        cleanup_free char *text = NULL;
+        cleanup_error cap_error_t ignored = NULL;
+        if (read_file(path, &text, NULL, 1 << 20, &ignored) < 0)
+                return NULL;
+        const char *line = strstr(text, SANDBOX_SECCOMP_DEATH);
+        return line ? strndup(line, strcspn(line, "\n")) : NULL;
 }

@@ -260,7 +260,9 @@ def test_jail_seccomp_namespaces_and_a_forbidden_syscall(vm, bundle):
     with open(os.path.join(vm.root, bundle.id, "vmm.log")) as f:
         assert f"capsule: the VMM was killed by its seccomp filter (syscall {execve})\n" in f.read()
     assert vm.status(bundle.id) == "stopped"
-    vm.run("delete", bundle.id, check=True, timeout=120)
+    p = vm.run("delete", bundle.id, check=True, timeout=120)
+    assert p.stderr == (f'capsule: warning: container "{bundle.id}": '
+                        f"the VMM was killed by its seccomp filter (syscall {execve})\n")
     assert_nothing_left(vm, bundle)
 
 
