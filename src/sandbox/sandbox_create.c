@@ -58,6 +58,7 @@ struct sandbox_proc {
         int status;
         cap_error_t err;
         int host[3], console, winch;
+        long long boot_deadline; /* now_ms(): the boot timeout counts from the sandbox's start */
         pthread_t relay;
         bool relay_started;
         pthread_barrier_t relay_armed; /* the relay thread holds the parent-death signal */
@@ -138,9 +139,9 @@ static char *console_last_line(const struct sandbox_launch *l)
 }
 
 /* The agent's part of create: stdio first, then the container, then the wait for its init. */
-static int agent_create(const struct sandbox_launch *l, int stop_fd, int conns[3], int *wait_conn, cap_error_t *err)
+static int agent_create(const struct sandbox_launch *l, long long deadline, int stop_fd, int conns[3], int *wait_conn,
+                        cap_error_t *err)
 {
-        long long deadline = now_ms() + l->vm->boot_timeout_ms;
         bool tty = l->spec->process->terminal;
         if (agent_open_stdio(l->agent_socket, "init", tty, conns, deadline, stop_fd, err) < 0)
                 return -1;
@@ -218,7 +219,7 @@ static void *relay_main(void *arg)
         if (getppid() != l->creator)
                 _exit(1);
         pthread_barrier_wait(&t->relay_armed);
-        if (agent_create(l, t->stop_fd, conns, &wait_conn, &err) < 0) {
+        if (agent_create(l, t->boot_deadline, t->stop_fd, conns, &wait_conn, &err) < 0) {
                 struct pollfd p = { .fd = t->stop_fd, .events = POLLIN };
                 if (poll(&p, 1, 0) > 0 && t->err) {
                         cap_error_free(&err);
@@ -262,7 +263,7 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
         cleanup_error cap_error_t err = NULL;
         static struct sandbox_proc t;
 
-        t = (struct sandbox_proc){ .l = l, .console = -1, .winch = -1 };
+        t = (struct sandbox_proc){ .l = l, .console = -1, .winch = -1, .boot_deadline = now_ms() + l->vm->boot_timeout_ms };
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != l->creator)
                 _exit(1);
         setsid();
