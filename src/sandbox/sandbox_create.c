@@ -1,8 +1,8 @@
 /* create in a VM: the state directory and the cgroup as for a plain container, then the sandbox
- * process. It is the VMM (vm_run() on a thread of its own) inside the container's cgroup, and
- * the container's stdio: it keeps create's fds and relays them over the agent's "stdio"
- * connections. It has the agent create the container, reports to `capsule create`, and exits
- * with the container init's status. */
+ * process. It is the VMM (vm_run() on its main thread) inside the container's cgroup, confined
+ * once the VM is built, and the container's stdio: its relay thread keeps create's fds and relays
+ * them over the agent's "stdio" connections. It has the agent create the container, reports to
+ * `capsule create`, and exits with the container init's status. */
 #include "sandbox/sandbox_internal.h"
 
 #include <fcntl.h>
