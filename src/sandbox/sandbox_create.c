@@ -17,6 +17,7 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -58,6 +59,7 @@ struct sandbox_proc {
         int status;
         cap_error_t err;
         int host[3], console, winch;
+        int console_log; /* the guest console's log, read for a failed create's message */
         long long boot_deadline; /* now_ms(): the boot timeout counts from the sandbox's start */
         pthread_t relay;
         bool relay_started;
@@ -66,12 +68,13 @@ struct sandbox_proc {
 
 static void *relay_main(void *arg);
 
-/* vm_config.ready: the parent-death signal is per thread, and only the relay thread can clear it
- * once create has succeeded: it takes it over from the main thread before the filter, which lets
- * a thread only clear its own, is loaded. */
+/* vm_config.ready. The parent-death signal is per thread and only the relay thread knows when
+ * create has succeeded, so it takes the signal over from the main thread; it arms its own before
+ * the filter is loaded, which allows prctl(PR_SET_PDEATHSIG) only to clear it. */
 static int sandbox_ready(void *arg, cap_error_t *err)
 {
         struct sandbox_proc *t = arg;
+        t->console_log = open(t->cfg.console_path, O_RDONLY | O_CLOEXEC);
         if (sandbox_jail_enter(t->l->dir, t->l->agent_socket, err) < 0)
                 return -1;
         pthread_barrier_init(&t->relay_armed, NULL, 2);
@@ -114,15 +117,20 @@ static __attribute__((noreturn)) void report_failure(int fd, cap_error_t *err)
 }
 
 /* The guest console's last line (the state directory and its log go with a failed create), at
- * most 160 printable bytes, or NULL. */
-static char *console_last_line(const struct sandbox_launch *l)
+ * most 160 printable bytes, or NULL. From fd, opened before the jail hid the file: the last 4 KiB
+ * are enough, however much the guest wrote. */
+static char *console_last_line(int fd)
 {
-        cleanup_free char *path = xasprintf("%s/" SANDBOX_CONSOLE_LOG, l->dir);
-        cleanup_free char *text = NULL;
-        cleanup_error cap_error_t ignored = NULL;
-        size_t len;
-        if (read_file(path, &text, &len, 0, &ignored) < 0)
+        char text[4096];
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) < 0)
                 return NULL;
+        off_t from = st.st_size > (off_t)sizeof(text) - 1 ? st.st_size - (off_t)sizeof(text) + 1 : 0;
+        ssize_t n = pread(fd, text, sizeof(text) - 1, from);
+        if (n <= 0)
+                return NULL;
+        size_t len = (size_t)n;
+        text[len] = '\0';
         while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
                 text[--len] = '\0';
         char *start = text + len;
@@ -226,7 +234,7 @@ static void *relay_main(void *arg)
                         err = t->err;
                         t->err = NULL;
                 }
-                cleanup_free char *last = console_last_line(l);
+                cleanup_free char *last = console_last_line(t->console_log);
                 if (last) {
                         cleanup_free char *msg = xasprintf("%s (the guest's console last said: %s)", err->msg, last);
                         cap_error_free(&err);
@@ -263,7 +271,7 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
         cleanup_error cap_error_t err = NULL;
         static struct sandbox_proc t;
 
-        t = (struct sandbox_proc){ .l = l, .console = -1, .winch = -1, .boot_deadline = now_ms() + l->vm->boot_timeout_ms };
+        t = (struct sandbox_proc){ .l = l, .console = -1, .winch = -1, .console_log = -1, .boot_deadline = now_ms() + l->vm->boot_timeout_ms };
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != l->creator)
                 _exit(1);
         setsid();

@@ -1,9 +1,10 @@
 /* The sandbox process's seccomp allow-list: the syscalls its threads make once the VM is built
  * (the event loop, the vCPUs, the virtio devices and their back-ends, the agent's relay), found
  * with strace -f on sandbox runs in the testbed. ioctl takes only the KVM, tap and terminal
- * requests they send, kill and tgkill only this process. Anything else traps into a handler that
- * says which syscall in vmm.log (stderr) and kills the process with SIGSYS; a compromised VMM
- * that replaces the handler gains nothing, the syscall is still refused. */
+ * requests they send, socket only Unix sockets, tgkill only this process, clone only threads;
+ * kill, open and exec are not there at all. Anything else traps into a handler that says which
+ * syscall in vmm.log (stderr) and kills the process with SIGSYS; a compromised VMM that replaces
+ * the handler gains nothing, the syscall is still refused. */
 #include "sandbox/sandbox_internal.h"
 
 #include <linux/kvm.h>
@@ -13,6 +14,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -25,13 +27,15 @@ static const int allowed[] = {
         SCMP_SYS(futex), SCMP_SYS(set_robust_list), SCMP_SYS(rseq), SCMP_SYS(sched_yield), SCMP_SYS(sched_getaffinity), SCMP_SYS(gettid),
         SCMP_SYS(getpid), SCMP_SYS(exit), SCMP_SYS(exit_group), SCMP_SYS(rt_sigaction), SCMP_SYS(rt_sigprocmask),
         SCMP_SYS(rt_sigreturn), SCMP_SYS(sigaltstack), SCMP_SYS(restart_syscall), SCMP_SYS(clock_gettime),
-        SCMP_SYS(clock_nanosleep), SCMP_SYS(nanosleep),
+        SCMP_SYS(clock_nanosleep), SCMP_SYS(nanosleep), SCMP_SYS(timerfd_settime),
+        /* virtio-rng's entropy */
+        SCMP_SYS(getrandom),
         /* fds: the event loop, eventfds, sockets, the console and log files */
         SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(readv), SCMP_SYS(writev), SCMP_SYS(pread64), SCMP_SYS(pwrite64),
         SCMP_SYS(preadv), SCMP_SYS(pwritev), SCMP_SYS(close), SCMP_SYS(fcntl), SCMP_SYS(lseek), SCMP_SYS(fstat),
         SCMP_SYS(newfstatat), SCMP_SYS(dup), SCMP_SYS(poll), SCMP_SYS(ppoll), SCMP_SYS(epoll_wait), SCMP_SYS(epoll_pwait),
         SCMP_SYS(epoll_ctl), SCMP_SYS(eventfd2), SCMP_SYS(fallocate), SCMP_SYS(fdatasync), SCMP_SYS(fsync),
-        SCMP_SYS(socket), SCMP_SYS(connect), SCMP_SYS(accept4), SCMP_SYS(shutdown), SCMP_SYS(sendmsg),
+        SCMP_SYS(connect), SCMP_SYS(accept4), SCMP_SYS(shutdown), SCMP_SYS(sendmsg),
         SCMP_SYS(recvmsg), SCMP_SYS(sendto), SCMP_SYS(recvfrom), SCMP_SYS(getsockopt), SCMP_SYS(setsockopt),
         SCMP_SYS(io_uring_enter),
         /* the vsock device removes its socket at exit (which fails harmlessly in the jail's
@@ -85,6 +89,10 @@ int sandbox_seccomp_load(cap_error_t *err)
         /* The request number is 32 bits in the kernel: the upper half of the register is ignored. */
         for (size_t i = 0; r == 0 && i < ARRAY_SIZE(ioctls); i++)
                 r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL, ioctls[i]));
+        /* Unix sockets only: the agent's (the relay, the vsock device); the jail's network
+         * namespace is empty anyway. */
+        if (r == 0)
+                r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1, SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
         /* Threads only (pthread_create); clone3's flags are out of the filter's reach, and glibc
          * falls back to clone on ENOSYS. */
         if (r == 0)

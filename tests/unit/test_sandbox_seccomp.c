@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -18,7 +19,7 @@
 #include "common/util.h"
 #include "sandbox/sandbox_internal.h"
 
-enum action { DO_THREAD, DO_LISTED_IOCTL, DO_SIGNAL_SELF, DO_EXECVE, DO_OPENAT, DO_KILL_OTHER, DO_TGKILL_OTHER, DO_OTHER_IOCTL };
+enum action { DO_THREAD, DO_LISTED_IOCTL, DO_SIGNAL_SELF, DO_EXECVE, DO_OPENAT, DO_KILL_OTHER, DO_TGKILL_OTHER, DO_OTHER_IOCTL, DO_UNIX_SOCKET, DO_INET_SOCKET };
 
 static void *thread_main(void *arg)
 {
@@ -60,6 +61,11 @@ static __attribute__((noreturn)) void child(enum action a)
                 break;
         case DO_OTHER_IOCTL:
                 ioctl(STDERR_FILENO, TIOCSTI, "x");
+                break;
+        case DO_UNIX_SOCKET:
+                _exit(socket(AF_UNIX, SOCK_STREAM, 0) >= 0 ? 0 : 3);
+        case DO_INET_SOCKET:
+                socket(AF_INET, SOCK_STREAM, 0);
                 break;
         }
         _exit(0);
@@ -103,6 +109,8 @@ TEST(seccomp_allows_what_the_sandbox_uses)
         CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 && out[0] == '\0');
         st = run_filtered(DO_SIGNAL_SELF, out, sizeof(out));
         CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 && out[0] == '\0');
+        st = run_filtered(DO_UNIX_SOCKET, out, sizeof(out));
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 && out[0] == '\0');
 }
 
 TEST(seccomp_kills_on_an_unlisted_syscall_with_one_line)
@@ -112,10 +120,11 @@ TEST(seccomp_kills_on_an_unlisted_syscall_with_one_line)
         CHECK(killed_for(run_filtered(DO_OPENAT, out, sizeof(out)), out, SYS_openat));
 }
 
-TEST(seccomp_limits_signals_and_ioctls)
+TEST(seccomp_limits_signals_ioctls_and_sockets)
 {
         char out[256];
         CHECK(killed_for(run_filtered(DO_KILL_OTHER, out, sizeof(out)), out, SYS_kill));
         CHECK(killed_for(run_filtered(DO_TGKILL_OTHER, out, sizeof(out)), out, SYS_tgkill));
         CHECK(killed_for(run_filtered(DO_OTHER_IOCTL, out, sizeof(out)), out, SYS_ioctl));
+        CHECK(killed_for(run_filtered(DO_INET_SOCKET, out, sizeof(out)), out, SYS_socket));
 }
