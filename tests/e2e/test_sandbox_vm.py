@@ -1,7 +1,7 @@
 """VM containers end to end: capsule-vm boots the guest kernel with capsule-guest, the agent, and the
 container runs in it. Needs hardware KVM (a PVM host refuses, see test_sandbox_host.py), so on this
 host tests/testbed/test_sandbox.py runs the module inside the testbed. Each test is one boot (10-90 s
-in nested TCG): the checks are batched into three."""
+in nested TCG), so the checks are batched into few tests; the test_jail_ ones are the VMM's confinement."""
 import ctypes
 import os
 import re
