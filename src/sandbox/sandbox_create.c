@@ -1,8 +1,8 @@
 /* create in a VM: the state directory and the cgroup as for a plain container, then the sandbox
- * process. It is the VMM (vm_run() on a thread of its own) inside the container's cgroup, and
- * the container's stdio: it keeps create's fds and relays them over the agent's "stdio"
- * connections. It has the agent create the container, reports to `capsule create`, and exits
- * with the container init's status. */
+ * process. It is the VMM (vm_run() on its main thread) inside the container's cgroup, confined
+ * once the VM is built, and the container's stdio: its relay thread keeps create's fds and relays
+ * them over the agent's "stdio" connections. It has the agent create the container, reports to
+ * `capsule create`, and exits with the container init's status. */
 #include "sandbox/sandbox_internal.h"
 
 #include <fcntl.h>
@@ -15,6 +15,7 @@
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -45,25 +46,49 @@ struct sandbox_launch {
         pid_t creator;
 };
 
-struct vm_thread {
+/* The sandbox process: its main thread runs vm_run(); once the VM is built it confines the
+ * process (sandbox_jail.c) and starts the relay thread, which talks to the agent and exits the
+ * process with the container's status. */
+struct sandbox_proc {
+        const struct sandbox_launch *l;
         struct vm_config cfg;
         int stop_fd; /* eventfd, written when vm_run() returns */
         int status;
         cap_error_t err;
+        int host[3], console, winch;
+        int console_log; /* the guest console's log, read for a failed create's message */
+        int phases;      /* sandbox_phases_open()'s */
+        long long boot_deadline; /* now_ms(): the boot timeout counts from the sandbox's start */
+        pthread_t relay;
+        bool relay_started;
+        pthread_barrier_t relay_armed; /* the relay thread holds the parent-death signal */
 };
 
-static void *vm_thread_main(void *arg)
+static void *relay_main(void *arg);
+
+/* vm_config.ready. The parent-death signal is per thread and only the relay thread knows when
+ * create has succeeded, so it takes the signal over from the main thread; it arms its own before
+ * the filter is loaded, which allows prctl(PR_SET_PDEATHSIG) only to clear it. */
+static int sandbox_ready(void *arg, cap_error_t *err)
 {
-        struct vm_thread *t = arg;
-        if (vm_run(&t->cfg, &t->status, &t->err) < 0)
-                t->status = 1;
-        eventfd_write(t->stop_fd, 1);
-        return NULL;
+        struct sandbox_proc *t = arg;
+        t->console_log = open(t->cfg.console_path, O_RDONLY | O_CLOEXEC);
+        if (sandbox_jail_enter(t->l->dir, t->l->agent_socket, err) < 0)
+                return -1;
+        pthread_barrier_init(&t->relay_armed, NULL, 2);
+        int e = pthread_create(&t->relay, NULL, relay_main, t);
+        if (e != 0)
+                return cap_fail(err, e, "start the sandbox's relay thread");
+        t->relay_started = true;
+        pthread_barrier_wait(&t->relay_armed);
+        prctl(PR_SET_PDEATHSIG, 0);
+        return sandbox_seccomp_load(err);
 }
 
-static void vm_started(void *dir)
+static void vm_started(void *arg)
 {
-        sandbox_phase_mark(dir, "guest", sandbox_phase_now());
+        struct sandbox_proc *t = arg;
+        sandbox_phase_write(t->phases, "guest", sandbox_phase_now());
 }
 
 static void vm_config_fill(struct vm_config *cfg, const struct sandbox_launch *l)
@@ -78,8 +103,6 @@ static void vm_config_fill(struct vm_config *cfg, const struct sandbox_launch *l
         cfg->console_path = xasprintf("%s/" SANDBOX_CONSOLE_LOG, l->dir);
         cfg->vsock_cid = AGENT_GUEST_CID;
         cfg->vsock_socket = xstrdup(l->agent_socket);
-        cfg->started = vm_started;
-        cfg->started_arg = l->dir;
         cfg->shares = xmalloc0(2 * sizeof(*cfg->shares));
         cfg->shares[0].dir = xstrdup(l->spec->root_path);
         cfg->shares[0].tag = xstrdup(AGENT_ROOTFS_TAG);
@@ -98,15 +121,20 @@ static __attribute__((noreturn)) void report_failure(int fd, cap_error_t *err)
 }
 
 /* The guest console's last line (the state directory and its log go with a failed create), at
- * most 160 printable bytes, or NULL. */
-static char *console_last_line(const struct sandbox_launch *l)
+ * most 160 printable bytes, or NULL. From fd, opened before the jail hid the file: the last 4 KiB
+ * are enough, however much the guest wrote. */
+static char *console_last_line(int fd)
 {
-        cleanup_free char *path = xasprintf("%s/" SANDBOX_CONSOLE_LOG, l->dir);
-        cleanup_free char *text = NULL;
-        cleanup_error cap_error_t ignored = NULL;
-        size_t len;
-        if (read_file(path, &text, &len, 0, &ignored) < 0)
+        char text[4096];
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) < 0)
                 return NULL;
+        off_t from = st.st_size > (off_t)sizeof(text) - 1 ? st.st_size - (off_t)sizeof(text) + 1 : 0;
+        ssize_t n = pread(fd, text, sizeof(text) - 1, from);
+        if (n <= 0)
+                return NULL;
+        size_t len = (size_t)n;
+        text[len] = '\0';
         while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
                 text[--len] = '\0';
         char *start = text + len;
@@ -123,24 +151,26 @@ static char *console_last_line(const struct sandbox_launch *l)
 }
 
 /* The guest's own times from create's reply, recorded as they came (the guest's word only). */
-static void guest_phases_mark(const char *dir, json_t *reply)
+static void guest_phases_mark(int phases, json_t *reply)
 {
         static const char *const keys[][2] = { { "boot_us", "guest_boot_us" }, { "ready_us", "guest_ready_us" } };
         for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
                 json_t *v = json_object_get(reply, keys[i][0]);
                 if (json_is_integer(v) && json_integer_value(v) >= 0)
-                        sandbox_phase_mark(dir, keys[i][1], (long long)json_integer_value(v));
+                        sandbox_phase_write(phases, keys[i][1], (long long)json_integer_value(v));
         }
 }
 
 /* The agent's part of create: stdio first, then the container, then the wait for its init. */
-static int agent_create(const struct sandbox_launch *l, int stop_fd, int conns[3], int *wait_conn, cap_error_t *err)
+static int agent_create(const struct sandbox_proc *t, int conns[3], int *wait_conn, cap_error_t *err)
 {
-        long long deadline = now_ms() + l->vm->boot_timeout_ms;
+        const struct sandbox_launch *l = t->l;
+        long long deadline = t->boot_deadline;
+        int stop_fd = t->stop_fd;
         bool tty = l->spec->process->terminal;
         if (agent_open_stdio(l->agent_socket, "init", tty, conns, deadline, stop_fd, err) < 0)
                 return -1;
-        sandbox_phase_mark(l->dir, "agent", sandbox_phase_now());
+        sandbox_phase_write(t->phases, "agent", sandbox_phase_now());
         cleanup_close int fd = agent_connect(l->agent_socket, deadline, stop_fd, err);
         if (fd < 0)
                 return -1;
@@ -151,8 +181,8 @@ static int agent_create(const struct sandbox_launch *l, int stop_fd, int conns[3
         json_decref(req);
         if (r < 0)
                 return -1;
-        sandbox_phase_mark(l->dir, "created", sandbox_phase_now());
-        guest_phases_mark(l->dir, reply);
+        sandbox_phase_write(t->phases, "created", sandbox_phase_now());
+        guest_phases_mark(t->phases, reply);
         json_decref(reply);
         if ((*wait_conn = agent_connect(l->agent_socket, deadline, stop_fd, err)) < 0)
                 return -1;
@@ -179,63 +209,25 @@ static int stdio_take(const struct sandbox_launch *l, int host[3], cap_error_t *
         return 0;
 }
 
-static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
+static void *relay_main(void *arg)
 {
+        struct sandbox_proc *t = arg;
+        const struct sandbox_launch *l = t->l;
         cleanup_error cap_error_t err = NULL;
-        static struct vm_thread t;
-        pthread_t thread;
-        int conns[3] = { -1, -1, -1 }, wait_conn = -1, host[3];
+        int conns[3] = { -1, -1, -1 }, wait_conn = -1;
 
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != l->creator)
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != l->creator)
                 _exit(1);
-        sandbox_phase_mark(l->dir, "vmm", sandbox_phase_now());
-        setsid();
-        if (stdio_take(l, host, &err) < 0)
-                report_failure(l->report_fd, &err);
-        if (cgroup_enter(l->cg, getpid(), &err) < 0)
-                report_failure(l->report_fd, &err);
-        /* The VMM's signalfd takes SIGINT/SIGTERM/SIGQUIT/SIGHUP for an orderly stop: no thread
-         * may take them first. */
-        sigset_t set;
-        sigemptyset(&set);
-        sigaddset(&set, SIGINT);
-        sigaddset(&set, SIGTERM);
-        sigaddset(&set, SIGQUIT);
-        sigaddset(&set, SIGHUP);
-        sigaddset(&set, SIGWINCH);
-        pthread_sigmask(SIG_BLOCK, &set, NULL);
-        signal(SIGPIPE, SIG_IGN);
-        int console = -1, winch = -1;
-        if (l->spec->process->terminal) {
-                sigset_t winch_set;
-                sigemptyset(&winch_set);
-                sigaddset(&winch_set, SIGWINCH);
-                if ((console = console_pty_open(l->opts->console_socket_fd, (unsigned short)l->spec->process->console_height.v,
-                                                (unsigned short)l->spec->process->console_width.v, true, &err)) < 0)
-                        report_failure(l->report_fd, &err);
-                if ((winch = signalfd(-1, &winch_set, SFD_CLOEXEC)) < 0) {
-                        cap_fail(&err, errno, "signalfd");
-                        report_failure(l->report_fd, &err);
-                }
-        }
-        if (l->bind_sources[0]) {
-                cleanup_free char *binds = xasprintf("%s/" SANDBOX_BINDS, l->dir);
-                if (sandbox_binds_setup(binds, l->bind_sources, &err) < 0)
-                        report_failure(l->report_fd, &err);
-        }
-        vm_config_fill(&t.cfg, l);
-        if ((t.stop_fd = eventfd(0, EFD_CLOEXEC)) < 0 || pthread_create(&thread, NULL, vm_thread_main, &t) != 0) {
-                cap_fail(&err, errno, "start the VM");
-                report_failure(l->report_fd, &err);
-        }
-        if (agent_create(l, t.stop_fd, conns, &wait_conn, &err) < 0) {
-                struct pollfd p = { .fd = t.stop_fd, .events = POLLIN };
-                if (poll(&p, 1, 0) > 0 && t.err) {
+        pthread_barrier_wait(&t->relay_armed);
+        if (agent_create(t, conns, &wait_conn, &err) < 0) {
+                struct pollfd p = { .fd = t->stop_fd, .events = POLLIN };
+                if (poll(&p, 1, 0) > 0 && t->err) {
                         cap_error_free(&err);
-                        err = t.err;
-                        t.err = NULL;
+                        err = t->err;
+                        t->err = NULL;
                 }
-                cleanup_free char *last = console_last_line(l);
+                cleanup_free char *last = console_last_line(t->console_log);
                 if (last) {
                         cleanup_free char *msg = xasprintf("%s (the guest's console last said: %s)", err->msg, last);
                         cap_error_free(&err);
@@ -251,12 +243,13 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
 
         /* With a terminal, create's stdio are not the container's: containerd's shim reads them to
          * their end before it takes the console, so they must close with create. */
-        for (int i = 0; console >= 0 && i < 3; i++)
-                cap_closep(&host[i]);
-        struct stdio_relay r = { .host = { host[0], host[1], host[2] }, .conn = { conns[0], conns[1], conns[2] }, .wait_conn = wait_conn,
-                                 .stop_fd = t.stop_fd, .winch_fd = winch, .agent_socket = l->agent_socket, .exec = "init" };
-        if (console >= 0)
-                r.host[0] = r.host[1] = console;
+        for (int i = 0; t->console >= 0 && i < 3; i++)
+                cap_closep(&t->host[i]);
+        struct stdio_relay r = { .host = { t->host[0], t->host[1], t->host[2] }, .conn = { conns[0], conns[1], conns[2] },
+                                 .wait_conn = wait_conn, .stop_fd = t->stop_fd, .winch_fd = t->winch,
+                                 .agent_socket = l->agent_socket, .exec = "init" };
+        if (t->console >= 0)
+                r.host[0] = r.host[1] = t->console;
         int status = 0;
         int got = stdio_relay_run(&r, &status, &err);
         if (got < 0)
@@ -264,10 +257,72 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
         /* The agent powers off once the host has closed init's streams and the wait: all is read. */
         cap_closep(&wait_conn);
         agent_stdio_close(&conns);
-        struct pollfd p = { .fd = t.stop_fd, .events = POLLIN };
+        struct pollfd p = { .fd = t->stop_fd, .events = POLLIN };
         if (poll(&p, 1, got == 1 ? SANDBOX_POWEROFF_WAIT_MS : -1) > 0 && got != 1)
-                status = t.status; /* the VM ended without the init's status: its own (panic, triple fault, ...) */
+                status = t->status; /* the VM ended without the init's status: its own (panic, triple fault, ...) */
         _exit(status);
+}
+
+static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
+{
+        cleanup_error cap_error_t err = NULL;
+        static struct sandbox_proc t;
+
+        t = (struct sandbox_proc){ .l = l, .console = -1, .winch = -1, .console_log = -1, .boot_deadline = now_ms() + l->vm->boot_timeout_ms };
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != l->creator)
+                _exit(1);
+        t.phases = sandbox_phases_open(l->dir);
+        sandbox_phase_write(t.phases, "vmm", sandbox_phase_now());
+        setsid();
+        if (stdio_take(l, t.host, &err) < 0)
+                report_failure(l->report_fd, &err);
+        if (cgroup_enter(l->cg, getpid(), &err) < 0)
+                report_failure(l->report_fd, &err);
+        /* The VMM's signalfd takes SIGINT/SIGTERM/SIGQUIT/SIGHUP for an orderly stop: no thread
+         * may take them first. */
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGQUIT);
+        sigaddset(&set, SIGHUP);
+        sigaddset(&set, SIGWINCH);
+        pthread_sigmask(SIG_BLOCK, &set, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        if (l->spec->process->terminal) {
+                sigset_t winch_set;
+                sigemptyset(&winch_set);
+                sigaddset(&winch_set, SIGWINCH);
+                if ((t.console = console_pty_open(l->opts->console_socket_fd, (unsigned short)l->spec->process->console_height.v,
+                                                  (unsigned short)l->spec->process->console_width.v, true, &err)) < 0)
+                        report_failure(l->report_fd, &err);
+                if ((t.winch = signalfd(-1, &winch_set, SFD_CLOEXEC)) < 0) {
+                        cap_fail(&err, errno, "signalfd");
+                        report_failure(l->report_fd, &err);
+                }
+        }
+        if (l->bind_sources[0]) {
+                cleanup_free char *binds = xasprintf("%s/" SANDBOX_BINDS, l->dir);
+                if (sandbox_binds_setup(binds, l->bind_sources, &err) < 0)
+                        report_failure(l->report_fd, &err);
+        }
+        vm_config_fill(&t.cfg, l);
+        t.cfg.ready = sandbox_ready;
+        t.cfg.ready_arg = &t;
+        t.cfg.started = vm_started;
+        t.cfg.started_arg = &t;
+        if ((t.stop_fd = eventfd(0, EFD_CLOEXEC)) < 0) {
+                cap_fail(&err, errno, "eventfd");
+                report_failure(l->report_fd, &err);
+        }
+        if (vm_run(&t.cfg, &t.status, &t.err) < 0)
+                t.status = 1;
+        eventfd_write(t.stop_fd, 1);
+        /* A VM that failed before it was confined never started the relay: the failure is create's. */
+        if (!t.relay_started)
+                report_failure(l->report_fd, &t.err);
+        pthread_join(t.relay, NULL); /* the relay exits the process */
+        _exit(t.status);
 }
 
 static struct state *state_new(const struct container_opts *o, const struct spec *spec, struct cgroup *cg)

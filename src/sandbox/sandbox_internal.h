@@ -41,6 +41,19 @@ int sandbox_binds_plan(const char *text, char **out, char ***sources, cap_error_
  * bound onto DIR/N (DIR is created). */
 int sandbox_binds_setup(const char *dir, char *const *sources, cap_error_t *err);
 
+/* sandbox_jail.c: the sandbox process's confinement once the VM has opened everything it
+ * needs, while the process has a single thread: fresh namespaces, a root that shows only
+ * agent_socket, no capabilities, no_new_privs (sandbox_seccomp_load() comes next). Its mount point is
+ * DIR/SANDBOX_JAIL (created), DIR being the state directory. */
+#define SANDBOX_JAIL "jail"
+int sandbox_jail_enter(const char *dir, const char *agent_socket, cap_error_t *err);
+/* sandbox_seccomp.c: the allow-list of the sandbox's threads, synchronised to every thread; a
+ * syscall outside it writes one line to stderr and kills the process with SIGSYS. */
+int sandbox_seccomp_load(cap_error_t *err);
+#define SANDBOX_SECCOMP_DEATH "the VMM was killed by its seccomp filter "
+/* That line from the container's vmm.log ("the VMM was killed ... (syscall N)"), or NULL. */
+char *sandbox_seccomp_death(const char *root, const char *id);
+
 /* sandbox_record.c: sandbox.json, the VMM's pid and start time and the agent's socket. */
 struct sandbox_record {
         pid_t pid;
@@ -60,6 +73,11 @@ bool sandbox_vmm_alive(const struct sandbox_record *r);
  * "guest_boot_us" (the agent began: the kernel's boot) and "guest_ready_us" (it listened). */
 #define SANDBOX_PHASES "phases"
 long long sandbox_phase_now(void);
+/* The file open for appends (-1: it cannot be; the marks are then lost, never the container): the
+ * sandbox process opens it before its jail hides the state directory. */
+int sandbox_phases_open(const char *dir);
+void sandbox_phase_write(int fd, const char *name, long long value);
+/* Open, write one, close. */
 void sandbox_phase_mark(const char *dir, const char *name, long long value);
 
 /* agent.c: connections to the agent through the VMM's hybrid vsock socket. */

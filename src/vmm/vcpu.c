@@ -202,6 +202,10 @@ static void *vcpu_thread(void *arg)
 {
         struct vcpu *v = arg;
         struct vcpu_pause *p = v->env->pause;
+        /* Named from inside: naming another thread opens /proc, which a confined VMM may not. */
+        char name[16];
+        snprintf(name, sizeof(name), "vcpu%d", v->index);
+        pthread_setname_np(pthread_self(), name);
         sigset_t kick;
         sigemptyset(&kick);
         sigaddset(&kick, VCPU_KICK_SIGNAL);
@@ -275,12 +279,9 @@ void vcpu_pause_release(struct vcpu_pause *p)
 
 int vcpu_start(struct vcpu *v, cap_error_t *err)
 {
-        char name[16];
         int r = pthread_create(&v->thread, NULL, vcpu_thread, v);
         if (r != 0)
                 return cap_fail(err, r, "vCPU %d: pthread_create", v->index);
-        snprintf(name, sizeof(name), "vcpu%d", v->index);
-        pthread_setname_np(v->thread, name);
         v->started = true;
         return 0;
 }

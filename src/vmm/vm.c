@@ -422,6 +422,8 @@ static int vm_setup(struct vm *vm, cap_error_t *err)
                 return -1;
         if (vm->cfg->api_socket && vm_open_api(vm, err) < 0)
                 return -1;
+        if (vm->cfg->ready && vm->cfg->ready(vm->cfg->ready_arg, err) < 0)
+                return -1;
         return vm_start(vm, err);
 }
 

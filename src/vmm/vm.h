@@ -100,6 +100,11 @@ struct vm_config {
         bool balloon_free_page_reporting;
         bool balloon_deflate_on_oom;
         char *api_socket;      /* the control socket (line-delimited JSON), NULL: none */
+        /* Called on vm_run()'s thread once every file, device and helper process the VM needs is
+         * open and before any thread of the VM starts (the caller confines itself here:
+         * namespaces, privileges, seccomp); a failure stops the VM before it runs. NULL: none. */
+        int (*ready)(void *arg, cap_error_t *err);
+        void *ready_arg;
         /* Called on vm_run()'s thread once every vCPU thread has started (the guest's first
          * instruction is next), NULL: none. The sandbox records when its guest began. */
         void (*started)(void *arg);

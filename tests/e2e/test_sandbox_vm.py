@@ -1,7 +1,7 @@
 """VM containers end to end: capsule-vm boots the guest kernel with capsule-guest, the agent, and the
 container runs in it. Needs hardware KVM (a PVM host refuses, see test_sandbox_host.py), so on this
 host tests/testbed/test_sandbox.py runs the module inside the testbed. Each test is one boot (10-90 s
-in nested TCG): the checks are batched into a few."""
+in nested TCG), so the checks are batched into few tests; the test_jail_ ones are the VMM's confinement."""
 import ctypes
 import json
 import os
@@ -312,4 +312,132 @@ def test_boot_timeout_leaves_nothing(vm, bundle):
     assert p.returncode == 1
     assert p.stderr.startswith("capsule: the VM's agent did not answer within the boot timeout"), p.stderr
     assert p.stderr.count("\n") == 1
+    assert_nothing_left(vm, bundle)
+
+
+class UserRegs(ctypes.Structure):
+    """x86-64 struct user_regs_struct, for PTRACE_GETREGS/SETREGS."""
+    _fields_ = [(n, ctypes.c_ulong) for n in (
+        "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx", "rsi", "rdi",
+        "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs")]
+
+
+def inject_syscall(pid, nr):
+    """What a compromised VMM would do: make syscall nr (arguments 0) from the process's main
+    thread, with ptrace. That thread sleeps in a syscall, so the two bytes before its rip are a
+    `syscall` instruction: rip goes back to it with rax = nr, and the thread is let go. Returns
+    the signal the thread stopped with next (the filter's SIGSYS), passed on at detach."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+    libc.ptrace.restype = ctypes.c_long
+    PTRACE_CONT, PTRACE_GETREGS, PTRACE_SETREGS, PTRACE_ATTACH, PTRACE_DETACH = 7, 12, 13, 16, 17
+    WALL = 0x40000000  # a thread of another process's group: waitpid's __WALL
+
+    def ptrace(req, data=None):
+        r = libc.ptrace(req, pid, None, data)
+        assert r >= 0, f"ptrace {req}: {os.strerror(ctypes.get_errno())}"
+
+    ptrace(PTRACE_ATTACH)
+    _, st = os.waitpid(pid, WALL)
+    assert os.WIFSTOPPED(st)
+    regs = UserRegs()
+    ptrace(PTRACE_GETREGS, ctypes.addressof(regs))
+    with open(f"/proc/{pid}/mem", "rb") as mem:
+        mem.seek(regs.rip - 2)
+        assert mem.read(2) == b"\x0f\x05", "the main thread is not in a syscall"
+    regs.rip -= 2
+    regs.rax = nr
+    regs.orig_rax = ctypes.c_ulong(-1).value  # no syscall restart on the way out
+    regs.rdi = regs.rsi = regs.rdx = regs.r10 = regs.r8 = regs.r9 = 0
+    ptrace(PTRACE_SETREGS, ctypes.addressof(regs))
+    ptrace(PTRACE_CONT)
+    _, st = os.waitpid(pid, WALL)
+    sig = os.WSTOPSIG(st) if os.WIFSTOPPED(st) else 0
+    libc.ptrace(PTRACE_DETACH, pid, None, ctypes.c_void_p(sig))
+    return sig
+
+
+def proc_status(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def jail_files(root):
+    """Every path under a process's root (/proc/PID/root)."""
+    found = []
+    for d, dirs, files in os.walk(root):
+        found += [os.path.join(d, n)[len(root):] for n in dirs + files]
+    return sorted(found)
+
+
+def test_jail_seccomp_namespaces_and_a_forbidden_syscall(vm, bundle):
+    """The VMM runs confined: every thread under the seccomp filter, no capabilities, fresh
+    namespaces, a root that shows only the agent's socket; the container still works (exec); a
+    syscall outside the allow-list kills the VMM with one line in vmm.log, the container stops
+    and delete leaves nothing."""
+    become_subreaper()
+    bundle.set_args("sleep", "1000")
+    vm.run("create", "--bundle", bundle.path, bundle.id, check=True, timeout=BOOT)
+    pid = vm.state(bundle.id)["pid"]
+    vm.run("start", bundle.id, check=True, timeout=120)
+    p = vm.run("exec", bundle.id, "sh", "-c", "echo confined; exit 3", timeout=120)
+    assert (p.returncode, p.stdout) == (3, "confined\n"), p.stderr
+
+    status = proc_status(pid)
+    assert status["Seccomp"] == "2" and int(status["Seccomp_filters"]) >= 1, status
+    assert status["NoNewPrivs"] == "1"
+    for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(status[key], 16) == 0, (key, status[key])
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        assert proc_status(tid)["Seccomp"] == "2", f"thread {tid} is not filtered"
+    for ns in ("mnt", "net", "ipc", "uts", "cgroup"):
+        assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
+    sock = os.path.join(vm.root, bundle.id, "agent.sock")
+    parts = sock.strip("/").split("/")
+    assert jail_files(f"/proc/{pid}/root") == ["/" + "/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+    execve = 59  # x86-64
+    assert inject_syscall(pid, execve) == signal.SIGSYS
+    _, st = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(st) and os.WTERMSIG(st) == signal.SIGSYS
+    with open(os.path.join(vm.root, bundle.id, "vmm.log")) as f:
+        assert f"capsule: the VMM was killed by its seccomp filter (syscall {execve})\n" in f.read()
+    assert vm.status(bundle.id) == "stopped"
+    p = vm.run("delete", bundle.id, check=True, timeout=120)
+    assert p.stderr == (f'capsule: warning: container "{bundle.id}": '
+                        f"the VMM was killed by its seccomp filter (syscall {execve})\n")
+    assert_nothing_left(vm, bundle)
+
+
+def cgroup_value(bundle, name):
+    with open(os.path.join(procs_cgroup_dir(f"capsule-test/{bundle.id}"), name)) as f:
+        return f.read()
+
+
+def test_jail_vmm_memory_is_charged_to_the_container_and_its_oom_stops_it(vm, bundle):
+    """Guest RAM the guest touches is the VMM's RSS, charged to the container's cgroup; a VM
+    sized above the limit that touches more than it is stopped by the cgroup's OOM killer."""
+    become_subreaper()
+    bundle.config["annotations"] = {"capsule.vm.memory": "512M"}
+    bundle.config["linux"]["resources"] = {"memory": {"limit": 320 << 20}}
+    bundle.config["mounts"].append({"destination": "/fill", "type": "tmpfs", "source": "tmpfs", "options": ["size=480m"]})
+    bundle.set_args("sleep", "1000")
+    vm.run("create", "--bundle", bundle.path, bundle.id, check=True, timeout=BOOT)
+    pid = vm.state(bundle.id)["pid"]
+    vm.run("start", bundle.id, check=True, timeout=120)
+    before = int(cgroup_value(bundle, "memory.current"))
+    p = vm.run("exec", bundle.id, "dd", "if=/dev/zero", "of=/fill/a", "bs=1M", "count=100", timeout=120)
+    assert p.returncode == 0, p.stderr
+    grown = int(cgroup_value(bundle, "memory.current")) - before
+    # A little of it may reuse pages the guest had touched and freed since it booted.
+    assert grown >= 80 << 20, f"memory.current grew by {grown >> 20} MiB for 100 MiB the guest touched"
+
+    p = vm.run("exec", bundle.id, "dd", "if=/dev/zero", "of=/fill/b", "bs=1M", "count=300", timeout=300)
+    assert p.returncode != 0
+    _, st = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(st) and os.WTERMSIG(st) == signal.SIGKILL
+    events = dict(line.split() for line in cgroup_value(bundle, "memory.events").splitlines())
+    assert int(events["oom_kill"]) >= 1, events
+    assert vm.status(bundle.id) == "stopped"
+    vm.run("delete", bundle.id, check=True, timeout=120)
     assert_nothing_left(vm, bundle)

@@ -153,11 +153,13 @@ void vhost_user_backend_stop(struct vhost_user_backend *b)
         int status;
         if (b->pid <= 0)
                 return;
-        kill(b->pid, SIGTERM);
+        /* Through the pidfd: it can only name our child, never a recycled pid, and a confined
+         * VMM (the sandbox's seccomp filter) may signal nothing else. */
+        syscall(SYS_pidfd_send_signal, b->pidfd, SIGTERM, NULL, 0);
         if (vhost_user_backend_exited(b, STOP_GRACE_MS, &status))
                 return;
         /* SIGKILL cannot be refused; the wait only covers a process stuck in the kernel. */
-        kill(b->pid, SIGKILL);
+        syscall(SYS_pidfd_send_signal, b->pidfd, SIGKILL, NULL, 0);
         vhost_user_backend_exited(b, KILL_WAIT_MS, &status);
 }
 

@@ -1,0 +1,93 @@
+/* The sandbox process's confinement, as Firecracker's jailer does for its VMM: once the VM has
+ * opened everything it needs (/dev/kvm, guest memory, taps, sockets, the logs, virtiofsd
+ * started) and before any of its threads runs, the process enters fresh namespaces, pivots into
+ * an empty read-only root that shows only the agent's socket and drops every capability for good;
+ * its seccomp allow-list (sandbox_seccomp.c) follows. Its threads are created afterwards, so
+ * each of them inherits all of it; namespaces and capabilities are per thread, which is why this
+ * must run while the process has a single thread. */
+#include "sandbox/sandbox_internal.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/capability.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "common/util.h"
+
+/* The network namespace too: every socket the VMM needs is open or path-based (the agent's),
+ * and a tap lives in the namespace it was created in, whatever ours is. */
+#define JAIL_NAMESPACES (CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET | CLONE_NEWCGROUP)
+
+/* PATH below root, its parent directories created (mode 0700). */
+static int make_path(const char *root, const char *path, cap_error_t *err)
+{
+        cleanup_free char *full = xasprintf("%s%s", root, path);
+        for (char *p = full + strlen(root) + 1; (p = strchr(p, '/')); p++) {
+                *p = '\0';
+                int r = mkdir(full, 0700);
+                *p = '/';
+                if (r < 0 && errno != EEXIST)
+                        return cap_fail(err, errno, "jail: mkdir for `%s`", path);
+        }
+        cleanup_close int fd = open(full, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return cap_fail(err, errno, "jail: create `%s`", full);
+        return 0;
+}
+
+static int jail_root(const char *dir, const char *agent_socket, cap_error_t *err)
+{
+        cleanup_free char *root = xasprintf("%s/" SANDBOX_JAIL, dir);
+        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+                return cap_fail(err, errno, "jail: make the mounts private");
+        if (mkdir(root, 0700) < 0)
+                return cap_fail(err, errno, "jail: mkdir `%s`", root);
+        if (mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700,size=64k") < 0)
+                return cap_fail(err, errno, "jail: mount a tmpfs on `%s`", root);
+        /* The agent's socket keeps its path: the relay and capsule's commands reach the guest
+         * through it, and the VMM's threads need nothing else of the host's files. */
+        cleanup_free char *target = xasprintf("%s%s", root, agent_socket);
+        if (make_path(root, agent_socket, err) < 0)
+                return -1;
+        if (mount(agent_socket, target, NULL, MS_BIND, NULL) < 0)
+                return cap_fail(err, errno, "jail: bind `%s`", agent_socket);
+        if (chdir(root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 || umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
+                return cap_fail(err, errno, "jail: pivot into `%s`", root);
+        if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+                return cap_fail(err, errno, "jail: make the root read-only");
+        return 0;
+}
+
+/* Every set, the bounding set (no execve can give one back) and the ambient set emptied. */
+static int caps_drop_all(cap_error_t *err)
+{
+        for (int c = 0; prctl(PR_CAPBSET_READ, c) >= 0; c++)
+                if (prctl(PR_CAPBSET_DROP, c) < 0)
+                        return cap_fail(err, errno, "jail: drop capability %d from the bounding set", c);
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0)
+                return cap_fail(err, errno, "jail: clear the ambient capabilities");
+        cap_t none = cap_init();
+        int r = none ? cap_set_proc(none) : -1;
+        int e = errno;
+        cap_free(none);
+        if (r < 0)
+                return cap_fail(err, e, "jail: drop the capabilities");
+        return 0;
+}
+
+int sandbox_jail_enter(const char *dir, const char *agent_socket, cap_error_t *err)
+{
+        if (unshare(JAIL_NAMESPACES) < 0)
+                return cap_fail(err, errno, "jail: unshare the namespaces");
+        if (jail_root(dir, agent_socket, err) < 0 || caps_drop_all(err) < 0)
+                return -1;
+        /* Not dumpable: no core of guest memory, no ptrace by anything that lacks CAP_SYS_PTRACE. */
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+                return cap_fail(err, errno, "jail: prctl");
+        return 0;
+}

@@ -1,0 +1,134 @@
+/* The sandbox process's seccomp allow-list: the syscalls its threads make once the VM is built
+ * (the event loop, the vCPUs, the virtio devices and their back-ends, the agent's relay), found
+ * with strace -f on sandbox runs in the testbed. ioctl takes only the KVM, tap and terminal
+ * requests they send, socket only Unix sockets, tgkill only this process, clone only threads;
+ * kill, open and exec are not there at all. Anything else traps into a handler that says which
+ * syscall in vmm.log (stderr) and kills the process with SIGSYS; a compromised VMM that replaces
+ * the handler gains nothing, the syscall is still refused. */
+#include "sandbox/sandbox_internal.h"
+
+#include <linux/kvm.h>
+#include <linux/if_tun.h>
+#include <sched.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "common/util.h"
+
+static const int allowed[] = {
+        /* memory, threads, signals, time */
+        SCMP_SYS(brk), SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(mprotect), SCMP_SYS(madvise), SCMP_SYS(mremap),
+        SCMP_SYS(futex), SCMP_SYS(set_robust_list), SCMP_SYS(rseq), SCMP_SYS(sched_yield), SCMP_SYS(sched_getaffinity), SCMP_SYS(gettid),
+        SCMP_SYS(getpid), SCMP_SYS(exit), SCMP_SYS(exit_group), SCMP_SYS(rt_sigaction), SCMP_SYS(rt_sigprocmask),
+        SCMP_SYS(rt_sigreturn), SCMP_SYS(sigaltstack), SCMP_SYS(restart_syscall), SCMP_SYS(clock_gettime),
+        SCMP_SYS(clock_nanosleep), SCMP_SYS(nanosleep), SCMP_SYS(timerfd_settime),
+        /* virtio-rng's entropy */
+        SCMP_SYS(getrandom),
+        /* fds: the event loop, eventfds, sockets, the console and log files */
+        SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(readv), SCMP_SYS(writev), SCMP_SYS(pread64), SCMP_SYS(pwrite64),
+        SCMP_SYS(preadv), SCMP_SYS(pwritev), SCMP_SYS(close), SCMP_SYS(fcntl), SCMP_SYS(lseek), SCMP_SYS(fstat),
+        SCMP_SYS(newfstatat), SCMP_SYS(dup), SCMP_SYS(poll), SCMP_SYS(ppoll), SCMP_SYS(epoll_wait), SCMP_SYS(epoll_pwait),
+        SCMP_SYS(epoll_ctl), SCMP_SYS(eventfd2), SCMP_SYS(fallocate), SCMP_SYS(fdatasync), SCMP_SYS(fsync),
+        SCMP_SYS(connect), SCMP_SYS(accept4), SCMP_SYS(shutdown), SCMP_SYS(sendmsg),
+        SCMP_SYS(recvmsg), SCMP_SYS(sendto), SCMP_SYS(recvfrom), SCMP_SYS(getsockopt), SCMP_SYS(setsockopt),
+        SCMP_SYS(io_uring_enter),
+        /* the vsock device removes its socket at exit (which fails harmlessly in the jail's
+         * read-only root) */
+        SCMP_SYS(unlink),
+        /* the helper processes (virtiofsd, passt), stopped through their pidfds and reaped */
+        SCMP_SYS(pidfd_send_signal), SCMP_SYS(wait4), SCMP_SYS(waitid),
+};
+
+static const unsigned long ioctls[] = {
+        KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_SET_GSI_ROUTING, KVM_IRQFD,
+        KVM_IOEVENTFD, KVM_SIGNAL_MSI, TUNSETOFFLOAD, TUNSETVNETHDRSZ, TIOCGWINSZ, TIOCSWINSZ, TCGETS, FIONREAD,
+};
+
+/* Async-signal-safe: the one line, then SIGSYS again with its default action (SA_RESETHAND),
+ * delivered at once (SA_NODEFER). */
+static void sigsys_handler(int sig, siginfo_t *si, void *uc)
+{
+        (void)uc;
+        static const char head[] = "capsule: " SANDBOX_SECCOMP_DEATH "(syscall ";
+        char line[sizeof(head) + 16], digits[12];
+        size_t len = sizeof(head) - 1, n = 0;
+        memcpy(line, head, len);
+        unsigned int nr = (unsigned int)si->si_syscall;
+        do
+                digits[n++] = (char)('0' + nr % 10);
+        while ((nr /= 10) && n < sizeof(digits));
+        while (n)
+                line[len++] = digits[--n];
+        line[len++] = ')';
+        line[len++] = '\n';
+        ssize_t w = write(STDERR_FILENO, line, len);
+        (void)w;
+        syscall(SYS_tgkill, getpid(), (pid_t)syscall(SYS_gettid), sig);
+}
+
+static void ctx_releasep(scmp_filter_ctx *ctx)
+{
+        if (*ctx)
+                seccomp_release(*ctx);
+}
+
+int sandbox_seccomp_load(cap_error_t *err)
+{
+        __attribute__((cleanup(ctx_releasep))) scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_TRAP);
+        if (!ctx)
+                return cap_fail(err, ENOMEM, "seccomp_init");
+        int r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
+        for (size_t i = 0; r == 0 && i < ARRAY_SIZE(allowed); i++)
+                r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, allowed[i], 0);
+        /* The request number is 32 bits in the kernel: the upper half of the register is ignored. */
+        for (size_t i = 0; r == 0 && i < ARRAY_SIZE(ioctls); i++)
+                r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL, ioctls[i]));
+        /* Unix sockets only: the agent's (the relay, the vsock device); the jail's network
+         * namespace is empty anyway. */
+        if (r == 0)
+                r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1, SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
+        /* Threads only (pthread_create); clone3's flags are out of the filter's reach, and glibc
+         * falls back to clone on ENOSYS. */
+        if (r == 0)
+                r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1, SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
+        if (r == 0)
+                r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+        /* Signals to this process only (the vCPU kicks, the handler above); the helpers are
+         * stopped through their pidfds, so kill is not needed. */
+        if (r == 0)
+                r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1,
+                                     SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffUL, (scmp_datum_t)getpid()));
+        /* The relay thread clears its parent-death signal once create has succeeded; each vCPU
+         * thread names itself. */
+        if (r == 0)
+                r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 2, SCMP_A0(SCMP_CMP_EQ, PR_SET_PDEATHSIG),
+                                     SCMP_A1(SCMP_CMP_EQ, 0));
+        if (r == 0)
+                r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1, SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME));
+        if (r < 0)
+                return cap_fail(err, -r, "jail: build the seccomp filter");
+        struct sigaction sa = { .sa_sigaction = sigsys_handler, .sa_flags = SA_SIGINFO | SA_RESETHAND | SA_NODEFER };
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(SIGSYS, &sa, NULL) < 0)
+                return cap_fail(err, errno, "jail: sigaction SIGSYS");
+        if ((r = seccomp_load(ctx)) < 0)
+                return cap_fail(err, -r, "jail: load the seccomp filter");
+        return 0;
+}
+
+char *sandbox_seccomp_death(const char *root, const char *id)
+{
+        cleanup_free char *path = xasprintf("%s/%s/" SANDBOX_VMM_LOG, root, id);
+        cleanup_free char *text = NULL;
+        cleanup_error cap_error_t ignored = NULL;
+        if (read_file(path, &text, NULL, 1 << 20, &ignored) < 0)
+                return NULL;
+        const char *line = strstr(text, SANDBOX_SECCOMP_DEATH);
+        return line ? strndup(line, strcspn(line, "\n")) : NULL;
+}
