@@ -41,6 +41,7 @@ struct sandbox_launch {
         const char *config_text;
         char *const *bind_sources;
         const struct sandbox_vm *vm;
+        const struct sandbox_net *net;
         struct cgroup *cg;
         char *dir;
         char *agent_socket;
@@ -85,6 +86,15 @@ static void vm_config_fill(struct vm_config *cfg, const struct sandbox_launch *l
                 cfg->shares[1].tag = xstrdup(AGENT_BINDS_TAG);
                 cfg->n_shares = 2;
         }
+        if (l->net->netns_fd >= 0) {
+                /* The VMM opens the namespace by this path on its own thread: the one we checked. */
+                cfg->nets = xmalloc0(sizeof(*cfg->nets));
+                cfg->nets[0] = (struct vm_net){ .backend = VM_NET_TAP, .ifname = xstrdup(SANDBOX_TAP),
+                                                .netns = xasprintf("/proc/self/fd/%d", l->net->netns_fd), .mac_set = true,
+                                                .queues = 1 };
+                memcpy(cfg->nets[0].mac, l->net->nic.mac, sizeof(cfg->nets[0].mac));
+                cfg->n_nets = 1;
+        }
 }
 
 static __attribute__((noreturn)) void report_failure(int fd, cap_error_t *err)
@@ -118,18 +128,23 @@ static char *console_last_line(const struct sandbox_launch *l)
         return line;
 }
 
-/* The agent's part of create: stdio first, then the container, then the wait for its init. */
+/* The agent's part of create: stdio first (the agent answers: the VM and its tap exist), the
+ * tap's tc filters, then the container, then the wait for its init. */
 static int agent_create(const struct sandbox_launch *l, int stop_fd, int conns[3], int *wait_conn, cap_error_t *err)
 {
         long long deadline = now_ms() + l->vm->boot_timeout_ms;
         bool tty = l->spec->process->terminal;
         if (agent_open_stdio(l->agent_socket, "init", tty, conns, deadline, stop_fd, err) < 0)
                 return -1;
+        if (sandbox_net_link(l->net, err) < 0)
+                return -1;
         cleanup_close int fd = agent_connect(l->agent_socket, deadline, stop_fd, err);
         if (fd < 0)
                 return -1;
         json_t *req = json_pack("{s:s,s:s,s:s,s:s,s:b}", "op", "create", "id", l->opts->id, "config", l->config_text, "stdio",
                                 tty ? "tty" : "pipes", "binds", l->bind_sources[0] != NULL);
+        if (l->net->netns_fd >= 0)
+                json_object_set_new(req, "net", sandbox_net_json(l->net));
         int r = agent_request(fd, req, NULL, err);
         json_decref(req);
         if (r < 0)
@@ -234,6 +249,7 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
                 report_failure(l->report_fd, &err);
         }
         if (agent_create(l, t.stop_fd, conns, &wait_conn, &err) < 0) {
+                sandbox_net_unlink(l->net);
                 struct pollfd p = { .fd = t.stop_fd, .events = POLLIN };
                 if (poll(&p, 1, 0) > 0 && t.err) {
                         cap_error_free(&err);
@@ -268,6 +284,7 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
         struct pollfd p = { .fd = t.stop_fd, .events = POLLIN };
         if (poll(&p, 1, got == 1 ? SANDBOX_POWEROFF_WAIT_MS : -1) > 0 && got != 1)
                 status = t.status; /* the VM ended without the init's status: its own (panic, triple fault, ...) */
+        sandbox_net_unlink(l->net);
         _exit(status);
 }
 
@@ -312,6 +329,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         cleanup_free char *json = NULL, *prestart_json = NULL, *agent_config = NULL;
         cleanup_strv char **bind_sources = NULL;
         struct sandbox_vm vm = { 0 };
+        struct sandbox_net net = { .netns_fd = -1 };
         struct sandbox_record rec = { 0 };
         struct sandbox_launch l;
         int report[2] = { -1, -1 };
@@ -325,7 +343,8 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         config_path = xasprintf("%s/config.json", o->bundle);
         if (read_file(config_path, &config_text, NULL, FRAME_MAX / 2, err) < 0)
                 return -1;
-        if (sandbox_binds_plan(config_text, &agent_config, &bind_sources, err) < 0 || sandbox_vm_resolve(spec, &vm, err) < 0)
+        if (sandbox_binds_plan(config_text, &agent_config, &bind_sources, err) < 0 || sandbox_vm_resolve(spec, &vm, err) < 0 ||
+            sandbox_net_plan(spec, &net, err) < 0)
                 goto out;
         dir = state_dir(o->root, o->id);
         sock = xasprintf("%s/" SANDBOX_AGENT_SOCKET, dir);
@@ -368,7 +387,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
                 cap_fail(err, errno, "pipe");
                 goto out;
         }
-        l = (struct sandbox_launch){ .opts = o, .spec = spec, .config_text = agent_config, .bind_sources = bind_sources, .vm = &vm, .cg = cg, .dir = dir,
+        l = (struct sandbox_launch){ .opts = o, .spec = spec, .config_text = agent_config, .bind_sources = bind_sources, .vm = &vm, .net = &net, .cg = cg, .dir = dir,
                                     .agent_socket = sock, .report_fd = report[1], .creator = getpid() };
         child = fork();
         if (child < 0) {
@@ -416,5 +435,6 @@ out:
                         rm_rf(dir, &ignored);
         }
         sandbox_vm_free(&vm);
+        sandbox_net_free(&net);
         return ret;
 }
