@@ -41,7 +41,7 @@ struct sandbox_launch {
         const char *config_text;
         char *const *bind_sources;
         const struct sandbox_vm *vm;
-        const struct sandbox_net *net;
+        struct sandbox_net *net;
         struct cgroup *cg;
         char *dir;
         char *agent_socket;

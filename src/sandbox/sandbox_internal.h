@@ -57,6 +57,7 @@ struct sandbox_net {
         char ifname[IFNAMSIZ];
         int ifindex;
         struct agent_net nic;
+        bool linked; /* sandbox_net_link() put the qdiscs on */
 };
 /* At create, before anything exists: refuses a path that is not a network namespace
  * (naming linux.namespaces) and a namespace that has a VM container's tap already. */
@@ -66,9 +67,10 @@ int sandbox_net_gather(struct sandbox_net *net, cap_error_t *err);
 /* "net" of the agent's create request. */
 json_t *sandbox_net_json(const struct sandbox_net *net);
 /* Once the VMM has made the tap: its MTU, and the ingress qdiscs and filters both ways. */
-int sandbox_net_link(const struct sandbox_net *net, cap_error_t *err);
-/* Takes the interface's ingress qdisc (and so its filter) away again: the tap's went with it. */
-void sandbox_net_unlink(const struct sandbox_net *net);
+int sandbox_net_link(struct sandbox_net *net, cap_error_t *err);
+/* After a link: takes the interface's ingress qdisc (and so its filter) away again; the tap's
+ * goes with the tap. */
+void sandbox_net_unlink(struct sandbox_net *net);
 void sandbox_net_free(struct sandbox_net *net);
 
 /* sandbox_netlink.c: rtnetlink requests for sandbox_net.c. */

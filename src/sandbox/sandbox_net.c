@@ -352,18 +352,21 @@ static int link_in_netns(struct sandbox_net *net, cap_error_t *err)
         return 0;
 }
 
-int sandbox_net_link(const struct sandbox_net *net, cap_error_t *err)
+int sandbox_net_link(struct sandbox_net *net, cap_error_t *err)
 {
         if (net->netns_fd < 0)
                 return 0;
-        return in_netns(net->netns_fd, link_in_netns, (struct sandbox_net *)net, err);
+        if (in_netns(net->netns_fd, link_in_netns, net, err) < 0)
+                return -1;
+        net->linked = true;
+        return 0;
 }
 
-void sandbox_net_unlink(const struct sandbox_net *net)
+void sandbox_net_unlink(struct sandbox_net *net)
 {
         cleanup_error cap_error_t ignored = NULL;
-        if (net->netns_fd >= 0)
-                in_netns(net->netns_fd, unlink_in_netns, (struct sandbox_net *)net, &ignored);
+        if (net->linked && in_netns(net->netns_fd, unlink_in_netns, net, &ignored) == 0)
+                net->linked = false;
 }
 
 void sandbox_net_free(struct sandbox_net *net)
