@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/util.h"
@@ -253,6 +254,13 @@ int sandbox_net_plan(const struct spec *spec, struct sandbox_net *net, cap_error
                 return cap_fail(err, errno, "linux.namespaces: network: open `%s`", ns->path);
         if (ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWNET)
                 return cap_fail(err, 0, "linux.namespaces: network: `%s` is not a network namespace", ns->path);
+        /* The guest would take over the host's own interface and every frame it receives. */
+        struct stat st, own;
+        if (fstat(fd, &st) < 0 || stat("/proc/self/ns/net", &own) < 0)
+                return cap_fail(err, errno, "linux.namespaces: network: stat `%s`", ns->path);
+        if (st.st_dev == own.st_dev && st.st_ino == own.st_ino)
+                return cap_fail(err, 0, "linux.namespaces: network: `%s` is the host's network namespace, whose interface "
+                                        "a VM would take over", ns->path);
         if (in_netns(fd, sandbox_net_gather, net, err) < 0)
                 return cap_error_prefix(err, "linux.namespaces: network namespace `%s`", ns->path);
         if (net->ifindex)

@@ -188,6 +188,9 @@ TEST(net_plan_refuses_what_is_not_a_network_namespace)
                 cap_error_free(&err);
         }
         unlink(file);
+        ns.path = "/proc/self/ns/net";
+        CHECK(sandbox_net_plan(&spec, &net, &err) < 0 && strstr(err->msg, "is the host's network namespace"));
+        cap_error_free(&err);
         /* A new namespace, or the host's own without a NIC we may take: no NIC, nothing kept. */
         ns.path = NULL;
         CHECK(sandbox_net_plan(&spec, &net, &err) == 0 && net.netns_fd == -1);
