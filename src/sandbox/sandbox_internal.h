@@ -86,7 +86,7 @@ struct nlmsghdr *nl_msg_init(struct nl_msg *m, unsigned short type, unsigned sho
 struct rtattr *nl_put(struct nl_msg *m, unsigned short type, const void *data, size_t len);
 struct rtattr *nl_nest(struct nl_msg *m, unsigned short type);
 void nl_nest_end(struct nl_msg *m, struct rtattr *nest);
-/* Send with an ack requested and wait for it: -1 with err (and errno) when the kernel refused. */
+/* Send with an ack requested and wait for it: < 0 with err, the kernel's -errno when it refused. */
 int nl_call(int fd, struct nl_msg *m, cap_error_t *err);
 /* A dump of type for family, fn called on each entry (fn < 0: too many, an error). */
 int nl_dump(int fd, unsigned short type, unsigned char family, int (*fn)(const struct nlmsghdr *, void *), void *ctx,

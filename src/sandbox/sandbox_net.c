@@ -297,7 +297,23 @@ static int ingress_qdisc(int nl, unsigned short type, unsigned short flags, int 
         return nl_call(nl, &m, err);
 }
 
-/* tc filter add dev FROM ingress matchall action mirred egress redirect dev TO */
+/* The filter's action: mirred egress redirect dev TO. */
+static void put_redirect(struct nl_msg *m, unsigned short type, int to)
+{
+        struct rtattr *acts = nl_nest(m, type);
+        struct rtattr *act = nl_nest(m, 1); /* the first action of the list */
+        nl_put(m, TCA_ACT_KIND, "mirred", sizeof("mirred"));
+        struct rtattr *act_opts = nl_nest(m, TCA_ACT_OPTIONS);
+        struct tc_mirred p = { .action = TC_ACT_STOLEN, .eaction = TCA_EGRESS_REDIR, .ifindex = (uint32_t)to };
+        nl_put(m, TCA_MIRRED_PARMS, &p, sizeof(p));
+        nl_nest_end(m, act_opts);
+        nl_nest_end(m, act);
+        nl_nest_end(m, acts);
+}
+
+/* tc filter add dev FROM ingress matchall action mirred egress redirect dev TO; a kernel
+ * without matchall (it is newer, and optional) gets the u32 filter that matches every frame
+ * (one key: 0 under the mask 0). */
 static int redirect(int nl, int from, int to, cap_error_t *err)
 {
         struct nl_msg m;
@@ -306,15 +322,24 @@ static int redirect(int nl, int from, int to, cap_error_t *err)
         nl_msg_init(&m, RTM_NEWTFILTER, NLM_F_CREATE | NLM_F_EXCL, &t, sizeof(t));
         nl_put(&m, TCA_KIND, "matchall", sizeof("matchall"));
         struct rtattr *opts = nl_nest(&m, TCA_OPTIONS);
-        struct rtattr *acts = nl_nest(&m, TCA_MATCHALL_ACT);
-        struct rtattr *act = nl_nest(&m, 1); /* the first action of the list */
-        nl_put(&m, TCA_ACT_KIND, "mirred", sizeof("mirred"));
-        struct rtattr *act_opts = nl_nest(&m, TCA_ACT_OPTIONS);
-        struct tc_mirred p = { .action = TC_ACT_STOLEN, .eaction = TCA_EGRESS_REDIR, .ifindex = (uint32_t)to };
-        nl_put(&m, TCA_MIRRED_PARMS, &p, sizeof(p));
-        nl_nest_end(&m, act_opts);
-        nl_nest_end(&m, act);
-        nl_nest_end(&m, acts);
+        put_redirect(&m, TCA_MATCHALL_ACT, to);
+        nl_nest_end(&m, opts);
+        cleanup_error cap_error_t no_matchall = NULL;
+        int r = nl_call(nl, &m, &no_matchall);
+        if (r != -ENOENT) {
+                if (r < 0)
+                        *err = steal_pointer(&no_matchall);
+                return r;
+        }
+        nl_msg_init(&m, RTM_NEWTFILTER, NLM_F_CREATE | NLM_F_EXCL, &t, sizeof(t));
+        nl_put(&m, TCA_KIND, "u32", sizeof("u32"));
+        opts = nl_nest(&m, TCA_OPTIONS);
+        struct {
+                struct tc_u32_sel sel;
+                struct tc_u32_key key;
+        } sel = { .sel = { .flags = TC_U32_TERMINAL, .nkeys = 1 } };
+        nl_put(&m, TCA_U32_SEL, &sel, sizeof(sel));
+        put_redirect(&m, TCA_U32_ACT, to);
         nl_nest_end(&m, opts);
         return nl_call(nl, &m, err);
 }

@@ -71,7 +71,7 @@ static int nl_send(int fd, struct nlmsghdr *h, cap_error_t *err)
 }
 
 /* Read the replies to h until its ack (fn NULL) or the end of its dump, calling fn on each
- * message. Returns 0, or -1 with err; an error the kernel acks with is -1 and errno. */
+ * message. Returns 0, or < 0 with err: the kernel's refusal is its -errno. */
 static int nl_replies(int fd, const struct nlmsghdr *h, int (*fn)(const struct nlmsghdr *, void *), void *ctx,
                       cap_error_t *err)
 {
@@ -94,8 +94,8 @@ static int nl_replies(int fd, const struct nlmsghdr *h, int (*fn)(const struct n
                                 const struct nlmsgerr *e = NLMSG_DATA(r);
                                 if (e->error == 0)
                                         return 0;
-                                errno = -e->error;
-                                return cap_fail(err, -e->error, "rtnetlink");
+                                cap_fail(err, -e->error, "rtnetlink");
+                                return e->error;
                         }
                         if (fn && fn(r, ctx) < 0)
                                 return cap_fail(err, 0, "rtnetlink: more entries than capsule takes");

@@ -200,6 +200,8 @@ def netns_pair(tmp_path):
             ["ip", "netns", "exec", srv, "python3", "-m", "http.server", "--bind", "10.77.0.1", "8077",
              "--directory", str(tmp_path / "www")], stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
+        probe = "import socket,time\nfor _ in range(100):\n try: socket.create_connection(('10.77.0.1',8077),1); break\n except OSError: time.sleep(0.1)"
+        sh("ip", "netns", "exec", ctr, "python3", "-c", probe)
         mac = re.search(r"link/ether (\S+)", sh("ip", "-n", ctr, "link", "show", "eth0")).group(1)
         yield ctr, mac
     finally:
@@ -215,7 +217,7 @@ def test_net_the_netns_address_routes_and_a_server_reached_through_the_veth(vm, 
     bundle.config["linux"]["namespaces"] = [ns for ns in bundle.config["linux"]["namespaces"] if ns["type"] != "network"]
     bundle.config["linux"]["namespaces"].append({"type": "network", "path": f"/run/netns/{ctr}"})
     bundle.set_args("sh", "-c", "ip addr show; ip route show; cat /proc/net/route; "
-                    "wget -q -T 30 -O - http://10.77.0.1:8077/token.txt")
+                    "wget -q -O - http://10.77.0.1:8077/token.txt")
     p = vm.run("run", "--bundle", bundle.path, bundle.id, timeout=BOOT)
     assert p.returncode == 0, p.stdout + p.stderr
     out = p.stdout
