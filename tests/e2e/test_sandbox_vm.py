@@ -200,7 +200,8 @@ def netns_pair(tmp_path):
             ["ip", "netns", "exec", srv, "python3", "-m", "http.server", "--bind", "10.77.0.1", "8077",
              "--directory", str(tmp_path / "www")], stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
-        probe = "import socket,time\nfor _ in range(100):\n try: socket.create_connection(('10.77.0.1',8077),1); break\n except OSError: time.sleep(0.1)"
+        probe = ("import socket,time\nfor _ in range(100):\n try: socket.create_connection(('10.77.0.1',8077),1); break\n"
+                 " except OSError: time.sleep(0.1)\nelse: raise SystemExit('the server does not listen')")
         sh("ip", "netns", "exec", ctr, "python3", "-c", probe)
         mac = re.search(r"link/ether (\S+)", sh("ip", "-n", ctr, "link", "show", "eth0")).group(1)
         yield ctr, mac
@@ -212,11 +213,15 @@ def netns_pair(tmp_path):
         sh("ip", "netns", "del", srv)
 
 
-def test_net_the_netns_address_routes_and_a_server_reached_through_the_veth(vm, bundle, netns_pair):
+def test_net_the_netns_address_routes_dns_and_a_server_reached_through_the_veth(vm, bundle, netns_pair, tmp_path):
     ctr, mac = netns_pair
     bundle.config["linux"]["namespaces"] = [ns for ns in bundle.config["linux"]["namespaces"] if ns["type"] != "network"]
     bundle.config["linux"]["namespaces"].append({"type": "network", "path": f"/run/netns/{ctr}"})
-    bundle.set_args("sh", "-c", "ip addr show; ip route show; cat /proc/net/route; "
+    # DNS as podman gives it: its resolv.conf bind-mounted (the binds share carries it).
+    (tmp_path / "resolv.conf").write_text("nameserver 10.77.0.1\n")
+    bundle.config["mounts"].append({"destination": "/etc/resolv.conf", "type": "bind",
+                                    "source": str(tmp_path / "resolv.conf"), "options": ["rbind", "ro"]})
+    bundle.set_args("sh", "-c", "ip addr show; ip route show; cat /etc/resolv.conf; "
                     "wget -q -O - http://10.77.0.1:8077/token.txt")
     p = vm.run("run", "--bundle", bundle.path, bundle.id, timeout=BOOT)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -225,6 +230,7 @@ def test_net_the_netns_address_routes_and_a_server_reached_through_the_veth(vm, 
     assert f"link/ether {mac}" in out  # the veth's MAC: the server's neighbour entry stays valid
     assert "mtu 1400" in out
     assert "default via 10.77.0.1" in out
+    assert "nameserver 10.77.0.1" in out
     assert out.rstrip().endswith("served-across-the-veth")
     # The tap went with the VMM, the veth's ingress qdisc with the sandbox.
     assert "capsule-tap0" not in sh("ip", "-n", ctr, "link", "show")
