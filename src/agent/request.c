@@ -1,7 +1,10 @@
 /* Parsing and checking the host's requests: see request.h. */
 #include "agent/request.h"
 
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "common/util.h"
@@ -70,6 +73,98 @@ static int get_bool(const json_t *msg, const char *key, bool *out, cap_error_t *
         return 0;
 }
 
+static int get_ipv4(const json_t *obj, const char *key, const char *where, struct in_addr *out, cap_error_t *err)
+{
+        const json_t *v = json_object_get(obj, key);
+        const char *text = json_string_value(v);
+        if (!text || strlen(text) != json_string_length(v) || inet_pton(AF_INET, text, out) != 1)
+                return cap_fail(err, 0, "request: \"%s.%s\": an IPv4 address (A.B.C.D) is required", where, key);
+        return 0;
+}
+
+/* An address a NIC or a gateway may have. */
+static bool ipv4_host(struct in_addr a)
+{
+        uint32_t h = ntohl(a.s_addr);
+        return h != 0 && h != 0xffffffffu && (h >> 24) != 127 && (h >> 28) != 0xe;
+}
+
+static int get_mac(const json_t *net, uint8_t mac[6], cap_error_t *err)
+{
+        const char *text = json_string_value(json_object_get(net, "mac"));
+        unsigned int b[6];
+        char end;
+        if (!text || strlen(text) != 17 ||
+            sscanf(text, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &end) != 6)
+                return cap_fail(err, 0, "request: \"net.mac\": a MAC address (xx:xx:xx:xx:xx:xx) is required");
+        for (int i = 0; i < 6; i++) {
+                if (!isxdigit((unsigned char)text[3 * i]) || !isxdigit((unsigned char)text[3 * i + 1]))
+                        return cap_fail(err, 0, "request: \"net.mac\": a MAC address (xx:xx:xx:xx:xx:xx) is required");
+                mac[i] = (uint8_t)b[i];
+        }
+        if (mac[0] & 1)
+                return cap_fail(err, 0, "request: \"net.mac\": %s is a multicast address", text);
+        return 0;
+}
+
+static const json_t *get_array(const json_t *net, const char *key, size_t min, size_t max, cap_error_t *err)
+{
+        const json_t *v = json_object_get(net, key);
+        if (!json_is_array(v) || json_array_size(v) < min || json_array_size(v) > max)
+                return cap_fail(err, 0, "request: \"net.%s\": an array of %zu to %zu entries is required", key, min, max), NULL;
+        return v;
+}
+
+static int get_net(const json_t *msg, struct agent_req *req, cap_error_t *err)
+{
+        const json_t *net = json_object_get(msg, "net");
+        struct agent_net *n = &req->net;
+        long long v;
+        if (!net)
+                return 0;
+        if (!json_is_object(net))
+                return cap_fail(err, 0, "request: \"net\": an object is required");
+        req->has_net = true;
+        if (get_mac(net, n->mac, err) < 0)
+                return -1;
+        if (get_int(net, "mtu", AGENT_NET_MTU_MIN, AGENT_NET_MTU_MAX, &v, err) < 0)
+                return cap_error_prefix(err, "net");
+        n->mtu = (unsigned int)v;
+        const json_t *addrs = get_array(net, "addresses", 1, AGENT_NET_ADDRS_MAX, err);
+        const json_t *routes = addrs ? get_array(net, "routes", 0, AGENT_NET_ROUTES_MAX, err) : NULL;
+        if (!routes)
+                return -1;
+        char where[64];
+        for (size_t i = 0; i < json_array_size(addrs); i++) {
+                const json_t *a = json_array_get(addrs, i);
+                struct agent_net_addr *out = &n->addrs[n->n_addrs++];
+                snprintf(where, sizeof(where), "net.addresses[%zu]", i);
+                if (get_ipv4(a, "address", where, &out->addr, err) < 0 || get_int(a, "prefix", 1, 32, &v, err) < 0)
+                        return cap_error_prefix(err, "%s", where);
+                out->prefix = (unsigned int)v;
+                if (!ipv4_host(out->addr))
+                        return cap_fail(err, 0, "request: \"%s.address\": not a host's address", where);
+        }
+        for (size_t i = 0; i < json_array_size(routes); i++) {
+                const json_t *r = json_array_get(routes, i);
+                struct agent_net_route *out = &n->routes[n->n_routes++];
+                snprintf(where, sizeof(where), "net.routes[%zu]", i);
+                if (get_ipv4(r, "destination", where, &out->dst, err) < 0 || get_int(r, "prefix", 0, 32, &v, err) < 0)
+                        return cap_error_prefix(err, "%s", where);
+                out->prefix = (unsigned int)v;
+                if (out->dst.s_addr & ~(v ? htonl(~0u << (32 - v)) : 0))
+                        return cap_fail(err, 0, "request: \"%s.destination\": has bits beyond its prefix", where);
+                out->gateway.s_addr = 0;
+                if (!json_object_get(r, "gateway"))
+                        continue;
+                if (get_ipv4(r, "gateway", where, &out->gateway, err) < 0)
+                        return -1;
+                if (!ipv4_host(out->gateway))
+                        return cap_fail(err, 0, "request: \"%s.gateway\": not a host's address", where);
+        }
+        return 0;
+}
+
 int agent_req_parse(const json_t *msg, struct agent_req *req, cap_error_t *err)
 {
         const char *op;
@@ -97,7 +192,9 @@ int agent_req_parse(const json_t *msg, struct agent_req *req, cap_error_t *err)
                         return cap_error_prefix(err, "request: \"id\"");
                 if (get_string(msg, "config", &req->config, err) < 0 || get_stdio(msg, &req->tty, err) < 0)
                         return -1;
-                return get_bool(msg, "binds", &req->binds, err);
+                if (get_bool(msg, "binds", &req->binds, err) < 0)
+                        return -1;
+                return get_net(msg, req, err);
         case AGENT_OP_START:
         case AGENT_OP_STATE:
         case AGENT_OP_PAUSE:

@@ -6,6 +6,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "common/agent_proto.h"
 #include "common/error.h"
 
 #define AGENT_INIT "init"
@@ -23,6 +24,8 @@ struct agent_req {
         const char *resources; /* update: LinuxResources text */
         bool tty;            /* create, exec */
         bool binds;          /* create (optional): mount the host's bind sources first */
+        bool has_net;        /* create (optional): "net" was given, in net */
+        struct agent_net net;
         int fd;              /* stdio: 0, 1 or 2 */
         int signal;          /* kill */
         bool all;            /* kill */
@@ -30,7 +33,9 @@ struct agent_req {
 };
 
 /* Fields an op does not use are ignored; every field it uses is required unless said optional
- * ("all", "binds"), and must have its type and range. */
+ * ("all", "binds", "net"), and must have its type and range. "net" is refused unless each
+ * address is a host's (not 0.0.0.0, loopback, multicast or broadcast), each route's destination
+ * has no host bits and each gateway is a host's. */
 int agent_req_parse(const json_t *msg, struct agent_req *req, cap_error_t *err);
 
 /* The config.json the guest creates from the host's text: root.path is the rootfs the agent

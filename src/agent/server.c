@@ -88,6 +88,8 @@ static int op_create(struct agent *a, const struct agent_req *req, int fd, cap_e
                 return cap_fail(err, 0, "create: the container exists already");
         if (req->binds && system_mount_binds(err) < 0)
                 return -1;
+        if (req->has_net && system_net_setup(&req->net, err) < 0)
+                return -1;
         struct proc *p = proc_get(a, AGENT_INIT, err);
         if (!p)
                 return -1;

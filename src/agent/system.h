@@ -2,6 +2,7 @@
 #ifndef CAPSULE_AGENT_SYSTEM_H
 #define CAPSULE_AGENT_SYSTEM_H
 
+#include "common/agent_proto.h"
 #include "common/error.h"
 
 #define AGENT_RUN "/run/capsule"
@@ -17,6 +18,10 @@ int system_setup(cap_error_t *err);
 int system_mount_binds(cap_error_t *err);
 /* The guest's CLOCK_BOOTTIME in µs: how long since its kernel's clock started. */
 long long system_uptime_us(void);
+/* net.c: the guest's NIC whose MAC is n->mac (the VMM gave it the host interface's) gets
+ * n's MTU and addresses, comes up, and takes n's routes in their order. The container shares
+ * this, the guest's own network namespace. */
+int system_net_setup(const struct agent_net *n, cap_error_t *err);
 /* Sync and power the VM off. */
 __attribute__((noreturn)) void system_poweroff(void);
 /* One line on the console, then power off: the agent cannot go on. */

@@ -21,6 +21,12 @@
  *        process.terminal follows "stdio". With "binds" (optional, default false) the agent first
  *        mounts the virtio-fs tag AGENT_BINDS_TAG at AGENT_BINDS: the host has rewritten each
  *        bind mount's source to AGENT_BINDS/N. One container per VM: a second create is refused.
+ *        With "net" (optional) the agent first sets up the guest's one NIC as the host's network
+ *        namespace has its interface (struct agent_net), which the container then shares:
+ *          "net":{"mac":"xx:xx:xx:xx:xx:xx","mtu":N,
+ *                 "addresses":[{"address":"A.B.C.D","prefix":P},...],
+ *                 "routes":[{"destination":"A.B.C.D","prefix":P,"gateway":"A.B.C.D"},...]}
+ *        IPv4 only; a route without "gateway" is on the link. Routes are added in their order.
  *   {"op":"stdio","exec":"init"|EXEC_ID,"fd":0|1|2}
  *        Sent BEFORE the create/exec that uses it. After the reply, the connection is a raw byte
  *        stream: fd 0 host->guest, fd 1 and 2 guest->host; with "stdio":"tty" only fd 0 is used, and
@@ -52,12 +58,38 @@
 #ifndef CAPSULE_COMMON_AGENT_PROTO_H
 #define CAPSULE_COMMON_AGENT_PROTO_H
 
+#include <netinet/in.h>
+#include <stdint.h>
+
 #define AGENT_PORT 1024
 #define AGENT_ROOTFS_TAG "capsule-rootfs"
 /* The host's bind mount sources, one entry per mount: with "binds":true in create, the agent
  * mounts this tag at AGENT_BINDS, and the config's sources name AGENT_BINDS/N. */
 #define AGENT_BINDS_TAG "capsule-binds"
 #define AGENT_BINDS "/run/capsule/binds"
+/* "net" in create: bounded, and checked again by the agent (request.c). */
+#define AGENT_NET_ADDRS_MAX 8
+#define AGENT_NET_ROUTES_MAX 16
+#define AGENT_NET_MTU_MIN 68 /* IPv4's minimum */
+#define AGENT_NET_MTU_MAX 65535
+struct agent_net_addr {
+        struct in_addr addr;
+        unsigned int prefix; /* 1 to 32 */
+};
+struct agent_net_route {
+        struct in_addr dst;     /* its host bits zero */
+        unsigned int prefix;    /* 0 (default route) to 32 */
+        struct in_addr gateway; /* 0.0.0.0: on the link */
+};
+struct agent_net {
+        uint8_t mac[6];
+        unsigned int mtu;
+        int n_addrs; /* at least 1 */
+        struct agent_net_addr addrs[AGENT_NET_ADDRS_MAX];
+        int n_routes;
+        struct agent_net_route routes[AGENT_NET_ROUTES_MAX];
+};
+
 /* The guest kernel's vsock CID for every sandbox VM (each VM has its own device). */
 #define AGENT_GUEST_CID 3
 

@@ -39,6 +39,7 @@ struct sandbox_launch {
         const char *config_text;
         char *const *bind_sources;
         const struct sandbox_vm *vm;
+        struct sandbox_net *net;
         struct cgroup *cg;
         char *dir;
         char *agent_socket;
@@ -73,7 +74,8 @@ static int sandbox_ready(void *arg, cap_error_t *err)
 {
         struct sandbox_proc *t = arg;
         t->console_log = open(t->cfg.console_path, O_RDONLY | O_CLOEXEC);
-        if (sandbox_jail_enter(t->l->dir, t->l->agent_socket, err) < 0)
+        /* The tap exists by now; its tc filters need the privileges the jail drops. */
+        if (sandbox_net_link(t->l->net, err) < 0 || sandbox_jail_enter(t->l->dir, t->l->agent_socket, err) < 0)
                 return -1;
         pthread_barrier_init(&t->relay_armed, NULL, 2);
         int e = pthread_create(&t->relay, NULL, relay_main, t);
@@ -111,6 +113,15 @@ static void vm_config_fill(struct vm_config *cfg, const struct sandbox_launch *l
                 cfg->shares[1].dir = xasprintf("%s/" SANDBOX_BINDS, l->dir);
                 cfg->shares[1].tag = xstrdup(AGENT_BINDS_TAG);
                 cfg->n_shares = 2;
+        }
+        if (l->net->netns_fd >= 0) {
+                /* The VMM opens the namespace by this path on its own thread: the one we checked. */
+                cfg->nets = xmalloc0(sizeof(*cfg->nets));
+                cfg->nets[0] = (struct vm_net){ .backend = VM_NET_TAP, .ifname = xstrdup(SANDBOX_TAP),
+                                                .netns = xasprintf("/proc/self/fd/%d", l->net->netns_fd), .mac_set = true,
+                                                .queues = 1 };
+                memcpy(cfg->nets[0].mac, l->net->nic.mac, sizeof(cfg->nets[0].mac));
+                cfg->n_nets = 1;
         }
 }
 
@@ -176,6 +187,8 @@ static int agent_create(const struct sandbox_proc *t, int conns[3], int *wait_co
                 return -1;
         json_t *req = json_pack("{s:s,s:s,s:s,s:s,s:b}", "op", "create", "id", l->opts->id, "config", l->config_text, "stdio",
                                 tty ? "tty" : "pipes", "binds", l->bind_sources[0] != NULL);
+        if (l->net->netns_fd >= 0)
+                json_object_set_new(req, "net", sandbox_net_json(l->net));
         json_t *reply = NULL;
         int r = agent_request(fd, req, &reply, err);
         json_decref(req);
@@ -366,6 +379,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         cleanup_free char *json = NULL, *prestart_json = NULL, *agent_config = NULL;
         cleanup_strv char **bind_sources = NULL;
         struct sandbox_vm vm = { 0 };
+        struct sandbox_net net = { .netns_fd = -1 };
         struct sandbox_record rec = { 0 };
         struct sandbox_launch l;
         int report[2] = { -1, -1 };
@@ -380,7 +394,8 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         config_path = xasprintf("%s/config.json", o->bundle);
         if (read_file(config_path, &config_text, NULL, FRAME_MAX / 2, err) < 0)
                 return -1;
-        if (sandbox_binds_plan(config_text, &agent_config, &bind_sources, err) < 0 || sandbox_vm_resolve(spec, &vm, err) < 0)
+        if (sandbox_binds_plan(config_text, &agent_config, &bind_sources, err) < 0 || sandbox_vm_resolve(spec, &vm, err) < 0 ||
+            sandbox_net_plan(spec, &net, err) < 0)
                 goto out;
         dir = state_dir(o->root, o->id);
         sock = xasprintf("%s/" SANDBOX_AGENT_SOCKET, dir);
@@ -424,7 +439,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
                 cap_fail(err, errno, "pipe");
                 goto out;
         }
-        l = (struct sandbox_launch){ .opts = o, .spec = spec, .config_text = agent_config, .bind_sources = bind_sources, .vm = &vm, .cg = cg, .dir = dir,
+        l = (struct sandbox_launch){ .opts = o, .spec = spec, .config_text = agent_config, .bind_sources = bind_sources, .vm = &vm, .net = &net, .cg = cg, .dir = dir,
                                     .agent_socket = sock, .report_fd = report[1], .creator = getpid() };
         child = fork();
         if (child < 0) {
@@ -472,5 +487,6 @@ out:
                         rm_rf(dir, &ignored);
         }
         sandbox_vm_free(&vm);
+        sandbox_net_free(&net);
         return ret;
 }

@@ -4,9 +4,14 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
 #include <sys/types.h>
 
 #include <jansson.h>
+
+#include "common/agent_proto.h"
 
 #include "common/error.h"
 #include "runtime/spec.h"
@@ -53,6 +58,53 @@ int sandbox_seccomp_load(cap_error_t *err);
 #define SANDBOX_SECCOMP_DEATH "the VMM was killed by its seccomp filter "
 /* That line from the container's vmm.log ("the VMM was killed ... (syscall N)"), or NULL. */
 char *sandbox_seccomp_death(const char *root, const char *id);
+/* sandbox_net.c: the network namespace config.json joins by path (podman, CNI or containerd
+ * made it) reaches the guest: the VM's tap SANDBOX_TAP is created in it and tied to its
+ * interface by tc filters, and the guest's NIC gets the interface's MAC, MTU, IPv4 addresses
+ * and routes. Without such a namespace, or with no usable interface in it (an Ethernet one
+ * with an IPv4 address; the default route's, when there is one), the guest has lo only. */
+#define SANDBOX_TAP "capsule-tap0"
+struct sandbox_net {
+        int netns_fd; /* -1: no NIC */
+        char ifname[IFNAMSIZ];
+        int ifindex;
+        struct agent_net nic;
+        bool linked; /* sandbox_net_link() put the qdiscs on */
+};
+/* At create, before anything exists: refuses a path that is not a network namespace
+ * (naming linux.namespaces) and a namespace that has a VM container's tap already. */
+int sandbox_net_plan(const struct spec *spec, struct sandbox_net *net, cap_error_t *err);
+/* The same in the caller's own network namespace (net->netns_fd is left alone). */
+int sandbox_net_gather(struct sandbox_net *net, cap_error_t *err);
+/* "net" of the agent's create request. */
+json_t *sandbox_net_json(const struct sandbox_net *net);
+/* Once the VMM has made the tap: its MTU, and the ingress qdiscs and filters both ways. */
+int sandbox_net_link(struct sandbox_net *net, cap_error_t *err);
+/* After a link: takes the interface's ingress qdisc (and so its filter) away again; the tap's
+ * goes with the tap. */
+void sandbox_net_unlink(struct sandbox_net *net);
+void sandbox_net_free(struct sandbox_net *net);
+
+/* sandbox_netlink.c: rtnetlink requests for sandbox_net.c. */
+struct nl_msg {
+        union {
+                struct nlmsghdr h;
+                char buf[1024];
+        };
+};
+int nl_open(cap_error_t *err);
+/* A request of type with its fixed header (ifinfomsg, tcmsg, ...); returns &m->h. */
+struct nlmsghdr *nl_msg_init(struct nl_msg *m, unsigned short type, unsigned short flags, const void *hdr, size_t len);
+struct rtattr *nl_put(struct nl_msg *m, unsigned short type, const void *data, size_t len);
+struct rtattr *nl_nest(struct nl_msg *m, unsigned short type);
+void nl_nest_end(struct nl_msg *m, struct rtattr *nest);
+/* Send with an ack requested and wait for it: < 0 with err, the kernel's -errno when it refused. */
+int nl_call(int fd, struct nl_msg *m, cap_error_t *err);
+/* A dump of type for family, fn called on each entry (fn < 0: too many, an error). */
+int nl_dump(int fd, unsigned short type, unsigned char family, int (*fn)(const struct nlmsghdr *, void *), void *ctx,
+            cap_error_t *err);
+/* tb[0..max] = the attributes of that type in rta/len, NULL when absent. */
+void nl_attrs(const struct rtattr *rta, int len, const struct rtattr **tb, unsigned short max);
 
 /* sandbox_record.c: sandbox.json, the VMM's pid and start time and the agent's socket. */
 struct sandbox_record {

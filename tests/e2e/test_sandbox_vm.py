@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import time
 
 import pytest
@@ -440,4 +441,81 @@ def test_jail_vmm_memory_is_charged_to_the_container_and_its_oom_stops_it(vm, bu
     assert int(events["oom_kill"]) >= 1, events
     assert vm.status(bundle.id) == "stopped"
     vm.run("delete", bundle.id, check=True, timeout=120)
+    assert_nothing_left(vm, bundle)
+
+
+def sh(*args):
+    return subprocess.run(args, capture_output=True, text=True, check=True).stdout
+
+
+@pytest.fixture
+def netns_pair(tmp_path):
+    """Two network namespaces joined by a veth pair, as CNI leaves a pod's: the container's side
+    is eth0 (10.77.0.2/24, MTU 1400, default route via the server's 10.77.0.1), and an HTTP
+    server listens on the other side."""
+    tag = os.getpid() % 100000
+    srv, ctr = f"capsrv{tag}", f"capctr{tag}"
+    sh("ip", "netns", "add", srv)
+    sh("ip", "netns", "add", ctr)
+    server = None
+    try:
+        sh("ip", "-n", ctr, "link", "add", "eth0", "mtu", "1400", "type", "veth", "peer", "name", "veth-srv", "netns", srv)
+        sh("ip", "-n", srv, "link", "set", "veth-srv", "mtu", "1400", "up")
+        sh("ip", "-n", srv, "addr", "add", "10.77.0.1/24", "dev", "veth-srv")
+        sh("ip", "-n", ctr, "addr", "add", "10.77.0.2/24", "dev", "eth0")
+        sh("ip", "-n", ctr, "link", "set", "eth0", "up")
+        sh("ip", "-n", ctr, "route", "add", "default", "via", "10.77.0.1")
+        (tmp_path / "www").mkdir()
+        (tmp_path / "www" / "token.txt").write_text("served-across-the-veth\n")
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", srv, "python3", "-m", "http.server", "--bind", "10.77.0.1", "8077",
+             "--directory", str(tmp_path / "www")], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        probe = ("import socket,time\nfor _ in range(100):\n try: socket.create_connection(('10.77.0.1',8077),1); break\n"
+                 " except OSError: time.sleep(0.1)\nelse: raise SystemExit('the server does not listen')")
+        sh("ip", "netns", "exec", ctr, "python3", "-c", probe)
+        mac = re.search(r"link/ether (\S+)", sh("ip", "-n", ctr, "link", "show", "eth0")).group(1)
+        yield ctr, mac
+    finally:
+        if server:
+            server.kill()
+            server.wait()
+        sh("ip", "netns", "del", ctr)
+        sh("ip", "netns", "del", srv)
+
+
+def test_net_the_netns_address_routes_dns_and_a_server_reached_through_the_veth(vm, bundle, netns_pair, tmp_path):
+    ctr, mac = netns_pair
+    bundle.config["linux"]["namespaces"] = [ns for ns in bundle.config["linux"]["namespaces"] if ns["type"] != "network"]
+    bundle.config["linux"]["namespaces"].append({"type": "network", "path": f"/run/netns/{ctr}"})
+    # DNS as podman gives it: its resolv.conf bind-mounted (the binds share carries it).
+    (tmp_path / "resolv.conf").write_text("nameserver 10.77.0.1\n")
+    bundle.config["mounts"].append({"destination": "/etc/resolv.conf", "type": "bind",
+                                    "source": str(tmp_path / "resolv.conf"), "options": ["rbind", "ro"]})
+    bundle.set_args("sh", "-c", "ip addr show; ip route show; cat /etc/resolv.conf; "
+                    "wget -q -O - http://10.77.0.1:8077/token.txt")
+    p = vm.run("run", "--bundle", bundle.path, bundle.id, timeout=BOOT)
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = p.stdout
+    assert "inet 10.77.0.2/24" in out  # the namespace's address, inside the VM's container
+    assert f"link/ether {mac}" in out  # the veth's MAC: the server's neighbour entry stays valid
+    assert "mtu 1400" in out
+    assert "default via 10.77.0.1" in out
+    assert "nameserver 10.77.0.1" in out
+    assert out.rstrip().endswith("served-across-the-veth")
+    # The tap went with the VMM, the veth's ingress qdisc with the sandbox.
+    assert "capsule-tap0" not in sh("ip", "-n", ctr, "link", "show")
+    assert "ingress" not in sh("tc", "-n", ctr, "qdisc", "show", "dev", "eth0")
+    assert_nothing_left(vm, bundle)
+
+
+def test_net_a_network_namespace_path_that_is_no_namespace_is_refused(vm, bundle, tmp_path):
+    (tmp_path / "not-a-netns").write_text("")
+    bundle.config["linux"]["namespaces"] = [ns for ns in bundle.config["linux"]["namespaces"] if ns["type"] != "network"]
+    bundle.config["linux"]["namespaces"].append({"type": "network", "path": str(tmp_path / "not-a-netns")})
+    bundle.set_args("true")
+    p = vm.run("create", "--bundle", bundle.path, bundle.id, timeout=120)
+    assert p.returncode == 1
+    assert p.stderr.startswith("capsule: linux.namespaces: network: ") and "is not a network namespace" in p.stderr, p.stderr
+    assert p.stderr.count("\n") == 1
     assert_nothing_left(vm, bundle)

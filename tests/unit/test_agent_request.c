@@ -1,5 +1,6 @@
 /* The agent's request parser and config rewrite (src/agent/request.c): what the host sends is
  * checked field by field before the agent acts on it. */
+#include <arpa/inet.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,4 +175,80 @@ TEST(config_rewrite_refuses)
                 CHECK(why != NULL && strstr(why, "config.json"));
                 free(why);
         }
+}
+
+/* A create request whose "net" is the text given. */
+static char *create_with_net(const char *net)
+{
+        return xasprintf("{\"op\":\"create\",\"id\":\"c1\",\"config\":\"{}\",\"stdio\":\"pipes\",\"net\":%s}", net);
+}
+
+#define NET_OK                                                                                                  \
+        "{\"mac\":\"02:11:22:AA:bb:55\",\"mtu\":1450,"                                                          \
+        "\"addresses\":[{\"address\":\"10.77.0.2\",\"prefix\":24},{\"address\":\"10.77.1.2\",\"prefix\":32}]," \
+        "\"routes\":[{\"destination\":\"169.254.1.1\",\"prefix\":32},"                                         \
+        "{\"destination\":\"0.0.0.0\",\"prefix\":0,\"gateway\":\"169.254.1.1\"}]}"
+
+TEST(request_create_net)
+{
+        struct agent_req r;
+        cleanup_free char *ok = create_with_net(NET_OK);
+        CHECK(parse(ok, &r, NULL) == 0 && r.has_net);
+        static const uint8_t mac[6] = { 0x02, 0x11, 0x22, 0xaa, 0xbb, 0x55 };
+        CHECK(memcmp(r.net.mac, mac, 6) == 0 && r.net.mtu == 1450);
+        CHECK(r.net.n_addrs == 2 && r.net.addrs[0].addr.s_addr == htonl(0x0a4d0002) && r.net.addrs[0].prefix == 24);
+        CHECK(r.net.addrs[1].prefix == 32);
+        CHECK(r.net.n_routes == 2 && r.net.routes[0].dst.s_addr == htonl(0xa9fe0101) && r.net.routes[0].prefix == 32);
+        CHECK(r.net.routes[0].gateway.s_addr == 0);
+        CHECK(r.net.routes[1].dst.s_addr == 0 && r.net.routes[1].prefix == 0 && r.net.routes[1].gateway.s_addr == htonl(0xa9fe0101));
+        CHECK(parse("{\"op\":\"create\",\"id\":\"c1\",\"config\":\"{}\",\"stdio\":\"pipes\"}", &r, NULL) == 0 && !r.has_net);
+}
+
+TEST(request_create_net_refuses_nonsense)
+{
+        static const struct {
+                const char *net, *why;
+        } bad[] = {
+                { "[]", "\"net\": an object" },
+                { "{\"mtu\":1500,\"addresses\":[{\"address\":\"10.0.0.2\",\"prefix\":24}],\"routes\":[]}", "\"net.mac\"" },
+                { "{\"mac\":\"02:11:22:33:44\",\"mtu\":1500}", "\"net.mac\"" },
+                { "{\"mac\":\"02:11:22:33:44:5g\",\"mtu\":1500}", "\"net.mac\"" },
+                { "{\"mac\":\"02:11:22:33:44:-5\",\"mtu\":1500}", "\"net.mac\"" },
+                { "{\"mac\":\"03:11:22:33:44:55\",\"mtu\":1500}", "multicast" },
+                { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":67}", "\"mtu\"" },
+                { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":65536}", "\"mtu\"" },
+                { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":[],\"routes\":[]}", "\"net.addresses\"" },
+                { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":[{\"address\":\"10.0.0.2\",\"prefix\":24}]}",
+                  "\"net.routes\"" },
+                { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":[{\"address\":\"10.0.0.256\",\"prefix\":24}],"
+                  "\"routes\":[]}", "\"net.addresses[0].address\"" },
+                { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":[{\"address\":\"10.0.0.2\",\"prefix\":33}],"
+                  "\"routes\":[]}", "net.addresses[0]" },
+                { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":[{\"address\":\"10.0.0.2\",\"prefix\":0}],"
+                  "\"routes\":[]}", "net.addresses[0]" },
+                { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":[{\"address\":\"127.0.0.1\",\"prefix\":8}],"
+                  "\"routes\":[]}", "not a host's address" },
+                { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":[{\"address\":\"224.0.0.1\",\"prefix\":8}],"
+                  "\"routes\":[]}", "not a host's address" },
+                { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":[{\"address\":\"0.0.0.0\",\"prefix\":8}],"
+                  "\"routes\":[]}", "not a host's address" },
+                { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":[{\"address\":\"10.0.0.2\",\"prefix\":24}],"
+                  "\"routes\":[{\"destination\":\"10.0.0.1\",\"prefix\":24}]}", "beyond its prefix" },
+                { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":[{\"address\":\"10.0.0.2\",\"prefix\":24}],"
+                  "\"routes\":[{\"destination\":\"0.0.0.0\",\"prefix\":0,\"gateway\":\"255.255.255.255\"}]}", "not a host's address" },
+                { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":[{\"address\":\"10.0.0.2\",\"prefix\":24}],"
+                  "\"routes\":[{\"destination\":\"0.0.0.0\",\"prefix\":0,\"gateway\":7}]}", "\"net.routes[0].gateway\"" },
+                { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":[{\"address\":\"10.0.0.2\\u0000x\",\"prefix\":24}],"
+                  "\"routes\":[]}", "\"net.addresses[0].address\"" },
+                { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":[{\"address\":\"10.0.0.2\",\"prefix\":24}],"
+                  "\"routes\":[{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}]}", "\"net.routes\": an array of 0 to 16" },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                cleanup_free char *text = create_with_net(bad[i].net);
+                CHECK(refused(text, bad[i].why));
+        }
+        /* Nine addresses: one more than the bound. */
+        cleanup_free char *many = create_with_net("{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":["
+                                                  "{},{},{},{},{},{},{},{},{}],\"routes\":[]}");
+        CHECK(refused(many, "\"net.addresses\": an array of 1 to 8"));
 }

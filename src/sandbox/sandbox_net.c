@@ -1,0 +1,408 @@
+/* A VM container's network, as Kata's "tcfilter" does it: the VMM's tap is created in the
+ * network namespace that podman, CNI or containerd prepared (the VMM enters it on a thread of
+ * its own), and an ingress qdisc on the tap and on the namespace's interface each carry a
+ * matchall filter whose mirred action redirects every frame to the other one's egress. The
+ * guest's NIC takes the interface's MAC (the peers' neighbour entries stay valid), MTU, IPv4
+ * addresses and routes, so the pod's address keeps working, and the guest reaches exactly what
+ * the interface reached before. The interface keeps its address: no frame reaches the
+ * namespace's own stack any more. Each step here runs on a short-lived thread that enters the
+ * namespace, so the caller's threads stay where they are. */
+#include "sandbox/sandbox_internal.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <linux/if_arp.h>
+#include <linux/if_ether.h>
+#include <linux/nsfs.h>
+#include <linux/pkt_cls.h>
+#include <linux/pkt_sched.h>
+#include <linux/tc_act/tc_mirred.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/util.h"
+
+/* What a dump may hold: a CNI namespace has two or three of each. */
+#define GATHER_MAX 64
+
+struct gather {
+        struct {
+                int index;
+                char name[IFNAMSIZ];
+                uint8_t mac[6];
+                unsigned int mtu;
+        } links[GATHER_MAX];
+        int n_links;
+        struct {
+                int index;
+                struct agent_net_addr a;
+        } addrs[GATHER_MAX];
+        int n_addrs;
+        struct {
+                int oif;
+                struct agent_net_route r;
+        } routes[GATHER_MAX];
+        int n_routes;
+        bool tap_found;
+};
+
+static const void *attr_data(const struct rtattr *a, size_t len)
+{
+        return a && RTA_PAYLOAD(a) == len ? RTA_DATA(a) : NULL;
+}
+
+static int gather_link(const struct nlmsghdr *h, void *ctx)
+{
+        struct gather *g = ctx;
+        if (h->nlmsg_type != RTM_NEWLINK || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct ifinfomsg)))
+                return 0;
+        const struct ifinfomsg *ifi = NLMSG_DATA(h);
+        const struct rtattr *tb[IFLA_MAX + 1];
+        nl_attrs(IFLA_RTA(ifi), (int)IFLA_PAYLOAD(h), tb, IFLA_MAX);
+        const char *name = tb[IFLA_IFNAME] ? RTA_DATA(tb[IFLA_IFNAME]) : NULL;
+        size_t name_room = tb[IFLA_IFNAME] ? RTA_PAYLOAD(tb[IFLA_IFNAME]) : 0;
+        if (!name || strnlen(name, name_room) == name_room || strnlen(name, name_room) >= IFNAMSIZ)
+                return 0;
+        if (strcmp(name, SANDBOX_TAP) == 0)
+                g->tap_found = true;
+        const uint8_t *mac = attr_data(tb[IFLA_ADDRESS], 6);
+        const uint32_t *mtu = attr_data(tb[IFLA_MTU], sizeof(uint32_t));
+        if (ifi->ifi_type != ARPHRD_ETHER || (ifi->ifi_flags & IFF_LOOPBACK) || !mac || !mtu)
+                return 0;
+        if (g->n_links == GATHER_MAX)
+                return -1;
+        g->links[g->n_links].index = ifi->ifi_index;
+        snprintf(g->links[g->n_links].name, IFNAMSIZ, "%s", name);
+        memcpy(g->links[g->n_links].mac, mac, 6);
+        g->links[g->n_links].mtu = *mtu;
+        g->n_links++;
+        return 0;
+}
+
+static int gather_addr(const struct nlmsghdr *h, void *ctx)
+{
+        struct gather *g = ctx;
+        if (h->nlmsg_type != RTM_NEWADDR || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct ifaddrmsg)))
+                return 0;
+        const struct ifaddrmsg *ifa = NLMSG_DATA(h);
+        const struct rtattr *tb[IFA_MAX + 1];
+        nl_attrs(IFA_RTA(ifa), (int)IFA_PAYLOAD(h), tb, IFA_MAX);
+        const struct in_addr *a = attr_data(tb[IFA_LOCAL] ? tb[IFA_LOCAL] : tb[IFA_ADDRESS], sizeof(struct in_addr));
+        if (ifa->ifa_family != AF_INET || !a || ifa->ifa_prefixlen < 1 || ifa->ifa_prefixlen > 32 ||
+            ifa->ifa_scope == RT_SCOPE_HOST)
+                return 0;
+        if (g->n_addrs == GATHER_MAX)
+                return -1;
+        g->addrs[g->n_addrs].index = (int)ifa->ifa_index;
+        g->addrs[g->n_addrs].a = (struct agent_net_addr){ .addr = *a, .prefix = ifa->ifa_prefixlen };
+        g->n_addrs++;
+        return 0;
+}
+
+static uint32_t prefix_mask(unsigned int prefix)
+{
+        return prefix ? htonl(~0u << (32 - prefix)) : 0;
+}
+
+/* The main table's unicast routes through one interface; the kernel's own (a prefix route
+ * that comes with an address) the guest's kernel makes again. */
+static int gather_route(const struct nlmsghdr *h, void *ctx)
+{
+        struct gather *g = ctx;
+        if (h->nlmsg_type != RTM_NEWROUTE || h->nlmsg_len < NLMSG_LENGTH(sizeof(struct rtmsg)))
+                return 0;
+        const struct rtmsg *rtm = NLMSG_DATA(h);
+        const struct rtattr *tb[RTA_MAX + 1];
+        nl_attrs(RTM_RTA(rtm), (int)RTM_PAYLOAD(h), tb, RTA_MAX);
+        const uint32_t *table = attr_data(tb[RTA_TABLE], sizeof(uint32_t));
+        const uint32_t *oif = attr_data(tb[RTA_OIF], sizeof(uint32_t));
+        const struct in_addr *dst = attr_data(tb[RTA_DST], sizeof(struct in_addr));
+        const struct in_addr *gw = attr_data(tb[RTA_GATEWAY], sizeof(struct in_addr));
+        if (rtm->rtm_family != AF_INET || rtm->rtm_type != RTN_UNICAST || rtm->rtm_protocol == RTPROT_KERNEL ||
+            (table ? *table : rtm->rtm_table) != RT_TABLE_MAIN || !oif || rtm->rtm_dst_len > 32 ||
+            (rtm->rtm_dst_len && !dst))
+                return 0;
+        if (g->n_routes == GATHER_MAX)
+                return -1;
+        struct agent_net_route *r = &g->routes[g->n_routes].r;
+        g->routes[g->n_routes].oif = (int)*oif;
+        r->prefix = rtm->rtm_dst_len;
+        r->dst.s_addr = dst ? dst->s_addr & prefix_mask(r->prefix) : 0;
+        r->gateway.s_addr = gw ? gw->s_addr : 0;
+        g->n_routes++;
+        return 0;
+}
+
+/* The default route's interface, else the first Ethernet one with an IPv4 address. */
+static int pick_link(const struct gather *g)
+{
+        int index = 0;
+        for (int i = 0; i < g->n_routes && !index; i++)
+                if (g->routes[i].r.prefix == 0)
+                        index = g->routes[i].oif;
+        for (int i = 0; i < g->n_links && !index; i++)
+                for (int j = 0; j < g->n_addrs && !index; j++)
+                        if (g->addrs[j].index == g->links[i].index)
+                                index = g->links[i].index;
+        for (int i = 0; i < g->n_links; i++)
+                if (g->links[i].index == index)
+                        return i;
+        return -1;
+}
+
+/* The routes in an order the guest can add them in: those on the link (a gateway outside the
+ * address's prefix is reached through one of them) before those through a gateway. */
+static int take_routes(const struct gather *g, struct sandbox_net *net, cap_error_t *err)
+{
+        for (int pass = 0; pass < 2; pass++) {
+                for (int i = 0; i < g->n_routes; i++) {
+                        const struct agent_net_route *r = &g->routes[i].r;
+                        if (g->routes[i].oif != net->ifindex || (r->gateway.s_addr != 0) != (pass == 1))
+                                continue;
+                        if (net->nic.n_routes == AGENT_NET_ROUTES_MAX)
+                                return cap_fail(err, 0, "more than %d IPv4 routes through `%s`", AGENT_NET_ROUTES_MAX,
+                                                net->ifname);
+                        net->nic.routes[net->nic.n_routes++] = *r;
+                }
+        }
+        return 0;
+}
+
+int sandbox_net_gather(struct sandbox_net *net, cap_error_t *err)
+{
+        cleanup_free struct gather *g = xmalloc0(sizeof(*g));
+        memset(&net->nic, 0, sizeof(net->nic));
+        net->ifindex = 0;
+        net->ifname[0] = '\0';
+        cleanup_close int nl = nl_open(err);
+        if (nl < 0 || nl_dump(nl, RTM_GETLINK, AF_UNSPEC, gather_link, g, err) < 0 ||
+            nl_dump(nl, RTM_GETADDR, AF_INET, gather_addr, g, err) < 0 ||
+            nl_dump(nl, RTM_GETROUTE, AF_INET, gather_route, g, err) < 0)
+                return -1;
+        if (g->tap_found)
+                return cap_fail(err, 0, "it has a VM container's tap (`%s`) already: one VM container per network namespace",
+                                SANDBOX_TAP);
+        int l = pick_link(g);
+        if (l < 0)
+                return 0;
+        net->ifindex = g->links[l].index;
+        memcpy(net->ifname, g->links[l].name, IFNAMSIZ);
+        memcpy(net->nic.mac, g->links[l].mac, 6);
+        net->nic.mtu = g->links[l].mtu;
+        if (net->nic.mtu < AGENT_NET_MTU_MIN || net->nic.mtu > AGENT_NET_MTU_MAX)
+                return cap_fail(err, 0, "`%s` has an MTU of %u (%d to %d)", net->ifname, net->nic.mtu, AGENT_NET_MTU_MIN,
+                                AGENT_NET_MTU_MAX);
+        for (int i = 0; i < g->n_addrs; i++) {
+                if (g->addrs[i].index != net->ifindex)
+                        continue;
+                if (net->nic.n_addrs == AGENT_NET_ADDRS_MAX)
+                        return cap_fail(err, 0, "more than %d IPv4 addresses on `%s`", AGENT_NET_ADDRS_MAX, net->ifname);
+                net->nic.addrs[net->nic.n_addrs++] = g->addrs[i].a;
+        }
+        if (net->nic.n_addrs == 0) {
+                net->ifindex = 0;
+                return 0;
+        }
+        return take_routes(g, net, err);
+}
+
+struct netns_call {
+        int fd;
+        int (*fn)(struct sandbox_net *net, cap_error_t *err);
+        struct sandbox_net *net;
+        int rc;
+        cap_error_t *err; /* the caller's: it waits for the thread */
+};
+
+static void *netns_thread(void *arg)
+{
+        struct netns_call *c = arg;
+        if (setns(c->fd, CLONE_NEWNET) < 0)
+                c->rc = cap_fail(c->err, errno, "enter the network namespace");
+        else
+                c->rc = c->fn(c->net, c->err);
+        return NULL;
+}
+
+static int in_netns(int fd, int (*fn)(struct sandbox_net *, cap_error_t *), struct sandbox_net *net, cap_error_t *err)
+{
+        struct netns_call c = { .fd = fd, .fn = fn, .net = net, .err = err };
+        pthread_t t;
+        int e = pthread_create(&t, NULL, netns_thread, &c);
+        if (e)
+                return cap_fail(err, e, "start a thread");
+        pthread_join(t, NULL);
+        return c.rc;
+}
+
+int sandbox_net_plan(const struct spec *spec, struct sandbox_net *net, cap_error_t *err)
+{
+        memset(net, 0, sizeof(*net));
+        net->netns_fd = -1;
+        const struct spec_namespace *ns = spec_namespace(spec, CLONE_NEWNET);
+        if (!ns || !ns->path)
+                return 0;
+        /* O_NONBLOCK: a hostile path may name a FIFO. */
+        cleanup_close int fd = open(ns->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+                return cap_fail(err, errno, "linux.namespaces: network: open `%s`", ns->path);
+        if (ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWNET)
+                return cap_fail(err, 0, "linux.namespaces: network: `%s` is not a network namespace", ns->path);
+        /* The guest would take over the host's own interface and every frame it receives. */
+        struct stat st, own;
+        if (fstat(fd, &st) < 0 || stat("/proc/self/ns/net", &own) < 0)
+                return cap_fail(err, errno, "linux.namespaces: network: stat `%s`", ns->path);
+        if (st.st_dev == own.st_dev && st.st_ino == own.st_ino)
+                return cap_fail(err, 0, "linux.namespaces: network: `%s` is the host's network namespace, whose interface "
+                                        "a VM would take over", ns->path);
+        if (in_netns(fd, sandbox_net_gather, net, err) < 0)
+                return cap_error_prefix(err, "linux.namespaces: network namespace `%s`", ns->path);
+        if (net->ifindex)
+                net->netns_fd = steal_fd(&fd);
+        return 0;
+}
+
+json_t *sandbox_net_json(const struct sandbox_net *net)
+{
+        char mac[18], a[INET_ADDRSTRLEN], b[INET_ADDRSTRLEN];
+        const uint8_t *m = net->nic.mac;
+        snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+        json_t *addrs = json_array(), *routes = json_array();
+        for (int i = 0; i < net->nic.n_addrs; i++)
+                json_array_append_new(addrs, json_pack("{s:s,s:i}", "address", inet_ntop(AF_INET, &net->nic.addrs[i].addr, a, sizeof(a)),
+                                                       "prefix", (int)net->nic.addrs[i].prefix));
+        for (int i = 0; i < net->nic.n_routes; i++) {
+                const struct agent_net_route *r = &net->nic.routes[i];
+                json_t *o = json_pack("{s:s,s:i}", "destination", inet_ntop(AF_INET, &r->dst, a, sizeof(a)), "prefix", (int)r->prefix);
+                if (r->gateway.s_addr)
+                        json_object_set_new(o, "gateway", json_string(inet_ntop(AF_INET, &r->gateway, b, sizeof(b))));
+                json_array_append_new(routes, o);
+        }
+        return json_pack("{s:s,s:i,s:o,s:o}", "mac", mac, "mtu", (int)net->nic.mtu, "addresses", addrs, "routes", routes);
+}
+
+static int ingress_qdisc(int nl, unsigned short type, unsigned short flags, int ifindex, cap_error_t *err)
+{
+        struct nl_msg m;
+        struct tcmsg t = { .tcm_family = AF_UNSPEC, .tcm_ifindex = ifindex, .tcm_handle = TC_H_MAKE(TC_H_INGRESS, 0),
+                           .tcm_parent = TC_H_INGRESS };
+        nl_msg_init(&m, type, flags, &t, sizeof(t));
+        nl_put(&m, TCA_KIND, "ingress", sizeof("ingress"));
+        return nl_call(nl, &m, err);
+}
+
+/* The filter's action: mirred egress redirect dev TO. */
+static void put_redirect(struct nl_msg *m, unsigned short type, int to)
+{
+        struct rtattr *acts = nl_nest(m, type);
+        struct rtattr *act = nl_nest(m, 1); /* the first action of the list */
+        nl_put(m, TCA_ACT_KIND, "mirred", sizeof("mirred"));
+        struct rtattr *act_opts = nl_nest(m, TCA_ACT_OPTIONS);
+        struct tc_mirred p = { .action = TC_ACT_STOLEN, .eaction = TCA_EGRESS_REDIR, .ifindex = (uint32_t)to };
+        nl_put(m, TCA_MIRRED_PARMS, &p, sizeof(p));
+        nl_nest_end(m, act_opts);
+        nl_nest_end(m, act);
+        nl_nest_end(m, acts);
+}
+
+/* tc filter add dev FROM ingress matchall action mirred egress redirect dev TO; a kernel
+ * without matchall (it is newer, and optional) gets the u32 filter that matches every frame
+ * (one key: 0 under the mask 0). */
+static int redirect(int nl, int from, int to, cap_error_t *err)
+{
+        struct nl_msg m;
+        struct tcmsg t = { .tcm_family = AF_UNSPEC, .tcm_ifindex = from, .tcm_parent = TC_H_MAKE(TC_H_INGRESS, 0),
+                           .tcm_info = TC_H_MAKE(1u << 16, htons(ETH_P_ALL)) };
+        nl_msg_init(&m, RTM_NEWTFILTER, NLM_F_CREATE | NLM_F_EXCL, &t, sizeof(t));
+        nl_put(&m, TCA_KIND, "matchall", sizeof("matchall"));
+        struct rtattr *opts = nl_nest(&m, TCA_OPTIONS);
+        put_redirect(&m, TCA_MATCHALL_ACT, to);
+        nl_nest_end(&m, opts);
+        cleanup_error cap_error_t no_matchall = NULL;
+        int r = nl_call(nl, &m, &no_matchall);
+        if (r != -ENOENT) {
+                if (r < 0)
+                        *err = steal_pointer(&no_matchall);
+                return r;
+        }
+        nl_msg_init(&m, RTM_NEWTFILTER, NLM_F_CREATE | NLM_F_EXCL, &t, sizeof(t));
+        nl_put(&m, TCA_KIND, "u32", sizeof("u32"));
+        opts = nl_nest(&m, TCA_OPTIONS);
+        struct {
+                struct tc_u32_sel sel;
+                struct tc_u32_key key;
+        } sel = { .sel = { .flags = TC_U32_TERMINAL, .nkeys = 1 } };
+        nl_put(&m, TCA_U32_SEL, &sel, sizeof(sel));
+        put_redirect(&m, TCA_U32_ACT, to);
+        nl_nest_end(&m, opts);
+        return nl_call(nl, &m, err);
+}
+
+static int unlink_in_netns(struct sandbox_net *net, cap_error_t *err)
+{
+        cleanup_close int nl = nl_open(err);
+        if (nl < 0 || ingress_qdisc(nl, RTM_DELQDISC, 0, net->ifindex, err) < 0)
+                return -1;
+        return 0;
+}
+
+static int tap_mtu(unsigned int mtu, cap_error_t *err)
+{
+        cleanup_close int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        struct ifreq ifr = { .ifr_mtu = (int)mtu };
+        snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", SANDBOX_TAP);
+        if (s < 0 || ioctl(s, SIOCSIFMTU, &ifr) < 0)
+                return cap_fail(err, errno, "set the MTU of `%s` to %u", SANDBOX_TAP, mtu);
+        return 0;
+}
+
+static int link_in_netns(struct sandbox_net *net, cap_error_t *err)
+{
+        int tap = (int)if_nametoindex(SANDBOX_TAP);
+        if (!tap)
+                return cap_fail(err, errno, "the VM's tap `%s` is missing", SANDBOX_TAP);
+        if (tap_mtu(net->nic.mtu, err) < 0)
+                return -1;
+        cleanup_close int nl = nl_open(err);
+        if (nl < 0)
+                return -1;
+        /* A VM container killed before it could clean up left its qdisc: the tap it named is gone. */
+        cleanup_error cap_error_t stale = NULL;
+        ingress_qdisc(nl, RTM_DELQDISC, 0, net->ifindex, &stale);
+        if (ingress_qdisc(nl, RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL, tap, err) < 0 ||
+            ingress_qdisc(nl, RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL, net->ifindex, err) < 0 ||
+            redirect(nl, tap, net->ifindex, err) < 0 || redirect(nl, net->ifindex, tap, err) < 0) {
+                cleanup_error cap_error_t ignored = NULL;
+                ingress_qdisc(nl, RTM_DELQDISC, 0, net->ifindex, &ignored);
+                return cap_error_prefix(err, "tc between `%s` and `%s`", net->ifname, SANDBOX_TAP);
+        }
+        return 0;
+}
+
+int sandbox_net_link(struct sandbox_net *net, cap_error_t *err)
+{
+        if (net->netns_fd < 0)
+                return 0;
+        if (in_netns(net->netns_fd, link_in_netns, net, err) < 0)
+                return -1;
+        net->linked = true;
+        return 0;
+}
+
+void sandbox_net_unlink(struct sandbox_net *net)
+{
+        cleanup_error cap_error_t ignored = NULL;
+        if (net->linked && in_netns(net->netns_fd, unlink_in_netns, net, &ignored) == 0)
+                net->linked = false;
+}
+
+void sandbox_net_free(struct sandbox_net *net)
+{
+        cap_closep(&net->netns_fd);
+}
