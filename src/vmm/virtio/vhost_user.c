@@ -244,7 +244,13 @@ static int get_u64(struct vhost_user *vu, uint32_t req, uint64_t *value, cap_err
 
 int vhost_user_handshake(struct vhost_user *vu, cap_error_t *err)
 {
-        if (get_u64(vu, VHOST_USER_GET_FEATURES, &vu->features, err) < 0)
+        /* A back-end we just started answers its first message only once it is up: on a loaded
+         * host (ten sandboxes starting at once in the testbed) virtiofsd took over 5 s. */
+        int timeout = vu->timeout_ms;
+        vu->timeout_ms = VHOST_USER_FIRST_ANSWER_FACTOR * timeout;
+        int r = get_u64(vu, VHOST_USER_GET_FEATURES, &vu->features, err);
+        vu->timeout_ms = timeout;
+        if (r < 0)
                 return -1;
         if (vu->features & (1ULL << VHOST_USER_F_PROTOCOL_FEATURES)) {
                 uint64_t offered;

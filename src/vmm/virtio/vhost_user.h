@@ -49,6 +49,8 @@ enum vhost_user_request {
 
 #define VHOST_USER_MAX_REGIONS 8
 #define VHOST_USER_TIMEOUT_MS 5000
+/* The first answer of a back-end that is starting may take this many times longer. */
+#define VHOST_USER_FIRST_ANSWER_FACTOR 6
 
 struct vhost_user_hdr {
         uint32_t request;
