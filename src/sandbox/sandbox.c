@@ -233,6 +233,7 @@ int sandbox_delete(const char *root, const char *id, bool force, cap_error_t *er
                 cgroup_freeze(cg, false, err);
         cap_error_free(err);
         vmm_kill(&rec);
+        /* The one place that says it, for a detached container and for run (which deletes). */
         cleanup_free char *seccomp_death = sandbox_seccomp_death(root, id);
         if (seccomp_death)
                 log_warning("container \"%s\": %s", id, seccomp_death);
@@ -409,10 +410,6 @@ int sandbox_wait(const char *root, const char *id, pid_t pid, int *status, cap_e
                 int wstatus;
                 pid_t w = waitpid(pid, &wstatus, WNOHANG);
                 if (w == pid) {
-                        if (WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGSYS) {
-                                cleanup_free char *why = sandbox_seccomp_death(root, id);
-                                log_error("container \"%s\": %s", id, why ? why : "the VMM was killed by SIGSYS");
-                        }
                         *status = WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
                         return 0;
                 }

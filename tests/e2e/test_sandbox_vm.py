@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -407,6 +408,28 @@ def test_jail_seccomp_namespaces_and_a_forbidden_syscall(vm, bundle):
     p = vm.run("delete", bundle.id, check=True, timeout=120)
     assert p.stderr == (f'capsule: warning: container "{bundle.id}": '
                         f"the VMM was killed by its seccomp filter (syscall {execve})\n")
+    assert_nothing_left(vm, bundle)
+
+
+def test_jail_run_reports_the_seccomp_kill(vm, bundle):
+    """`capsule run` in the foreground, whose VMM a syscall outside its list kills: run says why
+    in one line (its delete does), exits 128 + SIGSYS, and removes the container."""
+    bundle.set_args("sleep", "1000")
+    with tempfile.TemporaryFile("w+") as err:
+        run = subprocess.Popen(vm.cmd("run", "--bundle", bundle.path, bundle.id), stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.time() + BOOT
+        while time.time() < deadline and run.poll() is None:
+            p = vm.run("state", bundle.id)
+            if p.returncode == 0 and '"running"' in p.stdout:
+                break
+            time.sleep(0.5)
+        assert vm.status(bundle.id) == "running"
+        execve = 59  # x86-64
+        assert inject_syscall(vm.state(bundle.id)["pid"], execve) == signal.SIGSYS
+        assert run.wait(timeout=120) == 128 + signal.SIGSYS
+        err.seek(0)
+        assert err.read() == (f'capsule: warning: container "{bundle.id}": '
+                              f"the VMM was killed by its seccomp filter (syscall {execve})\n")
     assert_nothing_left(vm, bundle)
 
 
