@@ -60,6 +60,24 @@ runroot = "{base}/runroot"
 """
 
 
+_sessions = [0]
+
+
+def podman_session(image_tar, prefix, cls=None):
+    """For a fixture (yield from): a private podman with the busybox image imported, and, at the
+    end, nothing of it left: no process, mount, cgroup or file."""
+    _sessions[0] += 1
+    pm = (cls or Podman)(image_tar, f"{prefix}-{os.getpid()}-{_sessions[0]}")
+    try:
+        pm.import_image()
+        yield pm
+    finally:
+        problems = pm.cleanup()
+    assert problems == []
+    assert pm.cgroup_leftovers() == []
+    assert not os.path.exists(pm.base)
+
+
 def build_rootfs_tar(dest_tar):
     """A busybox rootfs as an uncompressed tarball, for `podman import`."""
     with tempfile.TemporaryDirectory() as d:

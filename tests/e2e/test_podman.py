@@ -16,10 +16,8 @@ import time
 import pytest
 
 from conftest import CAPSULE
-from podman_env import CAPSULE_ROOT, CGROUP_V2, IMAGE, Podman, build_rootfs_tar, cgroup_file, cgroup_of, pid_alive
-
-_n = [0]
-
+from podman_env import (CAPSULE_ROOT, CGROUP_V2, IMAGE, build_rootfs_tar, cgroup_file, cgroup_of, pid_alive,
+                        podman_session)
 
 @pytest.fixture(scope="module")
 def image_tar(tmp_path_factory):
@@ -32,16 +30,7 @@ def image_tar(tmp_path_factory):
 
 @pytest.fixture
 def podman(image_tar):
-    _n[0] += 1
-    pm = Podman(image_tar, f"capsule-podman-{os.getpid()}-{_n[0]}")
-    try:
-        pm.import_image()
-        yield pm
-    finally:
-        problems = pm.cleanup()
-    assert problems == []
-    assert pm.cgroup_leftovers() == []
-    assert not os.path.exists(pm.base)
+    yield from podman_session(image_tar, "capsule-podman")
 
 
 def status_of(pm, cid):

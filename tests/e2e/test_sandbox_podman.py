@@ -6,11 +6,9 @@ import re
 
 import pytest
 
-from podman_env import IMAGE, Podman
+from podman_env import IMAGE, Podman, podman_session
 from test_podman import image_tar  # noqa: F401 (the module's busybox image)
 from test_sandbox_vm import guest_release, install_runtime, pytestmark  # noqa: F401 (hardware KVM, kernel and initrd, or skip)
-
-_n = [0]
 
 
 class VmPodman(Podman):
@@ -29,15 +27,7 @@ class VmPodman(Podman):
 
 @pytest.fixture
 def podman(image_tar):  # noqa: F811
-    _n[0] += 1
-    pm = VmPodman(image_tar, f"capsule-vm-podman-{os.getpid()}-{_n[0]}")
-    try:
-        pm.import_image()
-        yield pm
-    finally:
-        problems = pm.cleanup()
-    assert problems == []
-    assert not os.path.exists(pm.base)
+    yield from podman_session(image_tar, "capsule-vm-podman", VmPodman)
 
 
 def test_run_prints_output_and_returns_exit_code(podman):

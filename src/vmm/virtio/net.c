@@ -303,9 +303,10 @@ static void pairs_set(struct net_dev *d, unsigned int pairs)
 {
         /* Frames waiting for receive queues the driver stops using are dropped. */
         for (unsigned int r = pairs; r < d->active_pairs; r++) {
-                if (d->rxqs[r].len)
-                        d->rxqs[r].dropped++;
-                net_rxq_clear(&d->rxqs[r]);
+                struct rx_target t = { d, 2 * r, false };
+                const struct net_rx_ring ring = { rx_pop, rx_push, &t, d->dev.queues[2 * r].size };
+                net_rxq_drop_frame(&d->rxqs[r], &ring);
+                rx_signal(d, &t);
         }
         d->active_pairs = pairs;
         for (unsigned int k = 0; k < d->max_pairs; k++)

@@ -121,6 +121,10 @@ int net_rx_pool_iov(const struct net_rxq *rq, uint32_t skip, struct iovec *out);
  * was skipped and is written as zeroes. true: it fitted the pool's chains, which are
  * pushed; false: the pool's chains (if any) start it and net_rx_place() places the rest. */
 bool net_rx_pool_take(struct net_rxq *rq, const struct net_rx_ring *ring, bool zero_hdr);
+/* The driver stopped using rq's queue (fewer queue pairs): the pending frame is dropped and
+ * the chains it took go back empty; chains taken ahead (the pool, a held one) stay for when
+ * the queue is used again, or the guest would never get those buffers back. */
+void net_rxq_drop_frame(struct net_rxq *rq, const struct net_rx_ring *ring);
 /* Forget the pending frame and any chain held (device reset: nothing is pushed). */
 void net_rxq_clear(struct net_rxq *rq);
 

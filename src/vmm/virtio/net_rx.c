@@ -248,6 +248,18 @@ bool net_rx_pool_take(struct net_rxq *rq, const struct net_rx_ring *ring, bool z
         return true;
 }
 
+void net_rxq_drop_frame(struct net_rxq *rq, const struct net_rx_ring *ring)
+{
+        if (rq->len == 0)
+                return;
+        if (rq->n_bufs) {
+                merged_drop(rq, ring);
+                return;
+        }
+        rq->dropped++;
+        frame_done(rq);
+}
+
 void net_rxq_clear(struct net_rxq *rq)
 {
         frame_done(rq);
