@@ -59,7 +59,10 @@ static int apply_overrides(json_t *proc, struct exec_flags *f, int argc, char **
                         json_array_append_new(args, json_string(argv[i]));
                 json_object_set_new(proc, "args", args);
         }
-        json_object_set_new(proc, "terminal", json_boolean(f->tty));
+        /* As runc: a --process file (containerd's shim passes one) says itself whether it has a
+         * terminal; -t still asks for one. */
+        if (!f->process_file || f->tty)
+                json_object_set_new(proc, "terminal", json_boolean(f->tty));
         if (f->cwd)
                 json_object_set_new(proc, "cwd", json_string(f->cwd));
         if (json_array_size(f->env)) {
