@@ -85,7 +85,12 @@ int sandbox_net_link(struct sandbox_net *net, cap_error_t *err);
 void sandbox_net_unlink(struct sandbox_net *net);
 void sandbox_net_free(struct sandbox_net *net);
 
-/* sandbox_netlink.c: rtnetlink requests for sandbox_net.c. */
+/* sandbox_tc.c, run inside the namespace: the tap's MTU, both qdiscs and filters (undone when
+ * one fails); and the interface's qdisc taken away again. */
+int sandbox_tc_link(struct sandbox_net *net, cap_error_t *err);
+int sandbox_tc_unlink(struct sandbox_net *net, cap_error_t *err);
+
+/* sandbox_netlink.c: rtnetlink requests for sandbox_net.c and sandbox_tc.c. */
 struct nl_msg {
         union {
                 struct nlmsghdr h;

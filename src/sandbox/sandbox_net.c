@@ -1,22 +1,18 @@
 /* A VM container's network, as Kata's "tcfilter" does it: the VMM's tap is created in the
  * network namespace that podman, CNI or containerd prepared (the VMM enters it on a thread of
- * its own), and an ingress qdisc on the tap and on the namespace's interface each carry a
- * matchall filter whose mirred action redirects every frame to the other one's egress. The
- * guest's NIC takes the interface's MAC (the peers' neighbour entries stay valid), MTU, IPv4
- * addresses and routes, so the pod's address keeps working, and the guest reaches exactly what
- * the interface reached before. The interface keeps its address: no frame reaches the
- * namespace's own stack any more. Each step here runs on a short-lived thread that enters the
- * namespace, so the caller's threads stay where they are. */
+ * its own), and tied to the namespace's interface by tc filters that redirect every frame
+ * from one to the other (sandbox_tc.c). The guest's NIC takes the interface's MAC (the peers'
+ * neighbour entries stay valid), MTU, IPv4 addresses and routes, so the pod's address keeps
+ * working, and the guest reaches exactly what the interface reached before. The interface
+ * keeps its address: no frame reaches the namespace's own stack any more. Each step here runs
+ * on a short-lived thread that enters the namespace, so the caller's threads stay where they
+ * are. */
 #include "sandbox/sandbox_internal.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/if_arp.h>
-#include <linux/if_ether.h>
 #include <linux/nsfs.h>
-#include <linux/pkt_cls.h>
-#include <linux/pkt_sched.h>
-#include <linux/tc_act/tc_mirred.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -287,109 +283,11 @@ json_t *sandbox_net_json(const struct sandbox_net *net)
         return json_pack("{s:s,s:i,s:o,s:o}", "mac", mac, "mtu", (int)net->nic.mtu, "addresses", addrs, "routes", routes);
 }
 
-static int ingress_qdisc(int nl, unsigned short type, unsigned short flags, int ifindex, cap_error_t *err)
-{
-        struct nl_msg m;
-        struct tcmsg t = { .tcm_family = AF_UNSPEC, .tcm_ifindex = ifindex, .tcm_handle = TC_H_MAKE(TC_H_INGRESS, 0),
-                           .tcm_parent = TC_H_INGRESS };
-        nl_msg_init(&m, type, flags, &t, sizeof(t));
-        nl_put(&m, TCA_KIND, "ingress", sizeof("ingress"));
-        return nl_call(nl, &m, err);
-}
-
-/* The filter's action: mirred egress redirect dev TO. */
-static void put_redirect(struct nl_msg *m, unsigned short type, int to)
-{
-        struct rtattr *acts = nl_nest(m, type);
-        struct rtattr *act = nl_nest(m, 1); /* the first action of the list */
-        nl_put(m, TCA_ACT_KIND, "mirred", sizeof("mirred"));
-        struct rtattr *act_opts = nl_nest(m, TCA_ACT_OPTIONS);
-        struct tc_mirred p = { .action = TC_ACT_STOLEN, .eaction = TCA_EGRESS_REDIR, .ifindex = (uint32_t)to };
-        nl_put(m, TCA_MIRRED_PARMS, &p, sizeof(p));
-        nl_nest_end(m, act_opts);
-        nl_nest_end(m, act);
-        nl_nest_end(m, acts);
-}
-
-/* tc filter add dev FROM ingress matchall action mirred egress redirect dev TO; a kernel
- * without matchall (it is newer, and optional) gets the u32 filter that matches every frame
- * (one key: 0 under the mask 0). */
-static int redirect(int nl, int from, int to, cap_error_t *err)
-{
-        struct nl_msg m;
-        struct tcmsg t = { .tcm_family = AF_UNSPEC, .tcm_ifindex = from, .tcm_parent = TC_H_MAKE(TC_H_INGRESS, 0),
-                           .tcm_info = TC_H_MAKE(1u << 16, htons(ETH_P_ALL)) };
-        nl_msg_init(&m, RTM_NEWTFILTER, NLM_F_CREATE | NLM_F_EXCL, &t, sizeof(t));
-        nl_put(&m, TCA_KIND, "matchall", sizeof("matchall"));
-        struct rtattr *opts = nl_nest(&m, TCA_OPTIONS);
-        put_redirect(&m, TCA_MATCHALL_ACT, to);
-        nl_nest_end(&m, opts);
-        cleanup_error cap_error_t no_matchall = NULL;
-        int r = nl_call(nl, &m, &no_matchall);
-        if (r != -ENOENT) {
-                if (r < 0)
-                        *err = steal_pointer(&no_matchall);
-                return r;
-        }
-        nl_msg_init(&m, RTM_NEWTFILTER, NLM_F_CREATE | NLM_F_EXCL, &t, sizeof(t));
-        nl_put(&m, TCA_KIND, "u32", sizeof("u32"));
-        opts = nl_nest(&m, TCA_OPTIONS);
-        struct {
-                struct tc_u32_sel sel;
-                struct tc_u32_key key;
-        } sel = { .sel = { .flags = TC_U32_TERMINAL, .nkeys = 1 } };
-        nl_put(&m, TCA_U32_SEL, &sel, sizeof(sel));
-        put_redirect(&m, TCA_U32_ACT, to);
-        nl_nest_end(&m, opts);
-        return nl_call(nl, &m, err);
-}
-
-static int unlink_in_netns(struct sandbox_net *net, cap_error_t *err)
-{
-        cleanup_close int nl = nl_open(err);
-        if (nl < 0 || ingress_qdisc(nl, RTM_DELQDISC, 0, net->ifindex, err) < 0)
-                return -1;
-        return 0;
-}
-
-static int tap_mtu(unsigned int mtu, cap_error_t *err)
-{
-        cleanup_close int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        struct ifreq ifr = { .ifr_mtu = (int)mtu };
-        snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", SANDBOX_TAP);
-        if (s < 0 || ioctl(s, SIOCSIFMTU, &ifr) < 0)
-                return cap_fail(err, errno, "set the MTU of `%s` to %u", SANDBOX_TAP, mtu);
-        return 0;
-}
-
-static int link_in_netns(struct sandbox_net *net, cap_error_t *err)
-{
-        int tap = (int)if_nametoindex(SANDBOX_TAP);
-        if (!tap)
-                return cap_fail(err, errno, "the VM's tap `%s` is missing", SANDBOX_TAP);
-        if (tap_mtu(net->nic.mtu, err) < 0)
-                return -1;
-        cleanup_close int nl = nl_open(err);
-        if (nl < 0)
-                return -1;
-        /* A VM container killed before it could clean up left its qdisc: the tap it named is gone. */
-        cleanup_error cap_error_t stale = NULL;
-        ingress_qdisc(nl, RTM_DELQDISC, 0, net->ifindex, &stale);
-        if (ingress_qdisc(nl, RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL, tap, err) < 0 ||
-            ingress_qdisc(nl, RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL, net->ifindex, err) < 0 ||
-            redirect(nl, tap, net->ifindex, err) < 0 || redirect(nl, net->ifindex, tap, err) < 0) {
-                cleanup_error cap_error_t ignored = NULL;
-                ingress_qdisc(nl, RTM_DELQDISC, 0, net->ifindex, &ignored);
-                return cap_error_prefix(err, "tc between `%s` and `%s`", net->ifname, SANDBOX_TAP);
-        }
-        return 0;
-}
-
 int sandbox_net_link(struct sandbox_net *net, cap_error_t *err)
 {
         if (net->netns_fd < 0)
                 return 0;
-        if (in_netns(net->netns_fd, link_in_netns, net, err) < 0)
+        if (in_netns(net->netns_fd, sandbox_tc_link, net, err) < 0)
                 return -1;
         net->linked = true;
         return 0;
@@ -398,7 +296,7 @@ int sandbox_net_link(struct sandbox_net *net, cap_error_t *err)
 void sandbox_net_unlink(struct sandbox_net *net)
 {
         cleanup_error cap_error_t ignored = NULL;
-        if (net->linked && in_netns(net->netns_fd, unlink_in_netns, net, &ignored) == 0)
+        if (net->linked && in_netns(net->netns_fd, sandbox_tc_unlink, net, &ignored) == 0)
                 net->linked = false;
 }
 
