@@ -242,7 +242,10 @@ int sandbox_delete(const char *root, const char *id, bool force, cap_error_t *er
                 return -1;
         cleanup_spec struct spec *spec = NULL;
         cleanup_error cap_error_t spec_err = NULL;
-        if (!damaged && st->creator == 0 && container_load_spec(root, id, &spec, &spec_err) == 0) {
+        bool have_spec = !damaged && container_load_spec(root, id, &spec, &spec_err) == 0;
+        if (have_spec)
+                sandbox_net_forget(spec, &rec);
+        if (have_spec && st->creator == 0) {
                 cleanup_free char *json = state_oci_string(st, "stopped");
                 if (hooks_run(&spec->hooks.poststop, "poststop", json, &spec_err) < 0)
                         log_warning("%s", spec_err->msg);

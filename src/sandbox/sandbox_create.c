@@ -414,6 +414,11 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         cgroup_plan(cg);
         st = state_new(o, spec, cg);
         rec.agent_socket = sock;
+        if (net.netns_fd >= 0) {
+                rec.net_ifindex = net.ifindex;
+                rec.netns_dev = net.netns_dev;
+                rec.netns_ino = net.netns_ino;
+        }
         saved = xasprintf("%s/" STATE_CONFIG, dir);
         if (state_save(o->root, st, err) < 0 || state_save_cgroup(o->root, o->id, st->cgroup, err) < 0 ||
             sandbox_record_save(o->root, o->id, &rec, err) < 0 || write_file(saved, config_text, strlen(config_text), err) < 0)
@@ -482,6 +487,7 @@ out:
                 cleanup_error cap_error_t ignored = NULL;
                 if (cg_created)
                         cgroup_destroy(cg, &ignored);
+                sandbox_net_release(&net);
                 cap_error_free(&ignored);
                 if (dir_created)
                         rm_rf(dir, &ignored);

@@ -69,7 +69,7 @@ struct sandbox_net {
         char ifname[IFNAMSIZ];
         int ifindex;
         struct agent_net nic;
-        bool linked; /* sandbox_net_link() put the qdiscs on */
+        unsigned long long netns_dev, netns_ino; /* the namespace's identity */
 };
 /* At create, before anything exists: refuses a path that is not a network namespace
  * (naming linux.namespaces) and a namespace that has a VM container's tap already. */
@@ -80,13 +80,19 @@ int sandbox_net_gather(struct sandbox_net *net, cap_error_t *err);
 json_t *sandbox_net_json(const struct sandbox_net *net);
 /* Once the VMM has made the tap: its MTU, and the ingress qdiscs and filters both ways. */
 int sandbox_net_link(struct sandbox_net *net, cap_error_t *err);
-/* After a link: takes the interface's ingress qdisc (and so its filter) away again; the tap's
- * goes with the tap. */
-void sandbox_net_unlink(struct sandbox_net *net);
+/* After the VM: the interface's ingress qdisc (and so its filter) goes once the tap has gone
+ * with the VMM (the tap's qdisc goes with the tap). The sandbox process cannot do it, jailed
+ * without the privileges: a failed create does it, and delete, with forget(). */
+void sandbox_net_release(struct sandbox_net *net);
+struct sandbox_record;
+/* delete: release what spec's namespace and rec's net recorded, if that namespace is still the
+ * one create linked (by identity: a /proc/PID/ns path may name another one by now). */
+void sandbox_net_forget(const struct spec *spec, const struct sandbox_record *rec);
 void sandbox_net_free(struct sandbox_net *net);
 
 /* sandbox_tc.c, run inside the namespace: the tap's MTU, both qdiscs and filters (undone when
- * one fails); and the interface's qdisc taken away again. */
+ * one fails); and the interface's qdisc taken away again once the tap is gone (if it stays,
+ * another VM container has it, and the qdisc is that one's). */
 int sandbox_tc_link(struct sandbox_net *net, cap_error_t *err);
 int sandbox_tc_unlink(struct sandbox_net *net, cap_error_t *err);
 
@@ -116,6 +122,8 @@ struct sandbox_record {
         pid_t pid;
         unsigned long long start_time;
         char *agent_socket;
+        int net_ifindex; /* 0: no NIC; else the linked interface, in the namespace of this identity: */
+        unsigned long long netns_dev, netns_ino;
 };
 int sandbox_record_save(const char *root, const char *id, const struct sandbox_record *r, cap_error_t *err);
 int sandbox_record_load(const char *root, const char *id, struct sandbox_record *r, cap_error_t *err);

@@ -237,6 +237,25 @@ static int in_netns(int fd, int (*fn)(struct sandbox_net *, cap_error_t *), stru
         return c.rc;
 }
 
+/* The network namespace at path, checked to be one and not the host's; *st its identity. */
+static int netns_open(const char *path, struct stat *st, cap_error_t *err)
+{
+        /* O_NONBLOCK: a hostile path may name a FIFO. */
+        cleanup_close int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+                return cap_fail(err, errno, "linux.namespaces: network: open `%s`", path);
+        if (ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWNET)
+                return cap_fail(err, 0, "linux.namespaces: network: `%s` is not a network namespace", path);
+        /* The guest would take over the host's own interface and every frame it receives. */
+        struct stat own;
+        if (fstat(fd, st) < 0 || stat("/proc/self/ns/net", &own) < 0)
+                return cap_fail(err, errno, "linux.namespaces: network: stat `%s`", path);
+        if (st->st_dev == own.st_dev && st->st_ino == own.st_ino)
+                return cap_fail(err, 0, "linux.namespaces: network: `%s` is the host's network namespace, whose interface "
+                                        "a VM would take over", path);
+        return steal_fd(&fd);
+}
+
 int sandbox_net_plan(const struct spec *spec, struct sandbox_net *net, cap_error_t *err)
 {
         memset(net, 0, sizeof(*net));
@@ -244,23 +263,17 @@ int sandbox_net_plan(const struct spec *spec, struct sandbox_net *net, cap_error
         const struct spec_namespace *ns = spec_namespace(spec, CLONE_NEWNET);
         if (!ns || !ns->path)
                 return 0;
-        /* O_NONBLOCK: a hostile path may name a FIFO. */
-        cleanup_close int fd = open(ns->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+        struct stat st;
+        cleanup_close int fd = netns_open(ns->path, &st, err);
         if (fd < 0)
-                return cap_fail(err, errno, "linux.namespaces: network: open `%s`", ns->path);
-        if (ioctl(fd, NS_GET_NSTYPE) != CLONE_NEWNET)
-                return cap_fail(err, 0, "linux.namespaces: network: `%s` is not a network namespace", ns->path);
-        /* The guest would take over the host's own interface and every frame it receives. */
-        struct stat st, own;
-        if (fstat(fd, &st) < 0 || stat("/proc/self/ns/net", &own) < 0)
-                return cap_fail(err, errno, "linux.namespaces: network: stat `%s`", ns->path);
-        if (st.st_dev == own.st_dev && st.st_ino == own.st_ino)
-                return cap_fail(err, 0, "linux.namespaces: network: `%s` is the host's network namespace, whose interface "
-                                        "a VM would take over", ns->path);
+                return -1;
         if (in_netns(fd, sandbox_net_gather, net, err) < 0)
                 return cap_error_prefix(err, "linux.namespaces: network namespace `%s`", ns->path);
-        if (net->ifindex)
+        if (net->ifindex) {
                 net->netns_fd = steal_fd(&fd);
+                net->netns_dev = st.st_dev;
+                net->netns_ino = st.st_ino;
+        }
         return 0;
 }
 
@@ -287,17 +300,28 @@ int sandbox_net_link(struct sandbox_net *net, cap_error_t *err)
 {
         if (net->netns_fd < 0)
                 return 0;
-        if (in_netns(net->netns_fd, sandbox_tc_link, net, err) < 0)
-                return -1;
-        net->linked = true;
-        return 0;
+        return in_netns(net->netns_fd, sandbox_tc_link, net, err);
 }
 
-void sandbox_net_unlink(struct sandbox_net *net)
+void sandbox_net_release(struct sandbox_net *net)
 {
         cleanup_error cap_error_t ignored = NULL;
-        if (net->linked && in_netns(net->netns_fd, sandbox_tc_unlink, net, &ignored) == 0)
-                net->linked = false;
+        if (net->netns_fd >= 0)
+                in_netns(net->netns_fd, sandbox_tc_unlink, net, &ignored);
+}
+
+void sandbox_net_forget(const struct spec *spec, const struct sandbox_record *rec)
+{
+        const struct spec_namespace *ns = spec_namespace(spec, CLONE_NEWNET);
+        if (!rec->net_ifindex || !ns || !ns->path)
+                return;
+        struct stat st;
+        cleanup_error cap_error_t ignored = NULL;
+        struct sandbox_net net = { .netns_fd = netns_open(ns->path, &st, &ignored), .ifindex = rec->net_ifindex };
+        /* Gone (podman removed it), or another namespace by now: nothing of ours is left there. */
+        if (net.netns_fd >= 0 && st.st_dev == rec->netns_dev && st.st_ino == rec->netns_ino)
+                sandbox_net_release(&net);
+        sandbox_net_free(&net);
 }
 
 void sandbox_net_free(struct sandbox_net *net)

@@ -22,6 +22,9 @@ int sandbox_record_save(const char *root, const char *id, const struct sandbox_r
 {
         json_t *o = json_pack("{s:I,s:I,s:s}", "pid", (json_int_t)r->pid, "start_time", (json_int_t)r->start_time, "agent_socket",
                               r->agent_socket);
+        if (o && r->net_ifindex)
+                json_object_set_new(o, "net", json_pack("{s:i,s:I,s:I}", "ifindex", r->net_ifindex, "dev", (json_int_t)r->netns_dev,
+                                                        "ino", (json_int_t)r->netns_ino));
         cleanup_free char *text = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
         json_decref(o);
         if (!text)
@@ -43,8 +46,17 @@ int sandbox_record_load(const char *root, const char *id, struct sandbox_record 
         const char *sock = NULL;
         int bad = !o || json_unpack(o, "{s:I,s:I,s:s}", "pid", &pid, "start_time", &start, "agent_socket", &sock) < 0 || pid < 0 ||
                   pid > INT32_MAX;
-        if (!bad)
+        json_t *net = o ? json_object_get(o, "net") : NULL;
+        json_int_t ifindex = 0, dev = 0, ino = 0;
+        if (!bad && net)
+                bad = json_unpack(net, "{s:I,s:I,s:I}", "ifindex", &ifindex, "dev", &dev, "ino", &ino) < 0 || ifindex < 1 ||
+                      ifindex > INT32_MAX;
+        if (!bad) {
                 r->agent_socket = xstrdup(sock);
+                r->net_ifindex = (int)ifindex;
+                r->netns_dev = (unsigned long long)dev;
+                r->netns_ino = (unsigned long long)ino;
+        }
         r->pid = (pid_t)pid;
         r->start_time = (unsigned long long)start;
         json_decref(o);

@@ -76,6 +76,11 @@ static int redirect(int nl, int from, int to, cap_error_t *err)
 
 int sandbox_tc_unlink(struct sandbox_net *net, cap_error_t *err)
 {
+        /* The kernel removes the tap once the VMM's last descriptor of it is closed. */
+        for (int i = 0; i < 100 && if_nametoindex(SANDBOX_TAP); i++)
+                usleep(10 * 1000);
+        if (if_nametoindex(SANDBOX_TAP))
+                return 0;
         cleanup_close int nl = nl_open(err);
         if (nl < 0 || ingress_qdisc(nl, RTM_DELQDISC, 0, net->ifindex, err) < 0)
                 return -1;
