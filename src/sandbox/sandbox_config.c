@@ -25,7 +25,7 @@
 /* Nested TCG boots take 10-90 s on a busy host; hardware KVM well under one. */
 #define SANDBOX_BOOT_TIMEOUT_DEFAULT_S 300
 
-static const char *annotation(const struct spec *spec, const char *key)
+const char *sandbox_annotation(const struct spec *spec, const char *key)
 {
         for (size_t i = 0; spec->annotations && spec->annotations[i] && spec->annotations[i + 1]; i += 2) {
                 if (strcmp(spec->annotations[i], key) == 0)
@@ -78,7 +78,7 @@ static int resolve_kernel(const struct spec *spec, char **out, cap_error_t *err)
         cleanup_free char *def = env && *env ? xstrdup(env) : exe_dir_file(SANDBOX_KERNEL_DEFAULT, err);
         if (!def)
                 return -1;
-        const char *name = annotation(spec, "capsule.vm.kernel");
+        const char *name = sandbox_annotation(spec, "capsule.vm.kernel");
         if (!name) {
                 *out = steal_pointer(&def);
                 return 0;
@@ -151,7 +151,7 @@ static int cpuset_count(const char *list)
 static int resolve_cpus(const struct spec *spec, int *cpus, cap_error_t *err)
 {
         int max = host_cpus();
-        const char *a = annotation(spec, "capsule.vm.cpus");
+        const char *a = sandbox_annotation(spec, "capsule.vm.cpus");
         const struct spec_resources *res = spec->linux.resources;
         *cpus = 1;
         if (a) {
@@ -179,7 +179,7 @@ static int resolve_cpus(const struct spec *spec, int *cpus, cap_error_t *err)
 static int resolve_memory(const struct spec *spec, uint64_t *memory, cap_error_t *err)
 {
         uint64_t host = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
-        const char *a = annotation(spec, "capsule.vm.memory");
+        const char *a = sandbox_annotation(spec, "capsule.vm.memory");
         const struct spec_resources *res = spec->linux.resources;
         *memory = SANDBOX_MEMORY_DEFAULT;
         if (a) {

@@ -34,6 +34,8 @@ struct sandbox_vm {
 /* sandbox_config.c: the kernel, initrd and size from the annotations and the container's
  * limits; refuses a missing kernel or initrd, no KVM, and a PVM host. */
 int sandbox_vm_resolve(const struct spec *spec, struct sandbox_vm *vm, cap_error_t *err);
+/* The value of config.json's annotation key, or NULL. */
+const char *sandbox_annotation(const struct spec *spec, const char *key);
 void sandbox_vm_free(struct sandbox_vm *vm);
 
 /* sandbox_binds.c: each bind mount with an absolute source gets the source AGENT_BINDS/N in

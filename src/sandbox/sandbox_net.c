@@ -256,12 +256,25 @@ static int netns_open(const char *path, struct stat *st, cap_error_t *err)
         return steal_fd(&fd);
 }
 
+/* A pod's sandbox ("pause") container only holds the pod's namespaces: the pod's interface is
+ * for the VM of its workload, which joins the same namespace next (containerd, CRI-O). */
+static bool pod_sandbox(const struct spec *spec)
+{
+        static const char *const keys[] = { "io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType" };
+        for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+                const char *type = sandbox_annotation(spec, keys[i]);
+                if (type && strcmp(type, "sandbox") == 0)
+                        return true;
+        }
+        return false;
+}
+
 int sandbox_net_plan(const struct spec *spec, struct sandbox_net *net, cap_error_t *err)
 {
         memset(net, 0, sizeof(*net));
         net->netns_fd = -1;
         const struct spec_namespace *ns = spec_namespace(spec, CLONE_NEWNET);
-        if (!ns || !ns->path)
+        if (!ns || !ns->path || pod_sandbox(spec))
                 return 0;
         struct stat st;
         cleanup_close int fd = netns_open(ns->path, &st, err);
