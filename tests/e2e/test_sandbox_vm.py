@@ -554,3 +554,23 @@ def test_net_a_network_namespace_path_that_is_no_namespace_is_refused(vm, bundle
     assert p.stderr.startswith("capsule: linux.namespaces: network: ") and "is not a network namespace" in p.stderr, p.stderr
     assert p.stderr.count("\n") == 1
     assert_nothing_left(vm, bundle)
+
+
+def test_net_a_namespace_with_lo_only_gives_the_container_lo_only(vm, bundle):
+    """As podman's --network none: a namespace by path with no interface to take over."""
+    name = f"caplo{os.getpid() % 100000}"
+    sh("ip", "netns", "add", name)
+    try:
+        bundle.config["linux"]["namespaces"] = [ns for ns in bundle.config["linux"]["namespaces"]
+                                                if ns["type"] != "network"]
+        bundle.config["linux"]["namespaces"].append({"type": "network", "path": f"/run/netns/{name}"})
+        bundle.set_args("sh", "-c", "for i in /sys/class/net/*; do echo ${i##*/} $(cat $i/type); done")
+        p = vm.run("run", "--bundle", bundle.path, bundle.id, timeout=BOOT)
+        assert p.returncode == 0, p.stdout + p.stderr
+        links = dict(line.split() for line in p.stdout.splitlines())
+        # lo, and the guest kernel's own sit0 tunnel; no Ethernet NIC (ARPHRD_ETHER, 1)
+        assert links.get("lo") == "772" and "1" not in links.values(), links
+        assert "capsule-tap0" not in sh("ip", "-n", name, "link", "show")
+    finally:
+        sh("ip", "netns", "del", name)
+    assert_nothing_left(vm, bundle)
