@@ -538,7 +538,7 @@ def test_net_the_netns_address_routes_dns_and_a_server_reached_through_the_veth(
     assert "default via 10.77.0.1" in out
     assert "nameserver 10.77.0.1" in out
     assert out.rstrip().endswith("served-across-the-veth")
-    # The tap went with the VMM, the veth's ingress qdisc with the sandbox.
+    # The tap went with the VMM, the veth's ingress qdisc with run's delete.
     assert "capsule-tap0" not in sh("ip", "-n", ctr, "link", "show")
     assert "ingress" not in sh("tc", "-n", ctr, "qdisc", "show", "dev", "eth0")
     assert_nothing_left(vm, bundle)
