@@ -305,11 +305,12 @@ def test_delete_force_after_the_vmm_was_killed(vm, bundle):
 
 
 def test_guest_oom_kills_the_container_and_the_vm_reports_it(vm, bundle):
-    """The guest's own OOM killer (a 128M VM, 400M touched): the container's init dies by SIGKILL,
-    the guest powers off, run returns 137 and nothing is left."""
+    """The guest's own OOM killer (a 128M VM, 112M touched: less than its RAM, so that mmap passes
+    the overcommit heuristic, more than is free): the container's init dies by SIGKILL, the guest
+    powers off, run returns 137 and nothing is left."""
     shutil.copy(os.path.join(BUILD, "guest", "memhog"), os.path.join(bundle.rootfs, "memhog"))
     bundle.config["annotations"] = {"capsule.vm.memory": "128M"}
-    bundle.set_args("/memhog", "400", "0")
+    bundle.set_args("/memhog", "112", "0")
     p = vm.run("run", "--bundle", bundle.path, bundle.id, timeout=BOOT)
     assert p.returncode == 137, (p.returncode, p.stdout, p.stderr)
     assert "phase=touched" not in p.stdout
