@@ -225,6 +225,10 @@ static int check_kvm(cap_error_t *err)
 int sandbox_vm_resolve(const struct spec *spec, struct sandbox_vm *vm, cap_error_t *err)
 {
         memset(vm, 0, sizeof(*vm));
+        /* virtiofsd takes it as -o source=PATH, a list without quoting: a comma would start
+         * options of config.json's choosing. */
+        if (strchr(spec->root_path, ','))
+                return cap_fail(err, 0, "root.path: `%s` has a comma, which virtiofsd cannot share", spec->root_path);
         if (resolve_cpus(spec, &vm->cpus, err) < 0 || resolve_memory(spec, &vm->memory, err) < 0 ||
             resolve_boot_timeout(&vm->boot_timeout_ms, err) < 0)
                 return -1;

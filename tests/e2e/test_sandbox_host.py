@@ -118,6 +118,17 @@ def test_hostile_or_out_of_range_annotations(tmp_path, bundle, vm_bin, key, valu
     assert_refused(p, root, bundle, f"{prefix}annotation {key}: `{value}` {message}")
 
 
+def test_a_rootfs_path_with_a_comma_is_refused(tmp_path, bundle, vm_bin):
+    """virtiofsd gets the rootfs as `-o source=PATH`: a comma would pass options of config.json's
+    choosing (another source= would share that directory instead)."""
+    os.rename(bundle.rootfs, os.path.join(bundle.path, "rootfs,source=x"))
+    bundle.config["root"]["path"] = "rootfs,source=x"
+    bundle.write()
+    root = tmp_path / "root"
+    p = create(root, bundle, "--vm", binary=vm_bin / "capsule", env=dict(os.environ, CAPSULE_KERNEL=str(vm_bin / "capsule-vmlinux")))
+    assert_refused(p, root, bundle, f"capsule: root.path: `{bundle.path}/rootfs,source=x` has a comma, which virtiofsd cannot share")
+
+
 def test_memory_limit_below_the_vm_minimum(tmp_path, bundle, vm_bin):
     bundle.config["linux"].setdefault("resources", {})["memory"] = {"limit": 80 << 20}
     bundle.write()

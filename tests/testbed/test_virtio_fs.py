@@ -81,11 +81,12 @@ def boot_script(out, initrd):
             # The external virtiofsd ends when its front-end goes.
             'wait $ext; echo $? >"$out/$t.ext.rc"',
             'after $t',
-            # Kill capsule's virtiofsd (its only child) once the guest has mounted.
+            # Kill capsule's virtiofsd (its only child) once the guest has mounted. Its DIR is
+            # relative (to $work): capsule hands virtiofsd an absolute one.
             'k="$work/$t-kill"; mkdir "$k"; echo hi >"$k/hello.txt"',
-            'capsule vm run --initrd "$initrd" --virtio-transport $t --share "$k,tag=k" '
+            '(cd "$work" && exec capsule vm run --initrd "$initrd" --virtio-transport $t --share "$t-kill,tag=k" '
             f'--cmdline {q(CMDLINE + " guest_action=script:fs_kill guest_args=k")} '
-            '>"$out/$t-kill.out" 2>"$out/$t-kill.err" </dev/null & pid=$!',
+            '>"$out/$t-kill.out" 2>"$out/$t-kill.err" </dev/null) & pid=$!',
             'until_line "$out/$t-kill.out" "guest: mounted" $pid',
             'children=$(cat /proc/$pid/task/*/children 2>/dev/null); echo "$children" >"$out/$t-kill.children"',
             '[ -z "$children" ] || kill -KILL $children',

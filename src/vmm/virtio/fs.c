@@ -245,8 +245,15 @@ static int fs_spawn(struct fs *fs, const struct vm_share *share, int *sock, cap_
         bool custom = bin && *bin;
         if (!custom)
                 bin = VIRTIOFSD_DEFAULT;
+        /* Absolute: virtiofsd looks the source up from its own sandbox. Without a comma: its -o
+         * list has no quoting, so one would start options of the path's choosing. */
+        cleanup_free char *dir = realpath(share->dir, NULL);
+        if (!dir)
+                return cap_fail(err, errno, "%s: %s", fs->setting, share->dir);
+        if (strchr(dir, ','))
+                return cap_fail(err, 0, "%s: the directory `%s` has a comma, which virtiofsd cannot share", fs->setting, dir);
         cleanup_free char *fd_arg = xasprintf("--fd=%d", VHOST_USER_BACKEND_LISTEN_FD);
-        cleanup_free char *source = xasprintf("source=%s", share->dir);
+        cleanup_free char *source = xasprintf("source=%s", dir);
         /* The namespace sandbox (its own mount, pid and net namespaces, pivoted into the
          * directory) keeps a guest from reaching outside it; cache=auto lets host-side
          * changes show up in the guest; only its errors reach capsule's stderr. */
