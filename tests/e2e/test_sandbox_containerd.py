@@ -4,7 +4,7 @@ calls capsule-vm as it calls runc (create --pid-file, start, state, kill [--all]
 --pid-file, ps, delete). The private containerd and its cleanup checks are test_containerd's and
 test_cri's.
 
-Needs hardware KVM, so on this host tests/testbed/test_sandbox_containerd.py runs it in the testbed.
+Needs hardware KVM, so on this host tests/testbed/test_vm_containerd.py runs it in the testbed.
 Every VM container is a boot (10-90 s in nested TCG): three for ctr, two for the CRI pod (its pause
 container and its workload each get a VM of their own).
 

@@ -9,6 +9,9 @@ say() { echo "guest: $*"; }
 md5() { md5sum | cut -c1-32; }
 
 mkdir -p /mnt /tmp
+# The kernel's messages (a read-only disk's failed rw mount) share the console with our lines and
+# can land inside one: they stay in dmesg only.
+dmesg -n 1
 for d in /sys/block/vd*; do
         n=${d##*/}
         q=$d/queue

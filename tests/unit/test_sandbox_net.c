@@ -44,6 +44,18 @@ static void gather_report(int out)
         json_decref(j);
 }
 
+/* What cmd printed (its first 4 KiB), after label. */
+static void report_cmd(int out, const char *label, const char *cmd)
+{
+        char buf[4096];
+        FILE *p = popen(cmd, "r");
+        size_t n = p ? fread(buf, 1, sizeof(buf) - 1, p) : 0;
+        if (p)
+                pclose(p);
+        buf[n] = '\0';
+        dprintf(out, "%s%s", label, buf);
+}
+
 /* After the gathering, as the sandbox does it: the VMM's tap appears, then the filters go on
  * and come off again. tc(8) says what the kernel holds. */
 static void link_report(int out)
@@ -60,29 +72,16 @@ static void link_report(int out)
                 cap_error_free(&err);
                 return;
         }
-        FILE *p = popen("tc filter show dev eth0 ingress; echo ---; tc filter show dev capsule-tap0 ingress; echo ---; "
-                        "ip link show capsule-tap0; echo ---", "r");
-        char buf[4096];
-        size_t n = fread(buf, 1, sizeof(buf) - 1, p);
-        pclose(p);
-        buf[n] = '\0';
-        dprintf(out, "%s", buf);
+        report_cmd(out, "", "tc filter show dev eth0 ingress; echo ---; tc filter show dev capsule-tap0 ingress; echo ---; "
+                            "ip link show capsule-tap0; echo ---");
         /* While a tap is there, the qdisc is its VM's: release leaves it. */
         sandbox_net_release(&net);
-        p = popen("tc qdisc show dev eth0", "r");
-        n = fread(buf, 1, sizeof(buf) - 1, p);
-        pclose(p);
-        buf[n] = '\0';
-        dprintf(out, "with the tap: %s", buf);
+        report_cmd(out, "with the tap: ", "tc qdisc show dev eth0");
         /* The tap goes with the VMM; then release takes the qdisc away. */
         if (system("ip link del capsule-tap0") != 0)
                 dprintf(out, "tap removal failed");
         sandbox_net_release(&net);
-        p = popen("tc qdisc show dev eth0", "r");
-        n = fread(buf, 1, sizeof(buf) - 1, p);
-        pclose(p);
-        buf[n] = '\0';
-        dprintf(out, "after release: %s", buf);
+        report_cmd(out, "after release: ", "tc qdisc show dev eth0");
         sandbox_net_free(&net);
 }
 
