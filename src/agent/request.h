@@ -33,9 +33,11 @@ struct agent_req {
 };
 
 /* Fields an op does not use are ignored; every field it uses is required unless said optional
- * ("all", "binds", "net"), and must have its type and range. "net" is refused unless each
- * address is a host's (not 0.0.0.0, loopback, multicast or broadcast), each route's destination
- * has no host bits and each gateway is a host's. */
+ * ("all", "binds", "net", "net.addresses6", "net.routes6"), and must have its type and range.
+ * "net" is refused unless it has an address, each IPv4 address is a host's (not 0.0.0.0,
+ * loopback, multicast or broadcast), each IPv6 one a host's global one (not ::, ::1, multicast,
+ * IPv4-mapped or link-local) on a link with IPv6's MTU, each route's destination has no host
+ * bits and each gateway is a host's (an IPv6 one may be link-local). */
 int agent_req_parse(const json_t *msg, struct agent_req *req, cap_error_t *err);
 
 /* The config.json the guest creates from the host's text: root.path is the rootfs the agent

@@ -25,8 +25,15 @@
  *        namespace has its interface (struct agent_net), which the container then shares:
  *          "net":{"mac":"xx:xx:xx:xx:xx:xx","mtu":N,
  *                 "addresses":[{"address":"A.B.C.D","prefix":P},...],
- *                 "routes":[{"destination":"A.B.C.D","prefix":P,"gateway":"A.B.C.D"},...]}
- *        IPv4 only; a route without "gateway" is on the link. Routes are added in their order.
+ *                 "routes":[{"destination":"A.B.C.D","prefix":P,"gateway":"A.B.C.D"},...],
+ *                 "addresses6":[{"address":"IPV6","prefix":P},...],
+ *                 "routes6":[{"destination":"IPV6","prefix":P,"gateway":"IPV6"},...]}
+ *        A route without "gateway" is on the link; routes are added in their order. The IPv6
+ *        arrays are optional (none when missing); at least one address of either family. An
+ *        IPv6 gateway may be link-local (a router's fe80:: address), an IPv6 address may not:
+ *        the guest makes its own from the MAC, as the interface had. The guest's NIC runs no
+ *        duplicate address detection and takes no router advertisement (no SLAAC address, no
+ *        route of its own): it has exactly what the host's interface had.
  *   {"op":"stdio","exec":"init"|EXEC_ID,"fd":0|1|2}
  *        Sent BEFORE the create/exec that uses it. After the reply, the connection is a raw byte
  *        stream: fd 0 host->guest, fd 1 and 2 guest->host; with "stdio":"tty" only fd 0 is used, and
@@ -81,13 +88,28 @@ struct agent_net_route {
         unsigned int prefix;    /* 0 (default route) to 32 */
         struct in_addr gateway; /* 0.0.0.0: on the link */
 };
+/* IPv6 needs this MTU: the kernel turns IPv6 off on a link with less. */
+#define AGENT_NET_MTU_IPV6_MIN 1280
+struct agent_net_addr6 {
+        struct in6_addr addr;
+        unsigned int prefix; /* 1 to 128 */
+};
+struct agent_net_route6 {
+        struct in6_addr dst;     /* its host bits zero */
+        unsigned int prefix;     /* 0 (default route) to 128 */
+        struct in6_addr gateway; /* ::, on the link */
+};
 struct agent_net {
         uint8_t mac[6];
         unsigned int mtu;
-        int n_addrs; /* at least 1 */
+        int n_addrs; /* n_addrs + n_addrs6 at least 1 */
         struct agent_net_addr addrs[AGENT_NET_ADDRS_MAX];
         int n_routes;
         struct agent_net_route routes[AGENT_NET_ROUTES_MAX];
+        int n_addrs6;
+        struct agent_net_addr6 addrs6[AGENT_NET_ADDRS_MAX];
+        int n_routes6;
+        struct agent_net_route6 routes6[AGENT_NET_ROUTES_MAX];
 };
 
 /* The guest kernel's vsock CID for every sandbox VM (each VM has its own device). */

@@ -62,9 +62,9 @@ int sandbox_seccomp_load(cap_error_t *err);
 char *sandbox_seccomp_death(const char *root, const char *id);
 /* sandbox_net.c: the network namespace config.json joins by path (podman, CNI or containerd
  * made it) reaches the guest: the VM's tap SANDBOX_TAP is created in it and tied to its
- * interface by tc filters, and the guest's NIC gets the interface's MAC, MTU, IPv4 addresses
- * and routes. Without such a namespace, or with no usable interface in it (an Ethernet one
- * with an IPv4 address; the default route's, when there is one), the guest has lo only. */
+ * interface by tc filters, and the guest's NIC gets the interface's MAC, MTU, IPv4 and global
+ * IPv6 addresses and routes. Without such a namespace, or with no usable interface in it (an
+ * Ethernet one with an address; the default route's, when there is one), the guest has lo only. */
 #define SANDBOX_TAP "capsule-tap0"
 struct sandbox_net {
         int netns_fd; /* -1: no NIC */

@@ -484,40 +484,90 @@ def sh(*args):
     return subprocess.run(args, capture_output=True, text=True, check=True).stdout
 
 
+# Answers every GET with the client's address: what the server sees as the source.
+PEER_SERVER = """
+import http.server, socket, sys
+class Peer(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = (self.client_address[0] + "\\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+class Server(http.server.HTTPServer):
+    address_family = socket.AF_INET6
+Server(("::", int(sys.argv[1])), Peer).serve_forever()
+"""
+
+
+def wait_listening(netns, addr, port):
+    probe = (f"import socket,time\nfor _ in range(100):\n try: socket.create_connection(({addr!r},{port}),1); break\n"
+             " except OSError: time.sleep(0.1)\nelse: raise SystemExit('the server does not listen')")
+    sh("ip", "netns", "exec", netns, "python3", "-c", probe)
+
+
 @pytest.fixture
 def netns_pair(tmp_path):
-    """Two network namespaces joined by a veth pair, as CNI leaves a pod's: the container's side
-    is eth0 (10.77.0.2/24, MTU 1400, default route via the server's 10.77.0.1), and an HTTP
-    server listens on the other side."""
+    """Network namespaces joined by a veth pair, as CNI leaves a dual-stack pod's: the container's
+    side is eth0 (10.77.0.2/24 and fd77::2/64, MTU 1400, default routes via the server's 10.77.0.1
+    and fd77::1, and fd99::/64 via fe80::1), and servers listen on the other side: HTTP on
+    10.77.0.1:8077, and on port 8078 of fd77::1 and fd98::1 (through the default route) one that
+    answers with the client's address. fe80::1 is a router of its own on the same link (a third
+    namespace, bridged in by the server's) with fd99::1 and the same server: the server's namespace
+    does not forward, so only the fd99::/64 route reaches it."""
     tag = os.getpid() % 100000
-    srv, ctr = f"capsrv{tag}", f"capctr{tag}"
-    sh("ip", "netns", "add", srv)
-    sh("ip", "netns", "add", ctr)
-    server = None
+    srv, ctr, gw = f"capsrv{tag}", f"capctr{tag}", f"capgw{tag}"
+    for ns in (srv, ctr, gw):
+        sh("ip", "netns", "add", ns)
+    servers = []
     try:
+        # The server's side is a bridge (its addresses on br0): the router's veth joins it.
+        sh("ip", "-n", srv, "link", "add", "br0", "mtu", "1400", "type", "bridge", "mcast_snooping", "0")
         sh("ip", "-n", ctr, "link", "add", "eth0", "mtu", "1400", "type", "veth", "peer", "name", "veth-srv", "netns", srv)
-        sh("ip", "-n", srv, "link", "set", "veth-srv", "mtu", "1400", "up")
-        sh("ip", "-n", srv, "addr", "add", "10.77.0.1/24", "dev", "veth-srv")
+        sh("ip", "-n", gw, "link", "add", "gw0", "mtu", "1400", "type", "veth", "peer", "name", "veth-gw", "netns", srv)
+        for port in ("veth-srv", "veth-gw"):
+            sh("ip", "-n", srv, "link", "set", port, "mtu", "1400", "master", "br0", "up")
+        sh("ip", "-n", srv, "link", "set", "br0", "up")
+        sh("ip", "-n", srv, "addr", "add", "10.77.0.1/24", "dev", "br0")
+        sh("ip", "-n", srv, "addr", "add", "fd77::1/64", "dev", "br0", "nodad")
+        sh("ip", "-n", srv, "link", "set", "lo", "up")
+        sh("ip", "-n", srv, "addr", "add", "fd98::1/128", "dev", "lo")
+        sh("ip", "-n", gw, "link", "set", "lo", "up")
+        sh("ip", "-n", gw, "addr", "add", "fd99::1/128", "dev", "lo")
+        sh("ip", "-n", gw, "addr", "add", "fe80::1/64", "dev", "gw0", "nodad")
+        sh("ip", "-n", gw, "link", "set", "gw0", "up")
+        sh("ip", "-n", gw, "-6", "route", "add", "fd77::/64", "dev", "gw0")
         sh("ip", "-n", ctr, "addr", "add", "10.77.0.2/24", "dev", "eth0")
+        sh("ip", "-n", ctr, "addr", "add", "fd77::2/64", "dev", "eth0")
         sh("ip", "-n", ctr, "link", "set", "eth0", "up")
         sh("ip", "-n", ctr, "route", "add", "default", "via", "10.77.0.1")
+        sh("ip", "-n", ctr, "-6", "route", "add", "default", "via", "fd77::1")
+        sh("ip", "-n", ctr, "-6", "route", "add", "fd99::/64", "via", "fe80::1", "dev", "eth0")
         (tmp_path / "www").mkdir()
         (tmp_path / "www" / "token.txt").write_text("served-across-the-veth\n")
-        server = subprocess.Popen(
+        servers.append(subprocess.Popen(
             ["ip", "netns", "exec", srv, "python3", "-m", "http.server", "--bind", "10.77.0.1", "8077",
              "--directory", str(tmp_path / "www")], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-        probe = ("import socket,time\nfor _ in range(100):\n try: socket.create_connection(('10.77.0.1',8077),1); break\n"
-                 " except OSError: time.sleep(0.1)\nelse: raise SystemExit('the server does not listen')")
-        sh("ip", "netns", "exec", ctr, "python3", "-c", probe)
+            stderr=subprocess.DEVNULL))
+        for ns in (srv, gw):
+            servers.append(subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c", PEER_SERVER, "8078"],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_listening(ctr, "10.77.0.1", 8077)
+        wait_listening(ctr, "fd77::1", 8078)
+        wait_listening(ctr, "fd99::1", 8078)
+        # The premise: without its route, fd99::1 is out of reach.
+        sh("ip", "-n", ctr, "-6", "route", "del", "fd99::/64")
+        probe = "import socket\ntry: socket.create_connection(('fd99::1',8078),2); print('reached')\nexcept OSError: print('unreachable')"
+        assert sh("ip", "netns", "exec", ctr, "python3", "-c", probe).strip() == "unreachable"
+        sh("ip", "-n", ctr, "-6", "route", "add", "fd99::/64", "via", "fe80::1", "dev", "eth0")
         mac = re.search(r"link/ether (\S+)", sh("ip", "-n", ctr, "link", "show", "eth0")).group(1)
         yield ctr, mac
     finally:
-        if server:
+        for server in servers:
             server.kill()
             server.wait()
-        sh("ip", "netns", "del", ctr)
-        sh("ip", "netns", "del", srv)
+        for ns in (ctr, gw, srv):
+            sh("ip", "netns", "del", ns)
 
 
 def test_net_the_netns_address_routes_dns_and_a_server_reached_through_the_veth(vm, bundle, netns_pair, tmp_path):
@@ -528,16 +578,25 @@ def test_net_the_netns_address_routes_dns_and_a_server_reached_through_the_veth(
     (tmp_path / "resolv.conf").write_text("nameserver 10.77.0.1\n")
     bundle.config["mounts"].append({"destination": "/etc/resolv.conf", "type": "bind",
                                     "source": str(tmp_path / "resolv.conf"), "options": ["rbind", "ro"]})
-    bundle.set_args("sh", "-c", "ip addr show; ip route show; cat /etc/resolv.conf; "
+    bundle.set_args("sh", "-c", "ip addr show; ip route show; ip -6 route show; cat /etc/resolv.conf; "
+                    "for a in fd77::1 fd98::1 fd99::1; do echo \"$a sees $(wget -q -O - http://[$a]:8078/)\"; done; "
                     "wget -q -O - http://10.77.0.1:8077/token.txt")
     p = vm.run("run", "--bundle", bundle.path, bundle.id, timeout=BOOT)
     assert p.returncode == 0, p.stdout + p.stderr
     out = p.stdout
     assert "inet 10.77.0.2/24" in out  # the namespace's address, inside the VM's container
+    pod6 = re.search(r"inet6 fd77::2/64 .*", out)
+    assert pod6 and "scope global" in pod6.group(0), out
+    assert "tentative" not in pod6.group(0) and "dadfailed" not in pod6.group(0), out  # usable at once
     assert f"link/ether {mac}" in out  # the veth's MAC: the server's neighbour entry stays valid
     assert "mtu 1400" in out
     assert "default via 10.77.0.1" in out
+    assert "default via fd77::1" in out and "fd99::/64 via fe80::1" in out
     assert "nameserver 10.77.0.1" in out
+    # Over IPv6 on the link, through the default route and through the fd99::/64 route's link-local
+    # gateway, the server sees the pod's address as the source.
+    for server in ("fd77::1", "fd98::1", "fd99::1"):
+        assert f"{server} sees fd77::2\n" in out, out
     assert out.rstrip().endswith("served-across-the-veth")
     # The tap went with the VMM, the veth's ingress qdisc with run's delete.
     assert "capsule-tap0" not in sh("ip", "-n", ctr, "link", "show")
