@@ -156,8 +156,9 @@ int system_net_setup(const struct agent_net *n, cap_error_t *err)
         memcpy(ifr.ifr_name, name, IFNAMSIZ);
         if (ifreq_call(s, SIOCSIFMTU, &ifr, "set the MTU", err) < 0)
                 return -1;
-        /* Below IPv6's MTU the kernel has no IPv6 on the link (and request.c took no address). */
-        if (n->mtu >= AGENT_NET_MTU_IPV6_MIN && ipv6_setup(name, err) < 0)
+        /* Below IPv6's MTU the kernel has no IPv6 on the link (and request.c took no address);
+         * a kernel without IPv6 (capsule.vm.kernel) has nothing to turn off. */
+        if (n->mtu >= AGENT_NET_MTU_IPV6_MIN && access("/proc/sys/net/ipv6", F_OK) == 0 && ipv6_setup(name, err) < 0)
                 return -1;
         for (int i = 0; i < n->n_addrs; i++)
                 if (addr_add(s, name, i, &n->addrs[i], err) < 0)
