@@ -3,10 +3,10 @@
  * its own), and tied to the namespace's interface by tc filters that redirect every frame
  * from one to the other (sandbox_tc.c). The guest's NIC takes the interface's MAC (the peers'
  * neighbour entries stay valid), MTU, IPv4 and IPv6 addresses and routes, so the pod's
- * addresses keep working, and the guest reaches exactly what the interface reached before. The interface
- * keeps its address: no frame reaches the namespace's own stack any more. Each step here runs
- * on a short-lived thread that enters the namespace, so the caller's threads stay where they
- * are. */
+ * addresses keep working, and the guest reaches exactly what the interface reached before.
+ * The interface keeps its addresses: no frame reaches the namespace's own stack any more.
+ * Each step here runs on a short-lived thread that enters the namespace, so the caller's
+ * threads stay where they are. */
 #include "sandbox/sandbox_internal.h"
 
 #include <arpa/inet.h>
@@ -139,7 +139,7 @@ static uint32_t prefix_mask(unsigned int prefix)
         return prefix ? htonl(~0u << (32 - prefix)) : 0;
 }
 
-/* Only the host bits of the first prefix bits of a kept. */
+/* a with its host bits (those past the first prefix bits) zero. */
 static struct in6_addr ipv6_masked(const struct in6_addr *a, unsigned int prefix)
 {
         struct in6_addr m = *a;

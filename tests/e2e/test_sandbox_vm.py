@@ -604,6 +604,44 @@ def test_net_the_netns_address_routes_dns_and_a_server_reached_through_the_veth(
     assert_nothing_left(vm, bundle)
 
 
+def test_net_an_ipv6_only_namespace(vm, bundle):
+    """A single-stack IPv6 pod: the interface is the IPv6 default route's, the guest has no IPv4
+    address, and the server sees the pod's address."""
+    tag = os.getpid() % 100000
+    srv, ctr = f"capsrv6{tag}", f"capctr6{tag}"
+    for ns in (srv, ctr):
+        sh("ip", "netns", "add", ns)
+    server = None
+    try:
+        sh("ip", "-n", ctr, "link", "add", "eth0", "type", "veth", "peer", "name", "veth-srv", "netns", srv)
+        sh("ip", "-n", srv, "link", "set", "veth-srv", "up")
+        sh("ip", "-n", srv, "addr", "add", "2001:db8:6::1/64", "dev", "veth-srv", "nodad")
+        sh("ip", "-n", ctr, "addr", "add", "2001:db8:6::2/64", "dev", "eth0", "nodad")
+        sh("ip", "-n", ctr, "link", "set", "eth0", "up")
+        sh("ip", "-n", ctr, "-6", "route", "add", "default", "via", "2001:db8:6::1")
+        server = subprocess.Popen(["ip", "netns", "exec", srv, "python3", "-c", PEER_SERVER, "8078"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_listening(ctr, "2001:db8:6::1", 8078)
+        bundle.config["linux"]["namespaces"] = [ns for ns in bundle.config["linux"]["namespaces"]
+                                                if ns["type"] != "network"]
+        bundle.config["linux"]["namespaces"].append({"type": "network", "path": f"/run/netns/{ctr}"})
+        bundle.set_args("sh", "-c", "ip addr show eth0; ip -6 route show; "
+                        "echo \"sees $(wget -q -O - http://[2001:db8:6::1]:8078/)\"")
+        p = vm.run("run", "--bundle", bundle.path, bundle.id, timeout=BOOT)
+    finally:
+        if server:
+            server.kill()
+            server.wait()
+        for ns in (ctr, srv):
+            sh("ip", "netns", "del", ns)
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = p.stdout
+    assert "inet6 2001:db8:6::2/64 scope global" in out and "inet " not in out, out
+    assert "default via 2001:db8:6::1" in out, out
+    assert "sees 2001:db8:6::2\n" in out, out
+    assert_nothing_left(vm, bundle)
+
+
 def test_net_a_network_namespace_path_that_is_no_namespace_is_refused(vm, bundle, tmp_path):
     (tmp_path / "not-a-netns").write_text("")
     bundle.config["linux"]["namespaces"] = [ns for ns in bundle.config["linux"]["namespaces"] if ns["type"] != "network"]
