@@ -579,6 +579,7 @@ def test_net_the_netns_address_routes_dns_and_a_server_reached_through_the_veth(
     bundle.config["mounts"].append({"destination": "/etc/resolv.conf", "type": "bind",
                                     "source": str(tmp_path / "resolv.conf"), "options": ["rbind", "ro"]})
     bundle.set_args("sh", "-c", "ip addr show; ip route show; ip -6 route show; cat /etc/resolv.conf; "
+                    "cd /proc/sys/net/ipv6/conf/eth0; echo \"dad,ra,slaac: $(cat accept_dad),$(cat accept_ra),$(cat autoconf)\"; "
                     "for a in fd77::1 fd98::1 fd99::1; do echo \"$a sees $(wget -q -O - http://[$a]:8078/)\"; done; "
                     "wget -q -O - http://10.77.0.1:8077/token.txt")
     p = vm.run("run", "--bundle", bundle.path, bundle.id, timeout=BOOT)
@@ -592,6 +593,8 @@ def test_net_the_netns_address_routes_dns_and_a_server_reached_through_the_veth(
     assert "mtu 1400" in out
     assert "default via 10.77.0.1" in out
     assert "default via fd77::1" in out and "fd99::/64 via fe80::1" in out
+    # No duplicate address detection (the address works at once), no router advertisement taken.
+    assert "dad,ra,slaac: 0,0,0\n" in out, out
     assert "nameserver 10.77.0.1" in out
     # Over IPv6 on the link, through the default route and through the fd99::/64 route's link-local
     # gateway, the server sees the pod's address as the source.
