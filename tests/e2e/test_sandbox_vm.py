@@ -318,6 +318,20 @@ def test_guest_oom_kills_the_container_and_the_vm_reports_it(vm, bundle):
     assert_nothing_left(vm, bundle)
 
 
+
+def test_guest_panic_stops_the_container_with_the_vms_status(vm, bundle):
+    """A container that may write /proc/sys (a hostile config.json can ask for that) makes the guest
+    kernel panic on OOM, then runs out of memory: the guest panics, pvpanic tells the VMM, run
+    exits 81 (the VMM's status for a panic) and nothing is left."""
+    shutil.copy(os.path.join(BUILD, "guest", "memhog"), os.path.join(bundle.rootfs, "memhog"))
+    bundle.config["annotations"] = {"capsule.vm.memory": "128M"}
+    bundle.config["linux"]["readonlyPaths"] = []
+    bundle.set_args("sh", "-c", "echo 1 >/proc/sys/vm/panic_on_oom && echo armed && /memhog 112 0")
+    p = vm.run("run", "--bundle", bundle.path, bundle.id, timeout=BOOT)
+    assert p.returncode == 81, (p.returncode, p.stdout, p.stderr)
+    assert p.stdout.startswith("armed\n") and "phase=touched" not in p.stdout, p.stdout
+    assert_nothing_left(vm, bundle)
+
 @pytest.mark.skipif(os.environ.get("TESTBED") != "qemu", reason="on hardware KVM the guest may answer within 1 s")
 def test_boot_timeout_leaves_nothing(vm, bundle):
     """A guest that does not answer in time (1 s: nested TCG boots take 10 s and more): create
