@@ -10,7 +10,9 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/openat2.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -18,6 +20,17 @@
 #include "common/util.h"
 
 #define WHAT "annotation " SANDBOX_ROOTFS_BLOCK_ANNOTATION
+
+/* Whether a VM (or another program) holds a lock the VMM's would conflict with: it takes the
+ * same one again once it runs, but here the refusal can name the annotation. A regular file's
+ * reopening has no side effect; the lock goes with this descriptor. */
+static bool image_locked(int image, bool readonly)
+{
+        char path[32];
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", image);
+        cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        return fd >= 0 && flock(fd, (readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+}
 
 int sandbox_rootfs_open(const struct spec *spec, const char *bundle, int *fd, cap_error_t *err)
 {
@@ -48,6 +61,8 @@ int sandbox_rootfs_open(const struct spec *spec, const char *bundle, int *fd, ca
                 return cap_fail(err, 0, WHAT ": `%s` is not a regular file (a disk image)", name);
         if (st.st_nlink != 1)
                 return cap_fail(err, 0, WHAT ": `%s` has other hard links, which may name a file outside the bundle", name);
+        if (image_locked(image, spec->root_readonly))
+                return cap_fail(err, 0, WHAT ": `%s` is in use by another VM or program (it is locked)", name);
         *fd = steal_fd(&image);
         return 0;
 }

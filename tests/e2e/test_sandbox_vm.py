@@ -645,7 +645,7 @@ def test_block_rootfs_outside_the_bundle_is_refused(vm, bundle, tmp_path, attack
     p = vm.run("create", "--bundle", bundle.path, bundle.id, timeout=120)
     assert p.returncode == 1
     why = {"dotdot": "leads out of the bundle directory", "absolute": "is not a relative path inside the bundle directory",
-           "symlink": "is or passes through a symbolic link"}[attack]
+           "symlink": "is or passes through a symbolic link, which is not followed"}[attack]
     assert p.stderr == f"capsule: annotation capsule.vm.rootfs.block: `{name}` {why}\n", p.stderr
     assert victim.read_text() == "secret\n"
     assert_nothing_left(vm, bundle)

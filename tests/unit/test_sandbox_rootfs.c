@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -38,11 +39,14 @@ static bool file_at(const char *bundle, const char *name, const char *text)
         return write_file(path, text, strlen(text), &err) == 0;
 }
 
-/* sandbox_rootfs_open() with the annotation set to name (NULL: none): its result, the fd in *fd,
- * and the error's message in *why (NULL when it succeeded). */
+/* sandbox_rootfs_open() with the annotation set to name (NULL: none) and root.readonly as
+ * readonly says: its result, the fd in *fd, and the error's message in *why (NULL when it
+ * succeeded). */
+static bool readonly;
+
 static int open_named(const char *bundle, const char *name, int *fd, char **why)
 {
-        struct spec spec = { 0 };
+        struct spec spec = { .root_readonly = readonly };
         char *annotations[] = { SANDBOX_ROOTFS_BLOCK_ANNOTATION, (char *)name, NULL };
         if (name)
                 spec.annotations = annotations;
@@ -141,4 +145,31 @@ TEST(rootfs_refuses_a_device_node)
         cleanup_free char *dev = xasprintf("%s/null", bundle);
         CHECK(mknod(dev, S_IFCHR | 0600, makedev(1, 3)) == 0);
         CHECK(refused(bundle, "null", "is not a regular file (a disk image)"));
+}
+
+/* As the VMM locks an image: exclusively, or shared when read-only. */
+TEST(rootfs_refuses_an_image_another_vm_uses)
+{
+        cleanup_bundle char *bundle = bundle_new();
+        CHECK(bundle && file_at(bundle, "disk.img", "image"));
+        cleanup_free char *path = xasprintf("%s/disk.img", bundle);
+        cleanup_close int holder = open(path, O_RDONLY | O_CLOEXEC);
+        CHECK(holder >= 0 && flock(holder, LOCK_SH) == 0);
+        readonly = false;
+        CHECK(refused(bundle, "disk.img", "`disk.img` is in use by another VM or program (it is locked)"));
+        /* Readers share the image. */
+        readonly = true;
+        int fd;
+        cleanup_free char *why = NULL;
+        CHECK(open_named(bundle, "disk.img", &fd, &why) == 0 && fd >= 0);
+        close(fd);
+        CHECK(flock(holder, LOCK_EX) == 0);
+        CHECK(refused(bundle, "disk.img", "is in use by another VM or program"));
+        /* The check holds no lock of its own: a writer may come after. */
+        CHECK(flock(holder, LOCK_UN) == 0);
+        readonly = false;
+        CHECK(open_named(bundle, "disk.img", &fd, &why) == 0 && fd >= 0);
+        cleanup_close int again = open(path, O_RDONLY | O_CLOEXEC);
+        CHECK(again >= 0 && flock(again, LOCK_EX | LOCK_NB) == 0);
+        close(fd);
 }
