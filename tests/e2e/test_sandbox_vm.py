@@ -609,6 +609,9 @@ def test_block_rootfs_runs_the_image_and_its_writes_land_in_it(vm, bundle):
     # The guest left the file system clean (no journal to replay): the host reads the write as is.
     fsck = subprocess.run(["e2fsck", "-fn", image], capture_output=True, text=True, timeout=60)
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    header = subprocess.run(["dumpe2fs", "-h", image], capture_output=True, text=True, timeout=60).stdout
+    features = next(line for line in header.splitlines() if line.startswith("Filesystem features:"))
+    assert "needs_recovery" not in features, features
     assert image_cat(image, "/written.txt") == "from-guest\n"
     assert_nothing_left(vm, bundle)
 
