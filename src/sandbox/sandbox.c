@@ -175,12 +175,10 @@ int sandbox_update(const char *root, const char *id, const char *resources_json,
         cleanup_cgroup struct cgroup *cg = NULL;
         if (load_live(root, id, &st, &rec, err) < 0)
                 return -1;
-        /* The host's cgroup bounds the whole VM, as at create: devices are the guest's business
-         * (on the host they would deny the VMM /dev/kvm). */
+        /* The host's cgroup bounds the whole VM, as at create. */
         if (st->cgroup) {
-                struct spec_resources host_res = *res;
-                host_res.devices = NULL;
-                host_res.n_devices = 0;
+                struct spec_resources host_res;
+                sandbox_host_resources(res, &host_res);
                 if (cgroup_load(st->cgroup, &cg, err) < 0 || cgroup_apply(cg, &host_res, err) < 0)
                         return cap_error_prefix(err, "update container \"%s\"", id);
         }

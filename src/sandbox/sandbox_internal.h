@@ -44,6 +44,9 @@ void sandbox_vm_free(struct sandbox_vm *vm);
  * (-1 without the annotation), or a refusal naming the annotation. */
 #define SANDBOX_ROOTFS_BLOCK_ANNOTATION "capsule.vm.rootfs.block"
 int sandbox_rootfs_open(const struct spec *spec, const char *bundle, int *fd, cap_error_t *err);
+/* The limits for the host's cgroup, which bounds the whole VM: res without the devices rules and
+ * with room for the VMM's own threads in the pids limit. */
+void sandbox_host_resources(const struct spec_resources *res, struct spec_resources *host);
 
 /* sandbox_binds.c: each bind mount with an absolute source gets the source AGENT_BINDS/N in
  * *out (the config text for the agent); *sources lists the host's sources by N, each after one
