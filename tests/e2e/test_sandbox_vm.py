@@ -684,3 +684,17 @@ def test_block_rootfs_outside_the_bundle_is_refused(vm, bundle, tmp_path, attack
     assert p.stderr == f"capsule: annotation capsule.vm.rootfs.block: `{name}` {why}\n", p.stderr
     assert victim.read_text() == "secret\n"
     assert_nothing_left(vm, bundle)
+
+
+def test_block_rootfs_that_is_no_ext4_image_fails_create_and_leaves_nothing(vm, bundle):
+    """The host cannot tell a file system from any file: the guest's mount refuses it, and create
+    fails with the agent's one line."""
+    with open(os.path.join(bundle.path, "zeros.img"), "wb") as f:
+        f.truncate(8 << 20)
+    bundle.config["annotations"] = {"capsule.vm.rootfs.block": "zeros.img"}
+    bundle.set_args("true")
+    p = vm.run("create", "--bundle", bundle.path, bundle.id, timeout=BOOT)
+    assert p.returncode == 1
+    assert "the container's rootfs (the disk /dev/vda, ext4): mount ext4 on `/run/capsule/rootfs`" in p.stderr, p.stderr
+    assert p.stderr.startswith("capsule: ") and p.stderr.count("\n") == 1, p.stderr
+    assert_nothing_left(vm, bundle)
