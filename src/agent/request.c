@@ -73,6 +73,28 @@ static int get_bool(const json_t *msg, const char *key, bool *out, cap_error_t *
         return 0;
 }
 
+/* An optional one of AGENT_ROOTFS_*: virtio-fs when missing. */
+static int get_rootfs(const json_t *msg, enum agent_rootfs *out, cap_error_t *err)
+{
+        static const char *const names[] = { [AGENT_ROOTFS_FROM_VIRTIOFS] = AGENT_ROOTFS_VIRTIOFS,
+                                             [AGENT_ROOTFS_FROM_BLOCK] = AGENT_ROOTFS_BLOCK,
+                                             [AGENT_ROOTFS_FROM_BLOCK_RO] = AGENT_ROOTFS_BLOCK_RO };
+        const char *name;
+        *out = AGENT_ROOTFS_FROM_VIRTIOFS;
+        if (!json_object_get(msg, "rootfs"))
+                return 0;
+        if (get_string(msg, "rootfs", &name, err) < 0)
+                return -1;
+        for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+                if (strcmp(name, names[i]) == 0) {
+                        *out = (enum agent_rootfs)i;
+                        return 0;
+                }
+        }
+        return cap_fail(err, 0, "request: \"rootfs\": `%.64s` is none of \"" AGENT_ROOTFS_VIRTIOFS "\", \"" AGENT_ROOTFS_BLOCK
+                                "\", \"" AGENT_ROOTFS_BLOCK_RO "\"", name);
+}
+
 static int get_ipv4(const json_t *obj, const char *key, const char *where, struct in_addr *out, cap_error_t *err)
 {
         const json_t *v = json_object_get(obj, key);
@@ -287,7 +309,7 @@ int agent_req_parse(const json_t *msg, struct agent_req *req, cap_error_t *err)
                         return cap_error_prefix(err, "request: \"id\"");
                 if (get_string(msg, "config", &req->config, err) < 0 || get_stdio(msg, &req->tty, err) < 0)
                         return -1;
-                if (get_bool(msg, "binds", &req->binds, err) < 0)
+                if (get_bool(msg, "binds", &req->binds, err) < 0 || get_rootfs(msg, &req->rootfs, err) < 0)
                         return -1;
                 return get_net(msg, req, err);
         case AGENT_OP_START:

@@ -7,10 +7,11 @@
  * JSON object with "op"); the agent answers with one reply frame {"ok":true,...} or
  * {"ok":false,"error":"one line"}. What a connection carries after that depends on the op:
  *
- *   {"op":"create","id":ID,"config":"<config.json text>","stdio":"pipes"|"tty","binds":bool}
- *        The agent writes the text as its bundle's config.json, with root.path replaced by the
- *        rootfs it mounted from the virtio-fs tag AGENT_ROOTFS_TAG, and creates the container with
- *        the runtime library (the same parser and the same checks as on the host). The init's
+ *   {"op":"create","id":ID,"config":"<config.json text>","stdio":"pipes"|"tty","binds":bool,
+ *    "rootfs":"virtiofs"|"block"|"block-ro"}
+ *        The agent mounts the container's rootfs ("rootfs" below), writes the text as its
+ *        bundle's config.json, with root.path replaced by that rootfs, and creates the container
+ *        with the runtime library (the same parser and the same checks as on the host). The init's
  *        stdio are the streams of the next "stdio" connections (exec "init"). Reply once the
  *        container is created: {"ok":true,"pid":GUEST_PID,"boot_us":B,"ready_us":R}, B and R the
  *        guest's CLOCK_BOOTTIME (µs) when the agent began and when it listened (the host records
@@ -34,6 +35,10 @@
  *        the guest makes its own from the MAC, as the interface had. The guest's NIC runs no
  *        duplicate address detection and takes no router advertisement (no SLAAC address, no
  *        route of its own): it has exactly what the host's interface had.
+ *        "rootfs" (optional, default "virtiofs") says where the container's rootfs comes from:
+ *        "virtiofs" the tag AGENT_ROOTFS_TAG, "block" the VM's one disk AGENT_ROOTFS_DEVICE (an
+ *        ext4 image the host's bundle ships), "block-ro" that disk mounted read-only (the host
+ *        gave it read-only: root.readonly).
  *   {"op":"stdio","exec":"init"|EXEC_ID,"fd":0|1|2}
  *        Sent BEFORE the create/exec that uses it. After the reply, the connection is a raw byte
  *        stream: fd 0 host->guest, fd 1 and 2 guest->host; with "stdio":"tty" only fd 0 is used, and
@@ -70,6 +75,12 @@
 
 #define AGENT_PORT 1024
 #define AGENT_ROOTFS_TAG "capsule-rootfs"
+/* create's "rootfs" values, and the disk the block ones name: a sandbox VM has no other. */
+#define AGENT_ROOTFS_VIRTIOFS "virtiofs"
+#define AGENT_ROOTFS_BLOCK "block"
+#define AGENT_ROOTFS_BLOCK_RO "block-ro"
+#define AGENT_ROOTFS_DEVICE "/dev/vda"
+#define AGENT_ROOTFS_FSTYPE "ext4"
 /* The host's bind mount sources, one entry per mount: with "binds":true in create, the agent
  * mounts this tag at AGENT_BINDS, and the config's sources name AGENT_BINDS/N. */
 #define AGENT_BINDS_TAG "capsule-binds"

@@ -318,7 +318,6 @@ def test_guest_oom_kills_the_container_and_the_vm_reports_it(vm, bundle):
     assert_nothing_left(vm, bundle)
 
 
-
 def test_guest_panic_stops_the_container_with_the_vms_status(vm, bundle):
     """A container that may write /proc/sys (a hostile config.json can ask for that) makes the guest
     kernel panic on OOM, then runs out of memory: the guest panics, pvpanic tells the VMM, run
@@ -692,8 +691,6 @@ def test_net_a_namespace_with_lo_only_gives_the_container_lo_only(vm, bundle):
     assert_nothing_left(vm, bundle)
 
 
-
-
 def test_a_small_pids_limit_bounds_the_container_not_the_vmm(vm, bundle):
     """pids.limit 8: the VM starts although the VMM and virtiofsd need more threads than that on
     the host (11 for one vCPU); in the guest the container's own cgroup holds it to 8 processes."""
@@ -710,4 +707,94 @@ def test_a_small_pids_limit_bounds_the_container_not_the_vmm(vm, bundle):
     assert lines[0] == "8" and current and 2 <= current[0] <= 8, p.stdout
     refused = [int(x.split("=")[1]) for x in lines if x.startswith("max=")]
     assert refused and refused[0] >= 1, p.stdout
+
+
+def block_rootfs(bundle, name="rootfs.ext4"):
+    """The bundle's rootfs as an ext4 image in the bundle, named by the annotation; the rootfs
+    directory is emptied, so that the container runs from the image or not at all."""
+    image = os.path.join(bundle.path, name)
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-d", bundle.rootfs, image, "64M"], check=True)
+    for entry in os.listdir(bundle.rootfs):
+        path = os.path.join(bundle.rootfs, entry)
+        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
+    bundle.config.setdefault("annotations", {})["capsule.vm.rootfs.block"] = name
+    return image
+
+
+def image_cat(image, path):
+    p = subprocess.run(["debugfs", "-R", f"cat {path}", image], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def test_block_rootfs_runs_the_image_and_its_writes_land_in_it(vm, bundle):
+    image = block_rootfs(bundle)
+    bundle.set_args("sh", "-c", "echo hello; grep ' / ' /proc/mounts; cat /sys/block/vda/ro; "
+                    "echo from-guest >/written.txt; exit 3")
+    p = vm.run("run", "--bundle", bundle.path, bundle.id, timeout=BOOT)
+    assert p.returncode == 3, p.stdout + p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0] == "hello"
+    assert lines[1].startswith("/dev/vda / ext4 rw,"), lines
+    assert lines[2] == "0"
+    assert os.listdir(bundle.rootfs) == []
+    # The guest left the file system clean (no journal to replay): the host reads the write as is.
+    fsck = subprocess.run(["e2fsck", "-fn", image], capture_output=True, text=True, timeout=60)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    header = subprocess.run(["dumpe2fs", "-h", image], capture_output=True, text=True, timeout=60).stdout
+    features = next(line for line in header.splitlines() if line.startswith("Filesystem features:"))
+    assert "needs_recovery" not in features, features
+    assert image_cat(image, "/written.txt") == "from-guest\n"
+    assert_nothing_left(vm, bundle)
+
+
+def test_block_rootfs_read_only_with_root_readonly(vm, bundle):
+    image = block_rootfs(bundle)
+    bundle.config["root"]["readonly"] = True
+    bundle.set_args("sh", "-c", "grep ' / ' /proc/mounts; cat /sys/block/vda/ro; "
+                    "echo x >/written.txt && echo wrote; exit 0")
+    before = open(image, "rb").read()
+    p = vm.run("run", "--bundle", bundle.path, bundle.id, timeout=BOOT)
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith("/dev/vda / ext4 ro,"), lines
+    assert lines[1] == "1", "the guest's disk is read-only, not just its mount"
+    assert "wrote" not in lines and "Read-only file system" in p.stderr, (p.stdout, p.stderr)
+    with open(image, "rb") as f:
+        assert f.read() == before
+    assert_nothing_left(vm, bundle)
+
+
+@pytest.mark.parametrize("attack", ["dotdot", "absolute", "symlink"])
+def test_block_rootfs_outside_the_bundle_is_refused(vm, bundle, tmp_path, attack):
+    """config.json is hostile: its annotation names no host file, by `..`, an absolute path or a
+    symlink; create refuses it with one line before anything exists (no boot, no VMM), and the
+    host file is untouched."""
+    victim = tmp_path / "host-secret"
+    victim.write_text("secret\n")
+    name = {"dotdot": os.path.relpath(victim, bundle.path), "absolute": str(victim), "symlink": "disk.img"}[attack]
+    if attack == "symlink":
+        os.symlink(victim, os.path.join(bundle.path, "disk.img"))
+    bundle.config["annotations"] = {"capsule.vm.rootfs.block": name}
+    bundle.set_args("true")
+    p = vm.run("create", "--bundle", bundle.path, bundle.id, timeout=120)
+    assert p.returncode == 1
+    why = {"dotdot": "leads out of the bundle directory", "absolute": "is not a relative path inside the bundle directory",
+           "symlink": "is or passes through a symbolic link, which is not followed"}[attack]
+    assert p.stderr == f"capsule: annotation capsule.vm.rootfs.block: `{name}` {why}\n", p.stderr
+    assert victim.read_text() == "secret\n"
+    assert_nothing_left(vm, bundle)
+
+
+def test_block_rootfs_that_is_no_ext4_image_fails_create_and_leaves_nothing(vm, bundle):
+    """The host cannot tell a file system from any file: the guest's mount refuses it, and create
+    fails with the agent's one line."""
+    with open(os.path.join(bundle.path, "zeros.img"), "wb") as f:
+        f.truncate(8 << 20)
+    bundle.config["annotations"] = {"capsule.vm.rootfs.block": "zeros.img"}
+    bundle.set_args("true")
+    p = vm.run("create", "--bundle", bundle.path, bundle.id, timeout=BOOT)
+    assert p.returncode == 1
+    assert "the container's rootfs (the disk /dev/vda, ext4): mount ext4 on `/run/capsule/rootfs`" in p.stderr, p.stderr
+    assert p.stderr.startswith("capsule: ") and p.stderr.count("\n") == 1, p.stderr
     assert_nothing_left(vm, bundle)

@@ -67,6 +67,22 @@ TEST(request_each_op)
         CHECK_STR(r.resources, "{}");
 }
 
+TEST(request_create_rootfs)
+{
+        struct agent_req r;
+#define CREATE "{\"op\":\"create\",\"id\":\"c1\",\"config\":\"{}\",\"stdio\":\"pipes\""
+        CHECK(parse(CREATE "}", &r, NULL) == 0 && r.rootfs == AGENT_ROOTFS_FROM_VIRTIOFS);
+        CHECK(parse(CREATE ",\"rootfs\":\"virtiofs\"}", &r, NULL) == 0 && r.rootfs == AGENT_ROOTFS_FROM_VIRTIOFS);
+        CHECK(parse(CREATE ",\"rootfs\":\"block\"}", &r, NULL) == 0 && r.rootfs == AGENT_ROOTFS_FROM_BLOCK);
+        CHECK(parse(CREATE ",\"rootfs\":\"block-ro\"}", &r, NULL) == 0 && r.rootfs == AGENT_ROOTFS_FROM_BLOCK_RO);
+        CHECK(refused(CREATE ",\"rootfs\":\"Block\"}", "\"rootfs\": `Block` is none of"));
+        CHECK(refused(CREATE ",\"rootfs\":\"block\\u0000-ro\"}", "\"rootfs\": contains a NUL byte"));
+        CHECK(refused(CREATE ",\"rootfs\":\"\"}", "\"rootfs\": `` is none of"));
+        CHECK(refused(CREATE ",\"rootfs\":true}", "\"rootfs\": a string is required"));
+        CHECK(refused(CREATE ",\"rootfs\":null}", "\"rootfs\": a string is required"));
+#undef CREATE
+}
+
 TEST(request_bad_op)
 {
         CHECK(refused("{}", "\"op\": a string is required"));
