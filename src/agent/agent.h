@@ -95,6 +95,9 @@ void proc_remove(struct agent *a, struct proc *p);
 void proc_started(struct agent *a, struct proc *p, pid_t pid, int master);
 void proc_reap(struct agent *a);
 void proc_wait(struct agent *a, struct proc *p, int conn);
+/* The host closed fd, one of p's waiters: its exec (or the detached relay standing in for the
+ * process) is gone. The last one gone kills an exec'd process that still runs. */
+void proc_waiter_gone(struct proc *p, int fd);
 int relay_events(const struct relay *r, int *fd);
 void relay_step(struct relay *r, short revents_from, short revents_to);
 

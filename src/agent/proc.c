@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -133,6 +134,21 @@ void proc_wait(struct agent *a, struct proc *p, int conn)
                 return;
         }
         p->waiters[p->n_waiters++] = conn;
+}
+
+void proc_waiter_gone(struct proc *p, int fd)
+{
+        for (size_t i = 0; i < p->n_waiters; i++) {
+                if (p->waiters[i] != fd)
+                        continue;
+                close(fd);
+                p->waiters[i] = p->waiters[--p->n_waiters];
+                /* Nobody can collect its status or feed its stdio any more: rather than run unseen
+                 * until the container ends, it goes with the host's side (README: a killed capsule). */
+                if (p->n_waiters == 0 && !p->ended && p->pid > 0 && strcmp(p->name, AGENT_INIT) != 0)
+                        kill(p->pid, SIGKILL);
+                return;
+        }
 }
 
 static bool is_helper(const struct agent *a, pid_t pid)

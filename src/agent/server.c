@@ -384,8 +384,8 @@ static void tty_check_done(struct proc *p)
         cap_closep(&p->stdio[0]);
 }
 
-enum slot_kind { SLOT_LISTEN, SLOT_SIGNAL, SLOT_CONN, SLOT_JOB, SLOT_RELAY_IN, SLOT_RELAY_OUT, SLOT_FLUSH };
-#define MAX_SLOTS (2 + AGENT_MAX_CONNS + AGENT_MAX_PROCS * 3 + AGENT_MAX_WAITERS + 3)
+enum slot_kind { SLOT_LISTEN, SLOT_SIGNAL, SLOT_CONN, SLOT_JOB, SLOT_RELAY_IN, SLOT_RELAY_OUT, SLOT_WAITER, SLOT_FLUSH };
+#define MAX_SLOTS (2 + AGENT_MAX_CONNS + AGENT_MAX_PROCS * (3 + AGENT_MAX_WAITERS) + AGENT_MAX_WAITERS + 3)
 
 struct slots {
         struct pollfd pfd[MAX_SLOTS];
@@ -425,6 +425,14 @@ static void slots_build(const struct agent *a, struct slots *s)
                         slot_add(s, fd, ev, SLOT_RELAY_IN, i);
                 if ((ev = (short)relay_events(&p->out, &fd)))
                         slot_add(s, fd, ev, SLOT_RELAY_OUT, i);
+        }
+        /* An exec's waiters, for the host's hang-up only: the VMM passes a closed host socket on
+         * as a shutdown of its sending side (the host sends nothing after "wait"). init's waiter is
+         * the sandbox process itself. */
+        for (size_t i = 0; i < AGENT_MAX_PROCS; i++) {
+                const struct proc *p = a->procs[i];
+                for (size_t w = 0; p && !p->ended && strcmp(p->name, AGENT_INIT) != 0 && w < p->n_waiters; w++)
+                        slot_add(s, p->waiters[w], POLLRDHUP, SLOT_WAITER, i);
         }
         for (size_t i = 0; a->shut && i < a->n_flush; i++)
                 if (!a->flushed[i])
@@ -466,6 +474,10 @@ static void slot_handle(struct agent *a, const struct slots *s, size_t k)
                         relay_step(r, rev, 0);
                 if (r == &a->procs[i]->out)
                         tty_check_done(a->procs[i]);
+                return;
+        case SLOT_WAITER:
+                if (a->procs[i] && (rev & (POLLRDHUP | POLLHUP | POLLERR)))
+                        proc_waiter_gone(a->procs[i], s->pfd[k].fd);
                 return;
         case SLOT_FLUSH:
                 /* The host has closed it: the fd stays open (no reuse), unpolled. */

@@ -44,6 +44,7 @@ struct sandbox_launch {
         char *dir;
         char *agent_socket;
         int report_fd;
+        int finished_fd; /* create writes a byte to it once it has finished, or dies */
         pid_t creator;
 };
 
@@ -256,11 +257,18 @@ static void *relay_main(void *arg)
                 }
                 report_failure(l->report_fd, &err);
         }
-        /* create succeeded: from here the container outlives `capsule create`. */
-        prctl(PR_SET_PDEATHSIG, 0);
         if (write_all(l->report_fd, "O", 1) < 0)
                 _exit(1);
         close(l->report_fd);
+        /* create still records the container and runs its hooks: a create killed meanwhile
+         * leaves no VM behind, as none is left when it fails (the parent-death signal, or the
+         * end of file if it died before we read). */
+        char finished;
+        if (read(l->finished_fd, &finished, 1) != 1)
+                _exit(1);
+        close(l->finished_fd);
+        /* create succeeded: from here the container outlives `capsule create`. */
+        prctl(PR_SET_PDEATHSIG, 0);
 
         /* With a terminal, create's stdio are not the container's: containerd's shim reads them to
          * their end before it takes the console, so they must close with create. */
@@ -390,7 +398,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         struct sandbox_net net = { .netns_fd = -1 };
         struct sandbox_record rec = { 0 };
         struct sandbox_launch l;
-        int report[2] = { -1, -1 };
+        int report[2] = { -1, -1 }, finished[2] = { -1, -1 };
         pid_t child = -1;
         int ret = -1;
         bool dir_created = false, cg_created = false;
@@ -445,12 +453,12 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
                         goto out;
         }
 
-        if (pipe2(report, O_CLOEXEC) < 0) {
+        if (pipe2(report, O_CLOEXEC) < 0 || pipe2(finished, O_CLOEXEC) < 0) {
                 cap_fail(err, errno, "pipe");
                 goto out;
         }
         l = (struct sandbox_launch){ .opts = o, .spec = spec, .config_text = agent_config, .bind_sources = bind_sources, .vm = &vm, .net = &net, .cg = cg, .dir = dir,
-                                    .agent_socket = sock, .report_fd = report[1], .creator = getpid() };
+                                    .agent_socket = sock, .report_fd = report[1], .finished_fd = finished[0], .creator = getpid() };
         child = fork();
         if (child < 0) {
                 cap_fail(err, errno, "fork the VM's sandbox process");
@@ -458,9 +466,11 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         }
         if (child == 0) {
                 close(report[0]);
+                close(finished[1]);
                 sandbox_main(&l);
         }
         cap_closep(&report[1]);
+        cap_closep(&finished[0]);
         rec.pid = child;
         rec.start_time = proc_start_time(child);
         if (sandbox_record_save(o->root, o->id, &rec, err) < 0 || read_report(report[0], err) < 0)
@@ -476,6 +486,10 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         if (hooks_run(&spec->hooks.prestart, "prestart", prestart_json, err) < 0 ||
             hooks_run(&spec->hooks.create_runtime, "createRuntime", json, err) < 0)
                 goto out;
+        if (write_all(finished[1], "F", 1) < 0) {
+                cap_fail(err, errno, "tell the VM's sandbox process that create has finished");
+                goto out;
+        }
         log_debug("created VM container %s: sandbox pid %d, %d vCPUs, %llu MiB", o->id, (int)child, vm.cpus,
                   (unsigned long long)(vm.memory >> 20));
         *pid = child;
@@ -483,6 +497,8 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
 out:
         cap_closep(&report[0]);
         cap_closep(&report[1]);
+        cap_closep(&finished[0]);
+        cap_closep(&finished[1]);
         if (ret < 0) {
                 /* A failed create leaves nothing behind. */
                 if (child > 0) {

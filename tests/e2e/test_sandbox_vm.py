@@ -305,6 +305,193 @@ def test_delete_force_after_the_vmm_was_killed(vm, bundle):
     assert_nothing_left(vm, bundle)
 
 
+def phases_of(vm, cid):
+    """The steps the container's create and start have reached (the sandbox's phases file)."""
+    try:
+        with open(os.path.join(vm.root, cid, "phases")) as f:
+            return dict(line.split() for line in f if len(line.split()) == 2)
+    except FileNotFoundError:
+        return {}
+
+
+def poll_until(what, cond, timeout=BOOT):
+    deadline = time.time() + timeout
+    while not cond():
+        assert time.time() < deadline, f"{what}: never came"
+        time.sleep(0.002)
+
+
+def live_processes():
+    """(pid, argv, cgroup lines) of each process that is not a zombie."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] in "ZX":
+                    continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().decode(errors="replace").split("\0")
+            with open(f"/proc/{pid}/cgroup") as f:
+                cgroups = f.read().splitlines()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        yield pid, args, cgroups
+
+
+def crash_leftovers(vm, bundle, cid, netns=None):
+    """What VM container cid left: its state directory, its cgroup, a live process that names it
+    (the VMM is a fork of create) or its rootfs (virtiofsd) or sits in its cgroup, a mount of its
+    bundle or state directory, a socket bound in that directory, and in netns the VM's tap and
+    the ingress qdisc on eth0."""
+    left = []
+    state = os.path.join(vm.root, cid)
+    if os.path.lexists(state):
+        left.append(f"state dir {os.listdir(state)}")
+    if os.path.exists(procs_cgroup_dir(f"capsule-test/{cid}")):
+        left.append("cgroup")
+    left += [f"process {pid}: {' '.join(args).strip()}" for pid, args, cgroups in live_processes()
+             if cid in args or any(bundle.rootfs in a for a in args)
+             or any(c.endswith(f"/capsule-test/{cid}") for c in cgroups)]
+    with open("/proc/self/mountinfo") as f:
+        left += [f"mount {line.split()[4]}" for line in f if bundle.path in line or state in line]
+    with open("/proc/net/unix") as f:
+        left += [f"socket {line.split()[-1]}" for line in f if state + "/" in line]
+    if netns:
+        if "capsule-tap0" in sh("ip", "-n", netns, "link", "show"):
+            left.append(f"capsule-tap0 in {netns}")
+        if "ingress" in sh("tc", "-n", netns, "qdisc", "show", "dev", "eth0"):
+            left.append(f"the ingress qdisc of eth0 in {netns}")
+    return left
+
+
+def vmm_gone_on_its_own(cid, what):
+    """A create that did not finish leaves no VMM running (a fork of create: it names cid)."""
+    poll_until(f"{what}: the VMM's end", lambda: not any(cid in args for _, args, _ in live_processes()), timeout=30)
+
+
+@pytest.fixture
+def crash_netns():
+    """A network namespace as CNI leaves one: eth0, one end of a veth pair, with an address."""
+    tag = os.getpid() % 100000
+    ns, peer = f"capcrash{tag}", f"capcrashp{tag}"
+    for name in (ns, peer):
+        sh("ip", "netns", "add", name)
+    try:
+        sh("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "veth0", "netns", peer)
+        sh("ip", "-n", ns, "addr", "add", "10.79.0.2/24", "dev", "eth0")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        sh("ip", "-n", peer, "link", "set", "veth0", "up")
+        yield ns
+    finally:
+        for name in (ns, peer):
+            sh("ip", "netns", "del", name)
+
+
+def test_crash_create_killed_at_each_step_leaves_nothing_after_delete(vm, bundle, crash_netns, tmp_path):
+    """SIGKILL `capsule-vm create` right after its state directory appeared, while the VM boots
+    (its vCPUs started, its agent not answered yet) and after the agent created the container
+    while create runs its createRuntime hook; a network namespace in some. Each time state
+    answers at once, the VMM dies on its own (create did not finish), and delete (--force when
+    state had nothing to go by) leaves nothing."""
+    bundle.set_args("sleep", "1000")
+    own_ns = [ns for ns in bundle.config["linux"]["namespaces"] if ns["type"] != "network"]
+    steps = [("dir", None), ("boot", crash_netns), ("hook", crash_netns), ("boot", None)]
+    for i, (step, netns) in enumerate(steps):
+        cid = f"{bundle.id}-c{i}"
+        what = f"create killed at {step}" + (" in a netns" if netns else "")
+        bundle.config["linux"]["cgroupsPath"] = f"capsule-test/{cid}"
+        bundle.config["linux"]["namespaces"] = own_ns + (
+            [{"type": "network", "path": f"/run/netns/{netns}"}] if netns else [{"type": "network"}])
+        hook_pid = tmp_path / f"hook{i}.pid"
+        bundle.config.pop("hooks", None)
+        if step == "hook":
+            bundle.config["hooks"] = {"createRuntime": [{"path": "/bin/sh", "args": [
+                "sh", "-c", f"echo $$ >{hook_pid}.new && mv {hook_pid}.new {hook_pid} && exec sleep 600"]}]}
+        bundle.write()
+        create = subprocess.Popen(vm.cmd("create", "--bundle", bundle.path, cid),
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            if step == "dir":
+                poll_until(what, lambda: os.path.isdir(os.path.join(vm.root, cid)))
+            elif step == "boot":
+                poll_until(what, lambda: "guest" in phases_of(vm, cid))
+            else:
+                poll_until(what, hook_pid.exists)
+            assert create.poll() is None, f"{what}: create ended ({create.returncode}) before the kill"
+        finally:
+            create.kill()
+            create.wait()
+        # The kill landed where it was meant to.
+        reached = phases_of(vm, cid)
+        if step == "dir":
+            assert "guest" not in reached, f"{what}: the VM started before the kill: {reached}"
+        elif step == "boot":
+            assert "agent" not in reached, f"{what}: the agent answered before the kill: {reached}"
+        else:
+            assert "created" in reached, reached
+            hook = hook_pid.read_text().strip()
+            poll_until(f"{what}: the hook's end (it dies with its runtime)",
+                       lambda: all(pid != hook for pid, _, _ in live_processes()), timeout=30)
+        p = vm.run("state", cid, timeout=30)
+        if p.returncode == 0:
+            assert json.loads(p.stdout)["status"] == "stopped", f"{what}: {p.stdout}"
+        else:
+            assert cid in p.stderr and p.stderr.count("\n") == 1, f"{what}: {p.stderr}"
+        vmm_gone_on_its_own(cid, what)
+        delete = vm.run("delete", *([] if p.returncode == 0 else ["--force"]), cid, timeout=120)
+        assert delete.returncode == 0, f"{what}: {delete.stderr}"
+        assert crash_leftovers(vm, bundle, cid, netns) == [], what
+
+
+def test_crash_run_killed_leaves_its_vm_to_state_list_and_delete(vm, bundle, tmp_path):
+    """SIGKILL the foreground `capsule-vm run` once the container runs: as runc's, the container
+    stays; state and list find it, and delete --force removes it and all of the VM."""
+    bundle.set_args("sleep", "1000")
+    with open(tmp_path / "run.out", "w") as out:
+        run = subprocess.Popen(vm.cmd("run", "--bundle", bundle.path, bundle.id),
+                               stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    try:
+        poll_until("run's start", lambda: "started" in phases_of(vm, bundle.id))
+        assert run.poll() is None, f"run ended ({run.returncode}) before the kill"
+    finally:
+        run.kill()
+        run.wait()
+    st = vm.state(bundle.id)
+    assert st["status"] == "running"
+    assert vm.run("list", "-q", check=True).stdout.split() == [bundle.id]
+    assert any(pid == str(st["pid"]) for pid, _, _ in live_processes()), "the VMM is gone"
+    vm.run("delete", "--force", bundle.id, check=True, timeout=120)
+    assert crash_leftovers(vm, bundle, bundle.id) == []
+
+
+def test_crash_exec_killed_its_process_goes_the_container_stays(vm, bundle, tmp_path):
+    """SIGKILL `capsule-vm exec` (piped, then -t) while its process runs in the guest: the
+    container runs on and state answers; the exec'd process, whose status nobody can collect
+    any more, is killed by the agent (unlike runc, where it runs on: README)."""
+    bundle.set_args("sleep", "1000")
+    vm.run("run", "-d", "--bundle", bundle.path, bundle.id, check=True, timeout=BOOT)
+
+    def ps():
+        return json.loads(vm.run("ps", "--format", "json", bundle.id, check=True, timeout=120).stdout)
+
+    for flags in ([], ["-t"]):
+        what = f"exec {' '.join(flags)} killed"
+        out = tmp_path / f"exec{len(flags)}.out"
+        with open(out, "w") as f:
+            ex = subprocess.Popen(vm.cmd("exec", *flags, bundle.id, "sh", "-c", "echo started; exec sleep 777"),
+                                  stdin=subprocess.PIPE, stdout=f, stderr=f)
+        try:
+            poll_until(f"{what}: its output", lambda: "started" in out.read_text(), timeout=120)
+            assert len(ps()) == 2, what
+        finally:
+            ex.kill()
+            ex.wait()
+            ex.stdin.close()
+        assert vm.status(bundle.id) == "running", what
+        poll_until(f"{what}: the end of its process", lambda: len(ps()) == 1, timeout=30)
+    vm.run("delete", "--force", bundle.id, check=True, timeout=120)
+    assert crash_leftovers(vm, bundle, bundle.id) == []
+
+
 def test_guest_oom_kills_the_container_and_the_vm_reports_it(vm, bundle):
     """The guest's own OOM killer (a 128M VM, 112M touched: less than its RAM, so that mmap passes
     the overcommit heuristic, more than is free): the container's init dies by SIGKILL, the guest
