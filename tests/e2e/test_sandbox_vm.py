@@ -208,6 +208,10 @@ def test_life_create_start_pause_ps_update_exec_kill_delete(vm, bundle, tmp_path
     assert (p.returncode, p.stdout, p.stderr) == (5, "exec-out\n", "exec-err\n")
     p = vm.run("exec", "-t", bundle.id, "sh", "-c", "tty; exit 4", timeout=120)
     assert p.returncode == 4 and p.stdout.startswith("/dev/pts/"), (p.returncode, p.stdout, p.stderr)
+    # --env, --cwd and --user reach the guest's process: the runtime's own exec applies them there.
+    p = vm.run("exec", "--env", "GREETING=from-host", "--cwd", "/tmp", "--user", "1000:1001", bundle.id,
+               "sh", "-c", 'echo "$GREETING $(pwd) $(id -u):$(id -g)"', timeout=120)
+    assert (p.returncode, p.stdout) == (0, "from-host /tmp 1000:1001\n"), p.stderr
 
     # Attack: the container reaches for the agent's vsock port and asks for an exec; the agent
     # takes requests from the host's CID only, so no try gets an answer and nothing runs.
