@@ -212,10 +212,20 @@ static int running_cgroup(const char *root, const char *id, const char *want, st
         return 0;
 }
 
+/* As runc: a created container can be paused too (its init waits for start, frozen), and start
+ * refuses it until it is resumed. */
 int container_pause(const char *root, const char *id, bool pause, cap_error_t *err)
 {
         cleanup_cgroup struct cgroup *cg = NULL;
-        if (running_cgroup(root, id, pause ? "running" : "paused", &cg, err) < 0)
+        cleanup_state struct state *st = NULL;
+        const char *status;
+        if (pause) {
+                if (load_with_status(root, id, &st, &status, err) < 0)
+                        return -1;
+                if (strcmp(status, "created") != 0 && strcmp(status, "running") != 0)
+                        return cap_fail(err, 0, "container \"%s\" is %s, not running", id, status);
+        }
+        if (running_cgroup(root, id, pause ? NULL : "paused", &cg, err) < 0)
                 return -1;
         return cgroup_freeze(cg, pause, err);
 }
