@@ -124,7 +124,8 @@ int nl_dump(int fd, unsigned short type, unsigned char family, int (*fn)(const s
 /* tb[0..max] = the attributes of that type in rta/len, NULL when absent. */
 void nl_attrs(const struct rtattr *rta, int len, const struct rtattr **tb, unsigned short max);
 
-/* sandbox_record.c: sandbox.json, the VMM's pid and start time and the agent's socket. */
+/* sandbox_record.c: sandbox.json, the VMM's pid and start time, the agent's socket, the guest's
+ * RAM and the network's identity. */
 struct sandbox_record {
         pid_t pid;
         unsigned long long start_time;

@@ -384,6 +384,17 @@ def test_life_initrd_annotation_pause_created_memory_floor_and_console_sizes(vm,
     assert_nothing_left(vm, bundle)
 
 
+def test_run_with_a_terminal_starts_at_the_console_size(vm, bundle):
+    """`run` in the foreground with process.terminal: capsule is the console and, its stdin no
+    terminal, has no size of its own, so the guest's pty keeps process.consoleSize."""
+    bundle.config["process"]["terminal"] = True
+    bundle.config["process"]["consoleSize"] = {"height": 25, "width": 99}
+    bundle.set_args("sh", "-c", "echo size $(stty size)")
+    p = vm.run("run", "--bundle", bundle.path, bundle.id, stdin=subprocess.DEVNULL, timeout=BOOT)
+    assert p.returncode == 0 and "size 25 99" in p.stdout, (p.returncode, p.stdout, p.stderr)
+    assert_nothing_left(vm, bundle)
+
+
 def test_delete_force_after_the_vmm_was_killed(vm, bundle):
     become_subreaper()
     bundle.set_args("sleep", "1000")
