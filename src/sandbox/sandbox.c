@@ -185,12 +185,10 @@ int sandbox_update(const char *root, const char *id, const char *resources_json,
                                         "the VM's minimum of %lluM (%lluM of guest RAM, %lluM for the VMM)", id,
                                 (long long)res->memory.limit.v, (unsigned long long)(need / SANDBOX_MIB),
                                 (unsigned long long)(rec.memory / SANDBOX_MIB), (unsigned long long)(SANDBOX_VMM_OVERHEAD / SANDBOX_MIB));
-        /* The host's cgroup bounds the whole VM, as at create: devices are the guest's business
-         * (on the host they would deny the VMM /dev/kvm). */
+        /* The host's cgroup bounds the whole VM, as at create. */
         if (st->cgroup) {
-                struct spec_resources host_res = *res;
-                host_res.devices = NULL;
-                host_res.n_devices = 0;
+                struct spec_resources host_res;
+                sandbox_host_resources(res, &host_res);
                 if (cgroup_load(st->cgroup, &cg, err) < 0 || cgroup_apply(cg, &host_res, err) < 0)
                         return cap_error_prefix(err, "update container \"%s\"", id);
         }

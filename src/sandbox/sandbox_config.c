@@ -116,6 +116,25 @@ static int host_cpus(void)
         return n > 0 ? (int)n : 1;
 }
 
+/* The tasks the VM itself adds to the host's cgroup: the VMM's main, event-loop and relay
+ * threads, one per vCPU, KVM's page-recovery thread and the virtiofsd instances' threads (11 for
+ * a one-vCPU VM, measured), with room to spare. */
+#define SANDBOX_PIDS_OVERHEAD 32
+
+void sandbox_host_resources(const struct spec_resources *res, struct spec_resources *host)
+{
+        *host = *res;
+        /* linux.resources.devices is for the container's processes, which run in the guest: on the
+         * host it would deny the VMM /dev/kvm. The guest applies it. */
+        host->devices = NULL;
+        host->n_devices = 0;
+        /* The pids limit counts the container's processes, in the guest; on the host the same
+         * number would leave the VMM no threads to start the VM with. */
+        int64_t overhead = SANDBOX_PIDS_OVERHEAD + host_cpus();
+        if (host->pids_limit.set && host->pids_limit.v > 0 && host->pids_limit.v <= INT64_MAX - overhead)
+                host->pids_limit.v += overhead;
+}
+
 /* Memory as bytes or with a K, M or G suffix. */
 static int parse_size(const char *s, uint64_t *out)
 {

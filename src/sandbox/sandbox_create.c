@@ -432,11 +432,8 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         if (state_save_cgroup(o->root, o->id, st->cgroup, err) < 0)
                 goto out;
         if (spec->linux.resources) {
-                /* linux.resources.devices is for the container's processes, which run in the guest:
-                 * on the host it would deny the VMM /dev/kvm. The guest applies it. */
-                struct spec_resources host_res = *spec->linux.resources;
-                host_res.devices = NULL;
-                host_res.n_devices = 0;
+                struct spec_resources host_res;
+                sandbox_host_resources(spec->linux.resources, &host_res);
                 if (cgroup_apply(cg, &host_res, err) < 0)
                         goto out;
         }

@@ -42,6 +42,9 @@ int sandbox_vm_resolve(const struct spec *spec, struct sandbox_vm *vm, cap_error
 /* The value of config.json's annotation key, or NULL. */
 const char *sandbox_annotation(const struct spec *spec, const char *key);
 void sandbox_vm_free(struct sandbox_vm *vm);
+/* The limits for the host's cgroup, which bounds the whole VM: res without the devices rules and
+ * with room for the VMM's own threads in the pids limit. */
+void sandbox_host_resources(const struct spec_resources *res, struct spec_resources *host);
 
 /* sandbox_binds.c: each bind mount with an absolute source gets the source AGENT_BINDS/N in
  * *out (the config text for the agent); *sources lists the host's sources by N, each after one

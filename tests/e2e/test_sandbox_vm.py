@@ -198,9 +198,10 @@ def test_life_create_start_pause_ps_update_exec_kill_delete(vm, bundle, tmp_path
     wait_tick_moves(bundle)
 
     # update: the host's cgroup (the whole VM) and the container's cgroup in the guest.
+    # On the host, the limit leaves room for the VMM's own threads (sandbox_config.c).
     vm.run("update", "--pids-limit", "50", bundle.id, check=True, timeout=120)
     with open(os.path.join(cgdir, "pids.max")) as f:
-        assert f.read().strip() == "50"
+        assert f.read().strip() == str(50 + 32 + os.cpu_count())
     p = vm.run("exec", bundle.id, "cat", "/sys/fs/cgroup/pids.max", timeout=120)
     assert (p.returncode, p.stdout) == (0, "50\n"), p.stderr
 
@@ -419,6 +420,20 @@ def test_guest_oom_kills_the_container_and_the_vm_reports_it(vm, bundle):
     assert "phase=touched" not in p.stdout
     assert_nothing_left(vm, bundle)
 
+
+
+def test_guest_panic_stops_the_container_with_the_vms_status(vm, bundle):
+    """A container that may write /proc/sys (a hostile config.json can ask for that) makes the guest
+    kernel panic on OOM, then runs out of memory: the guest panics, pvpanic tells the VMM, run
+    exits 81 (the VMM's status for a panic) and nothing is left."""
+    shutil.copy(os.path.join(BUILD, "guest", "memhog"), os.path.join(bundle.rootfs, "memhog"))
+    bundle.config["annotations"] = {"capsule.vm.memory": "128M"}
+    bundle.config["linux"]["readonlyPaths"] = []
+    bundle.set_args("sh", "-c", "echo 1 >/proc/sys/vm/panic_on_oom && echo armed && /memhog 112 0")
+    p = vm.run("run", "--bundle", bundle.path, bundle.id, timeout=BOOT)
+    assert p.returncode == 81, (p.returncode, p.stdout, p.stderr)
+    assert p.stdout.startswith("armed\n") and "phase=touched" not in p.stdout, p.stdout
+    assert_nothing_left(vm, bundle)
 
 @pytest.mark.skipif(os.environ.get("TESTBED") != "qemu", reason="on hardware KVM the guest may answer within 1 s")
 def test_boot_timeout_leaves_nothing(vm, bundle):
@@ -677,4 +692,25 @@ def test_net_a_namespace_with_lo_only_gives_the_container_lo_only(vm, bundle):
         assert "capsule-tap0" not in sh("ip", "-n", name, "link", "show")
     finally:
         sh("ip", "netns", "del", name)
+    assert_nothing_left(vm, bundle)
+
+
+
+
+def test_a_small_pids_limit_bounds_the_container_not_the_vmm(vm, bundle):
+    """pids.limit 8: the VM starts although the VMM and virtiofsd need more threads than that on
+    the host (11 for one vCPU); in the guest the container's own cgroup holds it to 8 processes."""
+    bundle.config["linux"]["resources"] = {"pids": {"limit": 8}}
+    # A refused fork ends a busybox shell: the subshell forks until it is refused; then the
+    # slots are taken, and only builtins work (read, echo).
+    bundle.set_args("sh", "-c", "cat /sys/fs/cgroup/pids.max; (for i in $(seq 12); do sleep 30 & done) 2>/dev/null; "
+                    "read n </sys/fs/cgroup/pids.current; echo current=$n; "
+                    "while read k v; do echo $k=$v; done </sys/fs/cgroup/pids.events; exit 0")
+    p = vm.run("run", "--bundle", bundle.path, bundle.id, timeout=BOOT)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    lines = p.stdout.split()
+    current = [int(x.split("=")[1]) for x in lines if x.startswith("current=")]
+    assert lines[0] == "8" and current and 2 <= current[0] <= 8, p.stdout
+    refused = [int(x.split("=")[1]) for x in lines if x.startswith("max=")]
+    assert refused and refused[0] >= 1, p.stdout
     assert_nothing_left(vm, bundle)
