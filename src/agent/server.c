@@ -86,6 +86,8 @@ static int op_create(struct agent *a, const struct agent_req *req, int fd, cap_e
 {
         if (a->status != AGENT_NONE || a->creating)
                 return cap_fail(err, 0, "create: the container exists already");
+        if (system_mount_rootfs(req->rootfs, err) < 0)
+                return -1;
         if (req->binds && system_mount_binds(err) < 0)
                 return -1;
         if (req->has_net && system_net_setup(&req->net, err) < 0)

@@ -1,6 +1,7 @@
-/* The VM a container gets: kernel, initrd, vCPUs and memory. config.json is hostile: it may only
- * pick a kernel or an initrd by file name inside the default one's directory, and its sizes are
- * bounded. The environment is the operator's: it may name any file. */
+/* The VM a container gets: kernel, initrd, vCPUs, memory and its rootfs. config.json is hostile:
+ * it may only pick a kernel or an initrd by file name inside the default one's directory, a rootfs
+ * image inside the bundle (sandbox_rootfs.c), and its sizes are bounded. The environment is the
+ * operator's: it may name any file. */
 #include "sandbox/sandbox_internal.h"
 
 #include <fcntl.h>
@@ -248,12 +249,14 @@ static int check_kvm(cap_error_t *err)
         return 0;
 }
 
-int sandbox_vm_resolve(const struct spec *spec, struct sandbox_vm *vm, cap_error_t *err)
+int sandbox_vm_resolve(const struct spec *spec, const char *bundle, struct sandbox_vm *vm, cap_error_t *err)
 {
-        memset(vm, 0, sizeof(*vm));
+        *vm = (struct sandbox_vm){ .rootfs_fd = -1, .rootfs_readonly = spec->root_readonly };
+        if (sandbox_rootfs_open(spec, bundle, &vm->rootfs_fd, err) < 0)
+                return -1;
         /* virtiofsd takes it as -o source=PATH, a list without quoting: a comma would start
          * options of config.json's choosing. */
-        if (strchr(spec->root_path, ','))
+        if (vm->rootfs_fd < 0 && strchr(spec->root_path, ','))
                 return cap_fail(err, 0, "root.path: `%s` has a comma, which virtiofsd cannot share", spec->root_path);
         if (resolve_cpus(spec, &vm->cpus, err) < 0 || resolve_memory(spec, &vm->memory, err) < 0 ||
             resolve_boot_timeout(&vm->boot_timeout_ms, err) < 0)
@@ -274,5 +277,6 @@ void sandbox_vm_free(struct sandbox_vm *vm)
 {
         free(vm->kernel);
         free(vm->initrd);
-        memset(vm, 0, sizeof(*vm));
+        cap_closep(&vm->rootfs_fd);
+        *vm = (struct sandbox_vm){ .rootfs_fd = -1 };
 }

@@ -34,14 +34,21 @@ struct sandbox_vm {
         int cpus;
         uint64_t memory; /* bytes */
         long long boot_timeout_ms;
+        int rootfs_fd;        /* a block-device rootfs image (sandbox_rootfs_open()), -1: virtio-fs */
+        bool rootfs_readonly; /* root.readonly: the VMM opens the image read-only */
 };
 
-/* sandbox_config.c: the kernel, initrd and size from the annotations and the container's
- * limits; refuses a missing kernel or initrd, no KVM, and a PVM host. */
-int sandbox_vm_resolve(const struct spec *spec, struct sandbox_vm *vm, cap_error_t *err);
+/* sandbox_config.c: the kernel, initrd, size and rootfs from the annotations and the container's
+ * limits; refuses a missing kernel or initrd, a rootfs image outside bundle, no KVM, and a PVM
+ * host. vm is valid for sandbox_vm_free() even when this fails. */
+int sandbox_vm_resolve(const struct spec *spec, const char *bundle, struct sandbox_vm *vm, cap_error_t *err);
 /* The value of config.json's annotation key, or NULL. */
 const char *sandbox_annotation(const struct spec *spec, const char *key);
 void sandbox_vm_free(struct sandbox_vm *vm);
+/* sandbox_rootfs.c: the disk image the annotation names inside bundle, opened O_PATH in *fd
+ * (-1 without the annotation), or a refusal naming the annotation. */
+#define SANDBOX_ROOTFS_BLOCK_ANNOTATION "capsule.vm.rootfs.block"
+int sandbox_rootfs_open(const struct spec *spec, const char *bundle, int *fd, cap_error_t *err);
 /* The limits for the host's cgroup, which bounds the whole VM: res without the devices rules and
  * with room for the VMM's own threads in the pids limit. */
 void sandbox_host_resources(const struct spec_resources *res, struct spec_resources *host);
@@ -70,9 +77,9 @@ int sandbox_seccomp_load(cap_error_t *err);
 char *sandbox_seccomp_death(const char *root, const char *id);
 /* sandbox_net.c: the network namespace config.json joins by path (podman, CNI or containerd
  * made it) reaches the guest: the VM's tap SANDBOX_TAP is created in it and tied to its
- * interface by tc filters, and the guest's NIC gets the interface's MAC, MTU, IPv4 addresses
- * and routes. Without such a namespace, or with no usable interface in it (an Ethernet one
- * with an IPv4 address; the default route's, when there is one), the guest has lo only. */
+ * interface by tc filters, and the guest's NIC gets the interface's MAC, MTU, IPv4 and global
+ * IPv6 addresses and routes. Without such a namespace, or with no usable interface in it (an
+ * Ethernet one with an address; the default route's, when there is one), the guest has lo only. */
 #define SANDBOX_TAP "capsule-tap0"
 struct sandbox_net {
         int netns_fd; /* -1: no NIC */

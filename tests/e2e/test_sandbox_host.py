@@ -4,6 +4,7 @@ PVM host, and hostile or out-of-range sizing annotations. The VM's own lifecycle
 tested in the testbed (tests/testbed/test_sandbox.py)."""
 import os
 import shutil
+import stat
 import subprocess
 
 import pytest
@@ -184,3 +185,58 @@ def test_vm_commands_on_a_missing_container(tmp_path):
     """Without a sandbox record, the commands after create behave as for any container."""
     p = subprocess.run([CAPSULE, "--root", str(tmp_path), "--vm", "state", "nope"], capture_output=True, text=True)
     assert p.returncode == 1 and p.stderr.strip() == 'capsule: container "nope" does not exist'
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("missing", "does not exist in the bundle directory"),
+    ("directory", "is not a regular file (a disk image)"),
+    ("fifo", "is not a regular file (a disk image)"),
+    ("device", "is not a regular file (a disk image)"),
+    ("hardlink", "has other hard links, which may name a file outside the bundle"),
+    ("symlinked-dir", "is or passes through a symbolic link, which is not followed"),
+])
+def test_block_rootfs_that_is_no_image_in_the_bundle_is_refused(tmp_path, bundle, vm_bin, kind, message):
+    """The annotation capsule.vm.rootfs.block takes a regular file of the bundle's own, with one link
+    and reached without a symlink: anything else is refused before the VM's other checks, with
+    nothing left behind (tests/e2e/test_sandbox_vm.py: `..`, an absolute path, a symlink)."""
+    name = "disk.img"
+    target = os.path.join(bundle.path, name)
+    if kind == "directory":
+        os.mkdir(target)
+    elif kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "device":
+        if os.geteuid() != 0:
+            pytest.skip("making a device node takes root")
+        os.mknod(target, 0o600 | stat.S_IFBLK, os.makedev(7, 0))
+    elif kind == "hardlink":
+        other = tmp_path / "outside.img"
+        other.write_bytes(b"\0" * 4096)
+        os.link(other, target)
+    elif kind == "symlinked-dir":
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere" / name).write_bytes(b"\0" * 4096)
+        os.symlink(tmp_path / "elsewhere", os.path.join(bundle.path, "images"))
+        name = f"images/{name}"
+    bundle.config["annotations"] = {"run.oci.handler": "vm", "capsule.vm.rootfs.block": name}
+    bundle.write()
+    root = tmp_path / "root"
+    p = create(root, bundle, binary=vm_bin / "capsule", env=dict(os.environ, CAPSULE_KERNEL=str(vm_bin / "capsule-vmlinux")))
+    assert_refused(p, root, bundle, f"capsule: annotation capsule.vm.rootfs.block: `{name}` {message}")
+
+
+@pytest.mark.skipif(not PVM, reason="the next check after the image's is the PVM refusal only on a PVM host")
+def test_block_rootfs_image_in_the_bundle_passes_and_root_path_is_not_shared(tmp_path, bundle, vm_bin):
+    """A regular file in the bundle passes, and root.path is then not virtiofsd's: a comma in it
+    is no longer refused. The PVM refusal that follows shows both checks passed."""
+    os.rename(bundle.rootfs, os.path.join(bundle.path, "rootfs,x"))
+    bundle.config["root"]["path"] = "rootfs,x"
+    with open(os.path.join(bundle.path, "disk.img"), "wb") as f:
+        f.truncate(1 << 20)
+    bundle.config["annotations"] = {"run.oci.handler": "vm", "capsule.vm.rootfs.block": "disk.img"}
+    bundle.write()
+    env = dict(os.environ)
+    env.pop("CAPSULE_KERNEL", None)
+    root = tmp_path / "root"
+    p = create(root, bundle, binary=vm_bin / "capsule", env=env)
+    assert_refused(p, root, bundle, PREFIX + "this host's /dev/kvm is PVM (kvm_pvm): it emulates guest ring-0 code")
