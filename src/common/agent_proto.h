@@ -57,8 +57,9 @@
  *        has read everything), or after 5 s. Without a wait for "init" the VM stays up.
  *   {"op":"resize","exec":"init"|EXEC_ID,"rows":R,"cols":C}  a tty's window size.
  *   {"op":"pause"}, {"op":"resume"}     freeze or thaw the container's cgroup in the guest
- *                                        (container_pause). The VM keeps running: meanwhile state
- *                                        answers "paused", and kill and wait work.
+ *                                        (container_pause; a created one too, as runc). The VM keeps
+ *                                        running: meanwhile state answers "paused", and kill and
+ *                                        wait work; start waits for the resume.
  *   {"op":"ps"}                          reply {"ok":true,"pids":[GUEST_PID,...]}: the processes in
  *                                        the container's cgroup.
  *   {"op":"update","resources":"<LinuxResources JSON text>"}

@@ -430,6 +430,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         cgroup_plan(cg);
         st = state_new(o, spec, cg);
         rec.agent_socket = sock;
+        rec.memory = vm.memory;
         if (net.netns_fd >= 0) {
                 rec.net_ifindex = net.ifindex;
                 rec.netns_dev = net.netns_dev;

@@ -22,6 +22,11 @@
 #define SANDBOX_CONSOLE_LOG "console.log"
 #define SANDBOX_VMM_LOG "vmm.log" /* the VMM's and virtiofsd's own messages, after create */
 
+#define SANDBOX_MIB (1024ull * 1024)
+/* What the VMM and virtiofsd take from a container's memory limit besides the guest's RAM: the
+ * host's cgroup, which bounds the whole VM, needs at least the guest's RAM and this. */
+#define SANDBOX_VMM_OVERHEAD (32 * SANDBOX_MIB)
+
 /* The VM for one container, resolved and checked at create before anything exists. */
 struct sandbox_vm {
         char *kernel;
@@ -129,13 +134,15 @@ int nl_dump(int fd, unsigned short type, unsigned char family, int (*fn)(const s
 /* tb[0..max] = the attributes of that type in rta/len, NULL when absent. */
 void nl_attrs(const struct rtattr *rta, int len, const struct rtattr **tb, unsigned short max);
 
-/* sandbox_record.c: sandbox.json, the VMM's pid and start time and the agent's socket. */
+/* sandbox_record.c: sandbox.json, the VMM's pid and start time, the agent's socket, the guest's
+ * RAM and the network's identity. */
 struct sandbox_record {
         pid_t pid;
         unsigned long long start_time;
         char *agent_socket;
         int net_ifindex; /* 0: no NIC; else the linked interface, in the namespace of this identity: */
         unsigned long long netns_dev, netns_ino;
+        uint64_t memory; /* the guest's RAM in bytes; 0 in a record from before capsule wrote it */
 };
 int sandbox_record_save(const char *root, const char *id, const struct sandbox_record *r, cap_error_t *err);
 int sandbox_record_load(const char *root, const char *id, struct sandbox_record *r, cap_error_t *err);

@@ -8,13 +8,14 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
 
 import pytest
 
-from conftest import BUILD, Capsule, procs_cgroup_dir
+from conftest import BUILD, BUSYBOX, Capsule, procs_cgroup_dir
 from test_terminal import ConsoleSocket, read_until
 
 PVM = os.path.isdir("/sys/module/kvm_pvm") and not any(
@@ -208,6 +209,10 @@ def test_life_create_start_pause_ps_update_exec_kill_delete(vm, bundle, tmp_path
     assert (p.returncode, p.stdout, p.stderr) == (5, "exec-out\n", "exec-err\n")
     p = vm.run("exec", "-t", bundle.id, "sh", "-c", "tty; exit 4", timeout=120)
     assert p.returncode == 4 and p.stdout.startswith("/dev/pts/"), (p.returncode, p.stdout, p.stderr)
+    # --env, --cwd and --user reach the guest's process: the runtime's own exec applies them there.
+    p = vm.run("exec", "--env", "GREETING=from-host", "--cwd", "/tmp", "--user", "1000:1001", bundle.id,
+               "sh", "-c", 'echo "$GREETING $(pwd) $(id -u):$(id -g)"', timeout=120)
+    assert (p.returncode, p.stdout) == (0, "from-host /tmp 1000:1001\n"), p.stderr
 
     # Attack: the container reaches for the agent's vsock port and asks for an exec; the agent
     # takes requests from the host's CID only, so no try gets an answer and nothing runs.
@@ -290,6 +295,108 @@ def test_life_kill_all(vm, bundle):
     assert p.returncode == 1 and "is not running" in p.stderr
     assert vm.run("kill", "--all", bundle.id, "KILL", timeout=120).returncode == 0  # as runc: nothing left
     vm.run("delete", bundle.id, check=True, timeout=120)
+    assert_nothing_left(vm, bundle)
+
+
+def make_marked_initrd(path, marker):
+    """An agent initrd that says marker on the guest's console before it starts the agent: /init
+    is a busybox script that execs capsule-guest (pid 1 still)."""
+    work = tempfile.mkdtemp()
+    try:
+        for d in ("bin", "dev", "newroot"):
+            os.mkdir(os.path.join(work, d))
+        shutil.copy(BUSYBOX, os.path.join(work, "bin", "busybox"))
+        shutil.copy(os.path.join(BUILD, "capsule-guest"), os.path.join(work, "capsule-guest"))
+        with open(os.path.join(work, "init"), "w") as f:
+            f.write(f"#!/bin/busybox sh\n/bin/busybox echo {marker} >/dev/console\nexec /capsule-guest\n")
+        os.chmod(os.path.join(work, "init"), 0o755)
+        os.mknod(os.path.join(work, "dev", "console"), 0o600 | stat.S_IFCHR, os.makedev(5, 1))
+        names = subprocess.run(["find", ".", "-mindepth", "1"], cwd=work, capture_output=True, text=True, check=True).stdout
+        with open(path, "wb") as out:
+            subprocess.run(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"], cwd=work, input=names.encode(), stdout=out,
+                           check=True)
+    finally:
+        shutil.rmtree(work)
+
+
+def test_life_initrd_annotation_pause_created_memory_floor_and_console_sizes(vm, bundle, tmp_path):
+    """One boot for four small things a user sees: the initrd capsule.vm.initrd names is the one
+    the VM boots; a created container pauses (start refused until resume); update refuses a
+    memory limit below the VM's RAM plus the VMM's share and changes nothing; process.consoleSize
+    is the terminal's size from the start, for the init (create) and for exec -t, with and
+    without a console socket."""
+    become_subreaper()
+    c = Capsule(vm.root, install_runtime(str(tmp_path / "bin")))
+    marker = "capsule-test-marked-initrd"
+    make_marked_initrd(str(tmp_path / "bin" / "marked.initrd"), marker)
+    bundle.config["annotations"] = {"capsule.vm.initrd": "marked.initrd", "capsule.vm.memory": "256M"}
+    bundle.config["process"]["terminal"] = True
+    bundle.config["process"]["consoleSize"] = {"height": 33, "width": 77}
+    bundle.set_args("sh", "-c", "echo size $(stty size); exec sleep 1000")
+    console = ConsoleSocket(tmp_path / "console.sock")
+    c.run("create", "--bundle", bundle.path, "--console-socket", console.path, bundle.id, check=True, timeout=BOOT)
+    master, _ = console.receive_master()
+    pid = c.state(bundle.id)["pid"]
+    with open(os.path.join(vm.root, bundle.id, "console.log")) as f:
+        assert marker in f.read(), "the VM did not boot the annotation's initrd"
+
+    c.run("pause", bundle.id, check=True, timeout=120)
+    assert c.status(bundle.id) == "paused"
+    p = c.run("start", bundle.id, timeout=120)
+    assert p.returncode == 1 and p.stderr == f'capsule: cannot start container "{bundle.id}": it is paused, not created\n'
+    c.run("resume", bundle.id, check=True, timeout=120)
+    assert c.status(bundle.id) == "created"
+    c.run("start", bundle.id, check=True, timeout=120)
+    assert "size 33 77" in read_until(master, "size 33 77", timeout=60)
+
+    # 256M of guest RAM and 32M for the VMM: 288M at least.
+    cgdir = procs_cgroup_dir(f"capsule-test/{bundle.id}")
+    before = cgroup_value(bundle, "memory.max")
+    p = c.run("update", "--memory", "200M", bundle.id, timeout=120)
+    assert p.returncode == 1 and p.stderr == (
+        f'capsule: update container "{bundle.id}": linux.resources.memory.limit (--memory): {200 << 20} bytes is below '
+        "the VM's minimum of 288M (256M of guest RAM, 32M for the VMM)\n"), p.stderr
+    assert cgroup_value(bundle, "memory.max") == before
+    p = c.run("exec", bundle.id, "cat", "/sys/fs/cgroup/memory.max", timeout=120)
+    assert (p.returncode, p.stdout) == (0, "max\n"), p.stderr
+    c.run("update", "--memory", "288M", bundle.id, check=True, timeout=120)
+    with open(os.path.join(cgdir, "memory.max")) as f:
+        assert int(f.read()) == 288 << 20
+    p = c.run("exec", bundle.id, "cat", "/sys/fs/cgroup/memory.max", timeout=120)
+    assert (p.returncode, p.stdout) == (0, f"{288 << 20}\n"), p.stderr
+
+    # exec's consoleSize: through a console socket (podman exec -t), and relayed by exec -t itself
+    # (its stdin no terminal, so no size of its own to send).
+    proc = dict(bundle.config["process"], args=["sh", "-c", "echo size $(stty size)"], consoleSize={"height": 21, "width": 55})
+    (tmp_path / "process.json").write_text(json.dumps(proc))
+    pidfile = tmp_path / "exec.pid"
+    c.run("exec", "-d", "--console-socket", console.path, "--pid-file", pidfile, "-p", tmp_path / "process.json", bundle.id,
+          check=True, timeout=120)
+    exec_master, _ = console.receive_master()
+    assert "size 21 55" in read_until(exec_master, "size 21 55", timeout=60)
+    _, status = os.waitpid(int(pidfile.read_text()), 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    os.close(exec_master)
+    p = c.run("exec", "-t", "-p", tmp_path / "process.json", bundle.id, stdin=subprocess.DEVNULL, timeout=120)
+    assert p.returncode == 0 and "size 21 55" in p.stdout, (p.returncode, p.stdout, p.stderr)
+
+    c.run("kill", bundle.id, "KILL", check=True, timeout=120)
+    os.waitpid(pid, 0)
+    os.close(master)
+    console.close()
+    wait_status(c, bundle.id, "stopped")
+    c.run("delete", bundle.id, check=True, timeout=120)
+    assert_nothing_left(vm, bundle)
+
+
+def test_run_with_a_terminal_starts_at_the_console_size(vm, bundle):
+    """`run` in the foreground with process.terminal: capsule is the console and, its stdin no
+    terminal, has no size of its own, so the guest's pty keeps process.consoleSize."""
+    bundle.config["process"]["terminal"] = True
+    bundle.config["process"]["consoleSize"] = {"height": 25, "width": 99}
+    bundle.set_args("sh", "-c", "echo size $(stty size)")
+    p = vm.run("run", "--bundle", bundle.path, bundle.id, stdin=subprocess.DEVNULL, timeout=BOOT)
+    assert p.returncode == 0 and "size 25 99" in p.stdout, (p.returncode, p.stdout, p.stderr)
     assert_nothing_left(vm, bundle)
 
 

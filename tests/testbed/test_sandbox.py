@@ -26,8 +26,8 @@ class TestSandbox(inner.Suite):
     name = "sandbox"
     modules = ["tests/e2e/test_sandbox_vm.py", "tests/e2e/test_sandbox_podman.py"]
     kexpr = "test_sandbox_vm or test_sandbox_podman"
-    # About twenty nested boots of 10-90 s each plus the testbed's own; the VM is killed (exit 124) after this.
-    timeout = 2400
+    # About twenty-two nested boots of 10-90 s each plus the testbed's own; the VM is killed (exit 124) after this.
+    timeout = 2700
     precondition = PRECONDITION
     ready = READY
     collected = [] if HOST_KVM else inner.collect(modules, kexpr)
