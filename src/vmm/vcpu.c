@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "common/util.h"
 #include "vmm/vm.h"
 
@@ -78,6 +79,41 @@ static const char *internal_error_name(uint32_t suberror)
         }
 }
 
+bool vcpu_emulation_retry(struct vcpu_emulation *e, const struct kvm_regs *regs, const struct kvm_sregs *sregs)
+{
+        bool user_mode = (sregs->cr0 & 1) && (sregs->cs.selector & 3) == 3; /* CR0.PE, CPL 3 */
+        if (!user_mode)
+                return false;
+        if (e->repeats == 0 || e->rip != regs->rip) {
+                e->rip = regs->rip;
+                e->repeats = 0;
+        }
+        return ++e->repeats <= VCPU_EMULATION_RETRIES;
+}
+
+#define VCPU_EMULATION_REPORTS 4
+
+static bool handle_internal_error(struct vcpu *v)
+{
+        struct kvm_run *run = v->run;
+        struct kvm_regs regs;
+        struct kvm_sregs sregs;
+        bool regs_ok = ioctl(v->fd, KVM_GET_REGS, &regs) == 0 && ioctl(v->fd, KVM_GET_SREGS, &sregs) == 0;
+        if (regs_ok && run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION &&
+            vcpu_emulation_retry(&v->emulation, &regs, &sregs)) {
+                if (v->emulation.reported < VCPU_EMULATION_REPORTS) {
+                        v->emulation.reported++;
+                        log_warning("vCPU %d: KVM could not emulate a user-mode instruction at rip %#llx; running it again%s",
+                                    v->index, regs.rip,
+                                    v->emulation.reported == VCPU_EMULATION_REPORTS ? " (further ones are not reported)" : "");
+                }
+                return true;
+        }
+        vcpu_fail(v, "vCPU %d: KVM internal error, suberror %u (%s) at rip %#llx", v->index, run->internal.suberror,
+                  internal_error_name(run->internal.suberror), regs_ok ? regs.rip : 0ULL);
+        return false;
+}
+
 static void handle_io(struct vcpu *v)
 {
         struct kvm_run *run = v->run;
@@ -93,6 +129,8 @@ static bool handle_exit(struct vcpu *v)
 {
         struct kvm_run *run = v->run;
         const struct vcpu_env *env = v->env;
+        if (run->exit_reason != KVM_EXIT_INTERNAL_ERROR)
+                v->emulation.repeats = 0;
         switch (run->exit_reason) {
         case KVM_EXIT_IO:
                 handle_io(v);
@@ -128,9 +166,7 @@ static bool handle_exit(struct vcpu *v)
                 }
                 return false;
         case KVM_EXIT_INTERNAL_ERROR:
-                vcpu_fail(v, "vCPU %d: KVM internal error, suberror %u (%s) at rip %#llx", v->index, run->internal.suberror,
-                          internal_error_name(run->internal.suberror), vcpu_rip(v));
-                return false;
+                return handle_internal_error(v);
         case KVM_EXIT_FAIL_ENTRY:
                 vcpu_fail(v, "vCPU %d: KVM could not enter the guest, hardware reason %#llx", v->index,
                           (unsigned long long)run->fail_entry.hardware_entry_failure_reason);

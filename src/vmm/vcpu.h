@@ -49,6 +49,21 @@ struct vcpu_env {
         void *vm;
 };
 
+/* KVM reports an instruction it could not emulate in guest user mode only where its own answer
+ * (a #UD for the process) did not apply: e.g. it had to decode an intercepted instruction's
+ * length because the CPU, or a nested hypervisor such as the testbed's TCG, gave no next rip.
+ * As QEMU does, the vCPU then re-enters the guest, which runs the instruction again; a failure
+ * in kernel mode, or the same one VCPU_EMULATION_RETRIES times in a row, stops the VM. */
+#define VCPU_EMULATION_RETRIES 16
+struct vcpu_emulation {
+        unsigned long long rip; /* where the last failure was */
+        unsigned repeats;       /* failures in a row there */
+        unsigned reported;      /* warnings printed, bounded so a guest cannot fill the log */
+};
+
+/* Whether an emulation failure with these registers re-enters the guest. */
+bool vcpu_emulation_retry(struct vcpu_emulation *e, const struct kvm_regs *regs, const struct kvm_sregs *sregs);
+
 struct vcpu {
         int index;
         int fd;
@@ -57,6 +72,7 @@ struct vcpu {
         pthread_t thread;
         bool started;
         const struct vcpu_env *env;
+        struct vcpu_emulation emulation;
 };
 
 /* KVM_CREATE_VCPU and map its kvm_run (run_size from KVM_GET_VCPU_MMAP_SIZE). */
