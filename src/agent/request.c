@@ -73,6 +73,28 @@ static int get_bool(const json_t *msg, const char *key, bool *out, cap_error_t *
         return 0;
 }
 
+/* An optional one of AGENT_ROOTFS_*: virtio-fs when missing. */
+static int get_rootfs(const json_t *msg, enum agent_rootfs *out, cap_error_t *err)
+{
+        static const char *const names[] = { [AGENT_ROOTFS_FROM_VIRTIOFS] = AGENT_ROOTFS_VIRTIOFS,
+                                             [AGENT_ROOTFS_FROM_BLOCK] = AGENT_ROOTFS_BLOCK,
+                                             [AGENT_ROOTFS_FROM_BLOCK_RO] = AGENT_ROOTFS_BLOCK_RO };
+        const char *name;
+        *out = AGENT_ROOTFS_FROM_VIRTIOFS;
+        if (!json_object_get(msg, "rootfs"))
+                return 0;
+        if (get_string(msg, "rootfs", &name, err) < 0)
+                return -1;
+        for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+                if (strcmp(name, names[i]) == 0) {
+                        *out = (enum agent_rootfs)i;
+                        return 0;
+                }
+        }
+        return cap_fail(err, 0, "request: \"rootfs\": `%.64s` is none of \"" AGENT_ROOTFS_VIRTIOFS "\", \"" AGENT_ROOTFS_BLOCK
+                                "\", \"" AGENT_ROOTFS_BLOCK_RO "\"", name);
+}
+
 static int get_ipv4(const json_t *obj, const char *key, const char *where, struct in_addr *out, cap_error_t *err)
 {
         const json_t *v = json_object_get(obj, key);
@@ -87,6 +109,34 @@ static bool ipv4_host(struct in_addr a)
 {
         uint32_t h = ntohl(a.s_addr);
         return h != 0 && h != 0xffffffffu && (h >> 24) != 127 && (h >> 28) != 0xe;
+}
+
+static int get_ipv6(const json_t *obj, const char *key, const char *where, struct in6_addr *out, cap_error_t *err)
+{
+        const json_t *v = json_object_get(obj, key);
+        const char *text = json_string_value(v);
+        if (!text || strlen(text) != json_string_length(v) || inet_pton(AF_INET6, text, out) != 1)
+                return cap_fail(err, 0, "request: \"%s.%s\": an IPv6 address is required", where, key);
+        return 0;
+}
+
+/* A unicast address a NIC or a gateway may have: not ::, ::1, multicast or IPv4-mapped; a
+ * link-local one only as a gateway (the guest's own link-local address comes from its MAC). */
+static bool ipv6_host(const struct in6_addr *a, bool link_local_ok)
+{
+        return !IN6_IS_ADDR_UNSPECIFIED(a) && !IN6_IS_ADDR_LOOPBACK(a) && !IN6_IS_ADDR_MULTICAST(a) &&
+               !IN6_IS_ADDR_V4MAPPED(a) && (link_local_ok || !IN6_IS_ADDR_LINKLOCAL(a));
+}
+
+/* Whether a has bits set beyond its first prefix bits. */
+static bool ipv6_host_bits(const struct in6_addr *a, unsigned int prefix)
+{
+        for (unsigned int i = 0; i < 16; i++) {
+                unsigned int keep = prefix >= 8 * (i + 1) ? 8 : prefix > 8 * i ? prefix - 8 * i : 0;
+                if (a->s6_addr[i] & (uint8_t)~(0xff00u >> keep))
+                        return true;
+        }
+        return false;
 }
 
 static int get_mac(const json_t *net, uint8_t mac[6], cap_error_t *err)
@@ -107,34 +157,22 @@ static int get_mac(const json_t *net, uint8_t mac[6], cap_error_t *err)
         return 0;
 }
 
-static const json_t *get_array(const json_t *net, const char *key, size_t min, size_t max, cap_error_t *err)
+/* *out the array at key, of at most max entries; an optional one may be missing (*out NULL,
+ * which jansson sizes as 0). */
+static int get_array(const json_t *net, const char *key, bool optional, size_t max, const json_t **out, cap_error_t *err)
 {
-        const json_t *v = json_object_get(net, key);
-        if (!json_is_array(v) || json_array_size(v) < min || json_array_size(v) > max)
-                return cap_fail(err, 0, "request: \"net.%s\": an array of %zu to %zu entries is required", key, min, max), NULL;
-        return v;
+        *out = json_object_get(net, key);
+        if (!*out && optional)
+                return 0;
+        if (!json_is_array(*out) || json_array_size(*out) > max)
+                return cap_fail(err, 0, "request: \"net.%s\": an array of at most %zu entries is required", key, max);
+        return 0;
 }
 
-static int get_net(const json_t *msg, struct agent_req *req, cap_error_t *err)
+static int get_addrs(const json_t *addrs, struct agent_net *n, cap_error_t *err)
 {
-        const json_t *net = json_object_get(msg, "net");
-        struct agent_net *n = &req->net;
-        long long v;
-        if (!net)
-                return 0;
-        if (!json_is_object(net))
-                return cap_fail(err, 0, "request: \"net\": an object is required");
-        req->has_net = true;
-        if (get_mac(net, n->mac, err) < 0)
-                return -1;
-        if (get_int(net, "mtu", AGENT_NET_MTU_MIN, AGENT_NET_MTU_MAX, &v, err) < 0)
-                return cap_error_prefix(err, "net");
-        n->mtu = (unsigned int)v;
-        const json_t *addrs = get_array(net, "addresses", 1, AGENT_NET_ADDRS_MAX, err);
-        const json_t *routes = addrs ? get_array(net, "routes", 0, AGENT_NET_ROUTES_MAX, err) : NULL;
-        if (!routes)
-                return -1;
         char where[64];
+        long long v;
         for (size_t i = 0; i < json_array_size(addrs); i++) {
                 const json_t *a = json_array_get(addrs, i);
                 struct agent_net_addr *out = &n->addrs[n->n_addrs++];
@@ -145,6 +183,13 @@ static int get_net(const json_t *msg, struct agent_req *req, cap_error_t *err)
                 if (!ipv4_host(out->addr))
                         return cap_fail(err, 0, "request: \"%s.address\": not a host's address", where);
         }
+        return 0;
+}
+
+static int get_routes(const json_t *routes, struct agent_net *n, cap_error_t *err)
+{
+        char where[64];
+        long long v;
         for (size_t i = 0; i < json_array_size(routes); i++) {
                 const json_t *r = json_array_get(routes, i);
                 struct agent_net_route *out = &n->routes[n->n_routes++];
@@ -163,6 +208,78 @@ static int get_net(const json_t *msg, struct agent_req *req, cap_error_t *err)
                         return cap_fail(err, 0, "request: \"%s.gateway\": not a host's address", where);
         }
         return 0;
+}
+
+static int get_addrs6(const json_t *addrs, struct agent_net *n, cap_error_t *err)
+{
+        char where[64];
+        long long v;
+        for (size_t i = 0; i < json_array_size(addrs); i++) {
+                const json_t *a = json_array_get(addrs, i);
+                struct agent_net_addr6 *out = &n->addrs6[n->n_addrs6++];
+                snprintf(where, sizeof(where), "net.addresses6[%zu]", i);
+                if (get_ipv6(a, "address", where, &out->addr, err) < 0 || get_int(a, "prefix", 1, 128, &v, err) < 0)
+                        return cap_error_prefix(err, "%s", where);
+                out->prefix = (unsigned int)v;
+                if (!ipv6_host(&out->addr, false))
+                        return cap_fail(err, 0, "request: \"%s.address\": not a host's global address", where);
+        }
+        return 0;
+}
+
+static int get_routes6(const json_t *routes, struct agent_net *n, cap_error_t *err)
+{
+        char where[64];
+        long long v;
+        for (size_t i = 0; i < json_array_size(routes); i++) {
+                const json_t *r = json_array_get(routes, i);
+                struct agent_net_route6 *out = &n->routes6[n->n_routes6++];
+                snprintf(where, sizeof(where), "net.routes6[%zu]", i);
+                if (get_ipv6(r, "destination", where, &out->dst, err) < 0 || get_int(r, "prefix", 0, 128, &v, err) < 0)
+                        return cap_error_prefix(err, "%s", where);
+                out->prefix = (unsigned int)v;
+                if (ipv6_host_bits(&out->dst, out->prefix))
+                        return cap_fail(err, 0, "request: \"%s.destination\": has bits beyond its prefix", where);
+                out->gateway = in6addr_any;
+                if (!json_object_get(r, "gateway"))
+                        continue;
+                if (get_ipv6(r, "gateway", where, &out->gateway, err) < 0)
+                        return -1;
+                if (!ipv6_host(&out->gateway, true))
+                        return cap_fail(err, 0, "request: \"%s.gateway\": not a host's address", where);
+        }
+        return 0;
+}
+
+static int get_net(const json_t *msg, struct agent_req *req, cap_error_t *err)
+{
+        const json_t *net = json_object_get(msg, "net");
+        struct agent_net *n = &req->net;
+        long long v;
+        if (!net)
+                return 0;
+        if (!json_is_object(net))
+                return cap_fail(err, 0, "request: \"net\": an object is required");
+        req->has_net = true;
+        if (get_mac(net, n->mac, err) < 0)
+                return -1;
+        if (get_int(net, "mtu", AGENT_NET_MTU_MIN, AGENT_NET_MTU_MAX, &v, err) < 0)
+                return cap_error_prefix(err, "net");
+        n->mtu = (unsigned int)v;
+        const json_t *addrs, *routes, *addrs6, *routes6;
+        if (get_array(net, "addresses", false, AGENT_NET_ADDRS_MAX, &addrs, err) < 0 ||
+            get_array(net, "routes", false, AGENT_NET_ROUTES_MAX, &routes, err) < 0 ||
+            get_array(net, "addresses6", true, AGENT_NET_ADDRS_MAX, &addrs6, err) < 0 ||
+            get_array(net, "routes6", true, AGENT_NET_ROUTES_MAX, &routes6, err) < 0)
+                return -1;
+        if (json_array_size(addrs) + json_array_size(addrs6) == 0)
+                return cap_fail(err, 0, "request: \"net\": neither \"addresses\" nor \"addresses6\" has an address");
+        if (json_array_size(addrs6) && n->mtu < AGENT_NET_MTU_IPV6_MIN)
+                return cap_fail(err, 0, "request: \"net.addresses6\": IPv6 needs an MTU of %d, not %u", AGENT_NET_MTU_IPV6_MIN,
+                                n->mtu);
+        if (get_addrs(addrs, n, err) < 0 || get_routes(routes, n, err) < 0 || get_addrs6(addrs6, n, err) < 0)
+                return -1;
+        return get_routes6(routes6, n, err);
 }
 
 int agent_req_parse(const json_t *msg, struct agent_req *req, cap_error_t *err)
@@ -192,7 +309,7 @@ int agent_req_parse(const json_t *msg, struct agent_req *req, cap_error_t *err)
                         return cap_error_prefix(err, "request: \"id\"");
                 if (get_string(msg, "config", &req->config, err) < 0 || get_stdio(msg, &req->tty, err) < 0)
                         return -1;
-                if (get_bool(msg, "binds", &req->binds, err) < 0)
+                if (get_bool(msg, "binds", &req->binds, err) < 0 || get_rootfs(msg, &req->rootfs, err) < 0)
                         return -1;
                 return get_net(msg, req, err);
         case AGENT_OP_START:

@@ -14,6 +14,9 @@
 enum agent_op { AGENT_OP_STDIO, AGENT_OP_CREATE, AGENT_OP_START, AGENT_OP_KILL, AGENT_OP_STATE, AGENT_OP_EXEC, AGENT_OP_WAIT, AGENT_OP_RESIZE,
                AGENT_OP_PAUSE, AGENT_OP_RESUME, AGENT_OP_PS, AGENT_OP_UPDATE };
 
+/* Where create's rootfs comes from ("rootfs"). */
+enum agent_rootfs { AGENT_ROOTFS_FROM_VIRTIOFS, AGENT_ROOTFS_FROM_BLOCK, AGENT_ROOTFS_FROM_BLOCK_RO };
+
 /* The strings are borrowed from the message the request was parsed from. */
 struct agent_req {
         enum agent_op op;
@@ -24,6 +27,7 @@ struct agent_req {
         const char *resources; /* update: LinuxResources text */
         bool tty;            /* create, exec */
         bool binds;          /* create (optional): mount the host's bind sources first */
+        enum agent_rootfs rootfs; /* create (optional) */
         bool has_net;        /* create (optional): "net" was given, in net */
         struct agent_net net;
         int fd;              /* stdio: 0, 1 or 2 */
@@ -33,9 +37,11 @@ struct agent_req {
 };
 
 /* Fields an op does not use are ignored; every field it uses is required unless said optional
- * ("all", "binds", "net"), and must have its type and range. "net" is refused unless each
- * address is a host's (not 0.0.0.0, loopback, multicast or broadcast), each route's destination
- * has no host bits and each gateway is a host's. */
+ * ("all", "binds", "net", "net.addresses6", "net.routes6", "rootfs"), and must have its type and
+ * range. "net" is refused unless it has an address, each IPv4 address is a host's (not 0.0.0.0,
+ * loopback, multicast or broadcast), each IPv6 one a host's global one (not ::, ::1, multicast,
+ * IPv4-mapped or link-local) on a link with IPv6's MTU, each route's destination has no host
+ * bits and each gateway is a host's (an IPv6 one may be link-local). */
 int agent_req_parse(const json_t *msg, struct agent_req *req, cap_error_t *err);
 
 /* The config.json the guest creates from the host's text: root.path is the rootfs the agent

@@ -86,6 +86,8 @@ static int op_create(struct agent *a, const struct agent_req *req, int fd, cap_e
 {
         if (a->status != AGENT_NONE || a->creating)
                 return cap_fail(err, 0, "create: the container exists already");
+        if (system_mount_rootfs(req->rootfs, err) < 0)
+                return -1;
         if (req->binds && system_mount_binds(err) < 0)
                 return -1;
         if (req->has_net && system_net_setup(&req->net, err) < 0)
@@ -122,12 +124,12 @@ static int op_exec(struct agent *a, const struct agent_req *req, int fd, cap_err
         return 1;
 }
 
-/* A running container whose cgroup is frozen, as the runtime itself tells. */
+/* A created or running container whose cgroup is frozen, as the runtime itself tells. */
 static bool container_paused(const struct agent *a)
 {
         cleanup_state struct state *st = NULL;
         cleanup_error cap_error_t err = NULL;
-        return a->status == AGENT_RUNNING && state_load(AGENT_STATE, a->id, &st, &err) == 0 &&
+        return (a->status == AGENT_CREATED || a->status == AGENT_RUNNING) && state_load(AGENT_STATE, a->id, &st, &err) == 0 &&
                strcmp(state_status(AGENT_STATE, st), "paused") == 0;
 }
 

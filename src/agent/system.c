@@ -97,9 +97,29 @@ int system_setup(cap_error_t *err)
                         return -1;
         if (mkdir_p(AGENT_BUNDLE, 0700, err) < 0 || mkdir_p(AGENT_STATE, 0700, err) < 0)
                 return -1;
-        if (mount_at(AGENT_ROOTFS_TAG, AGENT_ROOTFS, "virtiofs", 0, NULL, err) < 0)
-                return cap_error_prefix(err, "the container's rootfs (virtio-fs tag %s)", AGENT_ROOTFS_TAG);
         return loopback_up(err);
+}
+
+/* The block rootfs, once mounted: power-off checkpoints its journal first. */
+static bool rootfs_block_mounted;
+
+int system_mount_rootfs(enum agent_rootfs from, cap_error_t *err)
+{
+        static bool mounted;
+        if (mounted)
+                return 0;
+        if (from == AGENT_ROOTFS_FROM_VIRTIOFS) {
+                if (mount_at(AGENT_ROOTFS_TAG, AGENT_ROOTFS, "virtiofs", 0, NULL, err) < 0)
+                        return cap_error_prefix(err, "the container's rootfs (virtio-fs tag %s)", AGENT_ROOTFS_TAG);
+        } else {
+                unsigned long flags = from == AGENT_ROOTFS_FROM_BLOCK_RO ? MS_RDONLY : 0;
+                if (mount_at(AGENT_ROOTFS_DEVICE, AGENT_ROOTFS, AGENT_ROOTFS_FSTYPE, flags, NULL, err) < 0)
+                        return cap_error_prefix(err, "the container's rootfs (the disk %s, %s)", AGENT_ROOTFS_DEVICE,
+                                                AGENT_ROOTFS_FSTYPE);
+                rootfs_block_mounted = true;
+        }
+        mounted = true;
+        return 0;
 }
 
 int system_mount_binds(cap_error_t *err)
@@ -112,6 +132,11 @@ int system_mount_binds(cap_error_t *err)
 void system_poweroff(void)
 {
         sync();
+        /* Read-only, ext4 writes its journal out to where the data belongs and marks itself
+         * clean: the host reads the image without a journal replay. It fails (and the next mount
+         * replays the journal) only while something still writes, which nothing should by now. */
+        if (rootfs_block_mounted)
+                mount(NULL, AGENT_ROOTFS, NULL, MS_REMOUNT | MS_RDONLY, NULL);
         reboot(RB_POWER_OFF);
         /* Only a kernel without power-off support gets here: halting leaves the VMM to notice. */
         for (;;)

@@ -2,6 +2,7 @@
 #ifndef CAPSULE_AGENT_SYSTEM_H
 #define CAPSULE_AGENT_SYSTEM_H
 
+#include "agent/request.h"
 #include "common/agent_proto.h"
 #include "common/error.h"
 
@@ -12,8 +13,12 @@
 
 /* Move from the initramfs to a tmpfs root (pivot_root cannot leave the initramfs, and the
  * runtime pivots into the container's rootfs), mount /proc, /sys, /dev and the rest, make
- * /dev/console our stdio, bring lo up and mount the container's rootfs from virtio-fs. */
+ * /dev/console our stdio and bring lo up. */
 int system_setup(cap_error_t *err);
+/* The container's rootfs at AGENT_ROOTFS, from where create says: the virtio-fs tag
+ * AGENT_ROOTFS_TAG or the disk AGENT_ROOTFS_DEVICE (read-only with block-ro). Once only: a
+ * later call does nothing. */
+int system_mount_rootfs(enum agent_rootfs from, cap_error_t *err);
 /* The host's bind mount sources (virtio-fs tag AGENT_BINDS_TAG) at AGENT_BINDS. */
 int system_mount_binds(cap_error_t *err);
 /* The guest's CLOCK_BOOTTIME in µs: how long since its kernel's clock started. */

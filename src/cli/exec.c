@@ -218,7 +218,9 @@ static int cmd_exec(struct cli_global *g, int argc, char **argv, cap_error_t *er
         if (sandbox_owns(g->root, id)) {
                 int status;
                 struct sandbox_exec_opts so = { .process_json = proc_json, .tty = proc->terminal, .console_fd = -1,
-                                                .detach = f.detach, .pid_file = f.pid_file };
+                                                .rows = (unsigned short)proc->console_height.v,
+                                                .cols = (unsigned short)proc->console_width.v, .detach = f.detach,
+                                                .pid_file = f.pid_file };
                 if (f.preserve_fds || f.n_cgroups)
                         cli_usage(err, "exec", "--preserve-fds and --cgroup do not apply to a VM container");
                 else if (f.console_socket && !proc->terminal)

@@ -70,11 +70,12 @@ static void usage(FILE *out)
                      "  --help, -h           this help\n"
                      "\nVM containers (--vm, capsule-vm, or the annotation run.oci.handler=vm):\n"
                      "  the guest kernel is $CAPSULE_KERNEL, else capsule-vmlinux next to capsule; the guest\n"
-                     "  agent's initrd is capsule-guest.initrd next to capsule. Annotations: capsule.vm.kernel\n"
-                     "  (a file name in the default kernel's directory, never a path), capsule.vm.cpus (1 to the\n"
-                     "  host's CPUs), capsule.vm.memory (64M to the host's RAM; K, M, G suffixes). Without them\n"
-                     "  the container's cpu quota or cpuset and memory limit (minus 32M for the VMM) size the VM,\n"
-                     "  else 1 CPU and 512M. $CAPSULE_VM_BOOT_TIMEOUT: seconds to wait for the agent (300).\n");
+                     "  agent's initrd is $CAPSULE_INITRD, else capsule-guest.initrd next to capsule.\n"
+                     "  Annotations: capsule.vm.kernel and capsule.vm.initrd (a file name in the default one's\n"
+                     "  directory, never a path), capsule.vm.cpus (1 to the host's CPUs), capsule.vm.memory (64M\n"
+                     "  to the host's RAM; K, M, G suffixes). Without them the container's cpu quota or cpuset\n"
+                     "  and memory limit (minus 32M for the VMM) size the VM, else 1 CPU and 512M.\n"
+                     "  $CAPSULE_VM_BOOT_TIMEOUT: seconds to wait for the agent (300).\n");
 }
 
 static const char *default_root(void)

@@ -7,10 +7,11 @@
  * JSON object with "op"); the agent answers with one reply frame {"ok":true,...} or
  * {"ok":false,"error":"one line"}. What a connection carries after that depends on the op:
  *
- *   {"op":"create","id":ID,"config":"<config.json text>","stdio":"pipes"|"tty","binds":bool}
- *        The agent writes the text as its bundle's config.json, with root.path replaced by the
- *        rootfs it mounted from the virtio-fs tag AGENT_ROOTFS_TAG, and creates the container with
- *        the runtime library (the same parser and the same checks as on the host). The init's
+ *   {"op":"create","id":ID,"config":"<config.json text>","stdio":"pipes"|"tty","binds":bool,
+ *    "rootfs":"virtiofs"|"block"|"block-ro"}
+ *        The agent mounts the container's rootfs ("rootfs" below), writes the text as its
+ *        bundle's config.json, with root.path replaced by that rootfs, and creates the container
+ *        with the runtime library (the same parser and the same checks as on the host). The init's
  *        stdio are the streams of the next "stdio" connections (exec "init"). Reply once the
  *        container is created: {"ok":true,"pid":GUEST_PID,"boot_us":B,"ready_us":R}, B and R the
  *        guest's CLOCK_BOOTTIME (µs) when the agent began and when it listened (the host records
@@ -25,8 +26,19 @@
  *        namespace has its interface (struct agent_net), which the container then shares:
  *          "net":{"mac":"xx:xx:xx:xx:xx:xx","mtu":N,
  *                 "addresses":[{"address":"A.B.C.D","prefix":P},...],
- *                 "routes":[{"destination":"A.B.C.D","prefix":P,"gateway":"A.B.C.D"},...]}
- *        IPv4 only; a route without "gateway" is on the link. Routes are added in their order.
+ *                 "routes":[{"destination":"A.B.C.D","prefix":P,"gateway":"A.B.C.D"},...],
+ *                 "addresses6":[{"address":"IPV6","prefix":P},...],
+ *                 "routes6":[{"destination":"IPV6","prefix":P,"gateway":"IPV6"},...]}
+ *        A route without "gateway" is on the link; routes are added in their order. The IPv6
+ *        arrays are optional (none when missing); at least one address of either family. An
+ *        IPv6 gateway may be link-local (a router's fe80:: address), an IPv6 address may not:
+ *        the guest makes its own from the MAC, as the interface had. The guest's NIC runs no
+ *        duplicate address detection and takes no router advertisement (no SLAAC address, no
+ *        route of its own): it has exactly what the host's interface had.
+ *        "rootfs" (optional, default "virtiofs") says where the container's rootfs comes from:
+ *        "virtiofs" the tag AGENT_ROOTFS_TAG, "block" the VM's one disk AGENT_ROOTFS_DEVICE (an
+ *        ext4 image the host's bundle ships), "block-ro" that disk mounted read-only (the host
+ *        gave it read-only: root.readonly).
  *   {"op":"stdio","exec":"init"|EXEC_ID,"fd":0|1|2}
  *        Sent BEFORE the create/exec that uses it. After the reply, the connection is a raw byte
  *        stream: fd 0 host->guest, fd 1 and 2 guest->host; with "stdio":"tty" only fd 0 is used, and
@@ -45,8 +57,9 @@
  *        has read everything), or after 5 s. Without a wait for "init" the VM stays up.
  *   {"op":"resize","exec":"init"|EXEC_ID,"rows":R,"cols":C}  a tty's window size.
  *   {"op":"pause"}, {"op":"resume"}     freeze or thaw the container's cgroup in the guest
- *                                        (container_pause). The VM keeps running: meanwhile state
- *                                        answers "paused", and kill and wait work.
+ *                                        (container_pause; a created one too, as runc). The VM keeps
+ *                                        running: meanwhile state answers "paused", and kill and
+ *                                        wait work; start waits for the resume.
  *   {"op":"ps"}                          reply {"ok":true,"pids":[GUEST_PID,...]}: the processes in
  *                                        the container's cgroup.
  *   {"op":"update","resources":"<LinuxResources JSON text>"}
@@ -63,6 +76,12 @@
 
 #define AGENT_PORT 1024
 #define AGENT_ROOTFS_TAG "capsule-rootfs"
+/* create's "rootfs" values, and the disk the block ones name: a sandbox VM has no other. */
+#define AGENT_ROOTFS_VIRTIOFS "virtiofs"
+#define AGENT_ROOTFS_BLOCK "block"
+#define AGENT_ROOTFS_BLOCK_RO "block-ro"
+#define AGENT_ROOTFS_DEVICE "/dev/vda"
+#define AGENT_ROOTFS_FSTYPE "ext4"
 /* The host's bind mount sources, one entry per mount: with "binds":true in create, the agent
  * mounts this tag at AGENT_BINDS, and the config's sources name AGENT_BINDS/N. */
 #define AGENT_BINDS_TAG "capsule-binds"
@@ -81,13 +100,28 @@ struct agent_net_route {
         unsigned int prefix;    /* 0 (default route) to 32 */
         struct in_addr gateway; /* 0.0.0.0: on the link */
 };
+/* IPv6 needs this MTU: the kernel turns IPv6 off on a link with less. */
+#define AGENT_NET_MTU_IPV6_MIN 1280
+struct agent_net_addr6 {
+        struct in6_addr addr;
+        unsigned int prefix; /* 1 to 128 */
+};
+struct agent_net_route6 {
+        struct in6_addr dst;     /* its host bits zero */
+        unsigned int prefix;     /* 0 (default route) to 128 */
+        struct in6_addr gateway; /* ::, on the link */
+};
 struct agent_net {
         uint8_t mac[6];
         unsigned int mtu;
-        int n_addrs; /* at least 1 */
+        int n_addrs; /* n_addrs + n_addrs6 at least 1 */
         struct agent_net_addr addrs[AGENT_NET_ADDRS_MAX];
         int n_routes;
         struct agent_net_route routes[AGENT_NET_ROUTES_MAX];
+        int n_addrs6;
+        struct agent_net_addr6 addrs6[AGENT_NET_ADDRS_MAX];
+        int n_routes6;
+        struct agent_net_route6 routes6[AGENT_NET_ROUTES_MAX];
 };
 
 /* The guest kernel's vsock CID for every sandbox VM (each VM has its own device). */

@@ -195,14 +195,27 @@ int container_delete(const char *root, const char *id, bool force, cap_error_t *
         return rm_rf(dir, err);
 }
 
+/* Whether status is one of list's ("|"-separated). */
+static bool status_in(const char *list, const char *status)
+{
+        size_t n = strlen(status);
+        for (const char *p = list; p; p = strchr(p, '|') ? strchr(p, '|') + 1 : NULL) {
+                if (strncmp(p, status, n) == 0 && (p[n] == '|' || p[n] == '\0'))
+                        return true;
+        }
+        return false;
+}
+
+/* The cgroup of a container that is not stopped; with want, one whose status is one of want's
+ * ("|"-separated), else refused naming want's first. */
 static int running_cgroup(const char *root, const char *id, const char *want, struct cgroup **cg, cap_error_t *err)
 {
         cleanup_state struct state *st = NULL;
         const char *status;
         if (load_with_status(root, id, &st, &status, err) < 0)
                 return -1;
-        if (want && strcmp(status, want) != 0)
-                return cap_fail(err, 0, "container \"%s\" is %s, not %s", id, status, want);
+        if (want && !status_in(want, status))
+                return cap_fail(err, 0, "container \"%s\" is %s, not %.*s", id, status, (int)strcspn(want, "|"), want);
         if (!want && strcmp(status, "stopped") == 0)
                 return cap_fail(err, 0, "container \"%s\" is not running", id);
         if (state_cgroup(st, cg, err) < 0)
@@ -212,10 +225,12 @@ static int running_cgroup(const char *root, const char *id, const char *want, st
         return 0;
 }
 
+/* As runc: a created container can be paused too (its init waits for start, frozen), and start
+ * refuses it until it is resumed. */
 int container_pause(const char *root, const char *id, bool pause, cap_error_t *err)
 {
         cleanup_cgroup struct cgroup *cg = NULL;
-        if (running_cgroup(root, id, pause ? "running" : "paused", &cg, err) < 0)
+        if (running_cgroup(root, id, pause ? "running|created" : "paused", &cg, err) < 0)
                 return -1;
         return cgroup_freeze(cg, pause, err);
 }

@@ -223,16 +223,15 @@ const char *state_status(const char *root, const struct state *st)
                 return process_alive(st->creator, st->creator_start_time) ? "creating" : "stopped";
         if (!process_alive(st->pid, st->start_time))
                 return "stopped";
-        cleanup_free char *sock = xasprintf("%s/%s/" STATE_EXEC_SOCKET, root, st->id);
-        if (access(sock, F_OK) == 0)
-                return "created";
+        /* Frozen first: as runc, a created container can be paused too (and resumes created). */
         if (st->cgroup) {
                 cleanup_error cap_error_t err = NULL;
                 cleanup_cgroup struct cgroup *cg = NULL;
                 if (cgroup_load(st->cgroup, &cg, &err) == 0 && cgroup_is_frozen(cg))
                         return "paused";
         }
-        return "running";
+        cleanup_free char *sock = xasprintf("%s/%s/" STATE_EXEC_SOCKET, root, st->id);
+        return access(sock, F_OK) == 0 ? "created" : "running";
 }
 
 json_t *state_to_oci_json(const struct state *st, const char *status)

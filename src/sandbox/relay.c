@@ -100,7 +100,8 @@ static int wait_read(struct stdio_relay *r, struct relay_state *s, cap_error_t *
 static void resize(struct stdio_relay *r)
 {
         struct winsize ws;
-        if (ioctl(r->host[0], TIOCGWINSZ, &ws) < 0)
+        /* A terminal without a size has none to give: the guest's pty keeps process.consoleSize. */
+        if (ioctl(r->host[0], TIOCGWINSZ, &ws) < 0 || (ws.ws_row == 0 && ws.ws_col == 0))
                 return;
         json_t *req = json_pack("{s:s,s:s,s:i,s:i}", "op", "resize", "exec", r->exec, "rows", ws.ws_row, "cols", ws.ws_col);
         cleanup_error cap_error_t ignored = NULL; /* a size that did not arrive is no reason to stop */

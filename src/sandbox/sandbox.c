@@ -110,7 +110,8 @@ int sandbox_pause(const char *root, const char *id, bool pause, cap_error_t *err
         const char *status, *want = pause ? "running" : "paused";
         if (load(root, id, &st, &rec, &status, err) < 0)
                 return -1;
-        if (strcmp(status, want) != 0)
+        /* As for a plain container (and runc): a created one can be paused too. */
+        if (strcmp(status, want) != 0 && !(pause && strcmp(status, "created") == 0))
                 return cap_fail(err, 0, "container \"%s\" is %s, not %s", id, status, want);
         json_t *req = json_pack("{s:s}", "op", pause ? "pause" : "resume");
         int r = agent_call(rec.agent_socket, req, NULL, err);
@@ -175,12 +176,19 @@ int sandbox_update(const char *root, const char *id, const char *resources_json,
         cleanup_cgroup struct cgroup *cg = NULL;
         if (load_live(root, id, &st, &rec, err) < 0)
                 return -1;
-        /* The host's cgroup bounds the whole VM, as at create: devices are the guest's business
-         * (on the host they would deny the VMM /dev/kvm). */
+        /* The guest's RAM cannot shrink: a limit below it and the VMM's share would have the
+         * host's OOM killer end the VM once the guest touches its memory. Refused before
+         * anything changes, on the host or in the guest. */
+        uint64_t need = rec.memory + SANDBOX_VMM_OVERHEAD;
+        if (rec.memory && res->memory.limit.set && res->memory.limit.v > 0 && (uint64_t)res->memory.limit.v < need)
+                return cap_fail(err, 0, "update container \"%s\": linux.resources.memory.limit (--memory): %lld bytes is below "
+                                        "the VM's minimum of %lluM (%lluM of guest RAM, %lluM for the VMM)", id,
+                                (long long)res->memory.limit.v, (unsigned long long)(need / SANDBOX_MIB),
+                                (unsigned long long)(rec.memory / SANDBOX_MIB), (unsigned long long)(SANDBOX_VMM_OVERHEAD / SANDBOX_MIB));
+        /* The host's cgroup bounds the whole VM, as at create. */
         if (st->cgroup) {
-                struct spec_resources host_res = *res;
-                host_res.devices = NULL;
-                host_res.n_devices = 0;
+                struct spec_resources host_res;
+                sandbox_host_resources(res, &host_res);
                 if (cgroup_load(st->cgroup, &cg, err) < 0 || cgroup_apply(cg, &host_res, err) < 0)
                         return cap_error_prefix(err, "update container \"%s\"", id);
         }
@@ -360,7 +368,7 @@ int sandbox_exec(const char *root, const char *id, const struct sandbox_exec_opt
                 return cap_error_prefix(err, "exec in container \"%s\"", id);
         /* The console socket has the pty's master before we return, as runc hands it over. */
         cleanup_close int console = -1;
-        if (o->console_fd >= 0 && (console = console_pty_open(o->console_fd, 0, 0, false, err)) < 0)
+        if (o->console_fd >= 0 && (console = console_pty_open(o->console_fd, o->rows, o->cols, false, err)) < 0)
                 return -1;
         /* The host's stand-in for the process: it relays its stdio and exits with its status. With
          * detach it is a child left behind, as runc leaves the exec'd process to a subreaper

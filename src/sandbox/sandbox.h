@@ -49,6 +49,7 @@ struct sandbox_exec_opts {
         const char *process_json; /* an OCI process object */
         bool tty;                 /* process.terminal */
         int console_fd;           /* a --console-socket connection, or -1 */
+        unsigned short rows, cols; /* process.consoleSize: the console's pty starts with it (0: none) */
         bool detach;
         const char *pid_file;     /* NULL: none */
 };

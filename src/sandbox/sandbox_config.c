@@ -1,5 +1,7 @@
-/* The VM a container gets: kernel, initrd, vCPUs and memory. config.json is hostile: it may only
- * pick a kernel by file name inside the default kernel's directory, and its sizes are bounded. */
+/* The VM a container gets: kernel, initrd, vCPUs, memory and its rootfs. config.json is hostile:
+ * it may only pick a kernel or an initrd by file name inside the default one's directory, a rootfs
+ * image inside the bundle (sandbox_rootfs.c), and its sizes are bounded. The environment is the
+ * operator's: it may name any file. */
 #include "sandbox/sandbox_internal.h"
 
 #include <fcntl.h>
@@ -16,12 +18,11 @@
 #define SANDBOX_KERNEL_DEFAULT "capsule-vmlinux"
 #define SANDBOX_INITRD_DEFAULT "capsule-guest.initrd"
 #define SANDBOX_KERNEL_ENV "CAPSULE_KERNEL"
+#define SANDBOX_INITRD_ENV "CAPSULE_INITRD"
 #define SANDBOX_BOOT_TIMEOUT_ENV "CAPSULE_VM_BOOT_TIMEOUT"
-#define MIB (1024ull * 1024)
+#define MIB SANDBOX_MIB
 #define SANDBOX_MEMORY_DEFAULT (512 * MIB)
 #define SANDBOX_MEMORY_MIN (64 * MIB)
-/* What the VMM and virtiofsd take from a container's memory limit besides the guest's RAM. */
-#define SANDBOX_VMM_OVERHEAD (32 * MIB)
 /* Nested TCG boots take 10-90 s on a busy host; hardware KVM well under one. */
 #define SANDBOX_BOOT_TIMEOUT_DEFAULT_S 300
 
@@ -60,8 +61,8 @@ static char *exe_dir_file(const char *name, cap_error_t *err)
         return xasprintf("%s/%s", dir, name);
 }
 
-/* A kernel name from config.json: one plain file name, nothing that leaves the directory. */
-static bool kernel_name_ok(const char *name)
+/* A file name from config.json: one plain name, nothing that leaves the directory. */
+static bool file_name_ok(const char *name)
 {
         if (!*name || name[0] == '.' || strlen(name) > 255)
                 return false;
@@ -72,34 +73,41 @@ static bool kernel_name_ok(const char *name)
         return true;
 }
 
-static int resolve_kernel(const struct spec *spec, char **out, cap_error_t *err)
+/* A boot file: the operator's variable, else the one next to capsule; an annotation may pick
+ * another by name in that file's directory. *origin (allocated) names the setting the path came
+ * from, for check_file's message: "annotation NAME: ", "$VAR: " or "" (the default). */
+static int resolve_boot_file(const struct spec *spec, const char *env_name, const char *fallback, const char *annotation,
+                             const char *what, char **out, char **origin, cap_error_t *err)
 {
-        const char *env = getenv(SANDBOX_KERNEL_ENV);
-        cleanup_free char *def = env && *env ? xstrdup(env) : exe_dir_file(SANDBOX_KERNEL_DEFAULT, err);
+        const char *env = getenv(env_name);
+        cleanup_free char *def = env && *env ? xstrdup(env) : exe_dir_file(fallback, err);
         if (!def)
                 return -1;
-        const char *name = sandbox_annotation(spec, "capsule.vm.kernel");
+        *origin = env && *env ? xasprintf("$%s: ", env_name) : xstrdup("");
+        const char *name = sandbox_annotation(spec, annotation);
         if (!name) {
                 *out = steal_pointer(&def);
                 return 0;
         }
-        if (!kernel_name_ok(name))
-                return cap_fail(err, 0, "annotation capsule.vm.kernel: `%s` is not a file name (letters, digits, ._+-) "
-                                        "in the kernel directory", name);
+        if (!file_name_ok(name))
+                return cap_fail(err, 0, "annotation %s: `%s` is not a file name (letters, digits, ._+-) in the %s directory",
+                                annotation, name, what);
         cleanup_free char *copy = xstrdup(def);
         *out = xasprintf("%s/%s", dirname(copy), name);
+        free(*origin);
+        *origin = xasprintf("annotation %s: ", annotation);
         return 0;
 }
 
-static int check_file(const char *what, const char *path, cap_error_t *err)
+static int check_file(const char *what, const char *path, const char *lead, cap_error_t *err)
 {
         struct stat st;
         if (stat(path, &st) < 0 && errno == ENOENT)
-                return cap_fail(err, 0, "VM %s `%s` does not exist (see capsule --help: VM containers)", what, path);
+                return cap_fail(err, 0, "%sVM %s `%s` does not exist (see capsule --help: VM containers)", lead, what, path);
         if (stat(path, &st) < 0)
-                return cap_fail(err, errno, "VM %s `%s`", what, path);
+                return cap_fail(err, errno, "%sVM %s `%s`", lead, what, path);
         if (!S_ISREG(st.st_mode))
-                return cap_fail(err, 0, "VM %s `%s` is not a regular file", what, path);
+                return cap_fail(err, 0, "%sVM %s `%s` is not a regular file", lead, what, path);
         return 0;
 }
 
@@ -107,6 +115,25 @@ static int host_cpus(void)
 {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         return n > 0 ? (int)n : 1;
+}
+
+/* The tasks the VM itself adds to the host's cgroup: the VMM's main, event-loop and relay
+ * threads, one per vCPU, KVM's page-recovery thread and the virtiofsd instances' threads (11 for
+ * a one-vCPU VM, measured), with room to spare. */
+#define SANDBOX_PIDS_OVERHEAD 32
+
+void sandbox_host_resources(const struct spec_resources *res, struct spec_resources *host)
+{
+        *host = *res;
+        /* linux.resources.devices is for the container's processes, which run in the guest: on the
+         * host it would deny the VMM /dev/kvm. The guest applies it. */
+        host->devices = NULL;
+        host->n_devices = 0;
+        /* The pids limit counts the container's processes, in the guest; on the host the same
+         * number would leave the VMM no threads to start the VM with. */
+        int64_t overhead = SANDBOX_PIDS_OVERHEAD + host_cpus();
+        if (host->pids_limit.set && host->pids_limit.v > 0 && host->pids_limit.v <= INT64_MAX - overhead)
+                host->pids_limit.v += overhead;
 }
 
 /* Memory as bytes or with a K, M or G suffix. */
@@ -222,19 +249,26 @@ static int check_kvm(cap_error_t *err)
         return 0;
 }
 
-int sandbox_vm_resolve(const struct spec *spec, struct sandbox_vm *vm, cap_error_t *err)
+int sandbox_vm_resolve(const struct spec *spec, const char *bundle, struct sandbox_vm *vm, cap_error_t *err)
 {
-        memset(vm, 0, sizeof(*vm));
+        *vm = (struct sandbox_vm){ .rootfs_fd = -1, .rootfs_readonly = spec->root_readonly };
+        if (sandbox_rootfs_open(spec, bundle, &vm->rootfs_fd, err) < 0)
+                return -1;
         /* virtiofsd takes it as -o source=PATH, a list without quoting: a comma would start
          * options of config.json's choosing. */
-        if (strchr(spec->root_path, ','))
+        if (vm->rootfs_fd < 0 && strchr(spec->root_path, ','))
                 return cap_fail(err, 0, "root.path: `%s` has a comma, which virtiofsd cannot share", spec->root_path);
         if (resolve_cpus(spec, &vm->cpus, err) < 0 || resolve_memory(spec, &vm->memory, err) < 0 ||
             resolve_boot_timeout(&vm->boot_timeout_ms, err) < 0)
                 return -1;
-        if (resolve_kernel(spec, &vm->kernel, err) < 0 || check_file("kernel", vm->kernel, err) < 0)
+        cleanup_free char *kernel_origin = NULL, *initrd_origin = NULL;
+        if (resolve_boot_file(spec, SANDBOX_KERNEL_ENV, SANDBOX_KERNEL_DEFAULT, "capsule.vm.kernel", "kernel", &vm->kernel,
+                              &kernel_origin, err) < 0 ||
+            check_file("kernel", vm->kernel, kernel_origin, err) < 0)
                 return cap_error_prefix(err, "cannot run a VM container");
-        if (!(vm->initrd = exe_dir_file(SANDBOX_INITRD_DEFAULT, err)) || check_file("initrd (the guest agent)", vm->initrd, err) < 0)
+        if (resolve_boot_file(spec, SANDBOX_INITRD_ENV, SANDBOX_INITRD_DEFAULT, "capsule.vm.initrd", "initrd", &vm->initrd,
+                              &initrd_origin, err) < 0 ||
+            check_file("initrd (the guest agent)", vm->initrd, initrd_origin, err) < 0)
                 return cap_error_prefix(err, "cannot run a VM container");
         return check_kvm(err);
 }
@@ -243,5 +277,6 @@ void sandbox_vm_free(struct sandbox_vm *vm)
 {
         free(vm->kernel);
         free(vm->initrd);
-        memset(vm, 0, sizeof(*vm));
+        cap_closep(&vm->rootfs_fd);
+        *vm = (struct sandbox_vm){ .rootfs_fd = -1 };
 }

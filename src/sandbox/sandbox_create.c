@@ -106,13 +106,19 @@ static void vm_config_fill(struct vm_config *cfg, const struct sandbox_launch *l
         cfg->vsock_cid = AGENT_GUEST_CID;
         cfg->vsock_socket = xstrdup(l->agent_socket);
         cfg->shares = xmalloc0(2 * sizeof(*cfg->shares));
-        cfg->shares[0].dir = xstrdup(l->spec->root_path);
-        cfg->shares[0].tag = xstrdup(AGENT_ROOTFS_TAG);
-        cfg->n_shares = 1;
+        if (l->vm->rootfs_fd >= 0) {
+                /* The VMM reopens the image we checked through our descriptor: the same inode. */
+                cfg->disks = xmalloc0(sizeof(*cfg->disks));
+                cfg->disks[0] = (struct vm_disk){ .path = xasprintf("/proc/self/fd/%d", l->vm->rootfs_fd),
+                                                  .readonly = l->vm->rootfs_readonly, .queues = 1 };
+                cfg->n_disks = 1;
+        } else {
+                cfg->shares[cfg->n_shares].dir = xstrdup(l->spec->root_path);
+                cfg->shares[cfg->n_shares++].tag = xstrdup(AGENT_ROOTFS_TAG);
+        }
         if (l->bind_sources[0]) {
-                cfg->shares[1].dir = xasprintf("%s/" SANDBOX_BINDS, l->dir);
-                cfg->shares[1].tag = xstrdup(AGENT_BINDS_TAG);
-                cfg->n_shares = 2;
+                cfg->shares[cfg->n_shares].dir = xasprintf("%s/" SANDBOX_BINDS, l->dir);
+                cfg->shares[cfg->n_shares++].tag = xstrdup(AGENT_BINDS_TAG);
         }
         if (l->net->netns_fd >= 0) {
                 /* The VMM opens the namespace by this path on its own thread: the one we checked. */
@@ -189,6 +195,8 @@ static int agent_create(const struct sandbox_proc *t, int conns[3], int *wait_co
                                 tty ? "tty" : "pipes", "binds", l->bind_sources[0] != NULL);
         if (l->net->netns_fd >= 0)
                 json_object_set_new(req, "net", sandbox_net_json(l->net));
+        if (l->vm->rootfs_fd >= 0)
+                json_object_set_new(req, "rootfs", json_string(l->vm->rootfs_readonly ? AGENT_ROOTFS_BLOCK_RO : AGENT_ROOTFS_BLOCK));
         json_t *reply = NULL;
         int r = agent_request(fd, req, &reply, err);
         json_decref(req);
@@ -378,7 +386,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         cleanup_free char *config_text = NULL, *config_path = NULL, *dir = NULL, *sock = NULL, *saved = NULL;
         cleanup_free char *json = NULL, *prestart_json = NULL, *agent_config = NULL;
         cleanup_strv char **bind_sources = NULL;
-        struct sandbox_vm vm = { 0 };
+        struct sandbox_vm vm = { .rootfs_fd = -1 };
         struct sandbox_net net = { .netns_fd = -1 };
         struct sandbox_record rec = { 0 };
         struct sandbox_launch l;
@@ -394,7 +402,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         config_path = xasprintf("%s/config.json", o->bundle);
         if (read_file(config_path, &config_text, NULL, FRAME_MAX / 2, err) < 0)
                 return -1;
-        if (sandbox_binds_plan(config_text, &agent_config, &bind_sources, err) < 0 || sandbox_vm_resolve(spec, &vm, err) < 0 ||
+        if (sandbox_binds_plan(config_text, &agent_config, &bind_sources, err) < 0 || sandbox_vm_resolve(spec, o->bundle, &vm, err) < 0 ||
             sandbox_net_plan(spec, &net, err) < 0)
                 goto out;
         dir = state_dir(o->root, o->id);
@@ -414,6 +422,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         cgroup_plan(cg);
         st = state_new(o, spec, cg);
         rec.agent_socket = sock;
+        rec.memory = vm.memory;
         if (net.netns_fd >= 0) {
                 rec.net_ifindex = net.ifindex;
                 rec.netns_dev = net.netns_dev;
@@ -431,11 +440,8 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         if (state_save_cgroup(o->root, o->id, st->cgroup, err) < 0)
                 goto out;
         if (spec->linux.resources) {
-                /* linux.resources.devices is for the container's processes, which run in the guest:
-                 * on the host it would deny the VMM /dev/kvm. The guest applies it. */
-                struct spec_resources host_res = *spec->linux.resources;
-                host_res.devices = NULL;
-                host_res.n_devices = 0;
+                struct spec_resources host_res;
+                sandbox_host_resources(spec->linux.resources, &host_res);
                 if (cgroup_apply(cg, &host_res, err) < 0)
                         goto out;
         }

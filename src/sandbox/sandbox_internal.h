@@ -22,6 +22,11 @@
 #define SANDBOX_CONSOLE_LOG "console.log"
 #define SANDBOX_VMM_LOG "vmm.log" /* the VMM's and virtiofsd's own messages, after create */
 
+#define SANDBOX_MIB (1024ull * 1024)
+/* What the VMM and virtiofsd take from a container's memory limit besides the guest's RAM: the
+ * host's cgroup, which bounds the whole VM, needs at least the guest's RAM and this. */
+#define SANDBOX_VMM_OVERHEAD (32 * SANDBOX_MIB)
+
 /* The VM for one container, resolved and checked at create before anything exists. */
 struct sandbox_vm {
         char *kernel;
@@ -29,14 +34,24 @@ struct sandbox_vm {
         int cpus;
         uint64_t memory; /* bytes */
         long long boot_timeout_ms;
+        int rootfs_fd;        /* a block-device rootfs image (sandbox_rootfs_open()), -1: virtio-fs */
+        bool rootfs_readonly; /* root.readonly: the VMM opens the image read-only */
 };
 
-/* sandbox_config.c: the kernel, initrd and size from the annotations and the container's
- * limits; refuses a missing kernel or initrd, no KVM, and a PVM host. */
-int sandbox_vm_resolve(const struct spec *spec, struct sandbox_vm *vm, cap_error_t *err);
+/* sandbox_config.c: the kernel, initrd, size and rootfs from the annotations and the container's
+ * limits; refuses a missing kernel or initrd, a rootfs image outside bundle, no KVM, and a PVM
+ * host. vm is valid for sandbox_vm_free() even when this fails. */
+int sandbox_vm_resolve(const struct spec *spec, const char *bundle, struct sandbox_vm *vm, cap_error_t *err);
 /* The value of config.json's annotation key, or NULL. */
 const char *sandbox_annotation(const struct spec *spec, const char *key);
 void sandbox_vm_free(struct sandbox_vm *vm);
+/* sandbox_rootfs.c: the disk image the annotation names inside bundle, opened O_PATH in *fd
+ * (-1 without the annotation), or a refusal naming the annotation. */
+#define SANDBOX_ROOTFS_BLOCK_ANNOTATION "capsule.vm.rootfs.block"
+int sandbox_rootfs_open(const struct spec *spec, const char *bundle, int *fd, cap_error_t *err);
+/* The limits for the host's cgroup, which bounds the whole VM: res without the devices rules and
+ * with room for the VMM's own threads in the pids limit. */
+void sandbox_host_resources(const struct spec_resources *res, struct spec_resources *host);
 
 /* sandbox_binds.c: each bind mount with an absolute source gets the source AGENT_BINDS/N in
  * *out (the config text for the agent); *sources lists the host's sources by N, each after one
@@ -71,9 +86,9 @@ int sandbox_seccomp_load(cap_error_t *err);
 char *sandbox_seccomp_death(const char *root, const char *id);
 /* sandbox_net.c: the network namespace config.json joins by path (podman, CNI or containerd
  * made it) reaches the guest: the VM's tap SANDBOX_TAP is created in it and tied to its
- * interface by tc filters, and the guest's NIC gets the interface's MAC, MTU, IPv4 addresses
- * and routes. Without such a namespace, or with no usable interface in it (an Ethernet one
- * with an IPv4 address; the default route's, when there is one), the guest has lo only. */
+ * interface by tc filters, and the guest's NIC gets the interface's MAC, MTU, IPv4 and global
+ * IPv6 addresses and routes. Without such a namespace, or with no usable interface in it (an
+ * Ethernet one with an address; the default route's, when there is one), the guest has lo only. */
 #define SANDBOX_TAP "capsule-tap0"
 struct sandbox_net {
         int netns_fd; /* -1: no NIC */
@@ -128,13 +143,15 @@ int nl_dump(int fd, unsigned short type, unsigned char family, int (*fn)(const s
 /* tb[0..max] = the attributes of that type in rta/len, NULL when absent. */
 void nl_attrs(const struct rtattr *rta, int len, const struct rtattr **tb, unsigned short max);
 
-/* sandbox_record.c: sandbox.json, the VMM's pid and start time and the agent's socket. */
+/* sandbox_record.c: sandbox.json, the VMM's pid and start time, the agent's socket, the guest's
+ * RAM and the network's identity. */
 struct sandbox_record {
         pid_t pid;
         unsigned long long start_time;
         char *agent_socket;
         int net_ifindex; /* 0: no NIC; else the linked interface, in the namespace of this identity: */
         unsigned long long netns_dev, netns_ino;
+        uint64_t memory; /* the guest's RAM in bytes; 0 in a record from before capsule wrote it */
 };
 int sandbox_record_save(const char *root, const char *id, const struct sandbox_record *r, cap_error_t *err);
 int sandbox_record_load(const char *root, const char *id, struct sandbox_record *r, cap_error_t *err);

@@ -2,11 +2,11 @@
  * network namespace that podman, CNI or containerd prepared (the VMM enters it on a thread of
  * its own), and tied to the namespace's interface by tc filters that redirect every frame
  * from one to the other (sandbox_tc.c). The guest's NIC takes the interface's MAC (the peers'
- * neighbour entries stay valid), MTU, IPv4 addresses and routes, so the pod's address keeps
- * working, and the guest reaches exactly what the interface reached before. The interface
- * keeps its address: no frame reaches the namespace's own stack any more. Each step here runs
- * on a short-lived thread that enters the namespace, so the caller's threads stay where they
- * are. */
+ * neighbour entries stay valid), MTU, IPv4 and IPv6 addresses and routes, so the pod's
+ * addresses keep working, and the guest reaches exactly what the interface reached before.
+ * The interface keeps its addresses: no frame reaches the namespace's own stack any more.
+ * Each step here runs on a short-lived thread that enters the namespace, so the caller's
+ * threads stay where they are. */
 #include "sandbox/sandbox_internal.h"
 
 #include <arpa/inet.h>
@@ -45,6 +45,16 @@ struct gather {
                 struct agent_net_route r;
         } routes[GATHER_MAX];
         int n_routes;
+        struct {
+                int index;
+                struct agent_net_addr6 a;
+        } addrs6[GATHER_MAX];
+        int n_addrs6;
+        struct {
+                int oif;
+                struct agent_net_route6 r;
+        } routes6[GATHER_MAX];
+        int n_routes6;
         bool tap_found;
 };
 
@@ -81,6 +91,27 @@ static int gather_link(const struct nlmsghdr *h, void *ctx)
         return 0;
 }
 
+/* The global IPv6 addresses the guest must answer on. Not the link-local one (the guest's
+ * kernel makes the same from the MAC), nor one that failed duplicate address detection or
+ * was deprecated (on its way out; the guest could only make it a preferred one for ever).
+ * A tentative one is taken: it is the pod's, and once the tap is tied in, the interface's
+ * detection can no longer hear a duplicate anyway. */
+static int gather_addr6(struct gather *g, const struct ifaddrmsg *ifa, const struct rtattr *const *tb)
+{
+        const struct in6_addr *a = attr_data(tb[IFA_LOCAL] ? tb[IFA_LOCAL] : tb[IFA_ADDRESS], sizeof(struct in6_addr));
+        const uint32_t *flags = attr_data(tb[IFA_FLAGS], sizeof(uint32_t));
+        uint32_t f = flags ? *flags : ifa->ifa_flags;
+        if (!a || ifa->ifa_scope != RT_SCOPE_UNIVERSE || ifa->ifa_prefixlen < 1 || ifa->ifa_prefixlen > 128 ||
+            (f & (IFA_F_DADFAILED | IFA_F_DEPRECATED)) || IN6_IS_ADDR_LINKLOCAL(a) || IN6_IS_ADDR_V4MAPPED(a))
+                return 0;
+        if (g->n_addrs6 == GATHER_MAX)
+                return -1;
+        g->addrs6[g->n_addrs6].index = (int)ifa->ifa_index;
+        g->addrs6[g->n_addrs6].a = (struct agent_net_addr6){ .addr = *a, .prefix = ifa->ifa_prefixlen };
+        g->n_addrs6++;
+        return 0;
+}
+
 static int gather_addr(const struct nlmsghdr *h, void *ctx)
 {
         struct gather *g = ctx;
@@ -89,6 +120,8 @@ static int gather_addr(const struct nlmsghdr *h, void *ctx)
         const struct ifaddrmsg *ifa = NLMSG_DATA(h);
         const struct rtattr *tb[IFA_MAX + 1];
         nl_attrs(IFA_RTA(ifa), (int)IFA_PAYLOAD(h), tb, IFA_MAX);
+        if (ifa->ifa_family == AF_INET6)
+                return gather_addr6(g, ifa, tb);
         const struct in_addr *a = attr_data(tb[IFA_LOCAL] ? tb[IFA_LOCAL] : tb[IFA_ADDRESS], sizeof(struct in_addr));
         if (ifa->ifa_family != AF_INET || !a || ifa->ifa_prefixlen < 1 || ifa->ifa_prefixlen > 32 ||
             ifa->ifa_scope == RT_SCOPE_HOST)
@@ -106,8 +139,37 @@ static uint32_t prefix_mask(unsigned int prefix)
         return prefix ? htonl(~0u << (32 - prefix)) : 0;
 }
 
+/* a with its host bits (those past the first prefix bits) zero. */
+static struct in6_addr ipv6_masked(const struct in6_addr *a, unsigned int prefix)
+{
+        struct in6_addr m = *a;
+        for (unsigned int i = 0; i < 16; i++) {
+                unsigned int keep = prefix >= 8 * (i + 1) ? 8 : prefix > 8 * i ? prefix - 8 * i : 0;
+                m.s6_addr[i] &= (uint8_t)(0xff00u >> keep);
+        }
+        return m;
+}
+
+static int gather_route6(struct gather *g, const struct rtmsg *rtm, const struct rtattr *const *tb, int oif)
+{
+        const struct in6_addr *dst = attr_data(tb[RTA_DST], sizeof(struct in6_addr));
+        const struct in6_addr *gw = attr_data(tb[RTA_GATEWAY], sizeof(struct in6_addr));
+        if (rtm->rtm_dst_len > 128 || (rtm->rtm_dst_len && !dst))
+                return 0;
+        if (g->n_routes6 == GATHER_MAX)
+                return -1;
+        struct agent_net_route6 *r = &g->routes6[g->n_routes6].r;
+        g->routes6[g->n_routes6].oif = oif;
+        r->prefix = rtm->rtm_dst_len;
+        r->dst = dst ? ipv6_masked(dst, r->prefix) : in6addr_any;
+        r->gateway = gw ? *gw : in6addr_any;
+        g->n_routes6++;
+        return 0;
+}
+
 /* The main table's unicast routes through one interface; the kernel's own (a prefix route
- * that comes with an address) the guest's kernel makes again. */
+ * that comes with an address, IPv6's fe80::/64) the guest's kernel makes again. A route a
+ * router advertisement gave is kept: the guest takes no advertisement itself. */
 static int gather_route(const struct nlmsghdr *h, void *ctx)
 {
         struct gather *g = ctx;
@@ -118,11 +180,14 @@ static int gather_route(const struct nlmsghdr *h, void *ctx)
         nl_attrs(RTM_RTA(rtm), (int)RTM_PAYLOAD(h), tb, RTA_MAX);
         const uint32_t *table = attr_data(tb[RTA_TABLE], sizeof(uint32_t));
         const uint32_t *oif = attr_data(tb[RTA_OIF], sizeof(uint32_t));
+        if (rtm->rtm_type != RTN_UNICAST || rtm->rtm_protocol == RTPROT_KERNEL ||
+            (table ? *table : rtm->rtm_table) != RT_TABLE_MAIN || !oif)
+                return 0;
+        if (rtm->rtm_family == AF_INET6)
+                return gather_route6(g, rtm, tb, (int)*oif);
         const struct in_addr *dst = attr_data(tb[RTA_DST], sizeof(struct in_addr));
         const struct in_addr *gw = attr_data(tb[RTA_GATEWAY], sizeof(struct in_addr));
-        if (rtm->rtm_family != AF_INET || rtm->rtm_type != RTN_UNICAST || rtm->rtm_protocol == RTPROT_KERNEL ||
-            (table ? *table : rtm->rtm_table) != RT_TABLE_MAIN || !oif || rtm->rtm_dst_len > 32 ||
-            (rtm->rtm_dst_len && !dst))
+        if (rtm->rtm_family != AF_INET || rtm->rtm_dst_len > 32 || (rtm->rtm_dst_len && !dst))
                 return 0;
         if (g->n_routes == GATHER_MAX)
                 return -1;
@@ -135,17 +200,25 @@ static int gather_route(const struct nlmsghdr *h, void *ctx)
         return 0;
 }
 
-/* The default route's interface, else the first Ethernet one with an IPv4 address. */
+/* The default route's interface (IPv4's, else IPv6's), else the first Ethernet one with an
+ * address. */
 static int pick_link(const struct gather *g)
 {
         int index = 0;
         for (int i = 0; i < g->n_routes && !index; i++)
                 if (g->routes[i].r.prefix == 0)
                         index = g->routes[i].oif;
-        for (int i = 0; i < g->n_links && !index; i++)
+        for (int i = 0; i < g->n_routes6 && !index; i++)
+                if (g->routes6[i].r.prefix == 0)
+                        index = g->routes6[i].oif;
+        for (int i = 0; i < g->n_links && !index; i++) {
                 for (int j = 0; j < g->n_addrs && !index; j++)
                         if (g->addrs[j].index == g->links[i].index)
                                 index = g->links[i].index;
+                for (int j = 0; j < g->n_addrs6 && !index; j++)
+                        if (g->addrs6[j].index == g->links[i].index)
+                                index = g->links[i].index;
+        }
         for (int i = 0; i < g->n_links; i++)
                 if (g->links[i].index == index)
                         return i;
@@ -167,6 +240,37 @@ static int take_routes(const struct gather *g, struct sandbox_net *net, cap_erro
                         net->nic.routes[net->nic.n_routes++] = *r;
                 }
         }
+        for (int pass = 0; pass < 2; pass++) {
+                for (int i = 0; i < g->n_routes6; i++) {
+                        const struct agent_net_route6 *r = &g->routes6[i].r;
+                        if (g->routes6[i].oif != net->ifindex || !IN6_IS_ADDR_UNSPECIFIED(&r->gateway) != (pass == 1))
+                                continue;
+                        if (net->nic.n_routes6 == AGENT_NET_ROUTES_MAX)
+                                return cap_fail(err, 0, "more than %d IPv6 routes through `%s`", AGENT_NET_ROUTES_MAX,
+                                                net->ifname);
+                        net->nic.routes6[net->nic.n_routes6++] = *r;
+                }
+        }
+        return 0;
+}
+
+static int take_addrs(const struct gather *g, struct sandbox_net *net, cap_error_t *err)
+{
+        for (int i = 0; i < g->n_addrs; i++) {
+                if (g->addrs[i].index != net->ifindex)
+                        continue;
+                if (net->nic.n_addrs == AGENT_NET_ADDRS_MAX)
+                        return cap_fail(err, 0, "more than %d IPv4 addresses on `%s`", AGENT_NET_ADDRS_MAX, net->ifname);
+                net->nic.addrs[net->nic.n_addrs++] = g->addrs[i].a;
+        }
+        /* None below IPv6's MTU: the kernel turns IPv6 off on such a link, as the agent expects. */
+        for (int i = 0; i < g->n_addrs6; i++) {
+                if (g->addrs6[i].index != net->ifindex)
+                        continue;
+                if (net->nic.n_addrs6 == AGENT_NET_ADDRS_MAX)
+                        return cap_fail(err, 0, "more than %d IPv6 addresses on `%s`", AGENT_NET_ADDRS_MAX, net->ifname);
+                net->nic.addrs6[net->nic.n_addrs6++] = g->addrs6[i].a;
+        }
         return 0;
 }
 
@@ -179,7 +283,9 @@ int sandbox_net_gather(struct sandbox_net *net, cap_error_t *err)
         cleanup_close int nl = nl_open(err);
         if (nl < 0 || nl_dump(nl, RTM_GETLINK, AF_UNSPEC, gather_link, g, err) < 0 ||
             nl_dump(nl, RTM_GETADDR, AF_INET, gather_addr, g, err) < 0 ||
-            nl_dump(nl, RTM_GETROUTE, AF_INET, gather_route, g, err) < 0)
+            nl_dump(nl, RTM_GETADDR, AF_INET6, gather_addr, g, err) < 0 ||
+            nl_dump(nl, RTM_GETROUTE, AF_INET, gather_route, g, err) < 0 ||
+            nl_dump(nl, RTM_GETROUTE, AF_INET6, gather_route, g, err) < 0)
                 return -1;
         if (g->tap_found)
                 return cap_fail(err, 0, "it has a VM container's tap (`%s`) already: one VM container per network namespace",
@@ -194,14 +300,9 @@ int sandbox_net_gather(struct sandbox_net *net, cap_error_t *err)
         if (net->nic.mtu < AGENT_NET_MTU_MIN || net->nic.mtu > AGENT_NET_MTU_MAX)
                 return cap_fail(err, 0, "`%s` has an MTU of %u (%d to %d)", net->ifname, net->nic.mtu, AGENT_NET_MTU_MIN,
                                 AGENT_NET_MTU_MAX);
-        for (int i = 0; i < g->n_addrs; i++) {
-                if (g->addrs[i].index != net->ifindex)
-                        continue;
-                if (net->nic.n_addrs == AGENT_NET_ADDRS_MAX)
-                        return cap_fail(err, 0, "more than %d IPv4 addresses on `%s`", AGENT_NET_ADDRS_MAX, net->ifname);
-                net->nic.addrs[net->nic.n_addrs++] = g->addrs[i].a;
-        }
-        if (net->nic.n_addrs == 0) {
+        if (take_addrs(g, net, err) < 0)
+                return -1;
+        if (net->nic.n_addrs + net->nic.n_addrs6 == 0) {
                 net->ifindex = 0;
                 return 0;
         }
@@ -290,23 +391,42 @@ int sandbox_net_plan(const struct spec *spec, struct sandbox_net *net, cap_error
         return 0;
 }
 
+static json_t *addr_json(int family, const void *addr, unsigned int prefix)
+{
+        char a[INET6_ADDRSTRLEN];
+        return json_pack("{s:s,s:i}", "address", inet_ntop(family, addr, a, sizeof(a)), "prefix", (int)prefix);
+}
+
+static json_t *route_json(int family, const void *dst, unsigned int prefix, const void *gateway)
+{
+        char a[INET6_ADDRSTRLEN];
+        json_t *o = json_pack("{s:s,s:i}", "destination", inet_ntop(family, dst, a, sizeof(a)), "prefix", (int)prefix);
+        if (gateway)
+                json_object_set_new(o, "gateway", json_string(inet_ntop(family, gateway, a, sizeof(a))));
+        return o;
+}
+
 json_t *sandbox_net_json(const struct sandbox_net *net)
 {
-        char mac[18], a[INET_ADDRSTRLEN], b[INET_ADDRSTRLEN];
-        const uint8_t *m = net->nic.mac;
-        snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
-        json_t *addrs = json_array(), *routes = json_array();
-        for (int i = 0; i < net->nic.n_addrs; i++)
-                json_array_append_new(addrs, json_pack("{s:s,s:i}", "address", inet_ntop(AF_INET, &net->nic.addrs[i].addr, a, sizeof(a)),
-                                                       "prefix", (int)net->nic.addrs[i].prefix));
-        for (int i = 0; i < net->nic.n_routes; i++) {
-                const struct agent_net_route *r = &net->nic.routes[i];
-                json_t *o = json_pack("{s:s,s:i}", "destination", inet_ntop(AF_INET, &r->dst, a, sizeof(a)), "prefix", (int)r->prefix);
-                if (r->gateway.s_addr)
-                        json_object_set_new(o, "gateway", json_string(inet_ntop(AF_INET, &r->gateway, b, sizeof(b))));
-                json_array_append_new(routes, o);
+        const struct agent_net *n = &net->nic;
+        char mac[18];
+        snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", n->mac[0], n->mac[1], n->mac[2], n->mac[3], n->mac[4], n->mac[5]);
+        json_t *addrs = json_array(), *routes = json_array(), *addrs6 = json_array(), *routes6 = json_array();
+        for (int i = 0; i < n->n_addrs; i++)
+                json_array_append_new(addrs, addr_json(AF_INET, &n->addrs[i].addr, n->addrs[i].prefix));
+        for (int i = 0; i < n->n_routes; i++) {
+                const struct agent_net_route *r = &n->routes[i];
+                json_array_append_new(routes, route_json(AF_INET, &r->dst, r->prefix, r->gateway.s_addr ? &r->gateway : NULL));
         }
-        return json_pack("{s:s,s:i,s:o,s:o}", "mac", mac, "mtu", (int)net->nic.mtu, "addresses", addrs, "routes", routes);
+        for (int i = 0; i < n->n_addrs6; i++)
+                json_array_append_new(addrs6, addr_json(AF_INET6, &n->addrs6[i].addr, n->addrs6[i].prefix));
+        for (int i = 0; i < n->n_routes6; i++) {
+                const struct agent_net_route6 *r = &n->routes6[i];
+                json_array_append_new(routes6, route_json(AF_INET6, &r->dst, r->prefix,
+                                                          IN6_IS_ADDR_UNSPECIFIED(&r->gateway) ? NULL : &r->gateway));
+        }
+        return json_pack("{s:s,s:i,s:o,s:o,s:o,s:o}", "mac", mac, "mtu", (int)n->mtu, "addresses", addrs, "routes", routes,
+                         "addresses6", addrs6, "routes6", routes6);
 }
 
 int sandbox_net_link(struct sandbox_net *net, cap_error_t *err)

@@ -22,6 +22,8 @@ int sandbox_record_save(const char *root, const char *id, const struct sandbox_r
 {
         json_t *o = json_pack("{s:I,s:I,s:s}", "pid", (json_int_t)r->pid, "start_time", (json_int_t)r->start_time, "agent_socket",
                               r->agent_socket);
+        if (o && r->memory)
+                json_object_set_new(o, "memory", json_integer((json_int_t)r->memory));
         if (o && r->net_ifindex)
                 json_object_set_new(o, "net", json_pack("{s:i,s:I,s:I}", "ifindex", r->net_ifindex, "dev", (json_int_t)r->netns_dev,
                                                         "ino", (json_int_t)r->netns_ino));
@@ -51,8 +53,12 @@ int sandbox_record_load(const char *root, const char *id, struct sandbox_record 
         if (!bad && net)
                 bad = json_unpack(net, "{s:I,s:I,s:I}", "ifindex", &ifindex, "dev", &dev, "ino", &ino) < 0 || ifindex < 1 ||
                       ifindex > INT32_MAX;
+        json_t *memory = o ? json_object_get(o, "memory") : NULL;
+        if (!bad && memory)
+                bad = !json_is_integer(memory) || json_integer_value(memory) < 1;
         if (!bad) {
                 r->agent_socket = xstrdup(sock);
+                r->memory = memory ? (uint64_t)json_integer_value(memory) : 0;
                 r->net_ifindex = (int)ifindex;
                 r->netns_dev = (unsigned long long)dev;
                 r->netns_ino = (unsigned long long)ino;

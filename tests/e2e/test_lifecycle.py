@@ -191,6 +191,29 @@ def test_pause_resume(capsule, bundle):
     assert capsule.status(bundle.id) == "running"
 
 
+def test_pause_a_created_container(capsule, bundle):
+    """As runc: a created container pauses, start refuses it until resume, which leaves it created."""
+    bundle.set_args("sh", "-c", "echo started >/out; sleep 100")
+    capsule.run("create", "-b", bundle.path, bundle.id, check=True)
+    capsule.run("pause", bundle.id, check=True)
+    assert capsule.status(bundle.id) == "paused"
+    p = capsule.run("start", bundle.id)
+    assert p.returncode == 1 and p.stderr == f'capsule: cannot start container "{bundle.id}": it is paused, not created\n'
+    p = capsule.run("pause", bundle.id)
+    assert p.returncode == 1 and p.stderr == f'capsule: container "{bundle.id}" is paused, not running\n'
+    capsule.run("resume", bundle.id, check=True)
+    assert capsule.status(bundle.id) == "created"
+    capsule.run("start", bundle.id, check=True)
+    assert capsule.status(bundle.id) == "running"
+    out = os.path.join(bundle.rootfs, "out")
+    for _ in range(100):
+        if os.path.exists(out):
+            break
+        time.sleep(0.1)
+    with open(out) as f:
+        assert f.read() == "started\n"
+
+
 def test_exec_output_status_env_cwd_user(capsule, bundle):
     bundle.set_args("sleep", "100")
     capsule.run("run", "-d", "-b", bundle.path, bundle.id, check=True)

@@ -80,7 +80,7 @@ class FakeAgent:
             send_frame(c, {"ok": True, "pid": 2})
         elif op == "kill":
             send_frame(c, self.kill_reply)
-        elif op in ("pause", "resume", "update"):
+        elif op in ("pause", "resume", "update", "resize"):
             send_frame(c, {"ok": True})
         elif op == "ps":
             send_frame(c, self.ps_reply)
@@ -121,7 +121,8 @@ def sandbox(tmp_path):
     vmm = subprocess.Popen(["sleep", "1000"])
     st = start_time(vmm.pid)
     sock = str(d / "agent.sock")
-    (d / "sandbox.json").write_text(json.dumps({"pid": vmm.pid, "start_time": st, "agent_socket": sock}))
+    (d / "sandbox.json").write_text(json.dumps({"pid": vmm.pid, "start_time": st, "agent_socket": sock,
+                                                "memory": 512 << 20}))
     (d / "state.json").write_text(json.dumps({"id": cid, "bundle": str(tmp_path), "rootfs": str(tmp_path / "rootfs"),
                                               "pid": vmm.pid, "start_time": st, "created": "2026-01-01T00:00:00Z",
                                               "owner": "root", "annotations": {}, "systemd_cgroup": False}))
@@ -264,6 +265,23 @@ def test_life_pause_resume_through_the_agent(sandbox):
     assert refused.returncode == 1 and "is running, not paused" in refused.stderr
 
 
+def test_life_pause_a_created_one(sandbox):
+    """As a plain container and runc: a created VM container pauses, and start waits for resume."""
+    capsule, agent, _, cid = sandbox
+    agent.status = "created"
+    p = capsule("pause", cid)
+    assert p.returncode == 0, p.stderr
+    assert agent.requests[-1] == {"op": "pause"}
+    agent.status = "paused"
+    n = len(agent.requests)
+    refused = capsule("start", cid)
+    assert refused.returncode == 1 and refused.stderr == f'capsule: cannot start container "{cid}": it is paused, not created\n'
+    assert [r["op"] for r in agent.requests[n:]] == ["state"]
+    agent.status = "stopped"
+    refused = capsule("pause", cid)
+    assert refused.returncode == 1 and refused.stderr == f'capsule: container "{cid}" is stopped, not running\n'
+
+
 def test_life_ps_lists_the_guests_pids(sandbox):
     capsule, agent, _, cid = sandbox
     p = capsule("ps", "--format", "json", cid)
@@ -282,11 +300,11 @@ def test_life_ps_lists_the_guests_pids(sandbox):
 
 def test_life_update_forwards_the_checked_resources(sandbox, tmp_path):
     capsule, agent, _, cid = sandbox
-    p = capsule("update", "--memory", "512M", "--pids-limit", "100", cid)
+    p = capsule("update", "--memory", "1G", "--pids-limit", "100", cid)
     assert p.returncode == 0, p.stderr
     req = agent.requests[-1]
     assert req["op"] == "update"
-    assert json.loads(req["resources"]) == {"memory": {"limit": 512 << 20}, "pids": {"limit": 100}}
+    assert json.loads(req["resources"]) == {"memory": {"limit": 1 << 30}, "pids": {"limit": 100}}
     (tmp_path / "res.json").write_text(json.dumps({"cpu": {"quota": 50000, "period": 100000}}))
     assert capsule("update", "-r", str(tmp_path / "res.json"), cid).returncode == 0
     assert json.loads(agent.requests[-1]["resources"]) == {"cpu": {"quota": 50000, "period": 100000}}
@@ -297,6 +315,26 @@ def test_life_update_forwards_the_checked_resources(sandbox, tmp_path):
     bad = capsule("update", "-r", str(tmp_path / "res.json"), cid)
     assert bad.returncode == 1 and "linux.resources.memory.limit" in bad.stderr, bad.stderr
     assert len(agent.requests) == n  # refused on the host: nothing went to the guest
+
+
+def test_life_update_below_what_the_vm_needs_is_refused(sandbox, tmp_path):
+    """The host's cgroup bounds the whole VM (512M of guest RAM here, plus the VMM's 32M): a lower
+    memory limit is refused before anything changes; the minimum itself and no limit pass."""
+    capsule, agent, _, cid = sandbox
+    n = len(agent.requests)
+    for flags in (["--memory", "543M"], ["--memory", "64M", "--pids-limit", "10"]):
+        p = capsule("update", *flags, cid)
+        limit = int(flags[1][:-1]) << 20
+        assert p.returncode == 1 and p.stderr == (
+            f'capsule: update container "{cid}": linux.resources.memory.limit (--memory): {limit} bytes is below '
+            "the VM's minimum of 544M (512M of guest RAM, 32M for the VMM)\n"), p.stderr
+    (tmp_path / "res.json").write_text(json.dumps({"memory": {"limit": 100 << 20}}))
+    p = capsule("update", "-r", str(tmp_path / "res.json"), cid)
+    assert p.returncode == 1 and "below the VM's minimum of 544M" in p.stderr
+    assert [r["op"] for r in agent.requests[n:] if r["op"] != "state"] == []  # the guest was never asked
+    for value in ("544M", "-1"):
+        assert capsule("update", "--memory", value, cid).returncode == 0
+        assert json.loads(agent.requests[-1]["resources"])["memory"]["limit"] == (544 << 20 if value == "544M" else -1)
 
 
 
@@ -337,3 +375,33 @@ def test_life_exec_console_socket_gets_the_terminal(sandbox, tmp_path):
     assert p.returncode != 0 and "--console-socket needs a terminal" in p.stderr
     p = capsule("exec", "-t", "-d", cid, "sh")
     assert p.returncode != 0 and "--tty with --detach needs --console-socket" in p.stderr
+
+
+def test_life_exec_console_size_is_the_ptys_from_the_start(sandbox, tmp_path):
+    """process.consoleSize of an exec'd process (podman sends it): the console socket's pty has it
+    before the process runs, and no resize undoes it; without one, no resize is sent at all."""
+    import fcntl
+    import termios
+    capsule, agent, _, cid = sandbox
+    cs = ConsoleSocket(tmp_path / "console.sock")
+    for size in ((33, 77), None):
+        proc = {"terminal": True, "args": ["sh"], "cwd": "/", "env": ["A=1"]}
+        if size:
+            proc["consoleSize"] = {"height": size[0], "width": size[1]}
+        (tmp_path / "process.json").write_text(json.dumps(proc))
+        got = {}
+
+        def console():
+            master = cs.receive_master()[0]
+            got["size"] = struct.unpack("HHHH", fcntl.ioctl(master, termios.TIOCGWINSZ, b"\0" * 8))[:2]
+            got["out"] = talk(master)
+        t = threading.Thread(target=console)
+        t.start()
+        n = len(agent.requests)
+        p = capsule("exec", "--console-socket", cs.path, "-p", str(tmp_path / "process.json"), cid)
+        t.join(timeout=20)
+        assert (p.returncode, got.get("out")) == (3, "tty got: typed\n"), p.stderr
+        assert got["size"] == (size or (0, 0))
+        resizes = [(r["rows"], r["cols"]) for r in agent.requests[n:] if r["op"] == "resize"]
+        assert resizes == ([size] if size else []), resizes
+    cs.close()

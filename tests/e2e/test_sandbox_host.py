@@ -4,6 +4,7 @@ PVM host, and hostile or out-of-range sizing annotations. The VM's own lifecycle
 tested in the testbed (tests/testbed/test_sandbox.py)."""
 import os
 import shutil
+import stat
 import subprocess
 
 import pytest
@@ -48,7 +49,7 @@ def no_kernel_env(tmp_path):
 def test_missing_kernel(tmp_path, bundle):
     root = tmp_path / "root"
     p = create(root, bundle, "--vm", env=no_kernel_env(tmp_path))
-    assert_refused(p, root, bundle, PREFIX + f"VM kernel `{tmp_path}/no-such-kernel` does not exist")
+    assert_refused(p, root, bundle, PREFIX + f"$CAPSULE_KERNEL: VM kernel `{tmp_path}/no-such-kernel` does not exist")
 
 
 def test_default_kernel_next_to_the_binary(tmp_path, bundle, vm_bin):
@@ -65,6 +66,45 @@ def test_missing_initrd(tmp_path, bundle, vm_bin):
     root = tmp_path / "root"
     p = create(root, bundle, "--vm", binary=vm_bin / "capsule", env=dict(os.environ, CAPSULE_KERNEL=str(vm_bin / "capsule-vmlinux")))
     assert_refused(p, root, bundle, PREFIX + f"VM initrd (the guest agent) `{vm_bin}/capsule-guest.initrd` does not exist")
+
+
+def kernel_env(vm_bin, **more):
+    env = {k: v for k, v in os.environ.items() if k != "CAPSULE_INITRD"}
+    env["CAPSULE_KERNEL"] = str(vm_bin / "capsule-vmlinux")
+    env.update(more)
+    return env
+
+
+def test_initrd_from_the_operators_variable(tmp_path, bundle, vm_bin):
+    """$CAPSULE_INITRD replaces the initrd next to capsule; a missing one or a directory is refused
+    with the variable named."""
+    root = tmp_path / "root"
+    p = create(root, bundle, "--vm", binary=vm_bin / "capsule",
+               env=kernel_env(vm_bin, CAPSULE_INITRD=str(tmp_path / "no-such.initrd")))
+    assert_refused(p, root, bundle, PREFIX + f"$CAPSULE_INITRD: VM initrd (the guest agent) `{tmp_path}/no-such.initrd` does not exist")
+    p = create(root, bundle, "--vm", binary=vm_bin / "capsule", env=kernel_env(vm_bin, CAPSULE_INITRD=str(tmp_path)))
+    assert_refused(p, root, bundle, PREFIX + f"$CAPSULE_INITRD: VM initrd (the guest agent) `{tmp_path}` is not a regular file")
+
+
+def test_initrd_annotation_names_a_file_beside_the_default(tmp_path, bundle, vm_bin):
+    """capsule.vm.initrd: a file name in the default initrd's directory ($CAPSULE_INITRD's, else
+    capsule's); a missing one is refused naming the annotation. An existing one passes every check
+    before KVM: on a PVM host KVM's refusal comes next (the boot itself is the testbed's)."""
+    (vm_bin / "other.initrd").write_bytes(b"\0" * 512)
+    (tmp_path / "alt").mkdir()
+    (tmp_path / "alt" / "default.initrd").write_bytes(b"\0" * 512)
+    root = tmp_path / "root"
+    for env, d in ((kernel_env(vm_bin), vm_bin),
+                   (kernel_env(vm_bin, CAPSULE_INITRD=str(tmp_path / "alt" / "default.initrd")), tmp_path / "alt")):
+        bundle.config["annotations"] = {"run.oci.handler": "vm", "capsule.vm.initrd": "missing.initrd"}
+        bundle.write()
+        p = create(root, bundle, binary=vm_bin / "capsule", env=env)
+        assert_refused(p, root, bundle, PREFIX + f"annotation capsule.vm.initrd: VM initrd (the guest agent) `{d}/missing.initrd` does not exist")
+    if PVM:
+        bundle.config["annotations"]["capsule.vm.initrd"] = "other.initrd"
+        bundle.write()
+        p = create(root, bundle, binary=vm_bin / "capsule", env=kernel_env(vm_bin))
+        assert_refused(p, root, bundle, PREFIX + "this host's /dev/kvm is PVM (kvm_pvm)")
 
 
 @pytest.mark.skipif(not PVM, reason="only a PVM host refuses a VM container for its KVM flavour")
@@ -90,7 +130,7 @@ def test_kvm_unavailable(tmp_path, bundle, vm_bin):
 def test_selected_by_annotation_and_by_capsule_vm(tmp_path, bundle, vm_bin):
     """Each selection reaches the VM's checks (the missing kernel) instead of making a plain container."""
     env = no_kernel_env(tmp_path)
-    want = PREFIX + f"VM kernel `{tmp_path}/no-such-kernel` does not exist"
+    want = PREFIX + f"$CAPSULE_KERNEL: VM kernel `{tmp_path}/no-such-kernel` does not exist"
     root = tmp_path / "root"
     assert_refused(create(root, bundle, binary=vm_bin / "capsule-vm", env=env), root, bundle, want)
     bundle.config["annotations"] = {"run.oci.handler": "vm"}
@@ -102,6 +142,10 @@ def test_selected_by_annotation_and_by_capsule_vm(tmp_path, bundle, vm_bin):
     ("capsule.vm.kernel", "../../etc/passwd", "is not a file name"),
     ("capsule.vm.kernel", "/etc/passwd", "is not a file name"),
     ("capsule.vm.kernel", ".hidden", "is not a file name"),
+    ("capsule.vm.initrd", "../x", "is not a file name"),
+    ("capsule.vm.initrd", "/etc/shadow", "is not a file name"),
+    ("capsule.vm.initrd", "..", "is not a file name"),
+    ("capsule.vm.initrd", "", "is not a file name"),
     ("capsule.vm.cpus", "0", "is not a number of CPUs from 1 to"),
     ("capsule.vm.cpus", "100000", "is not a number of CPUs from 1 to"),
     ("capsule.vm.cpus", "two", "is not a number of CPUs from 1 to"),
@@ -114,7 +158,7 @@ def test_hostile_or_out_of_range_annotations(tmp_path, bundle, vm_bin, key, valu
     bundle.write()
     root = tmp_path / "root"
     p = create(root, bundle, binary=vm_bin / "capsule", env=dict(os.environ, CAPSULE_KERNEL=str(vm_bin / "capsule-vmlinux")))
-    prefix = "capsule: cannot run a VM container: " if key == "capsule.vm.kernel" else "capsule: "
+    prefix = "capsule: cannot run a VM container: " if key in ("capsule.vm.kernel", "capsule.vm.initrd") else "capsule: "
     assert_refused(p, root, bundle, f"{prefix}annotation {key}: `{value}` {message}")
 
 
@@ -141,3 +185,58 @@ def test_vm_commands_on_a_missing_container(tmp_path):
     """Without a sandbox record, the commands after create behave as for any container."""
     p = subprocess.run([CAPSULE, "--root", str(tmp_path), "--vm", "state", "nope"], capture_output=True, text=True)
     assert p.returncode == 1 and p.stderr.strip() == 'capsule: container "nope" does not exist'
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("missing", "does not exist in the bundle directory"),
+    ("directory", "is not a regular file (a disk image)"),
+    ("fifo", "is not a regular file (a disk image)"),
+    ("device", "is not a regular file (a disk image)"),
+    ("hardlink", "has other hard links, which may name a file outside the bundle"),
+    ("symlinked-dir", "is or passes through a symbolic link, which is not followed"),
+])
+def test_block_rootfs_that_is_no_image_in_the_bundle_is_refused(tmp_path, bundle, vm_bin, kind, message):
+    """The annotation capsule.vm.rootfs.block takes a regular file of the bundle's own, with one link
+    and reached without a symlink: anything else is refused before the VM's other checks, with
+    nothing left behind (tests/e2e/test_sandbox_vm.py: `..`, an absolute path, a symlink)."""
+    name = "disk.img"
+    target = os.path.join(bundle.path, name)
+    if kind == "directory":
+        os.mkdir(target)
+    elif kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "device":
+        if os.geteuid() != 0:
+            pytest.skip("making a device node takes root")
+        os.mknod(target, 0o600 | stat.S_IFBLK, os.makedev(7, 0))
+    elif kind == "hardlink":
+        other = tmp_path / "outside.img"
+        other.write_bytes(b"\0" * 4096)
+        os.link(other, target)
+    elif kind == "symlinked-dir":
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere" / name).write_bytes(b"\0" * 4096)
+        os.symlink(tmp_path / "elsewhere", os.path.join(bundle.path, "images"))
+        name = f"images/{name}"
+    bundle.config["annotations"] = {"run.oci.handler": "vm", "capsule.vm.rootfs.block": name}
+    bundle.write()
+    root = tmp_path / "root"
+    p = create(root, bundle, binary=vm_bin / "capsule", env=dict(os.environ, CAPSULE_KERNEL=str(vm_bin / "capsule-vmlinux")))
+    assert_refused(p, root, bundle, f"capsule: annotation capsule.vm.rootfs.block: `{name}` {message}")
+
+
+@pytest.mark.skipif(not PVM, reason="the next check after the image's is the PVM refusal only on a PVM host")
+def test_block_rootfs_image_in_the_bundle_passes_and_root_path_is_not_shared(tmp_path, bundle, vm_bin):
+    """A regular file in the bundle passes, and root.path is then not virtiofsd's: a comma in it
+    is no longer refused. The PVM refusal that follows shows both checks passed."""
+    os.rename(bundle.rootfs, os.path.join(bundle.path, "rootfs,x"))
+    bundle.config["root"]["path"] = "rootfs,x"
+    with open(os.path.join(bundle.path, "disk.img"), "wb") as f:
+        f.truncate(1 << 20)
+    bundle.config["annotations"] = {"run.oci.handler": "vm", "capsule.vm.rootfs.block": "disk.img"}
+    bundle.write()
+    env = dict(os.environ)
+    env.pop("CAPSULE_KERNEL", None)
+    root = tmp_path / "root"
+    p = create(root, bundle, binary=vm_bin / "capsule", env=env)
+    assert_refused(p, root, bundle, PREFIX + "this host's /dev/kvm is PVM (kvm_pvm): it emulates guest ring-0 code")

@@ -3,6 +3,7 @@ hardware KVM, so on this host tests/testbed/test_sandbox.py runs it in the testb
 test (nested TCG boots take 10-90 s)."""
 import os
 import re
+import subprocess
 
 import pytest
 
@@ -30,12 +31,21 @@ def podman(image_tar):  # noqa: F811
     yield from podman_session(image_tar, "capsule-vm-podman", VmPodman)
 
 
-def test_run_prints_output_and_returns_exit_code(podman):
-    p = podman.run("run", "--rm", *podman.container_args(), IMAGE, "sh", "-c", "echo hello; uname -r; exit 5",
-                   check=False, timeout=400)
+def test_run_prints_output_and_returns_exit_code_and_podmans_dns(podman):
+    """In a network namespace by path (podman writes and binds its resolv.conf, which --network none
+    has not), with lo only: the resolv.conf podman made from --dns reaches the container in the VM."""
+    netns = f"capdns{os.getpid() % 100000}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        p = podman.run("run", "--rm", "--network", f"ns:/run/netns/{netns}", "--dns", "10.77.0.53",
+                       "--dns-search", "pod.example", "--cgroup-parent", podman.cgroup_parent, IMAGE,
+                       "sh", "-c", "echo hello; uname -r; cat /etc/resolv.conf; exit 5", check=False, timeout=400)
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], check=True)
     assert p.returncode == 5, p.stderr
     lines = p.stdout.splitlines()
     assert lines[:2] == ["hello", guest_release()]
+    assert "nameserver 10.77.0.53" in lines and "search pod.example" in lines, p.stdout
 
 
 def test_detached_exec_tty_pause_memory_sizing_and_stop(podman):

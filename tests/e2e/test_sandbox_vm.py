@@ -10,13 +10,14 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
 
 import pytest
 
-from conftest import BUILD, Bundle, Capsule, procs_cgroup_dir
+from conftest import BUILD, BUSYBOX, Bundle, Capsule, procs_cgroup_dir
 from test_terminal import ConsoleSocket, read_until
 
 PVM = os.path.isdir("/sys/module/kvm_pvm") and not any(
@@ -199,9 +200,10 @@ def test_life_create_start_pause_ps_update_exec_kill_delete(vm, bundle, tmp_path
     wait_tick_moves(bundle)
 
     # update: the host's cgroup (the whole VM) and the container's cgroup in the guest.
+    # On the host, the limit leaves room for the VMM's own threads (sandbox_config.c).
     vm.run("update", "--pids-limit", "50", bundle.id, check=True, timeout=120)
     with open(os.path.join(cgdir, "pids.max")) as f:
-        assert f.read().strip() == "50"
+        assert f.read().strip() == str(50 + 32 + os.cpu_count())
     p = vm.run("exec", bundle.id, "cat", "/sys/fs/cgroup/pids.max", timeout=120)
     assert (p.returncode, p.stdout) == (0, "50\n"), p.stderr
 
@@ -209,6 +211,10 @@ def test_life_create_start_pause_ps_update_exec_kill_delete(vm, bundle, tmp_path
     assert (p.returncode, p.stdout, p.stderr) == (5, "exec-out\n", "exec-err\n")
     p = vm.run("exec", "-t", bundle.id, "sh", "-c", "tty; exit 4", timeout=120)
     assert p.returncode == 4 and p.stdout.startswith("/dev/pts/"), (p.returncode, p.stdout, p.stderr)
+    # --env, --cwd and --user reach the guest's process: the runtime's own exec applies them there.
+    p = vm.run("exec", "--env", "GREETING=from-host", "--cwd", "/tmp", "--user", "1000:1001", bundle.id,
+               "sh", "-c", 'echo "$GREETING $(pwd) $(id -u):$(id -g)"', timeout=120)
+    assert (p.returncode, p.stdout) == (0, "from-host /tmp 1000:1001\n"), p.stderr
 
     # Attack: the container reaches for the agent's vsock port and asks for an exec; the agent
     # takes requests from the host's CID only, so no try gets an answer and nothing runs.
@@ -294,6 +300,108 @@ def test_life_kill_all(vm, bundle):
     assert_nothing_left(vm, bundle)
 
 
+def make_marked_initrd(path, marker):
+    """An agent initrd that says marker on the guest's console before it starts the agent: /init
+    is a busybox script that execs capsule-guest (pid 1 still)."""
+    work = tempfile.mkdtemp()
+    try:
+        for d in ("bin", "dev", "newroot"):
+            os.mkdir(os.path.join(work, d))
+        shutil.copy(BUSYBOX, os.path.join(work, "bin", "busybox"))
+        shutil.copy(os.path.join(BUILD, "capsule-guest"), os.path.join(work, "capsule-guest"))
+        with open(os.path.join(work, "init"), "w") as f:
+            f.write(f"#!/bin/busybox sh\n/bin/busybox echo {marker} >/dev/console\nexec /capsule-guest\n")
+        os.chmod(os.path.join(work, "init"), 0o755)
+        os.mknod(os.path.join(work, "dev", "console"), 0o600 | stat.S_IFCHR, os.makedev(5, 1))
+        names = subprocess.run(["find", ".", "-mindepth", "1"], cwd=work, capture_output=True, text=True, check=True).stdout
+        with open(path, "wb") as out:
+            subprocess.run(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"], cwd=work, input=names.encode(), stdout=out,
+                           check=True)
+    finally:
+        shutil.rmtree(work)
+
+
+def test_life_initrd_annotation_pause_created_memory_floor_and_console_sizes(vm, bundle, tmp_path):
+    """One boot for four small things a user sees: the initrd capsule.vm.initrd names is the one
+    the VM boots; a created container pauses (start refused until resume); update refuses a
+    memory limit below the VM's RAM plus the VMM's share and changes nothing; process.consoleSize
+    is the terminal's size from the start, for the init (create) and for exec -t, with and
+    without a console socket."""
+    become_subreaper()
+    c = Capsule(vm.root, install_runtime(str(tmp_path / "bin")))
+    marker = "capsule-test-marked-initrd"
+    make_marked_initrd(str(tmp_path / "bin" / "marked.initrd"), marker)
+    bundle.config["annotations"] = {"capsule.vm.initrd": "marked.initrd", "capsule.vm.memory": "256M"}
+    bundle.config["process"]["terminal"] = True
+    bundle.config["process"]["consoleSize"] = {"height": 33, "width": 77}
+    bundle.set_args("sh", "-c", "echo size $(stty size); exec sleep 1000")
+    console = ConsoleSocket(tmp_path / "console.sock")
+    c.run("create", "--bundle", bundle.path, "--console-socket", console.path, bundle.id, check=True, timeout=BOOT)
+    master, _ = console.receive_master()
+    pid = c.state(bundle.id)["pid"]
+    with open(os.path.join(vm.root, bundle.id, "console.log")) as f:
+        assert marker in f.read(), "the VM did not boot the annotation's initrd"
+
+    c.run("pause", bundle.id, check=True, timeout=120)
+    assert c.status(bundle.id) == "paused"
+    p = c.run("start", bundle.id, timeout=120)
+    assert p.returncode == 1 and p.stderr == f'capsule: cannot start container "{bundle.id}": it is paused, not created\n'
+    c.run("resume", bundle.id, check=True, timeout=120)
+    assert c.status(bundle.id) == "created"
+    c.run("start", bundle.id, check=True, timeout=120)
+    assert "size 33 77" in read_until(master, "size 33 77", timeout=60)
+
+    # 256M of guest RAM and 32M for the VMM: 288M at least.
+    cgdir = procs_cgroup_dir(f"capsule-test/{bundle.id}")
+    before = cgroup_value(bundle, "memory.max")
+    p = c.run("update", "--memory", "200M", bundle.id, timeout=120)
+    assert p.returncode == 1 and p.stderr == (
+        f'capsule: update container "{bundle.id}": linux.resources.memory.limit (--memory): {200 << 20} bytes is below '
+        "the VM's minimum of 288M (256M of guest RAM, 32M for the VMM)\n"), p.stderr
+    assert cgroup_value(bundle, "memory.max") == before
+    p = c.run("exec", bundle.id, "cat", "/sys/fs/cgroup/memory.max", timeout=120)
+    assert (p.returncode, p.stdout) == (0, "max\n"), p.stderr
+    c.run("update", "--memory", "288M", bundle.id, check=True, timeout=120)
+    with open(os.path.join(cgdir, "memory.max")) as f:
+        assert int(f.read()) == 288 << 20
+    p = c.run("exec", bundle.id, "cat", "/sys/fs/cgroup/memory.max", timeout=120)
+    assert (p.returncode, p.stdout) == (0, f"{288 << 20}\n"), p.stderr
+
+    # exec's consoleSize: through a console socket (podman exec -t), and relayed by exec -t itself
+    # (its stdin no terminal, so no size of its own to send).
+    proc = dict(bundle.config["process"], args=["sh", "-c", "echo size $(stty size)"], consoleSize={"height": 21, "width": 55})
+    (tmp_path / "process.json").write_text(json.dumps(proc))
+    pidfile = tmp_path / "exec.pid"
+    c.run("exec", "-d", "--console-socket", console.path, "--pid-file", pidfile, "-p", tmp_path / "process.json", bundle.id,
+          check=True, timeout=120)
+    exec_master, _ = console.receive_master()
+    assert "size 21 55" in read_until(exec_master, "size 21 55", timeout=60)
+    _, status = os.waitpid(int(pidfile.read_text()), 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    os.close(exec_master)
+    p = c.run("exec", "-t", "-p", tmp_path / "process.json", bundle.id, stdin=subprocess.DEVNULL, timeout=120)
+    assert p.returncode == 0 and "size 21 55" in p.stdout, (p.returncode, p.stdout, p.stderr)
+
+    c.run("kill", bundle.id, "KILL", check=True, timeout=120)
+    os.waitpid(pid, 0)
+    os.close(master)
+    console.close()
+    wait_status(c, bundle.id, "stopped")
+    c.run("delete", bundle.id, check=True, timeout=120)
+    assert_nothing_left(vm, bundle)
+
+
+def test_run_with_a_terminal_starts_at_the_console_size(vm, bundle):
+    """`run` in the foreground with process.terminal: capsule is the console and, its stdin no
+    terminal, has no size of its own, so the guest's pty keeps process.consoleSize."""
+    bundle.config["process"]["terminal"] = True
+    bundle.config["process"]["consoleSize"] = {"height": 25, "width": 99}
+    bundle.set_args("sh", "-c", "echo size $(stty size)")
+    p = vm.run("run", "--bundle", bundle.path, bundle.id, stdin=subprocess.DEVNULL, timeout=BOOT)
+    assert p.returncode == 0 and "size 25 99" in p.stdout, (p.returncode, p.stdout, p.stderr)
+    assert_nothing_left(vm, bundle)
+
+
 def test_delete_force_after_the_vmm_was_killed(vm, bundle):
     become_subreaper()
     bundle.set_args("sleep", "1000")
@@ -318,6 +426,19 @@ def test_guest_oom_kills_the_container_and_the_vm_reports_it(vm, bundle):
     assert "phase=touched" not in p.stdout
     assert_nothing_left(vm, bundle)
 
+
+def test_guest_panic_stops_the_container_with_the_vms_status(vm, bundle):
+    """A container that may write /proc/sys (a hostile config.json can ask for that) makes the guest
+    kernel panic on OOM, then runs out of memory: the guest panics, pvpanic tells the VMM, run
+    exits 81 (the VMM's status for a panic) and nothing is left."""
+    shutil.copy(os.path.join(BUILD, "guest", "memhog"), os.path.join(bundle.rootfs, "memhog"))
+    bundle.config["annotations"] = {"capsule.vm.memory": "128M"}
+    bundle.config["linux"]["readonlyPaths"] = []
+    bundle.set_args("sh", "-c", "echo 1 >/proc/sys/vm/panic_on_oom && echo armed && /memhog 112 0")
+    p = vm.run("run", "--bundle", bundle.path, bundle.id, timeout=BOOT)
+    assert p.returncode == 81, (p.returncode, p.stdout, p.stderr)
+    assert p.stdout.startswith("armed\n") and "phase=touched" not in p.stdout, p.stdout
+    assert_nothing_left(vm, bundle)
 
 @pytest.mark.skipif(os.environ.get("TESTBED") != "qemu", reason="on hardware KVM the guest may answer within 1 s")
 def test_boot_timeout_leaves_nothing(vm, bundle):
@@ -604,40 +725,90 @@ def sh(*args):
     return subprocess.run(args, capture_output=True, text=True, check=True).stdout
 
 
+# Answers every GET with the client's address: what the server sees as the source.
+PEER_SERVER = """
+import http.server, socket, sys
+class Peer(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = (self.client_address[0] + "\\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+class Server(http.server.HTTPServer):
+    address_family = socket.AF_INET6
+Server(("::", int(sys.argv[1])), Peer).serve_forever()
+"""
+
+
+def wait_listening(netns, addr, port):
+    probe = (f"import socket,time\nfor _ in range(100):\n try: socket.create_connection(({addr!r},{port}),1); break\n"
+             " except OSError: time.sleep(0.1)\nelse: raise SystemExit('the server does not listen')")
+    sh("ip", "netns", "exec", netns, "python3", "-c", probe)
+
+
 @pytest.fixture
 def netns_pair(tmp_path):
-    """Two network namespaces joined by a veth pair, as CNI leaves a pod's: the container's side
-    is eth0 (10.77.0.2/24, MTU 1400, default route via the server's 10.77.0.1), and an HTTP
-    server listens on the other side."""
+    """Network namespaces joined by a veth pair, as CNI leaves a dual-stack pod's: the container's
+    side is eth0 (10.77.0.2/24 and fd77::2/64, MTU 1400, default routes via the server's 10.77.0.1
+    and fd77::1, and fd99::/64 via fe80::1), and servers listen on the other side: HTTP on
+    10.77.0.1:8077, and on port 8078 of fd77::1 and fd98::1 (through the default route) one that
+    answers with the client's address. fe80::1 is a router of its own on the same link (a third
+    namespace, bridged in by the server's) with fd99::1 and the same server: the server's namespace
+    does not forward, so only the fd99::/64 route reaches it."""
     tag = os.getpid() % 100000
-    srv, ctr = f"capsrv{tag}", f"capctr{tag}"
-    sh("ip", "netns", "add", srv)
-    sh("ip", "netns", "add", ctr)
-    server = None
+    srv, ctr, gw = f"capsrv{tag}", f"capctr{tag}", f"capgw{tag}"
+    for ns in (srv, ctr, gw):
+        sh("ip", "netns", "add", ns)
+    servers = []
     try:
+        # The server's side is a bridge (its addresses on br0): the router's veth joins it.
+        sh("ip", "-n", srv, "link", "add", "br0", "mtu", "1400", "type", "bridge", "mcast_snooping", "0")
         sh("ip", "-n", ctr, "link", "add", "eth0", "mtu", "1400", "type", "veth", "peer", "name", "veth-srv", "netns", srv)
-        sh("ip", "-n", srv, "link", "set", "veth-srv", "mtu", "1400", "up")
-        sh("ip", "-n", srv, "addr", "add", "10.77.0.1/24", "dev", "veth-srv")
+        sh("ip", "-n", gw, "link", "add", "gw0", "mtu", "1400", "type", "veth", "peer", "name", "veth-gw", "netns", srv)
+        for port in ("veth-srv", "veth-gw"):
+            sh("ip", "-n", srv, "link", "set", port, "mtu", "1400", "master", "br0", "up")
+        sh("ip", "-n", srv, "link", "set", "br0", "up")
+        sh("ip", "-n", srv, "addr", "add", "10.77.0.1/24", "dev", "br0")
+        sh("ip", "-n", srv, "addr", "add", "fd77::1/64", "dev", "br0", "nodad")
+        sh("ip", "-n", srv, "link", "set", "lo", "up")
+        sh("ip", "-n", srv, "addr", "add", "fd98::1/128", "dev", "lo")
+        sh("ip", "-n", gw, "link", "set", "lo", "up")
+        sh("ip", "-n", gw, "addr", "add", "fd99::1/128", "dev", "lo")
+        sh("ip", "-n", gw, "addr", "add", "fe80::1/64", "dev", "gw0", "nodad")
+        sh("ip", "-n", gw, "link", "set", "gw0", "up")
+        sh("ip", "-n", gw, "-6", "route", "add", "fd77::/64", "dev", "gw0")
         sh("ip", "-n", ctr, "addr", "add", "10.77.0.2/24", "dev", "eth0")
+        sh("ip", "-n", ctr, "addr", "add", "fd77::2/64", "dev", "eth0")
         sh("ip", "-n", ctr, "link", "set", "eth0", "up")
         sh("ip", "-n", ctr, "route", "add", "default", "via", "10.77.0.1")
+        sh("ip", "-n", ctr, "-6", "route", "add", "default", "via", "fd77::1")
+        sh("ip", "-n", ctr, "-6", "route", "add", "fd99::/64", "via", "fe80::1", "dev", "eth0")
         (tmp_path / "www").mkdir()
         (tmp_path / "www" / "token.txt").write_text("served-across-the-veth\n")
-        server = subprocess.Popen(
+        servers.append(subprocess.Popen(
             ["ip", "netns", "exec", srv, "python3", "-m", "http.server", "--bind", "10.77.0.1", "8077",
              "--directory", str(tmp_path / "www")], stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-        probe = ("import socket,time\nfor _ in range(100):\n try: socket.create_connection(('10.77.0.1',8077),1); break\n"
-                 " except OSError: time.sleep(0.1)\nelse: raise SystemExit('the server does not listen')")
-        sh("ip", "netns", "exec", ctr, "python3", "-c", probe)
+            stderr=subprocess.DEVNULL))
+        for ns in (srv, gw):
+            servers.append(subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-c", PEER_SERVER, "8078"],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_listening(ctr, "10.77.0.1", 8077)
+        wait_listening(ctr, "fd77::1", 8078)
+        wait_listening(ctr, "fd99::1", 8078)
+        # The premise: without its route, fd99::1 is out of reach.
+        sh("ip", "-n", ctr, "-6", "route", "del", "fd99::/64")
+        probe = "import socket\ntry: socket.create_connection(('fd99::1',8078),2); print('reached')\nexcept OSError: print('unreachable')"
+        assert sh("ip", "netns", "exec", ctr, "python3", "-c", probe).strip() == "unreachable"
+        sh("ip", "-n", ctr, "-6", "route", "add", "fd99::/64", "via", "fe80::1", "dev", "eth0")
         mac = re.search(r"link/ether (\S+)", sh("ip", "-n", ctr, "link", "show", "eth0")).group(1)
         yield ctr, mac
     finally:
-        if server:
+        for server in servers:
             server.kill()
             server.wait()
-        sh("ip", "netns", "del", ctr)
-        sh("ip", "netns", "del", srv)
+        for ns in (ctr, gw, srv):
+            sh("ip", "netns", "del", ns)
 
 
 def test_net_the_netns_address_routes_dns_and_a_server_reached_through_the_veth(vm, bundle, netns_pair, tmp_path):
@@ -648,20 +819,70 @@ def test_net_the_netns_address_routes_dns_and_a_server_reached_through_the_veth(
     (tmp_path / "resolv.conf").write_text("nameserver 10.77.0.1\n")
     bundle.config["mounts"].append({"destination": "/etc/resolv.conf", "type": "bind",
                                     "source": str(tmp_path / "resolv.conf"), "options": ["rbind", "ro"]})
-    bundle.set_args("sh", "-c", "ip addr show; ip route show; cat /etc/resolv.conf; "
+    bundle.set_args("sh", "-c", "ip addr show; ip route show; ip -6 route show; cat /etc/resolv.conf; "
+                    "cd /proc/sys/net/ipv6/conf/eth0; echo \"dad,ra,slaac: $(cat accept_dad),$(cat accept_ra),$(cat autoconf)\"; "
+                    "for a in fd77::1 fd98::1 fd99::1; do echo \"$a sees $(wget -q -O - http://[$a]:8078/)\"; done; "
                     "wget -q -O - http://10.77.0.1:8077/token.txt")
     p = vm.run("run", "--bundle", bundle.path, bundle.id, timeout=BOOT)
     assert p.returncode == 0, p.stdout + p.stderr
     out = p.stdout
     assert "inet 10.77.0.2/24" in out  # the namespace's address, inside the VM's container
+    pod6 = re.search(r"inet6 fd77::2/64 .*", out)
+    assert pod6 and "scope global" in pod6.group(0), out
+    assert "tentative" not in pod6.group(0) and "dadfailed" not in pod6.group(0), out  # usable at once
     assert f"link/ether {mac}" in out  # the veth's MAC: the server's neighbour entry stays valid
     assert "mtu 1400" in out
     assert "default via 10.77.0.1" in out
+    assert "default via fd77::1" in out and "fd99::/64 via fe80::1" in out
+    # No duplicate address detection (the address works at once), no router advertisement taken.
+    assert "dad,ra,slaac: 0,0,0\n" in out, out
     assert "nameserver 10.77.0.1" in out
+    # Over IPv6 on the link, through the default route and through the fd99::/64 route's link-local
+    # gateway, the server sees the pod's address as the source.
+    for server in ("fd77::1", "fd98::1", "fd99::1"):
+        assert f"{server} sees fd77::2\n" in out, out
     assert out.rstrip().endswith("served-across-the-veth")
     # The tap went with the VMM, the veth's ingress qdisc with run's delete.
     assert "capsule-tap0" not in sh("ip", "-n", ctr, "link", "show")
     assert "ingress" not in sh("tc", "-n", ctr, "qdisc", "show", "dev", "eth0")
+    assert_nothing_left(vm, bundle)
+
+
+def test_net_an_ipv6_only_namespace(vm, bundle):
+    """A single-stack IPv6 pod: the interface is the IPv6 default route's, the guest has no IPv4
+    address, and the server sees the pod's address."""
+    tag = os.getpid() % 100000
+    srv, ctr = f"capsrv6{tag}", f"capctr6{tag}"
+    for ns in (srv, ctr):
+        sh("ip", "netns", "add", ns)
+    server = None
+    try:
+        sh("ip", "-n", ctr, "link", "add", "eth0", "type", "veth", "peer", "name", "veth-srv", "netns", srv)
+        sh("ip", "-n", srv, "link", "set", "veth-srv", "up")
+        sh("ip", "-n", srv, "addr", "add", "2001:db8:6::1/64", "dev", "veth-srv", "nodad")
+        sh("ip", "-n", ctr, "addr", "add", "2001:db8:6::2/64", "dev", "eth0", "nodad")
+        sh("ip", "-n", ctr, "link", "set", "eth0", "up")
+        sh("ip", "-n", ctr, "-6", "route", "add", "default", "via", "2001:db8:6::1")
+        server = subprocess.Popen(["ip", "netns", "exec", srv, "python3", "-c", PEER_SERVER, "8078"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_listening(ctr, "2001:db8:6::1", 8078)
+        bundle.config["linux"]["namespaces"] = [ns for ns in bundle.config["linux"]["namespaces"]
+                                                if ns["type"] != "network"]
+        bundle.config["linux"]["namespaces"].append({"type": "network", "path": f"/run/netns/{ctr}"})
+        bundle.set_args("sh", "-c", "ip addr show eth0; ip -6 route show; "
+                        "echo \"sees $(wget -q -O - http://[2001:db8:6::1]:8078/)\"")
+        p = vm.run("run", "--bundle", bundle.path, bundle.id, timeout=BOOT)
+    finally:
+        if server:
+            server.kill()
+            server.wait()
+        for ns in (ctr, srv):
+            sh("ip", "netns", "del", ns)
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = p.stdout
+    assert "inet6 2001:db8:6::2/64 scope global" in out and "inet " not in out, out
+    assert "default via 2001:db8:6::1" in out, out
+    assert "sees 2001:db8:6::2\n" in out, out
     assert_nothing_left(vm, bundle)
 
 
@@ -694,4 +915,113 @@ def test_net_a_namespace_with_lo_only_gives_the_container_lo_only(vm, bundle):
         assert "capsule-tap0" not in sh("ip", "-n", name, "link", "show")
     finally:
         sh("ip", "netns", "del", name)
+    assert_nothing_left(vm, bundle)
+
+
+def test_a_small_pids_limit_bounds_the_container_not_the_vmm(vm, bundle):
+    """pids.limit 8: the VM starts although the VMM and virtiofsd need more threads than that on
+    the host (11 for one vCPU); in the guest the container's own cgroup holds it to 8 processes."""
+    bundle.config["linux"]["resources"] = {"pids": {"limit": 8}}
+    # A refused fork ends a busybox shell: the subshell forks until it is refused; then the
+    # slots are taken, and only builtins work (read, echo).
+    bundle.set_args("sh", "-c", "cat /sys/fs/cgroup/pids.max; (for i in $(seq 12); do sleep 30 & done) 2>/dev/null; "
+                    "read n </sys/fs/cgroup/pids.current; echo current=$n; "
+                    "while read k v; do echo $k=$v; done </sys/fs/cgroup/pids.events; exit 0")
+    p = vm.run("run", "--bundle", bundle.path, bundle.id, timeout=BOOT)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    lines = p.stdout.split()
+    current = [int(x.split("=")[1]) for x in lines if x.startswith("current=")]
+    assert lines[0] == "8" and current and 2 <= current[0] <= 8, p.stdout
+    refused = [int(x.split("=")[1]) for x in lines if x.startswith("max=")]
+    assert refused and refused[0] >= 1, p.stdout
+
+
+def block_rootfs(bundle, name="rootfs.ext4"):
+    """The bundle's rootfs as an ext4 image in the bundle, named by the annotation; the rootfs
+    directory is emptied, so that the container runs from the image or not at all."""
+    image = os.path.join(bundle.path, name)
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-d", bundle.rootfs, image, "64M"], check=True)
+    for entry in os.listdir(bundle.rootfs):
+        path = os.path.join(bundle.rootfs, entry)
+        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.unlink(path)
+    bundle.config.setdefault("annotations", {})["capsule.vm.rootfs.block"] = name
+    return image
+
+
+def image_cat(image, path):
+    p = subprocess.run(["debugfs", "-R", f"cat {path}", image], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def test_block_rootfs_runs_the_image_and_its_writes_land_in_it(vm, bundle):
+    image = block_rootfs(bundle)
+    bundle.set_args("sh", "-c", "echo hello; grep ' / ' /proc/mounts; cat /sys/block/vda/ro; "
+                    "echo from-guest >/written.txt; exit 3")
+    p = vm.run("run", "--bundle", bundle.path, bundle.id, timeout=BOOT)
+    assert p.returncode == 3, p.stdout + p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0] == "hello"
+    assert lines[1].startswith("/dev/vda / ext4 rw,"), lines
+    assert lines[2] == "0"
+    assert os.listdir(bundle.rootfs) == []
+    # The guest left the file system clean (no journal to replay): the host reads the write as is.
+    fsck = subprocess.run(["e2fsck", "-fn", image], capture_output=True, text=True, timeout=60)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    header = subprocess.run(["dumpe2fs", "-h", image], capture_output=True, text=True, timeout=60).stdout
+    features = next(line for line in header.splitlines() if line.startswith("Filesystem features:"))
+    assert "needs_recovery" not in features, features
+    assert image_cat(image, "/written.txt") == "from-guest\n"
+    assert_nothing_left(vm, bundle)
+
+
+def test_block_rootfs_read_only_with_root_readonly(vm, bundle):
+    image = block_rootfs(bundle)
+    bundle.config["root"]["readonly"] = True
+    bundle.set_args("sh", "-c", "grep ' / ' /proc/mounts; cat /sys/block/vda/ro; "
+                    "echo x >/written.txt && echo wrote; exit 0")
+    before = open(image, "rb").read()
+    p = vm.run("run", "--bundle", bundle.path, bundle.id, timeout=BOOT)
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith("/dev/vda / ext4 ro,"), lines
+    assert lines[1] == "1", "the guest's disk is read-only, not just its mount"
+    assert "wrote" not in lines and "Read-only file system" in p.stderr, (p.stdout, p.stderr)
+    with open(image, "rb") as f:
+        assert f.read() == before
+    assert_nothing_left(vm, bundle)
+
+
+@pytest.mark.parametrize("attack", ["dotdot", "absolute", "symlink"])
+def test_block_rootfs_outside_the_bundle_is_refused(vm, bundle, tmp_path, attack):
+    """config.json is hostile: its annotation names no host file, by `..`, an absolute path or a
+    symlink; create refuses it with one line before anything exists (no boot, no VMM), and the
+    host file is untouched."""
+    victim = tmp_path / "host-secret"
+    victim.write_text("secret\n")
+    name = {"dotdot": os.path.relpath(victim, bundle.path), "absolute": str(victim), "symlink": "disk.img"}[attack]
+    if attack == "symlink":
+        os.symlink(victim, os.path.join(bundle.path, "disk.img"))
+    bundle.config["annotations"] = {"capsule.vm.rootfs.block": name}
+    bundle.set_args("true")
+    p = vm.run("create", "--bundle", bundle.path, bundle.id, timeout=120)
+    assert p.returncode == 1
+    why = {"dotdot": "leads out of the bundle directory", "absolute": "is not a relative path inside the bundle directory",
+           "symlink": "is or passes through a symbolic link, which is not followed"}[attack]
+    assert p.stderr == f"capsule: annotation capsule.vm.rootfs.block: `{name}` {why}\n", p.stderr
+    assert victim.read_text() == "secret\n"
+    assert_nothing_left(vm, bundle)
+
+
+def test_block_rootfs_that_is_no_ext4_image_fails_create_and_leaves_nothing(vm, bundle):
+    """The host cannot tell a file system from any file: the guest's mount refuses it, and create
+    fails with the agent's one line."""
+    with open(os.path.join(bundle.path, "zeros.img"), "wb") as f:
+        f.truncate(8 << 20)
+    bundle.config["annotations"] = {"capsule.vm.rootfs.block": "zeros.img"}
+    bundle.set_args("true")
+    p = vm.run("create", "--bundle", bundle.path, bundle.id, timeout=BOOT)
+    assert p.returncode == 1
+    assert "the container's rootfs (the disk /dev/vda, ext4): mount ext4 on `/run/capsule/rootfs`" in p.stderr, p.stderr
+    assert p.stderr.startswith("capsule: ") and p.stderr.count("\n") == 1, p.stderr
     assert_nothing_left(vm, bundle)

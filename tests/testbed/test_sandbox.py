@@ -1,6 +1,6 @@
 """VM containers (tests/e2e/test_sandbox_vm.py; podman with capsule-vm, test_sandbox_podman.py) need
 hardware KVM, which this host lacks (PVM): ONE testbed boot (the QEMU TCG micro-VM, whose kernel has
-KVM built in) runs the modules, nine sandbox boots nested inside it, and every inner test is reported
+KVM built in) runs the modules, one sandbox boot nested inside it per test that runs a container, and every inner test is reported
 here as test_inner[<its node id>] (tests/testbed/inner.py). On a host with hardware KVM the modules run on the host and this skips.
 Run with -s to watch the inner run."""
 import os
@@ -26,8 +26,8 @@ class TestSandbox(inner.Suite):
     name = "sandbox"
     modules = ["tests/e2e/test_sandbox_vm.py", "tests/e2e/test_sandbox_podman.py"]
     kexpr = "test_sandbox_vm or test_sandbox_podman"
-    # Nine nested boots of 10-90 s each plus the testbed's own; the VM is killed (exit 124) after this.
-    timeout = 2100
+    # About twenty-two nested boots of 10-90 s each plus the testbed's own; the VM is killed (exit 124) after this.
+    timeout = 2700
     precondition = PRECONDITION
     ready = READY
     collected = [] if HOST_KVM else inner.collect(modules, kexpr)

@@ -67,6 +67,22 @@ TEST(request_each_op)
         CHECK_STR(r.resources, "{}");
 }
 
+TEST(request_create_rootfs)
+{
+        struct agent_req r;
+#define CREATE "{\"op\":\"create\",\"id\":\"c1\",\"config\":\"{}\",\"stdio\":\"pipes\""
+        CHECK(parse(CREATE "}", &r, NULL) == 0 && r.rootfs == AGENT_ROOTFS_FROM_VIRTIOFS);
+        CHECK(parse(CREATE ",\"rootfs\":\"virtiofs\"}", &r, NULL) == 0 && r.rootfs == AGENT_ROOTFS_FROM_VIRTIOFS);
+        CHECK(parse(CREATE ",\"rootfs\":\"block\"}", &r, NULL) == 0 && r.rootfs == AGENT_ROOTFS_FROM_BLOCK);
+        CHECK(parse(CREATE ",\"rootfs\":\"block-ro\"}", &r, NULL) == 0 && r.rootfs == AGENT_ROOTFS_FROM_BLOCK_RO);
+        CHECK(refused(CREATE ",\"rootfs\":\"Block\"}", "\"rootfs\": `Block` is none of"));
+        CHECK(refused(CREATE ",\"rootfs\":\"block\\u0000-ro\"}", "\"rootfs\": contains a NUL byte"));
+        CHECK(refused(CREATE ",\"rootfs\":\"\"}", "\"rootfs\": `` is none of"));
+        CHECK(refused(CREATE ",\"rootfs\":true}", "\"rootfs\": a string is required"));
+        CHECK(refused(CREATE ",\"rootfs\":null}", "\"rootfs\": a string is required"));
+#undef CREATE
+}
+
 TEST(request_bad_op)
 {
         CHECK(refused("{}", "\"op\": a string is required"));
@@ -217,7 +233,8 @@ TEST(request_create_net_refuses_nonsense)
                 { "{\"mac\":\"03:11:22:33:44:55\",\"mtu\":1500}", "multicast" },
                 { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":67}", "\"mtu\"" },
                 { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":65536}", "\"mtu\"" },
-                { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":[],\"routes\":[]}", "\"net.addresses\"" },
+                { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":[],\"routes\":[]}", "neither \"addresses\" nor" },
+                { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":[],\"routes\":[],\"addresses6\":[]}", "neither" },
                 { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":[{\"address\":\"10.0.0.2\",\"prefix\":24}]}",
                   "\"net.routes\"" },
                 { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":[{\"address\":\"10.0.0.256\",\"prefix\":24}],"
@@ -241,7 +258,7 @@ TEST(request_create_net_refuses_nonsense)
                 { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":[{\"address\":\"10.0.0.2\\u0000x\",\"prefix\":24}],"
                   "\"routes\":[]}", "\"net.addresses[0].address\"" },
                 { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":[{\"address\":\"10.0.0.2\",\"prefix\":24}],"
-                  "\"routes\":[{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}]}", "\"net.routes\": an array of 0 to 16" },
+                  "\"routes\":[{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}]}", "\"net.routes\": an array of at most 16" },
         };
         for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
                 cleanup_free char *text = create_with_net(bad[i].net);
@@ -250,5 +267,84 @@ TEST(request_create_net_refuses_nonsense)
         /* Nine addresses: one more than the bound. */
         cleanup_free char *many = create_with_net("{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":["
                                                   "{},{},{},{},{},{},{},{},{}],\"routes\":[]}");
-        CHECK(refused(many, "\"net.addresses\": an array of 1 to 8"));
+        CHECK(refused(many, "\"net.addresses\": an array of at most 8"));
+}
+
+/* An IPv6-only pod: its global addresses, a default route through a link-local gateway (as
+ * Calico's), a prefix through a global one, a host route on the link. */
+#define NET6_OK                                                                                                  \
+        "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":[],\"routes\":[],"                        \
+        "\"addresses6\":[{\"address\":\"fd77::2\",\"prefix\":64},{\"address\":\"2001:db8::5\",\"prefix\":128}],"      \
+        "\"routes6\":[{\"destination\":\"2001:db8:1::1\",\"prefix\":128},"                                     \
+        "{\"destination\":\"::\",\"prefix\":0,\"gateway\":\"fe80::ecee:eeff:feee:eeee\"},"                       \
+        "{\"destination\":\"fd99:0:0:80::\",\"prefix\":57,\"gateway\":\"fd77::1\"}]}"
+
+TEST(request_create_net_ipv6)
+{
+        struct agent_req r;
+        cleanup_free char *ok = create_with_net(NET6_OK);
+        CHECK(parse(ok, &r, NULL) == 0 && r.has_net && r.net.n_addrs == 0 && r.net.n_routes == 0);
+        struct in6_addr a;
+        CHECK(r.net.n_addrs6 == 2 && inet_pton(AF_INET6, "fd77::2", &a) == 1);
+        CHECK(memcmp(&r.net.addrs6[0].addr, &a, sizeof(a)) == 0 && r.net.addrs6[0].prefix == 64 && r.net.addrs6[1].prefix == 128);
+        CHECK(r.net.n_routes6 == 3 && r.net.routes6[0].prefix == 128 && IN6_IS_ADDR_UNSPECIFIED(&r.net.routes6[0].gateway));
+        CHECK(IN6_IS_ADDR_UNSPECIFIED(&r.net.routes6[1].dst) && r.net.routes6[1].prefix == 0 &&
+              IN6_IS_ADDR_LINKLOCAL(&r.net.routes6[1].gateway));
+        CHECK(inet_pton(AF_INET6, "fd99:0:0:80::", &a) == 1 && memcmp(&r.net.routes6[2].dst, &a, sizeof(a)) == 0);
+        CHECK(r.net.routes6[2].prefix == 57);
+        /* Dual stack: NET_OK's IPv4 part with NET6_OK's IPv6 part. */
+        cleanup_free char *dual = create_with_net(
+                "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":[{\"address\":\"10.0.0.2\",\"prefix\":24}],"
+                "\"routes\":[],\"addresses6\":[{\"address\":\"fd77::2\",\"prefix\":64}]}");
+        CHECK(parse(dual, &r, NULL) == 0 && r.net.n_addrs == 1 && r.net.n_addrs6 == 1 && r.net.n_routes6 == 0);
+}
+
+#define NET6(addrs6, routes6)                                                                                   \
+        "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1500,\"addresses\":[],\"routes\":[],\"addresses6\":" addrs6 \
+        ",\"routes6\":" routes6 "}"
+#define ADDR6(a, p) "[{\"address\":" a ",\"prefix\":" #p "}]"
+#define ROUTE6(d, p, gw) "[{\"destination\":" d ",\"prefix\":" #p gw "}]"
+
+TEST(request_create_net_ipv6_refuses_nonsense)
+{
+        static const struct {
+                const char *net, *why;
+        } bad[] = {
+                { NET6(ADDR6("\"10.0.0.2\"", 64), "[]"), "\"net.addresses6[0].address\": an IPv6 address" },
+                { NET6(ADDR6("\"fd77::2::1\"", 64), "[]"), "\"net.addresses6[0].address\": an IPv6 address" },
+                { NET6(ADDR6("\"fd77::2%eth0\"", 64), "[]"), "\"net.addresses6[0].address\": an IPv6 address" },
+                { NET6(ADDR6("\"fd77::2\\u0000\"", 64), "[]"), "\"net.addresses6[0].address\": an IPv6 address" },
+                { NET6(ADDR6("6", 64), "[]"), "\"net.addresses6[0].address\": an IPv6 address" },
+                { NET6(ADDR6("\"fd77::2\"", 0), "[]"), "net.addresses6[0]" },
+                { NET6(ADDR6("\"fd77::2\"", 129), "[]"), "net.addresses6[0]" },
+                { NET6(ADDR6("\"fd77::2\"", -1), "[]"), "net.addresses6[0]" },
+                { NET6(ADDR6("\"fd77::2\"", "64"), "[]"), "net.addresses6[0]" },
+                { NET6(ADDR6("\"::\"", 64), "[]"), "not a host's global address" },
+                { NET6(ADDR6("\"::1\"", 128), "[]"), "not a host's global address" },
+                { NET6(ADDR6("\"ff02::1\"", 64), "[]"), "not a host's global address" },
+                { NET6(ADDR6("\"fe80::1\"", 64), "[]"), "not a host's global address" },
+                { NET6(ADDR6("\"febf::1\"", 64), "[]"), "not a host's global address" },
+                { NET6(ADDR6("\"::ffff:10.0.0.2\"", 96), "[]"), "not a host's global address" },
+                { NET6("{}", "[]"), "\"net.addresses6\": an array" },
+                { NET6("[{},{},{},{},{},{},{},{},{}]", "[]"), "\"net.addresses6\": an array of at most 8" },
+                { NET6(ADDR6("\"fd77::2\"", 64), "7"), "\"net.routes6\": an array" },
+                { NET6(ADDR6("\"fd77::2\"", 64), "[{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}]"), "\"net.routes6\": an array of at most 16" },
+                { NET6(ADDR6("\"fd77::2\"", 64), ROUTE6("\"fd99::1\"", 64, "")), "beyond its prefix" },
+                { NET6(ADDR6("\"fd77::2\"", 64), ROUTE6("\"fd99:0:0:40::\"", 57, "")), "beyond its prefix" },
+                { NET6(ADDR6("\"fd77::2\"", 64), ROUTE6("\"::1\"", 0, "")), "beyond its prefix" },
+                { NET6(ADDR6("\"fd77::2\"", 64), ROUTE6("\"fd99::\"", 129, "")), "net.routes6[0]" },
+                { NET6(ADDR6("\"fd77::2\"", 64), ROUTE6("\"10.0.0.0\"", 8, "")), "\"net.routes6[0].destination\"" },
+                { NET6(ADDR6("\"fd77::2\"", 64), ROUTE6("\"::\"", 0, ",\"gateway\":\"::\"")), "not a host's address" },
+                { NET6(ADDR6("\"fd77::2\"", 64), ROUTE6("\"::\"", 0, ",\"gateway\":\"ff02::2\"")), "not a host's address" },
+                { NET6(ADDR6("\"fd77::2\"", 64), ROUTE6("\"::\"", 0, ",\"gateway\":\"::ffff:10.0.0.1\"")), "not a host's address" },
+                { NET6(ADDR6("\"fd77::2\"", 64), ROUTE6("\"::\"", 0, ",\"gateway\":\"10.0.0.1\"")), "\"net.routes6[0].gateway\"" },
+                { NET6(ADDR6("\"fd77::2\"", 64), ROUTE6("\"::\"", 0, ",\"gateway\":null")), "\"net.routes6[0].gateway\"" },
+                /* An MTU IPv6 cannot run on. */
+                { "{\"mac\":\"02:11:22:33:44:55\",\"mtu\":1279,\"addresses\":[],\"routes\":[],"
+                  "\"addresses6\":[{\"address\":\"fd77::2\",\"prefix\":64}]}", "IPv6 needs an MTU of 1280" },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                cleanup_free char *text = create_with_net(bad[i].net);
+                CHECK(refused(text, bad[i].why));
+        }
 }

@@ -22,7 +22,10 @@
         "ip link add eth0 mtu 1450 address 02:11:22:33:44:55 type veth peer name p0 && "                           \
         "ip addr add 10.77.0.2/24 dev eth0 && ip addr add 10.77.1.2/24 dev eth0 && "                               \
         "ip link set eth0 up && ip link set p0 up && "                                                             \
-        "ip route add 169.254.1.1 dev eth0 scope link && ip route add default via 10.77.0.1"
+        "ip route add 169.254.1.1 dev eth0 scope link && ip route add default via 10.77.0.1 && "                    \
+        "ip addr add fd77::2/64 dev eth0 nodad && ip addr add fd77::9/64 dev eth0 nodad preferred_lft 0 && "       \
+        "ip addr add fd77::3/64 dev eth0 && ip route add default via fd77::1 && "                                  \
+        "ip route add fd99::/64 via fe80::1 dev eth0 && ip route add 2001:db8::1 dev eth0"
 
 static void gather_report(int out)
 {
@@ -122,11 +125,29 @@ TEST(net_gather_takes_the_default_routes_interface)
         if (!got)
                 SKIP("needs root (a network namespace)");
         /* The kernel's prefix routes stay out (the guest's kernel makes them); the link route
-         * comes before the gateway route that needs it. */
+         * comes before the gateway route that needs it. IPv6: the global addresses, the tentative
+         * one too, not the deprecated one nor the link-local one; a link-local gateway kept. */
         CHECK_STR(got, "eth0 {\"addresses\":[{\"address\":\"10.77.0.2\",\"prefix\":24},{\"address\":\"10.77.1.2\",\"prefix\":24}],"
+                       "\"addresses6\":[{\"address\":\"fd77::3\",\"prefix\":64},{\"address\":\"fd77::2\",\"prefix\":64}],"
                        "\"mac\":\"02:11:22:33:44:55\",\"mtu\":1450,"
                        "\"routes\":[{\"destination\":\"169.254.1.1\",\"prefix\":32},"
-                       "{\"destination\":\"0.0.0.0\",\"gateway\":\"10.77.0.1\",\"prefix\":0}]}");
+                       "{\"destination\":\"0.0.0.0\",\"gateway\":\"10.77.0.1\",\"prefix\":0}],"
+                       "\"routes6\":[{\"destination\":\"2001:db8::1\",\"prefix\":128},"
+                       "{\"destination\":\"fd99::\",\"gateway\":\"fe80::1\",\"prefix\":64},"
+                       "{\"destination\":\"::\",\"gateway\":\"fd77::1\",\"prefix\":0}]}");
+}
+
+TEST(net_gather_takes_an_ipv6_only_pods_interface_by_its_default_route)
+{
+        /* eth6 has an IPv4 address but no default route; eth5, IPv6 only, has IPv6's. */
+        cleanup_free char *got = in_netns("ip link add eth6 type veth peer name p6 && ip addr add 10.6.0.2/24 dev eth6 && "
+                                          "ip link add eth5 type veth peer name p5 && ip link set eth5 up && ip link set p5 up && "
+                                          "ip addr add 2001:db8:5::2/64 dev eth5 nodad && ip route add default via 2001:db8:5::1",
+                                          gather_report);
+        if (!got)
+                SKIP("needs root (a network namespace)");
+        CHECK(str_has_prefix(got, "eth5 {\"addresses\":[],\"addresses6\":[{\"address\":\"2001:db8:5::2\",\"prefix\":64}],"));
+        CHECK(strstr(got, "\"routes\":[],\"routes6\":[{\"destination\":\"::\",\"gateway\":\"2001:db8:5::1\",\"prefix\":0}]}"));
 }
 
 TEST(net_gather_without_a_default_route_takes_an_interface_with_an_address)

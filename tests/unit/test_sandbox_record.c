@@ -36,17 +36,18 @@ TEST(record_round_trip_with_and_without_net)
         CHECK(root);
         cap_error_t err = NULL;
         struct sandbox_record w = { .pid = 42, .start_time = 7, .agent_socket = "/run/x/agent.sock", .net_ifindex = 3,
-                                    .netns_dev = 4, .netns_ino = 4026532000ULL };
+                                    .netns_dev = 4, .netns_ino = 4026532000ULL, .memory = 512ULL << 20 };
         CHECK(sandbox_record_save(root, "c1", &w, &err) == 0);
         struct sandbox_record r;
         CHECK(sandbox_record_load(root, "c1", &r, &err) == 0);
         CHECK(r.pid == 42 && r.start_time == 7 && strcmp(r.agent_socket, w.agent_socket) == 0);
-        CHECK(r.net_ifindex == 3 && r.netns_dev == 4 && r.netns_ino == 4026532000ULL);
+        CHECK(r.net_ifindex == 3 && r.netns_dev == 4 && r.netns_ino == 4026532000ULL && r.memory == 512ULL << 20);
         sandbox_record_free(&r);
         w.net_ifindex = 0;
+        w.memory = 0; /* as a record written before capsule kept the guest's RAM */
         CHECK(sandbox_record_save(root, "c1", &w, &err) == 0);
         CHECK(sandbox_record_load(root, "c1", &r, &err) == 0);
-        CHECK(r.net_ifindex == 0);
+        CHECK(r.net_ifindex == 0 && r.memory == 0);
         sandbox_record_free(&r);
         remove_root(root);
 }
@@ -58,6 +59,8 @@ TEST(record_with_a_damaged_net_is_refused)
                 "{\"pid\":1,\"start_time\":1,\"agent_socket\":\"/a\",\"net\":{\"ifindex\":2}}",
                 "{\"pid\":1,\"start_time\":1,\"agent_socket\":\"/a\",\"net\":{\"ifindex\":4294967296,\"dev\":1,\"ino\":1}}",
                 "{\"pid\":1,\"start_time\":1,\"agent_socket\":\"/a\",\"net\":\"eth0\"}",
+                "{\"pid\":1,\"start_time\":1,\"agent_socket\":\"/a\",\"memory\":0}",
+                "{\"pid\":1,\"start_time\":1,\"agent_socket\":\"/a\",\"memory\":\"512M\"}",
         };
         char *root = make_root();
         CHECK(root);
