@@ -69,6 +69,15 @@ int sandbox_binds_setup(const char *dir, char *const *sources, cap_error_t *err)
  * DIR/SANDBOX_JAIL (created), DIR being the state directory. */
 #define SANDBOX_JAIL "jail"
 int sandbox_jail_enter(const char *dir, const char *agent_socket, cap_error_t *err);
+/* The jailed process's uid and gid, its own: this base plus its pid. Pids are unique among live
+ * processes and below 2^22 (the kernel's PID_MAX_LIMIT), so two sandboxes never share an id, and
+ * no allocation is kept anywhere. 0x70000000 is above every range the conventions hand out
+ * (login users up to 60000, /etc/subuid up to login.defs's SUB_UID_MAX 600100000, systemd's
+ * container ranges up to 0x6FFFFFFF) and below systemd's foreign range at 0x7FFE0000: no host
+ * user owns such an id. */
+#define SANDBOX_ID_BASE 0x70000000u
+#define SANDBOX_ID_PIDS (1u << 22)
+_Static_assert(SANDBOX_ID_BASE + SANDBOX_ID_PIDS <= 0x7FFE0000u, "the sandbox ids reach systemd's foreign range");
 /* sandbox_seccomp.c: the allow-list of the sandbox's threads, synchronised to every thread; a
  * syscall outside it writes one line to stderr and kills the process with SIGSYS. */
 int sandbox_seccomp_load(cap_error_t *err);

@@ -41,7 +41,8 @@ static const int allowed[] = {
         /* the vsock device removes its socket at exit (which fails harmlessly in the jail's
          * read-only root) */
         SCMP_SYS(unlink),
-        /* the helper processes (virtiofsd, passt), stopped through their pidfds and reaped */
+        /* the helper processes (virtiofsd, passt), stopped through their pidfds and reaped; the
+         * jailed uid's signal to virtiofsd (root) fails, and virtiofsd ends as its socket closes */
         SCMP_SYS(pidfd_send_signal), SCMP_SYS(wait4), SCMP_SYS(waitid),
 };
 

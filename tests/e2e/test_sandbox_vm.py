@@ -2,7 +2,9 @@
 container runs in it. Needs hardware KVM (a PVM host refuses, see test_sandbox_host.py), so on this
 host tests/testbed/test_sandbox.py runs the module inside the testbed. Each test is one boot (10-90 s
 in nested TCG), so the checks are batched into few tests; the test_jail_ ones are the VMM's confinement."""
+import copy
 import ctypes
+import errno
 import json
 import os
 import re
@@ -15,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import BUILD, BUSYBOX, Capsule, procs_cgroup_dir
+from conftest import BUILD, BUSYBOX, Bundle, Capsule, procs_cgroup_dir
 from test_terminal import ConsoleSocket, read_until
 
 PVM = os.path.isdir("/sys/module/kvm_pvm") and not any(
@@ -645,39 +647,82 @@ class UserRegs(ctypes.Structure):
         "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds", "es", "fs", "gs")]
 
 
-def inject_syscall(pid, nr):
-    """What a compromised VMM would do: make syscall nr (arguments 0) from the process's main
-    thread, with ptrace. That thread sleeps in a syscall, so the two bytes before its rip are a
-    `syscall` instruction: rip goes back to it with rax = nr, and the thread is let go. Returns
-    the signal the thread stopped with next (the filter's SIGSYS), passed on at detach."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-    libc.ptrace.restype = ctypes.c_long
-    PTRACE_CONT, PTRACE_GETREGS, PTRACE_SETREGS, PTRACE_ATTACH, PTRACE_DETACH = 7, 12, 13, 16, 17
+class Tracee:
+    """A process's main thread under ptrace, stopped. That thread sleeps in a syscall, so the two
+    bytes before its rip are a `syscall` instruction, through which syscalls are injected."""
+    PTRACE_CONT, PTRACE_GETREGS, PTRACE_SETREGS, PTRACE_ATTACH, PTRACE_DETACH, PTRACE_SYSCALL = 7, 12, 13, 16, 17, 24
     WALL = 0x40000000  # a thread of another process's group: waitpid's __WALL
 
-    def ptrace(req, data=None):
-        r = libc.ptrace(req, pid, None, data)
+    def __init__(self, pid):
+        self.pid = pid
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+        self.libc.ptrace.restype = ctypes.c_long
+        self.ptrace(self.PTRACE_ATTACH)
+        assert os.WIFSTOPPED(self.wait())
+        self.saved = self.regs()
+        with open(f"/proc/{pid}/mem", "rb") as mem:
+            mem.seek(self.saved.rip - 2)
+            assert mem.read(2) == b"\x0f\x05", "the main thread is not in a syscall"
+
+    def ptrace(self, req, data=None):
+        r = self.libc.ptrace(req, self.pid, None, data)
         assert r >= 0, f"ptrace {req}: {os.strerror(ctypes.get_errno())}"
 
-    ptrace(PTRACE_ATTACH)
-    _, st = os.waitpid(pid, WALL)
-    assert os.WIFSTOPPED(st)
-    regs = UserRegs()
-    ptrace(PTRACE_GETREGS, ctypes.addressof(regs))
-    with open(f"/proc/{pid}/mem", "rb") as mem:
-        mem.seek(regs.rip - 2)
-        assert mem.read(2) == b"\x0f\x05", "the main thread is not in a syscall"
-    regs.rip -= 2
-    regs.rax = nr
-    regs.orig_rax = ctypes.c_ulong(-1).value  # no syscall restart on the way out
-    regs.rdi = regs.rsi = regs.rdx = regs.r10 = regs.r8 = regs.r9 = 0
-    ptrace(PTRACE_SETREGS, ctypes.addressof(regs))
-    ptrace(PTRACE_CONT)
-    _, st = os.waitpid(pid, WALL)
-    sig = os.WSTOPSIG(st) if os.WIFSTOPPED(st) else 0
-    libc.ptrace(PTRACE_DETACH, pid, None, ctypes.c_void_p(sig))
+    def wait(self):
+        return os.waitpid(self.pid, self.WALL)[1]
+
+    def regs(self):
+        regs = UserRegs()
+        self.ptrace(self.PTRACE_GETREGS, ctypes.addressof(regs))
+        return regs
+
+    def start_syscall(self, nr, args, req):
+        """rip back to the `syscall` with rax = nr and args, then let go with req; returns the
+        next stop signal (0: the thread ended)."""
+        regs = UserRegs.from_buffer_copy(self.saved)
+        regs.rip -= 2
+        regs.rax = nr
+        regs.orig_rax = ctypes.c_ulong(-1).value  # no syscall restart on the way out
+        regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9 = (list(args) + [0] * 6)[:6]
+        self.ptrace(self.PTRACE_SETREGS, ctypes.addressof(regs))
+        self.ptrace(req)
+        st = self.wait()
+        return os.WSTOPSIG(st) if os.WIFSTOPPED(st) else 0
+
+    def detach(self, sig=0):
+        self.libc.ptrace(self.PTRACE_DETACH, self.pid, None, ctypes.c_void_p(sig))
+
+
+def inject_syscall(pid, nr):
+    """What a compromised VMM would do: make syscall nr (arguments 0) from the process's main
+    thread. Returns the signal the thread stopped with next (the filter's SIGSYS), passed on at
+    detach."""
+    t = Tracee(pid)
+    sig = t.start_syscall(nr, [], Tracee.PTRACE_CONT)
+    t.detach(sig)
     return sig
+
+
+def call_syscall(pid, nr, *args):
+    """The same for a syscall the filter allows: stopped at its entry and its exit, whose rax is
+    the result (-errno), then the thread goes back to the syscall it slept in, restarted as the
+    kernel restarts one a stop interrupted."""
+    t = Tracee(pid)
+    assert t.start_syscall(nr, args, Tracee.PTRACE_SYSCALL) == signal.SIGTRAP, "no syscall-entry stop"
+    t.ptrace(Tracee.PTRACE_SYSCALL)
+    st = t.wait()
+    assert os.WIFSTOPPED(st) and os.WSTOPSIG(st) == signal.SIGTRAP, f"no syscall-exit stop: {st:#x}"
+    result = ctypes.c_long(t.regs().rax).value
+    regs = t.saved
+    ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK = 512, 513, 514, 516
+    err = -ctypes.c_long(regs.rax).value
+    if ctypes.c_long(regs.orig_rax).value >= 0 and err in (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK):
+        regs.rax = 219 if err == ERESTART_RESTARTBLOCK else regs.orig_rax  # x86-64 restart_syscall
+        regs.rip -= 2
+    t.ptrace(Tracee.PTRACE_SETREGS, ctypes.addressof(regs))
+    t.detach()
+    return result
 
 
 def proc_status(pid):
@@ -730,6 +775,81 @@ def test_jail_seccomp_namespaces_and_a_forbidden_syscall(vm, bundle):
     assert p.stderr == (f'capsule: warning: container "{bundle.id}": '
                         f"the VMM was killed by its seccomp filter (syscall {execve})\n")
     assert_nothing_left(vm, bundle)
+
+
+SANDBOX_ID_BASE = 0x70000000  # src/sandbox/sandbox_internal.h
+
+
+def held_pidfds(pid):
+    """{fd: the pid it names} of the pidfds a process holds."""
+    found = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[pidfd]":
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                info = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+            found[int(fd)] = int(info["Pid"])
+    return found
+
+
+def wait_reaped(pid, timeout=20):
+    """pid, a process reparented to us (the subreaper), has exited within timeout seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_jail_each_vmm_runs_as_a_uid_of_its_own_that_cannot_signal_virtiofsd(vm, bundle, tmp_path):
+    """Two VM containers at once: every thread of each VMM has its real, effective, saved and
+    file-system uid and gid SANDBOX_ID_BASE + its pid (so the two differ, and neither is a host
+    user's), and no supplementary groups. The attack: the VMM signals its virtiofsd (root) through
+    the pidfd it holds, which its seccomp filter allows; the uid refuses it (EPERM), and virtiofsd
+    serves on. virtiofsd's parent-death signal cannot reach it from that uid: it ends on its own
+    as its socket closes, when the VMM is killed and when the VM powers off."""
+    become_subreaper()
+    bundle.set_args("sleep", "1000")
+    other = Bundle(str(tmp_path / "other"), copy.deepcopy(bundle.config))
+    shutil.copytree(bundle.path, other.path, symlinks=True)
+    other.config["linux"]["cgroupsPath"] = f"capsule-test/{other.id}"
+    other.write()
+    pids = []
+    for b in (bundle, other):
+        vm.run("create", "--bundle", b.path, b.id, check=True, timeout=BOOT)
+        pids.append(vm.state(b.id)["pid"])
+        vm.run("start", b.id, check=True, timeout=120)
+    for pid in pids:
+        want = [str(SANDBOX_ID_BASE + pid)] * 4
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            status = proc_status(f"{pid}/task/{tid}")
+            assert (status["Uid"].split(), status["Gid"].split(), status["Groups"].split()) == (want, want, []), (tid, status)
+    assert pids[0] != pids[1]
+
+    vmm = pids[0]
+    (fd, virtiofsd), = held_pidfds(vmm).items()
+    with open(f"/proc/{virtiofsd}/cmdline", "rb") as f:
+        assert b"virtiofsd" in f.read()
+    assert proc_status(virtiofsd)["Uid"].split()[0] == "0"
+    pidfd_send_signal = 424  # x86-64
+    assert call_syscall(vmm, pidfd_send_signal, fd, signal.SIGKILL) == -errno.EPERM
+    assert proc_status(virtiofsd)["State"][0] in "SR", "virtiofsd was stopped"
+    p = vm.run("exec", bundle.id, "sh", "-c", "echo still-served > /served; cat /served", timeout=120)
+    assert (p.returncode, p.stdout) == (0, "still-served\n"), p.stderr
+    with open(os.path.join(bundle.rootfs, "served")) as f:
+        assert f.read() == "still-served\n"
+
+    os.kill(vmm, signal.SIGKILL)
+    os.waitpid(vmm, 0)
+    assert wait_reaped(virtiofsd), "virtiofsd outlived its killed VMM"
+    assert processes_naming(bundle.rootfs) == []
+    vm.run("kill", other.id, "KILL", check=True, timeout=120)
+    os.waitpid(pids[1], 0)  # the VM powered off: the VMM stopped and reaped its virtiofsd itself
+    assert processes_naming(other.rootfs) == []
+    for b in (bundle, other):
+        assert vm.status(b.id) == "stopped"
+        vm.run("delete", b.id, check=True, timeout=120)
+        assert_nothing_left(vm, b)
 
 
 def test_jail_run_reports_the_seccomp_kill(vm, bundle):

@@ -1,6 +1,7 @@
 /* The sandbox process's confinement (src/sandbox/sandbox_jail.c), entered by a forked child as
  * root: afterwards it still reaches the agent's socket by its path and nothing else of the host's
- * files, cannot write its root, holds no capability, cannot gain one, and is in namespaces of its
+ * files, cannot write its root, holds no capability, cannot gain one, runs as a uid and gid of
+ * its own (SANDBOX_ID_BASE + its pid, no groups) it cannot leave, and is in namespaces of its
  * own. The host's view is untouched. */
 #include <errno.h>
 #include <fcntl.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/capability.h>
+#include <sys/fsuid.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -47,7 +49,15 @@ static __attribute__((noreturn)) void jailed(int fd, const char *dir, const char
         cap_t caps = cap_get_proc(), none = cap_init();
         dprintf(fd, "caps %d|", caps && none && cap_compare(caps, none) == 0);
         dprintf(fd, "bounding %d|", prctl(PR_CAPBSET_READ, CAP_SYS_ADMIN) == 0);
-        dprintf(fd, "nnp %d", prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1);
+        dprintf(fd, "nnp %d|", prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1);
+        uid_t id = SANDBOX_ID_BASE + (uid_t)getpid(), u[3];
+        gid_t g[3];
+        bool ids = getresuid(&u[0], &u[1], &u[2]) == 0 && getresgid(&g[0], &g[1], &g[2]) == 0;
+        for (int i = 0; i < 3; i++)
+                ids = ids && u[i] == id && g[i] == id;
+        dprintf(fd, "ids %d|", ids && setfsuid((uid_t)-1) == (int)id && setfsgid((gid_t)-1) == (int)id);
+        dprintf(fd, "groups %d|", getgroups(0, NULL) == 0);
+        dprintf(fd, "root %d", setresuid(0, 0, 0) < 0 && errno == EPERM && setresgid(0, 0, 0) < 0 && errno == EPERM);
         /* Stay until the parent has compared the namespaces. */
         char c;
         close(fd);
@@ -86,11 +96,13 @@ TEST(jail_shows_only_the_agent_socket_and_drops_every_privilege)
         close(hold[1]);
         int status;
         waitpid(pid, &status, 0);
-        CHECK_STR(report, "connect 1|passwd 1|proc 1|write 1|caps 1|bounding 1|nnp 1");
+        CHECK_STR(report, "connect 1|passwd 1|proc 1|write 1|caps 1|bounding 1|nnp 1|ids 1|groups 1|root 1");
         CHECK(fresh);
         CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
         /* On the host the mount point is an empty directory: the tmpfs was the child's. */
         struct stat st;
         CHECK(stat(jail, &st) == 0 && S_ISDIR(st.st_mode) && rmdir(jail) == 0);
+        /* The socket is the jailed uid's, which connecting takes. */
+        CHECK(stat(sock, &st) == 0 && st.st_uid == SANDBOX_ID_BASE + (uid_t)pid && st.st_gid == SANDBOX_ID_BASE + (gid_t)pid);
         CHECK(unlink(sock) == 0 && rmdir(dir) == 0);
 }

@@ -154,7 +154,9 @@ void vhost_user_backend_stop(struct vhost_user_backend *b)
         if (b->pid <= 0)
                 return;
         /* Through the pidfd: it can only name our child, never a recycled pid, and a confined
-         * VMM (the sandbox's seccomp filter) may signal nothing else. */
+         * VMM (the sandbox's seccomp filter) may signal nothing else. A sandbox's VMM, another
+         * uid by now, may not signal it at all: the wait then sees it end on its own, as its
+         * callers close the vhost-user connection first. */
         syscall(SYS_pidfd_send_signal, b->pidfd, SIGTERM, NULL, 0);
         if (vhost_user_backend_exited(b, STOP_GRACE_MS, &status))
                 return;
