@@ -2,7 +2,7 @@
 with build/capsule-guest.initrd, a busybox bundle rootfs shared as the virtio-fs tag
 capsule-rootfs and a hybrid vsock socket, and this file, run as a program inside the testbed
 (`python3 test_agent.py host OUT SCENARIO`), plays the host side of the sandbox with
-tests/testbed/agent_client.py. Two boots, each one container (the VM powers off when its init
+tests/testbed/agent_client.py. Three boots; pipes and tty each run one container (the VM powers off when its init
 ends):
 - pipes: the container's init (in its own pid namespace) prints `echo hello` and `uname -r`,
   writes a file into its rootfs, copies its stdin to its end of file and exits 7; meanwhile two execs
@@ -11,8 +11,8 @@ ends):
 - tty: init runs on a terminal (no pid namespace, so SIGTERM is not ignored as a namespace
   init's would be): a resize before start shows in `stty size`, typed input comes back, and
   kill SIGTERM ends it with status 143;
-- norootfs: no virtio-fs share: the agent cannot mount the container's rootfs, says so in one
-  console line and powers the VM off.
+- norootfs: no virtio-fs share: the agent boots and listens, since it mounts the container's rootfs
+  only at create; create is refused with one error naming the tag, and nothing exists after it.
 The tests then assert per boot what a user sees."""
 import json
 import os
@@ -187,6 +187,12 @@ def scenario_tty(agent, r, bundle):
     r["tty"] = out.text()
 
 
+def scenario_norootfs(agent, r, bundle):
+    r["create_error"] = refused(agent, {"op": "create", "id": "c1", "config": (bundle / "config.json").read_text(),
+                                        "stdio": "pipes"})
+    r["state_after"] = refused(agent, {"op": "state"})
+
+
 def host_main(out, scenario):
     sys.path.insert(0, str(REPO / "tests" / "testbed"))
     from agent_client import Agent
@@ -195,32 +201,32 @@ def host_main(out, scenario):
     tmp = tempfile.mkdtemp(prefix="agent-")
     r = {"kernel_release": kernel_release(os.environ["CAPSULE_KERNEL"])}
     if scenario == "norootfs":
-        bundle = None
+        bundle = make_bundle(tmp, ["true"], False)  # for its config.json: the rootfs is not shared
     elif scenario == "pipes":
         bundle = make_bundle(tmp, ["sh", "-c", "echo hello; uname -r; echo from-container >/written.txt; "
                                    "cat >/stdin.txt; echo got-$(cat /stdin.txt); echo init-err >&2; exit 7"], False)
     else:
         bundle = make_bundle(tmp, ["sh", "-c", "stty size; read x; echo got-$x; exec sleep 1000"], True, pid_ns=False)
     sock = f"{tmp}/v.sock"
-    share = ["--share", f"{bundle / 'rootfs'},tag=capsule-rootfs"] if bundle else []
+    share = ["--share", f"{bundle / 'rootfs'},tag=capsule-rootfs"] if scenario != "norootfs" else []
     cmd = ["capsule", "vm", "run", "--initrd", str(INITRD), "--memory", "512M", "--cpus", "2", *share,
            "--vsock", f"{GUEST_CID},socket={sock}", "--cmdline", CMDLINE]
     t0 = time.monotonic()
     with open(out / "console", "w") as o, open(out / "stderr", "w") as e:
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=o, stderr=e)
     try:
-        while bundle and p.poll() is None and not os.path.exists(sock):
+        while p.poll() is None and not os.path.exists(sock):
             time.sleep(0.05)
-        if bundle:
-            agent = Agent(sock)
-            r["ready_s"] = round(agent.wait_ready(alive=lambda: p.poll() is None), 2)
-            r["boot_to_ready_s"] = round(time.monotonic() - t0, 2)
-            (scenario_pipes if scenario == "pipes" else scenario_tty)(agent, r, bundle)
+        agent = Agent(sock)
+        r["ready_s"] = round(agent.wait_ready(alive=lambda: p.poll() is None), 2)
+        r["boot_to_ready_s"] = round(time.monotonic() - t0, 2)
+        {"pipes": scenario_pipes, "tty": scenario_tty, "norootfs": scenario_norootfs}[scenario](agent, r, bundle)
     except Exception as e:  # recorded for the tests' messages
         r["host_error"] = repr(e)
     try:
-        # Without a rootfs nothing is asked of the agent: the whole boot is waited for.
-        r["rc"] = p.wait(timeout=120 if bundle else 900)
+        if scenario == "norootfs" and p.poll() is None:
+            p.terminate()  # no container, so no init whose end powers the VM off: the VMM's orderly stop
+        r["rc"] = p.wait(timeout=120)
         if "t_status" in r:
             r["status_to_exit_s"] = round(time.monotonic() - r.pop("t_status"), 2)
     finally:
@@ -265,9 +271,10 @@ def boots(request):
         capman = request.config.pluginmanager.getplugin("capturemanager")
         with capman.global_and_fixture_disabled():
             print(f"\n[test_agent] testbed exit {r.returncode}; " + ", ".join(
-                f"{s}: {b.r.get('seconds')} s" + (f" (agent ready after {b.r['boot_to_ready_s']} s, power-off "
-                                                  f"{b.r.get('status_to_exit_s')} s after init's status)"
-                                                  if "boot_to_ready_s" in b.r else "")
+                f"{s}: {b.r.get('seconds')} s" +
+                (f" (agent ready after {b.r['boot_to_ready_s']} s" if "boot_to_ready_s" in b.r else "") +
+                (f", power-off {b.r['status_to_exit_s']} s after init's status" if "status_to_exit_s" in b.r else "") +
+                (")" if "boot_to_ready_s" in b.r else "")
                 for s, b in boots.items()))
         assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
         yield boots
@@ -349,11 +356,12 @@ def test_tty_init_resize_input_and_sigterm(tty):
     assert r["init_status"] == 143, tty.tail()
 
 
-def test_fatal_error_is_one_console_line_then_power_off(boots):
+def test_create_without_the_rootfs_share_is_one_error_and_leaves_no_container(boots):
     b = boots["norootfs"]
-    assert b.r.get("rc") == 0, b.tail()
-    lines = [line for line in b.console.splitlines() if "capsule-guest" in line]
-    assert len(lines) == 1 and "capsule-rootfs" in lines[0] and "mount virtiofs" in lines[0], b.tail()
+    assert "host_error" not in b.r and b.r.get("rc") is not None, b.tail()
+    err = b.r["create_error"]
+    assert "\n" not in err and "capsule-rootfs" in err and "mount virtiofs" in err, b.tail()
+    assert b.r["state_after"] == "state: no container", b.tail()
 
 
 def test_refuses_to_run_outside_a_vm():
