@@ -15,6 +15,7 @@
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -32,6 +33,9 @@
 #define SANDBOX_CMDLINE "console=ttyS0 reboot=k panic=-1 quiet"
 /* After init's status, how long the agent has to flush its streams and power the VM off. */
 #define SANDBOX_POWEROFF_WAIT_MS 30000
+/* How long create waits for the sandbox process to say it no longer dies with create: it answers
+ * at once, unless it is stopped. */
+#define SANDBOX_FINISH_ANSWER_MS 10000
 
 struct sandbox_launch {
         const struct container_opts *opts;
@@ -44,7 +48,7 @@ struct sandbox_launch {
         char *dir;
         char *agent_socket;
         int report_fd;
-        int finished_fd; /* create writes a byte to it once it has finished, or dies */
+        int finished_fd; /* a socket: create writes a byte once it has finished (or dies), we answer */
         pid_t creator;
 };
 
@@ -266,9 +270,11 @@ static void *relay_main(void *arg)
         char finished;
         if (read(l->finished_fd, &finished, 1) != 1)
                 _exit(1);
-        close(l->finished_fd);
-        /* create succeeded: from here the container outlives `capsule create`. */
+        /* create succeeded: from here the container outlives `capsule create`, which waits for
+         * this answer before it exits (its exit would otherwise race the prctl and kill us). */
         prctl(PR_SET_PDEATHSIG, 0);
+        (void)!write(l->finished_fd, "A", 1);
+        close(l->finished_fd);
 
         /* With a terminal, create's stdio are not the container's: containerd's shim reads them to
          * their end before it takes the console, so they must close with create. */
@@ -454,7 +460,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
                         goto out;
         }
 
-        if (pipe2(report, O_CLOEXEC) < 0 || pipe2(finished, O_CLOEXEC) < 0) {
+        if (pipe2(report, O_CLOEXEC) < 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, finished) < 0) {
                 cap_fail(err, errno, "pipe");
                 goto out;
         }
@@ -491,6 +497,12 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
                 cap_fail(err, errno, "tell the VM's sandbox process that create has finished");
                 goto out;
         }
+        /* Its answer (or its end: the VM may have stopped already, which is the container's
+         * business now) says it no longer dies with us. */
+        struct pollfd answer = { .fd = finished[1], .events = POLLIN };
+        char a;
+        if (poll(&answer, 1, SANDBOX_FINISH_ANSWER_MS) > 0)
+                (void)!read(finished[1], &a, 1);
         log_debug("created VM container %s: sandbox pid %d, %d vCPUs, %llu MiB", o->id, (int)child, vm.cpus,
                   (unsigned long long)(vm.memory >> 20));
         *pid = child;
