@@ -460,8 +460,12 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
                         goto out;
         }
 
-        if (pipe2(report, O_CLOEXEC) < 0 || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, finished) < 0) {
+        if (pipe2(report, O_CLOEXEC) < 0) {
                 cap_fail(err, errno, "pipe");
+                goto out;
+        }
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, finished) < 0) {
+                cap_fail(err, errno, "socketpair");
                 goto out;
         }
         l = (struct sandbox_launch){ .opts = o, .spec = spec, .config_text = agent_config, .bind_sources = bind_sources, .vm = &vm, .net = &net, .cg = cg, .dir = dir,
