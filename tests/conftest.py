@@ -201,8 +201,32 @@ def bundle(tmp_path, rootfs_template):
     return b
 
 
+INCIDENTS = os.path.join(BUILD, "testbed", "incidents.log")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "testbed: boots the QEMU TCG testbed (tests/testbed/run)")
+    try:
+        config.capsule_incidents_from = os.path.getsize(INCIDENTS)
+    except OSError:
+        config.capsule_incidents_from = 0
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """The testbed runs repeated because the testbed's own kernel panicked (tests/testbed/run) or a
+    guest kernel crashed under the nested KVM (tests/testbed/nested.py): not failures, never silent."""
+    if hasattr(config, "workerinput"):
+        return
+    try:
+        with open(INCIDENTS, "rb") as f:
+            f.seek(config.capsule_incidents_from)
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return
+    if lines:
+        terminalreporter.section(f"testbed incidents: {len(lines)} run(s) repeated after a crash outside capsule")
+        for line in lines:
+            terminalreporter.line(line)
 
 
 @pytest.hookimpl(tryfirst=True)

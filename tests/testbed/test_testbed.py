@@ -111,3 +111,37 @@ def test_timeout_kills_vm():
     assert r.returncode == 124
     assert b"timed out after 20 s" in r.stderr
     assert processes_with_env(marker) == set()
+
+
+def test_own_kernel_panic_boots_once_more(tmp_path):
+    """A panic of the testbed's kernel (not of a capsule guest) is logged and the command runs in
+    a second boot; here the command panics the testbed's kernel the first time only."""
+    marker, log = BUILD / f"panicked-{uuid.uuid4().hex}", tmp_path / "incidents.log"
+    BUILD.mkdir(parents=True, exist_ok=True)
+    try:
+        r = run_in_testbed(f"if [ ! -e {marker} ]; then touch {marker}; sync; echo c >/proc/sysrq-trigger; fi; "
+                           "echo second boot; exit 5", TESTBED_MODE="qemu", TESTBED_INCIDENTS=str(log))
+    finally:
+        marker.unlink(missing_ok=True)
+    assert r.returncode == 5, r.stderr
+    assert r.stdout.count(b"second boot") == 1, r.stdout
+    assert b"the testbed's own kernel panicked" in r.stderr and b"sysrq triggered crash" in r.stderr, r.stderr
+    entries = log.read_text().splitlines()
+    assert len(entries) == 1 and "L1 panic, booted again: Kernel panic - not syncing: sysrq triggered crash" \
+        in entries[0], entries
+
+
+def test_own_kernel_panicking_twice_fails(tmp_path):
+    log = tmp_path / "incidents.log"
+    r = run_in_testbed("echo c >/proc/sysrq-trigger", TESTBED_MODE="qemu", TESTBED_INCIDENTS=str(log))
+    assert r.returncode == 125, r.stderr
+    assert r.stderr.count(b"sysrq triggered crash") >= 2, r.stderr
+    assert b"the guest reported no exit status" in r.stderr
+    assert len(log.read_text().splitlines()) == 1
+
+
+def test_timeout_works_inside():
+    """coreutils' timeout(1) bounds commands in the testbed (it needs the kernel's POSIX timers)."""
+    r = run_in_testbed("timeout 2 sleep 60; echo status $?", TESTBED_MODE="qemu")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().split() == ["status", "124"], r.stdout

@@ -14,18 +14,17 @@ memfd) four times a second, tagged with the guest's last phase.
 All boots happen in ONE testbed run (tests/testbed/run), as in test_vm_linux.py; every test then
 asserts on one boot's results."""
 import json
-import os
 import pathlib
 import re
 import shlex
 import shutil
 import subprocess
-import tempfile
 
 import pytest
 
+import nested
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
-RUN = REPO / "tests" / "testbed" / "run"
 CAPSULE = REPO / "build" / "capsule"
 MIB = 1024  # KiB
 
@@ -142,13 +141,12 @@ def boots(request):
     assert r.returncode == 0, r.stderr
     initrd = subprocess.run([str(REPO / "tests" / "testbed" / "mkguestinitramfs")], capture_output=True,
                             text=True, check=True).stdout.strip()
-    (REPO / "build" / "testbed").mkdir(parents=True, exist_ok=True)
-    out = pathlib.Path(tempfile.mkdtemp(prefix="virtio-balloon-", dir=REPO / "build" / "testbed"))
+    out, r, found = nested.run("virtio-balloon", lambda out: boot_script(out, initrd),
+                               lambda out: {name: Boot(out, name) for name in BOOTS}, timeout=1500,
+                               env={"TESTBED_VERBOSE": "1", "TESTBED_TIMEOUT": "1200"})
     try:
-        r = subprocess.run([str(RUN), boot_script(out, initrd)], stdin=subprocess.DEVNULL, capture_output=True,
-                           text=True, timeout=1500, env=dict(os.environ, TESTBED_VERBOSE="1", TESTBED_TIMEOUT="1200"))
         assert r.returncode == 0, r.stdout + r.stderr
-        yield {name: Boot(out, name) for name in BOOTS}
+        yield found
     finally:
         shutil.rmtree(out, ignore_errors=True)
 

@@ -14,20 +14,19 @@ Then bad settings, each a one-line error naming the disk and exit status 1.
 Everything happens in ONE testbed run (tests/testbed/run), each boot writing its output, exit
 status and images under build/testbed/; every test then asserts on one boot's results."""
 import hashlib
-import os
 import pathlib
 import re
 import shlex
 import shutil
 import subprocess
-import tempfile
 
 import pytest
+
+import nested
 
 import stuck
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-RUN = REPO / "tests" / "testbed" / "run"
 STUCK = REPO / "tests" / "testbed" / "stuck.py"
 MIB = 1 << 20
 
@@ -136,17 +135,16 @@ def kernel_dir():
 def boots(request, kernel_dir):
     initrd = subprocess.run([str(REPO / "tests" / "testbed" / "mkguestinitramfs")], capture_output=True,
                             text=True, check=True).stdout.strip()
-    (REPO / "build" / "testbed").mkdir(parents=True, exist_ok=True)
-    out = pathlib.Path(tempfile.mkdtemp(prefix="virtio-blk-", dir=REPO / "build" / "testbed"))
+    out, r, found = nested.run("virtio-blk", lambda out: boot_script(out, initrd),
+                               lambda out: {name: Boot(out, name) for name in [*TRANSPORTS, *BAD]}, timeout=1500,
+                               env={"TESTBED_TIMEOUT": "1400"})
     try:
-        r = subprocess.run([str(RUN), boot_script(out, initrd)], stdin=subprocess.DEVNULL, capture_output=True,
-                           text=True, timeout=1500, env=dict(os.environ, TESTBED_TIMEOUT="1400"))
         banner = [line for line in r.stderr.splitlines() if line.startswith("testbed: running")]
         capman = request.config.pluginmanager.getplugin("capturemanager")
         with capman.global_and_fixture_disabled():
             print(f"\n[test_virtio_blk] {' / '.join(banner) or 'no testbed banner'}; testbed exit {r.returncode}")
         assert r.returncode == 0, r.stdout + r.stderr
-        yield {name: Boot(out, name) for name in [*TRANSPORTS, *BAD]}, out
+        yield found, out
     finally:
         shutil.rmtree(out, ignore_errors=True)
 

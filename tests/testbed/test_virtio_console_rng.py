@@ -13,18 +13,17 @@ and /dev/hwrng, and the guest script tests/guest/console_rng.sh reports what it 
 All boots happen in ONE testbed run (tests/testbed/run), as in test_vm_linux.py; every test then
 asserts on one boot's results."""
 import json
-import os
 import pathlib
 import re
 import shlex
 import shutil
 import subprocess
-import tempfile
 
 import pytest
 
+import nested
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
-RUN = REPO / "tests" / "testbed" / "run"
 PORT = "org.capsule.test"
 LINE = "ping 7f3a"
 BLOB = 262144
@@ -160,17 +159,16 @@ def boots(request):
     assert r.returncode == 0, r.stderr
     initrd = subprocess.run([str(REPO / "tests" / "testbed" / "mkguestinitramfs")], capture_output=True,
                             text=True, check=True).stdout.strip()
-    (REPO / "build" / "testbed").mkdir(parents=True, exist_ok=True)
-    out = pathlib.Path(tempfile.mkdtemp(prefix="virtio-console-rng-", dir=REPO / "build" / "testbed"))
+    out, r, found = nested.run("virtio-console-rng", lambda out: boot_script(out, initrd),
+                               lambda out: {name: Boot(out, name) for name in [*BOOTS, "read"]}, timeout=1200,
+                               env={"TESTBED_VERBOSE": "1"})
     try:
-        r = subprocess.run([str(RUN), boot_script(out, initrd)], stdin=subprocess.DEVNULL, capture_output=True,
-                           text=True, timeout=1200, env=dict(os.environ, TESTBED_VERBOSE="1"))
         capman = request.config.pluginmanager.getplugin("capturemanager")
         with capman.global_and_fixture_disabled():
             print(f"\n[test_virtio_console_rng] testbed exit {r.returncode}; boot wall times (ms): " +
                   ", ".join(f"{p.stem}={p.read_text().strip()}" for p in sorted(out.glob("*.ms"))))
         assert r.returncode == 0, r.stdout + r.stderr
-        yield {name: Boot(out, name) for name in [*BOOTS, "read"]}
+        yield found
     finally:
         shutil.rmtree(out, ignore_errors=True)
 

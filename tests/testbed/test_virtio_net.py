@@ -14,20 +14,19 @@ Then bad settings the VMM refuses: a one-line error naming the NIC, no capsule a
 
 Everything happens in ONE testbed run (tests/testbed/run); every test then asserts on one boot's
 results."""
-import os
 import pathlib
 import re
 import shlex
 import shutil
 import subprocess
-import tempfile
 
 import pytest
+
+import nested
 
 pytestmark = pytest.mark.testbed
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-RUN = REPO / "tests" / "testbed" / "run"
 MIB = 32  # each way, per transfer
 BOOT_LIMIT = 480  # seconds; a boot takes 1-3 minutes in the TCG testbed on a busy machine
 CMDLINE = "console=ttyS0 panic=-1 loglevel=1 guest_action=script:net guest_args="
@@ -156,17 +155,16 @@ def boots(request):
     assert r.returncode == 0, r.stderr
     initrd = subprocess.run([str(REPO / "tests" / "testbed" / "mkguestinitramfs")], capture_output=True,
                             text=True, check=True).stdout.strip()
-    (REPO / "build" / "testbed").mkdir(parents=True, exist_ok=True)
-    out = pathlib.Path(tempfile.mkdtemp(prefix="virtio-net-", dir=REPO / "build" / "testbed"))
+    out, r, found = nested.run("virtio-net", lambda out: boot_script(out, initrd),
+                               lambda out: {name: Boot(out, name) for name in [*BOOTS, *BAD]}, timeout=2700,
+                               env={"TESTBED_TIMEOUT": "2600"}, expected={"kill"})
     try:
-        r = subprocess.run([str(RUN), boot_script(out, initrd)], stdin=subprocess.DEVNULL, capture_output=True,
-                           text=True, timeout=2700, env=dict(os.environ, TESTBED_TIMEOUT="2600"))
         banner = [line for line in r.stderr.splitlines() if line.startswith("testbed: running")]
         capman = request.config.pluginmanager.getplugin("capturemanager")
         with capman.global_and_fixture_disabled():
             print(f"\n[test_virtio_net] {' / '.join(banner) or 'no testbed banner'}; testbed exit {r.returncode}")
         assert r.returncode == 0, r.stdout + r.stderr
-        yield {name: Boot(out, name) for name in [*BOOTS, *BAD]}, out
+        yield found, out
     finally:
         shutil.rmtree(out, ignore_errors=True)
 

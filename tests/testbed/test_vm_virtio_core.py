@@ -8,18 +8,17 @@ The "many" boot has more virtio-mmio devices than capsule has free ISA interrupt
 share a line: each must still be found and answer.
 
 All boots happen in ONE testbed run (tests/testbed/run); each test asserts on one boot."""
-import os
 import pathlib
 import re
 import shlex
 import shutil
 import subprocess
-import tempfile
 
 import pytest
 
+import nested
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
-RUN = REPO / "tests" / "testbed" / "run"
 
 pytestmark = pytest.mark.testbed
 
@@ -98,14 +97,13 @@ class Boot:
 def boots():
     initrd = subprocess.run([str(REPO / "tests" / "testbed" / "mkguestinitramfs")], capture_output=True,
                             text=True, check=True).stdout.strip()
-    (REPO / "build" / "testbed").mkdir(parents=True, exist_ok=True)
-    out = pathlib.Path(tempfile.mkdtemp(prefix="vm-virtio-core-", dir=REPO / "build" / "testbed"))
+    budget = len(BOOTS) * (BOOT_TIMEOUT + 10) + 120
+    out, r, found = nested.run("vm-virtio-core", lambda out: boot_script(out, initrd),
+                               lambda out: {name: Boot(out, name) for name in BOOTS}, timeout=budget + 60,
+                               env={"TESTBED_TIMEOUT": str(budget)})
     try:
-        budget = len(BOOTS) * (BOOT_TIMEOUT + 10) + 120
-        r = subprocess.run([str(RUN), boot_script(out, initrd)], stdin=subprocess.DEVNULL, capture_output=True,
-                           text=True, timeout=budget + 60, env=dict(os.environ, TESTBED_TIMEOUT=str(budget)))
         assert r.returncode == 0, r.stdout + r.stderr
-        yield {name: Boot(out, name) for name in BOOTS}
+        yield found
     finally:
         shutil.rmtree(out, ignore_errors=True)
 

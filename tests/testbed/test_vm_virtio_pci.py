@@ -3,18 +3,17 @@ transport) boots the busybox guest, whose tests/guest/virtio_pci.sh reports the 
 function, the virtio device on it and its driver, its interrupts and bytes read from /dev/hwrng.
 Two boots in ONE testbed run: with MSI-X (Linux's default), and with pci=nomsi, where the driver
 falls back to INTx, routed by the DSDT's _PRT through the IOAPIC and acknowledged through the ISR."""
-import os
 import pathlib
 import re
 import shlex
 import shutil
 import subprocess
-import tempfile
 
 import pytest
 
+import nested
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
-RUN = REPO / "tests" / "testbed" / "run"
 # loglevel=1: the kernel's own messages would interleave with the script's lines on the console.
 CMDLINE = "console=ttyS0 loglevel=1 panic=-1 guest_action=script:virtio_pci"
 
@@ -66,14 +65,12 @@ def boots():
     assert r.returncode == 0, r.stderr
     initrd = subprocess.run([str(REPO / "tests" / "testbed" / "mkguestinitramfs")], capture_output=True,
                             text=True, check=True).stdout.strip()
-    (REPO / "build" / "testbed").mkdir(parents=True, exist_ok=True)
-    out = pathlib.Path(tempfile.mkdtemp(prefix="vm-virtio-pci-", dir=REPO / "build" / "testbed"))
+    out, r, found = nested.run("vm-virtio-pci", lambda out: boot_script(out, initrd),
+                               lambda out: {name: Boot(out, name) for name in BOOTS}, timeout=900,
+                               env={"TESTBED_VERBOSE": "1", "TESTBED_TIMEOUT": "840"})
     try:
-        r = subprocess.run([str(RUN), boot_script(out, initrd)], stdin=subprocess.DEVNULL, capture_output=True,
-                           text=True, timeout=900,
-                           env=dict(os.environ, TESTBED_VERBOSE="1", TESTBED_TIMEOUT="840"))
         assert r.returncode == 0, r.stdout + r.stderr
-        yield {name: Boot(out, name) for name in BOOTS}
+        yield found
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
