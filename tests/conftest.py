@@ -223,8 +223,9 @@ def pytest_terminal_summary(terminalreporter, config):
             lines = f.read().decode(errors="replace").splitlines()
     except OSError:
         return
-    if lines:
-        terminalreporter.section(f"testbed incidents: {len(lines)} run(s) repeated after a crash outside capsule")
+    count = sum(1 for line in lines if line and not line.startswith(" "))  # indented: a crash's console
+    if count:
+        terminalreporter.section(f"testbed incidents: {count} run(s) repeated after a crash outside capsule")
         for line in lines:
             terminalreporter.line(line)
 

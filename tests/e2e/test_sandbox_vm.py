@@ -627,6 +627,18 @@ def test_guest_panic_stops_the_container_with_the_vms_status(vm, bundle):
     assert p.stdout.startswith("armed\n") and "phase=touched" not in p.stdout, p.stdout
     assert_nothing_left(vm, bundle)
 
+
+def test_guest_reset_by_the_container_stops_it_with_the_vms_status(vm, bundle):
+    """A container that may write /proc/sysrq-trigger resets the guest at once (sysrq b: no
+    shutdown, no power-off): the VMM sees the reset, run exits 80 (its status for a reset) and
+    nothing is left."""
+    bundle.config["linux"]["readonlyPaths"] = []
+    bundle.set_args("sh", "-c", "echo b >/proc/sysrq-trigger; sleep 60; echo survived")
+    p = vm.run("run", "--bundle", bundle.path, bundle.id, timeout=BOOT)
+    assert p.returncode == 80, (p.returncode, p.stdout, p.stderr)
+    assert "survived" not in p.stdout, p.stdout
+    assert_nothing_left(vm, bundle)
+
 @pytest.mark.skipif(os.environ.get("TESTBED") != "qemu", reason="on hardware KVM the guest may answer within 1 s")
 def test_boot_timeout_leaves_nothing(vm, bundle):
     """A guest that does not answer in time (1 s: nested TCG boots take 10 s and more): create

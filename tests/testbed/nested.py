@@ -4,7 +4,7 @@ The testbed runs capsule's guests under KVM inside QEMU TCG's emulation of SVM. 
 guest kernel there double-faults or triple-faults with no sign of capsule in it (stops 13-17: RIP 0
 during boot, registers at the reset vector), or stalls. Such a boot is evidence about TCG as much as
 about capsule, so the file's boots run once more and the second run is the one the tests judge.
-It is never silent: the crash (boot, status, its console's last lines) goes to
+It is never silent: the crash (boot, status, its console's last lines, indented) goes to
 build/testbed/incidents.log, which the session lists at its end (tests/conftest.py). A boot that
 crashes in both runs fails its tests, so a deterministic fault still shows."""
 import os
@@ -45,7 +45,7 @@ def run(module, script, load, timeout, env=None, expected=()):
             return out, r, boots
         with open(INCIDENTS, "a") as f:
             for name, rc, what in dead:
-                last = " / ".join(line.strip() for line in boots[name].tail().splitlines()[-4:] if line.strip())
                 f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} nested guest crash in {module}, "
-                        f"its boots ran again: boot {name} exit {rc} ({what}); last lines: {last[:400]}\n")
+                        f"its boots ran again: boot {name} exit {rc} ({what})\n")
+                f.writelines(f"    {line}\n" for line in boots[name].tail().splitlines()[-60:])
         shutil.rmtree(out, ignore_errors=True)

@@ -140,6 +140,24 @@ def test_own_kernel_panicking_twice_fails(tmp_path):
     assert len(log.read_text().splitlines()) == 1
 
 
+def test_own_kernel_stall_boots_once_more(tmp_path):
+    """A testbed whose heartbeat stops (here the command stops the heartbeat's loop, the first time
+    only; under TCG the testbed's timers have been seen to stop for good) is killed and booted again."""
+    marker, log = BUILD / f"stalled-{uuid.uuid4().hex}", tmp_path / "incidents.log"
+    BUILD.mkdir(parents=True, exist_ok=True)
+    stop = "for p in $(pgrep -f 'init stage2'); do [ $p = 1 ] || kill -STOP $p; done"
+    try:
+        r = run_in_testbed(f"if [ ! -e {marker} ]; then touch {marker}; {stop}; sleep 300; fi; echo second boot",
+                           TESTBED_MODE="qemu", TESTBED_INCIDENTS=str(log), TESTBED_STALL="20")
+    finally:
+        marker.unlink(missing_ok=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count(b"second boot") == 1, r.stdout
+    assert b"its own kernel stopped: no heartbeat for" in r.stderr and b"booting it once more" in r.stderr, r.stderr
+    entries = log.read_text().splitlines()
+    assert len(entries) == 1 and "L1 stalled, booted again: no heartbeat for" in entries[0], entries
+
+
 def test_timeout_works_inside():
     """coreutils' timeout(1) bounds commands in the testbed (it needs the kernel's POSIX timers)."""
     r = run_in_testbed("timeout 2 sleep 60; echo status $?", TESTBED_MODE="qemu")
