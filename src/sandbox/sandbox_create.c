@@ -417,7 +417,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         if (read_file(config_path, &config_text, NULL, FRAME_MAX / 2, err) < 0)
                 return -1;
         if (sandbox_binds_plan(config_text, &agent_config, &bind_sources, err) < 0 || sandbox_vm_resolve(spec, o->bundle, &vm, err) < 0 ||
-            sandbox_net_plan(spec, &net, err) < 0)
+            sandbox_net_plan(spec, o->root, &net, err) < 0)
                 goto out;
         dir = state_dir(o->root, o->id);
         sock = xasprintf("%s/" SANDBOX_AGENT_SOCKET, dir);

@@ -96,11 +96,14 @@ struct sandbox_net {
         int ifindex;
         struct agent_net nic;
         unsigned long long netns_dev, netns_ino; /* the namespace's identity */
+        bool taken; /* a VM container's tap is there: another VM has the interface */
 };
-/* At create, before anything exists: refuses a path that is not a network namespace
- * (naming linux.namespaces) and a namespace that has a VM container's tap already. */
-int sandbox_net_plan(const struct spec *spec, struct sandbox_net *net, cap_error_t *err);
-/* The same in the caller's own network namespace (net->netns_fd is left alone). */
+/* At create, before anything exists: refuses a path that is not a network namespace, and a
+ * namespace whose interface another live VM container took (naming it when it is one of
+ * root's), each naming linux.namespaces. */
+int sandbox_net_plan(const struct spec *spec, const char *root, struct sandbox_net *net, cap_error_t *err);
+/* The same in the caller's own network namespace (net->netns_fd is left alone); a namespace
+ * with a VM container's tap is only marked taken. */
 int sandbox_net_gather(struct sandbox_net *net, cap_error_t *err);
 /* "net" of the agent's create request. */
 json_t *sandbox_net_json(const struct sandbox_net *net);
@@ -157,6 +160,9 @@ int sandbox_record_save(const char *root, const char *id, const struct sandbox_r
 int sandbox_record_load(const char *root, const char *id, struct sandbox_record *r, cap_error_t *err);
 void sandbox_record_free(struct sandbox_record *r);
 bool sandbox_vmm_alive(const struct sandbox_record *r);
+/* The id of root's VM container whose live VMM took the interface of the network namespace
+ * dev/ino, or NULL. */
+char *sandbox_netns_holder(const char *root, unsigned long long dev, unsigned long long ino);
 
 /* sandbox_phases.c: "phases" in the state directory, one line "NAME VALUE" per step, appended as
  * it happens. The host's steps are CLOCK_MONOTONIC nanoseconds: "create" (capsule create began),

@@ -92,3 +92,23 @@ bool sandbox_vmm_alive(const struct sandbox_record *r)
                 return false;
         return proc_start_time(r->pid) == r->start_time;
 }
+
+char *sandbox_netns_holder(const char *root, unsigned long long dev, unsigned long long ino)
+{
+        cleanup_strv char **ids = NULL;
+        cleanup_error cap_error_t ignored = NULL;
+        if (state_list(root, &ids, &ignored) < 0)
+                return NULL;
+        for (size_t i = 0; ids[i]; i++) {
+                struct sandbox_record r;
+                if (!sandbox_owns(root, ids[i]) || sandbox_record_load(root, ids[i], &r, &ignored) < 0) {
+                        cap_error_free(&ignored);
+                        continue;
+                }
+                bool holds = r.net_ifindex && r.netns_dev == dev && r.netns_ino == ino && sandbox_vmm_alive(&r);
+                sandbox_record_free(&r);
+                if (holds)
+                        return xstrdup(ids[i]);
+        }
+        return NULL;
+}

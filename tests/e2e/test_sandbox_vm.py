@@ -1085,6 +1085,42 @@ def test_net_a_network_namespace_path_that_is_no_namespace_is_refused(vm, bundle
     assert_nothing_left(vm, bundle)
 
 
+def test_net_a_second_vm_container_in_a_namespace_whose_interface_a_vm_took_is_refused(vm, bundle, crash_netns, tmp_path):
+    """As a pod's second workload container under capsule-vm: the first VM has the namespace's
+    interface, so the second's create is refused in one line that names linux.namespaces and
+    the holder (or, from another --root, its tap), and leaves nothing; the first keeps its tap
+    and tc filters, and its container the namespace's address."""
+    become_subreaper()
+    bundle.config["linux"]["namespaces"] = [ns for ns in bundle.config["linux"]["namespaces"] if ns["type"] != "network"]
+    bundle.config["linux"]["namespaces"].append({"type": "network", "path": f"/run/netns/{crash_netns}"})
+    bundle.set_args("sleep", "1000")
+    other = Bundle(str(tmp_path / "other"), copy.deepcopy(bundle.config))
+    shutil.copytree(bundle.path, other.path, symlinks=True)
+    other.config["linux"]["cgroupsPath"] = f"capsule-test/{other.id}"
+    other.write()
+    vm.run("create", "--bundle", bundle.path, bundle.id, check=True, timeout=BOOT)
+    filters = sh("tc", "-n", crash_netns, "filter", "show", "dev", "eth0", "ingress")
+    assert "capsule-tap0" in filters, filters
+    p = vm.run("create", "--bundle", other.path, other.id, timeout=120)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert p.stderr == (f"capsule: linux.namespaces: network: `/run/netns/{crash_netns}`: its interface is taken by "
+                        f"VM container `{bundle.id}` (one VM per network namespace)\n"), p.stderr
+    assert crash_leftovers(vm, other, other.id) == []
+    elsewhere = Capsule(str(tmp_path / "elsewhere"), os.path.join(BUILD, "capsule-vm"))
+    p = elsewhere.run("create", "--bundle", other.path, other.id, timeout=120)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert p.stderr == (f"capsule: linux.namespaces: network: `/run/netns/{crash_netns}`: its interface is taken by "
+                        "another VM container (its tap `capsule-tap0` is there; one VM per network namespace)\n"), p.stderr
+    assert crash_leftovers(elsewhere, other, other.id) == []
+    assert vm.status(bundle.id) == "created"
+    assert sh("tc", "-n", crash_netns, "filter", "show", "dev", "eth0", "ingress") == filters
+    vm.run("start", bundle.id, check=True, timeout=120)
+    p = vm.run("exec", bundle.id, "ip", "addr", "show", "eth0", timeout=120)
+    assert p.returncode == 0 and "inet 10.79.0.2/24" in p.stdout, p.stdout + p.stderr
+    vm.run("delete", "--force", bundle.id, check=True, timeout=120)
+    assert crash_leftovers(vm, bundle, bundle.id, crash_netns) == []
+
+
 def test_net_a_namespace_with_lo_only_gives_the_container_lo_only(vm, bundle):
     """As podman's --network none: a namespace by path with no interface to take over."""
     name = f"caplo{os.getpid() % 100000}"

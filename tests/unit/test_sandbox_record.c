@@ -77,3 +77,30 @@ TEST(record_with_a_damaged_net_is_refused)
         }
         remove_root(root);
 }
+
+TEST(netns_holder_is_the_live_vm_whose_record_names_the_namespace)
+{
+        char *root = make_root();
+        CHECK(root);
+        cap_error_t err = NULL;
+        cleanup_free char *state = xasprintf("%s/c1/state.json", root);
+        CHECK(write_file(state, "{}", 2, &err) == 0);
+        /* This process stands in for the VMM: alive, with its own start time. */
+        struct sandbox_record w = { .pid = getpid(), .start_time = proc_start_time(getpid()), .agent_socket = "/a",
+                                    .net_ifindex = 2, .netns_dev = 4, .netns_ino = 99 };
+        CHECK(sandbox_record_save(root, "c1", &w, &err) == 0);
+        cleanup_free char *holder = sandbox_netns_holder(root, 4, 99);
+        CHECK(holder && strcmp(holder, "c1") == 0);
+        CHECK(!sandbox_netns_holder(root, 4, 98));
+        /* A VMM that is gone (its pid taken by another process since) holds nothing. */
+        w.start_time++;
+        CHECK(sandbox_record_save(root, "c1", &w, &err) == 0);
+        CHECK(!sandbox_netns_holder(root, 4, 99));
+        /* Nor one without a NIC, whatever the identity says. */
+        w.start_time--;
+        w.net_ifindex = 0;
+        CHECK(sandbox_record_save(root, "c1", &w, &err) == 0);
+        CHECK(!sandbox_netns_holder(root, 4, 99));
+        CHECK(!sandbox_netns_holder("/nonexistent", 4, 99));
+        remove_root(root);
+}
