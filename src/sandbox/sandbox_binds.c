@@ -35,7 +35,7 @@ static bool mount_is_bind(const json_t *m)
         return (type && strcmp(type, "bind") == 0) || has_option(m, "bind", "rbind");
 }
 
-int sandbox_binds_plan(const char *text, char **out, char ***sources, cap_error_t *err)
+int sandbox_binds_plan(const char *text, const char *guest_dir, char **out, char ***sources, cap_error_t *err)
 {
         json_error_t jerr;
         json_t *cfg = json_loads(text, 0, &jerr);
@@ -59,9 +59,7 @@ int sandbox_binds_plan(const char *text, char **out, char ***sources, cap_error_
                  * to honour the flag it is given. */
                 src[n] = xasprintf("%c%s", has_option(m, "ro", NULL) ? 'r' : 'w', s);
                 src[++n] = NULL;
-                char guest[64];
-                snprintf(guest, sizeof(guest), AGENT_BINDS "/%zu", n - 1);
-                json_object_set_new(m, "source", json_string(guest));
+                json_object_set_new(m, "source", json_sprintf("%s/%zu", guest_dir, n - 1));
         }
         *out = json_dumps(cfg, JSON_COMPACT);
         json_decref(cfg);
@@ -97,6 +95,11 @@ int sandbox_binds_setup(const char *dir, char *const *sources, cap_error_t *err)
 {
         if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
                 return cap_fail(err, errno, "a mount namespace for the VM's bind mounts");
+        return sandbox_binds_bind(dir, sources, err);
+}
+
+int sandbox_binds_bind(const char *dir, char *const *sources, cap_error_t *err)
+{
         if (mkdir(dir, 0700) < 0)
                 return cap_fail(err, errno, "mkdir `%s`", dir);
         for (size_t i = 0; sources[i]; i++)

@@ -356,19 +356,6 @@ static int netns_open(const char *path, struct stat *st, cap_error_t *err)
         return steal_fd(&fd);
 }
 
-/* A pod's sandbox ("pause") container only holds the pod's namespaces: the pod's interface is
- * for the VM of its workload, which joins the same namespace next (containerd, CRI-O). */
-static bool pod_sandbox(const struct spec *spec)
-{
-        static const char *const keys[] = { "io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType" };
-        for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
-                const char *type = sandbox_annotation(spec, keys[i]);
-                if (type && strcmp(type, "sandbox") == 0)
-                        return true;
-        }
-        return false;
-}
-
 /* Which VM container took the namespace, named when it is one of root's. */
 static int refuse_taken(const char *root, const char *path, const struct stat *st, cap_error_t *err)
 {
@@ -385,7 +372,7 @@ int sandbox_net_plan(const struct spec *spec, const char *root, struct sandbox_n
         memset(net, 0, sizeof(*net));
         net->netns_fd = -1;
         const struct spec_namespace *ns = spec_namespace(spec, CLONE_NEWNET);
-        if (!ns || !ns->path || pod_sandbox(spec))
+        if (!ns || !ns->path)
                 return 0;
         struct stat st;
         cleanup_close int fd = netns_open(ns->path, &st, err);
@@ -395,11 +382,10 @@ int sandbox_net_plan(const struct spec *spec, const char *root, struct sandbox_n
                 return cap_error_prefix(err, "linux.namespaces: network namespace `%s`", ns->path);
         if (net->taken)
                 return refuse_taken(root, ns->path, &st, err);
-        if (net->ifindex) {
+        net->netns_dev = st.st_dev;
+        net->netns_ino = st.st_ino;
+        if (net->ifindex)
                 net->netns_fd = steal_fd(&fd);
-                net->netns_dev = st.st_dev;
-                net->netns_ino = st.st_ino;
-        }
         return 0;
 }
 

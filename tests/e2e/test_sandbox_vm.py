@@ -1121,6 +1121,84 @@ def test_net_a_second_vm_container_in_a_namespace_whose_interface_a_vm_took_is_r
     assert crash_leftovers(vm, bundle, bundle.id, crash_netns) == []
 
 
+POD_TYPE = "io.kubernetes.cri.container-type"
+POD_ID = "io.kubernetes.cri.sandbox-id"
+
+
+def pod_member(bundle, tmp_path, name, pod_id, netns_path, pod_pid):
+    """A workload container of the pod, as containerd writes its config.json: the pod's network
+    namespace by path, its ipc and uts namespaces as the pause's /proc paths, a pid namespace
+    of its own, and the annotations that name the pod."""
+    m = Bundle(str(tmp_path / name), copy.deepcopy(bundle.config))
+    shutil.copytree(bundle.path, m.path, symlinks=True)
+    m.config["linux"]["cgroupsPath"] = f"capsule-test/{m.id}"
+    m.config["annotations"] = {POD_TYPE: "container", POD_ID: pod_id}
+    m.config.pop("hostname", None)
+    paths = {"network": netns_path, "ipc": f"/proc/{pod_pid}/ns/ipc", "uts": f"/proc/{pod_pid}/ns/uts"}
+    m.config["linux"]["namespaces"] = [ns for ns in m.config["linux"]["namespaces"] if ns["type"] not in paths]
+    m.config["linux"]["namespaces"] += [{"type": t, "path": p} for t, p in paths.items()]
+    return m.write()
+
+
+def test_pod_members_join_the_pods_vm_its_address_ipc_and_uts_each_in_a_pid_namespace_of_its_own(vm, bundle, crash_netns, tmp_path):
+    """One VM per pod: the sandbox container boots it and takes the pod's interface; two members
+    run in it (the same guest kernel's boot_id), each with the pod's address, ipc and uts (the
+    pause's hostname) and a pid namespace of its own, and their exit statuses reach the host.
+    Claims of the pod that do not hold are refused before anything exists: another network
+    namespace, an id that is no pod, another --root. Delete leaves nothing, the pod's too."""
+    become_subreaper()
+    pod = bundle
+    pod.config["annotations"] = {POD_TYPE: "sandbox"}
+    pod.config["hostname"] = "the-pod"
+    netns_path = f"/run/netns/{crash_netns}"
+    pod.config["linux"]["namespaces"] = [ns for ns in pod.config["linux"]["namespaces"] if ns["type"] != "network"]
+    pod.config["linux"]["namespaces"].append({"type": "network", "path": netns_path})
+    pod.set_args("sleep", "1000")
+    vm.run("create", "--bundle", pod.path, pod.id, check=True, timeout=BOOT)
+    vm.run("start", pod.id, check=True, timeout=120)
+    pod_pid = vm.state(pod.id)["pid"]
+    p = vm.run("exec", pod.id, "sh", "-c", "cat /proc/sys/kernel/random/boot_id; readlink /proc/self/ns/ipc", timeout=120)
+    assert p.returncode == 0, p.stderr
+    boot_id, pod_ipc = p.stdout.split()
+    script = ("cat /proc/sys/kernel/random/boot_id; readlink /proc/self/ns/ipc; hostname; echo pid $$; "
+              "ip -4 -o addr show eth0 | grep -o 'inet [0-9./]*'; echo from-{0} >&2; exit {1}")
+    for name, status in (("m1", 3), ("m2", 5)):
+        m = pod_member(pod, tmp_path, name, pod.id, netns_path, pod_pid)
+        m.set_args("sh", "-c", script.format(name, status))
+        p = vm.run("run", "--bundle", m.path, m.id, timeout=120)
+        assert p.returncode == status, p.stdout + p.stderr
+        assert p.stdout.splitlines() == [boot_id, pod_ipc, "the-pod", "pid 1", "inet 10.79.0.2/24"], p.stdout
+        assert p.stderr == f"from-{name}\n"
+        assert crash_leftovers(vm, m, m.id) == []
+        with open("/proc/self/mountinfo") as f:
+            assert not [line for line in f if f"/{pod.id}/members/{m.id}" in line]
+
+    other_ns = f"capother{os.getpid() % 100000}"
+    sh("ip", "netns", "add", other_ns)
+    try:
+        intruder = pod_member(pod, tmp_path, "intruder", pod.id, f"/run/netns/{other_ns}", pod_pid)
+        intruder.set_args("true")
+        p = vm.run("create", "--bundle", intruder.path, intruder.id, timeout=120)
+        assert (p.returncode, p.stderr) == (1, f"capsule: linux.namespaces: network: `/run/netns/{other_ns}` is not the "
+                                               f"network namespace of the pod `{pod.id}`\n"), p.stderr
+        assert crash_leftovers(vm, intruder, intruder.id) == []
+    finally:
+        sh("ip", "netns", "del", other_ns)
+    stray = pod_member(pod, tmp_path, "stray", "no-such-pod", netns_path, pod_pid)
+    stray.set_args("true")
+    p = vm.run("create", "--bundle", stray.path, stray.id, timeout=120)
+    assert (p.returncode, p.stderr) == (1, "capsule: annotations: the pod `no-such-pod` is no capsule VM pod in this --root\n")
+    stray.config["annotations"][POD_ID] = pod.id
+    stray.write()
+    elsewhere = Capsule(str(tmp_path / "elsewhere"), os.path.join(BUILD, "capsule-vm"))
+    p = elsewhere.run("create", "--bundle", stray.path, stray.id, timeout=120)
+    assert (p.returncode, p.stderr) == (1, f"capsule: annotations: the pod `{pod.id}` is no capsule VM pod in this --root\n")
+    assert crash_leftovers(vm, stray, stray.id) == [] and crash_leftovers(elsewhere, stray, stray.id) == []
+
+    vm.run("delete", "--force", pod.id, check=True, timeout=120)
+    assert crash_leftovers(vm, pod, pod.id, crash_netns) == []
+
+
 def test_net_a_namespace_with_lo_only_gives_the_container_lo_only(vm, bundle):
     """As podman's --network none: a namespace by path with no interface to take over."""
     name = f"caplo{os.getpid() % 100000}"

@@ -104,3 +104,33 @@ TEST(netns_holder_is_the_live_vm_whose_record_names_the_namespace)
         CHECK(!sandbox_netns_holder("/nonexistent", 4, 99));
         remove_root(root);
 }
+
+TEST(record_of_a_pod_and_of_a_member)
+{
+        char *root = make_root();
+        CHECK(root);
+        cap_error_t err = NULL;
+        struct sandbox_record w = { .pid = 42, .start_time = 7, .agent_socket = "/a", .pod = true, .pod_netns_dev = 4,
+                                    .pod_netns_ino = 4026532001ULL };
+        CHECK(sandbox_record_save(root, "c1", &w, &err) == 0);
+        struct sandbox_record r;
+        CHECK(sandbox_record_load(root, "c1", &r, &err) == 0);
+        CHECK(r.pod && r.pod_netns_dev == 4 && r.pod_netns_ino == 4026532001ULL && !r.member_of);
+        sandbox_record_free(&r);
+        w = (struct sandbox_record){ .pid = 43, .start_time = 8, .agent_socket = "/a", .member_of = "pod-1" };
+        CHECK(sandbox_record_save(root, "c1", &w, &err) == 0);
+        CHECK(sandbox_record_load(root, "c1", &r, &err) == 0);
+        CHECK(!r.pod && r.member_of && strcmp(r.member_of, "pod-1") == 0);
+        sandbox_record_free(&r);
+        /* A member's pod id is a container id, never a path. */
+        cleanup_free char *path = xasprintf("%s/c1/sandbox.json", root);
+        static const char *const bad[] = { "{\"pid\":1,\"start_time\":1,\"agent_socket\":\"/a\",\"member_of\":\"../x\"}",
+                                           "{\"pid\":1,\"start_time\":1,\"agent_socket\":\"/a\",\"member_of\":3}",
+                                           "{\"pid\":1,\"start_time\":1,\"agent_socket\":\"/a\",\"pod\":{\"dev\":1}}" };
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                CHECK(write_file(path, bad[i], strlen(bad[i]), &err) == 0);
+                CHECK(sandbox_record_load(root, "c1", &r, &err) < 0 && strstr(err->msg, "corrupt sandbox record"));
+                cap_error_free(&err);
+        }
+        remove_root(root);
+}
