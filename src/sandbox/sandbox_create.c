@@ -472,11 +472,10 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         config_path = xasprintf("%s/config.json", o->bundle);
         if (read_file(config_path, &config_text, NULL, FRAME_MAX / 2, err) < 0)
                 return -1;
-        /* A pod's members join its VM; the pod needs its network namespace by path for them to. */
+        /* A pod's members join its VM instead of booting one. */
         const char *pod_id;
         enum sandbox_pod_role role = sandbox_pod_role(spec, &pod_id);
-        const struct spec_namespace *netns = spec_namespace(spec, CLONE_NEWNET);
-        bool member = role == SANDBOX_POD_MEMBER, pod = role == SANDBOX_POD && netns && netns->path;
+        bool member = role == SANDBOX_POD_MEMBER, pod = role == SANDBOX_POD;
         if (member) {
                 member_binds = xasprintf(AGENT_MEMBERS "/%s/binds", o->id);
                 if (sandbox_member_check(o->root, spec, pod_id, &pod_rec, err) < 0 ||

@@ -78,7 +78,8 @@ char *sandbox_pod_members_dir(const char *root, const char *pod_id);
 int sandbox_pod_share(const char *root, const char *id, cap_error_t *err);
 int sandbox_pod_unshare(const char *root, const char *id, cap_error_t *err);
 /* A member's create, before anything exists: the pod is a live capsule VM pod of this root
- * (*pod its record) and the member joins the network namespace the pod recorded, by path. */
+ * (*pod its record) and the member joins the network namespace the pod recorded, by path (none
+ * when the pod gave none). */
 int sandbox_member_check(const char *root, const struct spec *spec, const char *pod_id, struct sandbox_record *pod,
                          cap_error_t *err);
 /* The member's rootfs and bind sources under the pod's members/ID; undone by unmount. */
@@ -178,7 +179,8 @@ struct sandbox_record {
         int net_ifindex; /* 0: no NIC; else the linked interface, in the namespace of this identity: */
         unsigned long long netns_dev, netns_ino;
         uint64_t memory; /* the guest's RAM in bytes; 0 in a record from before capsule wrote it */
-        /* A pod's sandbox container, whose VM members may join from this network namespace. */
+        /* A pod's sandbox container, whose VM members may join from this network namespace (0, 0:
+         * none by path). */
         bool pod;
         unsigned long long pod_netns_dev, pod_netns_ino;
         /* A member: its pod's id; pid is then the member's host process, agent_socket the pod's. */

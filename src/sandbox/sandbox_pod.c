@@ -71,18 +71,23 @@ int sandbox_member_check(const char *root, const struct spec *spec, const char *
                 return cap_fail(err, 0, "annotations: the pod `%.64s` is no capsule VM pod in this --root", pod_id);
         if (!sandbox_vmm_alive(pod))
                 return cap_fail(err, 0, "annotations: the pod `%s`'s VM does not run", pod_id);
+        /* The pod's create checked its namespace to be one: the same identity is that one. A pod
+         * on the host's network (none by path: the VM has lo only) takes members without one, or
+         * with its sandbox process's own, as containerd names the pause's (/proc/PID/ns/net). */
         const struct spec_namespace *ns = spec_namespace(spec, CLONE_NEWNET);
-        if (!ns || !ns->path)
-                return cap_fail(err, 0, "linux.namespaces: network: a member of the pod `%s` must join its network namespace "
-                                        "by path", pod_id);
-        /* The pod's create checked its namespace to be one: the same identity is that one. */
-        struct stat st;
-        if (stat(ns->path, &st) < 0)
+        struct stat st = { 0 }, vmm = { 0 };
+        if (ns && ns->path && stat(ns->path, &st) < 0)
                 return cap_fail(err, errno, "linux.namespaces: network: stat `%s`", ns->path);
-        if ((unsigned long long)st.st_dev != pod->pod_netns_dev || (unsigned long long)st.st_ino != pod->pod_netns_ino)
+        if ((unsigned long long)st.st_dev == pod->pod_netns_dev && (unsigned long long)st.st_ino == pod->pod_netns_ino)
+                return 0;
+        cleanup_free char *vmm_netns = xasprintf("/proc/%d/ns/net", (int)pod->pid);
+        if (!pod->pod_netns_ino && ns && ns->path && stat(vmm_netns, &vmm) == 0 && sandbox_vmm_alive(pod) &&
+            st.st_dev == vmm.st_dev && st.st_ino == vmm.st_ino)
+                return 0;
+        if (ns && ns->path)
                 return cap_fail(err, 0, "linux.namespaces: network: `%s` is not the network namespace of the pod `%s`", ns->path,
                                 pod_id);
-        return 0;
+        return cap_fail(err, 0, "linux.namespaces: network: a member of the pod `%s` joins its network namespace by path", pod_id);
 }
 
 /* members/ID (a mount of its own, so that one lazy unmount takes everything beneath), its

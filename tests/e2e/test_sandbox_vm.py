@@ -1140,6 +1140,18 @@ def pod_member(bundle, tmp_path, name, pod_id, netns_path, pod_pid):
     return m.write()
 
 
+def start_pod(vm, pod, netns_path):
+    """The pod's sandbox container, created and started: returns its host pid."""
+    pod.config["annotations"] = {POD_TYPE: "sandbox"}
+    pod.config["hostname"] = "the-pod"
+    pod.config["linux"]["namespaces"] = [ns for ns in pod.config["linux"]["namespaces"] if ns["type"] != "network"]
+    pod.config["linux"]["namespaces"].append({"type": "network", "path": netns_path})
+    pod.set_args("sleep", "1000")
+    vm.run("create", "--bundle", pod.path, pod.id, check=True, timeout=BOOT)
+    vm.run("start", pod.id, check=True, timeout=120)
+    return vm.state(pod.id)["pid"]
+
+
 def test_pod_members_join_the_pods_vm_its_address_ipc_and_uts_each_in_a_pid_namespace_of_its_own(vm, bundle, crash_netns, tmp_path):
     """One VM per pod: the sandbox container boots it and takes the pod's interface; two members
     run in it (the same guest kernel's boot_id), each with the pod's address, ipc and uts (the
@@ -1148,15 +1160,8 @@ def test_pod_members_join_the_pods_vm_its_address_ipc_and_uts_each_in_a_pid_name
     namespace, an id that is no pod, another --root. Delete leaves nothing, the pod's too."""
     become_subreaper()
     pod = bundle
-    pod.config["annotations"] = {POD_TYPE: "sandbox"}
-    pod.config["hostname"] = "the-pod"
     netns_path = f"/run/netns/{crash_netns}"
-    pod.config["linux"]["namespaces"] = [ns for ns in pod.config["linux"]["namespaces"] if ns["type"] != "network"]
-    pod.config["linux"]["namespaces"].append({"type": "network", "path": netns_path})
-    pod.set_args("sleep", "1000")
-    vm.run("create", "--bundle", pod.path, pod.id, check=True, timeout=BOOT)
-    vm.run("start", pod.id, check=True, timeout=120)
-    pod_pid = vm.state(pod.id)["pid"]
+    pod_pid = start_pod(vm, pod, netns_path)
     p = vm.run("exec", pod.id, "sh", "-c", "cat /proc/sys/kernel/random/boot_id; readlink /proc/self/ns/ipc", timeout=120)
     assert p.returncode == 0, p.stderr
     boot_id, pod_ipc = p.stdout.split()
@@ -1196,6 +1201,52 @@ def test_pod_members_join_the_pods_vm_its_address_ipc_and_uts_each_in_a_pid_name
     assert crash_leftovers(vm, stray, stray.id) == [] and crash_leftovers(elsewhere, stray, stray.id) == []
 
     vm.run("delete", "--force", pod.id, check=True, timeout=120)
+    assert crash_leftovers(vm, pod, pod.id, crash_netns) == []
+
+
+def test_pod_a_detached_members_state_exec_ps_kill_and_the_pods_end_ends_the_others(vm, bundle, crash_netns, tmp_path):
+    """A member as containerd's shim drives it: its host process (state's pid, in the member's
+    cgroup, sandbox.json naming the pod) stands for it; exec and ps reach it in the pod's VM, and
+    kill's signal ends it with its own status. A member still running when the pod's VM ends
+    stops too; each delete leaves nothing."""
+    become_subreaper()
+    pod = bundle
+    netns_path = f"/run/netns/{crash_netns}"
+    pod_pid = start_pod(vm, pod, netns_path)
+    m = pod_member(pod, tmp_path, "m", pod.id, netns_path, pod_pid)
+    m.set_args("sh", "-c", "trap 'exit 9' TERM; echo mine > /mine; while :; do sleep 0.2; done")
+    vm.run("create", "--bundle", m.path, m.id, check=True, timeout=120)
+    st = vm.state(m.id)
+    assert st["status"] == "created"
+    with open(os.path.join(vm.root, m.id, "sandbox.json")) as f:
+        assert json.load(f)["member_of"] == pod.id
+    with open(f"/proc/{st['pid']}/cgroup") as f:
+        assert f.read().strip().endswith(f"/capsule-test/{m.id}")
+    vm.run("start", m.id, check=True, timeout=120)
+    wait_status(vm, m.id, "running")
+    poll_until("the member's first write", lambda: os.path.exists(os.path.join(m.rootfs, "mine")), timeout=60)
+    p = vm.run("exec", m.id, "sh", "-c", "cat /mine; hostname", timeout=120)
+    assert (p.returncode, p.stdout.split()) == (0, ["mine", "the-pod"]), p.stdout + p.stderr
+    p = vm.run("ps", "--format", "json", m.id, timeout=120)
+    assert p.returncode == 0 and len(json.loads(p.stdout)) >= 2, p.stdout + p.stderr
+    assert vm.status(pod.id) == "running"
+    vm.run("kill", m.id, "TERM", check=True, timeout=120)
+    _, wstatus = os.waitpid(st["pid"], 0)
+    assert os.waitstatus_to_exitcode(wstatus) == 9
+    wait_status(vm, m.id, "stopped")
+    vm.run("delete", m.id, check=True, timeout=120)
+    assert crash_leftovers(vm, m, m.id) == []
+
+    # The same id again, left running when the pod goes.
+    vm.run("create", "--bundle", m.path, m.id, check=True, timeout=120)
+    vm.run("start", m.id, check=True, timeout=120)
+    wait_status(vm, m.id, "running")
+    pid = vm.state(m.id)["pid"]
+    vm.run("delete", "--force", pod.id, check=True, timeout=120)
+    os.waitpid(pid, 0)
+    assert vm.status(m.id) == "stopped"
+    vm.run("delete", m.id, check=True, timeout=120)
+    assert crash_leftovers(vm, m, m.id) == []
     assert crash_leftovers(vm, pod, pod.id, crash_netns) == []
 
 
