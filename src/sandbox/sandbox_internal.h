@@ -63,7 +63,8 @@ int sandbox_binds_plan(const char *text, const char *guest_dir, char **out, char
 /* In the sandbox process, single-threaded: a mount namespace of its own in which each source is
  * bound onto DIR/N (DIR is created). */
 int sandbox_binds_setup(const char *dir, char *const *sources, cap_error_t *err);
-/* The same binds in the caller's mount namespace (a member's, under its pod's shared directory). */
+/* The same binds in the caller's mount namespace (a member's, under its pod's shared directory,
+ * whose copies propagate: a read-only one is read-only before it is attached). */
 int sandbox_binds_bind(const char *dir, char *const *sources, cap_error_t *err);
 
 /* sandbox_pod.c: one VM per pod. A container's role from the CRI's annotations (containerd's

@@ -1206,15 +1206,22 @@ def test_pod_members_join_the_pods_vm_its_address_ipc_and_uts_each_in_a_pid_name
 
 def test_pod_a_detached_members_state_exec_ps_kill_and_the_pods_end_ends_the_others(vm, bundle, crash_netns, tmp_path):
     """A member as containerd's shim drives it: its host process (state's pid, in the member's
-    cgroup, sandbox.json naming the pod) stands for it; exec and ps reach it in the pod's VM, and
-    kill's signal ends it with its own status. A member still running when the pod's VM ends
+    cgroup, sandbox.json naming the pod) stands for it; its binds reach the pod's VM, a read-only
+    one read-only in virtiofsd's own mount namespace too; exec and ps reach it in the pod's VM,
+    and kill's signal ends it with its own status. A member still running when the pod's VM ends
     stops too; each delete leaves nothing."""
     become_subreaper()
     pod = bundle
     netns_path = f"/run/netns/{crash_netns}"
     pod_pid = start_pod(vm, pod, netns_path)
     m = pod_member(pod, tmp_path, "m", pod.id, netns_path, pod_pid)
-    m.set_args("sh", "-c", "trap 'exit 9' TERM; echo mine > /mine; while :; do sleep 0.2; done")
+    for name in ("ro", "rw"):
+        (tmp_path / name).mkdir()
+        m.config["mounts"].append({"destination": f"/{name}", "type": "bind", "source": str(tmp_path / name),
+                                   "options": ["rbind", name]})
+    (tmp_path / "ro" / "in.txt").write_text("from-the-host\n")
+    m.set_args("sh", "-c", "trap 'exit 9' TERM; echo mine > /mine; cat /ro/in.txt > /rw/out.txt; "
+               "while :; do sleep 0.2; done")
     vm.run("create", "--bundle", m.path, m.id, check=True, timeout=120)
     st = vm.state(m.id)
     assert st["status"] == "created"
@@ -1225,6 +1232,19 @@ def test_pod_a_detached_members_state_exec_ps_kill_and_the_pods_end_ends_the_oth
     vm.run("start", m.id, check=True, timeout=120)
     wait_status(vm, m.id, "running")
     poll_until("the member's first write", lambda: os.path.exists(os.path.join(m.rootfs, "mine")), timeout=60)
+    out = tmp_path / "rw" / "out.txt"
+    poll_until("the member's copy through its binds", lambda: out.exists() and out.read_text() == "from-the-host\n", timeout=60)
+    # Each copy of the binds (the host's, virtiofsd's below its own root) has the bind's mode.
+    seen = set()
+    for pid in processes_naming(f"{pod.id}/members"):
+        with open(f"/proc/{pid}/mountinfo") as f:
+            for line in f:
+                point, options = line.split()[4:6]
+                for n, mode in ((0, "ro"), (1, "rw")):
+                    if point.endswith(f"/{m.id}/binds/{n}"):
+                        assert options.split(",")[0] == mode, line
+                        seen.add((point.startswith(f"/{m.id}/"), n))
+    assert {(True, 0), (True, 1)} <= seen, seen
     p = vm.run("exec", m.id, "sh", "-c", "cat /mine; hostname", timeout=120)
     assert (p.returncode, p.stdout.split()) == (0, ["mine", "the-pod"]), p.stdout + p.stderr
     p = vm.run("ps", "--format", "json", m.id, timeout=120)
