@@ -2,7 +2,8 @@
  * process. It is the VMM (vm_run() on its main thread) inside the container's cgroup, confined
  * once the VM is built, and the container's stdio: its relay thread keeps create's fds and relays
  * them over the agent's "stdio" connections. It has the agent create the container, reports to
- * `capsule create`, and exits with the container init's status. */
+ * `capsule create`, and exits with the container init's status. A pod's member (sandbox_pod.c)
+ * gets a process that is that relay alone, talking to its pod's agent. */
 #include "sandbox/sandbox_internal.h"
 
 #include <fcntl.h>

@@ -1257,7 +1257,17 @@ def test_pod_a_detached_members_state_exec_ps_kill_and_the_pods_end_ends_the_oth
     vm.run("delete", m.id, check=True, timeout=120)
     assert crash_leftovers(vm, m, m.id) == []
 
-    # The same id again, left running when the pod goes.
+    # The same id again: delete --force ends it while it runs, and the pod runs on.
+    vm.run("create", "--bundle", m.path, m.id, check=True, timeout=120)
+    vm.run("start", m.id, check=True, timeout=120)
+    wait_status(vm, m.id, "running")
+    p = vm.run("delete", m.id, timeout=120)
+    assert p.returncode == 1 and "not stopped: running" in p.stderr, p.stderr
+    vm.run("delete", "--force", m.id, check=True, timeout=120)
+    assert crash_leftovers(vm, m, m.id) == []
+    assert vm.status(pod.id) == "running"
+
+    # Once more, left running when the pod goes.
     vm.run("create", "--bundle", m.path, m.id, check=True, timeout=120)
     vm.run("start", m.id, check=True, timeout=120)
     wait_status(vm, m.id, "running")
