@@ -75,6 +75,7 @@ struct agent {
         struct proc *procs[AGENT_MAX_PROCS];
         struct ctr main;
         bool pod; /* main is a pod's sandbox container: members may join */
+        bool members_mounted; /* AGENT_MEMBERS_TAG, at the first member's create */
         struct ctr members[AGENT_MEMBERS_MAX];
         /* Exits the reaper saw before a helper told whose pid it was. */
         struct {

@@ -95,7 +95,6 @@ static int op_stdio(struct agent *a, const struct agent_req *req, int fd, cap_er
 /* A member of the pod: its init is the process named by its id, whose stdio came first. */
 static int op_create_member(struct agent *a, const struct agent_req *req, int fd, cap_error_t *err)
 {
-        static bool members_mounted;
         if (!a->pod || (a->main.status != AGENT_CREATED && a->main.status != AGENT_RUNNING))
                 return cap_fail(err, 0, "create: no pod's container runs in this VM");
         cleanup_error cap_error_t unknown = NULL;
@@ -107,14 +106,15 @@ static int op_create_member(struct agent *a, const struct agent_req *req, int fd
                         c = &a->members[i];
         if (!c)
                 return cap_fail(err, 0, "create: the pod has %d members already", AGENT_MEMBERS_MAX);
-        if (!members_mounted && system_mount_members(err) < 0)
+        if (!a->members_mounted && system_mount_members(err) < 0)
                 return -1;
-        members_mounted = true;
+        a->members_mounted = true;
         struct proc *p = proc_get(a, req->id, err);
         if (!p)
                 return -1;
         p->tty = req->tty;
-        *c = (struct ctr){ .id = xstrdup(req->id), .creating = true, .init = p->name };
+        *c = (struct ctr){ .id = xstrdup(req->id), .creating = true };
+        c->init = c->id; /* not p->name: an ended process's slot may be taken over */
         if (job_start(a, req, c, p, fd, err) < 0) {
                 free(c->id);
                 *c = (struct ctr){ 0 };
