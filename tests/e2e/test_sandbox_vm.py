@@ -1207,9 +1207,10 @@ def test_pod_members_join_the_pods_vm_its_address_ipc_and_uts_each_in_a_pid_name
 def test_pod_a_detached_members_state_exec_ps_kill_and_the_pods_end_ends_the_others(vm, bundle, crash_netns, tmp_path):
     """A member as containerd's shim drives it: its host process (state's pid, in the member's
     cgroup, sandbox.json naming the pod) stands for it; its binds reach the pod's VM, a read-only
-    one read-only in virtiofsd's own mount namespace too; exec and ps reach it in the pod's VM,
-    and kill's signal ends it with its own status. A member still running when the pod's VM ends
-    stops too; each delete leaves nothing."""
+    one read-only in virtiofsd's own mount namespace too; exec, ps, pause and resume reach it in
+    the pod's VM, and kill's signal ends it with its own status. A member with a terminal gets
+    its console socket's pty. A member still running when the pod's VM ends stops too; each
+    delete leaves nothing."""
     become_subreaper()
     pod = bundle
     netns_path = f"/run/netns/{crash_netns}"
@@ -1249,13 +1250,35 @@ def test_pod_a_detached_members_state_exec_ps_kill_and_the_pods_end_ends_the_oth
     assert (p.returncode, p.stdout.split()) == (0, ["mine", "the-pod"]), p.stdout + p.stderr
     p = vm.run("ps", "--format", "json", m.id, timeout=120)
     assert p.returncode == 0 and len(json.loads(p.stdout)) >= 2, p.stdout + p.stderr
-    assert vm.status(pod.id) == "running"
+    vm.run("pause", m.id, check=True, timeout=120)
+    assert (vm.status(m.id), vm.status(pod.id)) == ("paused", "running")
+    vm.run("resume", m.id, check=True, timeout=120)
+    assert vm.status(m.id) == "running"
     vm.run("kill", m.id, "TERM", check=True, timeout=120)
     _, wstatus = os.waitpid(st["pid"], 0)
     assert os.waitstatus_to_exitcode(wstatus) == 9
     wait_status(vm, m.id, "stopped")
     vm.run("delete", m.id, check=True, timeout=120)
     assert crash_leftovers(vm, m, m.id) == []
+
+    # A member with a terminal: the console socket gets the pty of its guest terminal.
+    t = pod_member(pod, tmp_path, "t", pod.id, netns_path, pod_pid)
+    t.config["process"]["terminal"] = True
+    t.set_args("sh", "-c", "tty; read line; echo got:$line; exit 6")
+    console = ConsoleSocket(tmp_path / "console.sock")
+    vm.run("create", "--bundle", t.path, "--console-socket", console.path, t.id, check=True, timeout=120)
+    master, _ = console.receive_master()
+    pid = vm.state(t.id)["pid"]
+    vm.run("start", t.id, check=True, timeout=120)
+    os.write(master, b"typed-in\n")
+    out = read_until(master, "got:typed-in", timeout=60)
+    assert "/dev/pts/" in out, out
+    _, wstatus = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(wstatus) == 6
+    os.close(master)
+    console.close()
+    vm.run("delete", t.id, check=True, timeout=120)
+    assert crash_leftovers(vm, t, t.id) == []
 
     # The same id again: delete --force ends it while it runs, and the pod runs on.
     vm.run("create", "--bundle", m.path, m.id, check=True, timeout=120)
