@@ -93,7 +93,7 @@ static int op_stdio(struct agent *a, const struct agent_req *req, int fd, cap_er
 }
 
 /* A member of the pod: its init is the process named by its id, whose stdio came first. */
-static int op_create_member(struct agent *a, const struct agent_req *req, int fd, cap_error_t *err)
+static int member_create(struct agent *a, const struct agent_req *req, int fd, cap_error_t *err)
 {
         if (!a->pod || (a->main.status != AGENT_CREATED && a->main.status != AGENT_RUNNING))
                 return cap_fail(err, 0, "create: no pod's container runs in this VM");
@@ -118,10 +118,19 @@ static int op_create_member(struct agent *a, const struct agent_req *req, int fd
         if (job_start(a, req, c, p, fd, err) < 0) {
                 free(c->id);
                 *c = (struct ctr){ 0 };
-                proc_remove(a, p);
                 return -1;
         }
         return 1;
+}
+
+/* A refused member's stdio go with it: the host may try that id again. */
+static int op_create_member(struct agent *a, const struct agent_req *req, int fd, cap_error_t *err)
+{
+        int r = member_create(a, req, fd, err);
+        struct proc *p = r < 0 ? proc_find(a, req->id) : NULL;
+        if (p && !proc_known(a, req->id))
+                proc_remove(a, p);
+        return r;
 }
 
 static int op_create(struct agent *a, const struct agent_req *req, int fd, cap_error_t *err)

@@ -1200,6 +1200,20 @@ def test_pod_members_join_the_pods_vm_its_address_ipc_and_uts_each_in_a_pid_name
     assert (p.returncode, p.stderr) == (1, f"capsule: annotations: the pod `{pod.id}` is no capsule VM pod in this --root\n")
     assert crash_leftovers(vm, stray, stray.id) == [] and crash_leftovers(elsewhere, stray, stray.id) == []
 
+    # A member the guest cannot create (its tmpfs's options) fails in one line and leaves nothing;
+    # the same id works once its config does.
+    again = pod_member(pod, tmp_path, "again", pod.id, netns_path, pod_pid)
+    again.config["mounts"].append({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+                                   "options": ["size=no-size"]})
+    again.set_args("true")
+    p = vm.run("create", "--bundle", again.path, again.id, timeout=120)
+    assert p.returncode == 1 and p.stderr.startswith("capsule: ") and p.stderr.count("\n") == 1, p.stderr
+    assert crash_leftovers(vm, again, again.id) == []
+    again.config["mounts"].pop()
+    again.write()
+    p = vm.run("run", "--bundle", again.path, again.id, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+
     vm.run("delete", "--force", pod.id, check=True, timeout=120)
     assert crash_leftovers(vm, pod, pod.id, crash_netns) == []
 
