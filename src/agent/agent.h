@@ -40,7 +40,18 @@ struct proc {
         size_t n_waiters;
 };
 
+enum agent_status { AGENT_NONE, AGENT_CREATED, AGENT_RUNNING, AGENT_STOPPED };
+
+/* A container in the guest: the VM's first, or a member of its pod. */
+struct ctr {
+        char *id;    /* NULL: none */
+        bool creating;
+        enum agent_status status;
+        const char *init; /* its init's process name: AGENT_INIT, or a member's id */
+};
+
 struct job {
+        struct ctr *ctr;
         pid_t pid;
         int result;  /* the helper's reply frame arrives here */
         int conn;    /* the request's connection */
@@ -57,16 +68,15 @@ struct conn {
         char *body;
 };
 
-enum agent_status { AGENT_NONE, AGENT_CREATED, AGENT_RUNNING, AGENT_STOPPED };
-
 struct agent {
         int listen_fd, sig_fd;
         struct conn *conns[AGENT_MAX_CONNS];
         struct job *jobs[AGENT_MAX_PROCS];
         struct proc *procs[AGENT_MAX_PROCS];
-        char *id;
-        bool creating;
-        enum agent_status status;
+        struct ctr main;
+        bool pod; /* main is a pod's sandbox container: members may join */
+        bool members_mounted; /* AGENT_MEMBERS_TAG, at the first member's create */
+        struct ctr members[AGENT_MEMBERS_MAX];
         /* Exits the reaper saw before a helper told whose pid it was. */
         struct {
                 pid_t pid;
@@ -101,8 +111,11 @@ void proc_waiter_gone(struct proc *p, int fd);
 int relay_events(const struct relay *r, int *fd);
 void relay_step(struct relay *r, short revents_from, short revents_to);
 
+/* server.c: the container a request names (its "id"), or NULL with err. */
+struct ctr *ctr_find(struct agent *a, const char *id, cap_error_t *err);
+
 /* job.c */
-int job_start(struct agent *a, const struct agent_req *req, struct proc *p, int conn, cap_error_t *err);
+int job_start(struct agent *a, const struct agent_req *req, struct ctr *c, struct proc *p, int conn, cap_error_t *err);
 void job_finish(struct agent *a, struct job *j);
 
 #endif

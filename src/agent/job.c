@@ -32,18 +32,33 @@ static int helper_stdio(const struct proc *p, cap_error_t *err)
         return 0;
 }
 
-static int helper_create(const struct agent_req *req, const struct proc *p, int console, pid_t *pid, cap_error_t *err)
+/* A member's bundle is a directory of its own on the guest's tmpfs, its rootfs the host's share. */
+static int helper_create(const struct agent *a, const struct agent_req *req, const struct proc *p, int console, pid_t *pid,
+                         cap_error_t *err)
 {
-        cleanup_free char *config = NULL;
-        if (agent_config_rewrite(req->config, AGENT_ROOTFS, req->tty, &config, err) < 0)
+        cleanup_free char *config = NULL, *bundle = NULL, *rootfs = NULL;
+        if (req->member) {
+                const struct proc *pod_init = proc_find((struct agent *)a, AGENT_INIT);
+                bundle = xasprintf(AGENT_RUN "/bundles/%s", req->id);
+                rootfs = xasprintf(AGENT_MEMBERS "/%s/rootfs", req->id);
+                if (!pod_init || pod_init->pid <= 0 || pod_init->ended)
+                        return cap_fail(err, 0, "create: the pod's container does not run");
+                if (agent_member_config_rewrite(req->config, rootfs, req->tty, pod_init->pid, &config, err) < 0 ||
+                    mkdir_p(bundle, 0700, err) < 0)
+                        return -1;
+        } else {
+                bundle = xstrdup(AGENT_BUNDLE);
+                if (agent_config_rewrite(req->config, AGENT_ROOTFS, req->tty, &config, err) < 0)
+                        return -1;
+        }
+        cleanup_free char *path = xasprintf("%s/config.json", bundle);
+        if (write_file(path, config, strlen(config), err) < 0 || helper_stdio(p, err) < 0)
                 return -1;
-        if (write_file(AGENT_BUNDLE "/config.json", config, strlen(config), err) < 0 || helper_stdio(p, err) < 0)
-                return -1;
-        struct container_opts o = { .root = AGENT_STATE, .id = req->id, .bundle = AGENT_BUNDLE, .console_socket_fd = console };
+        struct container_opts o = { .root = AGENT_STATE, .id = req->id, .bundle = bundle, .console_socket_fd = console };
         return container_create(&o, pid, err);
 }
 
-static int helper_exec(const struct agent *a, const struct agent_req *req, const struct proc *p, int console, pid_t *pid,
+static int helper_exec(const struct ctr *c, const struct agent_req *req, const struct proc *p, int console, pid_t *pid,
                        cap_error_t *err)
 {
         struct spec_process *process = NULL;
@@ -52,15 +67,15 @@ static int helper_exec(const struct agent *a, const struct agent_req *req, const
         process->terminal = req->tty;
         int r = helper_stdio(p, err);
         if (r == 0) {
-                struct exec_opts o = { .root = AGENT_STATE, .id = a->id, .process = process, .console_socket_fd = console };
+                struct exec_opts o = { .root = AGENT_STATE, .id = c->id, .process = process, .console_socket_fd = console };
                 r = container_exec(&o, pid, err);
         }
         spec_process_free(process);
         return r;
 }
 
-static __attribute__((noreturn)) void helper_main(const struct agent *a, const struct agent_req *req, const struct proc *p,
-                                                  int console, int result)
+static __attribute__((noreturn)) void helper_main(const struct agent *a, const struct ctr *c, const struct agent_req *req,
+                                                  const struct proc *p, int console, int result)
 {
         cleanup_error cap_error_t err = NULL;
         sigset_t none;
@@ -71,13 +86,13 @@ static __attribute__((noreturn)) void helper_main(const struct agent *a, const s
         int r = -1;
         switch (req->op) {
         case AGENT_OP_CREATE:
-                r = helper_create(req, p, console, &pid, &err);
+                r = helper_create(a, req, p, console, &pid, &err);
                 break;
         case AGENT_OP_START:
-                r = container_start(AGENT_STATE, a->id, &err);
+                r = container_start(AGENT_STATE, c->id, &err);
                 break;
         case AGENT_OP_EXEC:
-                r = helper_exec(a, req, p, console, &pid, &err);
+                r = helper_exec(c, req, p, console, &pid, &err);
                 break;
         default:
                 cap_fail(&err, 0, "no helper for this op");
@@ -94,7 +109,7 @@ static __attribute__((noreturn)) void helper_main(const struct agent *a, const s
         _exit(frame_send(result, reply, &ignored) < 0 ? 1 : 0);
 }
 
-int job_start(struct agent *a, const struct agent_req *req, struct proc *p, int conn, cap_error_t *err)
+int job_start(struct agent *a, const struct agent_req *req, struct ctr *c, struct proc *p, int conn, cap_error_t *err)
 {
         size_t slot;
         for (slot = 0; slot < AGENT_MAX_PROCS && a->jobs[slot]; slot++)
@@ -114,7 +129,7 @@ int job_start(struct agent *a, const struct agent_req *req, struct proc *p, int 
         if (pid == 0) {
                 close(pipefd[0]);
                 cap_closep(&console[0]);
-                helper_main(a, req, p, console[1], pipefd[1]);
+                helper_main(a, c, req, p, console[1], pipefd[1]);
         }
         close(pipefd[1]);
         cap_closep(&console[1]);
@@ -124,7 +139,7 @@ int job_start(struct agent *a, const struct agent_req *req, struct proc *p, int 
                 return cap_fail(err, errno, "fork");
         }
         struct job *j = xmalloc0(sizeof(*j));
-        *j = (struct job){ .pid = pid, .result = pipefd[0], .conn = conn, .console = console[0], .op = req->op, .proc = p };
+        *j = (struct job){ .ctr = c, .pid = pid, .result = pipefd[0], .conn = conn, .console = console[0], .op = req->op, .proc = p };
         if (p)
                 p->busy = true;
         a->jobs[slot] = j;
@@ -140,23 +155,32 @@ static int receive_master(int console)
         return master;
 }
 
+/* The process holds its own stream connections: its exit is their end of file. */
+static void proc_streams_handed_over(struct proc *p)
+{
+        for (int i = 0; i < 3; i++)
+                if (!p->tty || i > 0)
+                        cap_closep(&p->stdio[i]);
+}
+
 static void job_succeeded(struct agent *a, struct job *j, pid_t pid)
 {
         switch (j->op) {
         case AGENT_OP_CREATE:
-                a->status = AGENT_CREATED;
+                j->ctr->creating = false;
+                j->ctr->status = AGENT_CREATED;
                 proc_started(a, j->proc, pid, receive_master(j->console));
+                /* The VM's own init's streams stay for the power-off's flush; a member's are as an exec's. */
+                if (j->ctr != &a->main)
+                        proc_streams_handed_over(j->proc);
                 break;
         case AGENT_OP_START:
-                if (a->status == AGENT_CREATED)
-                        a->status = AGENT_RUNNING;
+                if (j->ctr->status == AGENT_CREATED)
+                        j->ctr->status = AGENT_RUNNING;
                 break;
         default:
                 proc_started(a, j->proc, pid, receive_master(j->console));
-                /* The process holds its own stream connections: its exit is their end of file. */
-                for (int i = 0; i < 3; i++)
-                        if (!j->proc->tty || i > 0)
-                                cap_closep(&j->proc->stdio[i]);
+                proc_streams_handed_over(j->proc);
                 break;
         }
 }
@@ -178,9 +202,9 @@ void job_finish(struct agent *a, struct job *j)
         if (ok) {
                 job_succeeded(a, j, (pid_t)pid);
         } else if (j->op == AGENT_OP_CREATE) {
-                a->creating = false;
-                free(a->id);
-                a->id = NULL;
+                j->ctr->creating = false;
+                free(j->ctr->id);
+                j->ctr->id = NULL;
         }
         if (j->proc) {
                 j->proc->busy = false;

@@ -116,7 +116,10 @@ static void proc_exited(struct agent *a, struct proc *p, int status)
         p->ended = true;
         p->status = status;
         if (strcmp(p->name, AGENT_INIT) == 0)
-                a->status = AGENT_STOPPED;
+                a->main.status = AGENT_STOPPED;
+        for (size_t i = 0; i < AGENT_MEMBERS_MAX; i++)
+                if (a->members[i].id && strcmp(a->members[i].id, p->name) == 0)
+                        a->members[i].status = AGENT_STOPPED;
         for (size_t i = 0; i < p->n_waiters; i++)
                 reply_status(a, p, p->waiters[i]);
         p->n_waiters = 0;

@@ -14,6 +14,7 @@ static const char *const op_names[] = {
         [AGENT_OP_STDIO] = "stdio", [AGENT_OP_CREATE] = "create", [AGENT_OP_START] = "start", [AGENT_OP_KILL] = "kill",
         [AGENT_OP_STATE] = "state", [AGENT_OP_EXEC] = "exec",     [AGENT_OP_WAIT] = "wait",   [AGENT_OP_RESIZE] = "resize",
         [AGENT_OP_PAUSE] = "pause", [AGENT_OP_RESUME] = "resume", [AGENT_OP_PS] = "ps",       [AGENT_OP_UPDATE] = "update",
+        [AGENT_OP_DELETE] = "delete",
 };
 
 /* A string field without embedded NULs (C would see a shorter string than the host sent). */
@@ -282,6 +283,31 @@ static int get_net(const json_t *msg, struct agent_req *req, cap_error_t *err)
         return get_routes6(routes6, n, err);
 }
 
+/* A container's id: required (create, delete) or optional. */
+static int get_id(const json_t *msg, bool required, const char **out, cap_error_t *err)
+{
+        if (!required && !json_object_get(msg, "id"))
+                return 0;
+        if (get_string(msg, "id", out, err) < 0)
+                return -1;
+        if (state_check_id(*out, err) < 0)
+                return cap_error_prefix(err, "request: \"id\"");
+        return 0;
+}
+
+static int get_create(const json_t *msg, struct agent_req *req, cap_error_t *err)
+{
+        if (get_id(msg, true, &req->id, err) < 0 || get_string(msg, "config", &req->config, err) < 0 ||
+            get_stdio(msg, &req->tty, err) < 0)
+                return -1;
+        if (get_bool(msg, "binds", &req->binds, err) < 0 || get_rootfs(msg, &req->rootfs, err) < 0 ||
+            get_bool(msg, "pod", &req->pod, err) < 0 || get_bool(msg, "member", &req->member, err) < 0)
+                return -1;
+        if (req->member && (req->pod || json_object_get(msg, "net") || json_object_get(msg, "rootfs")))
+                return cap_fail(err, 0, "request: a member takes no \"pod\", \"net\" or \"rootfs\"");
+        return get_net(msg, req, err);
+}
+
 int agent_req_parse(const json_t *msg, struct agent_req *req, cap_error_t *err)
 {
         const char *op;
@@ -303,15 +329,17 @@ int agent_req_parse(const json_t *msg, struct agent_req *req, cap_error_t *err)
                 req->fd = (int)n;
                 return 0;
         case AGENT_OP_CREATE:
-                if (get_string(msg, "id", &req->id, err) < 0)
+                return get_create(msg, req, err);
+        case AGENT_OP_DELETE:
+                if (get_id(msg, true, &req->id, err) < 0)
                         return -1;
-                if (state_check_id(req->id, err) < 0)
-                        return cap_error_prefix(err, "request: \"id\"");
-                if (get_string(msg, "config", &req->config, err) < 0 || get_stdio(msg, &req->tty, err) < 0)
-                        return -1;
-                if (get_bool(msg, "binds", &req->binds, err) < 0 || get_rootfs(msg, &req->rootfs, err) < 0)
-                        return -1;
-                return get_net(msg, req, err);
+                return get_bool(msg, "force", &req->force, err);
+        default:
+                break;
+        }
+        if (get_id(msg, false, &req->id, err) < 0)
+                return -1;
+        switch (req->op) {
         case AGENT_OP_START:
         case AGENT_OP_STATE:
         case AGENT_OP_PAUSE:
@@ -339,6 +367,8 @@ int agent_req_parse(const json_t *msg, struct agent_req *req, cap_error_t *err)
                         return -1;
                 req->cols = (unsigned short)n;
                 return 0;
+        default:
+                break;
         }
         return cap_fail(err, 0, "request: unknown op `%.64s`", op);
 }
@@ -354,8 +384,11 @@ static json_t *object_member(json_t *obj, const char *key)
         return json_is_object(v) ? v : NULL;
 }
 
-static int strip_host_namespaces(json_t *linux_obj, cap_error_t *err)
+/* What joins by path: for a member, its ipc, uts and pid namespaces are the pod's (pod_init's);
+ * every other path is the host's and goes (a new namespace; the network one is the guest's own). */
+static int strip_host_namespaces(json_t *linux_obj, pid_t pod_init, cap_error_t *err)
 {
+        static const char *const pod_shared[] = { "ipc", "uts", "pid" };
         json_t *nss = json_object_get(linux_obj, "namespaces");
         if (!nss)
                 return 0;
@@ -372,12 +405,15 @@ static int strip_host_namespaces(json_t *linux_obj, cap_error_t *err)
                         continue;
                 }
                 json_object_del(ns, "path");
+                for (size_t k = 0; joins && type && pod_init > 0 && k < ARRAY_SIZE(pod_shared); k++)
+                        if (strcmp(type, pod_shared[k]) == 0)
+                                json_object_set_new(ns, "path", json_sprintf("/proc/%d/ns/%s", (int)pod_init, type));
                 i++;
         }
         return 0;
 }
 
-int agent_config_rewrite(const char *text, const char *rootfs, bool tty, char **out, cap_error_t *err)
+static int config_rewrite(const char *text, const char *rootfs, bool tty, pid_t pod_init, char **out, cap_error_t *err)
 {
         json_error_t jerr;
         json_t *cfg = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
@@ -397,7 +433,7 @@ int agent_config_rewrite(const char *text, const char *rootfs, bool tty, char **
         json_object_set_new(root, "path", json_string(rootfs));
         json_object_set_new(process, "terminal", json_boolean(tty));
         json_object_del(linux_obj, "cgroupsPath");
-        if (strip_host_namespaces(linux_obj, err) < 0)
+        if (strip_host_namespaces(linux_obj, pod_init, err) < 0)
                 goto out;
         hooks = json_object_get(cfg, "hooks");
         if (json_is_object(hooks)) {
@@ -414,4 +450,14 @@ int agent_config_rewrite(const char *text, const char *rootfs, bool tty, char **
 out:
         json_decref(cfg);
         return ret;
+}
+
+int agent_config_rewrite(const char *text, const char *rootfs, bool tty, char **out, cap_error_t *err)
+{
+        return config_rewrite(text, rootfs, tty, 0, out, err);
+}
+
+int agent_member_config_rewrite(const char *text, const char *rootfs, bool tty, pid_t pod_init, char **out, cap_error_t *err)
+{
+        return config_rewrite(text, rootfs, tty, pod_init, out, err);
 }

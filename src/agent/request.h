@@ -5,6 +5,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <sys/types.h>
 
 #include "common/agent_proto.h"
 #include "common/error.h"
@@ -12,7 +13,7 @@
 #define AGENT_INIT "init"
 
 enum agent_op { AGENT_OP_STDIO, AGENT_OP_CREATE, AGENT_OP_START, AGENT_OP_KILL, AGENT_OP_STATE, AGENT_OP_EXEC, AGENT_OP_WAIT, AGENT_OP_RESIZE,
-               AGENT_OP_PAUSE, AGENT_OP_RESUME, AGENT_OP_PS, AGENT_OP_UPDATE };
+               AGENT_OP_PAUSE, AGENT_OP_RESUME, AGENT_OP_PS, AGENT_OP_UPDATE, AGENT_OP_DELETE };
 
 /* Where create's rootfs comes from ("rootfs"). */
 enum agent_rootfs { AGENT_ROOTFS_FROM_VIRTIOFS, AGENT_ROOTFS_FROM_BLOCK, AGENT_ROOTFS_FROM_BLOCK_RO };
@@ -20,7 +21,9 @@ enum agent_rootfs { AGENT_ROOTFS_FROM_VIRTIOFS, AGENT_ROOTFS_FROM_BLOCK, AGENT_R
 /* The strings are borrowed from the message the request was parsed from. */
 struct agent_req {
         enum agent_op op;
-        const char *id;      /* create */
+        const char *id;      /* create; a member's in the others (optional), NULL: the first container */
+        bool pod, member;    /* create (optional) */
+        bool force;          /* delete (optional) */
         const char *exec;    /* stdio, wait, resize: "init" or an exec id; exec: an exec id */
         const char *config;  /* create: config.json text */
         const char *process; /* exec: process.json text */
@@ -50,5 +53,8 @@ int agent_req_parse(const json_t *msg, struct agent_req *req, cap_error_t *err);
  * where its NICs are), linux.cgroupsPath (the guest's default), and the hooks the host runs
  * (prestart, createRuntime, poststart, poststop). Returns 0 with *out allocated. */
 int agent_config_rewrite(const char *text, const char *rootfs, bool tty, char **out, cap_error_t *err);
+/* A member's: the same, except that an ipc, uts or pid namespace given by path is the pod's,
+ * the one of pod_init (the first container's init, a guest pid). */
+int agent_member_config_rewrite(const char *text, const char *rootfs, bool tty, pid_t pod_init, char **out, cap_error_t *err);
 
 #endif

@@ -65,10 +65,20 @@ static struct proc *proc_known(struct agent *a, const char *name)
         return p && (p->pid > 0 || p->busy || p->ended) ? p : NULL;
 }
 
+struct ctr *ctr_find(struct agent *a, const char *id, cap_error_t *err)
+{
+        if (!id || (a->main.id && strcmp(id, a->main.id) == 0))
+                return &a->main;
+        for (size_t i = 0; i < AGENT_MEMBERS_MAX; i++)
+                if (a->members[i].id && strcmp(a->members[i].id, id) == 0)
+                        return &a->members[i];
+        return cap_fail(err, 0, "no container `%s`", id), NULL;
+}
+
 static int op_stdio(struct agent *a, const struct agent_req *req, int fd, cap_error_t *err)
 {
         bool init = strcmp(req->exec, AGENT_INIT) == 0;
-        if (init && (a->status != AGENT_NONE || a->creating))
+        if (init && (a->main.status != AGENT_NONE || a->main.creating))
                 return cap_fail(err, 0, "stdio: the container exists already");
         if (proc_known(a, req->exec))
                 return cap_fail(err, 0, "stdio: `%s` runs already", req->exec);
@@ -82,9 +92,52 @@ static int op_stdio(struct agent *a, const struct agent_req *req, int fd, cap_er
         return 1;
 }
 
+/* A member of the pod: its init is the process named by its id, whose stdio came first. */
+static int member_create(struct agent *a, const struct agent_req *req, int fd, cap_error_t *err)
+{
+        if (!a->pod || (a->main.status != AGENT_CREATED && a->main.status != AGENT_RUNNING))
+                return cap_fail(err, 0, "create: no pod's container runs in this VM");
+        cleanup_error cap_error_t unknown = NULL;
+        if (ctr_find(a, req->id, &unknown) || proc_known(a, req->id))
+                return cap_fail(err, 0, "create: `%s` exists already", req->id);
+        struct ctr *c = NULL;
+        for (size_t i = 0; i < AGENT_MEMBERS_MAX && !c; i++)
+                if (!a->members[i].id)
+                        c = &a->members[i];
+        if (!c)
+                return cap_fail(err, 0, "create: the pod has %d members already", AGENT_MEMBERS_MAX);
+        if (!a->members_mounted && system_mount_members(err) < 0)
+                return -1;
+        a->members_mounted = true;
+        struct proc *p = proc_get(a, req->id, err);
+        if (!p)
+                return -1;
+        p->tty = req->tty;
+        *c = (struct ctr){ .id = xstrdup(req->id), .creating = true };
+        c->init = c->id; /* not p->name: an ended process's slot may be taken over */
+        if (job_start(a, req, c, p, fd, err) < 0) {
+                free(c->id);
+                *c = (struct ctr){ 0 };
+                return -1;
+        }
+        return 1;
+}
+
+/* A refused member's stdio go with it: the host may try that id again. */
+static int op_create_member(struct agent *a, const struct agent_req *req, int fd, cap_error_t *err)
+{
+        int r = member_create(a, req, fd, err);
+        struct proc *p = r < 0 ? proc_find(a, req->id) : NULL;
+        if (p && !proc_known(a, req->id))
+                proc_remove(a, p);
+        return r;
+}
+
 static int op_create(struct agent *a, const struct agent_req *req, int fd, cap_error_t *err)
 {
-        if (a->status != AGENT_NONE || a->creating)
+        if (req->member)
+                return op_create_member(a, req, fd, err);
+        if (a->main.status != AGENT_NONE || a->main.creating)
                 return cap_fail(err, 0, "create: the container exists already");
         if (system_mount_rootfs(req->rootfs, err) < 0)
                 return -1;
@@ -96,12 +149,11 @@ static int op_create(struct agent *a, const struct agent_req *req, int fd, cap_e
         if (!p)
                 return -1;
         p->tty = req->tty;
-        a->id = xstrdup(req->id);
-        a->creating = true;
-        if (job_start(a, req, p, fd, err) < 0) {
-                a->creating = false;
-                free(a->id);
-                a->id = NULL;
+        a->main = (struct ctr){ .id = xstrdup(req->id), .creating = true, .init = AGENT_INIT };
+        a->pod = req->pod;
+        if (job_start(a, req, &a->main, p, fd, err) < 0) {
+                free(a->main.id);
+                a->main = (struct ctr){ 0 };
                 return -1;
         }
         return 1;
@@ -109,7 +161,10 @@ static int op_create(struct agent *a, const struct agent_req *req, int fd, cap_e
 
 static int op_exec(struct agent *a, const struct agent_req *req, int fd, cap_error_t *err)
 {
-        if (a->status != AGENT_CREATED && a->status != AGENT_RUNNING)
+        struct ctr *c = ctr_find(a, req->id, err);
+        if (!c)
+                return -1;
+        if (c->status != AGENT_CREATED && c->status != AGENT_RUNNING)
                 return cap_fail(err, 0, "exec: the container is not running");
         if (proc_known(a, req->exec))
                 return cap_fail(err, 0, "exec: `%s` is in use", req->exec);
@@ -117,7 +172,7 @@ static int op_exec(struct agent *a, const struct agent_req *req, int fd, cap_err
         if (!p)
                 return -1;
         p->tty = req->tty;
-        if (job_start(a, req, p, fd, err) < 0) {
+        if (job_start(a, req, c, p, fd, err) < 0) {
                 proc_remove(a, p);
                 return -1;
         }
@@ -125,20 +180,23 @@ static int op_exec(struct agent *a, const struct agent_req *req, int fd, cap_err
 }
 
 /* A created or running container whose cgroup is frozen, as the runtime itself tells. */
-static bool container_paused(const struct agent *a)
+static bool container_paused(const struct ctr *c)
 {
         cleanup_state struct state *st = NULL;
         cleanup_error cap_error_t err = NULL;
-        return (a->status == AGENT_CREATED || a->status == AGENT_RUNNING) && state_load(AGENT_STATE, a->id, &st, &err) == 0 &&
+        return (c->status == AGENT_CREATED || c->status == AGENT_RUNNING) && state_load(AGENT_STATE, c->id, &st, &err) == 0 &&
                strcmp(state_status(AGENT_STATE, st), "paused") == 0;
 }
 
-static int op_state(struct agent *a, int fd, cap_error_t *err)
+static int op_state(struct agent *a, const struct agent_req *req, int fd, cap_error_t *err)
 {
-        if (a->status == AGENT_NONE)
+        struct ctr *c = ctr_find(a, req->id, err);
+        if (!c)
+                return -1;
+        if (c->status == AGENT_NONE)
                 return cap_fail(err, 0, "state: no container");
-        struct proc *init = proc_find(a, AGENT_INIT);
-        const char *status = container_paused(a) ? "paused" : status_name(a->status);
+        struct proc *init = proc_find(a, c->init);
+        const char *status = container_paused(c) ? "paused" : status_name(c->status);
         json_t *msg = json_pack("{s:b,s:s,s:i}", "ok", 1, "status", status, "pid", init ? (int)init->pid : 0);
         agent_reply(fd, msg);
         json_decref(msg);
@@ -157,11 +215,11 @@ static int op_resize(struct agent *a, const struct agent_req *req, int fd, cap_e
         return 0;
 }
 
-static int op_ps(struct agent *a, int fd, cap_error_t *err)
+static int op_ps(const struct ctr *c, int fd, cap_error_t *err)
 {
         cleanup_free pid_t *pids = NULL;
         size_t n = 0;
-        if (container_pids(AGENT_STATE, a->id, &pids, &n, err) < 0)
+        if (container_pids(AGENT_STATE, c->id, &pids, &n, err) < 0)
                 return -1;
         json_t *list = json_array();
         for (size_t i = 0; i < n; i++)
@@ -172,11 +230,11 @@ static int op_ps(struct agent *a, int fd, cap_error_t *err)
         return 0;
 }
 
-static int op_update(struct agent *a, const struct agent_req *req, int fd, cap_error_t *err)
+static int op_update(const struct ctr *c, const struct agent_req *req, int fd, cap_error_t *err)
 {
         cleanup_spec struct spec *spec = NULL;
         if (spec_parse_resources(req->resources, "update", &spec, err) < 0 ||
-            container_update(AGENT_STATE, a->id, spec->linux.resources, err) < 0)
+            container_update(AGENT_STATE, c->id, spec->linux.resources, err) < 0)
                 return -1;
         reply_ok(fd);
         return 0;
@@ -185,25 +243,50 @@ static int op_update(struct agent *a, const struct agent_req *req, int fd, cap_e
 /* The ops on the container's cgroup in the guest (the runtime's own code), each quick and inline. */
 static int op_container(struct agent *a, const struct agent_req *req, int fd, cap_error_t *err)
 {
-        if (a->status == AGENT_NONE)
+        struct ctr *c = ctr_find(a, req->id, err);
+        if (!c)
+                return -1;
+        if (c->status == AGENT_NONE)
                 return cap_fail(err, 0, "no container");
         switch (req->op) {
         case AGENT_OP_KILL:
-                if (container_kill(AGENT_STATE, a->id, req->signal, req->all, err) < 0)
+                if (container_kill(AGENT_STATE, c->id, req->signal, req->all, err) < 0)
                         return -1;
                 break;
         case AGENT_OP_PAUSE:
         case AGENT_OP_RESUME:
-                if (container_pause(AGENT_STATE, a->id, req->op == AGENT_OP_PAUSE, err) < 0)
+                if (container_pause(AGENT_STATE, c->id, req->op == AGENT_OP_PAUSE, err) < 0)
                         return -1;
                 break;
         case AGENT_OP_PS:
-                return op_ps(a, fd, err);
+                return op_ps(c, fd, err);
         case AGENT_OP_UPDATE:
-                return op_update(a, req, fd, err);
+                return op_update(c, req, fd, err);
         default:
                 return cap_fail(err, 0, "unknown op");
         }
+        reply_ok(fd);
+        return 0;
+}
+
+/* A member's container goes from the guest (its processes first with force), and its name
+ * with it: the host may create one of that id again. */
+static int op_delete(struct agent *a, const struct agent_req *req, int fd, cap_error_t *err)
+{
+        struct ctr *c = ctr_find(a, req->id, err);
+        if (!c)
+                return -1;
+        if (c == &a->main)
+                return cap_fail(err, 0, "delete: `%s` is the VM's own container", req->id);
+        if (c->creating)
+                return cap_fail(err, 0, "delete: `%s` is being created", req->id);
+        if (container_delete(AGENT_STATE, c->id, req->force, err) < 0)
+                return -1;
+        struct proc *p = proc_find(a, c->id);
+        if (p && (p->ended || req->force))
+                proc_remove(a, p);
+        free(c->id);
+        *c = (struct ctr){ 0 };
         reply_ok(fd);
         return 0;
 }
@@ -213,16 +296,21 @@ static int op_container(struct agent *a, const struct agent_req *req, int fd, ca
 static int dispatch(struct agent *a, const struct agent_req *req, int fd, cap_error_t *err)
 {
         struct proc *p;
+        struct ctr *c;
         switch (req->op) {
         case AGENT_OP_STDIO:
                 return op_stdio(a, req, fd, err);
         case AGENT_OP_CREATE:
                 return op_create(a, req, fd, err);
         case AGENT_OP_START:
-                if (a->status != AGENT_CREATED)
+                if (!(c = ctr_find(a, req->id, err)))
+                        return -1;
+                if (c->status != AGENT_CREATED)
                         return cap_fail(err, 0, "start: the container is %s, not created",
-                                        a->status == AGENT_NONE ? "not there" : status_name(a->status));
-                return job_start(a, req, NULL, fd, err) < 0 ? -1 : 1;
+                                        c->status == AGENT_NONE ? "not there" : status_name(c->status));
+                return job_start(a, req, c, NULL, fd, err) < 0 ? -1 : 1;
+        case AGENT_OP_DELETE:
+                return op_delete(a, req, fd, err);
         case AGENT_OP_KILL:
         case AGENT_OP_PAUSE:
         case AGENT_OP_RESUME:
@@ -230,7 +318,7 @@ static int dispatch(struct agent *a, const struct agent_req *req, int fd, cap_er
         case AGENT_OP_UPDATE:
                 return op_container(a, req, fd, err);
         case AGENT_OP_STATE:
-                return op_state(a, fd, err);
+                return op_state(a, req, fd, err);
         case AGENT_OP_EXEC:
                 return op_exec(a, req, fd, err);
         case AGENT_OP_WAIT:

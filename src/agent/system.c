@@ -129,6 +129,13 @@ int system_mount_binds(cap_error_t *err)
         return 0;
 }
 
+int system_mount_members(cap_error_t *err)
+{
+        if (mount_at(AGENT_MEMBERS_TAG, AGENT_MEMBERS, "virtiofs", MS_NOSUID | MS_NODEV, NULL, err) < 0)
+                return cap_error_prefix(err, "the pod's members (virtio-fs tag %s)", AGENT_MEMBERS_TAG);
+        return 0;
+}
+
 void system_poweroff(void)
 {
         sync();

@@ -21,6 +21,8 @@ int system_setup(cap_error_t *err);
 int system_mount_rootfs(enum agent_rootfs from, cap_error_t *err);
 /* The host's bind mount sources (virtio-fs tag AGENT_BINDS_TAG) at AGENT_BINDS. */
 int system_mount_binds(cap_error_t *err);
+/* The pod's members' rootfs and bind sources (virtio-fs tag AGENT_MEMBERS_TAG) at AGENT_MEMBERS. */
+int system_mount_members(cap_error_t *err);
 /* The guest's CLOCK_BOOTTIME in µs: how long since its kernel's clock started. */
 long long system_uptime_us(void);
 /* net.c: the guest's NIC whose MAC is n->mac (the VMM gave it the host interface's) gets

@@ -39,6 +39,16 @@
  *        "virtiofs" the tag AGENT_ROOTFS_TAG, "block" the VM's one disk AGENT_ROOTFS_DEVICE (an
  *        ext4 image the host's bundle ships), "block-ro" that disk mounted read-only (the host
  *        gave it read-only: root.readonly).
+ *        "pod":true (optional) says the container is a pod's sandbox (pause) container: members
+ *        may join its VM. "member":true (only in such a VM, once its container exists) creates
+ *        a member instead: a container of its own id beside the first, its rootfs AGENT_MEMBERS/ID/
+ *        rootfs, its init the process named ID (its stdio and wait name ID as "exec"), sharing
+ *        the guest's network; ipc, uts and pid namespaces it gives by path are the first
+ *        container's. "net" and "rootfs" are refused for a member.
+ *   start, kill, state, exec, pause, resume, ps, update and delete take an optional "id": a
+ *        member's (absent: the first container).
+ *   {"op":"delete","id":MEMBER_ID}      a stopped member is deleted in the guest (or killed first
+ *                                        with "force":true); its id may be used again.
  *   {"op":"stdio","exec":"init"|EXEC_ID,"fd":0|1|2}
  *        Sent BEFORE the create/exec that uses it. After the reply, the connection is a raw byte
  *        stream: fd 0 host->guest, fd 1 and 2 guest->host; with "stdio":"tty" only fd 0 is used, and
@@ -86,6 +96,12 @@
  * mounts this tag at AGENT_BINDS, and the config's sources name AGENT_BINDS/N. */
 #define AGENT_BINDS_TAG "capsule-binds"
 #define AGENT_BINDS "/run/capsule/binds"
+/* A pod's VM (its first container created with "pod":true) takes members: the host shares each
+ * member's rootfs as AGENT_MEMBERS/ID/rootfs and its bind sources as AGENT_MEMBERS/ID/binds/N
+ * through this tag, which the agent mounts at the first member's create. */
+#define AGENT_MEMBERS_TAG "capsule-members"
+#define AGENT_MEMBERS "/run/capsule/members"
+#define AGENT_MEMBERS_MAX 16
 /* "net" in create: bounded, and checked again by the agent (request.c). */
 #define AGENT_NET_ADDRS_MAX 8
 #define AGENT_NET_ROUTES_MAX 16

@@ -25,9 +25,17 @@
 
 #define cleanup_record __attribute__((cleanup(sandbox_record_free)))
 
-static const char *agent_status(const struct sandbox_record *rec)
+/* req for the container id: a member's names it (its pod's agent runs the pod's first). */
+static json_t *for_container(const struct sandbox_record *rec, const char *id, json_t *req)
 {
-        json_t *req = json_pack("{s:s}", "op", "state");
+        if (rec->member_of)
+                json_object_set_new(req, "id", json_string(id));
+        return req;
+}
+
+static const char *agent_status(const struct sandbox_record *rec, const char *id)
+{
+        json_t *req = for_container(rec, id, json_pack("{s:s}", "op", "state"));
         json_t *rep = NULL;
         cleanup_error cap_error_t err = NULL;
         const char *status = "stopped"; /* an agent that does not answer runs no container */
@@ -53,7 +61,7 @@ const char *sandbox_status(const char *root, const struct state *st)
         cleanup_error cap_error_t err = NULL;
         if (sandbox_record_load(root, st->id, &rec, &err) < 0 || !sandbox_vmm_alive(&rec))
                 return "stopped";
-        return agent_status(&rec);
+        return agent_status(&rec, st->id);
 }
 
 static int load(const char *root, const char *id, struct state **st, struct sandbox_record *rec, const char **status, cap_error_t *err)
@@ -75,7 +83,7 @@ int sandbox_start(const char *root, const char *id, cap_error_t *err)
                 return -1;
         if (strcmp(status, "created") != 0)
                 return cap_fail(err, 0, "cannot start container \"%s\": it is %s, not created", id, status);
-        json_t *req = json_pack("{s:s}", "op", "start");
+        json_t *req = for_container(&rec, id, json_pack("{s:s}", "op", "start"));
         int r = agent_call(rec.agent_socket, req, NULL, err);
         json_decref(req);
         if (r < 0)
@@ -97,7 +105,7 @@ int sandbox_kill(const char *root, const char *id, int sig, bool all, cap_error_
                         return 0;
                 return cap_fail(err, 0, "cannot kill container \"%s\": container not running", id);
         }
-        json_t *req = json_pack("{s:s,s:i,s:b}", "op", "kill", "signal", sig, "all", all);
+        json_t *req = for_container(&rec, id, json_pack("{s:s,s:i,s:b}", "op", "kill", "signal", sig, "all", all));
         int r = agent_call(rec.agent_socket, req, NULL, err);
         json_decref(req);
         return r < 0 ? cap_error_prefix(err, "kill container \"%s\"", id) : 0;
@@ -113,7 +121,7 @@ int sandbox_pause(const char *root, const char *id, bool pause, cap_error_t *err
         /* As for a plain container (and runc): a created one can be paused too. */
         if (strcmp(status, want) != 0 && !(pause && strcmp(status, "created") == 0))
                 return cap_fail(err, 0, "container \"%s\" is %s, not %s", id, status, want);
-        json_t *req = json_pack("{s:s}", "op", pause ? "pause" : "resume");
+        json_t *req = for_container(&rec, id, json_pack("{s:s}", "op", pause ? "pause" : "resume"));
         int r = agent_call(rec.agent_socket, req, NULL, err);
         json_decref(req);
         return r < 0 ? cap_error_prefix(err, "%s container \"%s\"", pause ? "pause" : "resume", id) : 0;
@@ -138,7 +146,7 @@ int sandbox_pids(const char *root, const char *id, pid_t **pids, size_t *n, cap_
         *n = 0;
         if (load_live(root, id, &st, &rec, err) < 0)
                 return -1;
-        json_t *req = json_pack("{s:s}", "op", "ps");
+        json_t *req = for_container(&rec, id, json_pack("{s:s}", "op", "ps"));
         json_t *rep = NULL;
         int r = agent_call(rec.agent_socket, req, &rep, err);
         json_decref(req);
@@ -192,7 +200,7 @@ int sandbox_update(const char *root, const char *id, const char *resources_json,
                 if (cgroup_load(st->cgroup, &cg, err) < 0 || cgroup_apply(cg, &host_res, err) < 0)
                         return cap_error_prefix(err, "update container \"%s\"", id);
         }
-        json_t *req = json_pack("{s:s,s:s}", "op", "update", "resources", resources_json);
+        json_t *req = for_container(&rec, id, json_pack("{s:s,s:s}", "op", "update", "resources", resources_json));
         int r = agent_call(rec.agent_socket, req, NULL, err);
         json_decref(req);
         return r < 0 ? cap_error_prefix(err, "update container \"%s\"", id) : 0;
@@ -206,6 +214,21 @@ static void vmm_kill(const struct sandbox_record *rec)
         kill(rec->pid, SIGKILL);
         for (int i = 0; i < 1000 && sandbox_vmm_alive(rec); i++)
                 usleep(5000);
+}
+
+/* A member goes from its pod's guest (killed there first) and from the pod's shared directory;
+ * a pod whose VM is gone has neither any more. */
+static void member_forget(const char *root, const char *id, const struct sandbox_record *rec)
+{
+        cleanup_record struct sandbox_record pod = { 0 };
+        cleanup_error cap_error_t ignored = NULL;
+        if (sandbox_record_load(root, rec->member_of, &pod, &ignored) == 0 && sandbox_vmm_alive(&pod)) {
+                json_t *req = json_pack("{s:s,s:s,s:b}", "op", "delete", "id", id, "force", 1);
+                if (agent_call(pod.agent_socket, req, NULL, &ignored) < 0)
+                        log_warning("delete container \"%s\" in its pod's VM: %s", id, ignored->msg);
+                json_decref(req);
+        }
+        sandbox_member_unmount(root, rec->member_of, id);
 }
 
 int sandbox_delete(const char *root, const char *id, bool force, cap_error_t *err)
@@ -240,6 +263,8 @@ int sandbox_delete(const char *root, const char *id, bool force, cap_error_t *er
         if (cg)
                 cgroup_freeze(cg, false, err);
         cap_error_free(err);
+        if (rec.member_of)
+                member_forget(root, id, &rec);
         vmm_kill(&rec);
         /* The one place that says it, for a detached container and for run (which deletes). */
         cleanup_free char *seccomp_death = sandbox_seccomp_death(root, id);
@@ -259,6 +284,9 @@ int sandbox_delete(const char *root, const char *id, bool force, cap_error_t *er
                         log_warning("%s", spec_err->msg);
         }
         log_debug("deleted VM container %s (was %s)", id, status);
+        /* The pod's members' mounts go before its state directory (rm_rf would enter them). */
+        if (sandbox_pod_unshare(root, id, err) < 0)
+                return -1;
         return rm_rf(dir, err);
 }
 
@@ -360,8 +388,8 @@ int sandbox_exec(const char *root, const char *id, const struct sandbox_exec_opt
         cleanup_close int fd = agent_connect(rec.agent_socket, deadline, -1, err);
         if (fd < 0)
                 return -1;
-        json_t *req = json_pack("{s:s,s:s,s:s,s:s}", "op", "exec", "exec", exec_id, "process", o->process_json, "stdio",
-                                o->tty ? "tty" : "pipes");
+        json_t *req = for_container(&rec, id, json_pack("{s:s,s:s,s:s,s:s}", "op", "exec", "exec", exec_id, "process",
+                                                        o->process_json, "stdio", o->tty ? "tty" : "pipes"));
         int r = agent_request(fd, req, NULL, err);
         json_decref(req);
         if (r < 0)

@@ -35,7 +35,7 @@ static bool mount_is_bind(const json_t *m)
         return (type && strcmp(type, "bind") == 0) || has_option(m, "bind", "rbind");
 }
 
-int sandbox_binds_plan(const char *text, char **out, char ***sources, cap_error_t *err)
+int sandbox_binds_plan(const char *text, const char *guest_dir, char **out, char ***sources, cap_error_t *err)
 {
         json_error_t jerr;
         json_t *cfg = json_loads(text, 0, &jerr);
@@ -59,9 +59,7 @@ int sandbox_binds_plan(const char *text, char **out, char ***sources, cap_error_
                  * to honour the flag it is given. */
                 src[n] = xasprintf("%c%s", has_option(m, "ro", NULL) ? 'r' : 'w', s);
                 src[++n] = NULL;
-                char guest[64];
-                snprintf(guest, sizeof(guest), AGENT_BINDS "/%zu", n - 1);
-                json_object_set_new(m, "source", json_string(guest));
+                json_object_set_new(m, "source", json_sprintf("%s/%zu", guest_dir, n - 1));
         }
         *out = json_dumps(cfg, JSON_COMPACT);
         json_decref(cfg);
@@ -71,7 +69,22 @@ int sandbox_binds_plan(const char *text, char **out, char ***sources, cap_error_
         return 0;
 }
 
-static int bind_one(const char *dir, size_t i, const char *entry, cap_error_t *err)
+/* A member's binds propagate into its pod's virtiofsd as they are attached, and a remount would
+ * not follow them there: each is a detached copy, made read-only before it is attached. */
+static int attach_copy(int fd, const char *target, bool ro, const char *source, cap_error_t *err)
+{
+        cleanup_close int tree = open_tree(fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
+        if (tree < 0)
+                return cap_fail(err, errno, "mounts: copy `%s` for the pod's VM", source);
+        struct mount_attr attr = { .attr_set = MOUNT_ATTR_RDONLY };
+        if (ro && mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof(attr)) < 0)
+                return cap_fail(err, errno, "mounts: make the copy of `%s` read-only", source);
+        if (move_mount(tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+                return cap_fail(err, errno, "mounts: bind `%s` for the pod's VM", source);
+        return 0;
+}
+
+static int bind_one(const char *dir, size_t i, const char *entry, bool propagated, cap_error_t *err)
 {
         const char *source = entry + 1;
         bool ro = entry[0] == 'r';
@@ -84,6 +97,8 @@ static int bind_one(const char *dir, size_t i, const char *entry, cap_error_t *e
         cleanup_free char *target = xasprintf("%s/%zu", dir, i);
         if (S_ISDIR(st.st_mode) ? mkdir(target, 0700) < 0 : mknodat(AT_FDCWD, target, S_IFREG | 0600, 0) < 0)
                 return cap_fail(err, errno, "create `%s`", target);
+        if (propagated)
+                return attach_copy(fd, target, ro, source, err);
         char proc[64];
         snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
         if (mount(proc, target, NULL, MS_BIND | MS_REC, NULL) < 0)
@@ -93,14 +108,24 @@ static int bind_one(const char *dir, size_t i, const char *entry, cap_error_t *e
         return 0;
 }
 
+static int bind_all(const char *dir, char *const *sources, bool propagated, cap_error_t *err)
+{
+        if (mkdir(dir, 0700) < 0)
+                return cap_fail(err, errno, "mkdir `%s`", dir);
+        for (size_t i = 0; sources[i]; i++)
+                if (bind_one(dir, i, sources[i], propagated, err) < 0)
+                        return -1;
+        return 0;
+}
+
 int sandbox_binds_setup(const char *dir, char *const *sources, cap_error_t *err)
 {
         if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
                 return cap_fail(err, errno, "a mount namespace for the VM's bind mounts");
-        if (mkdir(dir, 0700) < 0)
-                return cap_fail(err, errno, "mkdir `%s`", dir);
-        for (size_t i = 0; sources[i]; i++)
-                if (bind_one(dir, i, sources[i], err) < 0)
-                        return -1;
-        return 0;
+        return bind_all(dir, sources, false, err);
+}
+
+int sandbox_binds_bind(const char *dir, char *const *sources, cap_error_t *err)
+{
+        return bind_all(dir, sources, true, err);
 }

@@ -2,7 +2,8 @@
  * process. It is the VMM (vm_run() on its main thread) inside the container's cgroup, confined
  * once the VM is built, and the container's stdio: its relay thread keeps create's fds and relays
  * them over the agent's "stdio" connections. It has the agent create the container, reports to
- * `capsule create`, and exits with the container init's status. */
+ * `capsule create`, and exits with the container init's status. A pod's member (sandbox_pod.c)
+ * gets a process that is that relay alone, talking to its pod's agent. */
 #include "sandbox/sandbox_internal.h"
 
 #include <fcntl.h>
@@ -17,6 +18,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -36,6 +38,8 @@
 /* How long create waits for the sandbox process to say it no longer dies with create: it answers
  * at once, unless it is stopped. */
 #define SANDBOX_FINISH_ANSWER_MS 10000
+/* How long a member's create waits for its pod's agent to take the connection (it listens). */
+#define SANDBOX_MEMBER_CONNECT_MS 30000
 
 struct sandbox_launch {
         const struct container_opts *opts;
@@ -50,6 +54,8 @@ struct sandbox_launch {
         int report_fd;
         int finished_fd; /* a socket: create writes a byte once it has finished (or dies), we answer */
         pid_t creator;
+        bool pod;                         /* a pod's sandbox container: its VM takes members */
+        const struct sandbox_record *member_of; /* a member: its pod's record (no VM of its own) */
 };
 
 /* The sandbox process: its main thread runs vm_run(); once the VM is built it confines the
@@ -110,7 +116,7 @@ static void vm_config_fill(struct vm_config *cfg, const struct sandbox_launch *l
         cfg->console_path = xasprintf("%s/" SANDBOX_CONSOLE_LOG, l->dir);
         cfg->vsock_cid = AGENT_GUEST_CID;
         cfg->vsock_socket = xstrdup(l->agent_socket);
-        cfg->shares = xmalloc0(2 * sizeof(*cfg->shares));
+        cfg->shares = xmalloc0(3 * sizeof(*cfg->shares));
         if (l->vm->rootfs_fd >= 0) {
                 /* The VMM reopens the image we checked through our descriptor: the same inode. */
                 cfg->disks = xmalloc0(sizeof(*cfg->disks));
@@ -124,6 +130,10 @@ static void vm_config_fill(struct vm_config *cfg, const struct sandbox_launch *l
         if (l->bind_sources[0]) {
                 cfg->shares[cfg->n_shares].dir = xasprintf("%s/" SANDBOX_BINDS, l->dir);
                 cfg->shares[cfg->n_shares++].tag = xstrdup(AGENT_BINDS_TAG);
+        }
+        if (l->pod) {
+                cfg->shares[cfg->n_shares].dir = sandbox_pod_members_dir(l->opts->root, l->opts->id);
+                cfg->shares[cfg->n_shares++].tag = xstrdup(AGENT_MEMBERS_TAG);
         }
         if (l->net->netns_fd >= 0) {
                 /* The VMM opens the namespace by this path on its own thread: the one we checked. */
@@ -190,14 +200,19 @@ static int agent_create(const struct sandbox_proc *t, int conns[3], int *wait_co
         long long deadline = t->boot_deadline;
         int stop_fd = t->stop_fd;
         bool tty = l->spec->process->terminal;
-        if (agent_open_stdio(l->agent_socket, "init", tty, conns, deadline, stop_fd, err) < 0)
+        const char *init = l->member_of ? l->opts->id : "init";
+        if (agent_open_stdio(l->agent_socket, init, tty, conns, deadline, stop_fd, err) < 0)
                 return -1;
         sandbox_phase_write(t->phases, "agent", sandbox_phase_now());
         cleanup_close int fd = agent_connect(l->agent_socket, deadline, stop_fd, err);
         if (fd < 0)
                 return -1;
         json_t *req = json_pack("{s:s,s:s,s:s,s:s,s:b}", "op", "create", "id", l->opts->id, "config", l->config_text, "stdio",
-                                tty ? "tty" : "pipes", "binds", l->bind_sources[0] != NULL);
+                                tty ? "tty" : "pipes", "binds", !l->member_of && l->bind_sources[0]);
+        if (l->pod)
+                json_object_set_new(req, "pod", json_true());
+        if (l->member_of)
+                json_object_set_new(req, "member", json_true());
         if (l->net->netns_fd >= 0)
                 json_object_set_new(req, "net", sandbox_net_json(l->net));
         if (l->vm->rootfs_fd >= 0)
@@ -212,7 +227,7 @@ static int agent_create(const struct sandbox_proc *t, int conns[3], int *wait_co
         json_decref(reply);
         if ((*wait_conn = agent_connect(l->agent_socket, deadline, stop_fd, err)) < 0)
                 return -1;
-        req = json_pack("{s:s,s:s}", "op", "wait", "exec", "init");
+        req = json_pack("{s:s,s:s}", "op", "wait", "exec", init);
         r = frame_send(*wait_conn, req, err);
         json_decref(req);
         return r;
@@ -282,13 +297,16 @@ static void *relay_main(void *arg)
                 cap_closep(&t->host[i]);
         struct stdio_relay r = { .host = { t->host[0], t->host[1], t->host[2] }, .conn = { conns[0], conns[1], conns[2] },
                                  .wait_conn = wait_conn, .stop_fd = t->stop_fd, .winch_fd = t->winch,
-                                 .agent_socket = l->agent_socket, .exec = "init" };
+                                 .agent_socket = l->agent_socket, .exec = l->member_of ? l->opts->id : "init" };
         if (t->console >= 0)
                 r.host[0] = r.host[1] = t->console;
         int status = 0;
         int got = stdio_relay_run(&r, &status, &err);
         if (got < 0)
                 log_warning("%s", err->msg);
+        /* A member's pod VM is not ours to wait for: without a status, its end was the member's. */
+        if (l->member_of)
+                _exit(got == 1 ? status : 255);
         /* The agent powers off once the host has closed init's streams and the wait: all is read. */
         cap_closep(&wait_conn);
         agent_stdio_close(&conns);
@@ -296,6 +314,55 @@ static void *relay_main(void *arg)
         if (poll(&p, 1, got == 1 ? SANDBOX_POWEROFF_WAIT_MS : -1) > 0 && got != 1)
                 status = t->status; /* the VM ended without the init's status: its own (panic, triple fault, ...) */
         _exit(status);
+}
+
+/* With process.terminal: the console socket's pty, and SIGWINCH (blocked) on a signalfd. */
+static void terminal_take(struct sandbox_proc *t)
+{
+        const struct sandbox_launch *l = t->l;
+        cleanup_error cap_error_t err = NULL;
+        if (!l->spec->process->terminal)
+                return;
+        sigset_t winch_set;
+        sigemptyset(&winch_set);
+        sigaddset(&winch_set, SIGWINCH);
+        if ((t->console = console_pty_open(l->opts->console_socket_fd, (unsigned short)l->spec->process->console_height.v,
+                                           (unsigned short)l->spec->process->console_width.v, true, &err)) < 0)
+                report_failure(l->report_fd, &err);
+        if ((t->winch = signalfd(-1, &winch_set, SFD_CLOEXEC)) < 0) {
+                cap_fail(&err, errno, "signalfd");
+                report_failure(l->report_fd, &err);
+        }
+}
+
+/* A member's host process: no VM, the relay part only, on its main thread; the pod's VMM's
+ * end (a pidfd, checked to be that VMM's) stands for the VM's. */
+static __attribute__((noreturn)) void member_main(struct sandbox_launch *l)
+{
+        cleanup_error cap_error_t err = NULL;
+        static struct sandbox_proc t;
+
+        t = (struct sandbox_proc){ .l = l, .console = -1, .winch = -1, .console_log = -1, .phases = -1,
+                                   .boot_deadline = now_ms() + SANDBOX_MEMBER_CONNECT_MS };
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != l->creator)
+                _exit(1);
+        setsid();
+        if (stdio_take(l, t.host, &err) < 0 || cgroup_enter(l->cg, getpid(), &err) < 0)
+                report_failure(l->report_fd, &err);
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGWINCH);
+        pthread_sigmask(SIG_BLOCK, &set, NULL);
+        signal(SIGPIPE, SIG_IGN);
+        terminal_take(&t);
+        t.stop_fd = (int)syscall(SYS_pidfd_open, l->member_of->pid, 0);
+        if (t.stop_fd < 0 || !sandbox_vmm_alive(l->member_of)) {
+                cap_fail(&err, 0, "the pod's VM does not run");
+                report_failure(l->report_fd, &err);
+        }
+        pthread_barrier_init(&t.relay_armed, NULL, 1);
+        relay_main(&t);
+        _exit(1);
 }
 
 static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
@@ -324,18 +391,7 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
         sigaddset(&set, SIGWINCH);
         pthread_sigmask(SIG_BLOCK, &set, NULL);
         signal(SIGPIPE, SIG_IGN);
-        if (l->spec->process->terminal) {
-                sigset_t winch_set;
-                sigemptyset(&winch_set);
-                sigaddset(&winch_set, SIGWINCH);
-                if ((t.console = console_pty_open(l->opts->console_socket_fd, (unsigned short)l->spec->process->console_height.v,
-                                                  (unsigned short)l->spec->process->console_width.v, true, &err)) < 0)
-                        report_failure(l->report_fd, &err);
-                if ((t.winch = signalfd(-1, &winch_set, SFD_CLOEXEC)) < 0) {
-                        cap_fail(&err, errno, "signalfd");
-                        report_failure(l->report_fd, &err);
-                }
-        }
+        terminal_take(&t);
         if (l->bind_sources[0]) {
                 cleanup_free char *binds = xasprintf("%s/" SANDBOX_BINDS, l->dir);
                 if (sandbox_binds_setup(binds, l->bind_sources, &err) < 0)
@@ -399,15 +455,16 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         cleanup_state struct state *st = NULL;
         cleanup_free char *config_text = NULL, *config_path = NULL, *dir = NULL, *sock = NULL, *saved = NULL;
         cleanup_free char *json = NULL, *prestart_json = NULL, *agent_config = NULL;
+        cleanup_free char *member_binds = NULL;
         cleanup_strv char **bind_sources = NULL;
         struct sandbox_vm vm = { .rootfs_fd = -1 };
         struct sandbox_net net = { .netns_fd = -1 };
-        struct sandbox_record rec = { 0 };
+        struct sandbox_record rec = { 0 }, pod_rec = { 0 };
         struct sandbox_launch l;
         int report[2] = { -1, -1 }, finished[2] = { -1, -1 };
         pid_t child = -1;
         int ret = -1;
-        bool dir_created = false, cg_created = false;
+        bool dir_created = false, cg_created = false, shared = false, member_mounted = false;
         long long began = sandbox_phase_now();
 
         *pid = -1;
@@ -416,11 +473,21 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         config_path = xasprintf("%s/config.json", o->bundle);
         if (read_file(config_path, &config_text, NULL, FRAME_MAX / 2, err) < 0)
                 return -1;
-        if (sandbox_binds_plan(config_text, &agent_config, &bind_sources, err) < 0 || sandbox_vm_resolve(spec, o->bundle, &vm, err) < 0 ||
-            sandbox_net_plan(spec, &net, err) < 0)
+        /* A pod's members join its VM instead of booting one. */
+        const char *pod_id;
+        enum sandbox_pod_role role = sandbox_pod_role(spec, &pod_id);
+        bool member = role == SANDBOX_POD_MEMBER, pod = role == SANDBOX_POD;
+        if (member) {
+                member_binds = xasprintf(AGENT_MEMBERS "/%s/binds", o->id);
+                if (sandbox_member_check(o->root, spec, pod_id, &pod_rec, err) < 0 ||
+                    sandbox_binds_plan(config_text, member_binds, &agent_config, &bind_sources, err) < 0)
+                        goto out;
+        } else if (sandbox_binds_plan(config_text, AGENT_BINDS, &agent_config, &bind_sources, err) < 0 ||
+                   sandbox_vm_resolve(spec, o->bundle, &vm, err) < 0 || sandbox_net_plan(spec, o->root, &net, err) < 0) {
                 goto out;
+        }
         dir = state_dir(o->root, o->id);
-        sock = xasprintf("%s/" SANDBOX_AGENT_SOCKET, dir);
+        sock = member ? xstrdup(pod_rec.agent_socket) : xasprintf("%s/" SANDBOX_AGENT_SOCKET, dir);
         if (strlen(sock) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
                 cap_fail(err, 0, "the VM's agent socket `%s` is longer than a Unix socket path may be: use a shorter --root or id", sock);
                 goto out;
@@ -437,6 +504,10 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         st = state_new(o, spec, cg);
         rec.agent_socket = sock;
         rec.memory = vm.memory;
+        rec.pod = pod;
+        rec.pod_netns_dev = net.netns_dev;
+        rec.pod_netns_ino = net.netns_ino;
+        rec.member_of = member ? (char *)pod_id : NULL;
         if (net.netns_fd >= 0) {
                 rec.net_ifindex = net.ifindex;
                 rec.netns_dev = net.netns_dev;
@@ -460,6 +531,16 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
                         goto out;
         }
 
+        if (pod) {
+                if (sandbox_pod_share(o->root, o->id, err) < 0)
+                        goto out;
+                shared = true;
+        }
+        if (member) {
+                member_mounted = true;
+                if (sandbox_member_mount(o->root, pod_id, o->id, spec->root_path, bind_sources, err) < 0)
+                        goto out;
+        }
         if (pipe2(report, O_CLOEXEC) < 0) {
                 cap_fail(err, errno, "pipe");
                 goto out;
@@ -469,7 +550,8 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
                 goto out;
         }
         l = (struct sandbox_launch){ .opts = o, .spec = spec, .config_text = agent_config, .bind_sources = bind_sources, .vm = &vm, .net = &net, .cg = cg, .dir = dir,
-                                    .agent_socket = sock, .report_fd = report[1], .finished_fd = finished[0], .creator = getpid() };
+                                    .agent_socket = sock, .report_fd = report[1], .finished_fd = finished[0], .creator = getpid(),
+                                    .pod = pod, .member_of = member ? &pod_rec : NULL };
         child = fork();
         if (child < 0) {
                 cap_fail(err, errno, "fork the VM's sandbox process");
@@ -478,6 +560,8 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         if (child == 0) {
                 close(report[0]);
                 close(finished[1]);
+                if (member)
+                        member_main(&l);
                 sandbox_main(&l);
         }
         cap_closep(&report[1]);
@@ -527,9 +611,15 @@ out:
                         cgroup_destroy(cg, &ignored);
                 sandbox_net_release(&net);
                 cap_error_free(&ignored);
+                if (member_mounted)
+                        sandbox_member_unmount(o->root, pod_id, o->id);
+                /* Never rm_rf through a mount that stayed. */
+                if (shared && sandbox_pod_unshare(o->root, o->id, &ignored) < 0)
+                        dir_created = false;
                 if (dir_created)
                         rm_rf(dir, &ignored);
         }
+        sandbox_record_free(&pod_rec);
         sandbox_vm_free(&vm);
         sandbox_net_free(&net);
         return ret;

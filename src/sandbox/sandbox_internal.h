@@ -53,15 +53,40 @@ int sandbox_rootfs_open(const struct spec *spec, const char *bundle, int *fd, ca
  * with room for the VMM's own threads in the pids limit. */
 void sandbox_host_resources(const struct spec_resources *res, struct spec_resources *host);
 
-/* sandbox_binds.c: each bind mount with an absolute source gets the source AGENT_BINDS/N in
- * *out (the config text for the agent); *sources lists the host's sources by N, each after one
- * character: 'r' for a read-only bind ("ro" in its options), else 'w'. */
+/* sandbox_binds.c: each bind mount with an absolute source gets the source GUEST_DIR/N in *out
+ * (the config text for the agent; GUEST_DIR is AGENT_BINDS, or a member's under AGENT_MEMBERS);
+ * *sources lists the host's sources by N, each after one character: 'r' for a read-only bind
+ * ("ro" in its options), else 'w'. */
 #define SANDBOX_BINDS "binds" /* in the state directory */
 #define SANDBOX_BINDS_MAX 64
-int sandbox_binds_plan(const char *text, char **out, char ***sources, cap_error_t *err);
+int sandbox_binds_plan(const char *text, const char *guest_dir, char **out, char ***sources, cap_error_t *err);
 /* In the sandbox process, single-threaded: a mount namespace of its own in which each source is
  * bound onto DIR/N (DIR is created). */
 int sandbox_binds_setup(const char *dir, char *const *sources, cap_error_t *err);
+/* The same binds in the caller's mount namespace (a member's, under its pod's shared directory,
+ * whose copies propagate: a read-only one is read-only before it is attached). */
+int sandbox_binds_bind(const char *dir, char *const *sources, cap_error_t *err);
+
+/* sandbox_pod.c: one VM per pod. A container's role from the CRI's annotations (containerd's
+ * io.kubernetes.cri.*, CRI-O's): a pod's sandbox container, or a member naming its pod (*pod_id). */
+struct sandbox_record;
+enum sandbox_pod_role { SANDBOX_POD_NONE, SANDBOX_POD, SANDBOX_POD_MEMBER };
+enum sandbox_pod_role sandbox_pod_role(const struct spec *spec, const char **pod_id);
+#define SANDBOX_MEMBERS "members" /* in the pod's state directory, its VM's AGENT_MEMBERS_TAG */
+char *sandbox_pod_members_dir(const char *root, const char *pod_id);
+/* The pod's create: members/ made a shared mount before its VM starts; delete unmounts it
+ * (with every member's mounts) before the state directory goes. */
+int sandbox_pod_share(const char *root, const char *id, cap_error_t *err);
+int sandbox_pod_unshare(const char *root, const char *id, cap_error_t *err);
+/* A member's create, before anything exists: the pod is a live capsule VM pod of this root
+ * (*pod its record) and the member joins the network namespace the pod recorded, by path (none
+ * when the pod gave none). */
+int sandbox_member_check(const char *root, const struct spec *spec, const char *pod_id, struct sandbox_record *pod,
+                         cap_error_t *err);
+/* The member's rootfs and bind sources under the pod's members/ID; undone by unmount. */
+int sandbox_member_mount(const char *root, const char *pod_id, const char *id, const char *rootfs, char *const *bind_sources,
+                         cap_error_t *err);
+void sandbox_member_unmount(const char *root, const char *pod_id, const char *id);
 
 /* sandbox_jail.c: the sandbox process's confinement once the VM has opened everything it
  * needs, while the process has a single thread: fresh namespaces, a root that shows only
@@ -96,11 +121,14 @@ struct sandbox_net {
         int ifindex;
         struct agent_net nic;
         unsigned long long netns_dev, netns_ino; /* the namespace's identity */
+        bool taken; /* a VM container's tap is there: another VM has the interface */
 };
-/* At create, before anything exists: refuses a path that is not a network namespace
- * (naming linux.namespaces) and a namespace that has a VM container's tap already. */
-int sandbox_net_plan(const struct spec *spec, struct sandbox_net *net, cap_error_t *err);
-/* The same in the caller's own network namespace (net->netns_fd is left alone). */
+/* At create, before anything exists: refuses a path that is not a network namespace, and a
+ * namespace whose interface another live VM container took (naming it when it is one of
+ * root's), each naming linux.namespaces. */
+int sandbox_net_plan(const struct spec *spec, const char *root, struct sandbox_net *net, cap_error_t *err);
+/* The same in the caller's own network namespace (net->netns_fd is left alone); a namespace
+ * with a VM container's tap is only marked taken. */
 int sandbox_net_gather(struct sandbox_net *net, cap_error_t *err);
 /* "net" of the agent's create request. */
 json_t *sandbox_net_json(const struct sandbox_net *net);
@@ -144,7 +172,7 @@ int nl_dump(int fd, unsigned short type, unsigned char family, int (*fn)(const s
 void nl_attrs(const struct rtattr *rta, int len, const struct rtattr **tb, unsigned short max);
 
 /* sandbox_record.c: sandbox.json, the VMM's pid and start time, the agent's socket, the guest's
- * RAM and the network's identity. */
+ * RAM and the network's identity; a pod's network namespace, or a member's pod. */
 struct sandbox_record {
         pid_t pid;
         unsigned long long start_time;
@@ -152,11 +180,20 @@ struct sandbox_record {
         int net_ifindex; /* 0: no NIC; else the linked interface, in the namespace of this identity: */
         unsigned long long netns_dev, netns_ino;
         uint64_t memory; /* the guest's RAM in bytes; 0 in a record from before capsule wrote it */
+        /* A pod's sandbox container, whose VM members may join from this network namespace (0, 0:
+         * none by path). */
+        bool pod;
+        unsigned long long pod_netns_dev, pod_netns_ino;
+        /* A member: its pod's id; pid is then the member's host process, agent_socket the pod's. */
+        char *member_of;
 };
 int sandbox_record_save(const char *root, const char *id, const struct sandbox_record *r, cap_error_t *err);
 int sandbox_record_load(const char *root, const char *id, struct sandbox_record *r, cap_error_t *err);
 void sandbox_record_free(struct sandbox_record *r);
 bool sandbox_vmm_alive(const struct sandbox_record *r);
+/* The id of root's VM container whose live VMM took the interface of the network namespace
+ * dev/ino, or NULL. */
+char *sandbox_netns_holder(const char *root, unsigned long long dev, unsigned long long ino);
 
 /* sandbox_phases.c: "phases" in the state directory, one line "NAME VALUE" per step, appended as
  * it happens. The host's steps are CLOCK_MONOTONIC nanoseconds: "create" (capsule create began),

@@ -287,10 +287,9 @@ int sandbox_net_gather(struct sandbox_net *net, cap_error_t *err)
             nl_dump(nl, RTM_GETROUTE, AF_INET, gather_route, g, err) < 0 ||
             nl_dump(nl, RTM_GETROUTE, AF_INET6, gather_route, g, err) < 0)
                 return -1;
-        if (g->tap_found)
-                return cap_fail(err, 0, "it has a VM container's tap (`%s`) already: one VM container per network namespace",
-                                SANDBOX_TAP);
-        int l = pick_link(g);
+        /* The tap is the one VM's: its name is fixed, so no second VMM could even make one. */
+        net->taken = g->tap_found;
+        int l = net->taken ? -1 : pick_link(g);
         if (l < 0)
                 return 0;
         net->ifindex = g->links[l].index;
@@ -357,25 +356,23 @@ static int netns_open(const char *path, struct stat *st, cap_error_t *err)
         return steal_fd(&fd);
 }
 
-/* A pod's sandbox ("pause") container only holds the pod's namespaces: the pod's interface is
- * for the VM of its workload, which joins the same namespace next (containerd, CRI-O). */
-static bool pod_sandbox(const struct spec *spec)
+/* Which VM container took the namespace, named when it is one of root's. */
+static int refuse_taken(const char *root, const char *path, const struct stat *st, cap_error_t *err)
 {
-        static const char *const keys[] = { "io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType" };
-        for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
-                const char *type = sandbox_annotation(spec, keys[i]);
-                if (type && strcmp(type, "sandbox") == 0)
-                        return true;
-        }
-        return false;
+        cleanup_free char *holder = sandbox_netns_holder(root, st->st_dev, st->st_ino);
+        if (holder)
+                return cap_fail(err, 0, "linux.namespaces: network: `%s`: its interface is taken by VM container `%s` "
+                                        "(one VM per network namespace)", path, holder);
+        return cap_fail(err, 0, "linux.namespaces: network: `%s`: its interface is taken by another VM container (its tap `%s` "
+                                "is there; one VM per network namespace)", path, SANDBOX_TAP);
 }
 
-int sandbox_net_plan(const struct spec *spec, struct sandbox_net *net, cap_error_t *err)
+int sandbox_net_plan(const struct spec *spec, const char *root, struct sandbox_net *net, cap_error_t *err)
 {
         memset(net, 0, sizeof(*net));
         net->netns_fd = -1;
         const struct spec_namespace *ns = spec_namespace(spec, CLONE_NEWNET);
-        if (!ns || !ns->path || pod_sandbox(spec))
+        if (!ns || !ns->path)
                 return 0;
         struct stat st;
         cleanup_close int fd = netns_open(ns->path, &st, err);
@@ -383,11 +380,12 @@ int sandbox_net_plan(const struct spec *spec, struct sandbox_net *net, cap_error
                 return -1;
         if (in_netns(fd, sandbox_net_gather, net, err) < 0)
                 return cap_error_prefix(err, "linux.namespaces: network namespace `%s`", ns->path);
-        if (net->ifindex) {
+        if (net->taken)
+                return refuse_taken(root, ns->path, &st, err);
+        net->netns_dev = st.st_dev;
+        net->netns_ino = st.st_ino;
+        if (net->ifindex)
                 net->netns_fd = steal_fd(&fd);
-                net->netns_dev = st.st_dev;
-                net->netns_ino = st.st_ino;
-        }
         return 0;
 }
 

@@ -24,6 +24,11 @@ int sandbox_record_save(const char *root, const char *id, const struct sandbox_r
                               r->agent_socket);
         if (o && r->memory)
                 json_object_set_new(o, "memory", json_integer((json_int_t)r->memory));
+        if (o && r->pod)
+                json_object_set_new(o, "pod", json_pack("{s:I,s:I}", "dev", (json_int_t)r->pod_netns_dev, "ino",
+                                                        (json_int_t)r->pod_netns_ino));
+        if (o && r->member_of)
+                json_object_set_new(o, "member_of", json_string(r->member_of));
         if (o && r->net_ifindex)
                 json_object_set_new(o, "net", json_pack("{s:i,s:I,s:I}", "ifindex", r->net_ifindex, "dev", (json_int_t)r->netns_dev,
                                                         "ino", (json_int_t)r->netns_ino));
@@ -56,7 +61,19 @@ int sandbox_record_load(const char *root, const char *id, struct sandbox_record 
         json_t *memory = o ? json_object_get(o, "memory") : NULL;
         if (!bad && memory)
                 bad = !json_is_integer(memory) || json_integer_value(memory) < 1;
+        json_t *pod = o ? json_object_get(o, "pod") : NULL;
+        json_int_t pod_dev = 0, pod_ino = 0;
+        if (!bad && pod)
+                bad = json_unpack(pod, "{s:I,s:I}", "dev", &pod_dev, "ino", &pod_ino) < 0;
+        json_t *member_of = o ? json_object_get(o, "member_of") : NULL;
+        cleanup_error cap_error_t id_err = NULL;
+        if (!bad && member_of)
+                bad = !json_is_string(member_of) || state_check_id(json_string_value(member_of), &id_err) < 0;
         if (!bad) {
+                r->pod = pod != NULL;
+                r->pod_netns_dev = (unsigned long long)pod_dev;
+                r->pod_netns_ino = (unsigned long long)pod_ino;
+                r->member_of = member_of ? xstrdup(json_string_value(member_of)) : NULL;
                 r->agent_socket = xstrdup(sock);
                 r->memory = memory ? (uint64_t)json_integer_value(memory) : 0;
                 r->net_ifindex = (int)ifindex;
@@ -75,6 +92,8 @@ void sandbox_record_free(struct sandbox_record *r)
 {
         free(r->agent_socket);
         r->agent_socket = NULL;
+        free(r->member_of);
+        r->member_of = NULL;
 }
 
 bool sandbox_vmm_alive(const struct sandbox_record *r)
@@ -91,4 +110,24 @@ bool sandbox_vmm_alive(const struct sandbox_record *r)
         if (!p || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X')
                 return false;
         return proc_start_time(r->pid) == r->start_time;
+}
+
+char *sandbox_netns_holder(const char *root, unsigned long long dev, unsigned long long ino)
+{
+        cleanup_strv char **ids = NULL;
+        cleanup_error cap_error_t ignored = NULL;
+        if (state_list(root, &ids, &ignored) < 0)
+                return NULL;
+        for (size_t i = 0; ids[i]; i++) {
+                struct sandbox_record r;
+                if (!sandbox_owns(root, ids[i]) || sandbox_record_load(root, ids[i], &r, &ignored) < 0) {
+                        cap_error_free(&ignored);
+                        continue;
+                }
+                bool holds = r.net_ifindex && r.netns_dev == dev && r.netns_ino == ino && sandbox_vmm_alive(&r);
+                sandbox_record_free(&r);
+                if (holds)
+                        return xstrdup(ids[i]);
+        }
+        return NULL;
 }

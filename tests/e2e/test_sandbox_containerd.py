@@ -144,7 +144,9 @@ def cri_vm():
 @pytest.mark.parametrize("handler", ["capsule-vm", "capsule"])
 def test_cri_pod_under_handler(cri_vm, handler):
     """A pod with kubelet's defaults but the host's network (this test does not depend on a pod
-    network): under capsule-vm its workload sees the guest kernel, under capsule the host's."""
+    network): under capsule-vm its workload sees the guest kernel, under capsule the host's. A
+    second container of the pod runs beside the first: under capsule-vm in the same VM (the same
+    guest boot_id), and its exit status reaches the CRI."""
     c = cri_vm
     pb = c.client.pb
     call = c.client.call
@@ -193,6 +195,23 @@ def test_cri_pod_under_handler(cri_vm, handler):
     r = call("ExecSync", container_id=cid, cmd=["sh", "-c", f"{WHOAMI}; echo oops >&2; exit 7"], timeout=60,
              deadline=120)
     assert (r.stdout.decode().splitlines(), r.stderr, r.exit_code) == (out, b"oops\n", 7)
+
+    second = pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name="second"), image=pb.ImageSpec(image=IMAGE),
+        command=["sh", "-c", f"{WHOAMI}; exit 4"], log_path="second.log",
+        linux=pb.LinuxContainerConfig(security_context=pb.LinuxContainerSecurityContext(namespace_options=namespaces)))
+    cid2 = call("CreateContainer", pod_sandbox_id=sandbox_id, config=second, sandbox_config=sandbox_config).container_id
+    call("StartContainer", container_id=cid2, deadline=BOOT)
+    wait_for(lambda: call("ContainerStatus", container_id=cid2).status.state == pb.CONTAINER_EXITED, timeout=60,
+             what="the second container's exit")
+    assert call("ContainerStatus", container_id=cid2).status.exit_code == 4
+    log2 = os.path.join(log_dir, "second.log")
+    wait_for(lambda: os.path.exists(log2) and len(cri_log_lines(log2)) >= 2, timeout=30, what="the second container's log")
+    second_out = [text for stream, text in cri_log_lines(log2) if stream == "stdout"]
+    assert second_out == out[:2], second_out  # the same kernel: in a VM, the pod's one VM
+    call("RemoveContainer", container_id=cid2)
+    assert not os.path.exists(os.path.join(c.capsule_root, cid2))
+    assert cgroup_gone(c, cid2)
 
     # StopContainer: SIGTERM reaches the trap, whose exit status reaches the CRI
     call("StopContainer", container_id=cid, timeout=30, deadline=120)

@@ -25,7 +25,9 @@ static void parse_request(const json_t *msg)
         }
         if (req.op == AGENT_OP_CREATE) {
                 char *out = NULL;
-                if (agent_config_rewrite(req.config, "/run/capsule/rootfs", req.tty, &out, &err) == 0) {
+                int r = req.member ? agent_member_config_rewrite(req.config, "/run/capsule/members/m/rootfs", req.tty, 2, &out, &err)
+                                   : agent_config_rewrite(req.config, "/run/capsule/rootfs", req.tty, &out, &err);
+                if (r == 0) {
                         struct spec *spec = NULL;
                         if (spec_parse(out, "config.json", &spec, &err) == 0)
                                 spec_free(spec);

@@ -348,3 +348,48 @@ TEST(request_create_net_ipv6_refuses_nonsense)
                 CHECK(refused(text, bad[i].why));
         }
 }
+
+TEST(request_pod_members)
+{
+        struct agent_req r;
+#define CREATE "{\"op\":\"create\",\"id\":\"m1\",\"config\":\"{}\",\"stdio\":\"pipes\""
+        CHECK(parse(CREATE ",\"pod\":true}", &r, NULL) == 0 && r.pod && !r.member);
+        CHECK(parse(CREATE ",\"member\":true}", &r, NULL) == 0 && r.member && !r.pod);
+        CHECK(refused(CREATE ",\"member\":true,\"pod\":true}", "a member takes no"));
+        CHECK(refused(CREATE ",\"member\":true,\"rootfs\":\"block\"}", "a member takes no"));
+        CHECK(refused(CREATE ",\"member\":true,\"net\":{}}", "a member takes no"));
+        CHECK(refused(CREATE ",\"member\":1}", "\"member\": a boolean"));
+#undef CREATE
+        /* Every op after create may name a member; none that is no container id. */
+        CHECK(parse("{\"op\":\"state\",\"id\":\"m1\"}", &r, NULL) == 0 && strcmp(r.id, "m1") == 0);
+        CHECK(parse("{\"op\":\"state\"}", &r, NULL) == 0 && r.id == NULL);
+        CHECK(parse("{\"op\":\"kill\",\"id\":\"m1\",\"signal\":9}", &r, NULL) == 0 && strcmp(r.id, "m1") == 0);
+        CHECK(refused("{\"op\":\"start\",\"id\":\"../m\"}", "\"id\""));
+        CHECK(refused("{\"op\":\"ps\",\"id\":5}", "\"id\": a string"));
+        CHECK(parse("{\"op\":\"delete\",\"id\":\"m1\",\"force\":true}", &r, NULL) == 0 && r.op == AGENT_OP_DELETE && r.force);
+        CHECK(refused("{\"op\":\"delete\"}", "\"id\": a string"));
+}
+
+TEST(config_rewrite_of_a_member_joins_the_pods_ipc_uts_and_pid)
+{
+        cap_error_t err = NULL;
+        char *out = NULL;
+        CHECK(agent_member_config_rewrite("{\"linux\":{\"namespaces\":[{\"type\":\"network\",\"path\":\"/run/netns/p\"},"
+                                          "{\"type\":\"ipc\",\"path\":\"/proc/9/ns/ipc\"},{\"type\":\"uts\",\"path\":\"/x\"},"
+                                          "{\"type\":\"pid\"},{\"type\":\"mount\",\"path\":\"/proc/9/ns/mnt\"}]}}",
+                                          "/run/capsule/members/m1/rootfs", false, 42, &out, &err) == 0);
+        json_t *c = json_loads(out, 0, NULL);
+        json_t *nss = json_object_get(json_object_get(c, "linux"), "namespaces");
+        /* network: the guest's own; ipc and uts: the pod's; pid: a new one; mount: never the host's */
+        CHECK(json_array_size(nss) == 4);
+        static const char *const want[][2] = { { "ipc", "/proc/42/ns/ipc" }, { "uts", "/proc/42/ns/uts" }, { "pid", NULL }, { "mount", NULL } };
+        for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
+                json_t *ns = json_array_get(nss, i);
+                CHECK_STR(json_string_value(json_object_get(ns, "type")), want[i][0]);
+                const char *path = json_string_value(json_object_get(ns, "path"));
+                CHECK(want[i][1] ? path && strcmp(path, want[i][1]) == 0 : path == NULL);
+        }
+        CHECK_STR(json_string_value(json_object_get(json_object_get(c, "root"), "path")), "/run/capsule/members/m1/rootfs");
+        json_decref(c);
+        free(out);
+}

@@ -28,7 +28,7 @@ TEST(binds_plan_rewrites_bind_sources)
         char *out = NULL;
         char **sources = NULL;
         cap_error_t err = NULL;
-        CHECK(sandbox_binds_plan(text, &out, &sources, &err) == 0);
+        CHECK(sandbox_binds_plan(text, AGENT_BINDS, &out, &sources, &err) == 0);
         CHECK(strv_len(sources) == 2);
         CHECK_STR(sources[0], "r/var/lib/c/hosts");
         CHECK_STR(sources[1], "w/srv/data");
@@ -54,9 +54,9 @@ TEST(binds_plan_refuses_too_many_and_bad_json)
         char *out = NULL;
         char **sources = NULL;
         cap_error_t err = NULL;
-        CHECK(sandbox_binds_plan(text, &out, &sources, &err) < 0 && strstr(err->msg, "at most 64 bind mounts"));
+        CHECK(sandbox_binds_plan(text, AGENT_BINDS, &out, &sources, &err) < 0 && strstr(err->msg, "at most 64 bind mounts"));
         cap_error_free(&err);
-        CHECK(sandbox_binds_plan("{", &out, &sources, &err) < 0 && strstr(err->msg, "config.json: line 1"));
+        CHECK(sandbox_binds_plan("{", AGENT_BINDS, &out, &sources, &err) < 0 && strstr(err->msg, "config.json: line 1"));
         cap_error_free(&err);
 }
 

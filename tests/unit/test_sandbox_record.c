@@ -77,3 +77,60 @@ TEST(record_with_a_damaged_net_is_refused)
         }
         remove_root(root);
 }
+
+TEST(netns_holder_is_the_live_vm_whose_record_names_the_namespace)
+{
+        char *root = make_root();
+        CHECK(root);
+        cap_error_t err = NULL;
+        cleanup_free char *state = xasprintf("%s/c1/state.json", root);
+        CHECK(write_file(state, "{}", 2, &err) == 0);
+        /* This process stands in for the VMM: alive, with its own start time. */
+        struct sandbox_record w = { .pid = getpid(), .start_time = proc_start_time(getpid()), .agent_socket = "/a",
+                                    .net_ifindex = 2, .netns_dev = 4, .netns_ino = 99 };
+        CHECK(sandbox_record_save(root, "c1", &w, &err) == 0);
+        cleanup_free char *holder = sandbox_netns_holder(root, 4, 99);
+        CHECK(holder && strcmp(holder, "c1") == 0);
+        CHECK(!sandbox_netns_holder(root, 4, 98));
+        /* A VMM that is gone (its pid taken by another process since) holds nothing. */
+        w.start_time++;
+        CHECK(sandbox_record_save(root, "c1", &w, &err) == 0);
+        CHECK(!sandbox_netns_holder(root, 4, 99));
+        /* Nor one without a NIC, whatever the identity says. */
+        w.start_time--;
+        w.net_ifindex = 0;
+        CHECK(sandbox_record_save(root, "c1", &w, &err) == 0);
+        CHECK(!sandbox_netns_holder(root, 4, 99));
+        CHECK(!sandbox_netns_holder("/nonexistent", 4, 99));
+        remove_root(root);
+}
+
+TEST(record_of_a_pod_and_of_a_member)
+{
+        char *root = make_root();
+        CHECK(root);
+        cap_error_t err = NULL;
+        struct sandbox_record w = { .pid = 42, .start_time = 7, .agent_socket = "/a", .pod = true, .pod_netns_dev = 4,
+                                    .pod_netns_ino = 4026532001ULL };
+        CHECK(sandbox_record_save(root, "c1", &w, &err) == 0);
+        struct sandbox_record r;
+        CHECK(sandbox_record_load(root, "c1", &r, &err) == 0);
+        CHECK(r.pod && r.pod_netns_dev == 4 && r.pod_netns_ino == 4026532001ULL && !r.member_of);
+        sandbox_record_free(&r);
+        w = (struct sandbox_record){ .pid = 43, .start_time = 8, .agent_socket = "/a", .member_of = "pod-1" };
+        CHECK(sandbox_record_save(root, "c1", &w, &err) == 0);
+        CHECK(sandbox_record_load(root, "c1", &r, &err) == 0);
+        CHECK(!r.pod && r.member_of && strcmp(r.member_of, "pod-1") == 0);
+        sandbox_record_free(&r);
+        /* A member's pod id is a container id, never a path. */
+        cleanup_free char *path = xasprintf("%s/c1/sandbox.json", root);
+        static const char *const bad[] = { "{\"pid\":1,\"start_time\":1,\"agent_socket\":\"/a\",\"member_of\":\"../x\"}",
+                                           "{\"pid\":1,\"start_time\":1,\"agent_socket\":\"/a\",\"member_of\":3}",
+                                           "{\"pid\":1,\"start_time\":1,\"agent_socket\":\"/a\",\"pod\":{\"dev\":1}}" };
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                CHECK(write_file(path, bad[i], strlen(bad[i]), &err) == 0);
+                CHECK(sandbox_record_load(root, "c1", &r, &err) < 0 && strstr(err->msg, "corrupt sandbox record"));
+                cap_error_free(&err);
+        }
+        remove_root(root);
+}
