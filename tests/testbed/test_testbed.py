@@ -113,20 +113,26 @@ def test_timeout_kills_vm():
     assert processes_with_env(marker) == set()
 
 
+def first_boot_only(action, then, log, **env):
+    """Run `action` in the first boot only (a marker file on the repository share tells the
+    second), then `then`; incidents go to log. Returns the run and the incident log's lines."""
+    marker = BUILD / f"first-boot-{uuid.uuid4().hex}"
+    BUILD.mkdir(parents=True, exist_ok=True)
+    try:
+        r = run_in_testbed(f"if [ ! -e {marker} ]; then touch {marker}; sync; {action}; fi; {then}",
+                           TESTBED_MODE="qemu", TESTBED_INCIDENTS=str(log), **env)
+    finally:
+        marker.unlink(missing_ok=True)
+    assert r.stdout.count(b"second boot") == 1, r.stdout + r.stderr
+    return r, log.read_text().splitlines()
+
+
 def test_own_kernel_panic_boots_once_more(tmp_path):
     """A panic of the testbed's kernel (not of a capsule guest) is logged and the command runs in
     a second boot; here the command panics the testbed's kernel the first time only."""
-    marker, log = BUILD / f"panicked-{uuid.uuid4().hex}", tmp_path / "incidents.log"
-    BUILD.mkdir(parents=True, exist_ok=True)
-    try:
-        r = run_in_testbed(f"if [ ! -e {marker} ]; then touch {marker}; sync; echo c >/proc/sysrq-trigger; fi; "
-                           "echo second boot; exit 5", TESTBED_MODE="qemu", TESTBED_INCIDENTS=str(log))
-    finally:
-        marker.unlink(missing_ok=True)
+    r, entries = first_boot_only("echo c >/proc/sysrq-trigger", "echo second boot; exit 5", tmp_path / "incidents.log")
     assert r.returncode == 5, r.stderr
-    assert r.stdout.count(b"second boot") == 1, r.stdout
     assert b"the testbed's own kernel panicked" in r.stderr and b"sysrq triggered crash" in r.stderr, r.stderr
-    entries = log.read_text().splitlines()
     assert len(entries) == 1 and "L1 panic, booted again: Kernel panic - not syncing: sysrq triggered crash" \
         in entries[0], entries
 
@@ -143,18 +149,10 @@ def test_own_kernel_panicking_twice_fails(tmp_path):
 def test_own_kernel_stall_boots_once_more(tmp_path):
     """A testbed whose heartbeat stops (here the command stops the heartbeat's loop, the first time
     only; under TCG the testbed's timers have been seen to stop for good) is killed and booted again."""
-    marker, log = BUILD / f"stalled-{uuid.uuid4().hex}", tmp_path / "incidents.log"
-    BUILD.mkdir(parents=True, exist_ok=True)
-    stop = "for p in $(pgrep -f 'init stage2'); do [ $p = 1 ] || kill -STOP $p; done"
-    try:
-        r = run_in_testbed(f"if [ ! -e {marker} ]; then touch {marker}; {stop}; sleep 300; fi; echo second boot",
-                           TESTBED_MODE="qemu", TESTBED_INCIDENTS=str(log), TESTBED_STALL="20")
-    finally:
-        marker.unlink(missing_ok=True)
+    stop = "for p in $(pgrep -f 'init stage2'); do [ $p = 1 ] || kill -STOP $p; done; sleep 300"
+    r, entries = first_boot_only(stop, "echo second boot", tmp_path / "incidents.log", TESTBED_STALL="20")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count(b"second boot") == 1, r.stdout
     assert b"its own kernel stopped: no heartbeat for" in r.stderr and b"booting it once more" in r.stderr, r.stderr
-    entries = log.read_text().splitlines()
     assert len(entries) == 1 and "L1 stalled, booted again: no heartbeat for" in entries[0], entries
 
 
