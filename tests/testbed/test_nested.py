@@ -27,12 +27,13 @@ def fake(tmp_path, monkeypatch):
 
 
 def script(statuses):
-    """A boot script writing name.rc; statuses: {name: [status of run 1, status of run 2]}."""
+    """A boot script writing name.rc; statuses: {name: [its status in run 1, run 2, ...]}."""
     def make(out):
         lines = []
-        for name, (first, second) in statuses.items():
-            lines.append(f'[ -e "{out}/../seen-{name}" ] && s={second} || s={first}; touch "{out}/../seen-{name}"; '
-                         f'echo $s >"{out}/{name}.rc"')
+        for name, seq in statuses.items():
+            n = f'"{out}/../runs-{name}"'
+            lines.append(f'i=$(cat {n} 2>/dev/null || echo 0); echo $((i + 1)) >{n}; set -- {" ".join(map(str, seq))}; '
+                         f'shift $i; echo $1 >"{out}/{name}.rc"')
         return "\n".join(lines)
     return make
 
@@ -60,14 +61,22 @@ def test_a_triple_fault_runs_the_boots_again_and_is_logged(fake):
 
 
 def test_a_clean_run_and_an_expected_death_run_once(fake):
-    _, _, boots = nested.run("t", script({"a": [0, 0], "kill": [137, 137]}), load(["a", "kill"]), timeout=60,
+    _, _, boots = nested.run("t", script({"a": [0], "kill": [137]}), load(["a", "kill"]), timeout=60,
                              expected={"kill"})
     assert boots["kill"].rc == 137 and runs(fake) == 1 and incidents(fake) == []
 
 
-def test_a_crash_in_both_runs_is_what_the_tests_see(fake):
-    _, _, boots = nested.run("t", script({"a": [80, 81]}), load("a"), timeout=60)
-    assert boots["a"].rc == 81 and runs(fake) == 2 and len(incidents(fake)) == 3
+def test_a_second_crash_runs_the_boots_a_third_time(fake):
+    _, _, boots = nested.run("t", script({"a": [80, 0, 0], "b": [0, 82, 0]}), load("ab"), timeout=60)
+    assert {n: b.rc for n, b in boots.items()} == {"a": 0, "b": 0} and runs(fake) == 3
+    assert [line.split(": ", 1)[1] for line in incidents(fake) if not line.startswith(" ")] == [
+        "boot a exit 80 (the guest reset itself (a kernel panic with panic=-1, or a double fault))",
+        "boot b exit 82 (triple fault)"]
+
+
+def test_a_crash_in_all_three_runs_is_what_the_tests_see(fake):
+    _, _, boots = nested.run("t", script({"a": [80, 81, 82]}), load("a"), timeout=60)
+    assert boots["a"].rc == 82 and runs(fake) == 3 and len(incidents(fake)) == 6
 
 
 def test_a_failed_testbed_is_not_repeated_here(fake):
