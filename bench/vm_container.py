@@ -19,6 +19,7 @@ empty: none).
       cli      exec -> sandbox_create(): the re-exec from the sealed copy, flags, nothing else
       state    -> the sandbox process: config.json, the state directory, the cgroup, fork
       vmm      -> the vCPUs start: guest memory, kernel and initrd loading, devices, virtiofsd
+               started (its vhost-user handshake runs beside the boot)
       boot     -> the agent takes the first connection. The guest reports its part by its own
                clock (CLOCK_BOOTTIME): "guest kernel" until the agent began, "guest agent"
                from there until it listened. "boot, rest" is what the guest's clock does not
@@ -53,7 +54,7 @@ SANDBOXES = int(os.environ.get("SANDBOXES", "10"))
 MEMORY = os.environ.get("MEMORY", "128M")
 PEERS = os.environ.get("PEERS", "crun runc").split()
 # How many boot at the same time: with 10, virtiofsd in nested TCG under load missed capsule's
-# 5 s vhost-user handshake timeout (GET_FEATURES).
+# 5 s vhost-user handshake timeout (GET_FEATURES), which runs from the vCPUs' start.
 BATCH = int(os.environ.get("BATCH", "2"))
 BUSYBOX = "/bin/busybox"
 CGROUP_PARENT = f"capsule-bench-{os.getpid()}"

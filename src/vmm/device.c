@@ -52,6 +52,14 @@ int devices_init(struct vm_devices *ctx, cap_error_t *err)
         return 0;
 }
 
+int devices_start(struct vm_devices *ctx, cap_error_t *err)
+{
+        for (int i = 0; i < n_active; i++)
+                if (registry[i]->start && registry[i]->start(ctx, err) < 0)
+                        return cap_error_prefix(err, "device %s", registry[i]->name);
+        return 0;
+}
+
 void devices_exit(struct vm_devices *ctx)
 {
         while (n_active > 0) {

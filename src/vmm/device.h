@@ -55,6 +55,9 @@ struct vm_devices {
         void (*cmdline_append)(void *vm, const char *text);
         /* Ask the VM to stop with an exit reason (see vm.h) and status. */
         void (*request_exit)(void *vm, int reason, int status);
+        /* Stop the VM as failed (status 1), msg saying why: for a device whose failure comes
+         * after the VM started (another thread than the one that asked). */
+        void (*fail)(void *vm, const char *msg);
         void *vm;
         /* The virtio core's instance list (src/vmm/virtio/virtio.c). */
         struct virtio_dev *virtio_devs;
@@ -66,11 +69,15 @@ struct device_ops {
         const char *name;
         int order; /* enum device_order */
         int (*init)(struct vm_devices *ctx, cap_error_t *err);
+        /* Optional: once the process is confined (vm_config.ready) and just before the vCPUs
+         * run; the work a device may do beside the guest's boot (virtio-fs's handshake). */
+        int (*start)(struct vm_devices *ctx, cap_error_t *err);
         void (*exit)(struct vm_devices *ctx); /* optional: restore host state (e.g. the terminal) */
 };
 
 void device_register(const struct device_ops *ops);
 int devices_init(struct vm_devices *ctx, cap_error_t *err);
+int devices_start(struct vm_devices *ctx, cap_error_t *err);
 void devices_exit(struct vm_devices *ctx);
 
 /* order (an enum device_order) comes first and is not optional: a registration without

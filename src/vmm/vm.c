@@ -111,6 +111,11 @@ static void vm_request_exit(void *opaque, int reason, int status)
         vm_exit(opaque, reason, status, NULL);
 }
 
+static void vm_fail(void *opaque, const char *msg)
+{
+        vm_exit(opaque, VM_EXIT_ERROR, 1, msg);
+}
+
 static void vm_vcpu_halted(void *opaque)
 {
         struct vm *vm = opaque;
@@ -322,7 +327,7 @@ static int vm_start(struct vm *vm, cap_error_t *err)
         pthread_mutex_lock(&vm->pause.lock);
         vm->pause.live = vm->n_vcpus;
         pthread_mutex_unlock(&vm->pause.lock);
-        if (evloop_start(&vm->loop, err) < 0)
+        if (evloop_start(&vm->loop, err) < 0 || devices_start(&vm->devices, err) < 0)
                 return -1;
         atomic_store(&vm->running_vcpus, vm->n_vcpus);
         for (int i = 0; i < vm->n_vcpus; i++)
@@ -448,6 +453,7 @@ int vm_run(const struct vm_config *cfg, int *status, cap_error_t *err)
                 .msi_route = vm_msi_route,
                 .cmdline_append = vm_cmdline_append,
                 .request_exit = vm_request_exit,
+                .fail = vm_fail,
                 .vm = &vm,
         };
         vm.env = (struct vcpu_env){

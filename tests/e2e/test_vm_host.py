@@ -190,6 +190,34 @@ def test_virtio_malformed_chains_need_a_reset(capsule_bin):
     assert all("virtio-rng" in line and "needs a reset" in line for line in lines), p.stderr
 
 
+@pytest.fixture
+def mute_backend(tmp_path):
+    """A vhost-user socket that accepts and never answers."""
+    path = str(tmp_path / "mute.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    yield path
+    server.close()
+
+
+def test_share_handshake_runs_beside_the_boot(capsule_bin, tmp_path, mute_backend):
+    """virtio-fs's handshake does not hold the vCPUs back: a guest that never reaches the device's
+    DRIVER_OK runs to its end while the back-end has not answered yet."""
+    p = run_payload(capsule_bin, "hello", "--share", f"{tmp_path},tag=t,socket={mute_backend}")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "hello from ring 3\n" and p.stderr == ""
+
+
+def test_share_backend_failing_its_handshake_stops_the_running_vm(capsule_bin, tmp_path):
+    """The payload runs (and spins) before the handshake ends; a virtiofsd that exits at once
+    (/bin/false as CAPSULE_VIRTIOFSD) then stops the VM with status 1 and one line with its status.
+    (A mute back-end's 30 s: tests/testbed/test_virtio_fs.py.)"""
+    p = run_payload(capsule_bin, "spin", "--share", f"{tmp_path},tag=t", env={"CAPSULE_VIRTIOFSD": "/bin/false"})
+    assert p.stdout == "spinning\n", p.stdout + p.stderr
+    one_line_error(p, "share[0]", "virtiofsd exited with status 1 before it was ready")
+
+
 def test_console_device_virtio_leaves_the_8250_unconnected(capsule_bin):
     """With hvc0 as the console, the 8250 no longer owns stdio: what the payload writes to COM1 is
     not on stdout."""

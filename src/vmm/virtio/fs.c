@@ -3,9 +3,11 @@
  * FUSE requests straight from the rings in guest memory (the memfd is shared with it),
  * and capsule hands it the memory table, the rings and the kick/call eventfds.
  *
- * capsule starts virtiofsd itself unless share[i].socket names a running back-end: the
- * handshake and the memory table happen here, before the VM runs; only the rings are
- * set up at DRIVER_OK.
+ * capsule starts virtiofsd itself unless share[i].socket names a running back-end. The
+ * handshake and the memory table run on a thread of their own beside the guest's boot
+ * (virtiofsd's own start-up is most of a VM's set-up time otherwise); the driver's DRIVER_OK
+ * waits for them, and sets up the rings. A back-end that fails them stops the VM with
+ * that error.
  *
  * A back-end that dies while the guest runs is noticed on the event loop (its socket
  * hangs up). Linux's virtio-fs driver ignores DEVICE_NEEDS_RESET and would wait forever
@@ -15,10 +17,12 @@
  * answered are lost with it (the vhost-user protocol keeps no record of them here). */
 #include <linux/fuse.h>
 #include <linux/virtio_fs.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -60,6 +64,13 @@ struct fs {
         struct vhost_user vu;
         struct vhost_user_backend backend; /* pid 0: a socket the user gave */
         bool started[FS_QUEUES];
+        /* The handshake's thread and its outcome: 0 while it runs, 1 done, -1 failed, under
+         * ready_lock. Until it ends only that thread uses vu and backend. */
+        pthread_t handshake;
+        bool handshake_started;
+        pthread_mutex_t ready_lock;
+        pthread_cond_t ready_cond;
+        int ready;
         bool watching;      /* the socket is on the event loop */
         bool backend_gone;  /* under dev.lock */
         /* Once the back-end is gone: capsule answers the queues itself (under dev.lock). */
@@ -81,9 +92,26 @@ static void fs_stop_rings(struct fs *fs)
         }
 }
 
+/* The driver's DRIVER_OK (a vCPU, dev.lock held) waits for the handshake: at most its
+ * per-message timeouts, and the handshake's thread takes no lock of the device's. Whether
+ * it succeeded. */
+static bool fs_wait_ready(struct fs *fs)
+{
+        pthread_mutex_lock(&fs->ready_lock);
+        while (fs->ready == 0)
+                pthread_cond_wait(&fs->ready_cond, &fs->ready_lock);
+        int ready = fs->ready;
+        pthread_mutex_unlock(&fs->ready_lock);
+        return ready > 0;
+}
+
 static int fs_activate(struct virtio_dev *dev, cap_error_t *err)
 {
         struct fs *fs = dev->opaque;
+        /* A failed handshake has stopped the VM with its own message already; the rings are
+         * left alone, and the device gets no second one. */
+        if (!fs_wait_ready(fs))
+                return 0;
         if (fs->backend_gone)
                 return cap_fail(err, 0, "%s: the vhost-user back-end is gone", fs->setting);
         if (vhost_user_set_features(&fs->vu, dev->driver_features, err) < 0)
@@ -214,6 +242,17 @@ static void fs_backend_hup(void *opaque, uint32_t events)
 
 static void fs_free(struct fs *fs)
 {
+        if (fs->handshake_started) {
+                pthread_mutex_lock(&fs->ready_lock);
+                bool running = fs->ready == 0;
+                pthread_mutex_unlock(&fs->ready_lock);
+                /* A back-end that has not answered yet: its next wait ends at once. */
+                if (running)
+                        shutdown(fs->vu.fd, SHUT_RDWR);
+                pthread_join(fs->handshake, NULL);
+        }
+        pthread_cond_destroy(&fs->ready_cond);
+        pthread_mutex_destroy(&fs->ready_lock);
         fs_stop_polling(fs);
         if (fs->watching)
                 evloop_del(fs->ctx->loop, fs->vu.fd);
@@ -265,7 +304,7 @@ static int fs_spawn(struct fs *fs, const struct vm_share *share, int *sock, cap_
         return 0;
 }
 
-/* The handshake and the memory table, while nothing else talks to the back-end. */
+/* Connect to the back-end (start virtiofsd, or the socket given); the handshake follows. */
 static int fs_connect(struct fs *fs, const struct vm_share *share, cap_error_t *err)
 {
         int sock = -1;
@@ -276,6 +315,12 @@ static int fs_connect(struct fs *fs, const struct vm_share *share, cap_error_t *
                 return -1;
         }
         vhost_user_init(&fs->vu, sock, fs->setting);
+        return 0;
+}
+
+/* The handshake and the memory table, while nothing else talks to the back-end. */
+static int fs_handshake(struct fs *fs, cap_error_t *err)
+{
         int rc = vhost_user_handshake(&fs->vu, err);
         if (rc == 0 && (fs->vu.features & FS_BACKEND_FEATURES) != FS_BACKEND_FEATURES)
                 rc = cap_fail(err, 0, "%s: the vhost-user back-end lacks feature bits %#llx", fs->setting,
@@ -293,7 +338,30 @@ static int fs_connect(struct fs *fs, const struct vm_share *share, cap_error_t *
                          vhost_user_backend_describe(status, how, sizeof(how)),
                          strncmp(detail, fs->setting, skip - 2) == 0 ? detail + skip : detail);
         }
+        if (rc == 0) {
+                /* Before the watch exists: its hang-up handler is the one to clear it. */
+                fs->watching = true;
+                if (evloop_add(fs->ctx->loop, fs->vu.fd, EPOLLRDHUP, fs_backend_hup, fs, err) < 0) {
+                        fs->watching = false;
+                        rc = -1;
+                }
+        }
         return rc;
+}
+
+static void *fs_handshake_main(void *arg)
+{
+        struct fs *fs = arg;
+        cleanup_error cap_error_t err = NULL;
+        int rc = fs_handshake(fs, &err);
+        /* The VM stops first: a DRIVER_OK waiting for this then finds it stopping. */
+        if (rc < 0)
+                fs->ctx->fail(fs->ctx->vm, err->msg);
+        pthread_mutex_lock(&fs->ready_lock);
+        fs->ready = rc < 0 ? -1 : 1;
+        pthread_cond_broadcast(&fs->ready_cond);
+        pthread_mutex_unlock(&fs->ready_lock);
+        return NULL;
 }
 
 static int fs_check_tag(const struct vm_config *cfg, int i, cap_error_t *err)
@@ -318,6 +386,8 @@ static int fs_add(struct vm_devices *ctx, int i, cap_error_t *err)
         fs->tag = share->tag;
         fs->vu.fd = -1;
         fs->backend.pidfd = -1;
+        pthread_mutex_init(&fs->ready_lock, NULL);
+        pthread_cond_init(&fs->ready_cond, NULL);
         snprintf(fs->setting, sizeof(fs->setting), "share[%d]", i);
         memcpy(fs->config.tag, share->tag, strlen(share->tag));
         fs->config.num_request_queues = FS_REQUEST_QUEUES; /* little-endian host */
@@ -333,12 +403,10 @@ static int fs_add(struct vm_devices *ctx, int i, cap_error_t *err)
         dev->ops = &fs_ops;
         dev->opaque = fs;
 
-        if (fs_connect(fs, share, err) < 0 ||
-            evloop_add(ctx->loop, fs->vu.fd, EPOLLRDHUP, fs_backend_hup, fs, err) < 0) {
+        if (fs_connect(fs, share, err) < 0) {
                 fs_free(fs);
                 return -1;
         }
-        fs->watching = true;
         if (virtio_dev_add(ctx, dev, err) < 0) {
                 fs_free(fs);
                 return cap_error_prefix(err, "%s", fs->setting);
@@ -354,4 +422,18 @@ static int fs_init(struct vm_devices *ctx, cap_error_t *err)
         return 0;
 }
 
-DEVICE_REGISTER(virtio_fs, DEVICE_ORDER_VIRTIO, .name = "virtio-fs", .init = fs_init)
+static int fs_start(struct vm_devices *ctx, cap_error_t *err)
+{
+        for (struct virtio_dev *dev = ctx->virtio_devs; dev; dev = dev->next) {
+                if (dev->ops != &fs_ops)
+                        continue;
+                struct fs *fs = dev->opaque;
+                int e = pthread_create(&fs->handshake, NULL, fs_handshake_main, fs);
+                if (e != 0)
+                        return cap_fail(err, e, "%s: start the vhost-user handshake's thread", fs->setting);
+                fs->handshake_started = true;
+        }
+        return 0;
+}
+
+DEVICE_REGISTER(virtio_fs, DEVICE_ORDER_VIRTIO, .name = "virtio-fs", .init = fs_init, .start = fs_start)
