@@ -425,6 +425,15 @@ int sandbox_exec(const char *root, const char *id, const struct sandbox_exec_opt
                 close(o->console_fd);
                 stdio_to_null();
         }
+        /* The relay left behind is confined once it holds what it relays (a foreground one is
+         * the caller's own capsule exec, which still has to report and exit in the open). */
+        if (child) {
+                cleanup_free char *dir = state_dir(root, id);
+                if (sandbox_relay_jail_enter(dir, rec.agent_socket, err) < 0 || sandbox_seccomp_relay_load(err) < 0) {
+                        cap_error_report(err);
+                        _exit(255);
+                }
+        }
         r = exec_relay(&rec, exec_id, o->tty, console, conns, status, err);
         if (child) {
                 if (r < 0)

@@ -360,6 +360,9 @@ static __attribute__((noreturn)) void member_main(struct sandbox_launch *l)
                 cap_fail(&err, 0, "the pod's VM does not run");
                 report_failure(l->report_fd, &err);
         }
+        /* It holds what it relays by now; a hostile guest's answers meet a confined process. */
+        if (sandbox_relay_jail_enter(l->dir, l->agent_socket, &err) < 0 || sandbox_seccomp_relay_load(&err) < 0)
+                report_failure(l->report_fd, &err);
         pthread_barrier_init(&t.relay_armed, NULL, 1);
         relay_main(&t);
         _exit(1);

@@ -94,6 +94,11 @@ void sandbox_member_unmount(const char *root, const char *pod_id, const char *id
  * DIR/SANDBOX_JAIL (created), DIR being the state directory. */
 #define SANDBOX_JAIL "jail"
 int sandbox_jail_enter(const char *dir, const char *agent_socket, cap_error_t *err);
+/* The same for a host relay (an exec's, a pod member's), which holds no VM: it becomes the uid
+ * that owns agent_socket (its VM's), in a root on DIR/SANDBOX_RELAY_JAIL that shows only that
+ * socket; sandbox_seccomp_relay_load() comes next. */
+#define SANDBOX_RELAY_JAIL "relay-jail"
+int sandbox_relay_jail_enter(const char *dir, const char *agent_socket, cap_error_t *err);
 /* The jailed process's uid and gid, its own: this base plus its pid. Pids are unique among live
  * processes and below 2^22 (the kernel's PID_MAX_LIMIT), so two sandboxes never share an id, and
  * no allocation is kept anywhere. 0x70000000 is above every range the conventions hand out
@@ -107,6 +112,9 @@ _Static_assert(SANDBOX_ID_BASE + SANDBOX_ID_PIDS <= 0x7FFE0000u, "the sandbox id
  * syscall outside it writes one line to stderr and kills the process with SIGSYS. */
 int sandbox_seccomp_load(cap_error_t *err);
 #define SANDBOX_SECCOMP_DEATH "the VMM was killed by its seccomp filter "
+/* The host relay's allow-list (its fds, Unix sockets, its terminal), for one thread. */
+int sandbox_seccomp_relay_load(cap_error_t *err);
+#define SANDBOX_SECCOMP_RELAY_DEATH "the relay was killed by its seccomp filter "
 /* That line from the container's vmm.log ("the VMM was killed ... (syscall N)"), or NULL. */
 char *sandbox_seccomp_death(const char *root, const char *id);
 /* sandbox_net.c: the network namespace config.json joins by path (podman, CNI or containerd

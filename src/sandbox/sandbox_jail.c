@@ -9,7 +9,8 @@
  * longer delivers virtiofsd's parent-death signal (it checks the dying VMM's right to signal):
  * virtiofsd ends when its vhost-user socket closes with the VMM, and delete kills the cgroup. Its threads are created afterwards, so
  * each of them inherits all of it; namespaces and capabilities are per thread, which is why this
- * must run while the process has a single thread. */
+ * must run while the process has a single thread. The host relays that hold no VM (a detached
+ * exec's, a pod member's) get the same, as the uid that owns their VM's agent socket. */
 #include "sandbox/sandbox_internal.h"
 
 #include <fcntl.h>
@@ -47,12 +48,15 @@ static int make_path(const char *root, const char *path, cap_error_t *err)
         return 0;
 }
 
-static int jail_root(const char *dir, const char *agent_socket, cap_error_t *err)
+/* The mount point DIR/NAME: made here, or with shared, possibly there already (every relay of
+ * a container mounts its own tmpfs on it, each in its own mount namespace). */
+static int jail_root(const char *dir, const char *name, bool shared, const char *agent_socket, cap_error_t *err)
 {
-        cleanup_free char *root = xasprintf("%s/" SANDBOX_JAIL, dir);
+        cleanup_free char *root = xasprintf("%s/%s", dir, name);
         if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
                 return cap_fail(err, errno, "jail: make the mounts private");
-        if (mkdir(root, 0700) < 0)
+        struct stat st;
+        if (mkdir(root, 0700) < 0 && !(shared && errno == EEXIST && lstat(root, &st) == 0 && S_ISDIR(st.st_mode)))
                 return cap_fail(err, errno, "jail: mkdir `%s`", root);
         if (mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0711,size=64k") < 0)
                 return cap_fail(err, errno, "jail: mount a tmpfs on `%s`", root);
@@ -105,6 +109,18 @@ static int caps_drop_rest(cap_error_t *err)
         return 0;
 }
 
+static int jail_finish(const char *dir, const char *name, bool shared, const char *agent_socket, unsigned int id,
+                       cap_error_t *err)
+{
+        if (jail_root(dir, name, shared, agent_socket, err) < 0 || caps_drop_bounding(err) < 0 || ids_drop(id, err) < 0 ||
+            caps_drop_rest(err) < 0)
+                return -1;
+        /* Not dumpable: no core of guest memory, no ptrace by anything that lacks CAP_SYS_PTRACE. */
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+                return cap_fail(err, errno, "jail: prctl");
+        return 0;
+}
+
 int sandbox_jail_enter(const char *dir, const char *agent_socket, cap_error_t *err)
 {
         /* The relay thread connects to the agent's socket, which takes write access to it;
@@ -114,11 +130,19 @@ int sandbox_jail_enter(const char *dir, const char *agent_socket, cap_error_t *e
                 return cap_fail(err, errno, "jail: chown `%s`", agent_socket);
         if (unshare(JAIL_NAMESPACES) < 0)
                 return cap_fail(err, errno, "jail: unshare the namespaces");
-        if (jail_root(dir, agent_socket, err) < 0 || caps_drop_bounding(err) < 0 || ids_drop(id, err) < 0 ||
-            caps_drop_rest(err) < 0)
-                return -1;
-        /* Not dumpable: no core of guest memory, no ptrace by anything that lacks CAP_SYS_PTRACE. */
-        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
-                return cap_fail(err, errno, "jail: prctl");
-        return 0;
+        return jail_finish(dir, SANDBOX_JAIL, false, agent_socket, id, err);
+}
+
+int sandbox_relay_jail_enter(const char *dir, const char *agent_socket, cap_error_t *err)
+{
+        /* The socket's owner is the VM's own uid (sandbox_jail_enter()): becoming it is what lets
+         * the relay connect once it has no capabilities, and that uid has nothing else. */
+        struct stat st;
+        if (stat(agent_socket, &st) < 0)
+                return cap_fail(err, errno, "relay jail: stat `%s`", agent_socket);
+        if (!S_ISSOCK(st.st_mode) || st.st_uid < SANDBOX_ID_BASE || st.st_uid >= SANDBOX_ID_BASE + SANDBOX_ID_PIDS)
+                return cap_fail(err, 0, "relay jail: `%s` is not a confined VM's agent socket", agent_socket);
+        if (unshare(JAIL_NAMESPACES) < 0)
+                return cap_fail(err, errno, "relay jail: unshare the namespaces");
+        return jail_finish(dir, SANDBOX_RELAY_JAIL, true, agent_socket, st.st_uid, err);
 }

@@ -10,6 +10,7 @@
 #include <linux/kvm.h>
 #include <linux/if_tun.h>
 #include <sched.h>
+#include <termios.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <string.h>
@@ -46,6 +47,22 @@ static const int allowed[] = {
         SCMP_SYS(pidfd_send_signal), SCMP_SYS(wait4), SCMP_SYS(waitid),
 };
 
+/* A host relay: its stdio and agent connections (and new ones to the agent's socket, for a
+ * resize), its terminal, its parent-death signal; nothing that opens, signals or executes. */
+static const int relay_allowed[] = {
+        SCMP_SYS(brk), SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(mprotect), SCMP_SYS(madvise), SCMP_SYS(mremap),
+        SCMP_SYS(futex), SCMP_SYS(set_robust_list), SCMP_SYS(rseq), SCMP_SYS(gettid), SCMP_SYS(getpid), SCMP_SYS(getppid),
+        SCMP_SYS(exit), SCMP_SYS(exit_group), SCMP_SYS(rt_sigaction), SCMP_SYS(rt_sigprocmask), SCMP_SYS(rt_sigreturn),
+        SCMP_SYS(sigaltstack), SCMP_SYS(restart_syscall), SCMP_SYS(clock_gettime), SCMP_SYS(clock_nanosleep),
+        SCMP_SYS(nanosleep), SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(readv), SCMP_SYS(writev), SCMP_SYS(close),
+        SCMP_SYS(fcntl), SCMP_SYS(lseek), SCMP_SYS(fstat), SCMP_SYS(newfstatat), SCMP_SYS(poll), SCMP_SYS(ppoll),
+        SCMP_SYS(signalfd4),
+        SCMP_SYS(connect), SCMP_SYS(shutdown), SCMP_SYS(sendmsg), SCMP_SYS(recvmsg), SCMP_SYS(sendto),
+        SCMP_SYS(recvfrom), SCMP_SYS(getsockopt), SCMP_SYS(setsockopt),
+};
+
+static const unsigned long relay_ioctls[] = { TIOCGWINSZ, TIOCSWINSZ, TCGETS, TCSETS };
+
 static const unsigned long ioctls[] = {
         KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_SET_GSI_ROUTING, KVM_IRQFD,
         KVM_IOEVENTFD, KVM_SIGNAL_MSI, TUNSETOFFLOAD, TUNSETVNETHDRSZ, TIOCGWINSZ, TIOCSWINSZ, TCGETS, FIONREAD,
@@ -53,13 +70,14 @@ static const unsigned long ioctls[] = {
 
 /* Async-signal-safe: the one line, then SIGSYS again with its default action (SA_RESETHAND),
  * delivered at once (SA_NODEFER). */
+static const char *sigsys_head; /* "capsule: the VMM was killed ... (syscall " */
+
 static void sigsys_handler(int sig, siginfo_t *si, void *uc)
 {
         (void)uc;
-        static const char head[] = "capsule: " SANDBOX_SECCOMP_DEATH "(syscall ";
-        char line[sizeof(head) + 16], digits[12];
-        size_t len = sizeof(head) - 1, n = 0;
-        memcpy(line, head, len);
+        char line[128], digits[12];
+        size_t len = strlen(sigsys_head), n = 0;
+        memcpy(line, sigsys_head, len);
         unsigned int nr = (unsigned int)si->si_syscall;
         do
                 digits[n++] = (char)('0' + nr % 10);
@@ -79,41 +97,53 @@ static void ctx_releasep(scmp_filter_ctx *ctx)
                 seccomp_release(*ctx);
 }
 
-int sandbox_seccomp_load(cap_error_t *err)
+struct profile {
+        const int *allowed;
+        size_t n_allowed;
+        const unsigned long *ioctls;
+        size_t n_ioctls;
+        const char *head;
+        bool threads; /* the VMM's: clone of threads, the filter on every thread */
+};
+
+static int profile_load(const struct profile *p, cap_error_t *err)
 {
         __attribute__((cleanup(ctx_releasep))) scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_TRAP);
         if (!ctx)
                 return cap_fail(err, ENOMEM, "seccomp_init");
-        int r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
-        for (size_t i = 0; r == 0 && i < ARRAY_SIZE(allowed); i++)
-                r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, allowed[i], 0);
+        int r = p->threads ? seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1) : 0;
+        for (size_t i = 0; r == 0 && i < p->n_allowed; i++)
+                r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, p->allowed[i], 0);
         /* The request number is 32 bits in the kernel: the upper half of the register is ignored. */
-        for (size_t i = 0; r == 0 && i < ARRAY_SIZE(ioctls); i++)
-                r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1, SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL, ioctls[i]));
+        for (size_t i = 0; r == 0 && i < p->n_ioctls; i++)
+                r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
+                                     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffUL, p->ioctls[i]));
         /* Unix sockets only: the agent's (the relay, the vsock device); the jail's network
          * namespace is empty anyway. */
         if (r == 0)
                 r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1, SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
         /* Threads only (pthread_create); clone3's flags are out of the filter's reach, and glibc
          * falls back to clone on ENOSYS. */
-        if (r == 0)
+        if (r == 0 && p->threads)
                 r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1, SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
         if (r == 0)
                 r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
-        /* Signals to this process only (the vCPU kicks, the handler above); the helpers are
+        /* Signals to this process only (the vCPU kicks, the handler below); the helpers are
          * stopped through their pidfds, so kill is not needed. */
         if (r == 0)
                 r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1,
                                      SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffUL, (scmp_datum_t)getpid()));
-        /* The relay thread clears its parent-death signal once create has succeeded; each vCPU
-         * thread names itself. */
+        /* A relay clears its parent-death signal once create has succeeded (the VMM's relay
+         * thread, and a member's relay, which sets it too); each vCPU thread names itself. */
         if (r == 0)
-                r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 2, SCMP_A0(SCMP_CMP_EQ, PR_SET_PDEATHSIG),
-                                     SCMP_A1(SCMP_CMP_EQ, 0));
-        if (r == 0)
+                r = p->threads ? seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 2, SCMP_A0(SCMP_CMP_EQ, PR_SET_PDEATHSIG),
+                                                  SCMP_A1(SCMP_CMP_EQ, 0))
+                               : seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1, SCMP_A0(SCMP_CMP_EQ, PR_SET_PDEATHSIG));
+        if (r == 0 && p->threads)
                 r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1, SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME));
         if (r < 0)
                 return cap_fail(err, -r, "jail: build the seccomp filter");
+        sigsys_head = p->head;
         struct sigaction sa = { .sa_sigaction = sigsys_handler, .sa_flags = SA_SIGINFO | SA_RESETHAND | SA_NODEFER };
         sigemptyset(&sa.sa_mask);
         if (sigaction(SIGSYS, &sa, NULL) < 0)
@@ -121,6 +151,21 @@ int sandbox_seccomp_load(cap_error_t *err)
         if ((r = seccomp_load(ctx)) < 0)
                 return cap_fail(err, -r, "jail: load the seccomp filter");
         return 0;
+}
+
+int sandbox_seccomp_load(cap_error_t *err)
+{
+        static const struct profile vmm = { allowed, ARRAY_SIZE(allowed), ioctls, ARRAY_SIZE(ioctls),
+                                            "capsule: " SANDBOX_SECCOMP_DEATH "(syscall ", true };
+        return profile_load(&vmm, err);
+}
+
+int sandbox_seccomp_relay_load(cap_error_t *err)
+{
+        static const struct profile relay = { relay_allowed, ARRAY_SIZE(relay_allowed), relay_ioctls,
+                                              ARRAY_SIZE(relay_ioctls), "capsule: " SANDBOX_SECCOMP_RELAY_DEATH "(syscall ",
+                                              false };
+        return profile_load(&relay, err);
 }
 
 char *sandbox_seccomp_death(const char *root, const char *id)

@@ -9,11 +9,15 @@ import socket
 import struct
 import subprocess
 import threading
+import time
 
 import pytest
 
 from conftest import CAPSULE
 from test_terminal import ConsoleSocket, read_until
+
+
+SANDBOX_ID_BASE = 0x70000000
 
 
 def start_time(pid):
@@ -129,6 +133,8 @@ def sandbox(tmp_path):
     (d / "config.json").write_text(json.dumps({"ociVersion": "1.0.2", "root": {"path": "rootfs"},
                                                "process": {"args": ["sh"], "cwd": "/", "env": ["A=1"]}}))
     agent = FakeAgent(sock)
+    # As the VMM's jail leaves it: the socket belongs to the VM's own uid (src/sandbox/sandbox_jail.c).
+    os.chown(sock, SANDBOX_ID_BASE + vmm.pid, SANDBOX_ID_BASE + vmm.pid)
 
     def capsule(*args, stdin=None):
         return subprocess.run([CAPSULE, "--root", str(root), *args], input=stdin, capture_output=True, text=True, timeout=30)
@@ -227,6 +233,51 @@ def test_detached_exec_leaves_a_relay_that_exits_with_the_status(sandbox, tmp_pa
     pid = int(pidfile.read_text())
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 5
+
+
+def status_fields(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def test_detached_exec_relay_is_confined_and_outlives_a_hostile_status(sandbox, tmp_path):
+    """The relay left behind holds only its streams: the VM's uid, no capability, no_new_privs, a
+    seccomp filter, and a mount namespace whose root shows nothing but the agent's socket. A
+    hostile guest's status then ends it with its own error status (255), not a crash."""
+    import ctypes
+    capsule, agent, vmm, cid = sandbox
+    assert ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    agent.wait_status = 999
+    pidfile = tmp_path / "exec.pid"
+    r, w = os.pipe()
+    try:
+        # Files, not pipes: the relay keeps exec's stdout and stderr.
+        with open(tmp_path / "exec.err", "w+") as err:
+            p = subprocess.run([CAPSULE, "--root", str(tmp_path / "root"), "exec", "-d", "--pid-file", str(pidfile), cid,
+                                "cat"], stdin=r, stdout=subprocess.DEVNULL, stderr=err, timeout=30)
+        assert p.returncode == 0, (tmp_path / "exec.err").read_text()
+        pid = int(pidfile.read_text())
+        # The fake agent answers the wait only once stdin ended: the relay is relaying meanwhile.
+        deadline = time.monotonic() + 10
+        while status_fields(pid).get("Seccomp") != "2" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        f = status_fields(pid)
+        uid = str(SANDBOX_ID_BASE + vmm.pid)
+        assert f["Seccomp"] == "2" and f["NoNewPrivs"] == "1", f
+        assert f["CapEff"] == f["CapPrm"] == f["CapBnd"] == "0000000000000000", f
+        assert f["Uid"].split() == [uid] * 4 and f["Gid"].split() == [uid] * 4, f
+        assert os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+        assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
+        sock = str(tmp_path / "root" / cid / "agent.sock")
+        seen = []
+        for top, dirs, files in os.walk(f"/proc/{pid}/root"):
+            seen += [os.path.join(top, n)[len(f"/proc/{pid}/root"):] for n in files]
+        assert seen == [sock], seen
+    finally:
+        os.close(r)
+        os.close(w)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 255
 
 
 def test_poststart_and_poststop_hooks_run_on_the_host(sandbox, tmp_path):
