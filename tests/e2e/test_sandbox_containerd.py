@@ -18,7 +18,7 @@ import pytest
 from podman_env import cgroup_of, pid_alive, wait_for
 from test_containerd import IMAGE, TTY_SCRIPT, Containerd, cgroup_gone, run_under_pty, serve
 from test_cri import PAUSE_CMD, CriContainerd, cri_log_lines, serve_cri
-from test_sandbox_vm import BOOT, guest_release, install_runtime, processes_naming, pytestmark  # noqa: F401 (hardware KVM, kernel and initrd, or skip)
+from sandbox_vm_env import BOOT, guest_release, install_runtime, processes_naming, pytestmark  # noqa: F401 (hardware KVM, kernel and initrd, or skip)
 
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 # What the workloads print: their kernel's release and the id of its boot.
