@@ -1,10 +1,12 @@
 """VM containers in network namespaces: the netns's interface, addresses and routes taken over by the
 VM, and the refusals. Runs as test_sandbox_vm.py does."""
+import concurrent.futures
 import copy
 import os
 import re
 import shutil
 import subprocess
+import threading
 
 import pytest
 
@@ -225,6 +227,46 @@ def test_net_a_second_vm_container_in_a_namespace_whose_interface_a_vm_took_is_r
     assert p.returncode == 0 and "inet 10.79.0.2/24" in p.stdout, p.stdout + p.stderr
     vm.run("delete", "--force", bundle.id, check=True, timeout=120)
     assert crash_leftovers(vm, bundle, bundle.id, crash_netns) == []
+
+
+def test_net_creates_racing_for_one_namespace_one_wins_the_others_are_refused(vm, bundle, crash_netns, tmp_path):
+    """Three creates of different ids for one namespace, started at once: the namespace's check and
+    its claim are one step, so exactly one boots and each other is refused in one line naming
+    linux.namespaces and the winner (not the tap, which the winner makes later), leaving nothing;
+    the winner's delete then leaves nothing either."""
+    become_subreaper()
+    bundle.config["linux"]["namespaces"] = [ns for ns in bundle.config["linux"]["namespaces"] if ns["type"] != "network"]
+    bundle.config["linux"]["namespaces"].append({"type": "network", "path": f"/run/netns/{crash_netns}"})
+    bundle.set_args("sleep", "1000")
+    bundle.write()
+    bundles = [bundle]
+    for i in range(2):
+        b = Bundle(str(tmp_path / f"racer{i}"), copy.deepcopy(bundle.config))
+        shutil.copytree(bundle.path, b.path, symlinks=True)
+        b.config["linux"]["cgroupsPath"] = f"capsule-test/{b.id}"
+        b.write()
+        bundles.append(b)
+    start = threading.Barrier(len(bundles))
+
+    def create(b):
+        start.wait()
+        return vm.run("create", "--bundle", b.path, b.id, timeout=BOOT)
+
+    with concurrent.futures.ThreadPoolExecutor(len(bundles)) as pool:
+        results = list(pool.map(create, bundles))
+    winners = [b for b, p in zip(bundles, results) if p.returncode == 0]
+    assert len(winners) == 1, [(p.returncode, p.stderr) for p in results]
+    winner, = winners
+    for b, p in zip(bundles, results):
+        if b is winner:
+            continue
+        assert p.returncode != 0
+        assert p.stderr == (f"capsule: linux.namespaces: network: `/run/netns/{crash_netns}`: its interface is taken by "
+                            f"VM container `{winner.id}` (one VM per network namespace)\n"), p.stderr
+        assert crash_leftovers(vm, b, b.id) == []
+    assert vm.status(winner.id) == "created"
+    vm.run("delete", "--force", winner.id, check=True, timeout=120)
+    assert crash_leftovers(vm, winner, winner.id, crash_netns) == []
 
 
 def test_net_a_namespace_with_lo_only_gives_the_container_lo_only(vm, bundle):
