@@ -72,6 +72,17 @@ int sandbox_binds_bind(const char *dir, char *const *sources, cap_error_t *err);
 struct sandbox_record;
 enum sandbox_pod_role { SANDBOX_POD_NONE, SANDBOX_POD, SANDBOX_POD_MEMBER };
 enum sandbox_pod_role sandbox_pod_role(const struct spec *spec, const char **pod_id);
+/* The pod's totals that containerd puts on its sandbox container (the kubelet's pod-level
+ * resources, LinuxPodSandboxConfig.resources), each 0 when unset or not a sandbox container. A
+ * malformed, negative, overflowing or out-of-range value is refused naming its annotation. */
+#define SANDBOX_POD_MEMORY_ANNOTATION "io.kubernetes.cri.sandbox-memory"
+#define SANDBOX_POD_CPU_QUOTA_ANNOTATION "io.kubernetes.cri.sandbox-cpu-quota"
+#define SANDBOX_POD_CPU_PERIOD_ANNOTATION "io.kubernetes.cri.sandbox-cpu-period"
+struct sandbox_pod_size {
+        uint64_t memory;                /* bytes */
+        uint64_t cpu_quota, cpu_period; /* microseconds */
+};
+int sandbox_pod_size(const struct spec *spec, struct sandbox_pod_size *size, cap_error_t *err);
 #define SANDBOX_MEMBERS "members" /* in the pod's state directory, its VM's AGENT_MEMBERS_TAG */
 char *sandbox_pod_members_dir(const char *root, const char *pod_id);
 /* The pod's create: members/ made a shared mount before its VM starts; delete unmounts it

@@ -36,9 +36,9 @@ def pod_member(bundle, tmp_path, name, pod_id, netns_path, pod_pid):
     return m.write()
 
 
-def start_pod(vm, pod, netns_path):
+def start_pod(vm, pod, netns_path, **annotations):
     """The pod's sandbox container, created and started: returns its host pid."""
-    pod.config["annotations"] = {POD_TYPE: "sandbox"}
+    pod.config["annotations"] = {POD_TYPE: "sandbox", **annotations}
     pod.config["hostname"] = "the-pod"
     pod.config["linux"]["namespaces"] = [ns for ns in pod.config["linux"]["namespaces"] if ns["type"] != "network"]
     pod.config["linux"]["namespaces"].append({"type": "network", "path": netns_path})
@@ -210,4 +210,36 @@ def test_pod_a_detached_members_state_exec_ps_kill_and_the_pods_end_ends_the_oth
     assert vm.status(m.id) == "stopped"
     vm.run("delete", m.id, check=True, timeout=120)
     assert crash_leftovers(vm, m, m.id) == []
+    assert crash_leftovers(vm, pod, pod.id, crash_netns) == []
+
+
+GUEST_SIZE = "nproc; grep MemTotal /proc/meminfo"
+
+
+def test_pod_vm_is_sized_from_the_pods_totals_and_a_member_keeps_its_own_limit(vm, bundle, crash_netns, tmp_path):
+    """containerd's totals of the pod on its sandbox container (the kubelet's pod-level resources)
+    size the pod's VM, over the pause's own limit: a quota of 150000 per 100000 us is 2 vCPUs,
+    352M is 320M for the guest (32M go to the VMM), where the pause's 512M limit alone would give
+    480M. A member runs in that VM, its own memory limit on its cgroup in the guest."""
+    become_subreaper()
+    pod = bundle
+    netns_path = f"/run/netns/{crash_netns}"
+    pod.config["linux"].setdefault("resources", {})["memory"] = {"limit": 512 << 20}
+    pod_pid = start_pod(vm, pod, netns_path, **{"io.kubernetes.cri.sandbox-memory": str(352 << 20),
+                                               "io.kubernetes.cri.sandbox-cpu-quota": "150000",
+                                               "io.kubernetes.cri.sandbox-cpu-period": "100000"})
+    p = vm.run("exec", pod.id, "sh", "-c", GUEST_SIZE, timeout=120)
+    assert p.returncode == 0, p.stderr
+    nproc, memtotal = p.stdout.splitlines()
+    assert nproc == "2"
+    mem_kib = int(memtotal.split()[1])
+    assert 264 * 1024 < mem_kib <= 320 * 1024, memtotal
+    m = pod_member(pod, tmp_path, "sized", pod.id, netns_path, pod_pid)
+    m.config["linux"].setdefault("resources", {})["memory"] = {"limit": 100 << 20}
+    m.set_args("sh", "-c", GUEST_SIZE + "; cat /sys/fs/cgroup/memory.max")
+    p = vm.run("run", "--bundle", m.path, m.id, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.splitlines() == [nproc, memtotal, str(100 << 20)], p.stdout
+    assert crash_leftovers(vm, m, m.id) == []
+    vm.run("delete", "--force", pod.id, check=True, timeout=120)
     assert crash_leftovers(vm, pod, pod.id, crash_netns) == []
