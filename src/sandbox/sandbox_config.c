@@ -175,7 +175,18 @@ static int cpuset_count(const char *list)
         return n;
 }
 
-static int resolve_cpus(const struct spec *spec, int *cpus, cap_error_t *err)
+/* ceil(quota / period) vCPUs, at most max: a limit above the host's CPUs is the host's. */
+static int quota_cpus(uint64_t quota, uint64_t period, int max)
+{
+        if (!period)
+                period = 100000; /* the kernel's default */
+        uint64_t n = quota / period + (quota % period != 0);
+        return n > (uint64_t)max ? max : (int)n;
+}
+
+/* capsule.vm.cpus; else the pod's quota (a sandbox container's); else the container's quota or
+ * cpuset; else one. */
+static int resolve_cpus(const struct spec *spec, const struct sandbox_pod_size *pod, int *cpus, cap_error_t *err)
 {
         int max = host_cpus();
         const char *a = sandbox_annotation(spec, "capsule.vm.cpus");
@@ -188,12 +199,14 @@ static int resolve_cpus(const struct spec *spec, int *cpus, cap_error_t *err)
                 *cpus = (int)n;
                 return 0;
         }
+        if (pod->cpu_quota) {
+                *cpus = quota_cpus(pod->cpu_quota, pod->cpu_period, max);
+                return 0;
+        }
         if (!res)
                 return 0;
         if (res->cpu.quota.set && res->cpu.quota.v > 0) {
-                uint64_t period = res->cpu.period.set && res->cpu.period.v ? res->cpu.period.v : 100000;
-                uint64_t n = ((uint64_t)res->cpu.quota.v + period - 1) / period;
-                *cpus = n > (uint64_t)max ? max : (int)n;
+                *cpus = quota_cpus((uint64_t)res->cpu.quota.v, res->cpu.period.set ? res->cpu.period.v : 0, max);
         } else if (res->cpu.cpus && *res->cpu.cpus) {
                 int n = cpuset_count(res->cpu.cpus);
                 if (n <= 0)
@@ -203,7 +216,23 @@ static int resolve_cpus(const struct spec *spec, int *cpus, cap_error_t *err)
         return 0;
 }
 
-static int resolve_memory(const struct spec *spec, uint64_t *memory, cap_error_t *err)
+/* A limit (named by what) bounds the whole VM: the guest gets it less the VMM's overhead, at most
+ * the host's RAM. */
+static int memory_from_limit(const char *what, uint64_t limit, uint64_t host, uint64_t *memory, cap_error_t *err)
+{
+        if (limit < SANDBOX_MEMORY_MIN + SANDBOX_VMM_OVERHEAD)
+                return cap_fail(err, 0, "%s: %llu bytes is below the VM's minimum of %lluM (64M for the guest, %lluM for the VMM)",
+                                what, (unsigned long long)limit, (SANDBOX_MEMORY_MIN + SANDBOX_VMM_OVERHEAD) / MIB,
+                                SANDBOX_VMM_OVERHEAD / MIB);
+        *memory = limit - SANDBOX_VMM_OVERHEAD;
+        if (*memory > host)
+                *memory = host;
+        return 0;
+}
+
+/* capsule.vm.memory; else the pod's total (a sandbox container's); else the container's limit;
+ * else the default. */
+static int resolve_memory(const struct spec *spec, const struct sandbox_pod_size *pod, uint64_t *memory, cap_error_t *err)
 {
         uint64_t host = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
         const char *a = sandbox_annotation(spec, "capsule.vm.memory");
@@ -213,15 +242,12 @@ static int resolve_memory(const struct spec *spec, uint64_t *memory, cap_error_t
                 if (parse_size(a, memory) < 0 || *memory < SANDBOX_MEMORY_MIN || *memory > host)
                         return cap_fail(err, 0, "annotation capsule.vm.memory: `%s` is not a size from 64M to %lluM (this host's RAM), "
                                                 "in bytes or with a K, M or G suffix", a, (unsigned long long)(host / MIB));
+        } else if (pod->memory) {
+                if (memory_from_limit("annotation " SANDBOX_POD_MEMORY_ANNOTATION, pod->memory, host, memory, err) < 0)
+                        return -1;
         } else if (res && res->memory.limit.set && res->memory.limit.v > 0) {
-                uint64_t limit = (uint64_t)res->memory.limit.v;
-                if (limit < SANDBOX_MEMORY_MIN + SANDBOX_VMM_OVERHEAD)
-                        return cap_fail(err, 0, "linux.resources.memory.limit: %llu bytes is below the VM's minimum of %lluM "
-                                                "(64M for the guest, %lluM for the VMM)", (unsigned long long)limit,
-                                        (SANDBOX_MEMORY_MIN + SANDBOX_VMM_OVERHEAD) / MIB, SANDBOX_VMM_OVERHEAD / MIB);
-                *memory = limit - SANDBOX_VMM_OVERHEAD;
-                if (*memory > host)
-                        *memory = host;
+                if (memory_from_limit("linux.resources.memory.limit", (uint64_t)res->memory.limit.v, host, memory, err) < 0)
+                        return -1;
         }
         *memory &= ~(MIB - 1);
         return 0;
@@ -258,8 +284,9 @@ int sandbox_vm_resolve(const struct spec *spec, const char *bundle, struct sandb
          * options of config.json's choosing. */
         if (vm->rootfs_fd < 0 && strchr(spec->root_path, ','))
                 return cap_fail(err, 0, "root.path: `%s` has a comma, which virtiofsd cannot share", spec->root_path);
-        if (resolve_cpus(spec, &vm->cpus, err) < 0 || resolve_memory(spec, &vm->memory, err) < 0 ||
-            resolve_boot_timeout(&vm->boot_timeout_ms, err) < 0)
+        struct sandbox_pod_size pod;
+        if (sandbox_pod_size(spec, &pod, err) < 0 || resolve_cpus(spec, &pod, &vm->cpus, err) < 0 ||
+            resolve_memory(spec, &pod, &vm->memory, err) < 0 || resolve_boot_timeout(&vm->boot_timeout_ms, err) < 0)
                 return -1;
         cleanup_free char *kernel_origin = NULL, *initrd_origin = NULL;
         if (resolve_boot_file(spec, SANDBOX_KERNEL_ENV, SANDBOX_KERNEL_DEFAULT, "capsule.vm.kernel", "kernel", &vm->kernel,

@@ -461,7 +461,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         cleanup_free char *member_binds = NULL;
         cleanup_strv char **bind_sources = NULL;
         struct sandbox_vm vm = { .rootfs_fd = -1 };
-        struct sandbox_net net = { .netns_fd = -1 };
+        struct sandbox_net net = { .netns_fd = -1, .lock_fd = -1 };
         struct sandbox_record rec = { 0 }, pod_rec = { 0 };
         struct sandbox_launch l;
         int report[2] = { -1, -1 }, finished[2] = { -1, -1 };
@@ -563,6 +563,8 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         if (child == 0) {
                 close(report[0]);
                 close(finished[1]);
+                /* Its flock is the open file's: a copy here would hold the namespace's lock for the VM's life. */
+                cap_closep(&net.lock_fd);
                 if (member)
                         member_main(&l);
                 sandbox_main(&l);
@@ -571,7 +573,11 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         cap_closep(&finished[0]);
         rec.pid = child;
         rec.start_time = proc_start_time(child);
-        if (sandbox_record_save(o->root, o->id, &rec, err) < 0 || read_report(report[0], err) < 0)
+        if (sandbox_record_save(o->root, o->id, &rec, err) < 0)
+                goto out;
+        /* The claim is recorded: a create racing for the namespace sees its holder now. */
+        sandbox_net_unlock(&net);
+        if (read_report(report[0], err) < 0)
                 goto out;
         st->pid = child;
         st->start_time = rec.start_time;

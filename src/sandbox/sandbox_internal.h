@@ -72,6 +72,17 @@ int sandbox_binds_bind(const char *dir, char *const *sources, cap_error_t *err);
 struct sandbox_record;
 enum sandbox_pod_role { SANDBOX_POD_NONE, SANDBOX_POD, SANDBOX_POD_MEMBER };
 enum sandbox_pod_role sandbox_pod_role(const struct spec *spec, const char **pod_id);
+/* The pod's totals that containerd puts on its sandbox container (the kubelet's pod-level
+ * resources, LinuxPodSandboxConfig.resources), each 0 when unset or not a sandbox container. A
+ * malformed, negative, overflowing or out-of-range value is refused naming its annotation. */
+#define SANDBOX_POD_MEMORY_ANNOTATION "io.kubernetes.cri.sandbox-memory"
+#define SANDBOX_POD_CPU_QUOTA_ANNOTATION "io.kubernetes.cri.sandbox-cpu-quota"
+#define SANDBOX_POD_CPU_PERIOD_ANNOTATION "io.kubernetes.cri.sandbox-cpu-period"
+struct sandbox_pod_size {
+        uint64_t memory;                /* bytes */
+        uint64_t cpu_quota, cpu_period; /* microseconds */
+};
+int sandbox_pod_size(const struct spec *spec, struct sandbox_pod_size *size, cap_error_t *err);
 #define SANDBOX_MEMBERS "members" /* in the pod's state directory, its VM's AGENT_MEMBERS_TAG */
 char *sandbox_pod_members_dir(const char *root, const char *pod_id);
 /* The pod's create: members/ made a shared mount before its VM starts; delete unmounts it
@@ -130,10 +141,13 @@ struct sandbox_net {
         struct agent_net nic;
         unsigned long long netns_dev, netns_ino; /* the namespace's identity */
         bool taken; /* a VM container's tap is there: another VM has the interface */
+        int lock_fd; /* sandbox_netns_lock()'s, from plan() until the record names the VMM */
+        char *lock_path;
 };
 /* At create, before anything exists: refuses a path that is not a network namespace, and a
  * namespace whose interface another live VM container took (naming it when it is one of
- * root's), each naming linux.namespaces. */
+ * root's), each naming linux.namespaces. A namespace by path stays locked (net->lock_fd) until
+ * sandbox_net_unlock(): the caller unlocks once the record names its VMM. */
 int sandbox_net_plan(const struct spec *spec, const char *root, struct sandbox_net *net, cap_error_t *err);
 /* The same in the caller's own network namespace (net->netns_fd is left alone); a namespace
  * with a VM container's tap is only marked taken. */
@@ -150,6 +164,7 @@ struct sandbox_record;
 /* delete: release what spec's namespace and rec's net recorded, if that namespace is still the
  * one create linked (by identity: a /proc/PID/ns path may name another one by now). */
 void sandbox_net_forget(const struct spec *spec, const struct sandbox_record *rec);
+void sandbox_net_unlock(struct sandbox_net *net);
 void sandbox_net_free(struct sandbox_net *net);
 
 /* sandbox_tc.c, run inside the namespace: the tap's MTU, both qdiscs and filters (undone when
@@ -202,6 +217,14 @@ bool sandbox_vmm_alive(const struct sandbox_record *r);
 /* The id of root's VM container whose live VMM took the interface of the network namespace
  * dev/ino, or NULL. */
 char *sandbox_netns_holder(const char *root, unsigned long long dev, unsigned long long ino);
+/* Makes the check of the network namespace dev/ino and the claim of its interface one step: two
+ * creates racing for one namespace take turns, from before sandbox_net_plan() looks until the
+ * record names the VMM (a killed holder's flock goes with it). The lock is the file *path under
+ * root, which no container reaches. Returns its fd; unlock() unlinks and closes it (a no-op
+ * when *path is NULL). */
+#define SANDBOX_NETNS_LOCK_WAIT_MS 60000
+int sandbox_netns_lock(const char *root, unsigned long long dev, unsigned long long ino, char **path, cap_error_t *err);
+void sandbox_netns_unlock(int *fd, char **path);
 
 /* sandbox_phases.c: "phases" in the state directory, one line "NAME VALUE" per step, appended as
  * it happens. The host's steps are CLOCK_MONOTONIC nanoseconds: "create" (capsule create began),

@@ -367,10 +367,25 @@ static int refuse_taken(const char *root, const char *path, const struct stat *s
                                 "is there; one VM per network namespace)", path, SANDBOX_TAP);
 }
 
+static int plan_locked(const char *path, int fd, const struct stat *st, const char *root, struct sandbox_net *net,
+                       cap_error_t *err)
+{
+        /* A create that won the race may not have made its tap yet: its record says so already. */
+        cleanup_free char *holder = sandbox_netns_holder(root, st->st_dev, st->st_ino);
+        if (holder)
+                return refuse_taken(root, path, st, err);
+        if (in_netns(fd, sandbox_net_gather, net, err) < 0)
+                return cap_error_prefix(err, "linux.namespaces: network namespace `%s`", path);
+        if (net->taken)
+                return refuse_taken(root, path, st, err);
+        return 0;
+}
+
 int sandbox_net_plan(const struct spec *spec, const char *root, struct sandbox_net *net, cap_error_t *err)
 {
         memset(net, 0, sizeof(*net));
         net->netns_fd = -1;
+        net->lock_fd = -1;
         const struct spec_namespace *ns = spec_namespace(spec, CLONE_NEWNET);
         if (!ns || !ns->path)
                 return 0;
@@ -378,10 +393,13 @@ int sandbox_net_plan(const struct spec *spec, const char *root, struct sandbox_n
         cleanup_close int fd = netns_open(ns->path, &st, err);
         if (fd < 0)
                 return -1;
-        if (in_netns(fd, sandbox_net_gather, net, err) < 0)
-                return cap_error_prefix(err, "linux.namespaces: network namespace `%s`", ns->path);
-        if (net->taken)
-                return refuse_taken(root, ns->path, &st, err);
+        net->lock_fd = sandbox_netns_lock(root, st.st_dev, st.st_ino, &net->lock_path, err);
+        if (net->lock_fd < 0)
+                return cap_error_prefix(err, "linux.namespaces: network: `%s`", ns->path);
+        if (plan_locked(ns->path, fd, &st, root, net, err) < 0) {
+                sandbox_net_unlock(net);
+                return -1;
+        }
         net->netns_dev = st.st_dev;
         net->netns_ino = st.st_ino;
         if (net->ifindex)
@@ -455,7 +473,13 @@ void sandbox_net_forget(const struct spec *spec, const struct sandbox_record *re
         sandbox_net_free(&net);
 }
 
+void sandbox_net_unlock(struct sandbox_net *net)
+{
+        sandbox_netns_unlock(&net->lock_fd, &net->lock_path);
+}
+
 void sandbox_net_free(struct sandbox_net *net)
 {
+        sandbox_net_unlock(net);
         cap_closep(&net->netns_fd);
 }

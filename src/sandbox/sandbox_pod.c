@@ -33,6 +33,41 @@ enum sandbox_pod_role sandbox_pod_role(const struct spec *spec, const char **pod
         return SANDBOX_POD_NONE;
 }
 
+/* A decimal from min to max, or "0"; nothing else (no sign, space or suffix). */
+static int pod_value(const struct spec *spec, const char *key, uint64_t min, uint64_t max, const char *what, uint64_t *v,
+                     cap_error_t *err)
+{
+        *v = 0;
+        const char *s = sandbox_annotation(spec, key);
+        if (!s)
+                return 0;
+        unsigned long long n;
+        if (!*s || strspn(s, "0123456789") != strlen(s) || parse_u64(s, &n) < 0 || (n && (n < min || n > max)))
+                return cap_fail(err, 0, "annotation %s: `%s` is not %s (0: unset)", key, s, what);
+        *v = n;
+        return 0;
+}
+
+/* cgroup v2's cpu.max bounds (and the kubelet's minimum quota). */
+#define POD_CPU_PERIOD_MIN 1000
+#define POD_CPU_PERIOD_MAX 1000000
+#define POD_CPU_QUOTA_MIN 1000
+
+int sandbox_pod_size(const struct spec *spec, struct sandbox_pod_size *size, cap_error_t *err)
+{
+        const char *id;
+        *size = (struct sandbox_pod_size){ 0 };
+        if (sandbox_pod_role(spec, &id) != SANDBOX_POD)
+                return 0;
+        if (pod_value(spec, SANDBOX_POD_MEMORY_ANNOTATION, 1, INT64_MAX, "a number of bytes", &size->memory, err) < 0 ||
+            pod_value(spec, SANDBOX_POD_CPU_QUOTA_ANNOTATION, POD_CPU_QUOTA_MIN, INT64_MAX, "a CPU quota of 1000 microseconds or more",
+                      &size->cpu_quota, err) < 0 ||
+            pod_value(spec, SANDBOX_POD_CPU_PERIOD_ANNOTATION, POD_CPU_PERIOD_MIN, POD_CPU_PERIOD_MAX,
+                      "a CPU period from 1000 to 1000000 microseconds", &size->cpu_period, err) < 0)
+                return -1;
+        return 0;
+}
+
 char *sandbox_pod_members_dir(const char *root, const char *pod_id)
 {
         return xasprintf("%s/%s/" SANDBOX_MEMBERS, root, pod_id);

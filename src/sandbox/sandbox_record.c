@@ -1,8 +1,11 @@
 /* sandbox.json: what the commands after create need to reach a VM container. */
 #include "sandbox/sandbox_internal.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -130,4 +133,43 @@ char *sandbox_netns_holder(const char *root, unsigned long long dev, unsigned lo
                         return xstrdup(ids[i]);
         }
         return NULL;
+}
+
+int sandbox_netns_lock(const char *root, unsigned long long dev, unsigned long long ino, char **path, cap_error_t *err)
+{
+        if (mkdir_p(root, 0700, err) < 0)
+                return cap_error_prefix(err, "--root");
+        /* A dot name: never a container id, so never a container's state directory. */
+        cleanup_free char *p = xasprintf("%s/.netns-%llu-%llu.lock", root, dev, ino);
+        long long deadline = now_ms() + SANDBOX_NETNS_LOCK_WAIT_MS;
+        for (;;) {
+                cleanup_close int fd = open(p, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+                if (fd < 0)
+                        return cap_fail(err, errno, "open `%s`", p);
+                while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+                        if (errno != EWOULDBLOCK && errno != EINTR)
+                                return cap_fail(err, errno, "lock `%s`", p);
+                        if (now_ms() > deadline)
+                                return cap_fail(err, 0, "another create held `%s` for %d s", p, SANDBOX_NETNS_LOCK_WAIT_MS / 1000);
+                        usleep(2000);
+                }
+                /* The holder before us unlinks it as it unlocks: then the lock is the file now at p. */
+                struct stat held, now;
+                if (fstat(fd, &held) < 0)
+                        return cap_fail(err, errno, "stat `%s`", p);
+                if (lstat(p, &now) == 0 && now.st_dev == held.st_dev && now.st_ino == held.st_ino) {
+                        *path = steal_pointer(&p);
+                        return steal_fd(&fd);
+                }
+        }
+}
+
+void sandbox_netns_unlock(int *fd, char **path)
+{
+        if (!*path)
+                return;
+        unlink(*path);
+        cap_closep(fd);
+        free(*path);
+        *path = NULL;
 }

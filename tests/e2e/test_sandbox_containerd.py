@@ -18,7 +18,10 @@ import pytest
 from podman_env import cgroup_of, pid_alive, wait_for
 from test_containerd import IMAGE, TTY_SCRIPT, Containerd, cgroup_gone, run_under_pty, serve
 from test_cri import PAUSE_CMD, CriContainerd, cri_log_lines, serve_cri
-from test_sandbox_vm import BOOT, guest_release, install_runtime, processes_naming, pytestmark  # noqa: F401 (hardware KVM, kernel and initrd, or skip)
+import sandbox_vm_env
+from sandbox_vm_env import BOOT, guest_release, install_runtime, processes_naming
+
+pytestmark = sandbox_vm_env.pytestmark  # hardware KVM, the kernel and the initrd, or skip
 
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 # What the workloads print: their kernel's release and the id of its boot.
@@ -146,7 +149,8 @@ def test_cri_pod_under_handler(cri_vm, handler):
     """A pod with kubelet's defaults but the host's network (this test does not depend on a pod
     network): under capsule-vm its workload sees the guest kernel, under capsule the host's. A
     second container of the pod runs beside the first: under capsule-vm in the same VM (the same
-    guest boot_id), and its exit status reaches the CRI."""
+    guest boot_id), and its exit status reaches the CRI. The pod's resources (the kubelet's sums
+    of its containers' limits) size the VM: 1.5 CPUs are 2 vCPUs, 352M is 320M of guest RAM."""
     c = cri_vm
     pb = c.client.pb
     call = c.client.call
@@ -158,7 +162,9 @@ def test_cri_pod_under_handler(cri_vm, handler):
         metadata=pb.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace="capsule-test"),
         log_directory=log_dir,
         linux=pb.LinuxPodSandboxConfig(cgroup_parent=c.cgroup_parent,
-                                       security_context=pb.LinuxSandboxSecurityContext(namespace_options=namespaces)))
+                                       security_context=pb.LinuxSandboxSecurityContext(namespace_options=namespaces),
+                                       resources=pb.LinuxContainerResources(cpu_period=100000, cpu_quota=150000,
+                                                                            memory_limit_in_bytes=352 << 20)))
     sandbox_id = call("RunPodSandbox", config=sandbox_config, runtime_handler=handler, deadline=BOOT).pod_sandbox_id
     c.ids.append(sandbox_id)
     status = call("PodSandboxStatus", pod_sandbox_id=sandbox_id, verbose=True)
@@ -195,6 +201,11 @@ def test_cri_pod_under_handler(cri_vm, handler):
     r = call("ExecSync", container_id=cid, cmd=["sh", "-c", f"{WHOAMI}; echo oops >&2; exit 7"], timeout=60,
              deadline=120)
     assert (r.stdout.decode().splitlines(), r.stderr, r.exit_code) == (out, b"oops\n", 7)
+    if vm:
+        r = call("ExecSync", container_id=cid, cmd=["sh", "-c", "nproc; grep MemTotal /proc/meminfo"], timeout=60,
+                 deadline=120)
+        nproc, memtotal = r.stdout.decode().splitlines()
+        assert nproc == "2" and 264 * 1024 < int(memtotal.split()[1]) <= 320 * 1024, (nproc, memtotal)
 
     second = pb.ContainerConfig(
         metadata=pb.ContainerMetadata(name="second"), image=pb.ImageSpec(image=IMAGE),

@@ -240,3 +240,67 @@ def test_block_rootfs_image_in_the_bundle_passes_and_root_path_is_not_shared(tmp
     root = tmp_path / "root"
     p = create(root, bundle, binary=vm_bin / "capsule", env=env)
     assert_refused(p, root, bundle, PREFIX + "this host's /dev/kvm is PVM (kvm_pvm): it emulates guest ring-0 code")
+
+
+POD_MEMORY, POD_QUOTA, POD_PERIOD = ("io.kubernetes.cri.sandbox-memory", "io.kubernetes.cri.sandbox-cpu-quota",
+                                     "io.kubernetes.cri.sandbox-cpu-period")
+BYTES = "is not a number of bytes (0: unset)"
+QUOTA = "is not a CPU quota of 1000 microseconds or more (0: unset)"
+PERIOD = "is not a CPU period from 1000 to 1000000 microseconds (0: unset)"
+
+
+def pause_container(bundle, **annotations):
+    """The pod's sandbox container as containerd writes it, with the pod's totals."""
+    bundle.config["annotations"] = {"run.oci.handler": "vm", "io.kubernetes.cri.container-type": "sandbox",
+                                    "io.kubernetes.cri.sandbox-id": bundle.id, **annotations}
+    bundle.write()
+
+
+@pytest.mark.parametrize("key,value,message", [
+    (POD_MEMORY, "-1", BYTES), (POD_MEMORY, "1G", BYTES), (POD_MEMORY, " 1073741824", BYTES), (POD_MEMORY, "", BYTES),
+    (POD_MEMORY, "9223372036854775808", BYTES), (POD_MEMORY, "184467440737095516160", BYTES),
+    (POD_QUOTA, "-100000", QUOTA), (POD_QUOTA, "999", QUOTA), (POD_QUOTA, "+200000", QUOTA), (POD_QUOTA, "0x30d40", QUOTA),
+    (POD_QUOTA, "99999999999999999999", QUOTA),
+    (POD_PERIOD, "999", PERIOD), (POD_PERIOD, "1000001", PERIOD), (POD_PERIOD, "-100000", PERIOD), (POD_PERIOD, "1e5", PERIOD),
+])
+def test_pod_sizing_annotations_malformed_or_out_of_range(tmp_path, bundle, vm_bin, key, value, message):
+    """containerd's pod-level totals on a pause container (the kubelet's pod resources) size its VM:
+    each value that is not "0" (unset) or a decimal within its bounds is refused, naming it."""
+    pause_container(bundle, **{POD_MEMORY: "0", POD_QUOTA: "0", POD_PERIOD: "0", key: value})
+    root = tmp_path / "root"
+    p = create(root, bundle, binary=vm_bin / "capsule", env=kernel_env(vm_bin))
+    assert_refused(p, root, bundle, f"capsule: annotation {key}: `{value}` {message}")
+
+
+def test_pod_memory_below_the_vm_minimum(tmp_path, bundle, vm_bin):
+    """The pod's total pays for the VMM too, as a container's memory limit does."""
+    pause_container(bundle, **{POD_MEMORY: str(80 << 20)})
+    root = tmp_path / "root"
+    p = create(root, bundle, binary=vm_bin / "capsule", env=kernel_env(vm_bin))
+    assert_refused(p, root, bundle, f"capsule: annotation {POD_MEMORY}: {80 << 20} bytes is below the VM's minimum of 96M "
+                                    "(64M for the guest, 32M for the VMM)")
+
+
+@pytest.mark.skipif(not PVM, reason="the next check after the sizes is the PVM refusal only on a PVM host")
+@pytest.mark.parametrize("annotations", [
+    {POD_MEMORY: str(1 << 30), POD_QUOTA: "250000", POD_PERIOD: "100000"},
+    {POD_MEMORY: "0", POD_QUOTA: "0", POD_PERIOD: "0"},
+    # capsule.vm.* win: the pod's total is not used, so not held to the VM's minimum.
+    {"capsule.vm.memory": "128M", "capsule.vm.cpus": "1", POD_MEMORY: str(80 << 20), POD_QUOTA: "1000000000"},
+])
+def test_pod_sizing_annotations_in_bounds_pass(tmp_path, bundle, vm_bin, annotations):
+    """The PVM refusal that follows the sizes shows they passed."""
+    pause_container(bundle, **annotations)
+    root = tmp_path / "root"
+    p = create(root, bundle, binary=vm_bin / "capsule", env=kernel_env(vm_bin))
+    assert_refused(p, root, bundle, PREFIX + "this host's /dev/kvm is PVM (kvm_pvm)")
+
+
+@pytest.mark.skipif(not PVM, reason="the next check after the sizes is the PVM refusal only on a PVM host")
+def test_pod_sizing_annotations_of_a_container_that_is_no_pause_are_not_read(tmp_path, bundle, vm_bin):
+    """Only a pod's sandbox container has the pod's totals; on another they mean nothing."""
+    bundle.config["annotations"] = {"run.oci.handler": "vm", POD_MEMORY: "junk", POD_QUOTA: "-1"}
+    bundle.write()
+    root = tmp_path / "root"
+    p = create(root, bundle, binary=vm_bin / "capsule", env=kernel_env(vm_bin))
+    assert_refused(p, root, bundle, PREFIX + "this host's /dev/kvm is PVM (kvm_pvm)")

@@ -9,7 +9,10 @@ import pytest
 
 from podman_env import IMAGE, Podman, podman_session
 from test_podman import image_tar, run_in_pty  # noqa: F401 (the module's busybox image)
-from test_sandbox_vm import guest_release, install_runtime, pytestmark  # noqa: F401 (hardware KVM, kernel and initrd, or skip)
+import sandbox_vm_env
+from sandbox_vm_env import guest_release, install_runtime
+
+pytestmark = sandbox_vm_env.pytestmark  # hardware KVM, the kernel and the initrd, or skip
 
 
 class VmPodman(Podman):

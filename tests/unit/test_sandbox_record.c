@@ -1,9 +1,11 @@
 /* sandbox.json (src/sandbox/sandbox_record.c): what delete needs after create, the network's
  * identity included, read back as written; a damaged one is refused, never half-used. */
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -102,6 +104,49 @@ TEST(netns_holder_is_the_live_vm_whose_record_names_the_namespace)
         CHECK(sandbox_record_save(root, "c1", &w, &err) == 0);
         CHECK(!sandbox_netns_holder(root, 4, 99));
         CHECK(!sandbox_netns_holder("/nonexistent", 4, 99));
+        remove_root(root);
+}
+
+TEST(netns_lock_lets_one_create_at_a_time_and_goes_with_its_unlock)
+{
+        char *root = make_root();
+        CHECK(root);
+        cap_error_t err = NULL;
+        cleanup_free char *path = NULL;
+        int fd = sandbox_netns_lock(root, 4, 99, &path, &err);
+        CHECK(fd >= 0 && path && str_has_prefix(path, root));
+        /* Another create (a process of its own) waits until the holder unlocks... */
+        int got[2];
+        CHECK(pipe(got) == 0);
+        pid_t other = fork();
+        CHECK(other >= 0);
+        if (other == 0) {
+                cleanup_free char *p = NULL;
+                cap_closep(&fd);
+                int l = sandbox_netns_lock(root, 4, 99, &p, &err);
+                _exit(l >= 0 && write(got[1], "L", 1) == 1 ? 0 : 1);
+        }
+        close(got[1]);
+        struct pollfd pfd = { .fd = got[0], .events = POLLIN };
+        CHECK(poll(&pfd, 1, 300) == 0);
+        /* ...while a lock of another namespace is free. */
+        cleanup_free char *path2 = NULL;
+        int fd2 = sandbox_netns_lock(root, 4, 98, &path2, &err);
+        CHECK(fd2 >= 0);
+        sandbox_netns_unlock(&fd2, &path2);
+        CHECK(fd2 == -1 && !path2);
+        sandbox_netns_unlock(&fd, &path);
+        CHECK(poll(&pfd, 1, 5000) == 1);
+        int status;
+        CHECK(waitpid(other, &status, 0) == other && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        close(got[0]);
+        /* The killed holder's lock went with it; its file stays, and is taken again. */
+        fd = sandbox_netns_lock(root, 4, 99, &path, &err);
+        CHECK(fd >= 0);
+        sandbox_netns_unlock(&fd, &path);
+        /* Nothing is left: only c1, the record's directory. */
+        cleanup_free char *lock = xasprintf("%s/.netns-4-99.lock", root);
+        CHECK(access(lock, F_OK) < 0);
         remove_root(root);
 }
 
