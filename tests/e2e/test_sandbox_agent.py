@@ -59,7 +59,8 @@ class FakeAgent:
         self.sock = socket.socket(socket.AF_UNIX)
         self.sock.bind(path)
         self.sock.listen(16)
-        threading.Thread(target=self.serve, daemon=True).start()
+        self.server = threading.Thread(target=self.serve, daemon=True)
+        self.server.start()
 
     def serve(self):
         while True:
@@ -115,6 +116,16 @@ class FakeAgent:
     def ops(self):
         return [r["op"] for r in self.requests]
 
+    def close(self):
+        """Ends serve() before the listening fd is closed. Closing it under a blocked accept()
+        leaves that accept() waiting, and the kernel restarts it (after any signal, a child's
+        SIGCHLD included) with the fd's number, which the next test's agent reuses: that test's
+        connections then reach this agent and its replies (ps_reply, status...)."""
+        self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() with an error
+        self.server.join(timeout=10)
+        assert not self.server.is_alive(), "the fake agent's accept loop did not end"
+        self.sock.close()
+
 
 @pytest.fixture
 def sandbox(tmp_path):
@@ -142,7 +153,7 @@ def sandbox(tmp_path):
     yield capsule, agent, vmm, cid
     vmm.kill()
     vmm.wait()
-    agent.sock.close()
+    agent.close()
 
 
 def test_status_is_the_agents_answer(sandbox):
