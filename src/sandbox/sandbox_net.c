@@ -378,6 +378,11 @@ int sandbox_net_plan(const struct spec *spec, const char *root, struct sandbox_n
         cleanup_close int fd = netns_open(ns->path, &st, err);
         if (fd < 0)
                 return -1;
+        /* Another VM's jail has lo only: its VM's network is in its guest, out of our VM's reach. */
+        cleanup_free char *vmm = sandbox_vmm_netns_holder(root, st.st_dev, st.st_ino);
+        if (vmm)
+                return cap_fail(err, 0, "linux.namespaces: network: `%s` is the sandbox process's of VM container `%s`, "
+                                        "whose network only a member of its pod shares", ns->path, vmm);
         if (in_netns(fd, sandbox_net_gather, net, err) < 0)
                 return cap_error_prefix(err, "linux.namespaces: network namespace `%s`", ns->path);
         if (net->taken)
