@@ -146,6 +146,22 @@ static void vm_config_fill(struct vm_config *cfg, const struct sandbox_launch *l
         }
 }
 
+/* Root is refused a device only by a device filter: the cgroup's or, when capsule's own allows
+ * everything, an ancestor's, such as the one podman (cgroupfs on cgroup v2) puts on a pod's
+ * cgroup for its containers. Said here, where KVM would only say "not permitted". */
+static int devices_check(const struct sandbox_launch *l, cap_error_t *err)
+{
+        const char *devices[] = { "/dev/kvm", l->net->netns_fd >= 0 ? "/dev/net/tun" : NULL };
+        for (size_t i = 0; i < ARRAY_SIZE(devices) && devices[i]; i++) {
+                cleanup_close int fd = open(devices[i], O_RDWR | O_CLOEXEC);
+                if (fd < 0 && errno == EPERM)
+                        return cap_fail(err, 0, "linux.cgroupsPath: `%s` or a cgroup above it denies %s to its processes, which "
+                                                "the VM needs (podman's pod cgroup does: create the pod with --share-parent=false)",
+                                        l->spec->linux.cgroups_path ? l->spec->linux.cgroups_path : l->opts->id, devices[i]);
+        }
+        return 0;
+}
+
 static __attribute__((noreturn)) void report_failure(int fd, cap_error_t *err)
 {
         dprintf(fd, "E%s", (*err)->msg);
@@ -381,7 +397,7 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
         setsid();
         if (stdio_take(l, t.host, &err) < 0)
                 report_failure(l->report_fd, &err);
-        if (cgroup_enter(l->cg, getpid(), &err) < 0)
+        if (cgroup_enter(l->cg, getpid(), &err) < 0 || devices_check(l, &err) < 0)
                 report_failure(l->report_fd, &err);
         /* The VMM's signalfd takes SIGINT/SIGTERM/SIGQUIT/SIGHUP for an orderly stop: no thread
          * may take them first. */

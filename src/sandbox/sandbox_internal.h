@@ -225,6 +225,11 @@ char *sandbox_netns_holder(const char *root, unsigned long long dev, unsigned lo
 #define SANDBOX_NETNS_LOCK_WAIT_MS 60000
 int sandbox_netns_lock(const char *root, unsigned long long dev, unsigned long long ino, char **path, cap_error_t *err);
 void sandbox_netns_unlock(int *fd, char **path);
+/* r's process (a VMM, or a member's relay) is in the network namespace dev/ino; pid only. */
+bool sandbox_vmm_in_netns(const struct sandbox_record *r, unsigned long long dev, unsigned long long ino);
+/* The id of root's VM container whose live VMM (its jail) is in the network namespace dev/ino:
+ * what podman names for `--network container:ID` or a pod's infra, or NULL. */
+char *sandbox_vmm_netns_holder(const char *root, unsigned long long dev, unsigned long long ino);
 
 /* sandbox_phases.c: "phases" in the state directory, one line "NAME VALUE" per step, appended as
  * it happens. The host's steps are CLOCK_MONOTONIC nanoseconds: "create" (capsule create began),

@@ -370,6 +370,11 @@ static int refuse_taken(const char *root, const char *path, const struct stat *s
 static int plan_locked(const char *path, int fd, const struct stat *st, const char *root, struct sandbox_net *net,
                        cap_error_t *err)
 {
+        /* Another VM's jail has lo only: its VM's network is in its guest, out of our VM's reach. */
+        cleanup_free char *vmm = sandbox_vmm_netns_holder(root, st->st_dev, st->st_ino);
+        if (vmm)
+                return cap_fail(err, 0, "linux.namespaces: network: `%s` is the sandbox process's of VM container `%s`, "
+                                        "whose network only a member of its pod shares", path, vmm);
         /* A create that won the race may not have made its tap yet: its record says so already. */
         cleanup_free char *holder = sandbox_netns_holder(root, st->st_dev, st->st_ino);
         if (holder)

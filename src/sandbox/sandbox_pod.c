@@ -1,6 +1,8 @@
 /* One VM per pod, as Kata runs pods: the pod's sandbox ("pause") container boots the VM and
  * takes the pod's interface; each workload container that names it (the CRI's annotations)
- * joins that VM as a member instead of booting one. A member's rootfs and bind sources reach
+ * joins that VM as a member instead of booting one. podman (4.x) marks no pod's infra
+ * container, only its other containers (CRI-O's annotations naming the infra's id): as under
+ * Kata, a container podman made with no container type is a pod that members may join. A member's rootfs and bind sources reach
  * the guest through a directory of the pod's state directory, `members`, which the pod's VM
  * shares as AGENT_MEMBERS_TAG: it is a shared mount, so a member's bind mounts, made under it
  * after the VM started, propagate into virtiofsd's mount namespace (a slave of it). */
@@ -19,17 +21,23 @@
 
 static const char *const type_keys[] = { "io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType" };
 static const char *const sandbox_id_keys[] = { "io.kubernetes.cri.sandbox-id", "io.kubernetes.cri-o.SandboxID" };
+#define MANAGER_KEY "io.container.manager"
 
 enum sandbox_pod_role sandbox_pod_role(const struct spec *spec, const char **pod_id)
 {
         *pod_id = NULL;
+        bool typed = false;
         for (size_t i = 0; i < ARRAY_SIZE(type_keys); i++) {
                 const char *type = sandbox_annotation(spec, type_keys[i]);
+                typed = typed || type;
                 if (type && strcmp(type, "sandbox") == 0)
                         return SANDBOX_POD;
                 if (type && strcmp(type, "container") == 0 && (*pod_id = sandbox_annotation(spec, sandbox_id_keys[i])))
                         return SANDBOX_POD_MEMBER;
         }
+        const char *manager = sandbox_annotation(spec, MANAGER_KEY);
+        if (!typed && manager && strcmp(manager, "libpod") == 0)
+                return SANDBOX_POD;
         return SANDBOX_POD_NONE;
 }
 
@@ -97,6 +105,14 @@ int sandbox_pod_unshare(const char *root, const char *id, cap_error_t *err)
         return 0;
 }
 
+/* st is the network namespace of the pod's live sandbox process, and that is not ours. */
+static bool vmm_netns_is(const struct sandbox_record *pod, const struct stat *st)
+{
+        struct stat own;
+        return sandbox_vmm_in_netns(pod, st->st_dev, st->st_ino) && sandbox_vmm_alive(pod) &&
+               stat("/proc/self/ns/net", &own) == 0 && !(st->st_dev == own.st_dev && st->st_ino == own.st_ino);
+}
+
 int sandbox_member_check(const char *root, const struct spec *spec, const char *pod_id, struct sandbox_record *pod,
                          cap_error_t *err)
 {
@@ -107,17 +123,17 @@ int sandbox_member_check(const char *root, const struct spec *spec, const char *
         if (!sandbox_vmm_alive(pod))
                 return cap_fail(err, 0, "annotations: the pod `%s`'s VM does not run", pod_id);
         /* The pod's create checked its namespace to be one: the same identity is that one. A pod
-         * on the host's network (none by path: the VM has lo only) takes members without one, or
-         * with its sandbox process's own, as containerd names the pause's (/proc/PID/ns/net). */
+         * on the host's network (none by path: the VM has lo only) takes members without one.
+         * containerd names the pause's namespace (/proc/PID/ns/net) for such a pod, podman the
+         * infra's for every pod: PID is the pod's sandbox process, whose jail's namespace (of
+         * its own, never the host's) stands for the pod's VM as well. */
         const struct spec_namespace *ns = spec_namespace(spec, CLONE_NEWNET);
-        struct stat st = { 0 }, vmm = { 0 };
+        struct stat st = { 0 };
         if (ns && ns->path && stat(ns->path, &st) < 0)
                 return cap_fail(err, errno, "linux.namespaces: network: stat `%s`", ns->path);
         if ((unsigned long long)st.st_dev == pod->pod_netns_dev && (unsigned long long)st.st_ino == pod->pod_netns_ino)
                 return 0;
-        cleanup_free char *vmm_netns = xasprintf("/proc/%d/ns/net", (int)pod->pid);
-        if (!pod->pod_netns_ino && ns && ns->path && stat(vmm_netns, &vmm) == 0 && sandbox_vmm_alive(pod) &&
-            st.st_dev == vmm.st_dev && st.st_ino == vmm.st_ino)
+        if (ns && ns->path && vmm_netns_is(pod, &st))
                 return 0;
         if (ns && ns->path)
                 return cap_fail(err, 0, "linux.namespaces: network: `%s` is not the network namespace of the pod `%s`", ns->path,

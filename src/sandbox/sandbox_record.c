@@ -115,7 +115,9 @@ bool sandbox_vmm_alive(const struct sandbox_record *r)
         return proc_start_time(r->pid) == r->start_time;
 }
 
-char *sandbox_netns_holder(const char *root, unsigned long long dev, unsigned long long ino)
+/* The id of root's first VM container with a live VMM for which holds(record, dev, ino), or NULL. */
+static char *holder_find(const char *root, bool (*holds)(const struct sandbox_record *, unsigned long long, unsigned long long),
+                         unsigned long long dev, unsigned long long ino)
 {
         cleanup_strv char **ids = NULL;
         cleanup_error cap_error_t ignored = NULL;
@@ -127,9 +129,9 @@ char *sandbox_netns_holder(const char *root, unsigned long long dev, unsigned lo
                         cap_error_free(&ignored);
                         continue;
                 }
-                bool holds = r.net_ifindex && r.netns_dev == dev && r.netns_ino == ino && sandbox_vmm_alive(&r);
+                bool found = holds(&r, dev, ino) && sandbox_vmm_alive(&r);
                 sandbox_record_free(&r);
-                if (holds)
+                if (found)
                         return xstrdup(ids[i]);
         }
         return NULL;
@@ -172,4 +174,32 @@ void sandbox_netns_unlock(int *fd, char **path)
         cap_closep(fd);
         free(*path);
         *path = NULL;
+}
+
+static bool took_interface(const struct sandbox_record *r, unsigned long long dev, unsigned long long ino)
+{
+        return r->net_ifindex && r->netns_dev == dev && r->netns_ino == ino;
+}
+
+char *sandbox_netns_holder(const char *root, unsigned long long dev, unsigned long long ino)
+{
+        return holder_find(root, took_interface, dev, ino);
+}
+
+bool sandbox_vmm_in_netns(const struct sandbox_record *r, unsigned long long dev, unsigned long long ino)
+{
+        char path[64];
+        struct stat st;
+        snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)r->pid);
+        return r->pid > 0 && stat(path, &st) == 0 && (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+static bool vmm_is_in(const struct sandbox_record *r, unsigned long long dev, unsigned long long ino)
+{
+        return !r->member_of && sandbox_vmm_in_netns(r, dev, ino);
+}
+
+char *sandbox_vmm_netns_holder(const char *root, unsigned long long dev, unsigned long long ino)
+{
+        return holder_find(root, vmm_is_in, dev, ino);
 }

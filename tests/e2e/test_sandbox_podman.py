@@ -1,13 +1,14 @@
 """podman with --runtime capsule-vm: every container is a VM container, with no annotation. Needs
 hardware KVM, so on this host tests/testbed/test_sandbox.py runs it in the testbed. One boot per
 test (nested TCG boots take 10-90 s)."""
+import json
 import os
 import re
 import subprocess
 
 import pytest
 
-from podman_env import IMAGE, Podman, podman_session
+from podman_env import CAPSULE_ROOT, IMAGE, Podman, mounts_below, podman_session, rmdir_unless_used
 from test_podman import image_tar, run_in_pty  # noqa: F401 (the module's busybox image)
 import sandbox_vm_env
 from sandbox_vm_env import guest_release, install_runtime
@@ -73,3 +74,196 @@ def test_detached_exec_tty_pause_memory_sizing_and_stop(podman):
     podman.run("stop", "--time", "2", cid, timeout=120)
     assert podman.inspect(cid)["State"]["Status"] == "exited"
     podman.run("rm", cid, timeout=120)
+
+
+# What a pod's containers run: they end at SIGTERM, as catatonit and pause do (`pod stop`).
+UNTIL_TERM = "trap 'exit 0' TERM; sleep 1000000 & wait"
+
+
+def pod_create(podman, name, *opts, share_parent=False):
+    """A podman pod whose infra container is the busybox image's sh (no catatonit or pause image
+    here), created and started: returns the infra container's id and `pod start`. With the pod's
+    own cgroup as its containers' parent (podman's default), its device filter denies /dev/kvm.
+    podman splits --infra-command at spaces: the script's are tabs."""
+    podman.run("pod", "create", "--name", name, "--infra-image", IMAGE,
+               "--infra-command", "sh -c " + UNTIL_TERM.replace(" ", "\t"),
+               "--cgroup-parent", podman.cgroup_parent, f"--share-parent={str(share_parent).lower()}", *opts, timeout=60)
+    infra = json.loads(podman.run("pod", "inspect", name).stdout)["InfraContainerID"]
+    podman.ids.append(infra)
+    return infra, podman.run("pod", "start", name, check=False, timeout=400)
+
+
+def pod_run_detached(podman, pod, *args):
+    cid = podman.run("run", "-d", "--pod", pod, IMAGE, *args, timeout=120).stdout.strip().splitlines()[-1]
+    podman.ids.append(cid)
+    return cid
+
+
+def exec_out(podman, cid, script):
+    p = podman.run("exec", cid, "sh", "-c", script, check=False, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
+
+
+def pod_leftovers(podman, ids):
+    """What a removed pod left of its containers: capsule's state, a process naming one (conmon's
+    and podman's aside: the session's end checks them), a mount below podman's directory, a cgroup
+    below the pod's parent."""
+    left = [f"state {cid}" for cid in ids if os.path.lexists(os.path.join(CAPSULE_ROOT, cid))]
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        if os.path.basename(args.split("\0")[0]) not in ("conmon", "podman"):
+            left += [f"process {pid}: {args}" for cid in ids if cid in args]
+    left += [f"mount {mp}" for mp in mounts_below(podman.base) if any(cid in mp for cid in ids)]
+    for d in podman.cgroup.leftovers():
+        left += [f"cgroup {top}" for top, _, _ in os.walk(d) if any(cid in os.path.basename(top) for cid in ids)]
+    return left
+
+
+VAR_LIB_CNI = "/var/lib/cni"
+
+
+@pytest.fixture
+def pod_network(podman):
+    """A CNI network of podman's for a pod (podman's pods take no namespace by path): ptp, a veth
+    pair whose host side is the gateway, host-local addresses kept below podman's directory.
+    libcni's result cache is /var/lib/cni/results whatever podman says: our entries go with CNI
+    DEL, its directories if they are ours."""
+    name = f"cappod{os.getpid() % 100000}"
+    conf = {"cniVersion": "0.4.0", "name": name, "plugins": [
+        {"type": "ptp", "ipMasq": False, "ipam": {"type": "host-local", "subnet": "10.89.0.0/24",
+                                                  "routes": [{"dst": "0.0.0.0/0"}],
+                                                  "dataDir": os.path.join(podman.base, "cni-ipam")}}]}
+    with open(os.path.join(podman.base, "netconf", f"{name}.conflist"), "w") as f:
+        json.dump(conf, f)
+    results = os.path.join(VAR_LIB_CNI, "results")
+    existed = {d: os.path.isdir(d) for d in (VAR_LIB_CNI, results)}
+    yield name
+    left = [e for e in (os.listdir(results) if os.path.isdir(results) else []) if e.startswith(name + "-")]
+    for d in (results, VAR_LIB_CNI):
+        if not existed[d] and os.path.isdir(d) and not left:
+            rmdir_unless_used(d)
+    assert left == [], "CNI cache entries left behind"
+
+
+def test_pod_two_containers_run_in_the_infras_vm_with_the_pods_address_and_stop_rm_leave_nothing(podman, pod_network):
+    """podman marks no pod's infra container, only the others (CRI-O's annotations naming the
+    infra); under capsule-vm, as under Kata, the infra boots the pod's VM on the pod's CNI
+    network namespace and the pod's containers join it: one guest kernel (its boot_id), the
+    pod's address and hostname, exec into each. `podman pod stop` and `pod rm` leave nothing."""
+    infra, started = pod_create(podman, "webpod", "--network", pod_network)
+    assert started.returncode == 0, started.stderr
+    netns = podman.inspect(infra)["NetworkSettings"]["SandboxKey"]
+    address = podman.inspect(infra)["NetworkSettings"]["Networks"][pod_network]["IPAddress"]
+    assert address.startswith("10.89.0."), address
+    c1 = pod_run_detached(podman, "webpod", "sh", "-c", "echo one >/tmp/who; " + UNTIL_TERM)
+    c2 = pod_run_detached(podman, "webpod", "sh", "-c", "echo two >/tmp/who; " + UNTIL_TERM)
+    script = f"{BOOT_ID}; cat /tmp/who; hostname; ip -4 -o addr show eth0 | grep -o 'inet [0-9.]*'"
+    out1, out2 = exec_out(podman, c1, script).splitlines(), exec_out(podman, c2, script).splitlines()
+    assert out1[1:] == ["one", "webpod", f"inet {address}"], out1
+    assert out2[1:] == ["two", "webpod", f"inet {address}"], out2
+    assert out1[0] == out2[0] == exec_out(podman, infra, BOOT_ID).strip()
+    vmm = podman.inspect(infra)["State"]["Pid"]
+    assert [podman.inspect(c)["State"]["Pid"] != vmm for c in (c1, c2)] == [True, True]
+
+    podman.run("pod", "stop", "--time", "60", "webpod", timeout=180)
+    assert {podman.inspect(c)["State"]["Status"] for c in (infra, c1, c2)} == {"exited"}
+    podman.run("pod", "rm", "webpod", timeout=180)
+    assert pod_leftovers(podman, [infra, c1, c2]) == []
+    assert not os.path.exists(netns)
+
+
+def forged(podman, tmp_path, config, name, pod, net, ipc=None):
+    """A bundle with podman's config.json of a pod's container, its claims changed: the pod it
+    names (None: no container type, as podman writes a container outside any pod), the network
+    namespace, the ipc one. Returns (bundle, id)."""
+    cfg = json.loads(json.dumps(config))
+    ann = cfg["annotations"]
+    if pod:
+        ann["io.kubernetes.cri-o.SandboxID"] = pod
+    else:
+        del ann["io.kubernetes.cri-o.SandboxID"], ann["io.kubernetes.cri-o.ContainerType"]
+    for ns in cfg["linux"]["namespaces"]:
+        if ns["type"] == "network":
+            ns["path"] = net
+        if ns["type"] == "ipc" and ipc:
+            ns["path"] = ipc
+    cid = f"forged-{name}-{os.getpid()}"
+    cfg["linux"]["cgroupsPath"] = f"{podman.cgroup_parent}/{cid}"
+    cfg["process"]["args"] = ["sh", "-c", "readlink /proc/self/ns/ipc"]
+    bundle = tmp_path / name
+    bundle.mkdir()
+    (bundle / "config.json").write_text(json.dumps(cfg))
+    return str(bundle), cid
+
+
+def test_pods_without_a_network_and_forged_claims_reach_neither_another_pod_nor_the_host(podman, tmp_path):
+    """Two pods on podman's default here (--network none): each its own VM, each container in its
+    pod's. What podman hands capsule for a pod's container, its infra's id and /proc/PID/ns/...
+    of the infra's host pid (the pod's sandbox process), is checked: changed to name another
+    pod's VM or the host's namespace, create fails in one line and leaves nothing; a container
+    with another VM's namespace (`--network container:`) is refused; a member whose ipc path is
+    the host's gets its pod's ipc namespace in the guest."""
+    (infra_a, a), (infra_b, b) = pod_create(podman, "poda"), pod_create(podman, "podb")
+    assert (a.returncode, b.returncode) == (0, 0), a.stderr + b.stderr
+    p = podman.run("run", "--rm", "--pod", "poda", IMAGE, "sh", "-c", f"{BOOT_ID}; exit 3", check=False, timeout=120)
+    assert p.returncode == 3, p.stderr
+    boot_a = exec_out(podman, infra_a, BOOT_ID).strip()
+    assert p.stdout.strip() == boot_a
+    member = pod_run_detached(podman, "podb", "sh", "-c", UNTIL_TERM)
+    boot_b = exec_out(podman, member, BOOT_ID).strip()
+    assert boot_b != boot_a and boot_b == exec_out(podman, infra_b, BOOT_ID).strip()
+
+    vmm_a, vmm_b = (podman.inspect(c)["State"]["Pid"] for c in (infra_a, infra_b))
+    with open(os.path.join(podman.base, "root", "vfs-containers", member, "userdata", "config.json")) as f:
+        config = json.load(f)
+    paths = {ns["type"]: ns.get("path") for ns in config["linux"]["namespaces"]}
+    assert config["annotations"]["io.kubernetes.cri-o.SandboxID"] == infra_b
+    assert (paths["network"], paths["ipc"]) == (f"/proc/{vmm_b}/ns/net", f"/proc/{vmm_b}/ns/ipc")
+    refused = {
+        "other-pod": (infra_a, f"/proc/{vmm_b}/ns/net",
+                      f"linux.namespaces: network: `/proc/{vmm_b}/ns/net` is not the network namespace of the pod `{infra_a}`"),
+        "host": (infra_b, "/proc/1/ns/net",
+                 f"linux.namespaces: network: `/proc/1/ns/net` is not the network namespace of the pod `{infra_b}`"),
+        "container-net": (None, f"/proc/{vmm_b}/ns/net",
+                          f"linux.namespaces: network: `/proc/{vmm_b}/ns/net` is the sandbox process's of VM container "
+                          f"`{infra_b}`, whose network only a member of its pod shares"),
+    }
+    for name, (pod, net, want) in refused.items():
+        bundle, cid = forged(podman, tmp_path, config, name, pod, net)
+        p = subprocess.run([podman.runtime, "--root", CAPSULE_ROOT, "create", "--bundle", bundle, cid],
+                           capture_output=True, text=True, timeout=400)
+        assert (p.returncode, p.stderr) == (1, f"capsule: {want}\n"), name
+        assert pod_leftovers(podman, [cid]) == [], name
+
+    pod_ipc = exec_out(podman, infra_a, "readlink /proc/self/ns/ipc").strip()
+    bundle, cid = forged(podman, tmp_path, config, "host-ipc", infra_a, f"/proc/{vmm_a}/ns/net", ipc="/proc/1/ns/ipc")
+    p = subprocess.run([podman.runtime, "--root", CAPSULE_ROOT, "run", "--bundle", bundle, cid],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert (p.returncode, p.stdout) == (0, pod_ipc + "\n"), p.stderr
+
+    podman.run("pod", "stop", "--time", "60", "poda", "podb", timeout=180)
+    podman.run("pod", "rm", "poda", "podb", timeout=180)
+    assert pod_leftovers(podman, [infra_a, infra_b, member, cid]) == []
+
+
+def test_a_pod_in_its_own_cgroup_is_refused_in_one_line_for_its_device_filter(podman):
+    """podman's default pod cgroup (cgroupfs on cgroup v2) filters devices for the pod's
+    containers: /dev/kvm is denied to the VMM there. `pod start` fails with capsule's one line
+    naming the cgroup and podman's way out, and nothing of the infra container is left."""
+    infra, started = pod_create(podman, "filtered", share_parent=True)
+    assert started.returncode != 0
+    line = re.search(r"capsule: linux\.cgroupsPath: `([^`]*)` or a cgroup above it denies /dev/kvm to its processes, "
+                     r"which the VM needs \(podman's pod cgroup does: create the pod with --share-parent=false\)", started.stderr)
+    assert line, started.stderr
+    assert line.group(1).endswith(f"/libpod-{infra}")
+    assert pod_leftovers(podman, [infra]) == []
+    podman.run("pod", "rm", "filtered", timeout=120)
+    assert pod_leftovers(podman, [infra]) == []
