@@ -210,10 +210,13 @@ def test_share_handshake_runs_beside_the_boot(capsule_bin, tmp_path, mute_backen
 
 
 def test_share_backend_failing_its_handshake_stops_the_running_vm(capsule_bin, tmp_path):
-    """The payload runs (and spins) before the handshake ends; a virtiofsd that exits at once
-    (/bin/false as CAPSULE_VIRTIOFSD) then stops the VM with status 1 and one line with its status.
+    """The payload runs (and spins) before the handshake ends; a virtiofsd that exits with status 1
+    a second later, before answering, then stops the VM with status 1 and one line with its status.
     (A mute back-end's 30 s: tests/testbed/test_virtio_fs.py.)"""
-    p = run_payload(capsule_bin, "spin", "--share", f"{tmp_path},tag=t", env={"CAPSULE_VIRTIOFSD": "/bin/false"})
+    backend = tmp_path / "failing-virtiofsd"
+    backend.write_text("#!/bin/sh\nsleep 1\nexit 1\n")
+    backend.chmod(0o755)
+    p = run_payload(capsule_bin, "spin", "--share", f"{tmp_path},tag=t", env={"CAPSULE_VIRTIOFSD": str(backend)})
     assert p.stdout == "spinning\n", p.stdout + p.stderr
     one_line_error(p, "share[0]", "virtiofsd exited with status 1 before it was ready")
 
