@@ -62,6 +62,11 @@ def guest_release():
     return m.group(1).decode()
 
 
+def proc_status(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
 def wait_status(vm, cid, want, timeout=60):
     deadline = time.time() + timeout
     while vm.status(cid) != want and time.time() < deadline:

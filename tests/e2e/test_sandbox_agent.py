@@ -14,6 +14,7 @@ import time
 import pytest
 
 from conftest import CAPSULE
+from sandbox_vm_env import proc_status
 from test_terminal import ConsoleSocket, read_until
 
 
@@ -246,11 +247,6 @@ def test_detached_exec_leaves_a_relay_that_exits_with_the_status(sandbox, tmp_pa
     assert os.waitstatus_to_exitcode(status) == 5
 
 
-def status_fields(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
-
-
 def test_detached_exec_relay_is_confined_and_outlives_a_hostile_status(sandbox, tmp_path):
     """The relay left behind holds only its streams: the VM's uid, no capability, no_new_privs, a
     seccomp filter, and a mount namespace whose root shows nothing but the agent's socket. A
@@ -270,9 +266,9 @@ def test_detached_exec_relay_is_confined_and_outlives_a_hostile_status(sandbox, 
         pid = int(pidfile.read_text())
         # The fake agent answers the wait only once stdin ended: the relay is relaying meanwhile.
         deadline = time.monotonic() + 10
-        while status_fields(pid).get("Seccomp") != "2" and time.monotonic() < deadline:
+        while proc_status(pid).get("Seccomp") != "2" and time.monotonic() < deadline:
             time.sleep(0.05)
-        f = status_fields(pid)
+        f = proc_status(pid)
         uid = str(SANDBOX_ID_BASE + vmm.pid)
         assert f["Seccomp"] == "2" and f["NoNewPrivs"] == "1", f
         assert f["CapEff"] == f["CapPrm"] == f["CapBnd"] == "0000000000000000", f

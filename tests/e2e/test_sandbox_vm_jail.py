@@ -12,7 +12,7 @@ import time
 
 from conftest import Bundle
 import sandbox_vm_env
-from sandbox_vm_env import BOOT, assert_nothing_left, become_subreaper, cgroup_value, processes_naming
+from sandbox_vm_env import BOOT, assert_nothing_left, become_subreaper, cgroup_value, proc_status, processes_naming
 
 # Their skip (hardware KVM, the kernel and the initrd) and fixtures.
 pytestmark = sandbox_vm_env.pytestmark
@@ -102,11 +102,6 @@ def call_syscall(pid, nr, *args):
     t.ptrace(Tracee.PTRACE_SETREGS, ctypes.addressof(regs))
     t.detach()
     return result
-
-
-def proc_status(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
 
 
 def jail_files(root):
