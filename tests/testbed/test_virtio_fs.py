@@ -74,7 +74,8 @@ def boot_script(out, initrd):
             f'--cmdline {q(CMDLINE + " guest_action=script:fs guest_args=main,ext")} '
             '>"$out/$t.out" 2>"$out/$t.err" </dev/null & pid=$!',
             'until_line "$out/$t.out" "guest: mounted" $pid',
-            f'echo {q(LATE)} >"$d/late.txt"; echo {q(LATE)} >"$e/late.txt"',
+            # Written aside, then renamed: the guest waits for the name, and must not find it empty.
+            f'for x in "$d" "$e"; do echo {q(LATE)} >"$x/.late"; mv "$x/.late" "$x/late.txt"; done',
             'wait $pid; echo $? >"$out/$t.rc"',
             'cat "$d/from-guest.txt" >"$out/$t.main-written"; cat "$e/from-guest.txt" >"$out/$t.ext-written"',
             # The external virtiofsd ends when its front-end goes.
