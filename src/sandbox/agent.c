@@ -106,8 +106,12 @@ int agent_request(int fd, json_t *req, json_t **reply, cap_error_t *err)
         if (frame_send(fd, req, err) < 0)
                 return cap_error_prefix(err, "agent %s", op);
         int r = frame_recv(fd, &rep, err);
-        if (r <= 0)
-                return r < 0 ? cap_error_prefix(err, "agent %s", op) : cap_fail(err, 0, "agent %s: connection closed without a reply", op);
+        if (r < 0)
+                return cap_error_prefix(err, "agent %s", op);
+        if (r == 0) {
+                cap_fail(err, 0, "agent %s: connection closed without a reply", op);
+                return -2;
+        }
         if (!json_is_true(json_object_get(rep, "ok"))) {
                 cleanup_free char *text = guest_text(json_string_value(json_object_get(rep, "error")));
                 json_decref(rep);
@@ -123,8 +127,10 @@ int agent_request(int fd, json_t *req, json_t **reply, cap_error_t *err)
 int agent_call(const char *socket, json_t *req, json_t **reply, cap_error_t *err)
 {
         cleanup_close int fd = connect_once(socket, err);
-        if (fd == -2)
-                return cap_fail(err, 0, "the VM's agent does not answer");
+        if (fd == -2) {
+                cap_fail(err, 0, "the VM's agent does not answer");
+                return -2;
+        }
         if (fd < 0)
                 return -1;
         return agent_request(fd, req, reply, err);

@@ -254,9 +254,11 @@ void agent_no_timeout(int fd);
  * is retried, unless stop_fd (>= 0) becomes readable: the VM has ended. */
 int agent_connect(const char *socket, long long deadline_ms, int stop_fd, cap_error_t *err);
 /* Send req on a fresh connection's fd and read its reply; an {"ok":false} reply is an error
- * carrying the agent's text. *reply may be NULL when the caller needs nothing from it. */
+ * carrying the agent's text. *reply may be NULL when the caller needs nothing from it. -2 (with
+ * err) when no reply came: the guest closed the connection (as one powering off does). */
 int agent_request(int fd, json_t *req, json_t **reply, cap_error_t *err);
-/* Connect (no retry), request, close: the one-shot operations (start, kill, state). */
+/* Connect (no retry), request, close: the one-shot operations (start, kill, state). -2 (with
+ * err) when the agent did not answer: nothing listens, or no reply came. */
 int agent_call(const char *socket, json_t *req, json_t **reply, cap_error_t *err);
 /* Open the three "stdio" connections of exec (0: host->guest, 1 and 2: guest->host), or with tty
  * the one that carries the terminal both ways (conns[0] == conns[1], conns[2] -1). */

@@ -84,6 +84,8 @@ class FakeAgent:
             send_frame(c, {"ok": True, "status": self.status, "pid": 1})
         elif op in ("start", "exec"):
             send_frame(c, {"ok": True, "pid": 2})
+        elif op == "kill" and self.kill_reply is None:  # a guest powering off: no reply
+            pass
         elif op == "kill":
             send_frame(c, self.kill_reply)
         elif op in ("pause", "resume", "update", "resize"):
@@ -187,6 +189,44 @@ def test_start_and_kill(sandbox):
     agent.status = "running"
     assert capsule("kill", "--all", cid, "KILL").returncode == 0
     assert agent.requests[-1] == {"op": "kill", "signal": 9, "all": True}
+
+
+def end_later(proc, seconds):
+    t = threading.Timer(seconds, proc.kill)
+    t.start()
+    return t
+
+
+def test_kill_reaching_a_vm_that_powers_off_succeeds_once_the_vmm_is_gone(sandbox):
+    """podman stops a pod's containers all at once: a member's SIGKILL may reach a VM whose infra
+    ended, when its agent no longer answers. kill returns once the VMM is gone, successfully: the
+    container stopped. The same for a container the agent already calls stopped: the error, but
+    only after the end, which podman checks by the pid right after a failed kill."""
+    capsule, agent, vmm, cid = sandbox
+    agent.kill_reply = None
+    end_later(vmm, 1.0)
+    p = capsule("kill", cid, "KILL")
+    assert (p.returncode, p.stderr) == (0, "")
+    assert vmm.poll() is not None
+
+
+def test_kill_of_a_stopped_one_whose_vm_still_powers_off_waits_for_its_end(sandbox):
+    capsule, agent, vmm, cid = sandbox
+    agent.status = "stopped"
+    end_later(vmm, 1.0)
+    p = capsule("kill", cid, "KILL")
+    assert p.returncode == 1 and p.stderr == f'capsule: cannot kill container "{cid}": container not running\n'
+    assert vmm.poll() is not None
+
+
+def test_kill_reaching_a_silent_vm_that_stays_fails_in_one_line(sandbox):
+    """A hung guest: the wait for its end is bounded (10 s), then kill fails naming the container."""
+    capsule, agent, vmm, cid = sandbox
+    agent.kill_reply = None
+    p = capsule("kill", cid, "KILL")
+    assert p.returncode == 1
+    assert p.stderr == f'capsule: kill container "{cid}": agent kill: connection closed without a reply\n'
+    assert vmm.poll() is None
 
 
 def test_exec_relays_stdio_and_the_exit_status(sandbox):
