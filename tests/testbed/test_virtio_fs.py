@@ -140,10 +140,11 @@ def runs(request):
     initrd = subprocess.run([str(REPO / "tests" / "testbed" / "mkguestinitramfs")], capture_output=True,
                             text=True, check=True).stdout.strip()
     names = [*TRANSPORTS, *(f"{t}-kill" for t in TRANSPORTS), *BAD]
-    # A killed virtiofsd leaves its guest to whatever follows: those boots are not judged by status here.
+    # Every boot ends in a power-off, a killed virtiofsd's too (test_killed_virtiofsd): a guest that
+    # died, before the kill (a CI run met one at the reset vector) or after it, is a crash to repeat.
     out, r, found = nested.run("virtio-fs", lambda out: boot_script(out, initrd),
                                lambda out: {name: Run(out, name) for name in names}, timeout=2400,
-                               env={"TESTBED_TIMEOUT": "2100"}, expected={f"{t}-kill" for t in TRANSPORTS})
+                               env={"TESTBED_TIMEOUT": "2100"})
     try:
         capman = request.config.pluginmanager.getplugin("capturemanager")
         with capman.global_and_fixture_disabled():
