@@ -101,11 +101,13 @@ def sh(*args):
     return subprocess.run(args, capture_output=True, text=True, check=True).stdout
 
 
-def poll_until(what, cond, timeout=BOOT):
+def poll_until(what, cond, timeout=BOOT, interval=0.05):
+    """Poll cond every interval seconds. Under the testbed's TCG a tight loop takes CPU from the
+    very VM it waits for: only a short window (a kill between two steps) wants a small interval."""
     deadline = time.time() + timeout
     while not cond():
         assert time.time() < deadline, f"{what}: never came"
-        time.sleep(0.002)
+        time.sleep(interval)
 
 
 def live_processes():

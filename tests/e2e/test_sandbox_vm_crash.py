@@ -50,10 +50,11 @@ def test_crash_create_killed_at_each_step_leaves_nothing_after_delete(vm, bundle
         create = subprocess.Popen(vm.cmd("create", "--bundle", bundle.path, cid),
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
+            # The state directory comes moments before the VM starts; the guest's boot lasts.
             if step == "dir":
-                poll_until(what, lambda: os.path.isdir(os.path.join(vm.root, cid)))
+                poll_until(what, lambda: os.path.isdir(os.path.join(vm.root, cid)), interval=0.002)
             elif step == "boot":
-                poll_until(what, lambda: "guest" in phases_of(vm, cid))
+                poll_until(what, lambda: "guest" in phases_of(vm, cid), interval=0.01)
             else:
                 poll_until(what, hook_pid.exists)
             assert create.poll() is None, f"{what}: create ended ({create.returncode}) before the kill"
