@@ -53,27 +53,40 @@ if CTL:
     # backed on the host; no reporting, so that only the balloon gives them back.
     BOOTS["ctl"] = (["--balloon", "--api-socket", "{sock}"], 384, 45)
 
-# The sampler reads with the shell's own read: under TCG each program it started (awk, grep,
-# date...) cost tens of milliseconds of a testbed vCPU, four times a second, beside the guest's.
+# One python process samples a whole boot: under TCG, a shell loop that started awk, grep and
+# date four times a second (or read files byte by byte with its own `read`) took a good part of
+# a testbed vCPU beside the guest's. Times are /proc/uptime's, in ms, for samples and events alike.
 SAMPLER = r'''
 now() {
         read -r up _ </proc/uptime
         echo "${up%.*}${up#*.}0"
 }
 sample() {
-        phase=none
-        while kill -0 "$1" 2>/dev/null; do
-                rss=0
-                { while read -r k v _; do
-                        case $k in RssAnon: | RssShmem:) rss=$((rss + v)) ;; esac
-                done </proc/"$1"/status; } 2>/dev/null
-                while read -r line; do
-                        case $line in "guest: phase="*) p=${line#guest: phase=}; phase=${p%%[!a-z]*} ;; esac
-                done <"$2"
-                read -r up _ </proc/uptime
-                echo "${up%.*}${up#*.}0 $rss $phase"
-                sleep 0.25
-        done
+        python3 -c '
+import re, sys, time
+pid, console = sys.argv[1], sys.argv[2]
+phase, seen = "none", 0
+while True:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            status = f.read()
+    except OSError:
+        break
+    if "State:\tZ" in status:
+        break
+    rss = sum(int(m) for m in re.findall(r"^Rss(?:Anon|Shmem):\s+(\d+)", status, re.M))
+    with open(console, "rb") as f:
+        f.seek(seen)
+        new = f.read()
+    cut = new.rfind(b"\n") + 1
+    seen += cut
+    for m in re.finditer(rb"guest: phase=([a-z]+)", new[:cut]):
+        phase = m.group(1).decode()
+    with open("/proc/uptime") as f:
+        ms = round(float(f.read().split()[0]) * 1000)
+    print(ms, rss, phase, flush=True)
+    time.sleep(0.25)
+' "$1" "$2"
 }
 wait_line() {
         while kill -0 "$1" 2>/dev/null && ! grep -q "$2" "$3"; do sleep 0.1; done
