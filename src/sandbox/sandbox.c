@@ -98,7 +98,7 @@ int sandbox_start(const char *root, const char *id, cap_error_t *err)
 #define SANDBOX_KILL_END_WAIT_MS 10000
 
 /* Whether rec's process (the VMM, or a member's relay, which ends with its pod's VMM) is gone
- * within ms. It is not our child: polled, as vmm_kill() does. */
+ * within ms. It is not our child (a zombie counts as gone: its reaper is not us), so polled. */
 static bool ends_within(const struct sandbox_record *rec, int ms)
 {
         for (int waited = 0; waited < ms && sandbox_vmm_alive(rec); waited += 10)
@@ -236,8 +236,7 @@ static void vmm_kill(const struct sandbox_record *rec)
         if (!sandbox_vmm_alive(rec))
                 return;
         kill(rec->pid, SIGKILL);
-        for (int i = 0; i < 1000 && sandbox_vmm_alive(rec); i++)
-                usleep(5000);
+        ends_within(rec, 5000);
 }
 
 /* A member goes from its pod's guest (killed there first) and from the pod's shared directory;

@@ -192,16 +192,13 @@ def test_start_and_kill(sandbox):
 
 
 def end_later(proc, seconds):
-    t = threading.Timer(seconds, proc.kill)
-    t.start()
-    return t
+    threading.Timer(seconds, proc.kill).start()
 
 
 def test_kill_reaching_a_vm_that_powers_off_succeeds_once_the_vmm_is_gone(sandbox):
     """podman stops a pod's containers all at once: a member's SIGKILL may reach a VM whose infra
     ended, when its agent no longer answers. kill returns once the VMM is gone, successfully: the
-    container stopped. The same for a container the agent already calls stopped: the error, but
-    only after the end, which podman checks by the pid right after a failed kill."""
+    container stopped."""
     capsule, agent, vmm, cid = sandbox
     agent.kill_reply = None
     end_later(vmm, 1.0)
@@ -211,6 +208,8 @@ def test_kill_reaching_a_vm_that_powers_off_succeeds_once_the_vmm_is_gone(sandbo
 
 
 def test_kill_of_a_stopped_one_whose_vm_still_powers_off_waits_for_its_end(sandbox):
+    """A container the agent already calls stopped: the error, but only after the VMM's end, which
+    podman checks by the pid right after a failed kill."""
     capsule, agent, vmm, cid = sandbox
     agent.status = "stopped"
     end_later(vmm, 1.0)
