@@ -120,7 +120,7 @@ int vm_ctl_main(int argc, char **argv, cap_error_t *err)
         cleanup_close int fd = vm_ctl_connect(argv[1], err);
         if (fd < 0)
                 return -1;
-        if (write_all(fd, request, strlen(request)) < 0)
+        if (send_all(fd, request, strlen(request)) < 0)
                 return cap_fail(err, errno, "%s: cannot send the request", argv[1]);
         cleanup_free char *answer = NULL;
         if (vm_ctl_read(fd, argv[1], &answer, err) < 0)

@@ -17,7 +17,7 @@ int frame_send(int fd, const json_t *msg, cap_error_t *err)
         if (len > FRAME_MAX)
                 return cap_fail(err, EMSGSIZE, "frame: message of %zu bytes is over %u", len, FRAME_MAX);
         uint8_t hdr[4] = { len & 0xff, (len >> 8) & 0xff, (len >> 16) & 0xff, (len >> 24) & 0xff };
-        if (write_all(fd, hdr, sizeof(hdr)) < 0 || write_all(fd, text, len) < 0)
+        if (send_all(fd, hdr, sizeof(hdr)) < 0 || send_all(fd, text, len) < 0)
                 return cap_fail(err, errno, "frame: write");
         return 0;
 }

@@ -47,6 +47,9 @@ int mkdir_p(const char *path, mode_t mode, cap_error_t *err);
 int rm_rf(const char *path, cap_error_t *err);
 
 int write_all(int fd, const void *buf, size_t len);
+/* write_all() that never raises SIGPIPE on a socket whose peer has gone (EPIPE instead): the
+ * CLI must report a vanished peer (a dead VM, a dead container init), not die of the signal. */
+int send_all(int fd, const void *buf, size_t len);
 ssize_t read_all(int fd, void *buf, size_t len);
 
 size_t strv_len(char *const *v);

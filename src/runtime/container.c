@@ -49,7 +49,7 @@ int container_start(const char *root, const char *id, cap_error_t *err)
         cleanup_free char *sock = xasprintf("%s/" STATE_EXEC_SOCKET, dir);
         unlink(sock);
         cleanup_free char *json = state_oci_string(st, "created");
-        write_all(conn, json, strlen(json));
+        send_all(conn, json, strlen(json));
         shutdown(conn, SHUT_WR);
         /* The socket closes on a successful execve; anything read is init's error. */
         char msg[4096];

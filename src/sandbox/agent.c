@@ -49,7 +49,7 @@ static int connect_once(const char *path, cap_error_t *err)
         set_timeout(fd, AGENT_REPLY_TIMEOUT_S);
         char line[32];
         int len = snprintf(line, sizeof(line), "CONNECT %u\n", AGENT_PORT);
-        if (write_all(fd, line, (size_t)len) < 0)
+        if (send_all(fd, line, (size_t)len) < 0)
                 return -2;
         /* Byte by byte: what follows the line belongs to the guest's stream. */
         size_t n = 0;
@@ -103,8 +103,14 @@ int agent_request(int fd, json_t *req, json_t **reply, cap_error_t *err)
         json_t *rep = NULL;
         if (reply)
                 *reply = NULL;
-        if (frame_send(fd, req, err) < 0)
-                return cap_error_prefix(err, "agent %s", op);
+        if (frame_send(fd, req, err) < 0) {
+                /* The guest closed its end first (a VM powering off): as good as no reply. */
+                if ((*err)->errnum != EPIPE && (*err)->errnum != ECONNRESET)
+                        return cap_error_prefix(err, "agent %s", op);
+                cap_error_free(err);
+                cap_fail(err, 0, "agent %s: connection closed before the request", op);
+                return -2;
+        }
         int r = frame_recv(fd, &rep, err);
         if (r < 0)
                 return cap_error_prefix(err, "agent %s", op);

@@ -57,6 +57,7 @@ class FakeAgent:
         self.wait_status = 5
         self.kill_reply = {"ok": True}
         self.ps_reply = {"ok": True, "pids": [1, 7]}
+        self.hang_up = False  # a guest powering off: the connection shuts before the request
         self.sock = socket.socket(socket.AF_UNIX)
         self.sock.bind(path)
         self.sock.listen(16)
@@ -76,6 +77,11 @@ class FakeAgent:
         while not line.endswith(b"\n") and len(line) < 32:
             line += c.recv(1)
         assert line == b"CONNECT 1024\n"
+        if self.hang_up:  # shut before the answer, so that every write after it meets EPIPE
+            c.shutdown(socket.SHUT_RD)
+            c.sendall(b"OK 1073741824\n")
+            c.close()
+            return
         c.sendall(b"OK 1073741824\n")
         req = recv_frame(c)
         self.requests.append(req)
@@ -226,6 +232,19 @@ def test_kill_reaching_a_silent_vm_that_stays_fails_in_one_line(sandbox):
     assert p.returncode == 1
     assert p.stderr == f'capsule: kill container "{cid}": agent kill: connection closed without a reply\n'
     assert vmm.poll() is None
+
+
+def test_a_guest_that_hangs_up_before_the_request_is_one_that_does_not_answer(sandbox):
+    """podman's `pod stop` deletes a member while the pod's VM powers off: the agent's end may
+    close before capsule writes its request. state and delete --force then act as for a silent
+    guest; before, the write's SIGPIPE killed capsule (podman: "signal: broken pipe")."""
+    capsule, agent, vmm, cid = sandbox
+    agent.hang_up = True
+    p = capsule("state", cid)
+    assert (p.returncode, json.loads(p.stdout)["status"], p.stderr) == (0, "stopped", "")
+    p = capsule("delete", "--force", cid)
+    assert (p.returncode, p.stderr) == (0, "")
+    assert vmm.wait(timeout=10) == -9
 
 
 def test_exec_relays_stdio_and_the_exit_status(sandbox):
