@@ -28,6 +28,11 @@ int log_init(const char *path, const char *format, bool debug)
         return 0;
 }
 
+bool log_debug_enabled(void)
+{
+        return log_debug_on;
+}
+
 static const char *level_name(enum log_level level)
 {
         static const char *names[] = { "error", "warning", "info", "debug" };

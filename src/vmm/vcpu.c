@@ -19,9 +19,11 @@ int vcpu_create(struct vcpu *v, int vm_fd, int index, size_t run_size, const str
         memset(v, 0, sizeof(*v));
         v->index = index;
         v->env = env;
+        v->stats_fd = -1;
         v->fd = ioctl(vm_fd, KVM_CREATE_VCPU, (unsigned long)index);
         if (v->fd < 0)
                 return cap_fail(err, errno, "KVM_CREATE_VCPU %d", index);
+        v->stats_fd = vcpu_stats_open(v->fd);
         void *run = mmap(NULL, run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
         if (run == MAP_FAILED)
                 return cap_fail(err, errno, "vCPU %d: mmap of kvm_run", index);
@@ -341,6 +343,8 @@ void vcpu_join(struct vcpu *v)
 
 void vcpu_destroy(struct vcpu *v)
 {
+        vcpu_stats_log(v->stats_fd, v->index);
+        cap_closep(&v->stats_fd);
         if (v->run)
                 munmap(v->run, v->run_size);
         if (v->fd >= 0)

@@ -67,6 +67,7 @@ bool vcpu_emulation_retry(struct vcpu_emulation *e, const struct kvm_regs *regs,
 struct vcpu {
         int index;
         int fd;
+        int stats_fd; /* vcpu_stats_open()'s, -1 without --debug */
         struct kvm_run *run;
         size_t run_size;
         pthread_t thread;
@@ -82,6 +83,11 @@ int vcpu_start(struct vcpu *v, cap_error_t *err);
 void vcpu_kick(struct vcpu *v);
 void vcpu_join(struct vcpu *v);
 void vcpu_destroy(struct vcpu *v);
+
+/* vcpu_stats.c: KVM's counters of one vCPU, opened at creation only under --debug and logged
+ * by vcpu_destroy(). */
+int vcpu_stats_open(int vcpu_fd);
+void vcpu_stats_log(int stats_fd, int index);
 
 /* The kick signal (SIGUSR1) gets a no-op handler so it interrupts KVM_RUN without killing us. */
 int vcpu_signals_init(struct sigaction *old, cap_error_t *err);

@@ -92,6 +92,19 @@ def test_console_none(capsule_bin):
     assert p.stdout == ""
 
 
+def test_debug_logs_each_vcpus_kvm_exit_counters(capsule_bin):
+    """With --debug the VM's end logs KVM's own counters per vCPU (exits, and why), the figures
+    to set beside another VMM's; without it nothing (test_hello: stderr stays empty)."""
+    p = subprocess.run([capsule_bin, "--debug", "vm", "run", "--payload", payload("smp"), "--cpus", "2",
+                        "--console", "stdio", "--debug-exit"], capture_output=True, text=True, timeout=30,
+                       stdin=subprocess.DEVNULL)
+    assert p.returncode == 2, p.stderr
+    counters = dict(re.findall(r"^capsule: debug: vCPU (\d): KVM counters: exits (\d+) io_exits \d+ mmio_exits",
+                               p.stderr, re.M))
+    assert sorted(counters) == ["0", "1"], p.stderr
+    assert all(int(n) > 0 for n in counters.values()), counters
+
+
 def test_exit_code(capsule_bin):
     assert run_payload(capsule_bin, "exit_code").returncode == 42
 
