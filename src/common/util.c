@@ -81,11 +81,16 @@ char *xvasprintf(const char *fmt, va_list ap)
         return out;
 }
 
-int write_all(int fd, const void *buf, size_t len)
+/* write() or, for send_all(), send() without SIGPIPE, which a file that is no socket refuses. */
+static int put_all(int fd, const void *buf, size_t len, bool nosignal)
 {
         const char *p = buf;
         while (len > 0) {
-                ssize_t n = write(fd, p, len);
+                ssize_t n = nosignal ? send(fd, p, len, MSG_NOSIGNAL) : write(fd, p, len);
+                if (n < 0 && nosignal && errno == ENOTSOCK) {
+                        nosignal = false;
+                        continue;
+                }
                 if (n < 0 && errno == EINTR)
                         continue;
                 if (n < 0)
@@ -96,21 +101,14 @@ int write_all(int fd, const void *buf, size_t len)
         return 0;
 }
 
+int write_all(int fd, const void *buf, size_t len)
+{
+        return put_all(fd, buf, len, false);
+}
+
 int send_all(int fd, const void *buf, size_t len)
 {
-        const char *p = buf;
-        while (len > 0) {
-                ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-                if (n < 0 && errno == ENOTSOCK)
-                        return write_all(fd, p, len);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0)
-                        return -1;
-                p += n;
-                len -= (size_t)n;
-        }
-        return 0;
+        return put_all(fd, buf, len, true);
 }
 
 ssize_t read_all(int fd, void *buf, size_t len)
