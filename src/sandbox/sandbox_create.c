@@ -606,7 +606,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         if (hooks_run(&spec->hooks.prestart, "prestart", prestart_json, err) < 0 ||
             hooks_run(&spec->hooks.create_runtime, "createRuntime", json, err) < 0)
                 goto out;
-        if (write_all(finished[1], "F", 1) < 0) {
+        if (send_all(finished[1], "F", 1) < 0) { /* a VM gone meanwhile: EPIPE, not a SIGPIPE that kills us */
                 cap_fail(err, errno, "tell the VM's sandbox process that create has finished");
                 goto out;
         }

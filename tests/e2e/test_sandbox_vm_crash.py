@@ -133,6 +133,25 @@ def test_crash_exec_killed_its_process_goes_the_container_stays(vm, bundle, tmp_
     assert crash_leftovers(vm, bundle, bundle.id) == []
 
 
+def test_vm_killed_by_a_create_hook_fails_create_in_one_line_and_leaves_nothing(vm, bundle):
+    """A createRuntime hook (config.json is hostile) SIGKILLs the sandbox process whose pid its
+    state names, and waits until all of it is gone. create's next word to it then meets a closed
+    socket: create fails in one line and cleans up. Before, the write's SIGPIPE killed create
+    and left its state behind."""
+    # Until its last thread is gone: a zombie leader's other threads (vCPUs leaving KVM_RUN) still
+    # hold the process's descriptors.
+    kill_vmm = ("pid=$(python3 -c 'import json, sys; print(json.load(sys.stdin)[\"pid\"])'); kill -9 $pid; "
+                "while [ -e /proc/$pid ] && { ! grep -q ') Z ' /proc/$pid/stat || [ $(ls /proc/$pid/task | wc -l) -gt 1 ]; }; "
+                "do sleep 0.05; done")
+    bundle.config["hooks"] = {"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", kill_vmm]}]}
+    bundle.set_args("true")
+    p = vm.run("create", "--bundle", bundle.path, bundle.id, timeout=BOOT)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.endswith("tell the VM's sandbox process that create has finished: Broken pipe\n"), p.stderr
+    assert_nothing_left(vm, bundle)
+
+
 def test_guest_oom_kills_the_container_and_the_vm_reports_it(vm, bundle):
     """The guest's own OOM killer (a 128M VM, 112M touched: less than its RAM, so that mmap passes
     the overcommit heuristic, more than is free): the container's init dies by SIGKILL, the guest
