@@ -136,10 +136,10 @@ static void vm_config_fill(struct vm_config *cfg, const struct sandbox_launch *l
                 cfg->shares[cfg->n_shares++].tag = xstrdup(AGENT_MEMBERS_TAG);
         }
         if (l->net->netns_fd >= 0) {
-                /* The VMM opens the namespace by this path on its own thread: the one we checked. */
+                /* The tap plan() made in the namespace: the VMM takes a copy of it. */
                 cfg->nets = xmalloc0(sizeof(*cfg->nets));
                 cfg->nets[0] = (struct vm_net){ .backend = VM_NET_TAP, .ifname = xstrdup(SANDBOX_TAP),
-                                                .netns = xasprintf("/proc/self/fd/%d", l->net->netns_fd), .mac_set = true,
+                                                .tap_fd_set = true, .tap_fd = l->net->tap_fd, .mac_set = true,
                                                 .queues = 1 };
                 memcpy(cfg->nets[0].mac, l->net->nic.mac, sizeof(cfg->nets[0].mac));
                 cfg->n_nets = 1;
@@ -151,14 +151,12 @@ static void vm_config_fill(struct vm_config *cfg, const struct sandbox_launch *l
  * cgroup for its containers. Said here, where KVM would only say "not permitted". */
 static int devices_check(const struct sandbox_launch *l, cap_error_t *err)
 {
-        const char *devices[] = { "/dev/kvm", l->net->netns_fd >= 0 ? "/dev/net/tun" : NULL };
-        for (size_t i = 0; i < ARRAY_SIZE(devices) && devices[i]; i++) {
-                cleanup_close int fd = open(devices[i], O_RDWR | O_CLOEXEC);
-                if (fd < 0 && errno == EPERM)
-                        return cap_fail(err, 0, "linux.cgroupsPath: `%s` or a cgroup above it denies %s to its processes, which "
-                                                "the VM needs (podman's pod cgroup does: create the pod with --share-parent=false)",
-                                        l->spec->linux.cgroups_path ? l->spec->linux.cgroups_path : l->opts->id, devices[i]);
-        }
+        /* The tap is open already (sandbox_net_plan()): only /dev/kvm is opened in the cgroup. */
+        cleanup_close int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+        if (fd < 0 && errno == EPERM)
+                return cap_fail(err, 0, "linux.cgroupsPath: `%s` or a cgroup above it denies /dev/kvm to its processes, which "
+                                        "the VM needs (podman's pod cgroup does: create the pod with --share-parent=false)",
+                                l->spec->linux.cgroups_path ? l->spec->linux.cgroups_path : l->opts->id);
         return 0;
 }
 
@@ -477,7 +475,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         cleanup_free char *member_binds = NULL;
         cleanup_strv char **bind_sources = NULL;
         struct sandbox_vm vm = { .rootfs_fd = -1 };
-        struct sandbox_net net = { .netns_fd = -1, .lock_fd = -1 };
+        struct sandbox_net net = { .netns_fd = -1, .lock_fd = -1, .tap_fd = -1 };
         struct sandbox_record rec = { 0 }, pod_rec = { 0 };
         struct sandbox_launch l;
         int report[2] = { -1, -1 }, finished[2] = { -1, -1 };
@@ -587,6 +585,8 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         }
         cap_closep(&report[1]);
         cap_closep(&finished[0]);
+        /* The child holds the tap now: it goes with the VM, and a failed create waits for that. */
+        cap_closep(&net.tap_fd);
         rec.pid = child;
         rec.start_time = proc_start_time(child);
         if (sandbox_record_save(o->root, o->id, &rec, err) < 0)

@@ -141,13 +141,16 @@ struct sandbox_net {
         struct agent_net nic;
         unsigned long long netns_dev, netns_ino; /* the namespace's identity */
         bool taken; /* a VM container's tap is there: another VM has the interface */
+        int tap_fd; /* the VM's tap, made by plan() (vm_tap_claim()): -1 without a NIC */
         int lock_fd; /* sandbox_netns_lock()'s, from plan() until the record names the VMM */
         char *lock_path;
 };
 /* At create, before anything exists: refuses a path that is not a network namespace, and a
  * namespace whose interface another live VM container took (naming it when it is one of
  * root's), each naming linux.namespaces. A namespace by path stays locked (net->lock_fd) until
- * sandbox_net_unlock(): the caller unlocks once the record names its VMM. */
+ * sandbox_net_unlock(): the caller unlocks once the record names its VMM. Then it makes the
+ * VM's tap there (net->tap_fd): the kernel refuses a second tap of that name, so a create
+ * from another --root, which this lock does not see, is refused as well. */
 int sandbox_net_plan(const struct spec *spec, const char *root, struct sandbox_net *net, cap_error_t *err);
 /* The same in the caller's own network namespace (net->netns_fd is left alone); a namespace
  * with a VM container's tap is only marked taken. */

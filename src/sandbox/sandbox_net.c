@@ -1,6 +1,6 @@
 /* A VM container's network, as Kata's "tcfilter" does it: the VMM's tap is created in the
- * network namespace that podman, CNI or containerd prepared (the VMM enters it on a thread of
- * its own), and tied to the namespace's interface by tc filters that redirect every frame
+ * network namespace that podman, CNI or containerd prepared (by create, before the VMM starts:
+ * that tap's name is the claim on the namespace's interface), and tied to the namespace's interface by tc filters that redirect every frame
  * from one to the other (sandbox_tc.c). The guest's NIC takes the interface's MAC (the peers'
  * neighbour entries stay valid), MTU, IPv4 and IPv6 addresses and routes, so the pod's
  * addresses keep working, and the guest reaches exactly what the interface reached before.
@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "common/util.h"
+#include "vmm/vm.h"
 
 /* What a dump may hold: a CNI namespace has two or three of each. */
 #define GATHER_MAX 64
@@ -367,6 +368,12 @@ static int refuse_taken(const char *root, const char *path, const struct stat *s
                                 "is there; one VM per network namespace)", path, SANDBOX_TAP);
 }
 
+static int claim_tap(struct sandbox_net *net, cap_error_t *err)
+{
+        net->tap_fd = vm_tap_claim(SANDBOX_TAP, err);
+        return net->tap_fd < 0 ? -1 : 0;
+}
+
 static int plan_locked(const char *path, int fd, const struct stat *st, const char *root, struct sandbox_net *net,
                        cap_error_t *err)
 {
@@ -383,7 +390,12 @@ static int plan_locked(const char *path, int fd, const struct stat *st, const ch
                 return cap_error_prefix(err, "linux.namespaces: network namespace `%s`", path);
         if (net->taken)
                 return refuse_taken(root, path, st, err);
-        return 0;
+        if (!net->ifindex || in_netns(fd, claim_tap, net, err) == 0)
+                return 0;
+        if ((*err)->errnum != EBUSY)
+                return cap_error_prefix(err, "linux.namespaces: network namespace `%s`", path);
+        cap_error_free(err);
+        return refuse_taken(root, path, st, err);
 }
 
 int sandbox_net_plan(const struct spec *spec, const char *root, struct sandbox_net *net, cap_error_t *err)
@@ -391,6 +403,7 @@ int sandbox_net_plan(const struct spec *spec, const char *root, struct sandbox_n
         memset(net, 0, sizeof(*net));
         net->netns_fd = -1;
         net->lock_fd = -1;
+        net->tap_fd = -1;
         const struct spec_namespace *ns = spec_namespace(spec, CLONE_NEWNET);
         if (!ns || !ns->path)
                 return 0;
@@ -460,6 +473,7 @@ int sandbox_net_link(struct sandbox_net *net, cap_error_t *err)
 void sandbox_net_release(struct sandbox_net *net)
 {
         cleanup_error cap_error_t ignored = NULL;
+        cap_closep(&net->tap_fd);
         if (net->netns_fd >= 0)
                 in_netns(net->netns_fd, sandbox_tc_unlink, net, &ignored);
 }
@@ -471,7 +485,8 @@ void sandbox_net_forget(const struct spec *spec, const struct sandbox_record *re
                 return;
         struct stat st;
         cleanup_error cap_error_t ignored = NULL;
-        struct sandbox_net net = { .netns_fd = netns_open(ns->path, &st, &ignored), .ifindex = rec->net_ifindex };
+        struct sandbox_net net = { .netns_fd = netns_open(ns->path, &st, &ignored), .ifindex = rec->net_ifindex,
+                                   .lock_fd = -1, .tap_fd = -1 };
         /* Gone (podman removed it), or another namespace by now: nothing of ours is left there. */
         if (net.netns_fd >= 0 && st.st_dev == rec->netns_dev && st.st_ino == rec->netns_ino)
                 sandbox_net_release(&net);
@@ -486,5 +501,6 @@ void sandbox_net_unlock(struct sandbox_net *net)
 void sandbox_net_free(struct sandbox_net *net)
 {
         sandbox_net_unlock(net);
+        cap_closep(&net->tap_fd);
         cap_closep(&net->netns_fd);
 }

@@ -62,6 +62,8 @@ struct vm_net {
         enum vm_net_backend backend;
         char *ifname;        /* tap: NULL: capsule creates one and it disappears when capsule exits */
         char *netns;         /* tap: a network namespace's path (/run/netns/NAME, /proc/PID/ns/net) to create the tap in */
+        bool tap_fd_set;     /* tap: the caller made the tap (vm_tap_claim()); the VM uses a copy of tap_fd */
+        int tap_fd;
         uint8_t mac[6];
         bool mac_set;        /* else a locally administered MAC derived from capsule's pid and the NIC's index */
         int queues;          /* queue pairs, 1 or more (tap: one tap queue per pair) */
@@ -132,5 +134,10 @@ enum vm_exit_reason {
 int vm_run(const struct vm_config *cfg, int *status, cap_error_t *err);
 
 void vm_config_free(struct vm_config *cfg);
+
+/* A new tap named name in the caller's network namespace, up, as vm_net.tap_fd wants it. The
+ * kernel refuses it when any interface has that name already (errnum EBUSY), so making it is an
+ * atomic claim on the name. */
+int vm_tap_claim(const char *name, cap_error_t *err);
 
 #endif

@@ -269,6 +269,50 @@ def test_net_creates_racing_for_one_namespace_one_wins_the_others_are_refused(vm
     assert crash_leftovers(vm, winner, winner.id, crash_netns) == []
 
 
+def test_net_creates_from_other_roots_racing_for_one_namespace_one_wins(vm, bundle, crash_netns, tmp_path):
+    """As two runtimes' creates (another --root each) for one pod's namespace, started at once:
+    --root's lock cannot see the others, but the VM's tap is made before the VMM starts and the
+    kernel refuses a second of its name, so exactly one boots and each other is refused in one
+    line naming linux.namespaces and the tap, leaving nothing behind in its root or in the
+    namespace; the winner keeps its tap and filters."""
+    become_subreaper()
+    bundle.config["linux"]["namespaces"] = [ns for ns in bundle.config["linux"]["namespaces"] if ns["type"] != "network"]
+    bundle.config["linux"]["namespaces"].append({"type": "network", "path": f"/run/netns/{crash_netns}"})
+    bundle.set_args("sleep", "1000")
+    bundle.write()
+    racers = [(vm, bundle)]
+    for i in range(2):
+        b = Bundle(str(tmp_path / f"racer{i}"), copy.deepcopy(bundle.config))
+        shutil.copytree(bundle.path, b.path, symlinks=True)
+        b.config["linux"]["cgroupsPath"] = f"capsule-test/{b.id}"
+        b.write()
+        racers.append((Capsule(str(tmp_path / f"root{i}"), os.path.join(BUILD, "capsule-vm")), b))
+    start = threading.Barrier(len(racers))
+
+    def create(racer):
+        runtime, b = racer
+        start.wait()
+        return runtime.run("create", "--bundle", b.path, b.id, timeout=BOOT)
+
+    with concurrent.futures.ThreadPoolExecutor(len(racers)) as pool:
+        results = list(pool.map(create, racers))
+    winners = [r for r, p in zip(racers, results) if p.returncode == 0]
+    assert len(winners) == 1, [(p.returncode, p.stderr) for p in results]
+    (winner, won), = winners
+    for (runtime, b), p in zip(racers, results):
+        if b is won:
+            continue
+        assert p.returncode == 1, p.stdout + p.stderr
+        assert p.stderr == (f"capsule: linux.namespaces: network: `/run/netns/{crash_netns}`: its interface is taken by "
+                            "another VM container (its tap `capsule-tap0` is there; one VM per network namespace)\n"), p.stderr
+        assert crash_leftovers(runtime, b, b.id) == []
+    assert winner.status(won.id) == "created"
+    filters = sh("tc", "-n", crash_netns, "filter", "show", "dev", "eth0", "ingress")
+    assert "capsule-tap0" in filters, filters
+    winner.run("delete", "--force", won.id, check=True, timeout=120)
+    assert crash_leftovers(winner, won, won.id, crash_netns) == []
+
+
 def test_net_a_namespace_with_lo_only_gives_the_container_lo_only(vm, bundle):
     """As podman's --network none: a namespace by path with no interface to take over."""
     name = f"caplo{os.getpid() % 100000}"

@@ -9,7 +9,8 @@
  *
  * With netns=PATH a short-lived thread enters that namespace and does the TUNSETIFF
  * there (a tap belongs to the namespace it was created in); the fds it opened keep
- * working in capsule's own namespace. */
+ * working in capsule's own namespace. The sandbox makes its tap itself instead
+ * (vm_tap_claim(), one queue) and hands the VM its fd. */
 #include <fcntl.h>
 #include <linux/if_tun.h>
 #include <linux/virtio_net.h>
@@ -26,6 +27,7 @@
 
 #include "common/util.h"
 #include "vmm/virtio/net_backend.h"
+#include "vmm/vm.h"
 
 #define TAP_NAME_TEMPLATE "capsule%d" /* the kernel picks the first free number */
 #define TAP_MAX_IOV 1023              /* UIO_MAXIOV, readv's own limit, less the spare byte */
@@ -53,6 +55,7 @@ struct tap {
 struct tap_open {
         const char *name;    /* NULL: a new tap named by TAP_NAME_TEMPLATE */
         unsigned int queues;
+        bool exclusive;      /* name must be new (IFF_TUN_EXCL) */
         int netns_fd;        /* -1: capsule's own namespace */
         int *fds;            /* out: queues fds */
         char ifname[IFNAMSIZ]; /* out */
@@ -72,6 +75,8 @@ static int tap_queue_open(struct tap_open *o, const char *name, int *fd_out)
         struct ifreq ifr = { .ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR };
         if (o->queues > 1)
                 ifr.ifr_flags |= IFF_MULTI_QUEUE;
+        if (o->exclusive)
+                ifr.ifr_flags |= IFF_TUN_EXCL;
         snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
         if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
                 int e = errno;
@@ -81,6 +86,8 @@ static int tap_queue_open(struct tap_open *o, const char *name, int *fd_out)
                 if (e == EINVAL)
                         return cap_fail(o->err, e, "cannot attach it (not a tap, or a tap whose multi_queue setting "
                                         "does not match queues=%u)", o->queues);
+                if (e == EBUSY && o->exclusive)
+                        return cap_fail(o->err, e, "an interface of that name exists already");
                 if (e == EBUSY)
                         return cap_fail(o->err, e, "cannot attach it (another process holds it)");
                 return cap_fail(o->err, e, "TUNSETIFF");
@@ -115,7 +122,7 @@ static int tap_link_up(struct tap_open *o, bool created)
 
 static int tap_open_queues(struct tap_open *o)
 {
-        bool created = !o->name || !if_nametoindex(o->name);
+        bool created = o->exclusive || !o->name || !if_nametoindex(o->name);
         for (unsigned int q = 0; q < o->queues; q++) {
                 const char *name = q > 0 ? o->ifname : o->name ? o->name : TAP_NAME_TEMPLATE;
                 if (tap_queue_open(o, name, &o->fds[q]) < 0)
@@ -147,6 +154,37 @@ static int tap_open_in_netns(struct tap_open *o, const char *netns)
                 return cap_fail(o->err, e, "cannot start a thread");
         pthread_join(t, NULL);
         return o->rc < 0 ? cap_error_prefix(o->err, "netns %s", netns) : 0;
+}
+
+int vm_tap_claim(const char *name, cap_error_t *err)
+{
+        int fd = -1;
+        struct tap_open o = { .name = name, .queues = 1, .exclusive = true, .netns_fd = -1, .fds = &fd, .err = err };
+        if (tap_open_queues(&o) < 0) {
+                cap_closep(&fd);
+                return cap_error_prefix(err, "tap `%s`", name);
+        }
+        return fd;
+}
+
+/* The caller's tap (vm_tap_claim()): a copy of its fd, checked to be one queue with vnet headers. */
+static int tap_adopt(struct tap_open *o, int given)
+{
+        cleanup_close int fd = fcntl(given, F_DUPFD_CLOEXEC, 3);
+        if (fd < 0)
+                return cap_fail(o->err, errno, "its fd %d", given);
+        struct ifreq ifr = { 0 };
+        if (ioctl(fd, TUNGETIFF, &ifr) < 0)
+                return cap_fail(o->err, errno, "its fd %d is no tap", given);
+        if ((ifr.ifr_flags & (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE)) != (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
+                return cap_fail(o->err, 0, "its fd %d is no single-queue tap with vnet headers", given);
+        int hdr_len = sizeof(struct virtio_net_hdr_v1);
+        if (ioctl(fd, TUNSETVNETHDRSZ, &hdr_len) < 0 || fcntl(fd, F_SETFL, O_NONBLOCK) < 0)
+                return cap_fail(o->err, errno, "set up its fd %d", given);
+        memcpy(o->ifname, ifr.ifr_name, IFNAMSIZ);
+        o->ifname[IFNAMSIZ - 1] = '\0';
+        o->fds[0] = steal_fd(&fd);
+        return 0;
 }
 
 static ssize_t tap_send(struct net_backend *b, unsigned int qp, const struct iovec *iov, int iovcnt)
@@ -268,7 +306,14 @@ int net_tap_open(const struct vm_net *cfg, unsigned int index, unsigned int queu
         struct tap_open o = { .name = cfg->ifname, .queues = queue_pairs, .netns_fd = -1, .fds = t->b.fds, .err = err };
         /* Every queue opened so far closes with the tap, whatever failed. */
         t->b.n_queue_pairs = queue_pairs;
-        if ((cfg->netns ? tap_open_in_netns(&o, cfg->netns) : tap_open_queues(&o)) < 0) {
+        if (cfg->tap_fd_set && queue_pairs != 1) {
+                tap_destroy(&t->b);
+                return cap_fail(err, 0, "%s: a tap made by the caller has one queue, not %u", what, queue_pairs);
+        }
+        int rc = cfg->tap_fd_set ? tap_adopt(&o, cfg->tap_fd)
+                 : cfg->netns    ? tap_open_in_netns(&o, cfg->netns)
+                                 : tap_open_queues(&o);
+        if (rc < 0) {
                 tap_destroy(&t->b);
                 return cap_error_prefix(err, "%s", what);
         }
