@@ -6,7 +6,10 @@
 # same vCPUs and memory and the same transport.
 #
 # usage: bench/virtio_io.sh    from the host (builds the initramfs, then enters the testbed);
-#        RUNS=3 FIO_SECONDS=5 VSOCK_MIB=64 CPUS=1 MEMORY=512M DISK_MIB=256 TRANSPORT=pci by default
+#        RUNS=3 FIO_SECONDS=5 VSOCK_MIB=64 CPUS=1 MEMORY=512M DISK_MIB=256 TRANSPORT=pci by default;
+#        DEVICES="blk vsock" by default: DEVICES=blk (or vsock) boots with that device alone;
+#        CAPSULE_BIN=build/capsule by default: another build to compare (inside the repository,
+#        which the testbed shares)
 #
 # Runs alternate: run i boots QEMU then capsule (i odd) or capsule then QEMU (i even), one boot
 # per VMM and run with both devices (the guest measures the disk, then vsock), so that a change
@@ -35,18 +38,22 @@ CPUS=${CPUS:-1}
 MEMORY=${MEMORY:-512M}
 DISK_MIB=${DISK_MIB:-256}
 TRANSPORT=${TRANSPORT:-pci}
+DEVICES=${DEVICES:-blk vsock}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
 die() { echo "virtio_io: $*" >&2; exit 1; }
 case $TRANSPORT in pci | mmio) ;; *) die "TRANSPORT must be pci or mmio, not '$TRANSPORT'" ;; esac
+for dev in $DEVICES; do
+        case $dev in blk | vsock) ;; *) die "DEVICES takes blk and vsock, not '$dev'" ;; esac
+done
 
 if [ -z "${TESTBED:-}" ]; then
         # On the host: assemble the initramfs here (the testbed reads the repository over 9p).
         BENCH_INITRD=$("$repo/bench/mkbenchinitramfs") || die "cannot assemble the initramfs"
-        export BENCH_INITRD RUNS FIO_SECONDS VSOCK_MIB CPUS MEMORY DISK_MIB TRANSPORT
+        export BENCH_INITRD RUNS FIO_SECONDS VSOCK_MIB CPUS MEMORY DISK_MIB TRANSPORT DEVICES
         echo "virtio_io: host load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
         rc=0
-        TESTBED_ENV="BENCH_INITRD RUNS FIO_SECONDS VSOCK_MIB CPUS MEMORY DISK_MIB TRANSPORT" \
+        TESTBED_ENV="BENCH_INITRD RUNS FIO_SECONDS VSOCK_MIB CPUS MEMORY DISK_MIB TRANSPORT DEVICES" \
                 TESTBED_TIMEOUT=${TESTBED_TIMEOUT:-1800} "$repo/tests/testbed/run" "bench/virtio_io.sh" || rc=$?
         echo "virtio_io: host load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
         exit $rc
@@ -58,7 +65,8 @@ done
 [ -w /dev/kvm ] || die "needs read-write /dev/kvm (run as root, or from the host: it enters the testbed)"
 [ -w /dev/vhost-vsock ] || die "needs /dev/vhost-vsock for QEMU's vhost-vsock (CONFIG_VHOST_VSOCK)"
 [ -f "${CAPSULE_KERNEL:-}" ] || die "CAPSULE_KERNEL names no kernel"
-[ -x "$repo/build/capsule" ] || die "$repo/build/capsule is missing: make -C $repo"
+CAPSULE_BIN=${CAPSULE_BIN:-$repo/build/capsule}
+[ -x "$CAPSULE_BIN" ] || die "$CAPSULE_BIN is missing: make -C $repo"
 BENCH_INITRD=${BENCH_INITRD:-$("$repo/bench/mkbenchinitramfs")}
 
 work=$(mktemp -d /tmp/capsule-virtio-bench.XXXXXX)
@@ -77,7 +85,7 @@ trap 'exit 143' TERM
 
 # Private copies on this machine's tmpfs: every boot reads them, and a rebuild during the run
 # must not change what runs.
-cp "$repo/build/capsule" "$work/capsule"
+cp "$CAPSULE_BIN" "$work/capsule"
 cp "$CAPSULE_KERNEL" "$work/vmlinux"
 cp "$BENCH_INITRD" "$work/initrd"
 img=$work/disk.img
@@ -163,7 +171,7 @@ boot() {
 
 echo "== virtio I/O, capsule vs QEMU $(qemu-system-x86_64 --version | head -n 1 | awk '{ print $4 }'):" \
         "transport $TRANSPORT, $CPUS vCPU, $MEMORY, $RUNS runs, fio $FIO_SECONDS s per job, vsock $VSOCK_MIB MiB" \
-        "per run and way, a $DISK_MIB MiB image on $(df --output=fstype "$img" | tail -n 1)"
+        "per run and way, a $DISK_MIB MiB image on $(df --output=fstype "$img" | tail -n 1), devices: $DEVICES"
 echo "== level: $level"
 # A device that gave no result in a run is left out of that VMM's later boots: its row says why.
 failed=""
@@ -172,7 +180,7 @@ while [ "$run" -le "$RUNS" ]; do
         if [ $((run % 2)) = 1 ]; then order="qemu capsule"; else order="capsule qemu"; fi
         for vmm in $order; do
                 devs=""
-                for dev in blk vsock; do
+                for dev in $DEVICES; do
                         case " $failed " in *" $vmm-$dev "*) ;; *) devs="$devs $dev" ;; esac
                 done
                 [ -n "$devs" ] || continue
@@ -240,7 +248,10 @@ for name, dev, job, what in ROWS:
     cells, meds, per_run = [], {}, {}
     for vmm, label in (("capsule", "capsule"), ("qemu", "QEMU")):
         vals = [sample(vmm, dev, job, what, run) for run in range(1, runs + 1)]
-        vals = [v for v in vals if v is not None]  # None: not booted again after a failed run
+        vals = [v for v in vals if v is not None]  # None: not booted (DEVICES) or not again after a failure
+        if not vals:
+            cells.append(f"{label}: not measured")
+            continue
         bad = [v for v in vals if isinstance(v, str)]
         if bad:
             cells.append(f"{label}: not available")
