@@ -26,6 +26,8 @@
 #define BLK_SEGMENT_BYTES (1u << 20)
 /* The largest discard or write-zeroes range (2 GiB - 512 bytes, as QEMU). */
 #define BLK_RANGE_SECTORS 0x3fffffu
+/* disk_process()'s rounds of reaping and taking per wake-up or kick. */
+#define BLK_ROUNDS 8
 
 /* A queue's requests: one slot per descriptor the driver can have in flight. */
 struct blk_queue {
@@ -102,8 +104,16 @@ static void queue_signal(struct blk_disk *d, unsigned int qi)
         }
 }
 
+static void blk_io_done(struct blk_inflight *r, uint8_t status, void *opaque)
+{
+        struct blk_disk *d = opaque;
+        if (r->req.op == BLK_OP_READ || r->req.op == BLK_OP_WRITE)
+                d->queues[r->queue].rw_inflight--;
+        request_finish(d, r, status);
+}
+
 /* Take requests from queue qi while it has free slots. */
-static void queue_process(struct blk_disk *d, unsigned int qi)
+static void queue_take(struct blk_disk *d, unsigned int qi)
 {
         struct blk_queue *q = &d->queues[qi];
         if (!q->slots)
@@ -130,35 +140,51 @@ static void queue_process(struct blk_disk *d, unsigned int qi)
          * can take long, leaves kicks on. */
         if (blk_io_submit(&d->io) && q->rw_inflight > 0)
                 virtio_queue_kicks_off(&d->dev, qi);
-        queue_signal(d, qi);
+}
+
+/* Reap what finished and take new requests, again while submissions finish at once (the
+ * page cache serves small reads and writes inside the submission), then interrupt once
+ * for all of it. The rounds are bounded, as a guest that keeps its queue full would
+ * otherwise hold the event loop: what is left to reap wakes the loop again later. */
+static void disk_process(struct blk_disk *d)
+{
+        for (unsigned int round = 0; round < BLK_ROUNDS; round++) {
+                if (blk_io_completed(&d->io)) {
+                        blk_io_ack(&d->io);
+                        blk_io_complete(&d->io, blk_io_done, d);
+                } else if (round > 0) {
+                        break;
+                }
+                for (unsigned int qi = 0; qi < d->dev.n_queues; qi++)
+                        queue_take(d, qi);
+        }
+        if (blk_io_completed(&d->io))
+                blk_io_wake(&d->io);
+        for (unsigned int qi = 0; qi < d->dev.n_queues; qi++)
+                queue_signal(d, qi);
 }
 
 static void blk_notify(struct virtio_dev *dev, unsigned int qi)
 {
+        (void)qi;
         struct blk_disk *d = dev->opaque;
         d->stats.kicks++;
-        queue_process(d, qi);
-}
-
-static void blk_io_done(struct blk_inflight *r, uint8_t status, void *opaque)
-{
-        struct blk_disk *d = opaque;
-        if (r->req.op == BLK_OP_READ || r->req.op == BLK_OP_WRITE)
-                d->queues[r->queue].rw_inflight--;
-        request_finish(d, r, status);
+        disk_process(d);
 }
 
 /* The ring's eventfd (event loop thread): finish what completed, then take the
- * requests that waited for a free slot or came without a kick (queue_process). */
+ * requests that waited for a free slot or came without a kick (queue_take). */
 static void blk_on_completion(void *opaque, uint32_t events)
 {
         (void)events;
         struct blk_disk *d = opaque;
         virtio_dev_lock(&d->dev);
         d->stats.wakeups++;
-        blk_io_complete(&d->io, blk_io_done, d);
-        for (unsigned int qi = 0; qi < d->dev.n_queues; qi++)
-                queue_process(d, qi);
+        /* A wake-up whose completions an earlier round reaped: disk_process() acks only
+         * when there is something to reap, and a completion posted after this signals again. */
+        if (!blk_io_completed(&d->io))
+                blk_io_ack(&d->io);
+        disk_process(d);
         virtio_dev_unlock(&d->dev);
 }
 

@@ -89,6 +89,14 @@ void blk_io_close(struct blk_io *io);
 int blk_io_start(struct blk_io *io, struct blk_inflight *r);
 /* Hand the queued requests to the kernel; never blocks. Whether all of them are there. */
 bool blk_io_submit(struct blk_io *io);
+/* Whether finished requests wait to be reaped: those the kernel served inside
+ * blk_io_submit() are there at once. */
+bool blk_io_completed(struct blk_io *io);
+/* Reset the completion eventfd. Done before reaping: a completion posted after it
+ * signals the eventfd again. */
+void blk_io_ack(struct blk_io *io);
+/* Signal the completion eventfd: the loop comes back to what was left to reap. */
+void blk_io_wake(struct blk_io *io);
 /* Reap the finished requests: done(r, status, opaque) for each; a short transfer is
  * resubmitted instead of finished. */
 typedef void (*blk_io_done_fn)(struct blk_inflight *r, uint8_t status, void *opaque);

@@ -20,6 +20,12 @@
 
 /* The cancel request of blk_io_drain(): its completion is no request's. */
 #define BLK_IO_CANCEL_TAG 0
+/* A read or write through the page cache copies inside io_uring_submit(), on the event
+ * loop, unless it is handed to io_uring's workers: from this size on it is, so that a
+ * large copy neither stalls the loop's other devices nor waits behind the disk's other
+ * copies; the workers copy in parallel. Smaller ones cost less inline than a worker's
+ * wake-up. */
+#define BLK_IO_ASYNC_BYTES (64u << 10)
 
 /* O_DIRECT's alignment for this file (statx, Linux 6.1); 4096 where the file
  * system does not say, which every block size up to a page satisfies. */
@@ -160,6 +166,9 @@ static int prep(struct blk_io *io, struct blk_inflight *r)
         case BLK_OP_GET_ID:
                 return -1;
         }
+        bool page_cache = io->buffered_fd < 0 || r->buffered;
+        if ((req->op == BLK_OP_READ || req->op == BLK_OP_WRITE) && page_cache && req->len - r->done >= BLK_IO_ASYNC_BYTES)
+                io_uring_sqe_set_flags(sqe, IOSQE_ASYNC);
         io_uring_sqe_set_data(sqe, r);
         io->in_kernel++;
         return 0;
@@ -225,11 +234,27 @@ static int finish(struct blk_io *io, struct blk_inflight *r, int res)
         return VIRTIO_BLK_S_OK;
 }
 
-void blk_io_complete(struct blk_io *io, blk_io_done_fn done, void *opaque)
+bool blk_io_completed(struct blk_io *io)
+{
+        return io_uring_cq_ready(&io->ring) > 0;
+}
+
+void blk_io_ack(struct blk_io *io)
 {
         uint64_t ticks;
         if (read(io->event_fd, &ticks, sizeof(ticks)) < 0 && errno != EAGAIN)
                 log_warning("virtio-blk: completion eventfd: %s", strerror(errno));
+}
+
+void blk_io_wake(struct blk_io *io)
+{
+        uint64_t one = 1;
+        if (write(io->event_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+                log_warning("virtio-blk: completion eventfd: %s", strerror(errno));
+}
+
+void blk_io_complete(struct blk_io *io, blk_io_done_fn done, void *opaque)
+{
         struct io_uring_cqe *cqe;
         while (io_uring_peek_cqe(&io->ring, &cqe) == 0) {
                 struct blk_inflight *r = io_uring_cqe_get_data(cqe);
