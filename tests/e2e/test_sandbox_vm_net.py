@@ -229,37 +229,47 @@ def test_net_a_second_vm_container_in_a_namespace_whose_interface_a_vm_took_is_r
     assert crash_leftovers(vm, bundle, bundle.id, crash_netns) == []
 
 
-def test_net_creates_racing_for_one_namespace_one_wins_the_others_are_refused(vm, bundle, crash_netns, tmp_path):
-    """Three creates of different ids for one namespace, started at once: the namespace's check and
-    its claim are one step, so exactly one boots and each other is refused in one line naming
-    linux.namespaces and the winner (not the tap, which the winner makes later), leaving nothing;
-    the winner's delete then leaves nothing either."""
-    become_subreaper()
+def racing_bundles(bundle, netns, tmp_path, others):
+    """bundle, joining netns and sleeping, and `others` copies of it with ids and cgroups of their own."""
     bundle.config["linux"]["namespaces"] = [ns for ns in bundle.config["linux"]["namespaces"] if ns["type"] != "network"]
-    bundle.config["linux"]["namespaces"].append({"type": "network", "path": f"/run/netns/{crash_netns}"})
+    bundle.config["linux"]["namespaces"].append({"type": "network", "path": f"/run/netns/{netns}"})
     bundle.set_args("sleep", "1000")
     bundle.write()
     bundles = [bundle]
-    for i in range(2):
+    for i in range(others):
         b = Bundle(str(tmp_path / f"racer{i}"), copy.deepcopy(bundle.config))
         shutil.copytree(bundle.path, b.path, symlinks=True)
         b.config["linux"]["cgroupsPath"] = f"capsule-test/{b.id}"
         b.write()
         bundles.append(b)
-    start = threading.Barrier(len(bundles))
+    return bundles
 
-    def create(b):
+
+def race_creates(racers):
+    """Creates of each (runtime, bundle), started at once: exactly one succeeds. Returns the winner's
+    pair and (runtime, bundle, result) of each other."""
+    start = threading.Barrier(len(racers))
+
+    def create(racer):
+        runtime, b = racer
         start.wait()
-        return vm.run("create", "--bundle", b.path, b.id, timeout=BOOT)
+        return runtime.run("create", "--bundle", b.path, b.id, timeout=BOOT)
 
-    with concurrent.futures.ThreadPoolExecutor(len(bundles)) as pool:
-        results = list(pool.map(create, bundles))
-    winners = [b for b, p in zip(bundles, results) if p.returncode == 0]
+    with concurrent.futures.ThreadPoolExecutor(len(racers)) as pool:
+        results = list(pool.map(create, racers))
+    winners = [r for r, p in zip(racers, results) if p.returncode == 0]
     assert len(winners) == 1, [(p.returncode, p.stderr) for p in results]
-    winner, = winners
-    for b, p in zip(bundles, results):
-        if b is winner:
-            continue
+    return winners[0], [(r[0], r[1], p) for r, p in zip(racers, results) if p.returncode != 0]
+
+
+def test_net_creates_racing_for_one_namespace_one_wins_the_others_are_refused(vm, bundle, crash_netns, tmp_path):
+    """Three creates of different ids for one namespace, started at once: the namespace's check and
+    its claim are one step, so exactly one boots and each other is refused in one line naming
+    linux.namespaces and the winner (its record is looked at before its tap), leaving nothing;
+    the winner's delete then leaves nothing either."""
+    become_subreaper()
+    (_, winner), losers = race_creates([(vm, b) for b in racing_bundles(bundle, crash_netns, tmp_path, 2)])
+    for _, b, p in losers:
         assert p.returncode != 0
         assert p.stderr == (f"capsule: linux.namespaces: network: `/run/netns/{crash_netns}`: its interface is taken by "
                             f"VM container `{winner.id}` (one VM per network namespace)\n"), p.stderr
@@ -276,32 +286,11 @@ def test_net_creates_from_other_roots_racing_for_one_namespace_one_wins(vm, bund
     line naming linux.namespaces and the tap, leaving nothing behind in its root or in the
     namespace; the winner keeps its tap and filters."""
     become_subreaper()
-    bundle.config["linux"]["namespaces"] = [ns for ns in bundle.config["linux"]["namespaces"] if ns["type"] != "network"]
-    bundle.config["linux"]["namespaces"].append({"type": "network", "path": f"/run/netns/{crash_netns}"})
-    bundle.set_args("sleep", "1000")
-    bundle.write()
-    racers = [(vm, bundle)]
-    for i in range(2):
-        b = Bundle(str(tmp_path / f"racer{i}"), copy.deepcopy(bundle.config))
-        shutil.copytree(bundle.path, b.path, symlinks=True)
-        b.config["linux"]["cgroupsPath"] = f"capsule-test/{b.id}"
-        b.write()
-        racers.append((Capsule(str(tmp_path / f"root{i}"), os.path.join(BUILD, "capsule-vm")), b))
-    start = threading.Barrier(len(racers))
-
-    def create(racer):
-        runtime, b = racer
-        start.wait()
-        return runtime.run("create", "--bundle", b.path, b.id, timeout=BOOT)
-
-    with concurrent.futures.ThreadPoolExecutor(len(racers)) as pool:
-        results = list(pool.map(create, racers))
-    winners = [r for r, p in zip(racers, results) if p.returncode == 0]
-    assert len(winners) == 1, [(p.returncode, p.stderr) for p in results]
-    (winner, won), = winners
-    for (runtime, b), p in zip(racers, results):
-        if b is won:
-            continue
+    bundles = racing_bundles(bundle, crash_netns, tmp_path, 2)
+    racers = [(vm, bundle)] + [(Capsule(str(tmp_path / f"root{i}"), os.path.join(BUILD, "capsule-vm")), b)
+                               for i, b in enumerate(bundles[1:])]
+    (winner, won), losers = race_creates(racers)
+    for runtime, b, p in losers:
         assert p.returncode == 1, p.stdout + p.stderr
         assert p.stderr == (f"capsule: linux.namespaces: network: `/run/netns/{crash_netns}`: its interface is taken by "
                             "another VM container (its tap `capsule-tap0` is there; one VM per network namespace)\n"), p.stderr
