@@ -63,6 +63,19 @@ struct tap_open {
         cap_error_t *err;    /* the caller's: it waits for the thread */
 };
 
+/* A queue fd attached to its tap (ifr: its TUNSETIFF or TUNGETIFF): vnet headers of
+ * virtio-net's size, the tap's name in o->ifname, and *fd handed to *fd_out. */
+static int tap_queue_take(struct tap_open *o, int *fd, const struct ifreq *ifr, int *fd_out)
+{
+        int hdr_len = sizeof(struct virtio_net_hdr_v1);
+        if (ioctl(*fd, TUNSETVNETHDRSZ, &hdr_len) < 0)
+                return cap_fail(o->err, errno, "TUNSETVNETHDRSZ");
+        memcpy(o->ifname, ifr->ifr_name, IFNAMSIZ);
+        o->ifname[IFNAMSIZ - 1] = '\0';
+        *fd_out = steal_fd(fd);
+        return 0;
+}
+
 static int tap_queue_open(struct tap_open *o, const char *name, int *fd_out)
 {
         cleanup_close int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
@@ -92,13 +105,7 @@ static int tap_queue_open(struct tap_open *o, const char *name, int *fd_out)
                         return cap_fail(o->err, e, "cannot attach it (another process holds it)");
                 return cap_fail(o->err, e, "TUNSETIFF");
         }
-        int hdr_len = sizeof(struct virtio_net_hdr_v1);
-        if (ioctl(fd, TUNSETVNETHDRSZ, &hdr_len) < 0)
-                return cap_fail(o->err, errno, "TUNSETVNETHDRSZ");
-        memcpy(o->ifname, ifr.ifr_name, IFNAMSIZ);
-        o->ifname[IFNAMSIZ - 1] = '\0';
-        *fd_out = steal_fd(&fd);
-        return 0;
+        return tap_queue_take(o, &fd, &ifr, fd_out);
 }
 
 /* Up, as a NIC whose cable is plugged in: the host's side then sees the guest's frames. */
@@ -178,13 +185,9 @@ static int tap_adopt(struct tap_open *o, int given)
                 return cap_fail(o->err, errno, "its fd %d is no tap", given);
         if ((ifr.ifr_flags & (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE)) != (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
                 return cap_fail(o->err, 0, "its fd %d is no single-queue tap with vnet headers", given);
-        int hdr_len = sizeof(struct virtio_net_hdr_v1);
-        if (ioctl(fd, TUNSETVNETHDRSZ, &hdr_len) < 0 || fcntl(fd, F_SETFL, O_NONBLOCK) < 0)
-                return cap_fail(o->err, errno, "set up its fd %d", given);
-        memcpy(o->ifname, ifr.ifr_name, IFNAMSIZ);
-        o->ifname[IFNAMSIZ - 1] = '\0';
-        o->fds[0] = steal_fd(&fd);
-        return 0;
+        if (fcntl(fd, F_SETFL, O_NONBLOCK) < 0)
+                return cap_fail(o->err, errno, "its fd %d: O_NONBLOCK", given);
+        return tap_queue_take(o, &fd, &ifr, &o->fds[0]);
 }
 
 static ssize_t tap_send(struct net_backend *b, unsigned int qp, const struct iovec *iov, int iovcnt)
