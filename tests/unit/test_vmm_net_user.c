@@ -73,6 +73,25 @@ static size_t udp_frame(uint8_t *f, const uint8_t dst_mac[6], const char *src, u
         return 14 + 20 + 8 + plen;
 }
 
+/* Waits up to ms for the back-end's fd to be ready for events, running the back-end's own
+ * work (slirp's sockets and timers) meanwhile, as the device's event loop does. */
+static bool backend_wait(struct net_backend *b, short events, int ms)
+{
+        long long deadline = now_ms() + ms;
+        do {
+                struct pollfd p[2] = { { .fd = b->fds[0], .events = events },
+                                       { .fd = b->ops->work ? b->work_fd : -1, .events = POLLIN } };
+                int left = (int)(deadline - now_ms());
+                if (poll(p, 2, left > 0 ? left : 0) <= 0)
+                        continue;
+                if (p[1].revents & POLLIN)
+                        b->ops->work(b);
+                if (p[0].revents)
+                        return true;
+        } while (now_ms() < deadline);
+        return false;
+}
+
 static int send_frame(struct net_backend *b, const uint8_t *f, size_t len)
 {
         /* Two pieces, as a guest's buffers may be: the back-end must join them. */
@@ -84,8 +103,7 @@ static int send_frame(struct net_backend *b, const uint8_t *f, size_t len)
                         return 0;
                 if (n != -EAGAIN || now_ms() > deadline)
                         return -1;
-                struct pollfd p = { .fd = b->fds[0], .events = POLLOUT };
-                poll(&p, 1, 100);
+                backend_wait(b, POLLOUT, 100);
         }
 }
 
@@ -113,8 +131,7 @@ static bool recv_matching(struct net_backend *b, struct frame *fr, bool (*want)(
                 struct iovec iov = { fr->b, sizeof(fr->b) };
                 ssize_t n = b->ops->recv(b, 0, &iov, 1);
                 if (n == -EAGAIN) {
-                        struct pollfd p = { .fd = b->fds[0], .events = POLLIN };
-                        poll(&p, 1, 100);
+                        backend_wait(b, POLLIN, 100);
                         continue;
                 }
                 if (n < 0)
@@ -282,8 +299,7 @@ static bool hostfwd_works(struct net_backend *b, uint16_t host_port, uint16_t gu
         for (int i = 0; i < 20; i++) {
                 if (sendto(fd, "fwd!", 4, 0, (struct sockaddr *)&sa, sizeof(sa)) != 4)
                         return false;
-                struct pollfd p = { .fd = b->fds[0], .events = POLLIN };
-                if (poll(&p, 1, 500) == 1 && recv_matching(b, &fr, is_udp_to, &guest_port))
+                if (backend_wait(b, POLLIN, 500) && recv_matching(b, &fr, is_udp_to, &guest_port))
                         return memcmp(udp_of(&fr, guest_port) + 8, "fwd!", 4) == 0 &&
                                memcmp(fr.b, guest_mac, 6) == 0;
         }
@@ -363,6 +379,48 @@ TEST(slirp_send_never_blocks)
         long long took = now_ms() - start;
         b->ops->destroy(b);
         CHECK(took < 10000);
+}
+
+/* Runs the back-end's work until it has had none for ms. */
+static void work_until_idle(struct net_backend *b, int ms)
+{
+        struct pollfd p = { .fd = b->work_fd, .events = POLLIN };
+        while (poll(&p, 1, ms) == 1)
+                b->ops->work(b);
+}
+
+/* A guest that takes no frames while the host floods its forward: slirp's frames for it
+ * fill the back-end's queue up to its budget, and no further. */
+TEST(slirp_rx_queue_is_bounded)
+{
+        struct vm_net_forward fwd;
+        uint16_t host_port = free_udp_port();
+        struct vm_net cfg = user_net(VM_NET_USER_SLIRP, &fwd, host_port);
+        struct net_backend *b = NULL;
+        cap_error_t err = NULL;
+        CHECK(net_slirp_open(&cfg, 0, &b, &err) == 0);
+        /* slirp learns the guest's MAC (ARP) on the way. */
+        CHECK(hostfwd_works(b, host_port, 5353));
+        cleanup_close int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(host_port),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        static const char payload[1400];
+        size_t sent = 0;
+        for (int i = 0; i < 2 * NET_SLIRP_RX_BYTES / (int)sizeof(payload); i++) {
+                if (sendto(fd, payload, sizeof(payload), 0, (struct sockaddr *)&sa, sizeof(sa)) > 0)
+                        sent += sizeof(payload);
+                if (i % 20 == 19)
+                        work_until_idle(b, 0);
+        }
+        work_until_idle(b, 200);
+        size_t queued = 0;
+        uint8_t buf[2048];
+        struct iovec iov = { buf, sizeof(buf) };
+        for (ssize_t n; (n = b->ops->recv(b, 0, &iov, 1)) > 0;)
+                queued += (size_t)n;
+        b->ops->destroy(b);
+        CHECK(sent >= 2 * NET_SLIRP_RX_BYTES - sizeof(payload));
+        CHECK(queued > NET_SLIRP_RX_BYTES - 2 * sizeof(buf) && queued <= NET_SLIRP_RX_BYTES);
 }
 
 static bool have_passt(void)
@@ -491,10 +549,8 @@ TEST(passt_stream_framing)
         for (int i = 0; i < 3; i++) {
                 struct iovec iov[2] = { { buf, 7 }, { buf + 7, sizeof(buf) - 7 } };
                 long long deadline = now_ms() + WAIT_MS;
-                while ((got[i] = b->ops->recv(b, 0, iov, 2)) == -EAGAIN && now_ms() < deadline) {
-                        struct pollfd p = { .fd = b->fds[0], .events = POLLIN };
-                        poll(&p, 1, 100);
-                }
+                while ((got[i] = b->ops->recv(b, 0, iov, 2)) == -EAGAIN && now_ms() < deadline)
+                        backend_wait(b, POLLIN, 100);
                 if (i == 0)
                         CHECK(got[0] == 60 && buf[0] == 'A' && buf[59] == 'A');
                 if (i == 1)

@@ -46,6 +46,7 @@ struct net_dev {
         unsigned int active_pairs;     /* receive queues in use (VQ_PAIRS_SET) */
         uint64_t features;             /* negotiated, prerequisites checked */
         bool live;                     /* activated: the fds are on the loop */
+        bool working;                  /* the back-end's work fd is on the loop */
         struct net_pair *pairs;
         struct net_rxq *rxqs;
         struct virtq_chain ctrl_chain;
@@ -424,8 +425,19 @@ static void net_reset(struct virtio_dev *dev)
         net_stop(dev->opaque);
 }
 
+/* The back-end's own work (slirp), outside the device lock: it touches only the back-end,
+ * whose send and recv run on this same loop thread. */
+static void net_work_ready(void *opaque, uint32_t events)
+{
+        struct net_backend *b = opaque;
+        (void)events;
+        b->ops->work(b);
+}
+
 static void net_free(struct net_dev *d)
 {
+        if (d->working)
+                evloop_del(d->loop, d->backend->work_fd);
         if (d->backend)
                 d->backend->ops->destroy(d->backend);
         if (d->rxqs)
@@ -509,6 +521,13 @@ int net_dev_create(struct vm_devices *ctx, unsigned int index, const struct vm_n
         d->dev.config_len = sizeof(d->config);
         d->dev.ops = &net_ops;
         d->dev.opaque = d;
+        if (b->ops->work) {
+                if (evloop_add(d->loop, b->work_fd, EPOLLIN, net_work_ready, b, err) < 0) {
+                        net_free(d);
+                        return cap_error_prefix(err, "%s", d->setting);
+                }
+                d->working = true;
+        }
         if (virtio_dev_add(ctx, &d->dev, err) < 0) {
                 net_free(d);
                 return -1;

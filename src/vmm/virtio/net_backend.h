@@ -6,8 +6,8 @@
  * carries checksum and segmentation offloads in that header, both ways. Without it the
  * device offers no offloads and hands over complete frames.
  *
- * Threads: send and recv run on the device's event-loop handlers, one queue pair at a
- * time per pair; they never block (the fds are non-blocking). */
+ * Threads: send, recv and work run on the device's event-loop handlers, one queue pair at
+ * a time per pair; they never block (the fds are non-blocking). */
 #ifndef CAPSULE_VMM_VIRTIO_NET_BACKEND_H
 #define CAPSULE_VMM_VIRTIO_NET_BACKEND_H
 
@@ -36,8 +36,11 @@ struct net_backend_ops {
         /* Optional: the guest accepted features (VIRTIO_NET_F_GUEST_* bits): the offloads the
          * back-end may now put in front of received frames (the tap's TUNSETOFFLOAD). */
         int (*set_offloads)(struct net_backend *b, uint64_t guest_features, cap_error_t *err);
+        /* Optional: the back-end's own work (libslirp's sockets and timers), run on the
+         * device's loop whenever work_fd is readable, from the device's creation on. */
+        void (*work)(struct net_backend *b);
         /* Close everything: a tap capsule created disappears, a passt process is reaped,
-         * the slirp thread is joined. */
+         * slirp's sockets close. */
         void (*destroy)(struct net_backend *b);
 };
 
@@ -45,6 +48,7 @@ struct net_backend {
         const struct net_backend_ops *ops;
         unsigned int n_queue_pairs;
         int fds[NET_MAX_QUEUE_PAIRS]; /* per queue pair: what the device polls */
+        int work_fd;                  /* with ops->work: polled for EPOLLIN */
         bool vnet_hdr;                /* frames carry struct virtio_net_hdr_v1 */
         uint64_t features;            /* the VIRTIO_NET_F_* offload bits the back-end carries
                                        * (CSUM, GUEST_CSUM, GUEST_TSO4/6, GUEST_ECN, GUEST_UFO,

@@ -1,6 +1,8 @@
-/* User-mode networking through libslirp, inside capsule: one thread runs slirp's poll loop
- * (its sockets, its timers) and exchanges frames with the device over a SOCK_SEQPACKET
- * socketpair, one frame per message, so the device polls an fd as with every back-end.
+/* User-mode networking through libslirp, inside capsule, on the device's event loop as
+ * QEMU runs it on its main loop: slirp's sockets sit in a nested epoll (the back-end's
+ * work fd), its timeouts on a timerfd beside them. Guest frames go straight into
+ * slirp_input(); slirp's frames wait in a bounded queue that recv() empties, readable
+ * through an eventfd. No thread, so no wake-ups between threads per frame.
  * The guest's network is QEMU's user network: 10.0.2.0/24, the host at 10.0.2.2 (its
  * loopback included), DNS at 10.0.2.3 forwarded to the host's resolver, DHCP from .15.
  *
@@ -9,16 +11,14 @@
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <slirp/libslirp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,11 +27,8 @@
 #include "vmm/virtio/net_backend.h"
 #include "vmm/virtio/net_user.h"
 
-/* Frames slirp sends while the guest is not taking them wait in the socket: TCP would
- * retransmit a dropped one, but only after a timeout that costs throughput. */
-#define SLIRP_SOCK_BUF (4 << 20)
 #define SLIRP_MAX_TIMERS 8
-#define SLIRP_BATCH 64
+#define SLIRP_EVENTS 64
 
 #define SLIRP_LIBRARY "libslirp.so.0"
 #define SLIRP_FUNCTIONS(X) \
@@ -68,17 +65,36 @@ struct slirp_timer {
         int64_t expire_ms;
 };
 
+/* A frame slirp made for the guest, waiting for recv(). */
+struct slirp_frame {
+        struct slirp_frame *next;
+        size_t len;
+        uint8_t data[];
+};
+
+/* What the nested epoll holds for one of slirp's sockets (indexed by fd). */
+struct slirp_watch {
+        int events;      /* SLIRP_POLL_* registered; 0: not registered */
+        uint32_t seen;   /* the fill that last listed it */
+        uint32_t revents;
+};
+
 struct slirp_net {
         struct net_backend b;
         unsigned int index;
         Slirp *slirp;
-        int sock;    /* the thread's end of the socketpair */
-        int wake;    /* eventfd: stop, or slirp's notify */
-        bool stop;   /* under the eventfd's write/read ordering */
-        pthread_t thread;
-        bool started;
-        struct pollfd *pfds;
-        size_t n_pfds, cap_pfds;
+        int epfd;      /* b.work_fd: slirp's sockets, the timer and the kick */
+        int timer;     /* timerfd: slirp's next timeout */
+        int kick;      /* eventfd: slirp's sockets changed, fill again */
+        bool kicked;
+        int rx;        /* b.fds[0], an eventfd: readable while frames wait */
+        struct slirp_frame *rx_head, **rx_tail;
+        size_t rx_bytes;
+        struct slirp_watch *watch;
+        size_t n_watch;
+        uint32_t fill;
+        int *polled;   /* the fds of the last fill, by slirp's index */
+        size_t n_polled, cap_polled;
         struct slirp_timer timers[SLIRP_MAX_TIMERS];
         uint8_t *frame;
 };
@@ -90,12 +106,46 @@ static int64_t clock_ns(void)
         return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* slirp → guest. A frame the device has no room for is dropped, as slirp allows. */
+static void eventfd_raise(int fd)
+{
+        uint64_t one = 1;
+        while (write(fd, &one, sizeof(one)) < 0 && errno == EINTR)
+                ;
+}
+
+/* An eventfd or timerfd back to unreadable. */
+static void fd_drain(int fd)
+{
+        uint64_t v;
+        while (read(fd, &v, sizeof(v)) < 0 && errno == EINTR)
+                ;
+}
+
+/* Fill again on the loop's next turn: slirp_input() or a callback changed what slirp polls. */
+static void slirp_kick(struct slirp_net *s)
+{
+        if (s->kicked)
+                return;
+        s->kicked = true;
+        eventfd_raise(s->kick);
+}
+
+/* slirp -> guest. Past the budget a frame is dropped, as slirp allows. */
 static ssize_t cb_send_packet(const void *buf, size_t len, void *opaque)
 {
         struct slirp_net *s = opaque;
-        ssize_t n = send(s->sock, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-        return n < 0 && errno != EAGAIN ? -errno : (ssize_t)len;
+        if (len > NET_USER_MAX_FRAME || s->rx_bytes + len > NET_SLIRP_RX_BYTES)
+                return (ssize_t)len;
+        struct slirp_frame *f = xmalloc0(sizeof(*f) + len);
+        f->next = NULL;
+        f->len = len;
+        memcpy(f->data, buf, len);
+        if (!s->rx_head)
+                eventfd_raise(s->rx);
+        *s->rx_tail = f;
+        s->rx_tail = &f->next;
+        s->rx_bytes += len;
+        return (ssize_t)len;
 }
 
 static void cb_guest_error(const char *msg, void *opaque)
@@ -131,10 +181,10 @@ static void cb_timer_free(void *timer, void *opaque)
 
 static void cb_timer_mod(void *timer, int64_t expire_ms, void *opaque)
 {
-        (void)opaque;
         struct slirp_timer *t = timer;
         t->armed = true;
         t->expire_ms = expire_ms;
+        slirp_kick(opaque);
 }
 
 static void cb_register_poll_fd(int fd, void *opaque)
@@ -142,13 +192,9 @@ static void cb_register_poll_fd(int fd, void *opaque)
         (void)fd, (void)opaque;
 }
 
-/* slirp wants its fds polled again (a socket can take data): wake the poll. */
 static void cb_notify(void *opaque)
 {
-        struct slirp_net *s = opaque;
-        uint64_t one = 1;
-        if (write(s->wake, &one, sizeof(one)) < 0 && errno != EAGAIN)
-                log_debug("net[%u]: slirp: wake: %s", s->index, strerror(errno));
+        slirp_kick(opaque);
 }
 
 static const SlirpCb slirp_callbacks = {
@@ -163,31 +209,67 @@ static const SlirpCb slirp_callbacks = {
         .timer_new_opaque = cb_timer_new_opaque,
 };
 
-static int to_poll_events(int events)
+static uint32_t to_epoll(int events)
 {
-        return ((events & SLIRP_POLL_IN) ? POLLIN : 0) | ((events & SLIRP_POLL_OUT) ? POLLOUT : 0) |
-               ((events & SLIRP_POLL_PRI) ? POLLPRI : 0) | ((events & SLIRP_POLL_ERR) ? POLLERR : 0) |
-               ((events & SLIRP_POLL_HUP) ? POLLHUP : 0);
+        return ((events & SLIRP_POLL_IN) ? EPOLLIN : 0) | ((events & SLIRP_POLL_OUT) ? EPOLLOUT : 0) |
+               ((events & SLIRP_POLL_PRI) ? EPOLLPRI : 0);
 }
 
+static struct slirp_watch *watch_of(struct slirp_net *s, int fd)
+{
+        if ((size_t)fd >= s->n_watch) {
+                size_t n = s->n_watch;
+                while (n <= (size_t)fd)
+                        n *= 2;
+                s->watch = xrealloc(s->watch, n * sizeof(*s->watch));
+                memset(s->watch + s->n_watch, 0, (n - s->n_watch) * sizeof(*s->watch));
+                s->n_watch = n;
+        }
+        return &s->watch[fd];
+}
+
+/* slirp_pollfds_fill's callback: the nested epoll follows what slirp lists, with a syscall
+ * only when a socket's events change. A socket slirp closed left the epoll by itself, so
+ * a number it reuses is added again. */
 static int add_poll(int fd, int events, void *opaque)
 {
         struct slirp_net *s = opaque;
-        if (s->n_pfds == s->cap_pfds) {
-                s->cap_pfds *= 2;
-                s->pfds = xrealloc(s->pfds, s->cap_pfds * sizeof(*s->pfds));
+        if (fd < 0)
+                return -1;
+        struct slirp_watch *w = watch_of(s, fd);
+        if (w->events != events) {
+                struct epoll_event ev = { .events = to_epoll(events), .data.fd = fd };
+                int op = w->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+                int r = epoll_ctl(s->epfd, op, fd, &ev);
+                if (r < 0 && errno == ENOENT)
+                        r = epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev);
+                else if (r < 0 && errno == EEXIST)
+                        r = epoll_ctl(s->epfd, EPOLL_CTL_MOD, fd, &ev);
+                if (r < 0) {
+                        log_debug("net[%u]: slirp: cannot poll fd %d: %s", s->index, fd, strerror(errno));
+                        w->events = 0;
+                        return -1;
+                }
+                w->events = events;
         }
-        s->pfds[s->n_pfds] = (struct pollfd){ .fd = fd, .events = (short)to_poll_events(events) };
-        return (int)s->n_pfds++;
+        w->seen = s->fill;
+        if (s->n_polled == s->cap_polled) {
+                s->cap_polled *= 2;
+                s->polled = xrealloc(s->polled, s->cap_polled * sizeof(*s->polled));
+        }
+        s->polled[s->n_polled] = fd;
+        return (int)s->n_polled++;
 }
 
 static int get_revents(int idx, void *opaque)
 {
         struct slirp_net *s = opaque;
-        short r = s->pfds[idx].revents;
-        return ((r & POLLIN) ? SLIRP_POLL_IN : 0) | ((r & POLLOUT) ? SLIRP_POLL_OUT : 0) |
-               ((r & POLLPRI) ? SLIRP_POLL_PRI : 0) | ((r & POLLERR) ? SLIRP_POLL_ERR : 0) |
-               ((r & POLLHUP) ? SLIRP_POLL_HUP : 0);
+        if (idx < 0 || (size_t)idx >= s->n_polled)
+                return 0;
+        uint32_t r = s->watch[s->polled[idx]].revents;
+        return ((r & EPOLLIN) ? SLIRP_POLL_IN : 0) | ((r & EPOLLOUT) ? SLIRP_POLL_OUT : 0) |
+               ((r & EPOLLPRI) ? SLIRP_POLL_PRI : 0) | ((r & EPOLLERR) ? SLIRP_POLL_ERR : 0) |
+               ((r & EPOLLHUP) ? SLIRP_POLL_HUP : 0);
 }
 
 /* Fire the timers that are due; the time until the next one, capped by *timeout. */
@@ -207,112 +289,122 @@ static void run_timers(struct slirp_net *s, uint32_t *timeout)
         }
 }
 
-/* Frames from the guest, a bounded batch: a guest sending without pause must not keep
- * slirp from its sockets. */
-static void take_frames(struct slirp_net *s)
+/* What slirp polls now, and its next timeout on the timerfd. */
+static void slirp_refill(struct slirp_net *s)
 {
-        for (int i = 0; i < SLIRP_BATCH; i++) {
-                ssize_t n = recv(s->sock, s->frame, NET_USER_MAX_FRAME, MSG_DONTWAIT | MSG_TRUNC);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0)
-                        return;
-                if (n <= NET_USER_MAX_FRAME)
-                        lib.slirp_input(s->slirp, s->frame, (int)n);
+        uint32_t timeout = UINT32_MAX;
+        s->fill++;
+        s->n_polled = 0;
+        lib.slirp_pollfds_fill(s->slirp, &timeout, add_poll, s);
+        for (size_t fd = 0; fd < s->n_watch; fd++) {
+                struct slirp_watch *w = &s->watch[fd];
+                if (w->events && w->seen != s->fill) {
+                        epoll_ctl(s->epfd, EPOLL_CTL_DEL, (int)fd, NULL);
+                        w->events = 0;
+                }
         }
+        run_timers(s, &timeout);
+        struct itimerspec its = { 0 };
+        if (timeout != UINT32_MAX) {
+                /* 0 would disarm the timer: a timeout due now fires in a microsecond. */
+                its.it_value.tv_sec = timeout / 1000;
+                its.it_value.tv_nsec = timeout ? (long)(timeout % 1000) * 1000000 : 1000;
+        }
+        if (timerfd_settime(s->timer, 0, &its, NULL) < 0)
+                log_debug("net[%u]: slirp: timerfd: %s", s->index, strerror(errno));
 }
 
-static void *slirp_thread(void *arg)
+/* The device's loop found the back-end's work fd readable: slirp's sockets, its timers, or
+ * a kick. One bounded turn; what is left keeps the fd readable for the next one. */
+static void slirp_work(struct net_backend *b)
 {
-        struct slirp_net *s = arg;
-        for (;;) {
-                uint32_t timeout = UINT32_MAX;
-                s->n_pfds = 0;
-                add_poll(s->wake, SLIRP_POLL_IN, s);
-                add_poll(s->sock, SLIRP_POLL_IN, s);
-                lib.slirp_pollfds_fill(s->slirp, &timeout, add_poll, s);
-                run_timers(s, &timeout);
-                int n = poll(s->pfds, s->n_pfds, timeout == UINT32_MAX ? -1 : (int)timeout);
-                if (n < 0 && errno != EINTR) {
-                        log_error("net[%u]: slirp: poll: %s", s->index, strerror(errno));
-                        return NULL;
+        struct slirp_net *s = b->opaque;
+        struct epoll_event ev[SLIRP_EVENTS];
+        int n = epoll_wait(s->epfd, ev, SLIRP_EVENTS, 0);
+        bool sockets = false;
+        for (int i = 0; i < n; i++) {
+                int fd = ev[i].data.fd;
+                if (fd == s->kick) {
+                        fd_drain(s->kick);
+                        s->kicked = false;
+                } else if (fd == s->timer) {
+                        fd_drain(s->timer);
+                } else if ((size_t)fd < s->n_watch && s->watch[fd].events) {
+                        s->watch[fd].revents = ev[i].events;
+                        sockets = true;
                 }
-                if (n > 0 && s->pfds[0].revents) {
-                        uint64_t v;
-                        if (read(s->wake, &v, sizeof(v)) < 0 && errno != EAGAIN)
-                                log_debug("net[%u]: slirp: wake: %s", s->index, strerror(errno));
-                        if (__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE))
-                                return NULL;
-                }
-                lib.slirp_pollfds_poll(s->slirp, n < 0, get_revents, s);
-                /* The device closed its end: the back-end is being destroyed. */
-                if (n > 0 && (s->pfds[1].revents & (POLLHUP | POLLERR)))
-                        return NULL;
-                if (n > 0 && (s->pfds[1].revents & POLLIN))
-                        take_frames(s);
         }
+        lib.slirp_pollfds_poll(s->slirp, 0, get_revents, s);
+        for (int i = 0; sockets && i < n; i++)
+                if ((size_t)ev[i].data.fd < s->n_watch)
+                        s->watch[ev[i].data.fd].revents = 0;
+        slirp_refill(s);
 }
 
 static ssize_t slirp_send(struct net_backend *b, unsigned int qp, const struct iovec *iov, int iovcnt)
 {
         (void)qp;
+        struct slirp_net *s = b->opaque;
         size_t len = 0;
-        for (int i = 0; i < iovcnt; i++)
+        for (int i = 0; i < iovcnt; i++) {
+                if (iov[i].iov_len > NET_USER_MAX_FRAME - len)
+                        return (ssize_t)(len + iov[i].iov_len);
+                memcpy(s->frame + len, iov[i].iov_base, iov[i].iov_len);
                 len += iov[i].iov_len;
-        if (len > NET_USER_MAX_FRAME)
-                return (ssize_t)len;
-        struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
-        for (;;) {
-                ssize_t n = sendmsg(b->fds[0], &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-                if (n >= 0)
-                        return (ssize_t)len;
-                if (errno == EINTR)
-                        continue;
-                /* Too many pieces for one message: this frame is lost, as on a busy wire. */
-                if (errno == EMSGSIZE)
-                        return (ssize_t)len;
-                return -errno;
         }
+        lib.slirp_input(s->slirp, s->frame, (int)len);
+        slirp_kick(s);
+        return (ssize_t)len;
 }
 
 static ssize_t slirp_recv(struct net_backend *b, unsigned int qp, const struct iovec *iov, int iovcnt)
 {
         (void)qp;
-        struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)iovcnt };
-        for (;;) {
-                ssize_t n = recvmsg(b->fds[0], &msg, MSG_DONTWAIT);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0)
-                        return -errno;
-                if (n == 0)
-                        return -EPIPE;
-                /* Larger than the guest's buffers: dropped whole, the next one is tried. */
-                if (msg.msg_flags & MSG_TRUNC) {
-                        msg.msg_flags = 0;
-                        continue;
+        struct slirp_net *s = b->opaque;
+        size_t room = 0;
+        for (int i = 0; i < iovcnt; i++)
+                room += iov[i].iov_len;
+        while (s->rx_head) {
+                struct slirp_frame *f = s->rx_head;
+                s->rx_head = f->next;
+                if (!s->rx_head) {
+                        s->rx_tail = &s->rx_head;
+                        fd_drain(s->rx);
                 }
-                return n;
+                s->rx_bytes -= f->len;
+                size_t len = f->len;
+                /* Larger than the guest's buffers: dropped whole, the next one is tried. */
+                if (len <= room) {
+                        size_t off = 0;
+                        for (int i = 0; i < iovcnt && off < len; i++) {
+                                size_t k = iov[i].iov_len < len - off ? iov[i].iov_len : len - off;
+                                memcpy(iov[i].iov_base, f->data + off, k);
+                                off += k;
+                        }
+                }
+                free(f);
+                if (len <= room)
+                        return (ssize_t)len;
         }
+        return -EAGAIN;
 }
 
 static void slirp_destroy(struct net_backend *b)
 {
         struct slirp_net *s = b->opaque;
-        if (s->started) {
-                __atomic_store_n(&s->stop, true, __ATOMIC_RELEASE);
-                cb_notify(s);
-                pthread_join(s->thread, NULL);
-        }
         if (s->slirp)
                 lib.slirp_cleanup(s->slirp);
-        if (b->fds[0] >= 0)
-                close(b->fds[0]);
-        if (s->sock >= 0)
-                close(s->sock);
-        if (s->wake >= 0)
-                close(s->wake);
-        free(s->pfds);
+        while (s->rx_head) {
+                struct slirp_frame *f = s->rx_head;
+                s->rx_head = f->next;
+                free(f);
+        }
+        int fds[] = { s->rx, s->epfd, s->timer, s->kick };
+        for (size_t i = 0; i < ARRAY_SIZE(fds); i++)
+                if (fds[i] >= 0)
+                        close(fds[i]);
+        free(s->watch);
+        free(s->polled);
         free(s->frame);
         free(s);
 }
@@ -320,6 +412,7 @@ static void slirp_destroy(struct net_backend *b)
 static const struct net_backend_ops slirp_ops = {
         .send = slirp_send,
         .recv = slirp_recv,
+        .work = slirp_work,
         .destroy = slirp_destroy,
 };
 
@@ -342,20 +435,18 @@ static int slirp_forwards(struct slirp_net *s, const struct vm_net *cfg, cap_err
 
 static int slirp_setup(struct slirp_net *s, const struct vm_net *cfg, cap_error_t *err)
 {
-        int sv[2];
-        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) < 0)
-                return cap_fail(err, errno, "socketpair");
-        s->b.fds[0] = sv[0];
-        s->sock = sv[1];
-        int size = SLIRP_SOCK_BUF;
-        for (int i = 0; i < 2; i++) {
-                /* Best effort: a smaller buffer only means earlier drops. */
-                setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
-                setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+        s->rx = s->b.fds[0] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        s->kick = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        s->timer = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+        s->epfd = s->b.work_fd = epoll_create1(EPOLL_CLOEXEC);
+        if (s->rx < 0 || s->kick < 0 || s->timer < 0 || s->epfd < 0)
+                return cap_fail(err, errno, "slirp's descriptors");
+        int own[] = { s->kick, s->timer };
+        for (size_t i = 0; i < ARRAY_SIZE(own); i++) {
+                struct epoll_event ev = { .events = EPOLLIN, .data.fd = own[i] };
+                if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, own[i], &ev) < 0)
+                        return cap_fail(err, errno, "slirp's epoll");
         }
-        s->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (s->wake < 0)
-                return cap_fail(err, errno, "eventfd");
 
         SlirpConfig sc = {
                 .version = 4,
@@ -374,16 +465,12 @@ static int slirp_setup(struct slirp_net *s, const struct vm_net *cfg, cap_error_
                 return cap_fail(err, 0, "libslirp refused its configuration");
         if (slirp_forwards(s, cfg, err) < 0)
                 return -1;
-
-        /* The thread takes no signal meant for capsule's own threads. */
-        sigset_t all, old;
-        sigfillset(&all);
-        pthread_sigmask(SIG_SETMASK, &all, &old);
-        int rc = pthread_create(&s->thread, NULL, slirp_thread, s);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        if (rc != 0)
-                return cap_fail(err, rc, "pthread_create");
-        s->started = true;
+        /* A first poll sets slirp's clock, which stamps the sockets slirp_input() opens:
+         * unset, a guest's first datagram would open one that has expired already. From
+         * then on the timerfd runs a poll at least once a second. */
+        slirp_refill(s);
+        lib.slirp_pollfds_poll(s->slirp, 0, get_revents, s);
+        slirp_refill(s);
         return 0;
 }
 
@@ -395,15 +482,20 @@ int net_slirp_open(const struct vm_net *cfg, unsigned int index, struct net_back
                                 lib_error);
         struct slirp_net *s = xmalloc0(sizeof(*s));
         *s = (struct slirp_net){
-                .b = { .ops = &slirp_ops, .n_queue_pairs = 1, .fds = { -1 }, .vnet_hdr = false, .features = 0 },
+                .b = { .ops = &slirp_ops, .n_queue_pairs = 1, .fds = { -1 }, .work_fd = -1, .vnet_hdr = false },
                 .index = index,
-                .sock = -1,
-                .wake = -1,
-                .cap_pfds = 16,
+                .rx = -1,
+                .epfd = -1,
+                .timer = -1,
+                .kick = -1,
+                .n_watch = 64,
+                .cap_polled = 16,
                 .frame = xmalloc0(NET_USER_MAX_FRAME),
         };
         s->b.opaque = s;
-        s->pfds = xmalloc0(s->cap_pfds * sizeof(*s->pfds));
+        s->rx_tail = &s->rx_head;
+        s->watch = xmalloc0(s->n_watch * sizeof(*s->watch));
+        s->polled = xmalloc0(s->cap_polled * sizeof(*s->polled));
         if (slirp_setup(s, cfg, err) < 0) {
                 slirp_destroy(&s->b);
                 return cap_error_prefix(err, "net[%u]", index);

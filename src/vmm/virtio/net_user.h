@@ -14,5 +14,8 @@
 /* The largest frame either way: an MTU of 64 KiB plus the Ethernet header. A larger one
  * is dropped (sent) or ends the back-end (received: the peer broke the framing). */
 #define NET_USER_MAX_FRAME (65536 + 14)
+/* libslirp's frames waiting for the guest, at most (bytes); later ones are dropped. TCP
+ * would retransmit them, but only after a timeout that costs throughput. */
+#define NET_SLIRP_RX_BYTES (4 << 20)
 
 #endif
