@@ -323,14 +323,22 @@ static struct vm_net user_net(enum vm_net_user_impl impl, struct vm_net_forward 
 
 static const uint8_t any_mac[6] = { 0x52, 0x55, 0x0a, 0x00, 0x02, 0x02 };
 
+/* libslirp with a UDP forward from a free port of the host's loopback to the guest's 5353. */
+static struct net_backend *slirp_forwarding(struct vm_net_forward *fwd, uint16_t *host_port)
+{
+        *host_port = free_udp_port();
+        struct vm_net cfg = user_net(VM_NET_USER_SLIRP, fwd, *host_port);
+        struct net_backend *b = NULL;
+        cleanup_error cap_error_t err = NULL;
+        return net_slirp_open(&cfg, 0, &b, &err) == 0 ? b : NULL;
+}
+
 TEST(slirp_dhcp_udp_tcp_and_hostfwd)
 {
         struct vm_net_forward fwd;
-        uint16_t host_port = free_udp_port();
-        struct vm_net cfg = user_net(VM_NET_USER_SLIRP, &fwd, host_port);
-        struct net_backend *b = NULL;
-        cap_error_t err = NULL;
-        CHECK(net_slirp_open(&cfg, 0, &b, &err) == 0);
+        uint16_t host_port;
+        struct net_backend *b = slirp_forwarding(&fwd, &host_port);
+        CHECK(b != NULL);
         CHECK(b->n_queue_pairs == 1 && !b->vnet_hdr && b->features == 0);
         bool dhcp = dhcp_works(b), udp = udp_to_host_works(b, any_mac), fwd_ok = hostfwd_works(b, host_port, 5353);
         bool tcp = tcp_connect_works(b, any_mac);
@@ -394,11 +402,9 @@ static void work_until_idle(struct net_backend *b, int ms)
 TEST(slirp_rx_queue_is_bounded)
 {
         struct vm_net_forward fwd;
-        uint16_t host_port = free_udp_port();
-        struct vm_net cfg = user_net(VM_NET_USER_SLIRP, &fwd, host_port);
-        struct net_backend *b = NULL;
-        cap_error_t err = NULL;
-        CHECK(net_slirp_open(&cfg, 0, &b, &err) == 0);
+        uint16_t host_port;
+        struct net_backend *b = slirp_forwarding(&fwd, &host_port);
+        CHECK(b != NULL);
         /* slirp learns the guest's MAC (ARP) on the way. */
         CHECK(hostfwd_works(b, host_port, 5353));
         cleanup_close int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
