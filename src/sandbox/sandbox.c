@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -421,22 +422,26 @@ int sandbox_exec(const char *root, const char *id, const struct sandbox_exec_opt
         cleanup_close int console = -1;
         if (o->console_fd >= 0 && (console = console_pty_open(o->console_fd, o->rows, o->cols, false, err)) < 0)
                 return -1;
-        /* The host's stand-in for the process: it relays its stdio and exits with its status. With
-         * detach it is a child left behind, as runc leaves the exec'd process to a subreaper
-         * (conmon), and --pid-file names it. With a console it is a child too: a session of its
-         * own, whose controlling terminal is the console's pty, takes the master's resizes. */
-        bool child = o->detach || console >= 0;
-        pid_t relay_pid = child ? fork() : getpid();
+        /* The host's stand-in for the process: a child that relays its stdio, confined once it
+         * holds what it relays, and exits with the process's status. With detach it is left
+         * behind, as runc leaves the exec'd process to a subreaper (conmon), and --pid-file names
+         * it. With a console it has a session of its own, whose controlling terminal is the
+         * console's pty, and takes the master's resizes. In the foreground it dies with us: its
+         * streams close and the agent ends the process, as when exec itself is killed. We only
+         * wait: nothing the guest sends reaches an unconfined process. */
+        pid_t parent = getpid();
+        pid_t relay_pid = fork();
         if (relay_pid < 0)
                 return cap_fail(err, errno, "fork the exec's relay");
-        if (relay_pid > 0 && child) {
+        if (relay_pid > 0) {
                 *status = 0;
-                if (write_pid_file(o->pid_file, relay_pid, err) < 0)
+                agent_stdio_close(&conns);
+                cap_closep(&console);
+                cap_closep(&fd);
+                if (write_pid_file(o->pid_file, o->detach || console >= 0 ? relay_pid : parent, err) < 0)
                         return -1;
                 return o->detach ? 0 : relay_child_wait(relay_pid, status, err);
         }
-        if (!child && write_pid_file(o->pid_file, relay_pid, err) < 0)
-                return -1;
         if (console >= 0 && setsid() >= 0) {
                 /* The master's last close hangs up its session: the status still comes. */
                 signal(SIGHUP, SIG_IGN);
@@ -448,22 +453,18 @@ int sandbox_exec(const char *root, const char *id, const struct sandbox_exec_opt
                 close(o->console_fd);
                 stdio_to_null();
         }
-        /* The relay left behind is confined once it holds what it relays (a foreground one is
-         * the caller's own capsule exec, which still has to report and exit in the open). */
-        if (child) {
-                cleanup_free char *dir = state_dir(root, id);
-                if (sandbox_relay_jail_enter(dir, rec.agent_socket, err) < 0 || sandbox_seccomp_relay_load(err) < 0) {
-                        cap_error_report(err);
-                        _exit(255);
-                }
-        }
-        r = exec_relay(&rec, exec_id, o->tty, console, conns, status, err);
-        if (child) {
-                if (r < 0)
-                        cap_error_report(err);
-                _exit(r < 0 ? 255 : *status);
-        }
-        return r;
+        cleanup_free char *dir = state_dir(root, id);
+        r = sandbox_relay_jail_enter(dir, rec.agent_socket, err);
+        /* After the jail: a change of uid clears the parent-death signal. */
+        if (r == 0 && !o->detach && console < 0 && (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent))
+                _exit(255);
+        if (r == 0)
+                r = sandbox_seccomp_relay_load(err);
+        if (r == 0)
+                r = exec_relay(&rec, exec_id, o->tty, console, conns, status, err);
+        if (r < 0)
+                cap_error_report(err);
+        _exit(r < 0 ? 255 : *status);
 }
 
 int sandbox_wait(const char *root, const char *id, pid_t pid, int *status, cap_error_t *err)
