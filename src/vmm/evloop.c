@@ -112,6 +112,8 @@ static void *evloop_thread(void *arg)
 {
         struct evloop *loop = arg;
         struct epoll_event events[16];
+        /* perf and top tell it from the vCPUs ("vcpu0"...) by name. */
+        pthread_setname_np(pthread_self(), "evloop");
         for (;;) {
                 int n = epoll_wait(loop->epfd, events, (int)ARRAY_SIZE(events), -1);
                 if (n < 0 && errno == EINTR)

@@ -306,17 +306,29 @@ def test_sigterm_restores_terminal(capsule_bin):
         os.close(slave)
 
 
+def thread_names(pid):
+    names = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                names.add(f.read().strip())
+        except FileNotFoundError:  # a thread that just ended
+            pass
+    return names
+
+
 def test_debug_exit_port_is_off_by_default(capsule_bin):
     """Without --debug-exit a guest's write to port 0xf4 does nothing: exit_code.elf writes 42
     there, then spins, so the VM runs on until it is stopped."""
     proc = subprocess.Popen([capsule_bin, "vm", "run", "--payload", payload("exit_code"), "--console", "none"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     try:
-        # the VM runs once its threads exist (signals are routed to the event loop before that);
-        # a slow ASan build under nested KVM can take more than a second to get there
+        # the VM runs once its threads exist, each named for perf and top (signals are routed to
+        # the event loop before that); a slow ASan build under nested KVM can take more than a
+        # second to get there
         deadline = time.time() + 30
-        while len(os.listdir(f"/proc/{proc.pid}/task")) < 2:
-            assert proc.poll() is None and time.time() < deadline, proc.returncode
+        while not {"evloop", "vcpu0"} <= thread_names(proc.pid):
+            assert proc.poll() is None and time.time() < deadline, (proc.returncode, thread_names(proc.pid))
             time.sleep(0.05)
         with pytest.raises(subprocess.TimeoutExpired):
             proc.wait(timeout=2)
