@@ -435,10 +435,11 @@ int sandbox_exec(const char *root, const char *id, const struct sandbox_exec_opt
                 return cap_fail(err, errno, "fork the exec's relay");
         if (relay_pid > 0) {
                 *status = 0;
+                pid_t named = o->detach || console >= 0 ? relay_pid : parent;
                 agent_stdio_close(&conns);
                 cap_closep(&console);
                 cap_closep(&fd);
-                if (write_pid_file(o->pid_file, o->detach || console >= 0 ? relay_pid : parent, err) < 0)
+                if (write_pid_file(o->pid_file, named, err) < 0)
                         return -1;
                 return o->detach ? 0 : relay_child_wait(relay_pid, status, err);
         }

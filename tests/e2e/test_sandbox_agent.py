@@ -537,6 +537,17 @@ def test_life_exec_console_socket_gets_the_terminal(sandbox, tmp_path):
     t.join(timeout=20)
     assert (p.returncode, got.get("out")) == (3, "tty got: typed\n"), p.stderr
 
+    # With --pid-file too: it names the relay, whose session holds the console, not exec itself.
+    t = threading.Thread(target=lambda: got.update(out2=talk(cs.receive_master()[0])))
+    t.start()
+    ex = subprocess.Popen([CAPSULE, "--root", str(tmp_path / "root"), "exec", "-t", "--console-socket", cs.path,
+                           "--pid-file", str(pidfile), cid, "sh"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+    _, err = ex.communicate(timeout=30)
+    t.join(timeout=20)
+    assert (ex.returncode, got.get("out2")) == (3, "tty got: typed\n"), err
+    assert int(pidfile.read_text()) not in (ex.pid, 0)
+
     p = capsule("exec", "--console-socket", cs.path, cid, "true")
     assert p.returncode != 0 and "--console-socket needs a terminal" in p.stderr
     p = capsule("exec", "-t", "-d", cid, "sh")

@@ -321,7 +321,6 @@ static void slirp_work(struct net_backend *b)
         struct slirp_net *s = b->opaque;
         struct epoll_event ev[SLIRP_EVENTS];
         int n = epoll_wait(s->epfd, ev, SLIRP_EVENTS, 0);
-        bool sockets = false;
         for (int i = 0; i < n; i++) {
                 int fd = ev[i].data.fd;
                 if (fd == s->kick) {
@@ -331,11 +330,10 @@ static void slirp_work(struct net_backend *b)
                         fd_drain(s->timer);
                 } else if ((size_t)fd < s->n_watch && s->watch[fd].events) {
                         s->watch[fd].revents = ev[i].events;
-                        sockets = true;
                 }
         }
         lib.slirp_pollfds_poll(s->slirp, 0, get_revents, s);
-        for (int i = 0; sockets && i < n; i++)
+        for (int i = 0; i < n; i++)
                 if ((size_t)ev[i].data.fd < s->n_watch)
                         s->watch[ev[i].data.fd].revents = 0;
         slirp_refill(s);
