@@ -1,7 +1,9 @@
 #include "vmm/memory.h"
 
+#include <errno.h>
 #include <linux/kvm.h>
 #include <linux/memfd.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -137,4 +139,24 @@ int guest_mem_write(const struct guest_mem *gm, uint64_t gpa, const void *buf, u
 uint64_t guest_mem_low_end(const struct guest_mem *gm)
 {
         return gm->n_regions > 0 ? gm->regions[0].size : 0;
+}
+
+/* Filling fresh guest RAM through its mapping costs a page fault a page (about 4 us on a nested
+ * host); pwrite() on the memfd puts the same pages in its page cache without one (measured on
+ * PVM: a 13 MB kernel 16 -> 8.5 ms). hugetlbfs has no write(): huge pages are copied. */
+int guest_mem_fill(const struct guest_mem *gm, uint64_t gpa, const void *src, uint64_t len)
+{
+        uint8_t *dst = guest_mem_ptr(gm, gpa, len);
+        uint64_t done = 0;
+        if (dst == NULL)
+                return -1;
+        while (!gm->hugepages && done < len) {
+                ssize_t n = pwrite(gm->memfd, (const uint8_t *)src + done, len - done, (off_t)(dst - gm->base + done));
+                if (n <= 0 && errno != EINTR)
+                        break;
+                if (n > 0)
+                        done += (uint64_t)n;
+        }
+        memcpy(dst + done, (const uint8_t *)src + done, len - done);
+        return 0;
 }

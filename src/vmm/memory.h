@@ -42,6 +42,8 @@ void *guest_mem_ptr(const struct guest_mem *gm, uint64_t gpa, uint64_t len);
 /* Copy helpers that fail (return -1) instead of touching memory outside the guest. */
 int guest_mem_read(const struct guest_mem *gm, uint64_t gpa, void *buf, uint64_t len);
 int guest_mem_write(const struct guest_mem *gm, uint64_t gpa, const void *buf, uint64_t len);
+/* guest_mem_write for bulk loads (the kernel image): through the memfd, not the mapping. */
+int guest_mem_fill(const struct guest_mem *gm, uint64_t gpa, const void *src, uint64_t len);
 /* Bytes of RAM below the PCI hole (the e820 "low" RAM end). */
 uint64_t guest_mem_low_end(const struct guest_mem *gm);
 

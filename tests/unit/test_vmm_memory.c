@@ -135,3 +135,30 @@ TEST(hugepages_unavailable)
         CHECK(guest_mem_init(&gm, 128 * MiB, true, &err) == -1);
         CHECK(err && strstr(err->msg, "huge pages"));
 }
+
+/* A fill through the memfd (a kernel image's size, of an odd length, and a small one): every
+ * byte lands where the mapping shows it, nothing around the range changes, and a range outside
+ * guest RAM is refused. */
+TEST(fill_copies_every_byte)
+{
+        struct guest_mem gm;
+        cleanup_error cap_error_t err = NULL;
+        CHECK(guest_mem_init(&gm, 64 * MiB, false, &err) == 0);
+        size_t lens[] = { 13 * MiB + 4097, 3 };
+        for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+                size_t len = lens[i];
+                uint8_t *src = malloc(len);
+                CHECK(src != NULL);
+                for (size_t j = 0; j < len; j++)
+                        src[j] = (uint8_t)(j * 131 + j / 4096 + 1);
+                memset(gm.base, 0xaa, len + 2);
+                CHECK(guest_mem_fill(&gm, 1, src, len) == 0);
+                CHECK(memcmp(gm.base + 1, src, len) == 0);
+                CHECK(gm.base[0] == 0xaa && gm.base[len + 1] == 0xaa);
+                free(src);
+        }
+        const uint8_t byte = 1;
+        CHECK(guest_mem_fill(&gm, 64 * MiB, &byte, 1) == -1);
+        CHECK(guest_mem_fill(&gm, 64 * MiB - 1, &byte, 2) == -1);
+        guest_mem_destroy(&gm);
+}

@@ -131,19 +131,18 @@ int elf_load(struct guest_mem *mem, const uint8_t *data, size_t size, cap_error_
 
         for (int i = 0; i < eh->e_phnum; i++) {
                 const Elf64_Phdr *ph = elf_phdr(data, i);
-                uint8_t *dst;
 
                 if (ph->p_type != PT_LOAD || ph->p_memsz == 0)
                         continue;
                 if (!in_file(ph->p_offset, ph->p_filesz, size))
                         return cap_fail(err, 0, "truncated or corrupt ELF: segment %d extends beyond the file", i);
-                dst = guest_mem_ptr(mem, ph->p_paddr, ph->p_memsz);
-                if (dst == NULL)
+                /* The rest up to p_memsz (the bss) stays as it is: guest RAM comes fresh from
+                 * its memfd, all zeroes, and writing them would only fault in pages early. */
+                if (guest_mem_ptr(mem, ph->p_paddr, ph->p_memsz) == NULL ||
+                    guest_mem_fill(mem, ph->p_paddr, data + ph->p_offset, ph->p_filesz) < 0)
                         return cap_fail(err, 0, "ELF segment %d at 0x%llx-0x%llx is outside guest RAM", i,
                                         (unsigned long long)ph->p_paddr,
                                         (unsigned long long)(ph->p_paddr + ph->p_memsz));
-                memcpy(dst, data + ph->p_offset, ph->p_filesz);
-                memset(dst + ph->p_filesz, 0, ph->p_memsz - ph->p_filesz);
         }
         return 0;
 }
