@@ -1,7 +1,9 @@
 /* cgroup tests against the real hierarchies of this host. Every cgroup made here
  * lives below the cgroup this process already sits in and is removed again. */
 #include <fcntl.h>
+#include <dirent.h>
 #include <grp.h>
+#include <pthread.h>
 #include <linux/magic.h>
 #include <signal.h>
 #include <stdio.h>
@@ -713,4 +715,86 @@ TEST(bpf_device_filter_enforced)
         /* the OCI default devices are always allowed */
         CHECK(cgroup_bpf_apply(dir.path, deny_all, 1, true, &err) == 0);
         CHECK(probe_dev_null(dir.path) == 3);
+}
+
+static void *idle_thread(void *arg)
+{
+        (void)arg;
+        for (;;)
+                pause();
+        return NULL;
+}
+
+/* A child that starts `threads` more threads, enters cg itself and says whether that worked
+ * ('y' or 'n' on the pipe); then it waits to be killed. */
+static pid_t fork_self_enterer(struct cgroup *cg, int threads, char *said)
+{
+        int p[2];
+        if (pipe(p) < 0)
+                return -1;
+        pid_t pid = fork();
+        if (pid == 0) {
+                for (int i = 0; i < threads; i++) {
+                        pthread_t t;
+                        if (pthread_create(&t, NULL, idle_thread, NULL) != 0)
+                                _exit(1);
+                }
+                cap_error_t err = NULL;
+                char r = cgroup_enter_self(cg, &err) == 0 ? 'y' : 'n';
+                if (write(p[1], &r, 1) != 1)
+                        _exit(1);
+                for (;;)
+                        pause();
+        }
+        close(p[1]);
+        if (pid < 0 || read(p[0], said, 1) != 1)
+                *said = '?';
+        close(p[0]);
+        return pid;
+}
+
+/* Every thread of pid is listed in every hierarchy's thread list of cg. */
+static bool every_thread_in(struct cgroup *cg, pid_t pid)
+{
+        cleanup_free char *tasks_dir = xasprintf("/proc/%d/task", (int)pid);
+        DIR *d = opendir(tasks_dir);
+        size_t seen = 0;
+        bool ok = d != NULL;
+        for (struct dirent *e; ok && (e = readdir(d));) {
+                if (e->d_name[0] == '.')
+                        continue;
+                seen++;
+                for (size_t i = 0; ok && i < cg->n_hiers; i++) {
+                        const struct cgroup_hier *h = &cg->hiers[i];
+                        cleanup_free char *list = cg_file(h->path, h->unified ? "cgroup.threads" : "tasks");
+                        cleanup_strv char **tids = strv_split(list ? list : "", "\n");
+                        bool found = false;
+                        for (size_t k = 0; tids[k] && !found; k++)
+                                found = strcmp(tids[k], e->d_name) == 0;
+                        if (!found)
+                                fprintf(stderr, "thread %s of %d is not in %s\n", e->d_name, (int)pid, h->path);
+                        ok = found;
+                }
+        }
+        if (d)
+                closedir(d);
+        return ok && seen > 0;
+}
+
+/* cgroup_enter_self moves a single-threaded process by its one thread in v1 hierarchies, and a
+ * process with more threads as a whole: either way every thread ends up in every hierarchy. */
+TEST(enter_self_moves_every_thread)
+{
+        for (int threads = 0; threads <= 2; threads += 2) {
+                cleanup_fixture struct fixture fx = { 0 };
+                cleanup_error cap_error_t err = NULL;
+                cleanup_free char *name = unique_name();
+                CHECK(cgroup_resolve(name, "x", false, &fx.cg, &err) == 0);
+                CHECK(cgroup_create(fx.cg, &err) == 0);
+                char said;
+                fx.children[0] = fork_self_enterer(fx.cg, threads, &said);
+                CHECK(fx.children[0] > 0);
+                CHECK(said == 'y');
+                CHECK(every_thread_in(fx.cg, fx.children[0]));
+        }
 }
