@@ -97,6 +97,18 @@ def cgroup_value(bundle, name):
         return f.read()
 
 
+def reap(pid, what, timeout=120):
+    """The wait status of pid, a child of ours or reparented to us (the subreaper), within timeout
+    seconds. A hang fails the test with what it waited for, instead of stalling the whole run."""
+    deadline = time.time() + timeout
+    while True:
+        got, status = os.waitpid(pid, os.WNOHANG)
+        if got == pid:
+            return status
+        assert time.time() < deadline, f"{what} (pid {pid}) did not exit within {timeout} s"
+        time.sleep(0.05)
+
+
 def sh(*args):
     return subprocess.run(args, capture_output=True, text=True, check=True).stdout
 

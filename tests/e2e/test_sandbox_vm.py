@@ -17,7 +17,7 @@ import pytest
 from conftest import BUILD, BUSYBOX, Capsule, procs_cgroup_dir
 from test_terminal import ConsoleSocket, read_until
 import sandbox_vm_env
-from sandbox_vm_env import BOOT, assert_nothing_left, become_subreaper, cgroup_value, guest_release, install_runtime, wait_status
+from sandbox_vm_env import BOOT, assert_nothing_left, become_subreaper, cgroup_value, guest_release, install_runtime, reap, wait_status
 
 # Their skip (hardware KVM, the kernel and the initrd) and fixtures.
 pytestmark = sandbox_vm_env.pytestmark
@@ -163,7 +163,7 @@ def test_life_create_start_pause_ps_update_exec_kill_delete(vm, bundle, tmp_path
     vm.run("pause", bundle.id, check=True, timeout=120)
     assert vm.status(bundle.id) == "paused"
     vm.run("kill", bundle.id, "TERM", check=True, timeout=120)
-    _, status = os.waitpid(pid, 0)
+    status = reap(pid, "the sandbox process after kill TERM while paused")
     assert os.waitstatus_to_exitcode(status) == 143
     wait_status(vm, bundle.id, "stopped")
     vm.run("delete", bundle.id, check=True, timeout=120)
@@ -196,7 +196,7 @@ def test_life_hooks_console_exec_and_delete_force_of_a_paused_one(vm, bundle, tm
     os.write(master, b"typed-in\n")
     out = read_until(master, "got:typed-in", timeout=60)
     assert "/dev/pts/" in out, out
-    _, status = os.waitpid(int(pidfile.read_text()), 0)
+    status = reap(int(pidfile.read_text()), "the detached exec's relay (--pid-file)")
     assert os.waitstatus_to_exitcode(status) == 6
     os.close(master)
     console.close()
@@ -219,7 +219,7 @@ def test_life_kill_all(vm, bundle):
     vm.run("exec", "-d", bundle.id, "sleep", "999", check=True, timeout=120)
     assert len(json.loads(vm.run("ps", "-f", "json", bundle.id, check=True, timeout=120).stdout)) == 2
     vm.run("kill", "--all", bundle.id, "KILL", check=True, timeout=120)
-    _, status = os.waitpid(pid, 0)
+    status = reap(pid, "the sandbox process after kill --all KILL")
     assert os.waitstatus_to_exitcode(status) == 137
     wait_status(vm, bundle.id, "stopped")
     p = vm.run("ps", bundle.id, timeout=120)
@@ -305,14 +305,14 @@ def test_life_initrd_annotation_pause_created_memory_floor_and_console_sizes(vm,
           check=True, timeout=120)
     exec_master, _ = console.receive_master()
     assert "size 21 55" in read_until(exec_master, "size 21 55", timeout=60)
-    _, status = os.waitpid(int(pidfile.read_text()), 0)
+    status = reap(int(pidfile.read_text()), "the detached exec's relay (--pid-file)")
     assert os.waitstatus_to_exitcode(status) == 0
     os.close(exec_master)
     p = c.run("exec", "-t", "-p", tmp_path / "process.json", bundle.id, stdin=subprocess.DEVNULL, timeout=120)
     assert p.returncode == 0 and "size 21 55" in p.stdout, (p.returncode, p.stdout, p.stderr)
 
     c.run("kill", bundle.id, "KILL", check=True, timeout=120)
-    os.waitpid(pid, 0)
+    reap(pid, "the sandbox process after kill KILL")
     os.close(master)
     console.close()
     wait_status(c, bundle.id, "stopped")
@@ -337,7 +337,7 @@ def test_delete_force_after_the_vmm_was_killed(vm, bundle):
     vm.run("create", "--bundle", bundle.path, bundle.id, check=True, timeout=BOOT)
     pid = vm.state(bundle.id)["pid"]
     os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+    reap(pid, "the killed sandbox process")
     assert vm.status(bundle.id) == "stopped"
     vm.run("delete", "--force", bundle.id, check=True, timeout=120)
     assert_nothing_left(vm, bundle)

@@ -12,7 +12,7 @@ import time
 
 from conftest import Bundle
 import sandbox_vm_env
-from sandbox_vm_env import BOOT, assert_nothing_left, become_subreaper, cgroup_value, proc_status, processes_naming
+from sandbox_vm_env import BOOT, assert_nothing_left, become_subreaper, cgroup_value, proc_status, processes_naming, reap
 
 # Their skip (hardware KVM, the kernel and the initrd) and fixtures.
 pytestmark = sandbox_vm_env.pytestmark
@@ -140,7 +140,7 @@ def test_jail_seccomp_namespaces_and_a_forbidden_syscall(vm, bundle):
 
     execve = 59  # x86-64
     assert inject_syscall(pid, execve) == signal.SIGSYS
-    _, st = os.waitpid(pid, 0)
+    st = reap(pid, "the VMM after a syscall outside its filter")
     assert os.WIFSIGNALED(st) and os.WTERMSIG(st) == signal.SIGSYS
     with open(os.path.join(vm.root, bundle.id, "vmm.log")) as f:
         assert f"capsule: the VMM was killed by its seccomp filter (syscall {execve})\n" in f.read()
@@ -214,11 +214,11 @@ def test_jail_each_vmm_runs_as_a_uid_of_its_own_that_cannot_signal_virtiofsd(vm,
         assert f.read() == "still-served\n"
 
     os.kill(vmm, signal.SIGKILL)
-    os.waitpid(vmm, 0)
+    reap(vmm, "the killed VMM")
     assert wait_reaped(virtiofsd), "virtiofsd outlived its killed VMM"
     assert processes_naming(bundle.rootfs) == []
     vm.run("kill", other.id, "KILL", check=True, timeout=120)
-    os.waitpid(pids[1], 0)  # the VM powered off: the VMM stopped and reaped its virtiofsd itself
+    reap(pids[1], "the other VMM after kill KILL")  # the VM powered off: the VMM stopped and reaped its virtiofsd itself
     assert processes_naming(other.rootfs) == []
     for b in (bundle, other):
         assert vm.status(b.id) == "stopped"
@@ -268,7 +268,7 @@ def test_jail_vmm_memory_is_charged_to_the_container_and_its_oom_stops_it(vm, bu
 
     p = vm.run("exec", bundle.id, "dd", "if=/dev/zero", "of=/fill/b", "bs=1M", "count=300", timeout=300)
     assert p.returncode != 0
-    _, st = os.waitpid(pid, 0)
+    st = reap(pid, "the VMM after the cgroup's OOM kill")
     assert os.WIFSIGNALED(st) and os.WTERMSIG(st) == signal.SIGKILL
     events = dict(line.split() for line in cgroup_value(bundle, "memory.events").splitlines())
     assert int(events["oom_kill"]) >= 1, events

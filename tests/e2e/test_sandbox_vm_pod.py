@@ -9,7 +9,7 @@ import shutil
 from conftest import BUILD, Bundle, Capsule
 from test_terminal import ConsoleSocket, read_until
 import sandbox_vm_env
-from sandbox_vm_env import BOOT, become_subreaper, crash_leftovers, poll_until, processes_naming, sh, wait_status
+from sandbox_vm_env import BOOT, become_subreaper, crash_leftovers, poll_until, processes_naming, reap, sh, wait_status
 
 # Their skip (hardware KVM, the kernel and the initrd) and fixtures.
 pytestmark = sandbox_vm_env.pytestmark
@@ -166,7 +166,7 @@ def test_pod_a_detached_members_state_exec_ps_kill_and_the_pods_end_ends_the_oth
     vm.run("resume", m.id, check=True, timeout=120)
     assert vm.status(m.id) == "running"
     vm.run("kill", m.id, "TERM", check=True, timeout=120)
-    _, wstatus = os.waitpid(st["pid"], 0)
+    wstatus = reap(st["pid"], "the member's host process after kill TERM")
     assert os.waitstatus_to_exitcode(wstatus) == 9
     wait_status(vm, m.id, "stopped")
     vm.run("delete", m.id, check=True, timeout=120)
@@ -184,7 +184,7 @@ def test_pod_a_detached_members_state_exec_ps_kill_and_the_pods_end_ends_the_oth
     os.write(master, b"typed-in\n")
     out = read_until(master, "got:typed-in", timeout=60)
     assert "/dev/pts/" in out, out
-    _, wstatus = os.waitpid(pid, 0)
+    wstatus = reap(pid, "the member's host process with a terminal")
     assert os.waitstatus_to_exitcode(wstatus) == 6
     os.close(master)
     console.close()
@@ -207,7 +207,7 @@ def test_pod_a_detached_members_state_exec_ps_kill_and_the_pods_end_ends_the_oth
     wait_status(vm, m.id, "running")
     pid = vm.state(m.id)["pid"]
     vm.run("delete", "--force", pod.id, check=True, timeout=120)
-    os.waitpid(pid, 0)
+    reap(pid, "the member's host process after the pod's delete --force")
     assert vm.status(m.id) == "stopped"
     vm.run("delete", m.id, check=True, timeout=120)
     assert crash_leftovers(vm, m, m.id) == []
