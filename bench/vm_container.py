@@ -321,6 +321,17 @@ def memory(b):
           f"overhead target < 20 MiB: {'met' if median(overhead) < 20 * 1024 else 'MISSED'}")
 
 
+def missing_files(build):
+    """What a VM container needs from a build directory and it lacks."""
+    return [f for f in ("capsule", "capsule-vm", "capsule-guest.initrd") if not os.path.exists(os.path.join(build, f))]
+
+
+def host_summary():
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    return f"{os.cpu_count()} CPUs, load {' '.join(load)}, kernel {os.uname().release}"
+
+
 def main():
     if os.geteuid() != 0:
         die("needs root")
@@ -329,14 +340,10 @@ def main():
         die("CAPSULE_KERNEL names no guest kernel (tests/testbed/run sets it)")
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         die("needs read-write /dev/kvm (on a PVM host: tests/testbed/run 'bench/vm_container.py')")
-    for f in ("capsule", "capsule-vm", "capsule-guest.initrd"):
-        if not os.path.exists(os.path.join(BUILD, f)):
-            die(f"build/{f} is missing: make -C {REPO}")
+    for f in missing_files(BUILD):
+        die(f"build/{f} is missing: make -C {REPO}")
     peers = [p for p in PEERS if shutil.which(p)]
-    with open("/proc/loadavg") as f:
-        load = f.read().split()[:3]
-    print(f"vm_container: {os.cpu_count()} CPUs, load {' '.join(load)}, kernel {os.uname().release}, "
-          f"guest kernel {kernel}, peers: {' '.join(peers) or 'none'}")
+    print(f"vm_container: {host_summary()}, guest kernel {kernel}, peers: {' '.join(peers) or 'none'}")
     # SANDBOXES nested-TCG boots at once can take longer than capsule's default wait for an agent.
     os.environ.setdefault("CAPSULE_VM_BOOT_TIMEOUT", str(BOOT_TIMEOUT))
     work = tempfile.mkdtemp(prefix="capsule-vmbench.")
