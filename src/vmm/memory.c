@@ -152,10 +152,11 @@ int guest_mem_fill(const struct guest_mem *gm, uint64_t gpa, const void *src, ui
                 return -1;
         while (!gm->hugepages && done < len) {
                 ssize_t n = pwrite(gm->memfd, (const uint8_t *)src + done, len - done, (off_t)(dst - gm->base + done));
-                if (n <= 0 && errno != EINTR)
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
                         break;
-                if (n > 0)
-                        done += (uint64_t)n;
+                done += (uint64_t)n;
         }
         memcpy(dst + done, (const uint8_t *)src + done, len - done);
         return 0;

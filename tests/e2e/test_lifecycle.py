@@ -234,11 +234,12 @@ def test_exec_process_json_and_detach(capsule, bundle, tmp_path):
     pidfile = tmp_path / "exec.pid"
     capsule.run("exec", "-d", "--pid-file", pidfile, "-p", tmp_path / "p.json", bundle.id, check=True)
     assert int(pidfile.read_text()) > 0
-    deadline = time.time() + 5
-    while not os.path.exists(os.path.join(bundle.rootfs, "tmp", "out")):
-        assert time.time() < deadline
+    # The shell creates the file before it writes the line (a gap that TCG widens): wait for the line.
+    out = os.path.join(bundle.rootfs, "tmp", "out")
+    deadline = time.time() + 30
+    while not (os.path.exists(out) and open(out).read() == "from-json\n"):
+        assert time.time() < deadline, open(out).read() if os.path.exists(out) else "no /tmp/out"
         time.sleep(0.05)
-    assert open(os.path.join(bundle.rootfs, "tmp", "out")).read() == "from-json\n"
 
 
 def test_exec_missing_binary_says_not_found(capsule, bundle):
