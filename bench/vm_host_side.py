@@ -138,19 +138,20 @@ class HostSide(vc.Bench):
         return (t1 - t0) / 1e6
 
 
-def cgroup_layout():
+def cgroup_mounts():
+    """(mount point, "cgroup" or "cgroup2") of every cgroup hierarchy mounted here."""
     with open("/proc/self/mountinfo") as f:
-        kinds = {(line.split()[4], line.split(" - ")[1].split()[0]) for line in f if " - cgroup" in line}
-    v1 = any(k == "cgroup" for _, k in kinds)
-    v2 = any(k == "cgroup2" for _, k in kinds)
-    return "hybrid" if v1 and v2 else "v1" if v1 else "v2"
+        return [(line.split()[4], line.split(" - ")[1].split()[0]) for line in f if " - cgroup" in line]
+
+
+def cgroup_layout():
+    kinds = {kind for _, kind in cgroup_mounts()}
+    return "hybrid" if kinds == {"cgroup", "cgroup2"} else "v1" if "cgroup" in kinds else "v2"
 
 
 def remove_cgroup_parent():
     """The bundles' cgroup parent, in every hierarchy (v1, hybrid and v2 alike)."""
-    with open("/proc/self/mountinfo") as f:
-        mounts = [line.split()[4] for line in f if " - cgroup" in line]
-    for m in mounts:
+    for m, _ in cgroup_mounts():
         for d, _, _ in sorted(os.walk(os.path.join(m, vc.CGROUP_PARENT)), reverse=True):  # deepest first
             os.rmdir(d)
 
