@@ -21,17 +21,20 @@
 #   qemu-mem       -device virtio-balloon-pci,free-page-reporting=on, RAM from a memfd as capsule's
 # The tap cbench0 is made once (10.0.0.1/24, persistent, so both VMMs attach to the same device
 # with the same MAC and the host's ARP entry stays right); the guest is 10.0.0.2. The user-mode
-# guests take DHCP and reach the host's loopback through their gateway. One iperf3 server on the
-# testbed serves every run: the guest runs the client, IPERF_SECONDS each way (-R: the host sends).
+# guests take DHCP and reach the host's loopback through their gateway. An iperf3 server on the
+# testbed, started afresh for each boot (a guest that died mid-test leaves the old one busy),
+# serves it: the guest runs the client, IPERF_SECONDS each way (-R: the host sends).
 # The memory boots write MEM_MIB MiB to a tmpfs in the guest, remove it and wait WAIT seconds;
 # bench/vmm_rss.py samples the VMM's RSS meanwhile.
 #
 # Runs alternate the order of the boots (run i: the list above in order, i odd, or reversed),
 # so that a change of the machine's load between runs hits both VMMs alike. Each row shows the
 # medians of RUNS runs (min-max) and their ratio. Every boot's console, stderr and results are
-# left in build/bench-virtio-net/. A configuration that fails is reported "not available" with
-# its reason, never with a number, is not booted again, and makes the script exit 1
-# (qemu-vhost only when /dev/vhost-net exists).
+# left in build/bench-virtio-net/. A boot that gives no numbers is booted once more (RETRIES=1):
+# guests under the testbed's nested KVM sometimes crash with no sign of either VMM in it (README,
+# Testbed); the failed attempt's files stay beside it as CONFIG-RUN.tryN.*. A configuration
+# whose retries fail too is reported "not available" with its reason, never with a number, is not
+# booted again, and makes the script exit 1 (qemu-vhost only when /dev/vhost-net exists).
 set -eu
 
 RUNS=${RUNS:-3}
@@ -41,6 +44,7 @@ MEMORY=${MEMORY:-512M}
 MEM_MIB=${MEM_MIB:-256}
 WAIT=${WAIT:-10}
 TRANSPORT=${TRANSPORT:-pci}
+RETRIES=${RETRIES:-1}
 ALL="capsule-tap qemu-tap qemu-vhost capsule-passt qemu-passt capsule-slirp qemu-slirp capsule-mem qemu-mem"
 CONFIGS=${CONFIGS:-$ALL}
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -63,7 +67,7 @@ if [ -z "${TESTBED:-}" ]; then
         exit $rc
 fi
 
-for tool in qemu-system-x86_64 python3 iperf3 passt ip; do
+for tool in qemu-system-x86_64 python3 iperf3 passt ip ss; do
         command -v "$tool" >/dev/null || die "$tool is missing (scripts/install-deps)"
 done
 [ -w /dev/kvm ] || die "needs read-write /dev/kvm (run as root, or from the host: it enters the testbed)"
@@ -113,8 +117,19 @@ if ! ip route show default | grep -q .; then
         ip link set "$ext-peer" up
         ip route add default via 192.168.77.254 dev "$ext"
 fi
-iperf3 -s -p "$port" --idle-timeout 120 >"$logs/iperf3-server.log" 2>&1 &
-pids="$pids $!"
+server_pid=""
+# server LOG: a fresh iperf3 server for the next boot, its output in LOG.
+server() {
+        if [ -n "$server_pid" ]; then
+                kill -TERM "$server_pid" 2>/dev/null || :
+                wait "$server_pid" 2>/dev/null || :
+        fi
+        iperf3 -s -p "$port" --idle-timeout 120 >"$1" 2>&1 &
+        server_pid=$!
+        pids="$pids $server_pid"
+        n=0
+        while ! ss -Hltn "sport = :$port" | grep -q . && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+}
 
 cmdline="console=ttyS0 quiet panic=-1"
 # -cpu host,arch-capabilities=off: see vm_launch.sh. microvm: QEMU's lightest machine; pcie=on
@@ -130,6 +145,7 @@ fi
 boot() {
         config=$1 run=$2 log=$logs/$1-$2
         echo "== run $run: $config ($(date -u +%H:%M:%S))"
+        server "$log.iperf3-server.log"
         guest="guest_action=script:bench_net guest_args=tap,$IPERF_SECONDS,$port"
         netdev="" qemu_mem="" aux_pid=""
         case $config in
@@ -232,7 +248,16 @@ while [ "$run" -le "$RUNS" ]; do
         [ $((run % 2)) = 1 ] || order=$(echo "$CONFIGS" | tr ' ' '\n' | sed '/^$/d' | tac | tr '\n' ' ')
         for config in $order; do
                 case " $failed $skipped " in *" $config "*) continue ;; esac
+                try=0
                 boot "$config" "$run"
+                while ! result "$config" "$run" && [ "$try" -lt "$RETRIES" ]; do
+                        try=$((try + 1))
+                        echo "== run $run: $config gave no numbers (exit $(cat "$logs/$config-$run.rc")): booting it again"
+                        for f in "$logs/$config-$run".*; do
+                                mv "$f" "$logs/$config-$run.try$try.${f#"$logs/$config-$run".}"
+                        done
+                        boot "$config" "$run"
+                done
                 result "$config" "$run" || failed="$failed $config"
         done
         run=$((run + 1))
