@@ -1,18 +1,15 @@
 /* capsule: dispatch global options and the command. */
-#include <elf.h>
-#include <libgen.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/exe_seal.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "common/version.h"
@@ -89,75 +86,11 @@ static const char *default_root(void)
         return "/run/capsule";
 }
 
-#define EXE_SEALS (F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE)
-
 /* Commands whose children run in a container: they start from a sealed copy of the binary
- * (CVE-2019-5736), so that nothing in the container can reach the host's capsule file
- * through /proc/PID/exe, a #!/proc/self/exe script or a kept fd. */
+ * (exe_seal.c). */
 static bool enters_container(const char *cmd)
 {
         return strcmp(cmd, "create") == 0 || strcmp(cmd, "run") == 0 || strcmp(cmd, "exec") == 0;
-}
-
-static bool running_sealed(void)
-{
-        cleanup_close int fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return false;
-        int seals = fcntl(fd, F_GET_SEALS);
-        return seals >= 0 && (seals & EXE_SEALS) == EXE_SEALS;
-}
-
-/* The bytes of the ELF file exe that execve loads: up to the end of its last PT_LOAD segment.
- * The debug sections after it (most of the file) are not copied; on any doubt, the whole file. */
-static off_t loaded_size(int exe, off_t file_size)
-{
-        Elf64_Ehdr eh;
-        if (pread(exe, &eh, sizeof(eh), 0) != (ssize_t)sizeof(eh) || memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
-            eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum == 0)
-                return file_size;
-        off_t end = (off_t)(eh.e_phoff + (Elf64_Off)eh.e_phnum * sizeof(Elf64_Phdr));
-        for (unsigned i = 0; i < eh.e_phnum; i++) {
-                Elf64_Phdr ph;
-                if (pread(exe, &ph, sizeof(ph), (off_t)(eh.e_phoff + i * sizeof(ph))) != (ssize_t)sizeof(ph))
-                        return file_size;
-                if (ph.p_type == PT_LOAD && (off_t)(ph.p_offset + ph.p_filesz) > end)
-                        end = (off_t)(ph.p_offset + ph.p_filesz);
-        }
-        return end < file_size ? end : file_size;
-}
-
-/* The sealed copy's /proc/self/exe is a memfd: a VM container's default kernel and initrd are
- * found next to the original binary, whose directory goes along in the environment. */
-static void export_exe_dir(void)
-{
-        char *exe = realpath("/proc/self/exe", NULL);
-        if (exe)
-                setenv(SANDBOX_EXE_DIR_ENV, dirname(exe), 1);
-        free(exe);
-}
-
-/* Copy /proc/self/exe into a sealed memfd and execute that; returns only on failure. */
-static int reexec_sealed(char **argv, cap_error_t *err)
-{
-        cleanup_close int exe = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
-        struct stat st;
-        if (exe < 0 || fstat(exe, &st) < 0)
-                return cap_fail(err, errno, "open /proc/self/exe");
-        cleanup_close int mem = memfd_create("capsule", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-        if (mem < 0)
-                return cap_fail(err, errno, "memfd_create");
-        for (off_t left = loaded_size(exe, st.st_size); left > 0;) {
-                ssize_t n = sendfile(mem, exe, NULL, (size_t)left);
-                if (n <= 0)
-                        return cap_fail(err, n < 0 ? errno : EIO, "copy /proc/self/exe to a memfd");
-                left -= n;
-        }
-        if (fcntl(mem, F_ADD_SEALS, EXE_SEALS) < 0)
-                return cap_fail(err, errno, "seal the memfd copy of capsule");
-        extern char **environ;
-        fexecve(mem, argv, environ);
-        return cap_fail(err, errno, "execute the sealed copy of capsule");
 }
 
 int main(int argc, char **argv)
@@ -217,9 +150,8 @@ int main(int argc, char **argv)
                         return CLI_USAGE_STATUS;
                 }
         }
-        if (optind < argc && enters_container(argv[optind]) && !running_sealed()) {
-                export_exe_dir();
-                reexec_sealed(argv, &err);
+        if (optind < argc && enters_container(argv[optind]) && !exe_sealed()) {
+                exe_reexec_sealed(g.root, argv, &err);
                 cap_error_report(&err);
                 return 1;
         }

@@ -15,8 +15,9 @@
 
 /* The annotation (with the value "vm") that selects a VM, as crun's run.oci.handler=krun. */
 #define SANDBOX_HANDLER_ANNOTATION "run.oci.handler"
-/* capsule's own directory, exported by main() before it re-executes from its sealed copy
- * (whose /proc/self/exe is a memfd): the default kernel and initrd sit next to the binary. */
+/* capsule's own directory, exported before it re-executes from its sealed copy (whose
+ * /proc/self/exe is no longer the installed file): the default kernel and initrd sit next to
+ * the binary. */
 #define SANDBOX_EXE_DIR_ENV "CAPSULE_EXE_DIR"
 
 /* Whether the container runs in a VM: flag (--vm, capsule-vm) or the bundle's annotation. */

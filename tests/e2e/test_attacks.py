@@ -6,6 +6,8 @@ image itself is the attacker.
 
 The binary-overwrite tests run a copy of build/capsule from a temporary directory: if an attack
 ever succeeds, it damages only that copy."""
+import ctypes
+import errno
 import fcntl
 import hashlib
 import json
@@ -22,6 +24,8 @@ from conftest import BUILD, CAPSULE, Capsule
 from seccomp_agent import SECCOMP_USER_NOTIF_FLAG_CONTINUE, recv_listener_message, serve_notifications
 
 ATTACKERS = os.path.join(BUILD, "attackers")
+LIBC = ctypes.CDLL(None, use_errno=True)
+OVERLAYFS_SUPER_MAGIC = 0x794C7630
 
 
 def sha256(path):
@@ -121,17 +125,70 @@ def hold_execve(config, tmp_path):
     return agent
 
 
-def test_runtime_runs_from_a_sealed_memfd(copy, bundle):
+def statfs_type(path):
+    """f_type of statfs(2) (os.statvfs does not give it)."""
+    buf = ctypes.create_string_buffer(120)  # struct statfs: f_type is its first word
+    if LIBC.statfs(path.encode(), buf) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), path)
+    return int.from_bytes(buf.raw[:8], "little")
+
+
+def exe_while_running(copy, bundle):
+    """/proc/PID/exe of a running `capsule run`, once it has re-executed itself: (link, pid)."""
     bundle.set_args("sleep", "5")
     bundle.write()
     p = subprocess.Popen(copy.cmd("run", "-b", bundle.path, bundle.id), stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE)
+    deadline = time.time() + 10
+    exe = os.readlink(f"/proc/{p.pid}/exe")
+    while time.time() < deadline and exe == copy.binary:
+        time.sleep(0.02)
+        exe = os.readlink(f"/proc/{p.pid}/exe")
+    return exe, p
+
+
+def test_runtime_runs_from_a_read_only_overlay(copy, bundle):
+    """With its state root in place, capsule re-executes itself from its binary seen through an
+    overlayfs mounted nowhere: no copy, and no way to write it, not even by a remount."""
+    os.makedirs(copy.root)
+    exe, p = exe_while_running(copy, bundle)
     try:
-        deadline = time.time() + 10
-        exe = ""
-        while time.time() < deadline and not exe.startswith("/memfd:"):
-            time.sleep(0.02)
-            exe = os.readlink(f"/proc/{p.pid}/exe")
+        assert exe == "/capsule"  # the overlay's root is the binary's directory
+        assert statfs_type(f"/proc/{p.pid}/exe") == OVERLAYFS_SUPER_MAGIC
+        with pytest.raises(OSError) as e:
+            os.open(f"/proc/{p.pid}/exe", os.O_WRONLY)
+        assert e.value.errno == errno.EROFS
+        # mounted nowhere: its mount namespace does not list it
+        fd = os.open(f"/proc/{p.pid}/exe", os.O_PATH)
+        try:
+            with open(f"/proc/self/fdinfo/{fd}") as f:
+                mnt_id = next(l.split()[1] for l in f if l.startswith("mnt_id:"))
+        finally:
+            os.close(fd)
+        with open(f"/proc/{p.pid}/mountinfo") as f:
+            assert mnt_id not in [l.split()[0] for l in f]
+        # host root's attempt, in a mount namespace of its own: bind the file somewhere, make that
+        # mount read-write, write. A lower-only overlay has nowhere to write, whichever step stops it.
+        target = os.path.join(os.path.dirname(copy.root), "target")
+        open(target, "w").close()
+        attack = subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c",
+             f"mount --bind /proc/{p.pid}/exe {target} || exit 10; "
+             f"mount -o remount,bind,rw {target}; mount -o remount,rw {target}; "
+             f"printf x >> {target} || exit 11; exit 0"], capture_output=True, text=True)
+        assert attack.returncode in (10, 11), attack
+        assert os.path.getsize(target) == 0
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_runtime_runs_from_a_sealed_memfd_without_a_state_root(copy, bundle):
+    """The overlay's second layer is the state root: before the first container made it, capsule
+    copies itself into a sealed memfd instead."""
+    assert not os.path.exists(copy.root)
+    exe, p = exe_while_running(copy, bundle)
+    try:
         assert exe == "/memfd:capsule (deleted)"
         fd = os.open(f"/proc/{p.pid}/exe", os.O_RDONLY)
         try:
@@ -189,8 +246,8 @@ def test_create_init_in_a_joined_pid_namespace_is_not_reachable(copy, bundle, tm
 def test_shebang_proc_self_exe_cannot_overwrite_capsule(copy, bundle):
     """The workload is a script whose interpreter is /proc/self/exe: capsule's exec child runs
     capsule's image again, now as a dumpable process in the container. Depending on the kernel,
-    the sealed memfd cannot be executed from the container's mount namespace at all, or it runs
-    and the attacker can open it but not write it."""
+    the sealed copy (an overlay mounted nowhere, or a memfd) cannot be executed from the
+    container's mount namespace at all, or it runs and the attacker can open it but not write it."""
     install(bundle, "exe_overwrite")
     for name, interp in (("evil", "/proc/self/exe"), ("control", "/proc/1/exe")):
         path = os.path.join(bundle.rootfs, "bin", name)
@@ -233,10 +290,12 @@ def test_shebang_proc_self_exe_cannot_overwrite_capsule(copy, bundle):
         assert not any(l.startswith("saw ") for l in lines), lines
         return
     opened = [l for l in lines if l.startswith("open-exe")]
-    assert "ok: /memfd:capsule (deleted)" in opened[0], lines
+    assert opened[0].endswith(("ok: /capsule", "ok: /memfd:capsule (deleted)")), lines
     lines = wait_report(bundle, lambda l: l.startswith(("open-write", "write ", "OVERWRITTEN")))
     assert not any("OVERWRITTEN" in l for l in lines), lines
-    assert any(l.startswith(("open-write", "write ")) and "Operation not permitted" in l for l in lines), lines
+    # the overlay is read-only; the memfd's seals refuse writes
+    refused = ("Read-only file system", "Operation not permitted")
+    assert any(l.startswith(("open-write", "write ")) and l.endswith(refused) for l in lines), lines
 
 
 def test_stolen_sync_socket_cannot_make_capsule_kill_a_host_process(copy, bundle, tmp_path):
