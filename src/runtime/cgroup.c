@@ -347,34 +347,6 @@ int cgroup_enter(struct cgroup *cg, pid_t pid, cap_error_t *err)
         return 0;
 }
 
-/* The calling process's threads; 0 when /proc does not say. */
-static size_t self_threads(void)
-{
-        DIR *d = opendir("/proc/self/task");
-        size_t n = 0;
-        if (!d)
-                return 0;
-        for (struct dirent *e; (e = readdir(d));)
-                if (e->d_name[0] != '.')
-                        n++;
-        closedir(d);
-        return n;
-}
-
-int cgroup_enter_self(struct cgroup *cg, cap_error_t *err)
-{
-        bool alone = self_threads() == 1;
-        char pid[32];
-        snprintf(pid, sizeof(pid), "%d", (int)getpid());
-        for (size_t i = 0; i < cg->n_hiers; i++) {
-                const struct cgroup_hier *h = &cg->hiers[i];
-                bool thread = alone && !h->unified;
-                if (cgroup_write(h->path, thread ? "tasks" : "cgroup.procs", "linux.cgroupsPath", thread ? "0" : pid, err) < 0)
-                        return -1;
-        }
-        return 0;
-}
-
 /* The directories sub names, one per hierarchy it applies to (NULL where it does not). */
 static int sub_dirs(struct cgroup *cg, const char *sub, char **dirs, cap_error_t *err)
 {

@@ -35,10 +35,14 @@ int cgroup_create(struct cgroup *cg, cap_error_t *err);
 int cgroup_apply(struct cgroup *cg, const struct spec_resources *res, cap_error_t *err);
 /* Move pid (and thus its future children) into the cgroup in every hierarchy. */
 int cgroup_enter(struct cgroup *cg, pid_t pid, cap_error_t *err);
-/* Move the calling process into the cgroup, as cgroup_enter(getpid()) does, but faster when it
- * has a single thread: a v1 hierarchy then takes that thread through `tasks`, a move that needs
- * no threadgroup lock, where cgroup.procs waits for an RCU grace period (5-30 ms measured on a
- * nested host, per create). v2 moves a process only through cgroup.procs. */
+/* fork(), with the child created in the unified hierarchy's cgroup when the host has one and
+ * the caller is single-threaded (clone3 CLONE_INTO_CGROUP): a migration there waits for an RCU
+ * grace period (5-30 ms measured on a nested host, per create). The child then calls
+ * cgroup_enter_self for the rest. -1 with errno as fork's. */
+pid_t cgroup_fork(struct cgroup *cg);
+/* Move the calling process into the cgroup, as cgroup_enter(getpid()) does, but faster: the
+ * unified hierarchy is skipped when cgroup_fork created the caller there, and a single-threaded
+ * caller moves its thread through a v1 hierarchy's `tasks`, which needs no threadgroup lock. */
 int cgroup_enter_self(struct cgroup *cg, cap_error_t *err);
 /* Move pid into an existing sub-cgroup of the container's, as `exec --cgroup` names it (like runc):
  * "PATH" in every hierarchy, or "controller[,controller...]:PATH" in those controllers' v1

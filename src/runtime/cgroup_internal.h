@@ -1,6 +1,7 @@
-/* Shared between cgroup.c (detection, lifecycle, persistence), cgroup_path.c (path resolution),
- * cgroup_resources.c (file helpers, resource dispatch), cgroup_v1.c, cgroup_v2.c and
- * cgroup_bpf.c (the v2 device filter). Not part of the public contract. */
+/* Shared between cgroup.c (detection, lifecycle, persistence), cgroup_fork.c (a process's way
+ * in), cgroup_path.c (path resolution), cgroup_resources.c (file helpers, resource dispatch),
+ * cgroup_v1.c, cgroup_v2.c and cgroup_bpf.c (the v2 device filter). Not part of the public
+ * contract. */
 #ifndef CAPSULE_RUNTIME_CGROUP_INTERNAL_H
 #define CAPSULE_RUNTIME_CGROUP_INTERNAL_H
 
@@ -26,6 +27,7 @@ struct cgroup {
         struct cgroup_hier *hiers;
         size_t n_hiers;
         char *denied; /* rootless: why hierarchies were left out, NULL otherwise */
+        bool unified_entered; /* cgroup_fork's child: born in the unified hierarchy's cgroup */
 };
 
 void hier_clear(struct cgroup_hier *h);

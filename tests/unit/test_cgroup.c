@@ -6,10 +6,12 @@
 #include <pthread.h>
 #include <linux/magic.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -797,4 +799,73 @@ TEST(enter_self_moves_every_thread)
                 CHECK(said == 'y');
                 CHECK(every_thread_in(fx.cg, fx.children[0]));
         }
+}
+
+static pthread_t forked_main;
+
+static void *signal_main(void *arg)
+{
+        (void)arg;
+        return (void *)(intptr_t)pthread_kill(forked_main, SIGUSR1);
+}
+
+/* In cgroup_fork's child: 'b' if it began outside the unified hierarchy's cgroup, 't' if glibc
+ * does not know its main thread's id (another thread cannot signal it), 'r' without a robust
+ * futex list, 'e' if entering the rest failed; 'y' when all is well. */
+static char forked_child_checks(struct cgroup *cg)
+{
+        struct cgroup_hier *u = hier_unified(cg);
+        cleanup_free char *mine = NULL;
+        cleanup_error cap_error_t err = NULL;
+        if (read_file("/proc/self/cgroup", &mine, NULL, 0, &err) < 0)
+                return 'b';
+        cleanup_free char *want = xasprintf("0::%s\n", u->path + strlen(u->mount));
+        if (strstr(mine, want) == NULL)
+                return 'b';
+        sigset_t usr1;
+        sigemptyset(&usr1);
+        sigaddset(&usr1, SIGUSR1);
+        pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+        forked_main = pthread_self();
+        pthread_t t;
+        void *sent;
+        struct timespec two_s = { 2, 0 };
+        if (pthread_create(&t, NULL, signal_main, NULL) != 0 || pthread_join(t, &sent) != 0 || sent != NULL ||
+            sigtimedwait(&usr1, NULL, &two_s) != SIGUSR1)
+                return 't';
+        void *head = NULL;
+        size_t len = 0;
+        if (syscall(SYS_get_robust_list, 0, &head, &len) < 0 || head == NULL)
+                return 'r';
+        return cgroup_enter_self(cg, &err) == 0 ? 'y' : 'e';
+}
+
+/* cgroup_fork's child is born in the unified hierarchy's cgroup (no migration there), is a
+ * whole process to glibc (thread id, robust list), and enters the v1 hierarchies itself. */
+TEST(fork_child_is_born_in_the_cgroup)
+{
+        cleanup_fixture struct fixture fx = { 0 };
+        cleanup_error cap_error_t err = NULL;
+        cleanup_free char *name = unique_name();
+        CHECK(cgroup_resolve(name, "x", false, &fx.cg, &err) == 0);
+        if (hier_unified(fx.cg) == NULL)
+                SKIP("no unified cgroup hierarchy here: cgroup_fork is fork()");
+        CHECK(cgroup_create(fx.cg, &err) == 0);
+        int p[2];
+        CHECK(pipe(p) == 0);
+        fx.children[0] = cgroup_fork(fx.cg);
+        if (fx.children[0] == 0) {
+                char r = forked_child_checks(fx.cg);
+                if (write(p[1], &r, 1) != 1)
+                        _exit(1);
+                for (;;)
+                        pause();
+        }
+        close(p[1]);
+        char said = '?';
+        CHECK(fx.children[0] > 0 && read(p[0], &said, 1) == 1);
+        close(p[0]);
+        CHECK(fx.cg->unified_entered);
+        CHECK(said == 'y');
+        CHECK(every_thread_in(fx.cg, fx.children[0]));
 }
