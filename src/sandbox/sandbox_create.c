@@ -53,6 +53,7 @@ struct sandbox_launch {
         char *agent_socket;
         int report_fd;
         int finished_fd; /* a socket: create writes a byte once it has finished (or dies), we answer */
+        int null_fd;     /* /dev/null, opened outside the cgroup, whose device filter may deny it */
         pid_t creator;
         bool pod;                         /* a pod's sandbox container: its VM takes members */
         const struct sandbox_record *member_of; /* a member: its pod's record (no VM of its own) */
@@ -256,11 +257,11 @@ static int stdio_take(const struct sandbox_launch *l, int host[3], cap_error_t *
                 host[i] = fcntl(i, F_DUPFD_CLOEXEC, 3);
         cleanup_free char *path = xasprintf("%s/" SANDBOX_VMM_LOG, l->dir);
         cleanup_close int log = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-        cleanup_close int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (log < 0 || null < 0)
+        if (log < 0)
                 return cap_fail(err, errno, "open `%s`", path);
-        if (dup2(null, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0)
+        if (dup2(l->null_fd, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0)
                 return cap_fail(err, errno, "dup2");
+        close(l->null_fd);
         return 0;
 }
 
@@ -479,6 +480,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         struct sandbox_record rec = { 0 }, pod_rec = { 0 };
         struct sandbox_launch l;
         int report[2] = { -1, -1 }, finished[2] = { -1, -1 };
+        cleanup_close int null_fd = -1;
         pid_t child = -1;
         int ret = -1;
         bool dir_created = false, cg_created = false, shared = false, member_mounted = false;
@@ -566,8 +568,13 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
                 cap_fail(err, errno, "socketpair");
                 goto out;
         }
+        /* Here: the sandbox process is born in the cgroup (cgroup_fork). */
+        if ((null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) {
+                cap_fail(err, errno, "open /dev/null");
+                goto out;
+        }
         l = (struct sandbox_launch){ .opts = o, .spec = spec, .config_text = agent_config, .bind_sources = bind_sources, .vm = &vm, .net = &net, .cg = cg, .dir = dir,
-                                    .agent_socket = sock, .report_fd = report[1], .finished_fd = finished[0], .creator = getpid(),
+                                    .agent_socket = sock, .report_fd = report[1], .finished_fd = finished[0], .null_fd = null_fd, .creator = getpid(),
                                     .pod = pod, .member_of = member ? &pod_rec : NULL };
         child = cgroup_fork(cg);
         if (child < 0) {
