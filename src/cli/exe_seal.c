@@ -13,7 +13,6 @@
 #include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <linux/magic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -85,18 +84,15 @@ static char *lower_escape(char *out, const char *dir)
         return out;
 }
 
-/* An O_PATH descriptor of the binary through a fresh read-only overlay of its directory (on
- * top, so nothing in root hides it) and root; -1 if this host or user cannot make one. */
-static int exe_overlay(const char *root)
+/* An O_PATH descriptor of dir/name through a fresh read-only overlay of dir (on top, so nothing
+ * in root hides it) and root; -1 if this host or user cannot make one. */
+static int exe_overlay(const char *dir, const char *name, const char *root)
 {
-        cleanup_free char *exe = realpath("/proc/self/exe", NULL);
         struct stat st;
-        if (exe == NULL || stat(root, &st) < 0 || !S_ISDIR(st.st_mode))
+        if (stat(root, &st) < 0 || !S_ISDIR(st.st_mode))
                 return -1;
-        char *slash = strrchr(exe, '/');
-        *slash = '\0';
-        cleanup_free char *lower = xmalloc0(2 * (strlen(exe) + strlen(root)) + 3);
-        char *end = lower_escape(lower, slash == exe ? "/" : exe);
+        cleanup_free char *lower = xmalloc0(2 * (strlen(dir) + strlen(root)) + 3);
+        char *end = lower_escape(lower, dir);
         *end++ = ':';
         *lower_escape(end, root) = '\0';
         cleanup_close int ctx = fsopen("overlay", FSOPEN_CLOEXEC);
@@ -109,7 +105,7 @@ static int exe_overlay(const char *root)
         cleanup_close int mnt = fsmount(ctx, FSMOUNT_CLOEXEC, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID);
         if (mnt < 0)
                 return -1;
-        return openat(mnt, slash + 1, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        return openat(mnt, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 }
 
 /* The bytes of the ELF file exe that execve loads: up to the end of its last PT_LOAD segment.
@@ -153,23 +149,22 @@ static int exe_memfd(cap_error_t *err)
         return fd;
 }
 
-/* The sealed copy's /proc/self/exe is no longer the installed file: a VM container's default
- * kernel and initrd are found next to the original binary, whose directory goes along in the
- * environment. */
-static void export_exe_dir(void)
-{
-        char *exe = realpath("/proc/self/exe", NULL);
-        if (exe)
-                setenv(SANDBOX_EXE_DIR_ENV, dirname(exe), 1);
-        free(exe);
-}
-
 int exe_reexec_sealed(const char *root, char **argv, cap_error_t *err)
 {
         extern char **environ;
         unsigned long long id;
-        cleanup_close int fd = exe_overlay(root);
-        export_exe_dir();
+        cleanup_close int fd = -1;
+        cleanup_free char *exe = realpath("/proc/self/exe", NULL);
+        if (exe) {
+                char *slash = strrchr(exe, '/');
+                *slash = '\0';
+                const char *dir = slash == exe ? "/" : exe;
+                /* The sealed copy's /proc/self/exe is no longer the installed file: a VM
+                 * container's default kernel and initrd are found next to the original binary,
+                 * whose directory goes along in the environment. */
+                setenv(SANDBOX_EXE_DIR_ENV, dir, 1);
+                fd = exe_overlay(dir, slash + 1, root);
+        }
         if (fd >= 0 && exe_mount_id(fd, "", AT_EMPTY_PATH, &id)) {
                 char value[32];
                 snprintf(value, sizeof(value), "%llu", id);
