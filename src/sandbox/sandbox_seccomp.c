@@ -63,8 +63,10 @@ static const int relay_allowed[] = {
 
 static const unsigned long relay_ioctls[] = { TIOCGWINSZ, TIOCSWINSZ, TCGETS, TCSETS };
 
+/* KVM_REINJECT_CONTROL: the PIT's switch may still be under way on its own thread when the
+ * filter lands (vm_pit_reinject_off); it reaches only this VM's PIT. */
 static const unsigned long ioctls[] = {
-        KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_SET_GSI_ROUTING, KVM_IRQFD,
+        KVM_REINJECT_CONTROL, KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS, KVM_IRQ_LINE, KVM_IRQ_LINE_STATUS, KVM_SET_GSI_ROUTING, KVM_IRQFD,
         KVM_IOEVENTFD, KVM_SIGNAL_MSI, TUNSETOFFLOAD, TUNSETVNETHDRSZ, TIOCGWINSZ, TIOCSWINSZ, TCGETS, FIONREAD,
 };
 

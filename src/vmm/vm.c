@@ -270,9 +270,10 @@ static int vm_register_memory(struct vm *vm, cap_error_t *err)
 }
 
 /* No lost-tick reinjection: guests keep time with kvm-clock/TSC, not by counting PIT ticks.
- * Either way KVM turns it off once, waiting for two irq SRCU grace periods; while the VM is
- * still idle that waits less than in teardown (measured on PVM: a launch's median 35 -> 25
- * ms). */
+ * KVM turns it off once either way, waiting for two irq SRCU grace periods (7-16 ms here):
+ * here, or in teardown when the PIT is freed. Here it runs beside the boot, and nothing waits
+ * for it but teardown. It holds the PIT's lock while it waits, so a guest's PIT access in that
+ * time waits too; Linux reads the PIT, if at all, long after its first milliseconds. */
 static int vm_pit_reinject_off(struct vm *vm, cap_error_t *err)
 {
         struct kvm_reinject_control reinject = { .pit_reinject = 0 };
@@ -293,7 +294,8 @@ static void *vm_slow_call_main(void *opaque)
 /* KVM calls that wait for grace periods of different SRCUs, not for the CPU (measured on PVM:
  * 7 ms for the memory slot, 7-16 ms for the PIT), so each runs on a thread of its own beside
  * the devices' set-up and the kernel's loading, which need neither. After vm_setup_signals:
- * the threads inherit the blocked signals. */
+ * the threads inherit the blocked signals. The memory slot comes first: the vCPUs wait for it
+ * (vm_slow_call_join), the PIT's switch only teardown does. */
 static void vm_slow_setup_start(struct vm *vm)
 {
         int (*calls[])(struct vm *, cap_error_t *) = { vm_register_memory, vm_pit_reinject_off };
@@ -307,23 +309,17 @@ static void vm_slow_setup_start(struct vm *vm)
         }
 }
 
-/* Joins every thread; the first failure is the one told. */
-static int vm_slow_setup_wait(struct vm *vm, cap_error_t *err)
+/* Joins one call's thread and hands over its failure. */
+static int vm_slow_call_join(struct vm_slow_call *c, cap_error_t *err)
 {
-        int r = 0;
-        for (size_t i = 0; i < sizeof(vm->slow) / sizeof(vm->slow[0]); i++) {
-                struct vm_slow_call *c = &vm->slow[i];
-                if (c->started)
-                        pthread_join(c->thread, NULL);
-                c->started = false;
-                if (c->err && r == 0) {
-                        *err = c->err;
-                        c->err = NULL;
-                        r = -1;
-                }
-                cap_error_free(&c->err);
-        }
-        return r;
+        if (c->started)
+                pthread_join(c->thread, NULL);
+        c->started = false;
+        if (!c->err)
+                return 0;
+        *err = c->err;
+        c->err = NULL;
+        return -1;
 }
 
 static int vm_load(struct vm *vm, struct boot_info *boot, cap_error_t *err)
@@ -413,8 +409,11 @@ static void vm_wait(struct vm *vm)
 static void vm_destroy(struct vm *vm)
 {
         atomic_store(&vm->stopping, true);
-        cleanup_error cap_error_t slow_err = NULL;
-        vm_slow_setup_wait(vm, &slow_err);
+        for (size_t i = 0; i < sizeof(vm->slow) / sizeof(vm->slow[0]); i++) {
+                cleanup_error cap_error_t slow_err = NULL;
+                if (vm_slow_call_join(&vm->slow[i], &slow_err) < 0)
+                        log_warning("%s", slow_err->msg);
+        }
         if (vm->pause_ready)
                 vcpu_pause_release(&vm->pause);
         for (int i = 0; i < vm->n_vcpus; i++)
@@ -489,7 +488,7 @@ static int vm_setup(struct vm *vm, cap_error_t *err)
         if (devices_init(&vm->devices, err) < 0)
                 return -1;
         vm->devices_ready = true;
-        if (vm_load(vm, &boot, err) < 0 || vm_slow_setup_wait(vm, err) < 0 || vm_create_vcpus(vm, &boot, err) < 0)
+        if (vm_load(vm, &boot, err) < 0 || vm_slow_call_join(&vm->slow[0], err) < 0 || vm_create_vcpus(vm, &boot, err) < 0)
                 return -1;
         if (vm->cfg->api_socket && vm_open_api(vm, err) < 0)
                 return -1;
