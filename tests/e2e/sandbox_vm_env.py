@@ -74,6 +74,20 @@ def wait_status(vm, cid, want, timeout=60):
     assert vm.status(cid) == want
 
 
+def vm_logs(runtime, cid, lines=40):
+    """The last lines of a VM container's console.log and vmm.log, for an assertion's message: a
+    VM that stopped says why there."""
+    told = []
+    for name in ("console.log", "vmm.log"):
+        try:
+            with open(os.path.join(runtime.root, cid, name), errors="replace") as f:
+                tail = f.read().splitlines()[-lines:]
+        except OSError as e:
+            tail = [f"({e.strerror})"]
+        told.append(f"--- {name}:\n" + "\n".join(tail))
+    return "\n".join(told)
+
+
 def processes_naming(text):
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import BUILD, Bundle, Capsule
 import sandbox_vm_env
-from sandbox_vm_env import BOOT, assert_nothing_left, become_subreaper, crash_leftovers, sh
+from sandbox_vm_env import BOOT, assert_nothing_left, become_subreaper, crash_leftovers, sh, vm_logs
 
 # Their skip (hardware KVM, the kernel and the initrd) and fixtures.
 pytestmark = sandbox_vm_env.pytestmark
@@ -274,7 +274,7 @@ def test_net_creates_racing_for_one_namespace_one_wins_the_others_are_refused(vm
         assert p.stderr == (f"capsule: linux.namespaces: network: `/run/netns/{crash_netns}`: its interface is taken by "
                             f"VM container `{winner.id}` (one VM per network namespace)\n"), p.stderr
         assert crash_leftovers(vm, b, b.id) == []
-    assert vm.status(winner.id) == "created"
+    assert vm.status(winner.id) == "created", vm_logs(vm, winner.id)
     vm.run("delete", "--force", winner.id, check=True, timeout=120)
     assert crash_leftovers(vm, winner, winner.id, crash_netns) == []
 
@@ -295,7 +295,7 @@ def test_net_creates_from_other_roots_racing_for_one_namespace_one_wins(vm, bund
         assert p.stderr == (f"capsule: linux.namespaces: network: `/run/netns/{crash_netns}`: its interface is taken by "
                             "another VM container (its tap `capsule-tap0` is there; one VM per network namespace)\n"), p.stderr
         assert crash_leftovers(runtime, b, b.id) == []
-    assert winner.status(won.id) == "created"
+    assert winner.status(won.id) == "created", vm_logs(winner, won.id)
     filters = sh("tc", "-n", crash_netns, "filter", "show", "dev", "eth0", "ingress")
     assert "capsule-tap0" in filters, filters
     winner.run("delete", "--force", won.id, check=True, timeout=120)
