@@ -337,16 +337,6 @@ int cgroup_create(struct cgroup *cg, cap_error_t *err)
         return 0;
 }
 
-int cgroup_enter(struct cgroup *cg, pid_t pid, cap_error_t *err)
-{
-        char buf[32];
-        snprintf(buf, sizeof(buf), "%d", (int)pid);
-        for (size_t i = 0; i < cg->n_hiers; i++)
-                if (cgroup_write(cg->hiers[i].path, "cgroup.procs", "linux.cgroupsPath", buf, err) < 0)
-                        return -1;
-        return 0;
-}
-
 /* The directories sub names, one per hierarchy it applies to (NULL where it does not). */
 static int sub_dirs(struct cgroup *cg, const char *sub, char **dirs, cap_error_t *err)
 {

@@ -33,13 +33,16 @@ void cgroup_plan(struct cgroup *cg);
 int cgroup_create(struct cgroup *cg, cap_error_t *err);
 /* Write the limits. Used by create and by `update` (only the fields that are set). */
 int cgroup_apply(struct cgroup *cg, const struct spec_resources *res, cap_error_t *err);
-/* Move pid (and thus its future children) into the cgroup in every hierarchy. */
+/* Move pid (and thus its future children) into the cgroup in every hierarchy: by its one thread
+ * through a v1 hierarchy's `tasks` when it is single-threaded (no threadgroup lock), and not into
+ * the unified hierarchy when cgroup_fork created it there. */
 int cgroup_enter(struct cgroup *cg, pid_t pid, cap_error_t *err);
-/* fork(), with the child created in the unified hierarchy's cgroup when the host has one and
- * the caller is single-threaded (clone3 CLONE_INTO_CGROUP): a migration there waits for an RCU
- * grace period (5-30 ms measured on a nested host, per create). The child then calls
- * cgroup_enter_self for the rest. -1 with errno as fork's. */
-pid_t cgroup_fork(struct cgroup *cg);
+/* fork(), or a clone into the namespaces ns_flags asks for, with the child created in the
+ * unified hierarchy's cgroup when cg is given, the host has one and the caller is
+ * single-threaded (clone3 CLONE_INTO_CGROUP): a migration there waits for an RCU grace period
+ * (5-30 ms measured on a nested host, per create). cgroup_enter or cgroup_enter_self moves the
+ * child through the rest. -1 with errno as fork's. */
+pid_t cgroup_fork(struct cgroup *cg, unsigned long ns_flags);
 /* Move the calling process into the cgroup, as cgroup_enter(getpid()) does, but faster: the
  * unified hierarchy is skipped when cgroup_fork created the caller there, and a single-threaded
  * caller moves its thread through a v1 hierarchy's `tasks`, which needs no threadgroup lock. */

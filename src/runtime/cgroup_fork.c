@@ -17,10 +17,15 @@
 #include "common/util.h"
 #include "runtime/cgroup_internal.h"
 
-/* The calling process's threads; 0 when /proc does not say. */
-static size_t self_threads(void)
+/* A process's threads (0: the caller's); 0 when /proc does not say. */
+static size_t threads_of(pid_t pid)
 {
-        DIR *d = opendir("/proc/self/task");
+        char path[64];
+        if (pid)
+                snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+        else
+                snprintf(path, sizeof(path), "/proc/self/task");
+        DIR *d = opendir(path);
         size_t n = 0;
         if (!d)
                 return 0;
@@ -31,20 +36,33 @@ static size_t self_threads(void)
         return n;
 }
 
-int cgroup_enter_self(struct cgroup *cg, cap_error_t *err)
+/* pid (0: the caller, as the kernel reads it too) into every hierarchy but the unified one when
+ * cgroup_fork created it there. A single-threaded process moves by its one thread, whose id is
+ * the pid, through a v1 hierarchy's `tasks`. */
+static int enter(struct cgroup *cg, pid_t pid, cap_error_t *err)
 {
-        bool alone = self_threads() == 1;
-        char pid[32];
-        snprintf(pid, sizeof(pid), "%d", (int)getpid());
+        bool alone = threads_of(pid) == 1;
+        char id[32];
+        snprintf(id, sizeof(id), "%d", (int)pid);
         for (size_t i = 0; i < cg->n_hiers; i++) {
                 const struct cgroup_hier *h = &cg->hiers[i];
                 if (h->unified && cg->unified_entered)
                         continue;
                 bool thread = alone && !h->unified;
-                if (cgroup_write(h->path, thread ? "tasks" : "cgroup.procs", "linux.cgroupsPath", thread ? "0" : pid, err) < 0)
+                if (cgroup_write(h->path, thread ? "tasks" : "cgroup.procs", "linux.cgroupsPath", id, err) < 0)
                         return -1;
         }
         return 0;
+}
+
+int cgroup_enter(struct cgroup *cg, pid_t pid, cap_error_t *err)
+{
+        return enter(cg, pid, err);
+}
+
+int cgroup_enter_self(struct cgroup *cg, cap_error_t *err)
+{
+        return enter(cg, 0, err);
 }
 
 /* clone3 into the cgroup dirfd, as fork() would be. glibc's fork() also has the kernel store
@@ -54,16 +72,16 @@ int cgroup_enter_self(struct cgroup *cg, cap_error_t *err)
  * rest of fork()'s work (atfork handlers, stdio and malloc locks) is for threads that do not
  * exist here, which is why a caller with more than one thread gets -1, as does any missing step
  * (nothing was created then). */
-static pid_t clone_into(int dirfd)
+static pid_t clone_into(int dirfd, unsigned long ns_flags)
 {
         int *tid_address = NULL;
         void *robust_head = NULL;
         size_t robust_len = 0;
-        if (self_threads() != 1 || prctl(PR_GET_TID_ADDRESS, &tid_address) < 0 || tid_address == NULL ||
+        if (threads_of(0) != 1 || prctl(PR_GET_TID_ADDRESS, &tid_address) < 0 || tid_address == NULL ||
             syscall(SYS_get_robust_list, 0, &robust_head, &robust_len) < 0)
                 return -1;
         struct clone_args args = {
-                .flags = CLONE_INTO_CGROUP | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID,
+                .flags = CLONE_INTO_CGROUP | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID | ns_flags,
                 .child_tid = (uint64_t)(uintptr_t)tid_address,
                 .exit_signal = SIGCHLD,
                 .cgroup = (uint64_t)dirfd,
@@ -74,17 +92,23 @@ static pid_t clone_into(int dirfd)
         return pid;
 }
 
-pid_t cgroup_fork(struct cgroup *cg)
+pid_t cgroup_fork(struct cgroup *cg, unsigned long ns_flags)
 {
-        struct cgroup_hier *u = hier_unified(cg);
+        struct cgroup_hier *u = cg ? hier_unified(cg) : NULL;
         cleanup_close int dirfd = u ? open(u->path, O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
-        cg->unified_entered = dirfd >= 0;
-        pid_t pid = dirfd >= 0 ? clone_into(dirfd) : -1;
+        if (cg)
+                cg->unified_entered = dirfd >= 0;
+        pid_t pid = dirfd >= 0 ? clone_into(dirfd, ns_flags) : -1;
         if (pid >= 0)
                 return pid;
-        /* No unified hierarchy, a kernel without clone3's cgroup or PR_GET_TID_ADDRESS, a
-         * seccomp filter that refuses clone3, or a cgroup that refuses the child: fork, and the
-         * child enters by cgroup.procs, which says what is wrong. */
-        cg->unified_entered = false;
+        /* No cgroup or unified hierarchy, a kernel without clone3's cgroup or PR_GET_TID_ADDRESS,
+         * a seccomp filter that refuses clone3, or a cgroup that refuses the child: fork, and the
+         * child enters by cgroup.procs, which says what is wrong. With namespaces, the raw
+         * syscall: the caller is single-threaded, so glibc's state stays as consistent as
+         * fork() leaves it. */
+        if (cg)
+                cg->unified_entered = false;
+        if (ns_flags)
+                return (pid_t)syscall(SYS_clone, ns_flags | SIGCHLD, NULL, NULL, NULL, 0UL);
         return fork();
 }

@@ -470,7 +470,7 @@ int container_create(const struct container_opts *o, pid_t *init_pid, cap_error_
         l.prep = prep;
         l.seccomp = seccomp;
         bool direct = ns_plan_direct(&l.ns);
-        child_pid = child_fork(fds, direct ? l.ns.unshare_flags & ~CLONE_NEWCGROUP : 0, err);
+        child_pid = child_fork(fds, direct ? l.ns.unshare_flags & ~CLONE_NEWCGROUP : 0, cg, err);
         if (child_pid < 0)
                 goto out;
         if (child_pid == 0) {

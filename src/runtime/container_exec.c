@@ -156,7 +156,7 @@ int container_exec(const struct exec_opts *o, pid_t *pid, cap_error_t *err)
                 }
                 l.console_fd = console[0];
         }
-        setup_pid = child_fork(fds, 0, err);
+        setup_pid = child_fork(fds, 0, cg, err);
         if (setup_pid < 0)
                 goto out;
         if (setup_pid == 0) {

@@ -43,7 +43,7 @@ __attribute__((noreturn)) void child_fail(int sync_fd, cap_error_t *err);
 void child_fork_report(int sync_fd, const char *what);
 pid_t own_child_pid(int pidfd, cap_error_t *err);
 int fds_mark_cloexec(int from, cap_error_t *err);
-pid_t child_fork(int fds[2], int clone_flags, cap_error_t *err);
+pid_t child_fork(int fds[2], int clone_flags, struct cgroup *cg, cap_error_t *err);
 void child_die_with_runtime(pid_t runtime);
 int unix_connect_at(const char *dir, const char *name, cap_error_t *err);
 int unix_listen_at(const char *dir, const char *name, cap_error_t *err);

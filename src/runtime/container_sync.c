@@ -160,15 +160,14 @@ int fds_mark_cloexec(int from, cap_error_t *err)
         return ret;
 }
 
-/* Open the sync channel and fork a child, in new namespaces when clone_flags asks
- * for them: the child gets 0 and keeps fds[1], the parent gets its pid and keeps fds[0]. */
-pid_t child_fork(int fds[2], int clone_flags, cap_error_t *err)
+/* Open the sync channel and fork a child, in new namespaces when clone_flags asks for them and
+ * born in cg's unified cgroup when cg is given (cgroup_fork; the runtime is single-threaded
+ * here): the child gets 0 and keeps fds[1], the parent gets its pid and keeps fds[0]. */
+pid_t child_fork(int fds[2], int clone_flags, struct cgroup *cg, cap_error_t *err)
 {
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) < 0)
                 return cap_fail(err, errno, "socketpair");
-        /* A fork that also creates namespaces: the runtime is single-threaded here, so the
-         * raw syscall leaves glibc's state as consistent as fork() would. */
-        pid_t pid = clone_flags ? (pid_t)syscall(SYS_clone, (unsigned long)clone_flags | SIGCHLD, NULL, NULL, NULL, 0UL) : fork();
+        pid_t pid = cgroup_fork(cg, (unsigned long)clone_flags);
         if (pid < 0)
                 return cap_fail(err, errno, clone_flags ? "linux.namespaces: clone" : "fork");
         if (pid == 0) {

@@ -576,7 +576,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         l = (struct sandbox_launch){ .opts = o, .spec = spec, .config_text = agent_config, .bind_sources = bind_sources, .vm = &vm, .net = &net, .cg = cg, .dir = dir,
                                     .agent_socket = sock, .report_fd = report[1], .finished_fd = finished[0], .null_fd = null_fd, .creator = getpid(),
                                     .pod = pod, .member_of = member ? &pod_rec : NULL };
-        child = cgroup_fork(cg);
+        child = cgroup_fork(cg, 0);
         if (child < 0) {
                 cap_fail(err, errno, "fork the VM's sandbox process");
                 goto out;

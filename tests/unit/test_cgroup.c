@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <grp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <linux/magic.h>
 #include <signal.h>
 #include <stdint.h>
@@ -91,19 +92,21 @@ struct fixture {
         bool restore_hugetlb;
 };
 
+/* The children are reaped first: a cgroup that still holds one (a test that failed before
+ * moving it everywhere) cannot be removed. */
 static void fixture_release(struct fixture *f)
 {
+        for (size_t i = 0; i < ARRAY_SIZE(f->children); i++) {
+                if (f->children[i] > 0) {
+                        kill(f->children[i], SIGKILL);
+                        waitpid(f->children[i], NULL, 0);
+                }
+        }
         if (f->cg) {
                 cap_error_t err = NULL;
                 if (cgroup_destroy(f->cg, &err) < 0) {
                         fprintf(stderr, "cleanup: %s\n", err->msg);
                         cap_error_free(&err);
-                }
-        }
-        for (size_t i = 0; i < ARRAY_SIZE(f->children); i++) {
-                if (f->children[i] > 0) {
-                        kill(f->children[i], SIGKILL);
-                        waitpid(f->children[i], NULL, 0);
                 }
         }
         cgroup_free(f->cg);
@@ -812,15 +815,21 @@ static void *signal_main(void *arg)
 /* In cgroup_fork's child: 'b' if it began outside the unified hierarchy's cgroup, 't' if glibc
  * does not know its main thread's id (another thread cannot signal it), 'r' without a robust
  * futex list, 'e' if entering the rest failed; 'y' when all is well. */
-static char forked_child_checks(struct cgroup *cg)
+static bool born_in_unified(struct cgroup *cg)
 {
         struct cgroup_hier *u = hier_unified(cg);
         cleanup_free char *mine = NULL;
         cleanup_error cap_error_t err = NULL;
         if (read_file("/proc/self/cgroup", &mine, NULL, 0, &err) < 0)
-                return 'b';
+                return false;
         cleanup_free char *want = xasprintf("0::%s\n", u->path + strlen(u->mount));
-        if (strstr(mine, want) == NULL)
+        return strstr(mine, want) != NULL;
+}
+
+static char forked_child_checks(struct cgroup *cg)
+{
+        cleanup_error cap_error_t err = NULL;
+        if (!born_in_unified(cg))
                 return 'b';
         sigset_t usr1;
         sigemptyset(&usr1);
@@ -840,6 +849,29 @@ static char forked_child_checks(struct cgroup *cg)
         return cgroup_enter_self(cg, &err) == 0 ? 'y' : 'e';
 }
 
+/* cgroup_fork(cg, ns_flags) of fx's cgroup; the child answers checks(cg) and waits to be killed.
+ * The answer, or '?'. */
+static char fork_checked(struct fixture *fx, unsigned long ns_flags, char (*checks)(struct cgroup *))
+{
+        int p[2];
+        if (pipe(p) < 0)
+                return '?';
+        fx->children[0] = cgroup_fork(fx->cg, ns_flags);
+        if (fx->children[0] == 0) {
+                char r = checks(fx->cg);
+                if (write(p[1], &r, 1) != 1)
+                        _exit(1);
+                for (;;)
+                        pause();
+        }
+        close(p[1]);
+        char said = '?';
+        if (fx->children[0] < 0 || read(p[0], &said, 1) != 1)
+                said = '?';
+        close(p[0]);
+        return said;
+}
+
 /* cgroup_fork's child is born in the unified hierarchy's cgroup (no migration there), is a
  * whole process to glibc (thread id, robust list), and enters the v1 hierarchies itself. */
 TEST(fork_child_is_born_in_the_cgroup)
@@ -851,21 +883,44 @@ TEST(fork_child_is_born_in_the_cgroup)
         if (hier_unified(fx.cg) == NULL)
                 SKIP("no unified cgroup hierarchy here: cgroup_fork is fork()");
         CHECK(cgroup_create(fx.cg, &err) == 0);
-        int p[2];
-        CHECK(pipe(p) == 0);
-        fx.children[0] = cgroup_fork(fx.cg);
-        if (fx.children[0] == 0) {
-                char r = forked_child_checks(fx.cg);
-                if (write(p[1], &r, 1) != 1)
-                        _exit(1);
-                for (;;)
-                        pause();
-        }
-        close(p[1]);
-        char said = '?';
-        CHECK(fx.children[0] > 0 && read(p[0], &said, 1) == 1);
-        close(p[0]);
+        CHECK(fork_checked(&fx, 0, forked_child_checks) == 'y');
         CHECK(fx.cg->unified_entered);
-        CHECK(said == 'y');
+        CHECK(every_thread_in(fx.cg, fx.children[0]));
+}
+
+/* The uts namespace's inode of pid (0: the caller's). */
+static ino_t uts_ns(pid_t pid)
+{
+        struct stat st;
+        cleanup_free char *path = pid ? xasprintf("/proc/%d/ns/uts", (int)pid) : xstrdup("/proc/self/ns/uts");
+        return stat(path, &st) == 0 ? st.st_ino : 0;
+}
+
+static ino_t parent_uts;
+
+/* 'b' if the child began outside the unified hierarchy's cgroup, 'n' in its parent's uts
+ * namespace, 'y' when all is well. */
+static char cloned_child_checks(struct cgroup *cg)
+{
+        return !born_in_unified(cg) ? 'b' : uts_ns(0) == parent_uts ? 'n' : 'y';
+}
+
+/* As create clones a container's init: into new namespaces and the unified hierarchy's cgroup
+ * at once; its parent then moves it through the v1 hierarchies (cgroup_enter), not into the
+ * unified one again. */
+TEST(fork_into_namespaces_is_born_in_the_cgroup)
+{
+        cleanup_fixture struct fixture fx = { 0 };
+        cleanup_error cap_error_t err = NULL;
+        cleanup_free char *name = unique_name();
+        CHECK(cgroup_resolve(name, "x", false, &fx.cg, &err) == 0);
+        if (hier_unified(fx.cg) == NULL)
+                SKIP("no unified cgroup hierarchy here: cgroup_fork is clone()");
+        CHECK(cgroup_create(fx.cg, &err) == 0);
+        parent_uts = uts_ns(0);
+        CHECK(fork_checked(&fx, CLONE_NEWUTS, cloned_child_checks) == 'y');
+        CHECK(fx.cg->unified_entered);
+        CHECK(uts_ns(fx.children[0]) != parent_uts);
+        CHECK(cgroup_enter(fx.cg, fx.children[0], &err) == 0);
         CHECK(every_thread_in(fx.cg, fx.children[0]));
 }
