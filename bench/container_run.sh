@@ -3,18 +3,37 @@
 # hyperfine run, and print the medians and the ratios capsule/crun and capsule/runc.
 #
 # usage (root): bench/container_run.sh            RUNS=40 WARMUP=5 CAPSULE=build/capsule by default
+#   BASE=DIR/capsule   also times that capsule build (as capsule-base), alternating with the others
+#   CGROUPS=hybrid     keeps a hybrid host's unified hierarchy (crun 1.8 refuses it and is left out)
+#   PAUSE=0.3          idles that many seconds before each run (untimed): a cgroup move right after
+#                      another skips the RCU grace period the first one waited for, so back-to-back
+#                      runs hide what a lone create pays
 #
-# crun 1.8 refuses hybrid cgroups, so the whole benchmark runs in a private mount namespace with
-# /sys/fs/cgroup/unified unmounted; every runtime runs under those same conditions. Each runtime has its
+# crun 1.8 refuses hybrid cgroups, so by default (CGROUPS=v1) the whole benchmark runs in a private
+# mount namespace with /sys/fs/cgroup/unified unmounted; every runtime runs under those same conditions. Each runtime has its
 # own --root and bundle (same rootfs, same config apart from cgroupsPath); the container cgroups go below
 # this process's own memory cgroup and are removed at the end, with whatever the runtimes left behind.
 set -eu
 
 RUNS=${RUNS:-40}
 WARMUP=${WARMUP:-5}
+PAUSE=${PAUSE:-0}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 CAPSULE=$(realpath "${CAPSULE:-$repo/build/capsule}")
+CGROUPS=${CGROUPS:-v1}
 RUNTIMES="capsule crun runc"
+case $CGROUPS in
+v1) ;;
+hybrid)
+        RUNTIMES="capsule runc"
+        echo "container_run: CGROUPS=hybrid: crun 1.8 refuses hybrid cgroups and is left out" >&2 ;;
+*) echo "container_run: CGROUPS is v1 or hybrid, not \`$CGROUPS\`" >&2; exit 1 ;;
+esac
+if [ -n "${BASE:-}" ]; then
+        BASE=$(realpath "$BASE")
+        [ -x "$BASE" ] || { echo "container_run: BASE $BASE is missing" >&2; exit 1; }
+        RUNTIMES="$RUNTIMES capsule-base"
+fi
 
 for tool in hyperfine crun runc unshare python3; do
         command -v "$tool" >/dev/null || { echo "container_run: $tool is missing (scripts/install-deps)" >&2; exit 1; }
@@ -32,6 +51,7 @@ hierarchies=$(awk '{ for (i = 7; i < NF; i++) if ($i == "-") break; if ($(i + 1)
 binary() {
         case $1 in
         capsule) echo "$work/capsule" ;;
+        capsule-base) echo "$work/capsule-base" ;;
         *) command -v "$1" ;;
         esac
 }
@@ -82,6 +102,7 @@ precreate_parent
 
 # A private copy: a rebuild of build/capsule during the run must not make runs fail.
 cp "$CAPSULE" "$work/capsule"
+if [ -n "${BASE:-}" ]; then cp "$BASE" "$work/capsule-base"; fi
 
 # The rootfs: busybox-static and its applets.
 rootfs="$work/rootfs"
@@ -120,26 +141,27 @@ for rt in $RUNTIMES; do
         set -- "$@" -n "$rt" "$(binary "$rt") --root $work/state/$rt run --bundle $work/bundle-$rt bench-$rt"
 done
 
-echo "container_run: $RUNS runs of /bin/true per runtime ($WARMUP warm-up), capsule=$CAPSULE"
+echo "container_run: $RUNS runs of /bin/true per runtime ($WARMUP warm-up, $PAUSE s apart), cgroups $CGROUPS, capsule=$CAPSULE${BASE:+, capsule-base=$BASE}"
 # Same conditions for all: a private mount namespace without the cgroup2 hierarchy, and the state
 # directories on a tmpfs, as /run is (on ext4, allocating inodes next to just-deleted ones costs more than
 # some runtimes' whole setup). mount -n: no /run/mount/utab on the host. Whatever a failed run left
 # behind is deleted before the namespace goes.
 # shellcheck disable=SC2016
 unshare -m sh -c '
-        work=$1 runtimes=$2 capsule=$3
+        work=$1 runtimes=$2 cgroups=$3
         shift 3
-        mount -n --make-rprivate / && umount -n /sys/fs/cgroup/unified &&
-                mount -n -t tmpfs -o mode=0700 bench-state "$work/state" || exit 1
+        mount -n --make-rprivate / || exit 1
+        if [ "$cgroups" = v1 ]; then umount -n /sys/fs/cgroup/unified || exit 1; fi
+        mount -n -t tmpfs -o mode=0700 bench-state "$work/state" || exit 1
         hyperfine "$@"
         status=$?
         for rt in $runtimes; do
                 bin=$rt
-                [ "$rt" = capsule ] && bin=$capsule
+                case $rt in capsule*) bin=$work/$rt ;; esac
                 "$bin" --root "$work/state/$rt" delete --force "bench-$rt" >/dev/null 2>&1
         done
-        exit $status' sh "$work" "$RUNTIMES" "$work/capsule" \
-        -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$work/result.json" "$@"
+        exit $status' sh "$work" "$RUNTIMES" "$CGROUPS" \
+        -N --warmup "$WARMUP" --runs "$RUNS" --prepare "sleep $PAUSE" --export-json "$work/result.json" "$@"
 
 python3 - "$work/result.json" <<'EOF'
 import json, sys
@@ -149,6 +171,7 @@ for name, r in res.items():
         print(f"  {name:8s} median {r['median'] * 1e3:7.2f}   mean {r['mean'] * 1e3:7.2f} ± {r['stddev'] * 1e3:5.2f}"
               f"   min {r['min'] * 1e3:7.2f}")
 cap = res["capsule"]["median"]
-for other in ("crun", "runc"):
-        print(f"  capsule/{other}: {cap / res[other]['median']:.2f}")
+for other in res:
+        if other != "capsule":
+                print(f"  capsule/{other}: {cap / res[other]['median']:.2f}")
 EOF
