@@ -1,6 +1,7 @@
 #!/bin/sh
-# Time `RUNTIME run` of /bin/true in a busybox bundle for capsule, crun and runc, side by side in one
-# hyperfine run, and print the medians and the ratios capsule/crun and capsule/runc.
+# Time `RUNTIME run` of /bin/true in a busybox bundle for capsule, crun and runc, side by side in
+# alternating rounds (bench/alternate.py), and print the medians and the ratios capsule/crun and
+# capsule/runc.
 #
 # usage (root): bench/container_run.sh            RUNS=40 WARMUP=5 CAPSULE=build/capsule by default
 #   BASE=DIR/capsule   also times that capsule build (as capsule-base), alternating with the others
@@ -35,7 +36,7 @@ if [ -n "${BASE:-}" ]; then
         RUNTIMES="$RUNTIMES capsule-base"
 fi
 
-for tool in hyperfine crun runc unshare python3; do
+for tool in crun runc unshare python3; do
         command -v "$tool" >/dev/null || { echo "container_run: $tool is missing (scripts/install-deps)" >&2; exit 1; }
 done
 [ -x "$CAPSULE" ] || { echo "container_run: $CAPSULE is missing: make -C $repo" >&2; exit 1; }
@@ -138,7 +139,7 @@ done
 mkdir "$work/state"
 set --
 for rt in $RUNTIMES; do
-        set -- "$@" -n "$rt" "$(binary "$rt") --root $work/state/$rt run --bundle $work/bundle-$rt bench-$rt"
+        set -- "$@" "$rt=$(binary "$rt") --root $work/state/$rt run --bundle $work/bundle-$rt bench-$rt"
 done
 
 echo "container_run: $RUNS runs of /bin/true per runtime ($WARMUP warm-up, $PAUSE s apart), cgroups $CGROUPS, capsule=$CAPSULE${BASE:+, capsule-base=$BASE}"
@@ -153,7 +154,7 @@ unshare -m sh -c '
         mount -n --make-rprivate / || exit 1
         if [ "$cgroups" = v1 ]; then umount -n /sys/fs/cgroup/unified || exit 1; fi
         mount -n -t tmpfs -o mode=0700 bench-state "$work/state" || exit 1
-        hyperfine "$@"
+        python3 "$@"
         status=$?
         for rt in $runtimes; do
                 bin=$rt
@@ -161,14 +162,17 @@ unshare -m sh -c '
                 "$bin" --root "$work/state/$rt" delete --force "bench-$rt" >/dev/null 2>&1
         done
         exit $status' sh "$work" "$RUNTIMES" "$CGROUPS" \
-        -N --warmup "$WARMUP" --runs "$RUNS" --prepare "sleep $PAUSE" --export-json "$work/result.json" "$@"
+        "$repo/bench/alternate.py" "$RUNS" "$WARMUP" "$PAUSE" "$work/result.json" "$@"
 
 python3 - "$work/result.json" <<'EOF'
-import json, sys
+import json, statistics, sys
 res = {r["command"]: r for r in json.load(open(sys.argv[1]))["results"]}
+for r in res.values():
+        t = r["times"]
+        r.update(median=statistics.median(t), mean=statistics.mean(t), stddev=statistics.pstdev(t), min=min(t))
 print("\nmedians (ms):")
 for name, r in res.items():
-        print(f"  {name:8s} median {r['median'] * 1e3:7.2f}   mean {r['mean'] * 1e3:7.2f} ± {r['stddev'] * 1e3:5.2f}"
+        print(f"  {name:12s} median {r['median'] * 1e3:7.2f}   mean {r['mean'] * 1e3:7.2f} ± {r['stddev'] * 1e3:5.2f}"
               f"   min {r['min'] * 1e3:7.2f}")
 cap = res["capsule"]["median"]
 for other in res:
