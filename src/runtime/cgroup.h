@@ -40,13 +40,9 @@ int cgroup_enter(struct cgroup *cg, pid_t pid, cap_error_t *err);
 /* fork(), or a clone into the namespaces ns_flags asks for, with the child created in the
  * unified hierarchy's cgroup when cg is given, the host has one and the caller is
  * single-threaded (clone3 CLONE_INTO_CGROUP): a migration there waits for an RCU grace period
- * (5-30 ms measured on a nested host, per create). cgroup_enter or cgroup_enter_self moves the
- * child through the rest. -1 with errno as fork's. */
+ * (5-30 ms measured on a nested host, per create). cgroup_enter (by the parent or the child)
+ * moves the child through the rest. -1 with errno as fork's. */
 pid_t cgroup_fork(struct cgroup *cg, unsigned long ns_flags);
-/* Move the calling process into the cgroup, as cgroup_enter(getpid()) does, but faster: the
- * unified hierarchy is skipped when cgroup_fork created the caller there, and a single-threaded
- * caller moves its thread through a v1 hierarchy's `tasks`, which needs no threadgroup lock. */
-int cgroup_enter_self(struct cgroup *cg, cap_error_t *err);
 /* Move pid into an existing sub-cgroup of the container's, as `exec --cgroup` names it (like runc):
  * "PATH" in every hierarchy, or "controller[,controller...]:PATH" in those controllers' v1
  * hierarchies only. PATH is relative to the container's cgroup, without `..`; errors name --cgroup. */

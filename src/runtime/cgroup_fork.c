@@ -17,14 +17,11 @@
 #include "common/util.h"
 #include "runtime/cgroup_internal.h"
 
-/* A process's threads (0: the caller's); 0 when /proc does not say. */
+/* A process's threads; 0 when /proc does not say. */
 static size_t threads_of(pid_t pid)
 {
         char path[64];
-        if (pid)
-                snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-        else
-                snprintf(path, sizeof(path), "/proc/self/task");
+        snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
         DIR *d = opendir(path);
         size_t n = 0;
         if (!d)
@@ -36,10 +33,7 @@ static size_t threads_of(pid_t pid)
         return n;
 }
 
-/* pid (0: the caller, as the kernel reads it too) into every hierarchy but the unified one when
- * cgroup_fork created it there. A single-threaded process moves by its one thread, whose id is
- * the pid, through a v1 hierarchy's `tasks`. */
-static int enter(struct cgroup *cg, pid_t pid, cap_error_t *err)
+int cgroup_enter(struct cgroup *cg, pid_t pid, cap_error_t *err)
 {
         bool alone = threads_of(pid) == 1;
         char id[32];
@@ -48,21 +42,12 @@ static int enter(struct cgroup *cg, pid_t pid, cap_error_t *err)
                 const struct cgroup_hier *h = &cg->hiers[i];
                 if (h->unified && cg->unified_entered)
                         continue;
+                /* A single-threaded process's one thread has the pid for its id. */
                 bool thread = alone && !h->unified;
                 if (cgroup_write(h->path, thread ? "tasks" : "cgroup.procs", "linux.cgroupsPath", id, err) < 0)
                         return -1;
         }
         return 0;
-}
-
-int cgroup_enter(struct cgroup *cg, pid_t pid, cap_error_t *err)
-{
-        return enter(cg, pid, err);
-}
-
-int cgroup_enter_self(struct cgroup *cg, cap_error_t *err)
-{
-        return enter(cg, 0, err);
 }
 
 /* clone3 into the cgroup dirfd, as fork() would be. glibc's fork() also has the kernel store
@@ -77,7 +62,7 @@ static pid_t clone_into(int dirfd, unsigned long ns_flags)
         int *tid_address = NULL;
         void *robust_head = NULL;
         size_t robust_len = 0;
-        if (threads_of(0) != 1 || prctl(PR_GET_TID_ADDRESS, &tid_address) < 0 || tid_address == NULL ||
+        if (threads_of(getpid()) != 1 || prctl(PR_GET_TID_ADDRESS, &tid_address) < 0 || tid_address == NULL ||
             syscall(SYS_get_robust_list, 0, &robust_head, &robust_len) < 0)
                 return -1;
         struct clone_args args = {
@@ -102,8 +87,8 @@ pid_t cgroup_fork(struct cgroup *cg, unsigned long ns_flags)
         if (pid >= 0)
                 return pid;
         /* No cgroup or unified hierarchy, a kernel without clone3's cgroup or PR_GET_TID_ADDRESS,
-         * a seccomp filter that refuses clone3, or a cgroup that refuses the child: fork, and the
-         * child enters by cgroup.procs, which says what is wrong. With namespaces, the raw
+         * a seccomp filter that refuses clone3, or a cgroup that refuses the child: fork, and
+         * cgroup_enter moves the child by cgroup.procs, which says what is wrong. With namespaces, the raw
          * syscall: the caller is single-threaded, so glibc's state stays as consistent as
          * fork() leaves it. */
         if (cg)

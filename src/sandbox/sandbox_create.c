@@ -362,7 +362,7 @@ static __attribute__((noreturn)) void member_main(struct sandbox_launch *l)
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != l->creator)
                 _exit(1);
         setsid();
-        if (stdio_take(l, t.host, &err) < 0 || cgroup_enter_self(l->cg, &err) < 0)
+        if (stdio_take(l, t.host, &err) < 0 || cgroup_enter(l->cg, getpid(), &err) < 0)
                 report_failure(l->report_fd, &err);
         sigset_t set;
         sigemptyset(&set);
@@ -396,7 +396,7 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
         setsid();
         if (stdio_take(l, t.host, &err) < 0)
                 report_failure(l->report_fd, &err);
-        if (cgroup_enter_self(l->cg, &err) < 0 || devices_check(l, &err) < 0)
+        if (cgroup_enter(l->cg, getpid(), &err) < 0 || devices_check(l, &err) < 0)
                 report_failure(l->report_fd, &err);
         /* The VMM's signalfd takes SIGINT/SIGTERM/SIGQUIT/SIGHUP for an orderly stop: no thread
          * may take them first. */

@@ -745,7 +745,7 @@ static pid_t fork_self_enterer(struct cgroup *cg, int threads, char *said)
                                 _exit(1);
                 }
                 cap_error_t err = NULL;
-                char r = cgroup_enter_self(cg, &err) == 0 ? 'y' : 'n';
+                char r = cgroup_enter(cg, getpid(), &err) == 0 ? 'y' : 'n';
                 if (write(p[1], &r, 1) != 1)
                         _exit(1);
                 for (;;)
@@ -786,7 +786,7 @@ static bool every_thread_in(struct cgroup *cg, pid_t pid)
         return ok && seen > 0;
 }
 
-/* cgroup_enter_self moves a single-threaded process by its one thread in v1 hierarchies, and a
+/* cgroup_enter(getpid()) moves a single-threaded process by its one thread in v1 hierarchies, and a
  * process with more threads as a whole: either way every thread ends up in every hierarchy. */
 TEST(enter_self_moves_every_thread)
 {
@@ -846,7 +846,7 @@ static char forked_child_checks(struct cgroup *cg)
         size_t len = 0;
         if (syscall(SYS_get_robust_list, 0, &head, &len) < 0 || head == NULL)
                 return 'r';
-        return cgroup_enter_self(cg, &err) == 0 ? 'y' : 'e';
+        return cgroup_enter(cg, getpid(), &err) == 0 ? 'y' : 'e';
 }
 
 /* cgroup_fork(cg, ns_flags) of fx's cgroup; the child answers checks(cg) and waits to be killed.
