@@ -44,6 +44,10 @@ int guest_mem_read(const struct guest_mem *gm, uint64_t gpa, void *buf, uint64_t
 int guest_mem_write(const struct guest_mem *gm, uint64_t gpa, const void *buf, uint64_t len);
 /* guest_mem_write for bulk loads (the kernel image): through the memfd, not the mapping. */
 int guest_mem_fill(const struct guest_mem *gm, uint64_t gpa, const void *src, uint64_t len);
+/* Copy len bytes of file fd, from offset off, to guest RAM at gpa: through the memfd, without
+ * mapping the file. Fails if the range is not RAM or the file is shorter. */
+int guest_mem_load_file(const struct guest_mem *gm, uint64_t gpa, int fd, uint64_t off, uint64_t len,
+                        cap_error_t *err);
 /* Bytes of RAM below the PCI hole (the e820 "low" RAM end). */
 uint64_t guest_mem_low_end(const struct guest_mem *gm);
 

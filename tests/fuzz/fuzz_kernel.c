@@ -65,7 +65,7 @@ static void elf_check(const uint8_t *data, size_t size)
         }
         if (img.start >= img.end || (img.pvh_entry && (img.pvh_entry < img.start || img.pvh_entry >= img.end)))
                 abort();
-        elf_load(&mem, data, size, &err);
+        elf_load(&mem, data, size, -1, &err);
         cap_error_free(&err);
 }
 
@@ -113,7 +113,7 @@ static void bzimage_check(const uint8_t *data, size_t size)
         /* Not over the boot tables, not wrapped around; the end saturates instead. */
         if (load < LAYOUT_HIMEM || end < load || (end - load < bz.kernel_size && end != UINT64_MAX))
                 abort();
-        if (bzimage_load(&mem, &bz, load, &err) < 0)
+        if (bzimage_load(&mem, &bz, load, -1, &err) < 0)
                 cap_error_free(&err);
         e820_build(&mem, &e820);
         if (bootparams_write(&mem, &bz.hdr, bz.hdr_len, &args, &err) < 0)

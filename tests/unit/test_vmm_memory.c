@@ -1,4 +1,5 @@
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -161,4 +162,34 @@ TEST(fill_copies_every_byte)
         CHECK(guest_mem_fill(&gm, 64 * MiB, &byte, 1) == -1);
         CHECK(guest_mem_fill(&gm, 64 * MiB - 1, &byte, 2) == -1);
         guest_mem_destroy(&gm);
+}
+
+/* A load from a file: the bytes from the given offset land where the mapping shows them, nothing
+ * around the range changes, and a range outside guest RAM or past the file's end is refused with
+ * a message that says which. */
+TEST(load_file_copies_every_byte_from_the_offset)
+{
+        struct guest_mem gm;
+        cleanup_error cap_error_t err = NULL;
+        const size_t off = 4099, len = 13 * MiB + 4097;
+        FILE *f = tmpfile();
+        uint8_t *src = malloc(off + len);
+        CHECK(f != NULL && src != NULL);
+        for (size_t j = 0; j < off + len; j++)
+                src[j] = (uint8_t)(j * 131 + j / 4096 + 1);
+        CHECK(write_all(fileno(f), src, off + len) == 0);
+        CHECK(guest_mem_init(&gm, 64 * MiB, false, &err) == 0);
+        memset(gm.base, 0xaa, len + 2);
+        CHECK(guest_mem_load_file(&gm, 1, fileno(f), off, len, &err) == 0);
+        CHECK(memcmp(gm.base + 1, src + off, len) == 0);
+        CHECK(gm.base[0] == 0xaa && gm.base[len + 1] == 0xaa);
+
+        CHECK(guest_mem_load_file(&gm, 64 * MiB - 1, fileno(f), 0, 2, &err) == -1);
+        CHECK(err && strstr(err->msg, "outside guest RAM"));
+        cap_error_free(&err);
+        CHECK(guest_mem_load_file(&gm, 0, fileno(f), off, len + 1, &err) == -1);
+        CHECK(err && strstr(err->msg, "ends at"));
+        guest_mem_destroy(&gm);
+        free(src);
+        fclose(f);
 }

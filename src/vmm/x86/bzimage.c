@@ -47,6 +47,7 @@ int bzimage_parse(const uint8_t *data, size_t size, struct bzimage *bz, cap_erro
                 return cap_fail(err, 0, "truncated bzImage: no protected-mode kernel after %zu setup sectors",
                                 setup_sects);
         bz->kernel = data + pm_offset;
+        bz->kernel_offset = pm_offset;
         bz->kernel_size = size - pm_offset;
         if (h->payload_length && h->payload_offset <= bz->kernel_size &&
             h->payload_length <= bz->kernel_size - h->payload_offset) {
@@ -73,11 +74,15 @@ void bzimage_place(const struct bzimage *bz, uint64_t *load, uint64_t *end)
         *end = need > UINT64_MAX - addr ? UINT64_MAX : addr + need;
 }
 
-int bzimage_load(struct guest_mem *mem, const struct bzimage *bz, uint64_t load, cap_error_t *err)
+int bzimage_load(struct guest_mem *mem, const struct bzimage *bz, uint64_t load, int fd, cap_error_t *err)
 {
-        if (guest_mem_write(mem, load, bz->kernel, bz->kernel_size) < 0)
+        if (guest_mem_ptr(mem, load, bz->kernel_size) == NULL)
                 return cap_fail(err, 0, "bzImage kernel (%zu bytes at 0x%llx) does not fit in guest RAM",
                                 bz->kernel_size, (unsigned long long)load);
+        if (fd < 0)
+                return guest_mem_write(mem, load, bz->kernel, bz->kernel_size);
+        if (guest_mem_load_file(mem, load, fd, bz->kernel_offset, bz->kernel_size, err) < 0)
+                return cap_error_prefix(err, "bzImage kernel");
         return 0;
 }
 

@@ -18,6 +18,7 @@ struct bzimage {
         struct setup_header hdr; /* zero past the end the image declares */
         size_t hdr_len;          /* bytes of the header the image has, from 0x1f1 */
         const uint8_t *kernel;   /* protected-mode part: loaded, entered at +0x200 */
+        size_t kernel_offset;    /* where it starts in the file */
         size_t kernel_size;
         const uint8_t *payload;  /* the compressed vmlinux in it; NULL if not described */
         size_t payload_size;
@@ -29,7 +30,9 @@ int bzimage_parse(const uint8_t *data, size_t size, struct bzimage *bz, cap_erro
 /* Load address (pref_address, aligned to kernel_alignment) and the end of the memory
  * the kernel uses while decompressing itself (load + init_size). */
 void bzimage_place(const struct bzimage *bz, uint64_t *load, uint64_t *end);
-int bzimage_load(struct guest_mem *mem, const struct bzimage *bz, uint64_t load, cap_error_t *err);
+/* Copy the protected-mode part to load: from fd (the file parsed, without touching its mapping)
+ * if fd >= 0, else from bz->kernel. */
+int bzimage_load(struct guest_mem *mem, const struct bzimage *bz, uint64_t load, int fd, cap_error_t *err);
 /* The decompressed size the kernel build appends to the payload (0 if unknown). */
 size_t bzimage_payload_size_hint(const struct bzimage *bz);
 

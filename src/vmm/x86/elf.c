@@ -125,7 +125,7 @@ int elf_parse(const uint8_t *data, size_t size, struct elf_image *img, cap_error
         return 0;
 }
 
-int elf_load(struct guest_mem *mem, const uint8_t *data, size_t size, cap_error_t *err)
+int elf_load(struct guest_mem *mem, const uint8_t *data, size_t size, int fd, cap_error_t *err)
 {
         const Elf64_Ehdr *eh = (const Elf64_Ehdr *)data;
 
@@ -139,10 +139,12 @@ int elf_load(struct guest_mem *mem, const uint8_t *data, size_t size, cap_error_
                 /* The rest up to p_memsz (the bss) stays as it is: guest RAM comes fresh from
                  * its memfd, all zeroes, and writing them would only fault in pages early. */
                 if (guest_mem_ptr(mem, ph->p_paddr, ph->p_memsz) == NULL ||
-                    guest_mem_fill(mem, ph->p_paddr, data + ph->p_offset, ph->p_filesz) < 0)
+                    (fd < 0 && guest_mem_fill(mem, ph->p_paddr, data + ph->p_offset, ph->p_filesz) < 0))
                         return cap_fail(err, 0, "ELF segment %d at 0x%llx-0x%llx is outside guest RAM", i,
                                         (unsigned long long)ph->p_paddr,
                                         (unsigned long long)(ph->p_paddr + ph->p_memsz));
+                if (fd >= 0 && guest_mem_load_file(mem, ph->p_paddr, fd, ph->p_offset, ph->p_filesz, err) < 0)
+                        return cap_error_prefix(err, "ELF segment %d", i);
         }
         return 0;
 }

@@ -23,8 +23,9 @@ struct elf_image {
 bool elf_is_elf(const uint8_t *data, size_t size);
 /* Check the headers, segment bounds and notes; describe the image. */
 int elf_parse(const uint8_t *data, size_t size, struct elf_image *img, cap_error_t *err);
-/* Copy the PT_LOAD segments (and zero their bss) into guest memory; data must have
- * passed elf_parse(). */
-int elf_load(struct guest_mem *mem, const uint8_t *data, size_t size, cap_error_t *err);
+/* Copy the PT_LOAD segments into guest memory (their bss is left as fresh RAM has it, zero);
+ * data must have passed elf_parse(). fd >= 0 is the file data maps: the segments are then
+ * copied from it, without touching the mapping's pages. */
+int elf_load(struct guest_mem *mem, const uint8_t *data, size_t size, int fd, cap_error_t *err);
 
 #endif

@@ -26,15 +26,19 @@
 #define MIB (1ULL << 20)
 #define PAGE_SIZE_4K 0x1000ULL
 
+/* The kernel file, mapped for its headers and open for its segments' copy. */
 struct file_map {
         uint8_t *data;
         size_t size;
+        int fd;
 };
 
 static void file_map_release(struct file_map *m)
 {
         if (m->data != NULL && m->data != MAP_FAILED)
                 munmap(m->data, m->size);
+        if (m->fd >= 0)
+                close(m->fd);
 }
 
 static int file_map_open(const char *path, struct file_map *m, cap_error_t *err)
@@ -54,6 +58,7 @@ static int file_map_open(const char *path, struct file_map *m, cap_error_t *err)
                 m->data = NULL;
                 return cap_fail(err, errno, "%s: mmap", path);
         }
+        m->fd = steal_fd(&fd);
         return 0;
 }
 
@@ -80,7 +85,8 @@ static int check_fits(uint64_t end, const struct guest_mem *mem, const struct vm
         return 0;
 }
 
-static int place_elf(struct guest_mem *mem, const struct vm_config *cfg, const uint8_t *data, size_t size,
+/* fd is the file data maps, or -1 for an image in memory. */
+static int place_elf(struct guest_mem *mem, const struct vm_config *cfg, const uint8_t *data, size_t size, int fd,
                      struct kernel_placement *kp, cap_error_t *err)
 {
         struct elf_image img;
@@ -90,7 +96,7 @@ static int place_elf(struct guest_mem *mem, const struct vm_config *cfg, const u
         if (img.start < LAYOUT_HIMEM)
                 return cap_fail(err, 0, "ELF kernel loads at 0x%llx, below 1 MiB where the boot tables are",
                                 (unsigned long long)img.start);
-        if (check_fits(img.end, mem, cfg, err) < 0 || elf_load(mem, data, size, err) < 0)
+        if (check_fits(img.end, mem, cfg, err) < 0 || elf_load(mem, data, size, fd, err) < 0)
                 return -1;
         kp->mode = img.pvh_entry ? BOOT_PVH : BOOT_LINUX64;
         kp->entry = img.pvh_entry ? img.pvh_entry : img.entry64;
@@ -118,7 +124,7 @@ static bool place_bzimage_decompressed(struct guest_mem *mem, const struct vm_co
         }
         if (decompress(bz->payload, bz->payload_size, bzimage_payload_size_hint(bz), HOST_DECOMPRESS_MAX, &elf,
                        &elf_size, &err) < 0 ||
-            !elf_is_elf(elf, elf_size) || place_elf(mem, cfg, elf, elf_size, kp, &err) < 0) {
+            !elf_is_elf(elf, elf_size) || place_elf(mem, cfg, elf, elf_size, -1, kp, &err) < 0) {
                 log_debug("bzImage %s payload not booted directly (%s): using the bzImage entry",
                           compression_name(c), err ? err->msg : "not an ELF");
                 return false;
@@ -136,7 +142,7 @@ static bool place_bzimage_decompressed(struct guest_mem *mem, const struct vm_co
  * power-off each: median 7.98 s with host decompression (which alone took 4.0 s of it)
  * against 7.24 s in the guest. */
 static int place_bzimage(struct guest_mem *mem, const struct vm_config *cfg, const uint8_t *data, size_t size,
-                         struct bzimage *bz, struct kernel_placement *kp, cap_error_t *err)
+                         int fd, struct bzimage *bz, struct kernel_placement *kp, cap_error_t *err)
 {
         uint64_t load, end;
 
@@ -147,7 +153,7 @@ static int place_bzimage(struct guest_mem *mem, const struct vm_config *cfg, con
         if (cfg->bzimage_decompress == VM_BZIMAGE_DECOMPRESS_HOST && place_bzimage_decompressed(mem, cfg, bz, kp))
                 return 0;
         bzimage_place(bz, &load, &end);
-        if (check_fits(end, mem, cfg, err) < 0 || bzimage_load(mem, bz, load, err) < 0)
+        if (check_fits(end, mem, cfg, err) < 0 || bzimage_load(mem, bz, load, fd, err) < 0)
                 return -1;
         kp->mode = BOOT_LINUX64;
         kp->entry = load + 0x200; /* startup_64 of the compressed kernel */
@@ -193,7 +199,6 @@ static int load_initrd(struct guest_mem *mem, const struct vm_config *cfg, const
         uint64_t limit = guest_mem_low_end(mem);
         uint64_t floor = (kp->end + PAGE_SIZE_4K - 1) & ~(PAGE_SIZE_4K - 1);
         struct stat st;
-        void *dst;
 
         *addr = *size = 0;
         if (cfg->initrd == NULL)
@@ -219,19 +224,15 @@ static int load_initrd(struct guest_mem *mem, const struct vm_config *cfg, const
                                 (unsigned long long)(limit / MIB), (unsigned long long)(cfg->memory / MIB));
         *size = (uint64_t)st.st_size;
         *addr = (limit - *size) & ~(PAGE_SIZE_4K - 1);
-        dst = guest_mem_ptr(mem, *addr, *size);
-        if (dst == NULL)
-                return cap_fail(err, 0, "--initrd %s: 0x%llx-0x%llx is outside guest RAM", cfg->initrd,
-                                (unsigned long long)*addr, (unsigned long long)(*addr + *size));
-        if (read_all(fd, dst, *size) != (ssize_t)*size)
-                return cap_fail(err, errno, "--initrd %s: short read", cfg->initrd);
+        if (guest_mem_load_file(mem, *addr, fd, 0, *size, err) < 0)
+                return cap_error_prefix(err, "--initrd %s", cfg->initrd);
         return 0;
 }
 
 int x86_load_linux(struct guest_mem *mem, const struct vm_config *cfg, const char *device_cmdline,
                    struct boot_info *boot, cap_error_t *err)
 {
-        __attribute__((cleanup(file_map_release))) struct file_map kernel = { 0 };
+        __attribute__((cleanup(file_map_release))) struct file_map kernel = { .fd = -1 };
         struct kernel_placement kp = { 0 };
         struct bzimage bz;
         struct e820_map e820;
@@ -242,10 +243,10 @@ int x86_load_linux(struct guest_mem *mem, const struct vm_config *cfg, const cha
         if (file_map_open(cfg->kernel, &kernel, err) < 0)
                 return cap_error_prefix(err, "--kernel");
         if (elf_is_elf(kernel.data, kernel.size)) {
-                if (place_elf(mem, cfg, kernel.data, kernel.size, &kp, err) < 0)
+                if (place_elf(mem, cfg, kernel.data, kernel.size, kernel.fd, &kp, err) < 0)
                         return cap_error_prefix(err, "--kernel %s", cfg->kernel);
         } else if (bzimage_detect(kernel.data, kernel.size)) {
-                if (place_bzimage(mem, cfg, kernel.data, kernel.size, &bz, &kp, err) < 0)
+                if (place_bzimage(mem, cfg, kernel.data, kernel.size, kernel.fd, &bz, &kp, err) < 0)
                         return cap_error_prefix(err, "--kernel %s", cfg->kernel);
         } else {
                 return cap_fail(err, 0, "--kernel %s: not a Linux kernel image (no ELF header or HdrS signature)",
