@@ -149,6 +149,16 @@ static int exe_memfd(cap_error_t *err)
         return fd;
 }
 
+void exe_dir_export(void)
+{
+        cleanup_free char *exe = realpath("/proc/self/exe", NULL);
+        if (exe) {
+                char *slash = strrchr(exe, '/');
+                *slash = '\0';
+                setenv(SANDBOX_EXE_DIR_ENV, slash == exe ? "/" : exe, 1);
+        }
+}
+
 int exe_reexec_sealed(const char *root, char **argv, cap_error_t *err)
 {
         extern char **environ;
@@ -158,12 +168,7 @@ int exe_reexec_sealed(const char *root, char **argv, cap_error_t *err)
         if (exe) {
                 char *slash = strrchr(exe, '/');
                 *slash = '\0';
-                const char *dir = slash == exe ? "/" : exe;
-                /* The sealed copy's /proc/self/exe is no longer the installed file: a VM
-                 * container's default kernel and initrd are found next to the original binary,
-                 * whose directory goes along in the environment. */
-                setenv(SANDBOX_EXE_DIR_ENV, dir, 1);
-                fd = exe_overlay(dir, slash + 1, root);
+                fd = exe_overlay(slash == exe ? "/" : exe, slash + 1, root);
         }
         if (fd >= 0 && exe_mount_id(fd, "", AT_EMPTY_PATH, &id)) {
                 char value[32];

@@ -86,11 +86,19 @@ static const char *default_root(void)
         return "/run/capsule";
 }
 
-/* Commands whose children run in a container: they start from a sealed copy of the binary
- * (exe_seal.c). */
-static bool enters_container(const char *cmd)
+/* Commands that start a container's processes. */
+static bool starts_container(const char *cmd)
 {
         return strcmp(cmd, "create") == 0 || strcmp(cmd, "run") == 0 || strcmp(cmd, "exec") == 0;
+}
+
+/* Of those, the ones whose children enter the container: they start from a sealed copy of the
+ * binary (exe_seal.c). A VM container's create and run do not: its processes live in the guest,
+ * and no host process ever joins their namespaces (Kata's shim does not re-execute either).
+ * exec does, even with --vm: the container it names may be a plain one. */
+static bool enters_container(const char *cmd, bool vm)
+{
+        return !vm || strcmp(cmd, "exec") == 0;
 }
 
 int main(int argc, char **argv)
@@ -150,10 +158,13 @@ int main(int argc, char **argv)
                         return CLI_USAGE_STATUS;
                 }
         }
-        if (optind < argc && enters_container(argv[optind]) && !exe_sealed()) {
-                exe_reexec_sealed(g.root, argv, &err);
-                cap_error_report(&err);
-                return 1;
+        if (optind < argc && starts_container(argv[optind]) && !exe_sealed()) {
+                exe_dir_export();
+                if (enters_container(argv[optind], g.vm)) {
+                        exe_reexec_sealed(g.root, argv, &err);
+                        cap_error_report(&err);
+                        return 1;
+                }
         }
         if (log_init(g.log, g.log_format, g.debug) < 0) {
                 fprintf(stderr, "capsule: --log/--log-format: cannot use log `%s` with format `%s`\n", g.log ? g.log : "-", g.log_format);

@@ -52,12 +52,20 @@ def test_missing_kernel(tmp_path, bundle):
     assert_refused(p, root, bundle, PREFIX + f"$CAPSULE_KERNEL: VM kernel `{tmp_path}/no-such-kernel` does not exist")
 
 
-def test_default_kernel_next_to_the_binary(tmp_path, bundle, vm_bin):
+@pytest.mark.parametrize("selected_by", ["--vm", "capsule-vm", "annotation"])
+def test_default_kernel_next_to_the_binary(tmp_path, bundle, vm_bin, selected_by):
+    """Next to the installed binary, however the VM was selected: capsule-vm and --vm run from it,
+    the annotation's create from a sealed copy. A CAPSULE_EXE_DIR in the caller's environment
+    does not move it."""
     (vm_bin / "capsule-vmlinux").unlink()
-    env = dict(os.environ)
+    env = dict(os.environ, CAPSULE_EXE_DIR=str(tmp_path))
     env.pop("CAPSULE_KERNEL", None)
     root = tmp_path / "root"
-    p = create(root, bundle, "--vm", binary=vm_bin / "capsule", env=env)
+    flags, binary = {"--vm": (["--vm"], "capsule"), "capsule-vm": ([], "capsule-vm"), "annotation": ([], "capsule")}[selected_by]
+    if selected_by == "annotation":
+        bundle.config["annotations"] = {"run.oci.handler": "vm"}
+        bundle.write()
+    p = create(root, bundle, *flags, binary=vm_bin / binary, env=env)
     assert_refused(p, root, bundle, PREFIX + f"VM kernel `{vm_bin}/capsule-vmlinux` does not exist")
 
 

@@ -198,6 +198,12 @@ def test_jail_each_vmm_runs_as_a_uid_of_its_own_that_cannot_signal_virtiofsd(vm,
         for tid in os.listdir(f"/proc/{pid}/task"):
             status = proc_status(f"{pid}/task/{tid}")
             assert (status["Uid"].split(), status["Gid"].split(), status["Groups"].split()) == (want, want, []), (tid, status)
+        # The file it runs from (capsule itself: a VM container's create starts from no sealed
+        # copy, since no host process enters the container) is out of that uid's reach even past
+        # the filter, which refuses every open.
+        exe = os.stat(f"/proc/{pid}/exe")
+        assert exe.st_uid != SANDBOX_ID_BASE + pid and not exe.st_mode & 0o002, exe
+        assert exe.st_gid != SANDBOX_ID_BASE + pid or not exe.st_mode & 0o020, exe
     assert pids[0] != pids[1]
 
     vmm = pids[0]
