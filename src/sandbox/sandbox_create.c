@@ -75,6 +75,7 @@ struct sandbox_proc {
         pthread_t relay;
         bool relay_started;
         pthread_barrier_t relay_armed; /* the relay thread holds the parent-death signal */
+        struct sandbox_filter filter;  /* the seccomp filter, built while the VM is */
 };
 
 static void *relay_main(void *arg);
@@ -96,7 +97,7 @@ static int sandbox_ready(void *arg, cap_error_t *err)
         t->relay_started = true;
         pthread_barrier_wait(&t->relay_armed);
         prctl(PR_SET_PDEATHSIG, 0);
-        return sandbox_seccomp_load(err);
+        return sandbox_seccomp_load(&t->filter, err);
 }
 
 static void vm_started(void *arg)
@@ -369,6 +370,9 @@ static __attribute__((noreturn)) void member_main(struct sandbox_launch *l)
         sigaddset(&set, SIGWINCH);
         pthread_sigmask(SIG_BLOCK, &set, NULL);
         signal(SIGPIPE, SIG_IGN);
+        /* Once the process is in its cgroups (a single thread moves through v1's `tasks`) and
+         * with the signals above blocked, which the thread inherits. */
+        sandbox_seccomp_prepare(&t.filter);
         terminal_take(&t);
         t.stop_fd = (int)syscall(SYS_pidfd_open, l->member_of->pid, 0);
         if (t.stop_fd < 0 || !sandbox_vmm_alive(l->member_of)) {
@@ -409,6 +413,9 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
         sigaddset(&set, SIGWINCH);
         pthread_sigmask(SIG_BLOCK, &set, NULL);
         signal(SIGPIPE, SIG_IGN);
+        /* Once the process is in its cgroups (a single thread moves through v1's `tasks`) and
+         * with the signals above blocked, which the thread inherits. */
+        sandbox_seccomp_prepare(&t.filter);
         terminal_take(&t);
         if (l->bind_sources[0]) {
                 cleanup_free char *binds = xasprintf("%s/" SANDBOX_BINDS, l->dir);

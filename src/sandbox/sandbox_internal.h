@@ -2,6 +2,7 @@
 #ifndef CAPSULE_SANDBOX_INTERNAL_H
 #define CAPSULE_SANDBOX_INTERNAL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <linux/netlink.h>
@@ -120,8 +121,19 @@ int sandbox_relay_jail_enter(const char *dir, const char *agent_socket, cap_erro
 #define SANDBOX_ID_PIDS (1u << 22)
 _Static_assert(SANDBOX_ID_BASE + SANDBOX_ID_PIDS <= 0x7FFE0000u, "the sandbox ids reach systemd's foreign range");
 /* sandbox_seccomp.c: the allow-list of the sandbox's threads, synchronised to every thread; a
- * syscall outside it writes one line to stderr and kills the process with SIGSYS. */
-int sandbox_seccomp_load(cap_error_t *err);
+ * syscall outside it writes one line to stderr and kills the process with SIGSYS.
+ * sandbox_seccomp_prepare() builds it ahead on a thread of its own: libseccomp's rule database
+ * takes most of a millisecond, which is then spent while the VM is built rather than before its
+ * vCPUs start. sandbox_seccomp_load() takes that (joined) or, with f NULL or not started,
+ * builds it there. */
+struct sandbox_filter {
+        pthread_t thread;
+        bool started;
+        void *ctx; /* libseccomp's scmp_filter_ctx, built */
+        int rc;    /* the build's 0 or -errno */
+};
+void sandbox_seccomp_prepare(struct sandbox_filter *f);
+int sandbox_seccomp_load(struct sandbox_filter *f, cap_error_t *err);
 #define SANDBOX_SECCOMP_DEATH "the VMM was killed by its seccomp filter "
 /* The host relay's allow-list (its fds, Unix sockets, its terminal), for one thread. */
 int sandbox_seccomp_relay_load(cap_error_t *err);

@@ -9,6 +9,7 @@
 
 #include <linux/kvm.h>
 #include <linux/if_tun.h>
+#include <pthread.h>
 #include <sched.h>
 #include <termios.h>
 #include <seccomp.h>
@@ -108,11 +109,12 @@ struct profile {
         bool threads; /* the VMM's: clone of threads, the filter on every thread */
 };
 
-static int profile_load(const struct profile *p, cap_error_t *err)
+/* The rules into *ctx; 0 or -errno. */
+static int profile_build(const struct profile *p, scmp_filter_ctx *out)
 {
         __attribute__((cleanup(ctx_releasep))) scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_TRAP);
         if (!ctx)
-                return cap_fail(err, ENOMEM, "seccomp_init");
+                return -ENOMEM;
         int r = p->threads ? seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1) : 0;
         for (size_t i = 0; r == 0 && i < p->n_allowed; i++)
                 r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, p->allowed[i], 0);
@@ -143,8 +145,14 @@ static int profile_load(const struct profile *p, cap_error_t *err)
                                : seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1, SCMP_A0(SCMP_CMP_EQ, PR_SET_PDEATHSIG));
         if (r == 0 && p->threads)
                 r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 1, SCMP_A0(SCMP_CMP_EQ, PR_SET_NAME));
-        if (r < 0)
-                return cap_fail(err, -r, "jail: build the seccomp filter");
+        if (r == 0)
+                *out = steal_pointer(&ctx);
+        return r;
+}
+
+static int profile_attach(const struct profile *p, scmp_filter_ctx ctx, cap_error_t *err)
+{
+        int r;
         sigsys_head = p->head;
         struct sigaction sa = { .sa_sigaction = sigsys_handler, .sa_flags = SA_SIGINFO | SA_RESETHAND | SA_NODEFER };
         sigemptyset(&sa.sa_mask);
@@ -155,11 +163,43 @@ static int profile_load(const struct profile *p, cap_error_t *err)
         return 0;
 }
 
-int sandbox_seccomp_load(cap_error_t *err)
+static int profile_load(const struct profile *p, cap_error_t *err)
 {
-        static const struct profile vmm = { allowed, ARRAY_SIZE(allowed), ioctls, ARRAY_SIZE(ioctls),
+        __attribute__((cleanup(ctx_releasep))) scmp_filter_ctx ctx = NULL;
+        int r = profile_build(p, &ctx);
+        if (r < 0)
+                return cap_fail(err, -r, "jail: build the seccomp filter");
+        return profile_attach(p, ctx, err);
+}
+
+static const struct profile vmm_profile = { allowed, ARRAY_SIZE(allowed), ioctls, ARRAY_SIZE(ioctls),
                                             "capsule: " SANDBOX_SECCOMP_DEATH "(syscall ", true };
-        return profile_load(&vmm, err);
+
+static void *filter_build_main(void *arg)
+{
+        struct sandbox_filter *f = arg;
+        scmp_filter_ctx ctx = NULL;
+        f->rc = profile_build(&vmm_profile, &ctx);
+        f->ctx = ctx;
+        return NULL;
+}
+
+void sandbox_seccomp_prepare(struct sandbox_filter *f)
+{
+        *f = (struct sandbox_filter){ .rc = 0 };
+        f->started = pthread_create(&f->thread, NULL, filter_build_main, f) == 0;
+}
+
+int sandbox_seccomp_load(struct sandbox_filter *f, cap_error_t *err)
+{
+        if (f == NULL || !f->started)
+                return profile_load(&vmm_profile, err);
+        pthread_join(f->thread, NULL);
+        f->started = false;
+        __attribute__((cleanup(ctx_releasep))) scmp_filter_ctx ctx = steal_pointer(&f->ctx);
+        if (f->rc < 0)
+                return cap_fail(err, -f->rc, "jail: build the seccomp filter");
+        return profile_attach(&vmm_profile, ctx, err);
 }
 
 int sandbox_seccomp_relay_load(cap_error_t *err)
