@@ -5,8 +5,10 @@
 # usage (root): bench/vm_launch.sh      RUNS=50 WARMUP=5 MEMORY=256M CAPSULE=build/capsule by default
 #
 # (a) Launch: wall time of the whole process, from its start to the guest's first instruction and
-#     back out, for a guest that exits at once (hyperfine -N; medians and the ratio qemu/capsule).
-#     Every run must succeed (exit 0): a failed run fails the benchmark instead of being timed.
+#     back out, for a guest that exits at once (bench/alternate.py: alternating rounds, each in an
+#     order rotated from the last, so that a drift of the machine falls on both alike; medians and
+#     the ratio qemu/capsule). Every run must succeed (exit 0): a failed run fails the benchmark
+#     instead of being timed.
 #     capsule runs build/payloads/quit.elf (64-bit ring 3, exits with 0 through port 0xf4,
 #     enabled with --debug-exit). QEMU runs a 64 KiB firmware image (-bios) whose reset vector
 #     loads an empty IDT and executes int3: a triple fault, which with -no-reboot ends QEMU with 0.
@@ -30,7 +32,7 @@ CAPSULE=$(realpath "${CAPSULE:-$repo/build/capsule}")
 PAYLOADS=$repo/build/payloads
 
 die() { echo "vm_launch: $*" >&2; exit 1; }
-for tool in hyperfine qemu-system-x86_64 python3; do
+for tool in qemu-system-x86_64 python3; do
         command -v "$tool" >/dev/null || die "$tool is missing (scripts/install-deps)"
 done
 [ -x "$CAPSULE" ] || die "$CAPSULE is missing: make -C $repo"
@@ -82,16 +84,15 @@ rc=0; $qemu_launch || rc=$?
 [ "$rc" = 0 ] || die "QEMU's launch guest exited $rc, not 0"
 
 echo "== (a) launch: process start -> first guest instruction -> exit ($RUNS runs, $MEMORY guest)"
-hyperfine -N --style basic --runs "$RUNS" --warmup "$WARMUP" --export-json "$work/launch.json" \
-        -n capsule "$capsule_launch" -n qemu "$qemu_launch" >"$work/hyperfine.log" 2>&1 ||
-        { cat "$work/hyperfine.log" >&2; die "hyperfine failed (a run failed, or hyperfine itself)"; }
+"$repo/bench/alternate.py" "$RUNS" "$WARMUP" 0 "$work/launch.json" \
+        "capsule=$capsule_launch" "qemu=$qemu_launch" || die "a launch failed"
 python3 - "$work/launch.json" <<'PY'
-import json, sys
+import json, statistics, sys
 res = {r["command"]: r for r in json.load(open(sys.argv[1]))["results"]}
 for name, r in res.items():
-    print(f"  {name:8} median {r['median'] * 1e3:7.2f} ms   min {r['min'] * 1e3:7.2f} ms   "
-          f"user {r['user'] * 1e3:5.2f} ms  sys {r['system'] * 1e3:5.2f} ms (means)")
-c, q = res["capsule"]["median"], res["qemu"]["median"]
+    print(f"  {name:8} median {statistics.median(r['times']) * 1e3:7.2f} ms   min {min(r['times']) * 1e3:7.2f} ms   "
+          f"user {statistics.mean(r['user']) * 1e3:5.2f} ms  sys {statistics.mean(r['system']) * 1e3:5.2f} ms (means)")
+c, q = statistics.median(res["capsule"]["times"]), statistics.median(res["qemu"]["times"])
 print(f"  qemu/capsule (medians): {q / c:.2f}x   capsule target < 10 ms: "
       f"{'met' if c < 0.010 else 'MISSED'}")
 PY
