@@ -370,9 +370,6 @@ static __attribute__((noreturn)) void member_main(struct sandbox_launch *l)
         sigaddset(&set, SIGWINCH);
         pthread_sigmask(SIG_BLOCK, &set, NULL);
         signal(SIGPIPE, SIG_IGN);
-        /* Once the process is in its cgroups (a single thread moves through v1's `tasks`) and
-         * with the signals above blocked, which the thread inherits. */
-        sandbox_seccomp_prepare(&t.filter);
         terminal_take(&t);
         t.stop_fd = (int)syscall(SYS_pidfd_open, l->member_of->pid, 0);
         if (t.stop_fd < 0 || !sandbox_vmm_alive(l->member_of)) {

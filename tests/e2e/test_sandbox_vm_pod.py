@@ -9,7 +9,7 @@ import shutil
 from conftest import BUILD, Bundle, Capsule
 from test_terminal import ConsoleSocket, read_until
 import sandbox_vm_env
-from sandbox_vm_env import BOOT, become_subreaper, crash_leftovers, poll_until, processes_naming, reap, sh, wait_status
+from sandbox_vm_env import BOOT, become_subreaper, crash_leftovers, poll_until, proc_status, processes_naming, reap, sh, wait_status
 
 # Their skip (hardware KVM, the kernel and the initrd) and fixtures.
 pytestmark = sandbox_vm_env.pytestmark
@@ -142,6 +142,10 @@ def test_pod_a_detached_members_state_exec_ps_kill_and_the_pods_end_ends_the_oth
         assert f.read().strip().endswith(f"/capsule-test/{m.id}")
     vm.run("start", m.id, check=True, timeout=120)
     wait_status(vm, m.id, "running")
+    # Confined as an exec's relay is: every thread of it under its seccomp filter, no capabilities.
+    for tid in os.listdir(f"/proc/{st['pid']}/task"):
+        status = proc_status(f"{st['pid']}/task/{tid}")
+        assert status["Seccomp"] == "2" and int(status["CapEff"], 16) == 0, (tid, status)
     poll_until("the member's first write", lambda: os.path.exists(os.path.join(m.rootfs, "mine")), timeout=60)
     out = tmp_path / "rw" / "out.txt"
     poll_until("the member's copy through its binds", lambda: out.exists() and out.read_text() == "from-the-host\n", timeout=60)
