@@ -812,9 +812,7 @@ static void *signal_main(void *arg)
         return (void *)(intptr_t)pthread_kill(forked_main, SIGUSR1);
 }
 
-/* In cgroup_fork's child: 'b' if it began outside the unified hierarchy's cgroup, 't' if glibc
- * does not know its main thread's id (another thread cannot signal it), 'r' without a robust
- * futex list, 'e' if entering the rest failed; 'y' when all is well. */
+/* Whether the calling process is in the unified hierarchy's cgroup of cg. */
 static bool born_in_unified(struct cgroup *cg)
 {
         struct cgroup_hier *u = hier_unified(cg);
@@ -826,6 +824,9 @@ static bool born_in_unified(struct cgroup *cg)
         return strstr(mine, want) != NULL;
 }
 
+/* In cgroup_fork's child: 'b' if it began outside the unified hierarchy's cgroup, 't' if glibc
+ * does not know its main thread's id (another thread cannot signal it), 'r' without a robust
+ * futex list, 'e' if entering the rest failed; 'y' when all is well. */
 static char forked_child_checks(struct cgroup *cg)
 {
         cleanup_error cap_error_t err = NULL;
