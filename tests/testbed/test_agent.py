@@ -250,7 +250,7 @@ class Boot:
         self.r = json.loads((d / "results.json").read_text()) if (d / "results.json").exists() else {}
 
     def tail(self):
-        return (f"--- console (last 40 lines)\n" + "\n".join(self.console.splitlines()[-40:]) +
+        return ("--- console (last 40 lines)\n" + "\n".join(self.console.splitlines()[-40:]) +
                 f"\n--- stderr\n{self.stderr}\n--- host helper\n{self.host_err[-3000:]}\n--- results {self.r}")
 
 

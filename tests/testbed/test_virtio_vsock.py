@@ -260,7 +260,7 @@ class Boot:
         return self.r[key]
 
     def tail(self):
-        return (f"--- console (last 40 lines)\n" + "\n".join(self.console.splitlines()[-40:]) +
+        return ("--- console (last 40 lines)\n" + "\n".join(self.console.splitlines()[-40:]) +
                 f"\n--- stderr\n{self.stderr}\n--- host helper\n{self.host_err[-3000:]}\n--- results {self.r}" +
                 self.overrun)
 

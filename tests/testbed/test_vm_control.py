@@ -199,7 +199,7 @@ class Boot:
         return self.r[key]
 
     def tail(self):
-        return (f"--- console (last 30 lines)\n" + "\n".join(self.console.splitlines()[-30:]) +
+        return ("--- console (last 30 lines)\n" + "\n".join(self.console.splitlines()[-30:]) +
                 f"\n--- stderr\n{self.stderr}\n--- results {self.r}" + self.overrun)
 
 
