@@ -75,6 +75,29 @@ static int load(const char *root, const char *id, struct state **st, struct sand
         return 0;
 }
 
+/* How long a kill that found the VM's agent silent waits for the VM to end. The guest's power-off
+ * runs its kernel's shutdown; a hung guest keeps the kill's error. */
+#define SANDBOX_KILL_END_WAIT_MS 10000
+
+/* Whether rec's process (the VMM, or a member's relay, which ends with its pod's VMM) is gone
+ * within ms. It is not our child (a zombie counts as gone: its reaper is not us), so polled. */
+static bool ends_within(const struct sandbox_record *rec, int ms)
+{
+        for (int waited = 0; waited < ms && sandbox_vmm_alive(rec); waited += 10)
+                usleep(10000);
+        return !sandbox_vmm_alive(rec);
+}
+
+/* Why the VM under an agent call that lost its connection ended: the guest died, or the VMM's
+ * filter killed it, as vmm.log says. NULL if the VMM runs on or ended without a reason there. */
+static char *vm_end_reason(const char *root, const char *id, const struct sandbox_record *rec)
+{
+        if (!ends_within(rec, SANDBOX_DEATH_WAIT_MS))
+                return NULL;
+        char *why = sandbox_vmm_log_line(root, id, SANDBOX_GUEST_DEATH);
+        return why ? why : sandbox_vmm_log_line(root, id, SANDBOX_SECCOMP_DEATH);
+}
+
 int sandbox_start(const char *root, const char *id, cap_error_t *err)
 {
         cleanup_state struct state *st = NULL;
@@ -87,24 +110,16 @@ int sandbox_start(const char *root, const char *id, cap_error_t *err)
         json_t *req = for_container(&rec, id, json_pack("{s:s}", "op", "start"));
         int r = agent_call(rec.agent_socket, req, NULL, err);
         json_decref(req);
+        cleanup_free char *why = r == -2 ? vm_end_reason(root, id, &rec) : NULL;
+        if (why) {
+                cap_error_free(err);
+                return cap_fail(err, 0, "start container \"%s\": %s", id, why);
+        }
         if (r < 0)
                 return cap_error_prefix(err, "start container \"%s\"", id);
         cleanup_free char *dir = state_dir(root, id);
         sandbox_phase_mark(dir, "started", sandbox_phase_now());
         return container_poststart(root, id, st, err);
-}
-
-/* How long a kill that found the VM's agent silent waits for the VM to end. The guest's power-off
- * runs its kernel's shutdown; a hung guest keeps the kill's error. */
-#define SANDBOX_KILL_END_WAIT_MS 10000
-
-/* Whether rec's process (the VMM, or a member's relay, which ends with its pod's VMM) is gone
- * within ms. It is not our child (a zombie counts as gone: its reaper is not us), so polled. */
-static bool ends_within(const struct sandbox_record *rec, int ms)
-{
-        for (int waited = 0; waited < ms && sandbox_vmm_alive(rec); waited += 10)
-                usleep(10000);
-        return !sandbox_vmm_alive(rec);
 }
 
 int sandbox_kill(const char *root, const char *id, int sig, bool all, cap_error_t *err)
@@ -291,7 +306,7 @@ int sandbox_delete(const char *root, const char *id, bool force, cap_error_t *er
                 member_forget(root, id, &rec);
         vmm_kill(&rec);
         /* The one place that says it, for a detached container and for run (which deletes). */
-        cleanup_free char *seccomp_death = sandbox_seccomp_death(root, id);
+        cleanup_free char *seccomp_death = sandbox_vmm_log_line(root, id, SANDBOX_SECCOMP_DEATH);
         if (seccomp_death)
                 log_warning("container \"%s\": %s", id, seccomp_death);
         /* virtiofsd and anything a half-made create left: the cgroup's processes die with it. */

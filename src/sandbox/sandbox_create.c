@@ -106,6 +106,15 @@ static void vm_started(void *arg)
         sandbox_phase_write(t->phases, "guest", sandbox_phase_now());
 }
 
+/* Why the guest died, for a VMM status that says it did; else NULL. */
+static const char *guest_death(int status)
+{
+        return status == VM_STATUS_REBOOT         ? "the guest reset itself"
+               : status == VM_STATUS_PANIC        ? "the guest kernel panicked"
+               : status == VM_STATUS_TRIPLE_FAULT ? "the guest triple-faulted"
+                                                  : NULL;
+}
+
 static void vm_config_fill(struct vm_config *cfg, const struct sandbox_launch *l)
 {
         memset(cfg, 0, sizeof(*cfg));
@@ -237,7 +246,7 @@ static int agent_create(const struct sandbox_proc *t, int conns[3], int *wait_co
         int r = agent_request(fd, req, &reply, err);
         json_decref(req);
         if (r < 0)
-                return -1;
+                return r; /* -2: the connection closed */
         sandbox_phase_write(t->phases, "created", sandbox_phase_now());
         guest_phases_mark(t->phases, reply);
         json_decref(reply);
@@ -277,12 +286,19 @@ static void *relay_main(void *arg)
         if (getppid() != l->creator)
                 _exit(1);
         pthread_barrier_wait(&t->relay_armed);
-        if (agent_create(t, conns, &wait_conn, &err) < 0) {
+        int created = agent_create(t, conns, &wait_conn, &err);
+        if (created < 0) {
+                /* A closed connection is most often the VM ending: vm_run() says why once it returns. */
                 struct pollfd p = { .fd = t->stop_fd, .events = POLLIN };
-                if (poll(&p, 1, 0) > 0 && t->err) {
+                bool ended = poll(&p, 1, created == -2 ? SANDBOX_DEATH_WAIT_MS : 0) > 0;
+                if (ended && t->err) {
                         cap_error_free(&err);
                         err = t->err;
                         t->err = NULL;
+                } else if (ended && guest_death(t->status)) {
+                        cap_error_free(&err);
+                        cap_fail(&err, 0, SANDBOX_GUEST_DEATH "%s (status %d) before its agent answered",
+                                 guest_death(t->status), t->status);
                 }
                 cleanup_free char *last = console_last_line(t->console_log);
                 if (last) {
@@ -430,6 +446,10 @@ static __attribute__((noreturn)) void sandbox_main(struct sandbox_launch *l)
         }
         if (vm_run(&t.cfg, &t.status, &t.err) < 0)
                 t.status = 1;
+        /* For an agent call the death cut off (sandbox.c). */
+        if (guest_death(t.status))
+                dprintf(STDERR_FILENO, SANDBOX_LOG_PREFIX SANDBOX_GUEST_DEATH "%s (status %d)\n", guest_death(t.status),
+                        t.status);
         eventfd_write(t.stop_fd, 1);
         /* A VM that failed before it was confined never started the relay: the failure is create's. */
         if (!t.relay_started)

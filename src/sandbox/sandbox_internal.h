@@ -138,8 +138,17 @@ int sandbox_seccomp_load(struct sandbox_filter *f, cap_error_t *err);
 /* The host relay's allow-list (its fds, Unix sockets, its terminal), for one thread. */
 int sandbox_seccomp_relay_load(cap_error_t *err);
 #define SANDBOX_SECCOMP_RELAY_DEATH "the relay was killed by its seccomp filter "
-/* That line from the container's vmm.log ("the VMM was killed ... (syscall N)"), or NULL. */
-char *sandbox_seccomp_death(const char *root, const char *id);
+/* What the sandbox process writes in vmm.log when the guest died (a reset, a panic or a triple
+ * fault), so that an agent call cut off by it can say why. */
+#define SANDBOX_GUEST_DEATH "the VM ended: "
+/* How long an agent call whose connection closed waits for the VMM to end and say why: its
+ * teardown after a guest's death takes milliseconds. */
+#define SANDBOX_DEATH_WAIT_MS 5000
+/* The rest of the line of the container's vmm.log that starts with SANDBOX_LOG_PREFIX and marker,
+ * from marker on, or NULL. The sandbox process writes those lines to its stderr itself: a log
+ * file given to capsule (podman's --log) takes its log_*() messages instead. */
+#define SANDBOX_LOG_PREFIX "capsule: "
+char *sandbox_vmm_log_line(const char *root, const char *id, const char *marker);
 /* sandbox_net.c: the network namespace config.json joins by path (podman, CNI or containerd
  * made it) reaches the guest: the VM's tap SANDBOX_TAP is created in it and tied to its
  * interface by tc filters, and the guest's NIC gets the interface's MAC, MTU, IPv4 and global

@@ -203,3 +203,21 @@ char *sandbox_vmm_netns_holder(const char *root, unsigned long long dev, unsigne
 {
         return holder_find(root, vmm_is_in, dev, ino);
 }
+
+char *sandbox_vmm_log_line(const char *root, const char *id, const char *marker)
+{
+        cleanup_free char *path = xasprintf("%s/%s/" SANDBOX_VMM_LOG, root, id);
+        cleanup_free char *text = NULL;
+        cleanup_error cap_error_t ignored = NULL;
+        if (read_file(path, &text, NULL, 1 << 20, &ignored) < 0)
+                return NULL;
+        /* Only capsule's own lines: virtiofsd's, which may quote what the guest chose, start otherwise. */
+        size_t at = strlen(SANDBOX_LOG_PREFIX), mlen = strlen(marker);
+        for (const char *line = text; *line;) {
+                size_t len = strcspn(line, "\n");
+                if (len >= at + mlen && strncmp(line, SANDBOX_LOG_PREFIX, at) == 0 && strncmp(line + at, marker, mlen) == 0)
+                        return strndup(line + at, len - at);
+                line += len + (line[len] == '\n');
+        }
+        return NULL;
+}

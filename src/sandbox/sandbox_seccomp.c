@@ -173,7 +173,7 @@ static int profile_load(const struct profile *p, cap_error_t *err)
 }
 
 static const struct profile vmm_profile = { allowed, ARRAY_SIZE(allowed), ioctls, ARRAY_SIZE(ioctls),
-                                            "capsule: " SANDBOX_SECCOMP_DEATH "(syscall ", true };
+                                            SANDBOX_LOG_PREFIX SANDBOX_SECCOMP_DEATH "(syscall ", true };
 
 static void *filter_build_main(void *arg)
 {
@@ -205,18 +205,7 @@ int sandbox_seccomp_load(struct sandbox_filter *f, cap_error_t *err)
 int sandbox_seccomp_relay_load(cap_error_t *err)
 {
         static const struct profile relay = { relay_allowed, ARRAY_SIZE(relay_allowed), relay_ioctls,
-                                              ARRAY_SIZE(relay_ioctls), "capsule: " SANDBOX_SECCOMP_RELAY_DEATH "(syscall ",
+                                              ARRAY_SIZE(relay_ioctls), SANDBOX_LOG_PREFIX SANDBOX_SECCOMP_RELAY_DEATH "(syscall ",
                                               false };
         return profile_load(&relay, err);
-}
-
-char *sandbox_seccomp_death(const char *root, const char *id)
-{
-        cleanup_free char *path = xasprintf("%s/%s/" SANDBOX_VMM_LOG, root, id);
-        cleanup_free char *text = NULL;
-        cleanup_error cap_error_t ignored = NULL;
-        if (read_file(path, &text, NULL, 1 << 20, &ignored) < 0)
-                return NULL;
-        const char *line = strstr(text, SANDBOX_SECCOMP_DEATH);
-        return line ? strndup(line, strcspn(line, "\n")) : NULL;
 }

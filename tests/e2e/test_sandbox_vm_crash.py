@@ -190,6 +190,41 @@ def test_guest_reset_by_the_container_stops_it_with_the_vms_status(vm, bundle):
     assert "survived" not in p.stdout, p.stdout
     assert_nothing_left(vm, bundle)
 
+def test_guest_panic_under_create_fails_create_with_the_reason(vm, bundle):
+    """A createContainer hook runs in the container, in the guest, while the agent answers create;
+    its path resolves in the runtime's namespace, the guest's, where the agent mounts the rootfs
+    at /run/capsule/rootfs (a hostile config.json may know that). One that crashes the guest
+    kernel fails create in one line that says why the VM ended, and nothing is left."""
+    bundle.config["linux"]["readonlyPaths"] = []
+    bundle.config["hooks"] = {"createContainer": [{"path": "/run/capsule/rootfs/bin/sh",
+                                                   "args": ["sh", "-c", "echo c >/proc/sysrq-trigger"]}]}
+    bundle.set_args("true")
+    p = vm.run("create", "--bundle", bundle.path, bundle.id, timeout=BOOT)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert p.stderr.count("\n") == 1, p.stderr
+    assert "the VM ended: the guest kernel panicked (status 81) before its agent answered" in p.stderr, p.stderr
+    assert_nothing_left(vm, bundle)
+
+
+def test_guest_panic_under_start_fails_start_with_the_reason(vm, bundle):
+    """A startContainer hook runs in the container, in the guest, while the agent answers start. One
+    that may write /proc/sysrq-trigger (a hostile config.json) crashes the guest kernel there: start's
+    connection to the agent closes with no reply, and start says in one line why the VM ended (from
+    the sandbox process's vmm.log), not only that the connection closed. The container is stopped,
+    and delete leaves nothing."""
+    bundle.config["linux"]["readonlyPaths"] = []
+    bundle.config["hooks"] = {"startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "echo c >/proc/sysrq-trigger"]}]}
+    bundle.set_args("sh", "-c", "echo survived")
+    vm.run("create", "--bundle", bundle.path, bundle.id, check=True, timeout=BOOT)
+    p = vm.run("start", bundle.id, timeout=120)
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    assert p.stderr == (f'capsule: start container "{bundle.id}": '
+                        "the VM ended: the guest kernel panicked (status 81)\n"), p.stderr
+    assert vm.status(bundle.id) == "stopped"
+    vm.run("delete", bundle.id, check=True, timeout=120)
+    assert_nothing_left(vm, bundle)
+
+
 @pytest.mark.skipif(os.environ.get("TESTBED") != "qemu", reason="on hardware KVM the guest may answer within 1 s")
 def test_boot_timeout_leaves_nothing(vm, bundle):
     """A guest that does not answer in time (1 s: nested TCG boots take 10 s and more): create

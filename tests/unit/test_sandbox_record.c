@@ -179,3 +179,25 @@ TEST(record_of_a_pod_and_of_a_member)
         }
         remove_root(root);
 }
+
+TEST(vmm_log_line_is_the_marked_line_from_its_marker)
+{
+        char *root = make_root();
+        CHECK(root);
+        cleanup_free char *log = xasprintf("%s/c1/" SANDBOX_VMM_LOG, root);
+        CHECK(sandbox_vmm_log_line(root, "c1", SANDBOX_GUEST_DEATH) == NULL); /* no vmm.log */
+        FILE *f = fopen(log, "w");
+        CHECK(f);
+        /* Only a line of capsule's own counts, not one that quotes the marker (as virtiofsd may
+         * quote a file name the guest chose). */
+        fputs("[virtiofsd] lookup: capsule: " SANDBOX_GUEST_DEATH "the guest chose this\n"
+              "capsule: warning: " SANDBOX_GUEST_DEATH "nor this\n"
+              "capsule: " SANDBOX_GUEST_DEATH "the guest triple-faulted (status 82)\n"
+              "capsule: " SANDBOX_GUEST_DEATH,
+              f);
+        fclose(f);
+        cleanup_free char *line = sandbox_vmm_log_line(root, "c1", SANDBOX_GUEST_DEATH);
+        CHECK(line && strcmp(line, SANDBOX_GUEST_DEATH "the guest triple-faulted (status 82)") == 0);
+        CHECK(sandbox_vmm_log_line(root, "c1", SANDBOX_SECCOMP_DEATH) == NULL);
+        remove_root(root);
+}
