@@ -4,9 +4,16 @@ collected on the host (pytest --collect-only), the inner run writes JUnit XML in
 and test_inner[<node id>] passes, fails (with the inner report) or skips (with the inner reason)
 as that inner test did, so the closing summary counts them; test_inner_run fails when the run as
 a whole went wrong (timeout, its precondition, no XML, an inner test the host did not collect, a
-module of which nothing ran)."""
+module of which nothing ran).
+
+An inner test that failed because a guest died (a reset, a panic or a triple fault: what capsule
+says then, DEATH) runs again in the same boot, up to twice, as tests/testbed/nested.py repeats a
+file's boots: under the testbed's nested KVM such deaths come now and then with no sign of capsule
+in them. Each repeat is logged as an incident; a test whose guest dies every time fails.
+Run as `inner.py JUNIT PYTEST-ARGS...` inside the testbed (run() does it)."""
 import os
 import pathlib
+import re
 import shlex
 import signal
 import subprocess
@@ -17,10 +24,16 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+import nested
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 RUN = REPO / "tests" / "testbed" / "run"
 OUT = REPO / "build" / "testbed"
 COLLECTION_FAILED = "<collection failed>"
+PYTEST = ["python3", "-m", "pytest", "-q", "-p", "no:cacheprovider", "--color=no", "-rfEs"]
+# capsule's words for a guest that died: a VM container's (src/sandbox) and `capsule vm run`'s.
+DEATH = re.compile(r"the VM ended: the guest|the guest triple-faulted")
+REPEATS = 2
 
 
 def build_kernel():
@@ -79,6 +92,33 @@ def junit_results(path):
     return results
 
 
+def results_of(junit):
+    """junit_results() of the inner run, each test's last run counting (junit, then its repeats)."""
+    results = junit_results(junit)
+    for n in range(1, REPEATS + 1):
+        if pathlib.Path(f"{junit}.{n}").exists():
+            results.update(junit_results(f"{junit}.{n}"))
+    return results
+
+
+def run_and_repeat(name, junit, args, pytest_run):
+    """Inside the testbed: pytest_run(args, junit) (its exit status), then again for the tests whose
+    guest died, each repeat writing JUNIT.N. The status: 0 once the last run of every test passed."""
+    rc = pytest_run(args, junit)
+    results = junit_results(junit)
+    for n in range(1, REPEATS + 1):
+        dead = [nodeid for nodeid, (outcome, message) in results.items() if outcome == "failed" and DEATH.search(message)]
+        if not dead:
+            break
+        for nodeid in dead:
+            nested.incident(f"{name}, its test ran again: {nodeid}", results[nodeid][1])
+        pytest_run(dead, f"{junit}.{n}")
+        results.update(junit_results(f"{junit}.{n}"))
+    if rc == 1 and not any(outcome == "failed" for outcome, _ in results.values()):
+        return 0
+    return rc
+
+
 class InnerRun:
     def __init__(self):
         self.problem = None  # why the run as a whole failed, or None
@@ -93,11 +133,10 @@ def run(name, modules, kexpr, timeout, precondition, ready):
     assert os.access(REPO / "build" / "capsule", os.X_OK), "build/capsule is missing: run make"
     OUT.mkdir(parents=True, exist_ok=True)
     junit = OUT / f"{name}-{uuid.uuid4().hex}.xml"
-    pytest_cmd = ["python3", "-m", "pytest", "-q", "-p", "no:cacheprovider", "--color=no", "-rfEs",
-                  "-k", kexpr, f"--junitxml={junit}"] + modules
+    inner_cmd = ["python3", "tests/testbed/inner.py", name, str(junit), "-k", kexpr] + modules
     env = dict(os.environ, TESTBED_MODE="qemu", TESTBED_TIMEOUT=str(timeout), TESTBED_VERBOSE="1")
     try:
-        rc, out = stream([str(RUN), f"{precondition}\nexec {shlex.join(pytest_cmd)}\n"], env, timeout + 120)
+        rc, out = stream([str(RUN), f"{precondition}\nexec {shlex.join(inner_cmd)}\n"], env, timeout + 120)
         inner.summary = "\n".join(out.splitlines()[-40:])
         if rc is None or rc == 124:
             inner.problem = "the inner run timed out"
@@ -106,11 +145,12 @@ def run(name, modules, kexpr, timeout, precondition, ready):
         elif not junit.exists():
             inner.problem = f"the inner run wrote no {junit.name} (exit {rc})"
         else:
-            inner.results = junit_results(junit)
+            inner.results = results_of(junit)
             if rc != 0 and not any(o == "failed" for o, _ in inner.results.values()):
                 inner.problem = f"the inner pytest run failed (exit {rc}) with no failed test"
     finally:
-        junit.unlink(missing_ok=True)
+        for path in [junit] + [pathlib.Path(f"{junit}.{n}") for n in range(1, REPEATS + 1)]:
+            path.unlink(missing_ok=True)
     return inner
 
 
@@ -160,3 +200,11 @@ class Suite:
 
     def test_inner(self, inner_run, nodeid):
         report(inner_run, nodeid)
+
+
+def pytest_run(args, junit):
+    return subprocess.run(PYTEST + [f"--junitxml={junit}"] + args).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(run_and_repeat(sys.argv[1], sys.argv[2], sys.argv[3:], pytest_run))

@@ -45,9 +45,14 @@ def run(module, script, load, timeout, env=None, expected=()):
         dead = crashed(boots, expected) if r.returncode == 0 else []
         if attempt == REPEATS or not dead:
             return out, r, boots
-        with open(INCIDENTS, "a") as f:
-            for name, rc, what in dead:
-                f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} nested guest crash in {module}, "
-                        f"its boots ran again: boot {name} exit {rc} ({what})\n")
-                f.writelines(f"    {line}\n" for line in boots[name].tail().splitlines()[-60:])
+        for name, rc, what in dead:
+            incident(f"{module}, its boots ran again: boot {name} exit {rc} ({what})", boots[name].tail())
         shutil.rmtree(out, ignore_errors=True)
+
+
+def incident(what, tail):
+    """One line in INCIDENTS for a guest's crash, and the last 60 lines of its output, indented."""
+    BASE.mkdir(parents=True, exist_ok=True)
+    with open(INCIDENTS, "a") as f:
+        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} nested guest crash in {what}\n")
+        f.writelines(f"    {line}\n" for line in tail.splitlines()[-60:])
