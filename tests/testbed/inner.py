@@ -10,7 +10,7 @@ An inner test that failed because a guest died (a reset, a panic or a triple fau
 says then, DEATH) runs again in the same boot, up to twice, as tests/testbed/nested.py repeats a
 file's boots: under the testbed's nested KVM such deaths come now and then with no sign of capsule
 in them. Each repeat is logged as an incident; a test whose guest dies every time fails.
-Run as `inner.py JUNIT PYTEST-ARGS...` inside the testbed (run() does it)."""
+Run as `inner.py NAME JUNIT PYTEST-ARGS...` inside the testbed (run() does it)."""
 import os
 import pathlib
 import re
