@@ -26,6 +26,7 @@ import zlib
 
 import pytest
 
+import nested
 import stuck
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -248,6 +249,7 @@ class Boot:
         host_err = out / f"{transport}.host-err"
         self.host_err = host_err.read_text(errors="replace") if host_err.exists() else ""
         self.r = json.loads((d / "results.json").read_text()) if (d / "results.json").exists() else {}
+        self.rc = self.r.get("rc", -1)  # capsule's status, for nested.py
         self.overrun = stuck.report_tail(d / "overrun")
 
     def guest(self, key):
@@ -271,19 +273,17 @@ def boots(request):
     assert k.returncode == 0, k.stderr
     initrd = subprocess.run([str(REPO / "tests" / "testbed" / "mkguestinitramfs")], capture_output=True,
                             text=True, check=True).stdout.strip()
-    (REPO / "build" / "testbed").mkdir(parents=True, exist_ok=True)
-    out = pathlib.Path(tempfile.mkdtemp(prefix="vsock-", dir=REPO / "build" / "testbed"))
+    out, r, boots = nested.run("vsock", lambda out: boot_script(out, initrd),
+                               lambda out: {t: Boot(out, t) for t in TRANSPORTS}, timeout=2400,
+                               env={"TESTBED_VERBOSE": "1", "TESTBED_TIMEOUT": "2300"})
     try:
-        r = subprocess.run([str(RUN), boot_script(out, initrd)], stdin=subprocess.DEVNULL, capture_output=True,
-                           text=True, timeout=2400,
-                           env=dict(os.environ, TESTBED_VERBOSE="1", TESTBED_TIMEOUT="2300"))
         capman = request.config.pluginmanager.getplugin("capturemanager")
         with capman.global_and_fixture_disabled():
             print(f"\n[test_virtio_vsock] testbed exit {r.returncode}; " + ", ".join(
                 f"{t}: {json.loads((out / t / 'results.json').read_text()).get('seconds')} s"
                 for t in TRANSPORTS if (out / t / "results.json").exists()))
         assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
-        yield out, {t: Boot(out, t) for t in TRANSPORTS}
+        yield out, boots
     finally:
         shutil.rmtree(out, ignore_errors=True)
 

@@ -25,6 +25,7 @@ import time
 
 import pytest
 
+import nested
 import stuck
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -191,6 +192,7 @@ class Boot:
             if (d / "console").exists() else ""
         self.stderr = (d / "stderr").read_text(errors="replace") if (d / "stderr").exists() else ""
         self.r = json.loads((d / "results.json").read_text()) if (d / "results.json").exists() else {}
+        self.rc = self.r.get("rc", -1)  # capsule's status, for nested.py
         self.overrun = stuck.report_tail(d / "overrun")
 
     def result(self, key):
@@ -209,13 +211,13 @@ def boots(request):
     assert k.returncode == 0, k.stderr
     initrd = subprocess.run([str(REPO / "tests" / "testbed" / "mkguestinitramfs")], capture_output=True,
                             text=True, check=True).stdout.strip()
-    (REPO / "build" / "testbed").mkdir(parents=True, exist_ok=True)
-    out = pathlib.Path(tempfile.mkdtemp(prefix="ctl-", dir=REPO / "build" / "testbed"))
     me = shlex.quote(str(pathlib.Path(__file__).resolve()))
-    script = f"python3 {me} host {shlex.quote(str(out))} {shlex.quote(initrd)} 2>{shlex.quote(str(out))}/host-err\n"
+
+    def script(out):
+        return f"python3 {me} host {shlex.quote(str(out))} {shlex.quote(initrd)} 2>{shlex.quote(str(out))}/host-err\n"
+    out, r, boots = nested.run("ctl", script, lambda out: {n: Boot(out, n) for n in ("counter", "powerbtn")},
+                               timeout=1500, env={"TESTBED_VERBOSE": "1", "TESTBED_TIMEOUT": "1400"})
     try:
-        r = subprocess.run([str(RUN), script], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                           timeout=1500, env=dict(os.environ, TESTBED_VERBOSE="1", TESTBED_TIMEOUT="1400"))
         capman = request.config.pluginmanager.getplugin("capturemanager")
         with capman.global_and_fixture_disabled():
             print(f"\n[test_vm_control] testbed exit {r.returncode}; " + ", ".join(
@@ -223,7 +225,7 @@ def boots(request):
                 for n in ("counter", "powerbtn") if (out / n / "results.json").exists()))
         host_err = (out / "host-err").read_text(errors="replace") if (out / "host-err").exists() else ""
         assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:] + host_err[-4000:]
-        yield {n: Boot(out, n) for n in ("counter", "powerbtn")}
+        yield boots
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
