@@ -73,9 +73,11 @@ def podman_session(image_tar, prefix, cls=None):
         yield pm
     finally:
         problems = pm.cleanup()
-    assert problems == []
-    assert pm.cgroup_leftovers() == []
-    assert not os.path.exists(pm.base)
+    # Not a test module: pytest does not rewrite these asserts, so each names what it found.
+    assert problems == [], problems
+    leftovers = pm.cgroup_leftovers()
+    assert leftovers == [], leftovers
+    assert not os.path.exists(pm.base), f"{pm.base} is left"
 
 
 def build_rootfs_tar(dest_tar):
