@@ -190,6 +190,7 @@ def test_guest_reset_by_the_container_stops_it_with_the_vms_status(vm, bundle):
     assert "survived" not in p.stdout, p.stdout
     assert_nothing_left(vm, bundle)
 
+
 def test_guest_panic_under_create_fails_create_with_the_reason(vm, bundle):
     """A createContainer hook runs in the container, in the guest, while the agent answers create;
     its path resolves in the runtime's namespace, the guest's, where the agent mounts the rootfs

@@ -33,7 +33,6 @@ import pytest
 import nested
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-RUN = REPO / "tests" / "testbed" / "run"
 INITRD = REPO / "build" / "capsule-guest.initrd"
 SCENARIOS = ("pipes", "tty", "norootfs")
 CMDLINE = "console=ttyS0 reboot=k panic=-1 quiet"

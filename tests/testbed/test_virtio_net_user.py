@@ -30,7 +30,6 @@ import nested
 import stuck
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-RUN = REPO / "tests" / "testbed" / "run"
 GUEST_PORT = 8080
 DNS_ANSWER = "192.0.2.77"
 FORWARD_HELLO = "hello-through-the-forward"

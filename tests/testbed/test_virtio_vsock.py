@@ -30,7 +30,6 @@ import nested
 import stuck
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-RUN = REPO / "tests" / "testbed" / "run"
 TRANSPORTS = ("pci", "mmio")
 BIG = int(os.environ.get("VSOCK_TEST_BIG", str(64 << 20)))
 MANY = 32

@@ -29,7 +29,6 @@ import nested
 import stuck
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-RUN = REPO / "tests" / "testbed" / "run"
 HARD_STOP = 83
 PAUSE_SECONDS = 2
 

@@ -18,7 +18,6 @@ import pytest
 import nested
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-RUN = REPO / "tests" / "testbed" / "run"
 MIB = 1 << 20
 
 pytestmark = pytest.mark.testbed
