@@ -130,6 +130,30 @@ def pod_leftovers(podman, ids):
 
 
 VAR_LIB_CNI = "/var/lib/cni"
+CNI_PLUGINS = "/usr/lib/cni"
+# ptp as podman runs it, each call logged: a cache entry left behind then says whether CNI DEL ran
+# and what it answered (podman's cleanup process, started by conmon, logs its errors nowhere).
+PTP_LOGGED = """#!/bin/sh
+in=$(cat)
+out=$(printf %s "$in" | {plugins}/ptp 2>&1)
+rc=$?
+printf '%s %s %s rc=%s %s\\n' "$(date +%T.%N)" "$CNI_COMMAND" "$CNI_CONTAINERID" "$rc" "$(printf %s "$out" | tr -s '\\n ' ' ')" >>{log}
+printf %s "$out"
+exit $rc
+"""
+
+
+def log_ptp(podman):
+    """podman's CNI plugins: host-local and a ptp that logs (PTP_LOGGED) to the returned file."""
+    plugins, log = os.path.join(podman.base, "cni-plugins"), os.path.join(podman.base, "cni-calls.log")
+    os.makedirs(plugins)
+    os.symlink(os.path.join(CNI_PLUGINS, "host-local"), os.path.join(plugins, "host-local"))
+    with open(os.path.join(plugins, "ptp"), "w") as f:
+        f.write(PTP_LOGGED.format(plugins=CNI_PLUGINS, log=log))
+    os.chmod(os.path.join(plugins, "ptp"), 0o755)
+    with open(podman.conf, "a") as f:
+        f.write(f'cni_plugin_dirs = ["{plugins}"]\n')
+    return log
 
 
 @pytest.fixture
@@ -137,7 +161,8 @@ def pod_network(podman):
     """A CNI network of podman's for a pod (podman's pods take no namespace by path): ptp, a veth
     pair whose host side is the gateway, host-local addresses kept below podman's directory.
     libcni's result cache is /var/lib/cni/results whatever podman says: our entries go with CNI
-    DEL, its directories if they are ours."""
+    DEL, its directories if they are ours. Left entries fail the test with ptp's calls."""
+    calls = log_ptp(podman)
     name = f"cappod{os.getpid() % 100000}"
     conf = {"cniVersion": "0.4.0", "name": name, "plugins": [
         {"type": "ptp", "ipMasq": False, "ipam": {"type": "host-local", "subnet": "10.89.0.0/24",
@@ -152,7 +177,9 @@ def pod_network(podman):
     for d in (results, VAR_LIB_CNI):
         if not existed[d] and os.path.isdir(d) and not left:
             rmdir_unless_used(d)
-    assert left == [], "CNI cache entries left behind"
+    if left:
+        with open(calls) as f:
+            raise AssertionError(f"CNI cache entries left behind: {left}; ptp's calls:\n{f.read()}")
 
 
 def test_pod_two_containers_run_in_the_infras_vm_with_the_pods_address_and_stop_rm_leave_nothing(podman, pod_network):
