@@ -345,6 +345,14 @@ def pipe_bytes(fd):
     return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
+def ended(err):
+    """What capsule said on stderr (the file err) as it ended: a guest's death under the testbed's
+    nested KVM then reads as one, and tests/testbed/inner.py repeats the test."""
+    err.flush()
+    err.seek(0)
+    return err.read().strip()
+
+
 def test_stalled_console_reader_never_blocks(capsule_bin, tmp_path):
     """stdout is a pipe nobody reads and the guest floods the console: the vCPU and the event loop
     go on (what does not fit in capsule's ring is dropped), SIGTERM stops the VM at once with 143,
@@ -361,13 +369,13 @@ def test_stalled_console_reader_never_blocks(capsule_bin, tmp_path):
         deadline = time.monotonic() + 60
         held, still = -1, 0
         while still < 5:
-            assert proc.poll() is None, "capsule ended on its own"
+            assert proc.poll() is None, f"capsule ended on its own: {ended(err)}"
             assert time.monotonic() < deadline, "the guest's output never filled the pipe"
             time.sleep(0.1)
             now = pipe_bytes(r)
             held, still = now, (still + 1 if now == held and now > 0 else 0)
         time.sleep(1)
-        assert proc.poll() is None, "capsule ended on its own"
+        assert proc.poll() is None, f"capsule ended on its own: {ended(err)}"
         start = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=10)
