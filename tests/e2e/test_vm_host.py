@@ -463,10 +463,11 @@ def test_config_file_and_flag_override(capsule_bin, tmp_path):
     assert p.returncode == 3, p.stderr
     cfg.write_text(json.dumps({"payload": str(tmp_path / "smp.elf"), "memory": 67108864, "console": "file:out.txt",
                                "debug-exit": True}))
-    assert vm_run(capsule_bin, "--config", cfg).returncode == 1
+    p = vm_run(capsule_bin, "--config", cfg)
+    assert p.returncode == 1, p.stderr
     assert (tmp_path / "out.txt").read_text() == "cpu 0\n"
     p = vm_run(capsule_bin, "--config", cfg, "--console", "stdio")
-    assert p.returncode == 1 and p.stdout == "cpu 0\n" 
+    assert (p.returncode, p.stdout) == (1, "cpu 0\n"), p.stderr
 
 
 def test_help_documents_everything():
