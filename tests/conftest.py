@@ -230,6 +230,41 @@ def pytest_terminal_summary(terminalreporter, config):
             terminalreporter.line(line)
 
 
+# src/sandbox/sandbox_internal.h's SANDBOX_GUEST_DEATH: what capsule writes in a VM container's
+# vmm.log when its guest reset, panicked or triple-faulted.
+GUEST_DEATH = "the VM ended: "
+
+
+def guest_deaths(item):
+    """The guest deaths in the vmm.log of each VM container below the state roots of item's
+    fixtures (a Capsule's root, a client's capsule_root)."""
+    found = []
+    for value in getattr(item, "funcargs", {}).values():
+        root = value.root if isinstance(value, Capsule) else getattr(value, "capsule_root", None)
+        if not isinstance(root, str) or not os.path.isdir(root):
+            continue
+        for cid in sorted(os.listdir(root)):
+            try:
+                with open(os.path.join(root, cid, "vmm.log"), errors="replace") as f:
+                    found += [f"{cid}: {line.strip()}" for line in f if GUEST_DEATH in line]
+            except OSError:
+                continue
+    return found
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test whose VM container's guest died carries capsule's words for it, so that
+    tests/testbed/inner.py repeats it even when the assert that failed (a status, say) said
+    nothing of the guest: under the testbed's nested KVM guests die now and then on their own."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        deaths = guest_deaths(item)
+        if deaths:
+            report.longrepr = report.longreprtext + "\n\nvmm.log:\n" + "\n".join(deaths)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Groups for pytest-xdist's --dist loadgroup (tests/run): every test on the host shares one

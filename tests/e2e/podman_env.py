@@ -239,6 +239,7 @@ class Podman:
         self.cgroup_parent = f"{cgroup_of().rstrip('/')}/{name}"
         self.cgroup = CgroupParent(self.cgroup_parent)
         self.capsule_root_existed = os.path.isdir(CAPSULE_ROOT)
+        self.capsule_root = CAPSULE_ROOT  # where tests/conftest.py looks for a guest's death
         self.ids = []
         self.image_tar = image_tar
 

@@ -1,7 +1,10 @@
 """tests/testbed/inner.py's repeats, with a stand-in for the inner pytest run (no VM): a test whose
 guest died runs again and is logged, other failures do not, and a death in every run is what the
 outer test then reports."""
+import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -67,3 +70,38 @@ def test_a_death_in_all_three_runs_is_what_the_outer_test_sees(fake):
     assert inner.run_and_repeat("s", str(fake / "j.xml"), [], run) == 1
     assert len(calls) == 3 and len(incidents(fake)) == 2
     assert inner.results_of(fake / "j.xml") == {A: DIED}
+
+
+FAILING_STATUS_TEST = '''
+import os
+import pytest
+from conftest import Capsule
+
+@pytest.fixture
+def vm(tmp_path):
+    return Capsule(str(tmp_path / "state"))
+
+def test_status(vm):
+    os.makedirs(os.path.join(vm.root, "c1"))
+    with open(os.path.join(vm.root, "c1", "vmm.log"), "w") as f:
+        f.write(os.environ["VMM_LOG"])
+    assert "stopped" == "running"
+'''
+
+
+@pytest.mark.parametrize("vmm_log, repeated", [
+    ("capsule: the VM ended: the guest triple-faulted (status 82)\n", True),
+    ("capsule: the guest agent's connection closed\n", False),
+], ids=["guest-died", "other-failure"])
+def test_a_failed_status_assert_carries_the_guests_death(tmp_path, vmm_log, repeated):
+    """tests/conftest.py adds a VM container's death from its vmm.log to a failure that did not
+    name it, so that inner.py repeats a status assert that failed because the guest died."""
+    (tmp_path / "test_m.py").write_text(FAILING_STATUS_TEST)
+    env = dict(os.environ, PYTHONPATH=str(inner.REPO / "tests"), VMM_LOG=vmm_log)
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "conftest",
+                        f"--junitxml={tmp_path / 'j.xml'}", "test_m.py"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1, p.stdout + p.stderr
+    [(outcome, message)] = inner.junit_results(tmp_path / "j.xml").values()
+    assert outcome == "failed" and "assert 'stopped' == 'running'" in message, message
+    assert bool(inner.DEATH.search(message)) == repeated, message
