@@ -80,6 +80,14 @@ struct sandbox_proc {
 
 static void *relay_main(void *arg);
 
+/* Beside the event loop and the vCPUs, named as they are (ps -L); before the filter, which
+ * allows PR_SET_NAME. A member's relay is its process's main thread and keeps its name. */
+static void *vmm_relay_main(void *arg)
+{
+        prctl(PR_SET_NAME, "relay");
+        return relay_main(arg);
+}
+
 /* vm_config.ready. The parent-death signal is per thread and only the relay thread knows when
  * create has succeeded, so it takes the signal over from the main thread; it arms its own before
  * the filter is loaded, which allows prctl(PR_SET_PDEATHSIG) only to clear it. */
@@ -91,7 +99,7 @@ static int sandbox_ready(void *arg, cap_error_t *err)
         if (sandbox_net_link(t->l->net, err) < 0 || sandbox_jail_enter(t->l->dir, t->l->agent_socket, err) < 0)
                 return -1;
         pthread_barrier_init(&t->relay_armed, NULL, 2);
-        int e = pthread_create(&t->relay, NULL, relay_main, t);
+        int e = pthread_create(&t->relay, NULL, vmm_relay_main, t);
         if (e != 0)
                 return cap_fail(err, e, "start the sandbox's relay thread");
         t->relay_started = true;

@@ -132,6 +132,8 @@ def test_jail_seccomp_namespaces_and_a_forbidden_syscall(vm, bundle):
         assert int(status[key], 16) == 0, (key, status[key])
     for tid in os.listdir(f"/proc/{pid}/task"):
         assert proc_status(tid)["Seccomp"] == "2", f"thread {tid} is not filtered"
+    names = {proc_status(f"{pid}/task/{tid}")["Name"] for tid in os.listdir(f"/proc/{pid}/task")}
+    assert {"evloop", "vcpu0", "relay"} <= names, names
     for ns in ("mnt", "net", "ipc", "uts", "cgroup"):
         assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
     sock = os.path.join(vm.root, bundle.id, "agent.sock")
