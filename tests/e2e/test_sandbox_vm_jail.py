@@ -130,9 +130,11 @@ def test_jail_seccomp_namespaces_and_a_forbidden_syscall(vm, bundle):
     assert status["NoNewPrivs"] == "1"
     for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
         assert int(status[key], 16) == 0, (key, status[key])
+    names = set()
     for tid in os.listdir(f"/proc/{pid}/task"):
-        assert proc_status(tid)["Seccomp"] == "2", f"thread {tid} is not filtered"
-    names = {proc_status(f"{pid}/task/{tid}")["Name"] for tid in os.listdir(f"/proc/{pid}/task")}
+        thread = proc_status(f"{pid}/task/{tid}")
+        assert thread["Seccomp"] == "2", f"thread {tid} is not filtered"
+        names.add(thread["Name"])
     assert {"evloop", "vcpu0", "relay"} <= names, names
     for ns in ("mnt", "net", "ipc", "uts", "cgroup"):
         assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
