@@ -312,7 +312,7 @@ def thread_names(pid):
         try:
             with open(f"/proc/{pid}/task/{tid}/comm") as f:
                 names.add(f.read().strip())
-        except FileNotFoundError:  # a thread that just ended
+        except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
             pass
     return names
 
@@ -328,7 +328,8 @@ def test_debug_exit_port_is_off_by_default(capsule_bin):
         # second to get there
         deadline = time.time() + 30
         while not {"evloop", "vcpu0"} <= thread_names(proc.pid):
-            assert proc.poll() is None and time.time() < deadline, (proc.returncode, thread_names(proc.pid))
+            assert proc.poll() is None, f"capsule ended ({proc.returncode}): {proc.stderr.read()}"
+            assert time.time() < deadline, thread_names(proc.pid)
             time.sleep(0.05)
         with pytest.raises(subprocess.TimeoutExpired):
             proc.wait(timeout=2)
