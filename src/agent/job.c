@@ -40,7 +40,7 @@ static int helper_create(const struct agent *a, const struct agent_req *req, con
         if (req->member) {
                 const struct proc *pod_init = proc_find((struct agent *)a, AGENT_INIT);
                 bundle = xasprintf(AGENT_RUN "/bundles/%s", req->id);
-                rootfs = xasprintf(AGENT_MEMBERS "/%s/rootfs", req->id);
+                rootfs = xasprintf(AGENT_MEMBERS "/%s/rootfs", req->member);
                 if (!pod_init || pod_init->pid <= 0 || pod_init->ended)
                         return cap_fail(err, 0, "create: the pod's container does not run");
                 if (agent_member_config_rewrite(req->config, rootfs, req->tty, pod_init->pid, &config, err) < 0 ||

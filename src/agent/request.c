@@ -283,6 +283,18 @@ static int get_net(const json_t *msg, struct agent_req *req, cap_error_t *err)
         return get_routes6(routes6, n, err);
 }
 
+/* A member's directory under AGENT_MEMBERS: one name, as an id is (never a path). */
+static int get_member(const json_t *msg, const char **out, cap_error_t *err)
+{
+        if (!json_object_get(msg, "member"))
+                return 0;
+        if (get_string(msg, "member", out, err) < 0)
+                return -1;
+        if (state_check_id(*out, err) < 0)
+                return cap_error_prefix(err, "request: \"member\"");
+        return 0;
+}
+
 /* A container's id: required (create, delete) or optional. */
 static int get_id(const json_t *msg, bool required, const char **out, cap_error_t *err)
 {
@@ -301,7 +313,7 @@ static int get_create(const json_t *msg, struct agent_req *req, cap_error_t *err
             get_stdio(msg, &req->tty, err) < 0)
                 return -1;
         if (get_bool(msg, "binds", &req->binds, err) < 0 || get_rootfs(msg, &req->rootfs, err) < 0 ||
-            get_bool(msg, "pod", &req->pod, err) < 0 || get_bool(msg, "member", &req->member, err) < 0)
+            get_bool(msg, "pod", &req->pod, err) < 0 || get_member(msg, &req->member, err) < 0)
                 return -1;
         if (req->member && (req->pod || json_object_get(msg, "net") || json_object_get(msg, "rootfs")))
                 return cap_fail(err, 0, "request: a member takes no \"pod\", \"net\" or \"rootfs\"");

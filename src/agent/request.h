@@ -22,7 +22,8 @@ enum agent_rootfs { AGENT_ROOTFS_FROM_VIRTIOFS, AGENT_ROOTFS_FROM_BLOCK, AGENT_R
 struct agent_req {
         enum agent_op op;
         const char *id;      /* create; a member's in the others (optional), NULL: the first container */
-        bool pod, member;    /* create (optional) */
+        bool pod;            /* create (optional) */
+        const char *member;  /* create (optional): a member's directory under AGENT_MEMBERS */
         bool force;          /* delete (optional) */
         const char *exec;    /* stdio, wait, resize: "init" or an exec id; exec: an exec id */
         const char *config;  /* create: config.json text */

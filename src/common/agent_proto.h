@@ -40,9 +40,10 @@
  *        ext4 image the host's bundle ships), "block-ro" that disk mounted read-only (the host
  *        gave it read-only: root.readonly).
  *        "pod":true (optional) says the container is a pod's sandbox (pause) container: members
- *        may join its VM. "member":true (only in such a VM, once its container exists) creates
- *        a member instead: a container of its own id beside the first, its rootfs AGENT_MEMBERS/ID/
- *        rootfs, its init the process named ID (its stdio and wait name ID as "exec"), sharing
+ *        may join its VM. "member":"DIR" (only in such a VM, once its container exists) creates
+ *        a member instead: a container of its own id beside the first, its rootfs
+ *        AGENT_MEMBERS/DIR/rootfs (DIR: one name, as an id is; the host makes it new at each
+ *        create), its init the process named ID (its stdio and wait name ID as "exec"), sharing
  *        the guest's network; ipc, uts and pid namespaces it gives by path are the first
  *        container's. "net" and "rootfs" are refused for a member.
  *   start, kill, state, exec, pause, resume, ps, update and delete take an optional "id": a
@@ -97,7 +98,7 @@
 #define AGENT_BINDS_TAG "capsule-binds"
 #define AGENT_BINDS "/run/capsule/binds"
 /* A pod's VM (its first container created with "pod":true) takes members: the host shares each
- * member's rootfs as AGENT_MEMBERS/ID/rootfs and its bind sources as AGENT_MEMBERS/ID/binds/N
+ * member's rootfs as AGENT_MEMBERS/DIR/rootfs and its bind sources as AGENT_MEMBERS/DIR/binds/N
  * through this tag, which the agent mounts at the first member's create. */
 #define AGENT_MEMBERS_TAG "capsule-members"
 #define AGENT_MEMBERS "/run/capsule/members"

@@ -267,7 +267,7 @@ static void member_forget(const char *root, const char *id, const struct sandbox
                         log_warning("delete container \"%s\" in its pod's VM: %s", id, ignored->msg);
                 json_decref(req);
         }
-        sandbox_member_unmount(root, rec->member_of, id);
+        sandbox_member_unmount(root, rec->member_of, rec->member_dir);
 }
 
 int sandbox_delete(const char *root, const char *id, bool force, cap_error_t *err)

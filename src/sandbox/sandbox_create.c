@@ -57,6 +57,7 @@ struct sandbox_launch {
         pid_t creator;
         bool pod;                         /* a pod's sandbox container: its VM takes members */
         const struct sandbox_record *member_of; /* a member: its pod's record (no VM of its own) */
+        const char *member_dir;                 /* and its directory under the pod's members/ */
 };
 
 /* The sandbox process: its main thread runs vm_run(); once the VM is built it confines the
@@ -245,7 +246,7 @@ static int agent_create(const struct sandbox_proc *t, int conns[3], int *wait_co
         if (l->pod)
                 json_object_set_new(req, "pod", json_true());
         if (l->member_of)
-                json_object_set_new(req, "member", json_true());
+                json_object_set_new(req, "member", json_string(l->member_dir));
         if (l->net->netns_fd >= 0)
                 json_object_set_new(req, "net", sandbox_net_json(l->net));
         if (l->vm->rootfs_fd >= 0)
@@ -505,7 +506,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         cleanup_state struct state *st = NULL;
         cleanup_free char *config_text = NULL, *config_path = NULL, *dir = NULL, *sock = NULL, *saved = NULL;
         cleanup_free char *json = NULL, *prestart_json = NULL, *agent_config = NULL;
-        cleanup_free char *member_binds = NULL;
+        cleanup_free char *member_binds = NULL, *member_dir = NULL;
         cleanup_strv char **bind_sources = NULL;
         struct sandbox_vm vm = { .rootfs_fd = -1 };
         struct sandbox_net net = { .netns_fd = -1, .lock_fd = -1, .tap_fd = -1 };
@@ -529,7 +530,8 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         enum sandbox_pod_role role = sandbox_pod_role(spec, &pod_id);
         bool member = role == SANDBOX_POD_MEMBER, pod = role == SANDBOX_POD;
         if (member) {
-                member_binds = xasprintf(AGENT_MEMBERS "/%s/binds", o->id);
+                member_dir = sandbox_member_dir_name(o->id);
+                member_binds = xasprintf(AGENT_MEMBERS "/%s/binds", member_dir);
                 if (sandbox_member_check(o->root, spec, pod_id, &pod_rec, err) < 0 ||
                     sandbox_binds_plan(config_text, member_binds, &agent_config, &bind_sources, err) < 0)
                         goto out;
@@ -559,6 +561,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         rec.pod_netns_dev = net.netns_dev;
         rec.pod_netns_ino = net.netns_ino;
         rec.member_of = member ? (char *)pod_id : NULL;
+        rec.member_dir = member_dir;
         if (net.netns_fd >= 0) {
                 rec.net_ifindex = net.ifindex;
                 rec.netns_dev = net.netns_dev;
@@ -589,7 +592,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         }
         if (member) {
                 member_mounted = true;
-                if (sandbox_member_mount(o->root, pod_id, o->id, spec->root_path, bind_sources, err) < 0)
+                if (sandbox_member_mount(o->root, pod_id, member_dir, spec->root_path, bind_sources, err) < 0)
                         goto out;
         }
         if (pipe2(report, O_CLOEXEC) < 0) {
@@ -607,7 +610,7 @@ int sandbox_create(const struct container_opts *o, pid_t *pid, cap_error_t *err)
         }
         l = (struct sandbox_launch){ .opts = o, .spec = spec, .config_text = agent_config, .bind_sources = bind_sources, .vm = &vm, .net = &net, .cg = cg, .dir = dir,
                                     .agent_socket = sock, .report_fd = report[1], .finished_fd = finished[0], .null_fd = null_fd, .creator = getpid(),
-                                    .pod = pod, .member_of = member ? &pod_rec : NULL };
+                                    .pod = pod, .member_of = member ? &pod_rec : NULL, .member_dir = member_dir };
         child = cgroup_fork(cg, 0);
         if (child < 0) {
                 cap_fail(err, errno, "fork the VM's sandbox process");
@@ -676,7 +679,7 @@ out:
                 sandbox_net_release(&net);
                 cap_error_free(&ignored);
                 if (member_mounted)
-                        sandbox_member_unmount(o->root, pod_id, o->id);
+                        sandbox_member_unmount(o->root, pod_id, member_dir);
                 /* Never rm_rf through a mount that stayed. */
                 if (shared && sandbox_pod_unshare(o->root, o->id, &ignored) < 0)
                         dir_created = false;

@@ -95,10 +95,16 @@ int sandbox_pod_unshare(const char *root, const char *id, cap_error_t *err);
  * when the pod gave none). */
 int sandbox_member_check(const char *root, const struct spec *spec, const char *pod_id, struct sandbox_record *pod,
                          cap_error_t *err);
-/* The member's rootfs and bind sources under the pod's members/ID; undone by unmount. */
-int sandbox_member_mount(const char *root, const char *pod_id, const char *id, const char *rootfs, char *const *bind_sources,
+/* A member's directory under members/, new at each create: ID (at most 64 bytes of it, for
+ * the reader) and a count of nanoseconds. The pod's guest may still cache the entries of a
+ * deleted member of the same id (virtio-fs keeps them for a second): a new create under the
+ * old name would start out on those, and their later revalidation would detach the guest's
+ * mounts on them, the container's rootfs included. */
+char *sandbox_member_dir_name(const char *id);
+/* The member's rootfs and bind sources under the pod's members/NAME; undone by unmount. */
+int sandbox_member_mount(const char *root, const char *pod_id, const char *name, const char *rootfs, char *const *bind_sources,
                          cap_error_t *err);
-void sandbox_member_unmount(const char *root, const char *pod_id, const char *id);
+void sandbox_member_unmount(const char *root, const char *pod_id, const char *name);
 
 /* sandbox_jail.c: the sandbox process's confinement once the VM has opened everything it
  * needs, while the process has a single thread: fresh namespaces, a root that shows only
@@ -231,8 +237,9 @@ struct sandbox_record {
          * none by path). */
         bool pod;
         unsigned long long pod_netns_dev, pod_netns_ino;
-        /* A member: its pod's id; pid is then the member's host process, agent_socket the pod's. */
-        char *member_of;
+        /* A member: its pod's id; pid is then the member's host process, agent_socket the pod's;
+         * member_dir its directory under the pod's members/ (sandbox_member_dir_name()). */
+        char *member_of, *member_dir;
 };
 int sandbox_record_save(const char *root, const char *id, const struct sandbox_record *r, cap_error_t *err);
 int sandbox_record_load(const char *root, const char *id, struct sandbox_record *r, cap_error_t *err);

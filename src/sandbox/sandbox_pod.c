@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/util.h"
@@ -141,13 +142,20 @@ int sandbox_member_check(const char *root, const struct spec *spec, const char *
         return cap_fail(err, 0, "linux.namespaces: network: a member of the pod `%s` joins its network namespace by path", pod_id);
 }
 
-/* members/ID (a mount of its own, so that one lazy unmount takes everything beneath), its
- * rootfs on members/ID/rootfs and its bind sources on members/ID/binds/N. */
-int sandbox_member_mount(const char *root, const char *pod_id, const char *id, const char *rootfs, char *const *bind_sources,
+char *sandbox_member_dir_name(const char *id)
+{
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        return xasprintf("%.64s.%llx", id, (unsigned long long)now.tv_sec * 1000000000ULL + (unsigned long long)now.tv_nsec);
+}
+
+/* members/NAME (a mount of its own, so that one lazy unmount takes everything beneath), the
+ * member's rootfs on members/NAME/rootfs and its bind sources on members/NAME/binds/N. */
+int sandbox_member_mount(const char *root, const char *pod_id, const char *name, const char *rootfs, char *const *bind_sources,
                          cap_error_t *err)
 {
         cleanup_free char *members = sandbox_pod_members_dir(root, pod_id);
-        cleanup_free char *dir = xasprintf("%s/%s", members, id);
+        cleanup_free char *dir = xasprintf("%s/%s", members, name);
         cleanup_free char *target = xasprintf("%s/rootfs", dir);
         cleanup_free char *binds = xasprintf("%s/binds", dir);
         if (mkdir(dir, 0700) < 0)
@@ -164,10 +172,10 @@ int sandbox_member_mount(const char *root, const char *pod_id, const char *id, c
         return bind_sources[0] ? sandbox_binds_bind(binds, bind_sources, err) : 0;
 }
 
-void sandbox_member_unmount(const char *root, const char *pod_id, const char *id)
+void sandbox_member_unmount(const char *root, const char *pod_id, const char *name)
 {
         cleanup_free char *members = sandbox_pod_members_dir(root, pod_id);
-        cleanup_free char *dir = xasprintf("%s/%s", members, id);
+        cleanup_free char *dir = xasprintf("%s/%s", members, name);
         cleanup_error cap_error_t ignored = NULL;
         /* Only what is no mount any more is removed: rm_rf would go down into a bound rootfs. */
         if (umount2(dir, MNT_DETACH) == 0 || errno == EINVAL)

@@ -30,8 +30,10 @@ int sandbox_record_save(const char *root, const char *id, const struct sandbox_r
         if (o && r->pod)
                 json_object_set_new(o, "pod", json_pack("{s:I,s:I}", "dev", (json_int_t)r->pod_netns_dev, "ino",
                                                         (json_int_t)r->pod_netns_ino));
-        if (o && r->member_of)
+        if (o && r->member_of) {
                 json_object_set_new(o, "member_of", json_string(r->member_of));
+                json_object_set_new(o, "member_dir", json_string(r->member_dir));
+        }
         if (o && r->net_ifindex)
                 json_object_set_new(o, "net", json_pack("{s:i,s:I,s:I}", "ifindex", r->net_ifindex, "dev", (json_int_t)r->netns_dev,
                                                         "ino", (json_int_t)r->netns_ino));
@@ -68,15 +70,19 @@ int sandbox_record_load(const char *root, const char *id, struct sandbox_record 
         json_int_t pod_dev = 0, pod_ino = 0;
         if (!bad && pod)
                 bad = json_unpack(pod, "{s:I,s:I}", "dev", &pod_dev, "ino", &pod_ino) < 0;
+        /* Names, never paths: delete unmounts and removes members/DIR of the pod's directory. */
         json_t *member_of = o ? json_object_get(o, "member_of") : NULL;
+        const char *member_pod = NULL, *member_dir = NULL;
         cleanup_error cap_error_t id_err = NULL;
         if (!bad && member_of)
-                bad = !json_is_string(member_of) || state_check_id(json_string_value(member_of), &id_err) < 0;
+                bad = json_unpack(o, "{s:s,s:s}", "member_of", &member_pod, "member_dir", &member_dir) < 0 ||
+                      state_check_id(member_pod, &id_err) < 0 || state_check_id(member_dir, &id_err) < 0;
         if (!bad) {
                 r->pod = pod != NULL;
                 r->pod_netns_dev = (unsigned long long)pod_dev;
                 r->pod_netns_ino = (unsigned long long)pod_ino;
-                r->member_of = member_of ? xstrdup(json_string_value(member_of)) : NULL;
+                r->member_of = member_pod ? xstrdup(member_pod) : NULL;
+                r->member_dir = member_dir ? xstrdup(member_dir) : NULL;
                 r->agent_socket = xstrdup(sock);
                 r->memory = memory ? (uint64_t)json_integer_value(memory) : 0;
                 r->net_ifindex = (int)ifindex;
@@ -97,6 +103,8 @@ void sandbox_record_free(struct sandbox_record *r)
         r->agent_socket = NULL;
         free(r->member_of);
         r->member_of = NULL;
+        free(r->member_dir);
+        r->member_dir = NULL;
 }
 
 bool sandbox_vmm_alive(const struct sandbox_record *r)

@@ -137,7 +137,8 @@ def test_pod_a_detached_members_state_exec_ps_kill_and_the_pods_end_ends_the_oth
     st = vm.state(m.id)
     assert st["status"] == "created"
     with open(os.path.join(vm.root, m.id, "sandbox.json")) as f:
-        assert json.load(f)["member_of"] == pod.id
+        record = json.load(f)
+    assert record["member_of"] == pod.id
     with open(f"/proc/{st['pid']}/cgroup") as f:
         assert f.read().strip().endswith(f"/capsule-test/{m.id}")
     vm.run("start", m.id, check=True, timeout=120)
@@ -156,9 +157,9 @@ def test_pod_a_detached_members_state_exec_ps_kill_and_the_pods_end_ends_the_oth
             for line in f:
                 point, options = line.split()[4:6]
                 for n, mode in ((0, "ro"), (1, "rw")):
-                    if point.endswith(f"/{m.id}/binds/{n}"):
+                    if point.endswith(f"/{record['member_dir']}/binds/{n}"):
                         assert options.split(",")[0] == mode, line
-                        seen.add((point.startswith(f"/{m.id}/"), n))
+                        seen.add((point.startswith(f"/{record['member_dir']}/"), n))
     assert {(True, 0), (True, 1)} <= seen, seen
     p = vm.run("exec", m.id, "sh", "-c", "cat /mine; hostname", timeout=120)
     assert (p.returncode, p.stdout.split()) == (0, ["mine", "the-pod"]), p.stdout + p.stderr
@@ -215,6 +216,43 @@ def test_pod_a_detached_members_state_exec_ps_kill_and_the_pods_end_ends_the_oth
     assert vm.status(m.id) == "stopped"
     vm.run("delete", m.id, check=True, timeout=120)
     assert crash_leftovers(vm, m, m.id) == []
+    assert crash_leftovers(vm, pod, pod.id, crash_netns) == []
+
+
+def test_pod_a_member_id_used_again_at_once_gets_its_own_rootfs_and_binds(vm, bundle, crash_netns, tmp_path):
+    """The pod's guest keeps what it looked up of a member's files for a second (virtio-fs's
+    entry cache). A member of the same id created right after one the guest refused must get
+    its own rootfs and binds all the same, never the last one's: each create's files reach the
+    guest under a name it has not seen."""
+    become_subreaper()
+    pod = bundle
+    netns_path = f"/run/netns/{crash_netns}"
+    pod_pid = start_pod(vm, pod, netns_path)
+    members = {}
+    for name in ("refused", "runs"):
+        m = pod_member(pod, tmp_path, name, pod.id, netns_path, pod_pid)
+        (tmp_path / f"{name}-data").mkdir()
+        m.config["mounts"].append({"destination": "/data", "type": "bind", "source": str(tmp_path / f"{name}-data"),
+                                   "options": ["rbind", "ro"]})
+        members[name] = m
+    refused, runs = members["refused"], members["runs"]
+    refused.config["mounts"].append({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+                                     "options": ["size=no-size"]})
+    refused.set_args("true")
+    runs.id = refused.id
+    runs.config["linux"]["cgroupsPath"] = f"capsule-test/{runs.id}"
+    runs.set_args("cat", "/which", "/data/which")
+    for round in range(4):
+        for name, m in members.items():
+            with open(os.path.join(m.rootfs, "which"), "w") as f:
+                f.write(f"{name}-rootfs-{round}\n")
+            (tmp_path / f"{name}-data" / "which").write_text(f"{name}-data-{round}\n")
+        p = vm.run("create", "--bundle", refused.path, refused.id, timeout=120)
+        assert p.returncode == 1 and "/scratch" in p.stderr, p.stderr
+        p = vm.run("run", "--bundle", runs.path, runs.id, timeout=120)
+        assert (p.returncode, p.stdout, p.stderr) == (0, f"runs-rootfs-{round}\nruns-data-{round}\n", ""), round
+        assert crash_leftovers(vm, runs, runs.id) == []
+    vm.run("delete", "--force", pod.id, check=True, timeout=120)
     assert crash_leftovers(vm, pod, pod.id, crash_netns) == []
 
 

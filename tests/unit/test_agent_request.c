@@ -354,11 +354,15 @@ TEST(request_pod_members)
         struct agent_req r;
 #define CREATE "{\"op\":\"create\",\"id\":\"m1\",\"config\":\"{}\",\"stdio\":\"pipes\""
         CHECK(parse(CREATE ",\"pod\":true}", &r, NULL) == 0 && r.pod && !r.member);
-        CHECK(parse(CREATE ",\"member\":true}", &r, NULL) == 0 && r.member && !r.pod);
-        CHECK(refused(CREATE ",\"member\":true,\"pod\":true}", "a member takes no"));
-        CHECK(refused(CREATE ",\"member\":true,\"rootfs\":\"block\"}", "a member takes no"));
-        CHECK(refused(CREATE ",\"member\":true,\"net\":{}}", "a member takes no"));
-        CHECK(refused(CREATE ",\"member\":1}", "\"member\": a boolean"));
+        CHECK(parse(CREATE ",\"member\":\"m1.5\"}", &r, NULL) == 0 && r.member && strcmp(r.member, "m1.5") == 0 && !r.pod);
+        CHECK(refused(CREATE ",\"member\":\"m1.5\",\"pod\":true}", "a member takes no"));
+        CHECK(refused(CREATE ",\"member\":\"m1.5\",\"rootfs\":\"block\"}", "a member takes no"));
+        CHECK(refused(CREATE ",\"member\":\"m1.5\",\"net\":{}}", "a member takes no"));
+        CHECK(refused(CREATE ",\"member\":true}", "\"member\": a string"));
+        /* A name under AGENT_MEMBERS, never a way out of it. */
+        CHECK(refused(CREATE ",\"member\":\"../../etc\"}", "request: \"member\": invalid container id"));
+        CHECK(refused(CREATE ",\"member\":\"a/b\"}", "request: \"member\": invalid container id"));
+        CHECK(refused(CREATE ",\"member\":\"\"}", "request: \"member\": container id must not be empty"));
 #undef CREATE
         /* Every op after create may name a member; none that is no container id. */
         CHECK(parse("{\"op\":\"state\",\"id\":\"m1\"}", &r, NULL) == 0 && strcmp(r.id, "m1") == 0);

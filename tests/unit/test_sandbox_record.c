@@ -162,15 +162,18 @@ TEST(record_of_a_pod_and_of_a_member)
         CHECK(sandbox_record_load(root, "c1", &r, &err) == 0);
         CHECK(r.pod && r.pod_netns_dev == 4 && r.pod_netns_ino == 4026532001ULL && !r.member_of);
         sandbox_record_free(&r);
-        w = (struct sandbox_record){ .pid = 43, .start_time = 8, .agent_socket = "/a", .member_of = "pod-1" };
+        w = (struct sandbox_record){ .pid = 43, .start_time = 8, .agent_socket = "/a", .member_of = "pod-1", .member_dir = "c1.5" };
         CHECK(sandbox_record_save(root, "c1", &w, &err) == 0);
         CHECK(sandbox_record_load(root, "c1", &r, &err) == 0);
-        CHECK(!r.pod && r.member_of && strcmp(r.member_of, "pod-1") == 0);
+        CHECK(!r.pod && r.member_of && strcmp(r.member_of, "pod-1") == 0 && strcmp(r.member_dir, "c1.5") == 0);
         sandbox_record_free(&r);
-        /* A member's pod id is a container id, never a path. */
+        /* A member's pod id and its directory are names, never paths; it has both. */
         cleanup_free char *path = xasprintf("%s/c1/sandbox.json", root);
-        static const char *const bad[] = { "{\"pid\":1,\"start_time\":1,\"agent_socket\":\"/a\",\"member_of\":\"../x\"}",
-                                           "{\"pid\":1,\"start_time\":1,\"agent_socket\":\"/a\",\"member_of\":3}",
+        static const char *const bad[] = { "{\"pid\":1,\"start_time\":1,\"agent_socket\":\"/a\",\"member_of\":\"../x\",\"member_dir\":\"c1.5\"}",
+                                           "{\"pid\":1,\"start_time\":1,\"agent_socket\":\"/a\",\"member_of\":3,\"member_dir\":\"c1.5\"}",
+                                           "{\"pid\":1,\"start_time\":1,\"agent_socket\":\"/a\",\"member_of\":\"p\",\"member_dir\":\"../../x\"}",
+                                           "{\"pid\":1,\"start_time\":1,\"agent_socket\":\"/a\",\"member_of\":\"p\",\"member_dir\":\".\"}",
+                                           "{\"pid\":1,\"start_time\":1,\"agent_socket\":\"/a\",\"member_of\":\"p\"}",
                                            "{\"pid\":1,\"start_time\":1,\"agent_socket\":\"/a\",\"pod\":{\"dev\":1}}" };
         for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
                 CHECK(write_file(path, bad[i], strlen(bad[i]), &err) == 0);
