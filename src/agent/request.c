@@ -283,37 +283,25 @@ static int get_net(const json_t *msg, struct agent_req *req, cap_error_t *err)
         return get_routes6(routes6, n, err);
 }
 
-/* A member's directory under AGENT_MEMBERS: one name, as an id is (never a path). */
-static int get_member(const json_t *msg, const char **out, cap_error_t *err)
+/* A container's id, or another name that must be one (never a path): required or optional. */
+static int get_id(const json_t *msg, const char *key, bool required, const char **out, cap_error_t *err)
 {
-        if (!json_object_get(msg, "member"))
+        if (!required && !json_object_get(msg, key))
                 return 0;
-        if (get_string(msg, "member", out, err) < 0)
+        if (get_string(msg, key, out, err) < 0)
                 return -1;
         if (state_check_id(*out, err) < 0)
-                return cap_error_prefix(err, "request: \"member\"");
-        return 0;
-}
-
-/* A container's id: required (create, delete) or optional. */
-static int get_id(const json_t *msg, bool required, const char **out, cap_error_t *err)
-{
-        if (!required && !json_object_get(msg, "id"))
-                return 0;
-        if (get_string(msg, "id", out, err) < 0)
-                return -1;
-        if (state_check_id(*out, err) < 0)
-                return cap_error_prefix(err, "request: \"id\"");
+                return cap_error_prefix(err, "request: \"%s\"", key);
         return 0;
 }
 
 static int get_create(const json_t *msg, struct agent_req *req, cap_error_t *err)
 {
-        if (get_id(msg, true, &req->id, err) < 0 || get_string(msg, "config", &req->config, err) < 0 ||
+        if (get_id(msg, "id", true, &req->id, err) < 0 || get_string(msg, "config", &req->config, err) < 0 ||
             get_stdio(msg, &req->tty, err) < 0)
                 return -1;
         if (get_bool(msg, "binds", &req->binds, err) < 0 || get_rootfs(msg, &req->rootfs, err) < 0 ||
-            get_bool(msg, "pod", &req->pod, err) < 0 || get_member(msg, &req->member, err) < 0)
+            get_bool(msg, "pod", &req->pod, err) < 0 || get_id(msg, "member", false, &req->member, err) < 0)
                 return -1;
         if (req->member && (req->pod || json_object_get(msg, "net") || json_object_get(msg, "rootfs")))
                 return cap_fail(err, 0, "request: a member takes no \"pod\", \"net\" or \"rootfs\"");
@@ -343,13 +331,13 @@ int agent_req_parse(const json_t *msg, struct agent_req *req, cap_error_t *err)
         case AGENT_OP_CREATE:
                 return get_create(msg, req, err);
         case AGENT_OP_DELETE:
-                if (get_id(msg, true, &req->id, err) < 0)
+                if (get_id(msg, "id", true, &req->id, err) < 0)
                         return -1;
                 return get_bool(msg, "force", &req->force, err);
         default:
                 break;
         }
-        if (get_id(msg, false, &req->id, err) < 0)
+        if (get_id(msg, "id", false, &req->id, err) < 0)
                 return -1;
         switch (req->op) {
         case AGENT_OP_START:
